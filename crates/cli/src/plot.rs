@@ -1,0 +1,70 @@
+//! Charts drawn with plotters into memory and saved as PNG (written atomically).
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{anyhow, Context, Result};
+use plotters::prelude::*;
+use tgc_data::{write_atomic, Stats};
+
+/// DejaVu Sans, shipped with the binary so that charts render the same on every machine.
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is compiled in, so this cannot fail at run time for a user.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Saves an RGB buffer as PNG.
+pub fn save_png(path: &Path, width: u32, height: u32, rgb: Vec<u8>) -> Result<()> {
+    let image = image::RgbImage::from_raw(width, height, rgb)
+        .ok_or_else(|| anyhow!("internal: RGB buffer does not match {width}x{height}"))?;
+    write_atomic(path, |w| {
+        image.write_to(w, image::ImageFormat::Png).map_err(|e| e.to_string())
+    })
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Bar chart of the number of images per history length.
+pub fn history_histogram(stats: &Stats, path: &Path) -> Result<()> {
+    register_font();
+    let (width, height) = (640u32, 420u32);
+    let mut buffer = vec![0u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let max_len = stats.history_len.keys().copied().max().unwrap_or(1);
+        let max_count = stats.history_len.values().copied().max().unwrap_or(1);
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Images by history length", ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d((1..max_len).into_segmented(), 0..(max_count + max_count / 10 + 1))
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_desc("visits up to and including the image")
+            .y_desc("images")
+            .draw()
+            .map_err(draw_err)?;
+        chart
+            .draw_series(
+                Histogram::vertical(&chart)
+                    .style(RGBColor(49, 104, 142).filled())
+                    .margin(6)
+                    .data(stats.history_len.iter().map(|(&len, &count)| (len, count))),
+            )
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    save_png(path, width, height, buffer)
+}
+
+fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing failed: {e:?}")
+}

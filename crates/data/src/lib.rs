@@ -1,0 +1,25 @@
+//! OASIS_2D data for tgc: scan a folder of labelled NIfTI slices ([`Dataset::open`]), count it
+//! ([`Stats`]), split patients ([`train_test_split`], [`stratified_k_fold`]), build temporal
+//! sequences ([`build_sequences`]), export a manifest ([`manifest`]), and generate synthetic
+//! phantoms with ground-truth masks ([`phantom::generate`]). Knows nothing of models.
+
+mod atomic;
+mod dataset;
+mod error;
+mod image;
+mod manifest;
+mod name;
+pub mod phantom;
+mod sequence;
+mod split;
+mod stats;
+
+pub use atomic::write_atomic;
+pub use dataset::{Dataset, Record};
+pub use error::{DataError, Result};
+pub use image::{read_nifti, write_nifti, Image};
+pub use manifest::{manifest, write_table};
+pub use name::{file_name, parse_file_name, Label, PatientId};
+pub use sequence::{build_sequences, SeqLen, Sequence};
+pub use split::{stratified_k_fold, train_test_split, Side, Split};
+pub use stats::{ClassCounts, Stats};

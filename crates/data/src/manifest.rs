@@ -1,0 +1,53 @@
+//! The manifest: one row per image (path, patient_id, day, label, history_len, split) as a
+//! polars `DataFrame`, exported to CSV or Parquet.
+
+use std::path::Path;
+
+use polars::prelude::*;
+
+use crate::atomic::write_atomic;
+use crate::dataset::Dataset;
+use crate::error::{DataError, Result};
+use crate::split::Split;
+
+/// Builds the manifest. `split` fills the `split` column with `train`/`test`; without one the
+/// column holds nulls.
+pub fn manifest(dataset: &Dataset, split: Option<&Split>) -> Result<DataFrame> {
+    let records = dataset.records();
+    let path: Vec<String> = records.iter().map(|r| r.path.display().to_string()).collect();
+    let patient: Vec<String> = records.iter().map(|r| r.patient.to_string()).collect();
+    let day: Vec<u32> = records.iter().map(|r| r.day).collect();
+    let label: Vec<u32> = records.iter().map(|r| r.label.index() as u32).collect();
+    let history: Vec<u32> = records.iter().map(|r| r.history_len as u32).collect();
+    let side: Vec<Option<&str>> = records
+        .iter()
+        .map(|r| split.and_then(|s| s.side_of(&r.patient)).map(|s| s.as_str()))
+        .collect();
+    let columns = vec![
+        Column::new("path".into(), path),
+        Column::new("patient_id".into(), patient),
+        Column::new("day".into(), day),
+        Column::new("label".into(), label),
+        Column::new("history_len".into(), history),
+        Column::new("split".into(), side),
+    ];
+    Ok(DataFrame::new(records.len(), columns)?)
+}
+
+/// Writes a data frame as CSV (with header) or Parquet, chosen by the file extension.
+pub fn write_table(frame: &DataFrame, path: &Path) -> Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let mut frame = frame.clone();
+    match ext.as_str() {
+        "csv" => write_atomic(path, |w| {
+            CsvWriter::new(w).include_header(true).finish(&mut frame).map_err(|e| e.to_string())
+        }),
+        "parquet" => write_atomic(path, |w| {
+            ParquetWriter::new(w).finish(&mut frame).map(|_| ()).map_err(|e| e.to_string())
+        }),
+        _ => Err(DataError::InvalidArgument(format!(
+            "{}: table files must end in .csv or .parquet",
+            path.display()
+        ))),
+    }
+}
