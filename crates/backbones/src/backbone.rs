@@ -1,0 +1,236 @@
+//! One type over both backbones: load from a [`WeightSource`], preprocess, compute features,
+//! and split the forward pass at the explainers' target layer.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{Device, Tensor};
+use tgc_data::Image;
+
+use crate::error::{BackboneError, Result};
+use crate::ops::ReluMode;
+use crate::preprocess::Preprocess;
+use crate::resnet::ResNet18;
+use crate::vit::{Vit, VitConfig, VitSplit};
+use crate::weights::{load_weights, WeightSource, WeightsIdentity};
+
+/// The two backbones of the study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackboneKind {
+    ResNet18,
+    Vit,
+}
+
+impl FromStr for BackboneKind {
+    type Err = BackboneError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "resnet18" | "resnet" => Ok(Self::ResNet18),
+            "vit" => Ok(Self::Vit),
+            other => Err(BackboneError::UnknownBackbone(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for BackboneKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl BackboneKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ResNet18 => "resnet18",
+            Self::Vit => "vit",
+        }
+    }
+
+    /// The study's name for the model (`ResNet`, `ViT`), used in result tables.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::ResNet18 => "ResNet",
+            Self::Vit => "ViT",
+        }
+    }
+
+    /// The default hub id, from `models/backbones.json` (compiled in).
+    pub fn default_weights(self) -> &'static str {
+        crate::models::default_hub_id(self)
+    }
+}
+
+/// Options of [`Backbone::load`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// ImageNet normalization of the input (off in the study).
+    pub imagenet_normalize: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { device: Device::Cpu, imagenet_normalize: false }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Net {
+    ResNet(ResNet18),
+    Vit(Vit),
+}
+
+/// The activation at the explainers' target layer, with what the rest of the pass needs.
+#[derive(Debug, Clone)]
+pub enum TargetActivation {
+    /// ResNet `layer4` output `[B, 512, h, w]`.
+    ResNet(Tensor),
+    /// ViT's last `layernorm_before` output, patch tokens as a map.
+    Vit(VitSplit),
+}
+
+impl TargetActivation {
+    /// The activation as a `[B, C, h, w]` map.
+    pub fn map(&self) -> &Tensor {
+        match self {
+            Self::ResNet(t) => t,
+            Self::Vit(s) => &s.map,
+        }
+    }
+}
+
+/// A frozen backbone in eval mode.
+#[derive(Debug, Clone)]
+pub struct Backbone {
+    kind: BackboneKind,
+    net: Net,
+    preprocess: Preprocess,
+    identity: WeightsIdentity,
+    device: Device,
+}
+
+impl Backbone {
+    pub fn load(kind: BackboneKind, source: &WeightSource, options: &LoadOptions) -> Result<Self> {
+        let weights = load_weights(source, &options.device)?;
+        let source_name = source.to_string();
+        let key_err = |e: candle_core::Error| BackboneError::Weights {
+            source_name: source_name.clone(),
+            message: e.to_string(),
+        };
+        let (net, resize) = match kind {
+            BackboneKind::ResNet18 => (Net::ResNet(ResNet18::new(weights.vb).map_err(key_err)?), None),
+            BackboneKind::Vit => {
+                let config = match (&weights.config, source) {
+                    (Some(path), _) => VitConfig::from_file(path)?,
+                    (None, WeightSource::Random { .. }) => VitConfig::vit_base_patch16_224(),
+                    (None, _) => {
+                        return Err(BackboneError::Weights {
+                            source_name,
+                            message: "ViT weights need a config.json beside model.safetensors".into(),
+                        })
+                    }
+                };
+                let size = config.image_size;
+                (Net::Vit(Vit::new(&config, weights.vb).map_err(key_err)?), Some(size))
+            }
+        };
+        let preprocess = Preprocess { resize_shorter_to: resize, imagenet_normalize: options.imagenet_normalize };
+        if weights.identity.random {
+            tracing::warn!(backbone = %kind, source = %source, "RANDOM-INIT backbone weights: outputs are not those of a pretrained model");
+        }
+        Ok(Self { kind, net, preprocess, identity: weights.identity, device: options.device.clone() })
+    }
+
+    /// Builds a random-weight ViT of any configuration (small test models).
+    pub fn random_vit(config: &VitConfig, seed: u64, device: &Device) -> Result<Self> {
+        let source = WeightSource::Random { seed };
+        let weights = load_weights(&source, device)?;
+        Ok(Self {
+            kind: BackboneKind::Vit,
+            net: Net::Vit(Vit::new(config, weights.vb)?),
+            preprocess: Preprocess { resize_shorter_to: Some(config.image_size), imagenet_normalize: false },
+            identity: weights.identity,
+            device: device.clone(),
+        })
+    }
+
+    pub fn kind(&self) -> BackboneKind {
+        self.kind
+    }
+
+    pub fn identity(&self) -> &WeightsIdentity {
+        &self.identity
+    }
+
+    pub fn is_random(&self) -> bool {
+        self.identity.random
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn preprocess_settings(&self) -> Preprocess {
+        self.preprocess
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        match &self.net {
+            Net::ResNet(_) => ResNet18::FEATURE_DIM,
+            Net::Vit(v) => v.config().hidden_size,
+        }
+    }
+
+    /// One slice as this backbone's input `[3, H, W]`.
+    pub fn preprocess(&self, image: &Image) -> Result<Tensor> {
+        self.preprocess.apply(image, &self.device)
+    }
+
+    /// A batch of slices as `[B, 3, H, W]`.
+    pub fn preprocess_batch(&self, images: &[Image]) -> Result<Tensor> {
+        let inputs = images.iter().map(|i| self.preprocess(i)).collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&inputs, 0)?)
+    }
+
+    /// Penultimate features `[B, D]` of a preprocessed batch.
+    pub fn features(&self, input: &Tensor) -> Result<Tensor> {
+        check_input(input)?;
+        Ok(match &self.net {
+            Net::ResNet(r) => r.features(input)?,
+            Net::Vit(v) => v.features(input, ReluMode::Standard)?,
+        })
+    }
+
+    /// Forward to the target layer (ResNet `layer4`; ViT last block's `layernorm_before`).
+    pub fn forward_to_target(&self, input: &Tensor, mode: ReluMode) -> Result<TargetActivation> {
+        check_input(input)?;
+        Ok(match &self.net {
+            Net::ResNet(r) => TargetActivation::ResNet(r.forward_to_layer4(input, mode)?),
+            Net::Vit(v) => TargetActivation::Vit(v.forward_to_target(input, mode)?),
+        })
+    }
+
+    /// Continues from `map` (the target activation, or a tensor derived from it with the same
+    /// shape) to the features `[B, D]`. `target` supplies the rest of the state.
+    pub fn features_from_target(&self, map: &Tensor, target: &TargetActivation, mode: ReluMode) -> Result<Tensor> {
+        Ok(match (&self.net, target) {
+            (Net::ResNet(r), TargetActivation::ResNet(_)) => r.features_from_layer4(map)?,
+            (Net::Vit(v), TargetActivation::Vit(split)) => v.features_from_target(map, split, mode)?,
+            _ => return Err(candle_core::Error::msg("target activation of another backbone").into()),
+        })
+    }
+
+    /// Features of a batch computed through the given ReLU mode (guided backprop).
+    pub fn features_with(&self, input: &Tensor, mode: ReluMode) -> Result<Tensor> {
+        let target = self.forward_to_target(input, mode)?;
+        self.features_from_target(target.map(), &target, mode)
+    }
+}
+
+fn check_input(input: &Tensor) -> Result<()> {
+    match input.dims() {
+        [_, 3, _, _] => Ok(()),
+        dims => Err(BackboneError::Shape { got: dims.to_vec(), expected: "[batch, 3, height, width]".into() }),
+    }
+}

@@ -1,0 +1,208 @@
+//! Batched feature extraction over a data set, with a per-image cache, and the features file
+//! format (`features` [N, D] f32, `patient_id`, `day`, `label` [N] i64, metadata naming the
+//! backbone and its weights).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use tgc_data::{write_atomic, Dataset};
+
+use crate::backbone::Backbone;
+use crate::error::{BackboneError, Result};
+use crate::weights::sha256_hex;
+
+/// Settings of [`extract_features`].
+#[derive(Debug, Clone)]
+pub struct ExtractConfig {
+    pub batch_size: usize,
+    /// Folder of cached per-image features; `None` computes everything.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        Self { batch_size: 8, cache_dir: Some(default_cache_dir()) }
+    }
+}
+
+/// `TGC_CACHE_DIR`, else `$XDG_CACHE_HOME/tgc/features`, else `~/.cache/tgc/features`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TGC_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("tgc").join("features")
+}
+
+/// Features of every image of a data set, in record order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureSet {
+    /// Row-major `[n, dim]`.
+    pub features: Vec<f32>,
+    pub dim: usize,
+    pub patient_id: Vec<i64>,
+    pub day: Vec<i64>,
+    pub label: Vec<i64>,
+    /// `backbone`, `weights`, `weights_digest`, `random_weights`, `data`, … as strings.
+    pub metadata: HashMap<String, String>,
+}
+
+impl FeatureSet {
+    pub fn len(&self) -> usize {
+        self.label.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.label.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.features[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Whether the backbone that made these features had random weights.
+    pub fn random_weights(&self) -> bool {
+        self.metadata.get("random_weights").map(|v| v == "true").unwrap_or(false)
+    }
+
+    /// Writes the safetensors file atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let n = self.len();
+        let cpu = Device::Cpu;
+        let tensors = [
+            ("features", Tensor::from_slice(&self.features, (n, self.dim), &cpu)?),
+            ("patient_id", Tensor::from_slice(&self.patient_id, n, &cpu)?),
+            ("day", Tensor::from_slice(&self.day, n, &cpu)?),
+            ("label", Tensor::from_slice(&self.label, n, &cpu)?),
+        ];
+        let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (*k, v)), Some(self.metadata.clone()))
+            .map_err(|e| BackboneError::Cache { path: path.to_owned(), message: e.to_string() })?;
+        write_atomic(path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string()))?;
+        Ok(())
+    }
+
+    /// Reads a features file, checking that every tensor is there with consistent lengths.
+    pub fn load(path: &Path) -> Result<Self> {
+        let err = |message: String| BackboneError::Weights { source_name: path.display().to_string(), message };
+        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| err(e.to_string()))?;
+        let get = |name: &str| tensors.get(name).ok_or_else(|| err(format!("missing tensor `{name}`")));
+        let features = get("features")?;
+        let (n, dim) = features.dims2().map_err(|_| err(format!("`features` must be [N, D], got {:?}", features.dims())))?;
+        let ints = |name: &str| -> Result<Vec<i64>> {
+            let t = get(name)?;
+            if t.dims() != [n] {
+                return Err(err(format!("`{name}` has shape {:?}, expected [{n}] like `features`", t.dims())));
+            }
+            Ok(t.to_dtype(DType::I64)?.to_vec1()?)
+        };
+        Ok(Self {
+            features: features.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+            dim,
+            patient_id: ints("patient_id")?,
+            day: ints("day")?,
+            label: ints("label")?,
+            metadata,
+        })
+    }
+}
+
+/// Computes (or fetches from the cache) the features of every record, in batches.
+/// `progress` is called with the number of images done after each batch.
+pub fn extract_features(
+    backbone: &Backbone,
+    dataset: &Dataset,
+    config: &ExtractConfig,
+    mut progress: impl FnMut(usize),
+) -> Result<(FeatureSet, usize)> {
+    let dim = backbone.feature_dim();
+    let n = dataset.len();
+    let mut features = vec![0f32; n * dim];
+    let mut keys = Vec::with_capacity(n);
+    let mut missing = Vec::new();
+    for (i, record) in dataset.records().iter().enumerate() {
+        let bytes = std::fs::read(&record.path)
+            .map_err(|e| tgc_data::DataError::Read { path: record.path.clone(), message: e.to_string() })?;
+        let key = cache_key(backbone, &bytes);
+        let hit = config.cache_dir.as_ref().and_then(|dir| read_cached(&dir.join(format!("{key}.safetensors")), dim));
+        match hit {
+            Some(row) => features[i * dim..(i + 1) * dim].copy_from_slice(&row),
+            None => missing.push(i),
+        }
+        keys.push(key);
+    }
+    let cached = n - missing.len();
+    progress(cached);
+    let mut done = cached;
+    for chunk in missing.chunks(config.batch_size.max(1)) {
+        let images = chunk.iter().map(|&i| dataset.load_image(i)).collect::<tgc_data::Result<Vec<_>>>()?;
+        let input = backbone.preprocess_batch(&images)?;
+        let rows: Vec<Vec<f32>> = backbone.features(&input)?.to_dtype(DType::F32)?.to_vec2()?;
+        for (&i, row) in chunk.iter().zip(rows) {
+            features[i * dim..(i + 1) * dim].copy_from_slice(&row);
+            if let Some(dir) = &config.cache_dir {
+                write_cached(dir, &keys[i], &row);
+            }
+        }
+        done += chunk.len();
+        progress(done);
+    }
+    let records = dataset.records();
+    let identity = backbone.identity();
+    let metadata = HashMap::from([
+        ("backbone".to_owned(), backbone.kind().as_str().to_owned()),
+        ("weights".to_owned(), identity.source.clone()),
+        ("weights_digest".to_owned(), identity.digest.clone()),
+        ("random_weights".to_owned(), identity.random.to_string()),
+        ("imagenet_normalize".to_owned(), backbone.preprocess_settings().imagenet_normalize.to_string()),
+        ("data".to_owned(), dataset.root().display().to_string()),
+    ]);
+    let set = FeatureSet {
+        features,
+        dim,
+        patient_id: records.iter().map(|r| r.patient.number() as i64).collect(),
+        day: records.iter().map(|r| r.day as i64).collect(),
+        label: records.iter().map(|r| r.label.index() as i64).collect(),
+        metadata,
+    };
+    Ok((set, cached))
+}
+
+fn cache_key(backbone: &Backbone, image_bytes: &[u8]) -> String {
+    let p = backbone.preprocess_settings();
+    let header = format!(
+        "tgc-features-v1|{}|{}|{:?}|{}|",
+        backbone.kind(),
+        backbone.identity().digest,
+        p.resize_shorter_to,
+        p.imagenet_normalize
+    );
+    let mut bytes = header.into_bytes();
+    bytes.extend_from_slice(sha256_hex(image_bytes).as_bytes());
+    sha256_hex(&bytes)
+}
+
+fn read_cached(path: &Path, dim: usize) -> Option<Vec<f32>> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu).ok()?;
+    let row: Vec<f32> = tensors.get("features")?.to_vec1().ok()?;
+    (row.len() == dim).then_some(row)
+}
+
+/// A cache write that fails only costs a recomputation later, so it warns instead of failing.
+fn write_cached(dir: &Path, key: &str, row: &[f32]) {
+    let path = dir.join(format!("{key}.safetensors"));
+    let result = std::fs::create_dir_all(dir).map_err(|e| e.to_string()).and_then(|()| {
+        let t = Tensor::from_slice(row, row.len(), &Device::Cpu).map_err(|e| e.to_string())?;
+        let bytes = safetensors::serialize([("features", &t)], None).map_err(|e| e.to_string())?;
+        write_atomic(&path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())).map_err(|e| e.to_string())
+    });
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the feature cache");
+    }
+}

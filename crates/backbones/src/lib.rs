@@ -1,0 +1,21 @@
+//! Frozen image backbones on candle: ResNet-18 ([`resnet`]) and ViT ([`vit`]) built from
+//! Hugging Face checkpoints ([`WeightSource`]), the study's preprocessing ([`Preprocess`]),
+//! penultimate features, and a forward pass split at the explainers' target layer, all
+//! differentiable to the input ([`ops`]). Entry point: [`Backbone::load`].
+
+mod backbone;
+mod error;
+pub mod extract;
+mod models;
+pub mod ops;
+mod preprocess;
+mod random_init;
+pub mod resnet;
+pub mod vit;
+mod weights;
+
+pub use backbone::{Backbone, BackboneKind, LoadOptions, TargetActivation};
+pub use error::{BackboneError, Result};
+pub use ops::ReluMode;
+pub use preprocess::{resize_bilinear_aa, shorter_side_size, Preprocess};
+pub use weights::{hub_cache, load_weights, LoadedWeights, WeightSource, WeightsIdentity};

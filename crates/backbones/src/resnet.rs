@@ -1,0 +1,140 @@
+//! ResNet-18 in torchvision's layout (`timm/resnet18.tv_in1k`): `conv1`, `bn1`,
+//! `layer{1..4}.{0,1}.{conv1,bn1,conv2,bn2}`, `layer{2,3,4}.0.downsample.{0,1}`, optional `fc`.
+//!
+//! BatchNorm runs in eval mode (running statistics, eps 1e-5) and is folded into the preceding
+//! convolution at load time: `w' = w·γ/√(σ²+ε)`, `b' = β − μ·γ/√(σ²+ε)`, which is the same
+//! function with one pass over the activations fewer. The stem max-pool is 3×3, stride 2,
+//! padding 1 with PyTorch's semantics (see [`crate::ops::max_pool2d`]).
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::ops::{max_pool2d, relu, ReluMode};
+
+const BN_EPS: f64 = 1e-5;
+
+/// A convolution without bias followed by eval-mode BatchNorm, folded into one convolution.
+#[derive(Debug, Clone)]
+struct ConvBn {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl ConvBn {
+    fn new(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, conv: VarBuilder, bn: VarBuilder) -> Result<Self> {
+        let w = conv.get((cout, cin, k, k), "weight")?;
+        let gamma = bn.get(cout, "weight")?;
+        let beta = bn.get(cout, "bias")?;
+        let mean = bn.get(cout, "running_mean")?;
+        let var = bn.get(cout, "running_var")?;
+        let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
+        let weight = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
+        let bias = beta.sub(&mean.mul(&scale)?)?;
+        Ok(Self { weight, bias: bias.reshape((1, cout, 1, 1))?, stride, padding })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?.broadcast_add(&self.bias)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct BasicBlock {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    downsample: Option<ConvBn>,
+}
+
+impl BasicBlock {
+    fn new(cin: usize, cout: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let conv1 = ConvBn::new(cin, cout, 3, stride, 1, vb.pp("conv1"), vb.pp("bn1"))?;
+        let conv2 = ConvBn::new(cout, cout, 3, 1, 1, vb.pp("conv2"), vb.pp("bn2"))?;
+        let downsample = if stride != 1 || cin != cout {
+            let d = vb.pp("downsample");
+            Some(ConvBn::new(cin, cout, 1, stride, 0, d.pp(0), d.pp(1))?)
+        } else {
+            None
+        };
+        Ok(Self { conv1, conv2, downsample })
+    }
+
+    fn forward(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
+        let y = relu(&self.conv1.forward(x)?, mode)?;
+        let y = self.conv2.forward(&y)?;
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward(x)?,
+            None => x.clone(),
+        };
+        relu(&(y + shortcut)?, mode)
+    }
+}
+
+/// ResNet-18. Input `[B, 3, H, W]`; `layer4` is `[B, 512, H/32, W/32]`; features `[B, 512]`.
+#[derive(Debug, Clone)]
+pub struct ResNet18 {
+    stem: ConvBn,
+    layers: Vec<Vec<BasicBlock>>,
+    fc: Option<candle_nn::Linear>,
+}
+
+impl ResNet18 {
+    pub const FEATURE_DIM: usize = 512;
+
+    /// Builds the model; `fc` (the ImageNet classifier) is loaded when the weights have it.
+    pub fn new(vb: VarBuilder) -> Result<Self> {
+        let stem = ConvBn::new(3, 64, 7, 2, 3, vb.pp("conv1"), vb.pp("bn1"))?;
+        let mut layers = Vec::new();
+        let mut cin = 64;
+        for (i, cout) in [64, 128, 256, 512].into_iter().enumerate() {
+            let vb_layer = vb.pp(format!("layer{}", i + 1));
+            let stride = if i == 0 { 1 } else { 2 };
+            let blocks = vec![
+                BasicBlock::new(cin, cout, stride, vb_layer.pp(0))?,
+                BasicBlock::new(cout, cout, 1, vb_layer.pp(1))?,
+            ];
+            layers.push(blocks);
+            cin = cout;
+        }
+        let fc = if vb.contains_tensor("fc.weight") {
+            let classes = vb.pp("fc").get_unchecked("weight")?.dim(0)?;
+            Some(candle_nn::linear(512, classes, vb.pp("fc"))?)
+        } else {
+            None
+        };
+        Ok(Self { stem, layers, fc })
+    }
+
+    /// Stem and the four stages: the output of `layer4`, after its last ReLU.
+    pub fn forward_to_layer4(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
+        let mut x = relu(&self.stem.forward(x)?, mode)?;
+        x = max_pool2d(&x, 3, 2, 1)?;
+        for block in self.layers.iter().flatten() {
+            x = block.forward(&x, mode)?;
+        }
+        Ok(x)
+    }
+
+    /// Global average pooling of a `layer4` activation: the 512-d penultimate features.
+    pub fn features_from_layer4(&self, layer4: &Tensor) -> Result<Tensor> {
+        layer4.mean((2, 3))
+    }
+
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        self.features_from_layer4(&self.forward_to_layer4(x, ReluMode::Standard)?)
+    }
+
+    /// The checkpoint's own classifier (`fc`) applied to features, when it has one.
+    pub fn classifier(&self) -> Option<&candle_nn::Linear> {
+        self.fc.as_ref()
+    }
+
+    /// ImageNet logits through `fc` (for parity checks with other implementations).
+    pub fn logits(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        match &self.fc {
+            Some(fc) => Ok(Some(fc.forward(&self.features(x)?)?)),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! ViT in the Hugging Face `transformers` layout of `google/vit-base-patch16-224`:
+//! `vit.embeddings.{cls_token,position_embeddings,patch_embeddings.projection}`,
+//! `vit.encoder.layer.N.{layernorm_before, attention.attention.{query,key,value},
+//! attention.output.dense, layernorm_after, intermediate.dense, output.dense}`, `vit.layernorm`.
+//! Checkpoints of a bare `ViTModel` (no `vit.` prefix) load too. Sizes come from `config.json`.
+
+use std::path::Path;
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
+use serde::Deserialize;
+
+use crate::error::BackboneError;
+use crate::ops::{relu, softmax_last_dim, LayerNorm, ReluMode};
+
+/// The fields of a Hugging Face ViT `config.json` that shape the model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct VitConfig {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub layer_norm_eps: f64,
+    pub hidden_act: String,
+    #[serde(default = "default_channels")]
+    pub num_channels: usize,
+    #[serde(default = "default_true")]
+    pub qkv_bias: bool,
+}
+
+fn default_channels() -> usize {
+    3
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl VitConfig {
+    /// `google/vit-base-patch16-224`, used for random weights when no config is given.
+    pub fn vit_base_patch16_224() -> Self {
+        Self {
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            image_size: 224,
+            patch_size: 16,
+            layer_norm_eps: 1e-12,
+            hidden_act: "gelu".into(),
+            num_channels: 3,
+            qkv_bias: true,
+        }
+    }
+
+    pub fn from_file(path: &Path) -> std::result::Result<Self, BackboneError> {
+        let err = |message: String| BackboneError::Config { path: path.to_owned(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let config: Self = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        Activation::parse(&config.hidden_act).map_err(err)?;
+        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+            return Err(err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                config.hidden_size, config.num_attention_heads
+            )));
+        }
+        if config.patch_size == 0 || config.image_size % config.patch_size != 0 {
+            return Err(err(format!("image_size {} is not a multiple of patch_size {}", config.image_size, config.patch_size)));
+        }
+        Ok(config)
+    }
+
+    /// Patches per side (14 for B/16 at 224).
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Activation {
+    /// `gelu` in transformers: the exact erf form.
+    GeluErf,
+    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation.
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    fn parse(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "gelu" => Ok(Self::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Self::GeluTanh),
+            "relu" => Ok(Self::Relu),
+            other => Err(format!("hidden_act `{other}` is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)")),
+        }
+    }
+
+    fn forward(self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
+        match self {
+            Self::GeluErf => x.gelu_erf(),
+            Self::GeluTanh => x.gelu(),
+            Self::Relu => relu(x, mode),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn new(cfg: &VitConfig, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let inner = vb.pp("attention");
+        let qkv = |name: &str| {
+            if cfg.qkv_bias {
+                linear(h, h, inner.pp(name))
+            } else {
+                linear_no_bias(h, h, inner.pp(name))
+            }
+        };
+        Ok(Self {
+            query: qkv("query")?,
+            key: qkv("key")?,
+            value: qkv("value")?,
+            output: linear(h, h, vb.pp("output").pp("dense"))?,
+            heads: cfg.num_attention_heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let dh = h / self.heads;
+        let split = |l: &Linear| -> Result<Tensor> {
+            l.forward(x)?.reshape((b, t, self.heads, dh))?.transpose(1, 2)?.contiguous()
+        };
+        let (q, k, v) = (split(&self.query)?, split(&self.key)?, split(&self.value)?);
+        let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?;
+        let probs = softmax_last_dim(&scores)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
+        self.output.forward(&context)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    layernorm_before: LayerNorm,
+    attention: Attention,
+    layernorm_after: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    act: Activation,
+}
+
+impl Block {
+    fn new(cfg: &VitConfig, act: Activation, vb: VarBuilder) -> Result<Self> {
+        let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+        Ok(Self {
+            layernorm_before: LayerNorm::new(h, eps, vb.pp("layernorm_before"))?,
+            attention: Attention::new(cfg, vb.pp("attention"))?,
+            layernorm_after: LayerNorm::new(h, eps, vb.pp("layernorm_after"))?,
+            intermediate: linear(h, cfg.intermediate_size, vb.pp("intermediate").pp("dense"))?,
+            output: linear(cfg.intermediate_size, h, vb.pp("output").pp("dense"))?,
+            act,
+        })
+    }
+
+    /// The block from its `layernorm_before` output on; `residual` is the block's input.
+    fn forward_from_norm(&self, normed: &Tensor, residual: &Tensor, mode: ReluMode) -> Result<Tensor> {
+        let h = (residual + self.attention.forward(normed)?)?;
+        let mlp = self.act.forward(&self.intermediate.forward(&self.layernorm_after.forward(&h)?)?, mode)?;
+        h + self.output.forward(&mlp)?
+    }
+
+    fn forward(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
+        self.forward_from_norm(&self.layernorm_before.forward(x)?, x, mode)
+    }
+}
+
+/// The activation at the last block's `layernorm_before`, split for Grad-CAM: the patch tokens
+/// as a `[B, D, g, g]` map, plus what the rest of the forward pass needs.
+#[derive(Debug, Clone)]
+pub struct VitSplit {
+    /// Patch tokens (CLS dropped) as `[B, D, grid, grid]`.
+    pub map: Tensor,
+    /// The normalized CLS token, `[B, 1, D]`.
+    pub cls: Tensor,
+    /// The last block's input (its residual stream), `[B, T, D]`.
+    pub residual: Tensor,
+}
+
+/// Vision Transformer encoder; features are the CLS token after the final LayerNorm.
+#[derive(Debug, Clone)]
+pub struct Vit {
+    config: VitConfig,
+    patch_embed_weight: Tensor,
+    patch_embed_bias: Tensor,
+    cls_token: Tensor,
+    position_embeddings: Tensor,
+    blocks: Vec<Block>,
+    layernorm: LayerNorm,
+}
+
+impl Vit {
+    pub fn new(config: &VitConfig, vb: VarBuilder) -> Result<Self> {
+        let act = Activation::parse(&config.hidden_act).map_err(candle_core::Error::msg)?;
+        let vb = if !vb.contains_tensor("vit.embeddings.cls_token") && vb.contains_tensor("embeddings.cls_token") {
+            vb
+        } else {
+            vb.pp("vit")
+        };
+        let (h, p, c) = (config.hidden_size, config.patch_size, config.num_channels);
+        let emb = vb.pp("embeddings");
+        let proj = emb.pp("patch_embeddings").pp("projection");
+        let tokens = config.grid() * config.grid() + 1;
+        let blocks = (0..config.num_hidden_layers)
+            .map(|i| Block::new(config, act, vb.pp("encoder").pp("layer").pp(i)))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            config: config.clone(),
+            patch_embed_weight: proj.get((h, c, p, p), "weight")?,
+            patch_embed_bias: proj.get(h, "bias")?.reshape((1, h, 1, 1))?,
+            cls_token: emb.get((1, 1, h), "cls_token")?,
+            position_embeddings: emb.get((1, tokens, h), "position_embeddings")?,
+            blocks,
+            layernorm: LayerNorm::new(h, config.layer_norm_eps, vb.pp("layernorm"))?,
+        })
+    }
+
+    pub fn config(&self) -> &VitConfig {
+        &self.config
+    }
+
+    fn embed(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, _, hh, ww) = x.dims4()?;
+        let s = self.config.image_size;
+        if hh != s || ww != s {
+            candle_core::bail!("ViT expects {s}x{s} inputs (config image_size), got {hh}x{ww}");
+        }
+        let p = self.config.patch_size;
+        let patches = x.conv2d(&self.patch_embed_weight, 0, p, 1, 1)?.broadcast_add(&self.patch_embed_bias)?;
+        let patches = patches.flatten_from(2)?.transpose(1, 2)?;
+        let cls = self.cls_token.broadcast_as((b, 1, self.config.hidden_size))?;
+        Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embeddings)
+    }
+
+    /// Runs up to the last block's `layernorm_before` and returns its output split for Grad-CAM.
+    pub fn forward_to_target(&self, x: &Tensor, mode: ReluMode) -> Result<VitSplit> {
+        let (last, rest) = self.blocks.split_last().ok_or_else(|| candle_core::Error::msg("ViT has no layers"))?;
+        let mut h = self.embed(x)?;
+        for block in rest {
+            h = block.forward(&h, mode)?;
+        }
+        let normed = last.layernorm_before.forward(&h)?;
+        let (b, t, d) = normed.dims3()?;
+        let g = self.config.grid();
+        let cls = normed.narrow(1, 0, 1)?;
+        let map = normed.narrow(1, 1, t - 1)?.transpose(1, 2)?.reshape((b, d, g, g))?;
+        Ok(VitSplit { map, cls, residual: h })
+    }
+
+    /// Continues from a (possibly modified) target activation to the features `[B, D]`.
+    pub fn features_from_target(&self, map: &Tensor, split: &VitSplit, mode: ReluMode) -> Result<Tensor> {
+        let last = self.blocks.last().ok_or_else(|| candle_core::Error::msg("ViT has no layers"))?;
+        let (b, d, g, _) = map.dims4()?;
+        let tokens = map.reshape((b, d, g * g))?.transpose(1, 2)?;
+        let normed = Tensor::cat(&[&split.cls, &tokens], 1)?;
+        let h = last.forward_from_norm(&normed, &split.residual, mode)?;
+        self.layernorm.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)
+    }
+
+    /// The 768-d (B/16) features: the CLS token after the final LayerNorm. `mode` matters only
+    /// for `hidden_act: relu`.
+    pub fn features(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
+        let mut h = self.embed(x)?;
+        for block in &self.blocks {
+            h = block.forward(&h, mode)?;
+        }
+        self.layernorm.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)
+    }
+}

@@ -1,0 +1,228 @@
+//! Loading (folder, file, random), parity with candle-transformers, the split forward,
+//! gradients to the input, and every weight error.
+
+mod common;
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::VarBuilder;
+use common::*;
+use tgc_backbones::{Backbone, BackboneKind, LoadOptions, ReluMode, WeightSource};
+
+fn cpu() -> LoadOptions {
+    LoadOptions::default()
+}
+
+fn resnet_folder(dir: &std::path::Path) -> std::collections::HashMap<String, Tensor> {
+    let tensors = resnet18_tensors(10, 1);
+    write_safetensors(&dir.join("model.safetensors"), &tensors);
+    tensors
+}
+
+#[test]
+fn resnet_matches_candle_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = resnet_folder(dir.path());
+    let ours = tgc_backbones::resnet::ResNet18::new(VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu)).unwrap();
+    let theirs = candle_transformers::models::resnet::resnet18(10, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)).unwrap();
+    let x = rand_tensor(&[2, 3, 64, 64], 1.0, 11).abs().unwrap();
+    let a = ours.logits(&x).unwrap().unwrap();
+    let b = theirs.forward(&x).unwrap();
+    assert_eq!(a.dims(), &[2, 10]);
+    let diff = max_rel_diff(&a, &b, 1e-3);
+    assert!(diff < 1e-4, "relative difference {diff}");
+}
+
+#[test]
+fn vit_matches_candle_transformers() {
+    let tensors = tiny_vit_tensors(2, 5, 2);
+    let cfg_json = tiny_vit_config_json(2);
+    let cfg: tgc_backbones::vit::VitConfig = serde_json::from_str(&cfg_json).unwrap();
+    let ours = tgc_backbones::vit::Vit::new(&cfg, VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu)).unwrap();
+    let theirs_cfg: candle_transformers::models::vit::Config = serde_json::from_str(&cfg_json).unwrap();
+    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+    let theirs = candle_transformers::models::vit::Model::new(&theirs_cfg, 5, vb).unwrap();
+    let x = rand_tensor(&[2, 3, 32, 32], 1.0, 12);
+    let features = ours.features(&x, ReluMode::Standard).unwrap();
+    assert_eq!(features.dims(), &[2, 32]);
+    let head = candle_nn::Linear::new(tensors["classifier.weight"].clone(), Some(tensors["classifier.bias"].clone()));
+    let a = head.forward(&features).unwrap();
+    let b = theirs.forward(&x).unwrap();
+    let diff = max_rel_diff(&a, &b, 1e-3);
+    assert!(diff < 1e-4, "relative difference {diff}");
+}
+
+#[test]
+fn split_forward_continues_to_the_same_features() {
+    let dir = tempfile::tempdir().unwrap();
+    resnet_folder(dir.path());
+    let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Folder(dir.path().to_owned()), &cpu()).unwrap();
+    let x = rand_tensor(&[1, 3, 256, 256], 1.0, 3).abs().unwrap();
+    let target = resnet.forward_to_target(&x, ReluMode::Standard).unwrap();
+    assert_eq!(target.map().dims(), &[1, 512, 8, 8]);
+    let via_split = resnet.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
+    assert!(max_rel_diff(&via_split, &resnet.features(&x).unwrap(), 1e-3) < 1e-6);
+
+    let vit_dir = tempfile::tempdir().unwrap();
+    write_safetensors(&vit_dir.path().join("model.safetensors"), &tiny_vit_tensors(3, 2, 5));
+    std::fs::write(vit_dir.path().join("config.json"), tiny_vit_config_json(3)).unwrap();
+    let vit = Backbone::load(BackboneKind::Vit, &WeightSource::Folder(vit_dir.path().to_owned()), &cpu()).unwrap();
+    assert_eq!(vit.feature_dim(), 32);
+    let x = rand_tensor(&[2, 3, 32, 32], 1.0, 4);
+    let target = vit.forward_to_target(&x, ReluMode::Standard).unwrap();
+    assert_eq!(target.map().dims(), &[2, 32, 4, 4]);
+    let via_split = vit.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
+    assert!(max_rel_diff(&via_split, &vit.features(&x).unwrap(), 1e-3) < 1e-5);
+}
+
+#[test]
+fn vit_input_gradient_matches_finite_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    write_safetensors(&dir.path().join("model.safetensors"), &tiny_vit_tensors(2, 2, 8));
+    std::fs::write(dir.path().join("config.json"), tiny_vit_config_json(2)).unwrap();
+    let vit = Backbone::load(BackboneKind::Vit, &WeightSource::Folder(dir.path().to_owned()), &cpu()).unwrap();
+    let w = rand_tensor(&[1, 32], 1.0, 9);
+    let f = |x: &Tensor| vit.features(x).unwrap().mul(&w).unwrap().sum_all().unwrap();
+    let x0 = rand_tensor(&[1, 3, 32, 32], 1.0, 10);
+    let x = Var::from_tensor(&x0).unwrap();
+    let g: Vec<f32> = f(x.as_tensor()).backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let base: Vec<f32> = x0.flatten_all().unwrap().to_vec1().unwrap();
+    let eps = 1e-2;
+    for i in (0..base.len()).step_by(97) {
+        let (mut p, mut m) = (base.clone(), base.clone());
+        p[i] += eps;
+        m[i] -= eps;
+        let fp = f(&Tensor::from_vec(p, x0.dims(), &Device::Cpu).unwrap()).to_scalar::<f32>().unwrap();
+        let fm = f(&Tensor::from_vec(m, x0.dims(), &Device::Cpu).unwrap()).to_scalar::<f32>().unwrap();
+        let fd = (fp - fm) / (2.0 * eps);
+        assert!((fd - g[i]).abs() < 1e-2 * (1.0 + fd.abs()), "pixel {i}: fd {fd} vs grad {}", g[i]);
+    }
+}
+
+#[test]
+fn resnet_backpropagates_to_the_input_and_to_layer4() {
+    let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Random { seed: 3 }, &cpu()).unwrap();
+    assert!(resnet.is_random());
+    let x = Var::from_tensor(&rand_tensor(&[1, 3, 64, 64], 1.0, 1).abs().unwrap()).unwrap();
+    let target = resnet.forward_to_target(x.as_tensor(), ReluMode::Standard).unwrap();
+    let a = Var::from_tensor(target.map()).unwrap();
+    let y = resnet.features_from_target(a.as_tensor(), &target, ReluMode::Standard).unwrap().sum_all().unwrap();
+    let grads = y.backward().unwrap();
+    // d(sum of pooled features)/dA = 1/(h·w) everywhere.
+    let ga: Vec<f32> = grads.get(a.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert!(ga.iter().all(|&v| (v - 1.0 / 4.0).abs() < 1e-7), "{:?}", &ga[..4]);
+    let gx = resnet.features(x.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    let gx = gx.get(x.as_tensor()).unwrap();
+    assert_eq!(gx.dims(), &[1, 3, 64, 64]);
+    assert!(gx.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+}
+
+#[test]
+fn guided_mode_changes_resnet_gradients_only() {
+    let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Random { seed: 4 }, &cpu()).unwrap();
+    let x0 = rand_tensor(&[1, 3, 64, 64], 1.0, 2).abs().unwrap();
+    let w = rand_tensor(&[1, 512], 1.0, 3);
+    let grad = |mode| {
+        let x = Var::from_tensor(&x0).unwrap();
+        let f = resnet.features_with(x.as_tensor(), mode).unwrap();
+        let y = f.mul(&w).unwrap().sum_all().unwrap();
+        let g = y.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+        (f, g)
+    };
+    let (fs, gs) = grad(ReluMode::Standard);
+    let (fg, gg) = grad(ReluMode::Guided);
+    assert!(max_rel_diff(&fs, &fg, 1e-3) < 1e-7, "guided mode must not change the forward pass");
+    assert!(max_rel_diff(&gs, &gg, 1e-6) > 1e-3, "guided gradients should differ");
+}
+
+#[test]
+fn random_weights_are_deterministic_per_seed() {
+    let x = rand_tensor(&[1, 3, 32, 32], 1.0, 5).abs().unwrap();
+    let f = |seed| Backbone::load(BackboneKind::ResNet18, &WeightSource::Random { seed }, &cpu()).unwrap().features(&x).unwrap();
+    assert!(max_rel_diff(&f(1), &f(1), 1e-6) == 0.0);
+    assert!(max_rel_diff(&f(1), &f(2), 1e-6) > 1e-3);
+}
+
+#[test]
+fn single_safetensors_file_loads_resnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = resnet18_tensors(3, 7);
+    let file = dir.path().join("resnet.safetensors");
+    write_safetensors(&file, &tensors);
+    let source: WeightSource = file.to_str().unwrap().parse().unwrap();
+    assert_eq!(source, WeightSource::File(file.clone()));
+    let resnet = Backbone::load(BackboneKind::ResNet18, &source, &cpu()).unwrap();
+    assert!(!resnet.is_random());
+    assert_eq!(resnet.identity().digest.len(), 64);
+}
+
+fn load_err(kind: BackboneKind, source: &WeightSource) -> String {
+    Backbone::load(kind, source, &cpu()).unwrap_err().to_string()
+}
+
+#[test]
+fn missing_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = resnet18_tensors(10, 1);
+    tensors.remove("layer3.1.bn2.running_var");
+    write_safetensors(&dir.path().join("model.safetensors"), &tensors);
+    let err = load_err(BackboneKind::ResNet18, &WeightSource::Folder(dir.path().to_owned()));
+    assert!(err.contains("layer3.1.bn2.running_var"), "{err}");
+}
+
+#[test]
+fn wrong_shape_names_key_and_both_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = resnet18_tensors(10, 1);
+    tensors.insert("layer2.0.conv1.weight".into(), rand_tensor(&[128, 64, 5, 5], 0.1, 1));
+    write_safetensors(&dir.path().join("model.safetensors"), &tensors);
+    let err = load_err(BackboneKind::ResNet18, &WeightSource::Folder(dir.path().to_owned()));
+    assert!(err.contains("layer2.0.conv1.weight"), "{err}");
+    assert!(err.contains("[128, 64, 3, 3]") && err.contains("[128, 64, 5, 5]"), "{err}");
+}
+
+#[test]
+fn vit_config_problems_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    write_safetensors(&dir.path().join("model.safetensors"), &tiny_vit_tensors(1, 2, 1));
+    let source = WeightSource::Folder(dir.path().to_owned());
+    assert!(load_err(BackboneKind::Vit, &source).contains("config.json"));
+    std::fs::write(dir.path().join("config.json"), tiny_vit_config_json(1).replace("\"gelu\"", "\"swish\"")).unwrap();
+    let err = load_err(BackboneKind::Vit, &source);
+    assert!(err.contains("config.json") && err.contains("swish"), "{err}");
+    std::fs::write(dir.path().join("config.json"), "{\"hidden_size\": 32}").unwrap();
+    let err = load_err(BackboneKind::Vit, &source);
+    assert!(err.contains("config.json") && err.contains("num_hidden_layers"), "{err}");
+    // A config with more layers than the weights hold: the first missing key is named.
+    std::fs::write(dir.path().join("config.json"), tiny_vit_config_json(2)).unwrap();
+    let err = load_err(BackboneKind::Vit, &source);
+    assert!(err.contains("vit.encoder.layer.1."), "{err}");
+}
+
+#[test]
+fn bad_sources_and_files() {
+    for bad in ["random:abc", "random:", "org/name@", "not a repo", "a/b/c", "./missing.safetensors", "/no/such/dir"] {
+        assert!(bad.parse::<WeightSource>().is_err(), "{bad}");
+    }
+    assert_eq!("random:42".parse::<WeightSource>().unwrap(), WeightSource::Random { seed: 42 });
+    assert_eq!(
+        "google/vit-base-patch16-224@abc".parse::<WeightSource>().unwrap(),
+        WeightSource::Hub { repo: "google/vit-base-patch16-224".into(), revision: Some("abc".into()) }
+    );
+    assert!("resnet50".parse::<BackboneKind>().is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.safetensors");
+    std::fs::write(&file, b"definitely not safetensors").unwrap();
+    let err = load_err(BackboneKind::ResNet18, &WeightSource::File(file));
+    assert!(err.contains("model.safetensors") && err.contains("not a valid safetensors"), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    let err = load_err(BackboneKind::ResNet18, &WeightSource::Folder(empty.path().to_owned()));
+    assert!(err.contains("model.safetensors not found"), "{err}");
+}
+
+#[test]
+fn features_refuse_wrong_input_shapes() {
+    let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Random { seed: 1 }, &cpu()).unwrap();
+    let x = Tensor::zeros((1, 1, 32, 32), DType::F32, &Device::Cpu).unwrap();
+    let err = resnet.features(&x).unwrap_err().to_string();
+    assert!(err.contains("[1, 1, 32, 32]"), "{err}");
+}

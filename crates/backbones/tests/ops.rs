@@ -1,0 +1,137 @@
+//! The custom differentiable ops against hand values and finite differences.
+
+mod common;
+
+use candle_core::{Device, Tensor, Var};
+use common::rand_tensor;
+use tgc_backbones::ops::{max_pool2d, relu, softmax_last_dim, LayerNorm, ReluMode};
+
+fn t(v: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::from_slice(v, shape, &Device::Cpu).unwrap()
+}
+
+fn vec(x: &Tensor) -> Vec<f32> {
+    x.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn max_pool_pads_with_minus_infinity() {
+    // All negative: zero padding would give 0 at the borders; −∞ padding keeps the true max.
+    let x = t(&[-1., -2., -3., -4., -5., -6., -7., -8., -9.], &[1, 1, 3, 3]);
+    let y = max_pool2d(&x, 3, 2, 1).unwrap();
+    assert_eq!(y.dims(), &[1, 1, 2, 2]);
+    // Window (0,0) covers rows 0..2, cols 0..2 of the input; (0,1) cols 1..3; and so on.
+    assert_eq!(vec(&y), vec![-1., -2., -4., -5.]);
+}
+
+#[test]
+fn max_pool_output_size_matches_pytorch() {
+    let x = Tensor::zeros((2, 3, 128, 128), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(max_pool2d(&x, 3, 2, 1).unwrap().dims(), &[2, 3, 64, 64]);
+    let x = Tensor::zeros((1, 1, 7, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(max_pool2d(&x, 3, 2, 1).unwrap().dims(), &[1, 1, 4, 3]);
+    assert!(max_pool2d(&x, 3, 2, 2).is_err());
+}
+
+#[test]
+fn max_pool_gradient_goes_to_the_first_maximum() {
+    // Ties everywhere (zeros after a ReLU): PyTorch routes each window's gradient to the first
+    // maximal element in row-major order, not split among ties.
+    let x = Var::from_tensor(&Tensor::zeros((1, 1, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let y = max_pool2d(x.as_tensor(), 3, 2, 1).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    let g = vec(grads.get(x.as_tensor()).unwrap());
+    // Windows start at (−1,−1), (−1,1), (1,−1), (1,1): first in-bounds elements (0,0), (0,1), (1,0), (1,1).
+    let mut expected = vec![0.0; 16];
+    for i in [0, 1, 4, 5] {
+        expected[i] = 1.0;
+    }
+    assert_eq!(g, expected);
+}
+
+#[test]
+fn max_pool_gradient_matches_finite_differences() {
+    let x0 = rand_tensor(&[2, 3, 7, 6], 1.0, 3);
+    let w = rand_tensor(&[2, 3, 4, 3], 1.0, 4);
+    let loss = |x: &Tensor| max_pool2d(x, 3, 2, 1).unwrap().mul(&w).unwrap().sum_all().unwrap();
+    let x = Var::from_tensor(&x0).unwrap();
+    let g = vec(loss(x.as_tensor()).backward().unwrap().get(x.as_tensor()).unwrap());
+    let base = vec(&x0);
+    let eps = 1e-3;
+    for i in (0..base.len()).step_by(7) {
+        let mut plus = base.clone();
+        plus[i] += eps;
+        let mut minus = base.clone();
+        minus[i] -= eps;
+        let f = |v: Vec<f32>| loss(&t(&v, x0.dims())).to_scalar::<f32>().unwrap();
+        let fd = (f(plus) - f(minus)) / (2.0 * eps);
+        assert!((fd - g[i]).abs() < 1e-2, "element {i}: fd {fd} vs grad {}", g[i]);
+    }
+}
+
+#[test]
+fn guided_relu_clamps_negative_gradients() {
+    let x = Var::from_tensor(&t(&[-1.0, 2.0, 3.0, 0.5], &[4])).unwrap();
+    let upstream = t(&[5.0, -4.0, 6.0, 0.25], &[4]);
+    for (mode, expected) in [(ReluMode::Standard, vec![0.0, -4.0, 6.0, 0.25]), (ReluMode::Guided, vec![0.0, 0.0, 6.0, 0.25])] {
+        let y = relu(x.as_tensor(), mode).unwrap();
+        assert_eq!(vec(&y), vec![0.0, 2.0, 3.0, 0.5]);
+        let grads = y.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(vec(grads.get(x.as_tensor()).unwrap()), expected, "{mode:?}");
+    }
+}
+
+fn check_fd(f: &dyn Fn(&Tensor) -> Tensor, x0: &Tensor, tol: f32) {
+    let x = Var::from_tensor(x0).unwrap();
+    let g = vec(f(x.as_tensor()).backward().unwrap().get(x.as_tensor()).unwrap());
+    let base = vec(x0);
+    let eps = 1e-2;
+    for i in 0..base.len() {
+        let (mut p, mut m) = (base.clone(), base.clone());
+        p[i] += eps;
+        m[i] -= eps;
+        let fp = f(&t(&p, x0.dims())).to_scalar::<f32>().unwrap();
+        let fm = f(&t(&m, x0.dims())).to_scalar::<f32>().unwrap();
+        let fd = (fp - fm) / (2.0 * eps);
+        assert!((fd - g[i]).abs() <= tol * (1.0 + fd.abs()), "element {i}: fd {fd} vs grad {}", g[i]);
+    }
+}
+
+#[test]
+fn softmax_values_and_gradient() {
+    let x = t(&[1.0, 2.0, 3.0], &[1, 3]);
+    let s = vec(&softmax_last_dim(&x).unwrap());
+    let z = 1f32.exp() + 2f32.exp() + 3f32.exp();
+    for (a, b) in s.iter().zip([1f32.exp() / z, 2f32.exp() / z, 3f32.exp() / z]) {
+        assert!((a - b).abs() < 1e-6);
+    }
+    let w = rand_tensor(&[3, 5], 1.0, 9);
+    check_fd(&|x| softmax_last_dim(x).unwrap().mul(&w).unwrap().sum_all().unwrap(), &rand_tensor(&[3, 5], 1.0, 8), 2e-3);
+}
+
+#[test]
+fn layer_norm_values_and_gradient() {
+    let vb = candle_nn::VarBuilder::from_tensors(
+        [("weight".to_string(), t(&[1.0, 2.0, 0.5, 1.0], &[4])), ("bias".to_string(), t(&[0.0, 0.1, 0.0, -1.0], &[4]))].into(),
+        candle_core::DType::F32,
+        &Device::Cpu,
+    );
+    let ln = LayerNorm::new(4, 1e-5, vb).unwrap();
+    // x = [1, 2, 3, 4]: mean 2.5, biased variance 1.25.
+    let y = vec(&ln.forward(&t(&[1.0, 2.0, 3.0, 4.0], &[1, 4])).unwrap());
+    let sd = (1.25f32 + 1e-5).sqrt();
+    let expected = [-1.5 / sd, 2.0 * -0.5 / sd + 0.1, 0.5 * 0.5 / sd, 1.5 / sd - 1.0];
+    for (a, b) in y.iter().zip(expected) {
+        assert!((a - b).abs() < 1e-5, "{y:?}");
+    }
+    let w = rand_tensor(&[2, 4], 1.0, 5);
+    check_fd(&|x| ln.forward(x).unwrap().mul(&w).unwrap().sum_all().unwrap(), &rand_tensor(&[2, 4], 1.0, 6), 5e-3);
+}
+
+#[test]
+fn gelu_is_the_exact_erf_form_and_differentiable() {
+    // GELU(1) = 0.5·(1 + erf(1/√2)) = 0.8413447; the tanh form gives 0.8411920.
+    let y = t(&[1.0], &[1]).gelu_erf().unwrap();
+    assert!((vec(&y)[0] - 0.841_344_7).abs() < 1e-6);
+    check_fd(&|x| x.gelu_erf().unwrap().sum_all().unwrap(), &rand_tensor(&[6], 1.0, 2), 2e-3);
+}
