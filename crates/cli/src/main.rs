@@ -2,7 +2,9 @@
 //! layer over a library crate; this file parses arguments and sets up logging.
 
 mod data_cmd;
+mod extract_cmd;
 mod plot;
+mod progress;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -22,6 +24,8 @@ enum Command {
     /// Inspect, split and generate data sets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Extract penultimate backbone features of every image (cached per image).
+    Extract(extract_cmd::ExtractArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +33,7 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Extract(args) => extract_cmd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

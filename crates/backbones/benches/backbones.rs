@@ -1,0 +1,56 @@
+//! Throughput of the backbones, random weights: forward (batch 8) and forward + backward to the
+//! input, ResNet-18 at 256² and ViT-B/16 at 224². Run: `cargo bench -p tgc-backbones`.
+//! Set `TGC_BENCH_ITERS` to change the number of timed batches (default 3).
+//! Compare ratios within one run: these machines are noisy.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use tgc_backbones::{Backbone, BackboneKind, LoadOptions, WeightSource};
+
+fn time_per_image(iters: usize, batch: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed().as_secs_f64() / (iters * batch) as f64
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let iters: usize = std::env::var("TGC_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let batch = 8;
+    println!("{:<10} {:>6} {:>14} {:>12} {:>20} {:>12}", "backbone", "input", "fwd ms/img", "fwd img/s", "fwd+bwd ms/img", "fwd+bwd img/s");
+    for (kind, size) in [(BackboneKind::ResNet18, 256), (BackboneKind::Vit, 224)] {
+        let model = Backbone::load(kind, &WeightSource::Random { seed: 0 }, &LoadOptions::default())?;
+        let x = Tensor::rand(0f32, 1f32, (batch, 3, size, size), &Device::Cpu)?;
+        let fwd = time_per_image(iters, batch, || {
+            model.features(&x).expect("forward");
+        });
+        let bwd = time_per_image(iters, batch, || {
+            let v = Var::from_tensor(&x).expect("var");
+            let y = model.features(v.as_tensor()).and_then(|f| Ok(f.sum_all()?)).expect("forward");
+            y.backward().expect("backward");
+        });
+        println!(
+            "{:<10} {:>6} {:>14.1} {:>12.2} {:>20.1} {:>12.2}",
+            kind.as_str(),
+            format!("{size}²"),
+            fwd * 1e3,
+            1.0 / fwd,
+            bwd * 1e3,
+            1.0 / bwd
+        );
+    }
+    if let Some(mib) = peak_rss_mib() {
+        println!("peak resident memory: {mib:.0} MiB");
+    }
+    Ok(())
+}

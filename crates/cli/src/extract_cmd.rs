@@ -1,0 +1,86 @@
+//! `tgc extract`: penultimate backbone features of every image of a data folder.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tgc_backbones::extract::{default_cache_dir, extract_features, ExtractConfig};
+use tgc_backbones::{Backbone, BackboneKind, LoadOptions, WeightSource};
+use tgc_data::Dataset;
+
+use crate::progress;
+
+#[derive(Args)]
+pub struct ExtractArgs {
+    /// resnet18 or vit.
+    #[arg(long)]
+    pub backbone: BackboneKind,
+    /// Hub id (org/name[@revision]), folder, .safetensors file or random:<seed>.
+    /// Default: the backbone's hub id in models/backbones.json.
+    #[arg(long)]
+    pub weights: Option<WeightSource>,
+    /// Data folder holding `disease/` and `healthy/`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output features file (.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Recompute every image, neither reading nor writing the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Feature cache folder (default: $TGC_CACHE_DIR or ~/.cache/tgc/features).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Normalize inputs with the ImageNet mean and standard deviation (off in the study).
+    #[arg(long)]
+    pub imagenet_normalize: bool,
+}
+
+/// The weights a command uses: the given source, or the backbone's default hub id.
+pub fn weights_or_default(kind: BackboneKind, weights: Option<WeightSource>) -> Result<WeightSource> {
+    match weights {
+        Some(w) => Ok(w),
+        None => Ok(kind.default_weights().parse()?),
+    }
+}
+
+/// Loads a backbone and says on screen when its weights are random.
+pub fn load_backbone(kind: BackboneKind, source: &WeightSource, imagenet_normalize: bool) -> Result<Backbone> {
+    let options = LoadOptions { imagenet_normalize, ..LoadOptions::default() };
+    let backbone = Backbone::load(kind, source, &options).with_context(|| format!("loading {kind} weights from {source}"))?;
+    if backbone.is_random() {
+        println!("NOTE: {kind} uses RANDOM-INIT weights ({source}); results are not those of a pretrained model");
+    }
+    Ok(backbone)
+}
+
+pub fn run(args: ExtractArgs) -> Result<()> {
+    let source = weights_or_default(args.backbone, args.weights)?;
+    let dataset = Dataset::open(&args.data).with_context(|| format!("reading data folder {}", args.data.display()))?;
+    let backbone = load_backbone(args.backbone, &source, args.imagenet_normalize)?;
+    let config = ExtractConfig {
+        batch_size: args.batch_size,
+        cache_dir: if args.no_cache { None } else { Some(args.cache_dir.unwrap_or_else(default_cache_dir)) },
+    };
+    let bar = progress::bar(dataset.len() as u64, &format!("{} features", args.backbone));
+    let start = Instant::now();
+    let (features, cached) = extract_features(&backbone, &dataset, &config, |done| bar.set_position(done as u64))
+        .with_context(|| format!("extracting {} features", args.backbone))?;
+    bar.finish_and_clear();
+    features.save(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "{} features [{} x {}] of {} written to {} ({} from cache, {:.1} s){}",
+        args.backbone,
+        features.len(),
+        features.dim,
+        args.data.display(),
+        args.out.display(),
+        cached,
+        start.elapsed().as_secs_f64(),
+        if backbone.is_random() { " [random-init weights]" } else { "" }
+    );
+    Ok(())
+}

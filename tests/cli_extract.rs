@@ -1,0 +1,82 @@
+//! End-to-end: `tgc extract` on phantoms with random weights, its cache, and its errors.
+
+use std::process::{Command, Output};
+
+use tgc_backbones::extract::FeatureSet;
+
+fn tgc(args: &[&str], cache: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tgc")).args(args).env("TGC_CACHE_DIR", cache).output().expect("tgc runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn extract_writes_features_and_reuses_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let data = dir.path().join("ph");
+    let d = data.to_str().unwrap();
+    assert!(tgc(&["data", "synth", "--out", d, "--patients", "4", "--size", "32", "--seed", "2"], &cache).status.success());
+    let out_file = dir.path().join("f.safetensors");
+    let f = out_file.to_str().unwrap();
+    let args = ["extract", "--backbone", "resnet18", "--weights", "random:3", "--data", d, "--out", f];
+    let first = tgc(&args, &cache);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(text(&first).contains("RANDOM-INIT"), "{}", text(&first));
+    assert!(text(&first).contains("0 from cache"), "{}", text(&first));
+
+    let set = FeatureSet::load(&out_file).unwrap();
+    let n = tgc_data::Dataset::open(&data).unwrap().len();
+    assert_eq!((set.len(), set.dim), (n, 512));
+    assert!(set.random_weights());
+    assert_eq!(set.metadata["backbone"], "resnet18");
+    assert_eq!(set.metadata["weights"], "random:3");
+    assert!(set.label.iter().all(|&l| l == 0 || l == 1));
+    assert!(set.features.iter().any(|&v| v != 0.0));
+
+    let second = tgc(&args, &cache);
+    assert!(text(&second).contains(&format!("{n} from cache")), "{}", text(&second));
+    assert_eq!(FeatureSet::load(&out_file).unwrap(), set);
+
+    let mut no_cache = args.to_vec();
+    no_cache.push("--no-cache");
+    let third = tgc(&no_cache, &cache);
+    assert!(text(&third).contains("0 from cache"), "{}", text(&third));
+    assert_eq!(FeatureSet::load(&out_file).unwrap().features, set.features);
+}
+
+#[test]
+fn extract_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let out = tgc(&["extract", "--backbone", "resnet50", "--data", ".", "--out", "x"], &cache);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("resnet50"));
+    let out = tgc(&["extract", "--backbone", "vit", "--weights", "random:x", "--data", ".", "--out", "x"], &cache);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("random:x"));
+    let out = tgc(&["extract", "--backbone", "vit", "--weights", "random:1", "--data", "/no/data", "--out", "x"], &cache);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("/no/data"));
+}
+
+#[test]
+fn features_file_errors_name_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.safetensors");
+    let cpu = candle_core::Device::Cpu;
+    let features = candle_core::Tensor::zeros((3, 4), candle_core::DType::F32, &cpu).unwrap();
+    let label = candle_core::Tensor::zeros(2, candle_core::DType::I64, &cpu).unwrap();
+    candle_core::safetensors::save(&[("features", features.clone()), ("label", label.clone())].into_iter().collect(), &path).unwrap();
+    let err = FeatureSet::load(&path).unwrap_err().to_string();
+    assert!(err.contains("patient_id"), "{err}");
+    candle_core::safetensors::save(
+        &[("features", features), ("label", label.clone()), ("patient_id", label.clone()), ("day", label)].into_iter().collect(),
+        &path,
+    )
+    .unwrap();
+    let err = FeatureSet::load(&path).unwrap_err().to_string();
+    assert!(err.contains("[2]") && err.contains("[3]"), "{err}");
+}
