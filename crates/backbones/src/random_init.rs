@@ -5,14 +5,18 @@ use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal, Uniform};
+use rand_distr::{Distribution, Normal};
 
 /// Draws every requested tensor from a generator seeded by (seed, tensor name).
 ///
-/// Initialisation by role, close to PyTorch's defaults: convolution kernels Kaiming-normal
-/// (fan in), linear weights U(±1/√fan_in), 1-D weights (BatchNorm/LayerNorm scales) U(0.5, 1.5),
-/// 1-D biases and running means N(0, 0.1), running variances U(0.5, 1.5), everything else
-/// (class token, position embeddings) N(0, 0.02).
+/// Initialisation by role, as a freshly constructed torchvision/transformers model: convolution
+/// kernels Kaiming-normal (fan out, ReLU gain) as torchvision's ResNet does; norm scales 1,
+/// biases and shifts 0, running means 0 and variances 1; everything else (linear weights, the
+/// patch projection, class token, position embeddings) N(0, 0.02) as transformers' ViT does.
+/// Changes whenever the initialisation changes, so that digests (and feature caches keyed by
+/// them) of `random:<seed>` weights never mix two schemes.
+pub const RANDOM_INIT_VERSION: &str = "tgc-random-init-v2";
+
 pub struct RandomInit {
     pub seed: u64,
 }
@@ -27,21 +31,13 @@ impl RandomInit {
             let d = Normal::new(0.0, std).expect("positive std");
             (0..n).map(|_| d.sample(rng)).collect::<Vec<f32>>()
         };
-        let uniform = |lo: f32, hi: f32, rng: &mut ChaCha8Rng| {
-            let d = Uniform::new(lo, hi).expect("lo < hi");
-            (0..n).map(|_| d.sample(rng)).collect::<Vec<f32>>()
-        };
         match (leaf, dims.len()) {
-            ("running_var", _) => uniform(0.5, 1.5, &mut rng),
-            ("running_mean", _) | ("bias", 1) => normal(0.1, &mut rng),
-            ("weight", 1) => uniform(0.5, 1.5, &mut rng),
-            ("weight", 4) => {
-                let fan_in: usize = dims[1..].iter().product();
-                normal((2.0 / fan_in as f32).sqrt(), &mut rng)
-            }
-            ("weight", 2) => {
-                let bound = 1.0 / (dims[1] as f32).sqrt();
-                uniform(-bound, bound, &mut rng)
+            ("running_var", _) | ("weight", 1) => vec![1.0; n],
+            ("running_mean", _) => vec![0.0; n],
+            ("bias", _) => vec![0.0; n],
+            ("weight", 4) if !name.contains("patch_embeddings") => {
+                let fan_out = dims[0] * dims[2] * dims[3];
+                normal((2.0 / fan_out as f32).sqrt(), &mut rng)
             }
             _ => normal(0.02, &mut rng),
         }

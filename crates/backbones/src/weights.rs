@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{BackboneError, Result};
 use crate::ops::DTYPE;
-use crate::random_init::RandomInit;
+use crate::random_init::{RandomInit, RANDOM_INIT_VERSION};
 
 /// One way to obtain a backbone's weights. Parsed from the command line's `--weights`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,8 @@ impl WeightSource {
 pub struct WeightsIdentity {
     /// The source as the user gave it (`random:1`, `timm/resnet18.tv_in1k`, a path).
     pub source: String,
-    /// SHA-256 of the weight file's bytes (for random weights, of the source string).
+    /// SHA-256 of the weight file's bytes (for random weights, of the source string and the
+    /// initialisation scheme's version).
     pub digest: String,
     pub random: bool,
 }
@@ -113,7 +114,8 @@ pub fn load_weights(source: &WeightSource, device: &Device) -> Result<LoadedWeig
     let (model, config) = match source {
         WeightSource::Random { seed } => {
             let vb = VarBuilder::from_backend(Box::new(RandomInit { seed: *seed }), DTYPE, device.clone());
-            let identity = WeightsIdentity { source: name.clone(), digest: sha256_hex(name.as_bytes()), random: true };
+            let digest = sha256_hex(format!("{name}|{RANDOM_INIT_VERSION}").as_bytes());
+            let identity = WeightsIdentity { source: name.clone(), digest, random: true };
             return Ok(LoadedWeights { vb, config: None, identity });
         }
         WeightSource::File(path) => (path.clone(), None),

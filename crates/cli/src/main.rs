@@ -5,6 +5,7 @@ mod data_cmd;
 mod extract_cmd;
 mod plot;
 mod progress;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -26,6 +27,10 @@ enum Command {
     Data(data_cmd::DataCommand),
     /// Extract penultimate backbone features of every image (cached per image).
     Extract(extract_cmd::ExtractArgs),
+    /// Train the linear probe on features, over several iterations.
+    Train(train_cmd::TrainArgs),
+    /// Train the temporal DNN on sequences of each patient's visits.
+    TrainTemporal(train_cmd::TrainTemporalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +39,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Extract(args) => extract_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args, tgc_temporal::HeadKind::Probe),
+        Command::TrainTemporal(args) => train_cmd::run_temporal(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

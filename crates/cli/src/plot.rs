@@ -65,6 +65,42 @@ pub fn history_histogram(stats: &Stats, path: &Path) -> Result<()> {
     save_png(path, width, height, buffer)
 }
 
+/// The training and selection loss curves of one run.
+pub fn history(history: &[tgc_temporal::train::Epoch], path: &Path, title: &str) -> Result<()> {
+    register_font();
+    let (width, height) = (640u32, 400u32);
+    let mut buffer = vec![0u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let max_epoch = history.len().max(2) - 1;
+        let finite = history.iter().flat_map(|e| [e.train_loss, e.selection_loss]).filter(|v| v.is_finite());
+        let max_loss = finite.fold(0.0f64, f64::max).max(1e-3) * 1.05;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0..max_epoch, 0.0..max_loss)
+            .map_err(draw_err)?;
+        chart.configure_mesh().x_desc("epoch").y_desc("cross-entropy").draw().map_err(draw_err)?;
+        let series = [
+            ("train loss", RGBColor(49, 104, 142), history.iter().map(|e| (e.epoch, e.train_loss)).collect::<Vec<_>>()),
+            ("selection loss", RGBColor(230, 97, 1), history.iter().map(|e| (e.epoch, e.selection_loss)).collect::<Vec<_>>()),
+        ];
+        for (name, color, points) in series {
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(draw_err)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    save_png(path, width, height, buffer)
+}
+
 fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e:?}")
 }

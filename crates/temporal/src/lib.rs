@@ -1,0 +1,17 @@
+//! Training on frozen-backbone features: the linear probe and the temporal DNN ([`model`]),
+//! the training loop with Adam, ReduceLROnPlateau and early stopping ([`train`]), repeated
+//! experiments under the study's or an honest protocol ([`run_experiment`]), metrics
+//! ([`metrics`]) and report files ([`report`]).
+
+mod error;
+pub mod experiment;
+pub mod metrics;
+pub mod model;
+pub mod report;
+pub mod schedule;
+pub mod train;
+
+pub use error::{Result, TrainError};
+pub use experiment::{model_name, run_experiment, ExperimentConfig, HeadKind, Iteration, Protocol};
+pub use metrics::Metrics;
+pub use train::{TrainConfig, TrainOutcome};
