@@ -1,54 +1,11 @@
 //! Differentiable building blocks candle lacks or cannot differentiate:
-//! a padded max-pool with PyTorch's semantics and backward, guided ReLU, softmax and LayerNorm
-//! written as compositions of differentiable ops.
+//! a padded max-pool with PyTorch's semantics and backward, softmax and LayerNorm written as
+//! compositions of differentiable ops. ReLU with its guided mode comes from `tgc-explain`.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
-/// How ReLUs propagate gradients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReluMode {
-    /// The ordinary derivative: grad where the input was positive.
-    #[default]
-    Standard,
-    /// Guided backpropagation (Springenberg et al., Captum's `GuidedBackprop`): the incoming
-    /// gradient is clamped at zero as well, `relu(grad)` where the input was positive.
-    Guided,
-}
-
-/// ReLU whose backward follows `mode`.
-pub fn relu(x: &Tensor, mode: ReluMode) -> Result<Tensor> {
-    match mode {
-        ReluMode::Standard => x.relu(),
-        ReluMode::Guided if x.device().is_cpu() => x.relu()?.contiguous()?.apply_op1(GuidedGrad),
-        // The identity kernel is CPU code; the copies are differentiable.
-        ReluMode::Guided => x
-            .relu()?
-            .to_device(&candle_core::Device::Cpu)?
-            .contiguous()?
-            .apply_op1(GuidedGrad)?
-            .to_device(x.device()),
-    }
-}
-
-/// Identity forward; backward passes `relu(grad)`. Placed after a ReLU it turns the ReLU's
-/// backward into guided backprop's rule.
-struct GuidedGrad;
-
-impl CustomOp1 for GuidedGrad {
-    fn name(&self) -> &'static str {
-        "guided-grad"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let data = contiguous_f32(storage, layout, "guided-grad")?;
-        Ok((CpuStorage::F32(data.to_vec()), layout.shape().clone()))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad_res.relu()?))
-    }
-}
+pub use tgc_explain::{relu, ReluMode};
 
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let data = match storage {

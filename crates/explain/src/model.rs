@@ -1,0 +1,77 @@
+//! The small trait a model implements to be explained.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+/// How ReLUs propagate gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReluMode {
+    /// The ordinary derivative: grad where the input was positive.
+    #[default]
+    Standard,
+    /// Guided backpropagation (Springenberg et al., Captum's `GuidedBackprop`): the incoming
+    /// gradient is clamped at zero as well, `relu(grad)` where the input was positive.
+    Guided,
+}
+
+/// ReLU whose backward follows `mode`.
+pub fn relu(x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
+    match mode {
+        ReluMode::Standard => x.relu(),
+        ReluMode::Guided if x.device().is_cpu() => x.relu()?.contiguous()?.apply_op1(GuidedGrad),
+        // The identity kernel is CPU code; the copies are differentiable.
+        ReluMode::Guided => x
+            .relu()?
+            .to_device(&candle_core::Device::Cpu)?
+            .contiguous()?
+            .apply_op1(GuidedGrad)?
+            .to_device(x.device()),
+    }
+}
+
+/// Identity forward; backward passes `relu(grad)`. Placed after a ReLU it turns the ReLU's
+/// backward into guided backprop's rule.
+struct GuidedGrad;
+
+impl CustomOp1 for GuidedGrad {
+    fn name(&self) -> &'static str {
+        "guided-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let data = match storage {
+            CpuStorage::F32(v) => v.as_slice(),
+            other => candle_core::bail!("guided ReLU: only f32 is supported, got {:?}", other.dtype()),
+        };
+        let data = match layout.contiguous_offsets() {
+            Some((start, end)) => &data[start..end],
+            None => candle_core::bail!("guided ReLU: input must be contiguous"),
+        };
+        Ok((CpuStorage::F32(data.to_vec()), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.relu()?))
+    }
+}
+
+/// A differentiable classifier split at a target layer.
+///
+/// `forward_to_layer` maps an input batch `[B, C, H, W]` to the target layer's activation as a
+/// map `[B, K, h, w]` plus whatever the rest of the pass needs (`Context`); `forward_from_layer`
+/// continues from a map of that shape (the activation itself, or a tensor derived from it) to
+/// the logits `[B, classes]`. Both must be built from differentiable candle ops, and every ReLU
+/// must follow `mode`. Samples of a batch must not interact (eval mode).
+pub trait Explainable {
+    type Context;
+
+    fn forward_to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<(Tensor, Self::Context)>;
+
+    fn forward_from_layer(&self, activation: &Tensor, context: &Self::Context, mode: ReluMode) -> candle_core::Result<Tensor>;
+
+    /// The whole forward pass.
+    fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
+        let (activation, context) = self.forward_to_layer(input, mode)?;
+        self.forward_from_layer(&activation, &context, mode)
+    }
+}

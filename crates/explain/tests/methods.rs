@@ -1,0 +1,239 @@
+//! Every method on a toy CNN whose answers can be computed by hand.
+
+use candle_core::{DType, Device, Tensor};
+use tgc_explain::*;
+
+/// conv(1→K, 3×3, pad 1) → ReLU (optional) → [target layer] → global average pool → fc(K→2).
+struct Toy {
+    conv_w: Tensor,
+    conv_b: Tensor,
+    fc_w: Tensor,
+    fc_b: Tensor,
+    relu: bool,
+}
+
+impl Toy {
+    fn new(seed: u64, relu: bool) -> Self {
+        let r = |shape: &[usize], s: u64| {
+            let mut x = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+                })
+                .collect();
+            Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        };
+        Self { conv_w: r(&[4, 1, 3, 3], seed), conv_b: r(&[1, 4, 1, 1], seed + 1), fc_w: r(&[2, 4], seed + 2), fc_b: r(&[2], seed + 3), relu }
+    }
+}
+
+impl Explainable for Toy {
+    type Context = ();
+
+    fn forward_to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<(Tensor, ())> {
+        let pre = input.conv2d(&self.conv_w, 1, 1, 1, 1)?.broadcast_add(&self.conv_b)?;
+        if !self.relu {
+            return Ok((pre, ()));
+        }
+        Ok((relu(&pre, mode)?, ()))
+    }
+
+    fn forward_from_layer(&self, a: &Tensor, _: &(), _: ReluMode) -> candle_core::Result<Tensor> {
+        a.mean((2, 3))?.matmul(&self.fc_w.t()?)?.broadcast_add(&self.fc_b)
+    }
+}
+
+fn v(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn input(seed: u64, b: usize) -> Tensor {
+    let toy = Toy::new(seed, false);
+    // Reuse the toy's generator for an input [b, 1, 6, 6].
+    let w = v(&toy.conv_w);
+    let vals: Vec<f32> = (0..b * 36).map(|i| w[i % w.len()] * 3.0 + (i as f32 * 0.37).sin()).collect();
+    Tensor::from_vec(vals, (b, 1, 6, 6), &Device::Cpu).unwrap()
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "element {i}: {x} vs {y}");
+    }
+}
+
+#[test]
+fn grad_cam_by_hand() {
+    let toy = Toy::new(1, true);
+    let x = input(2, 1);
+    for target in [0, 1] {
+        let out = GradCam.attribute(&toy, &x, &[target]).unwrap();
+        // ∂y/∂A_k(i, j) = fc_w[target, k] / 36, so α_k = fc_w[target, k] / 36.
+        let (a, _) = toy.forward_to_layer(&x, ReluMode::Standard).unwrap();
+        let fc = v(&toy.fc_w);
+        let av = v(&a);
+        let mut expected = vec![0f32; 36];
+        for k in 0..4 {
+            for p in 0..36 {
+                expected[p] += fc[target * 4 + k] / 36.0 * av[k * 36 + p];
+            }
+        }
+        let layer = out.layer_attribution.unwrap();
+        assert_eq!(layer.dims(), &[1, 6, 6]);
+        close(&v(&layer), &expected, 1e-5);
+        // Same resolution: the upsampled map is ReLU(map).
+        assert_eq!(out.attribution.dims(), &[1, 1, 6, 6]);
+        close(&v(&out.attribution), &expected.iter().map(|e| e.max(0.0)).collect::<Vec<_>>(), 1e-5);
+        assert_eq!(out.logits.dims(), &[1, 2]);
+    }
+}
+
+#[test]
+fn saliency_and_input_x_gradient_match_finite_differences() {
+    let toy = Toy::new(3, true);
+    let x = input(4, 1);
+    let sal = v(&Saliency.attribute(&toy, &x, &[1]).unwrap().attribution);
+    let ixg = v(&InputXGradient.attribute(&toy, &x, &[1]).unwrap().attribution);
+    let base = v(&x);
+    let f = |vals: Vec<f32>| -> f32 {
+        let t = Tensor::from_vec(vals, (1, 1, 6, 6), &Device::Cpu).unwrap();
+        v(&toy.forward(&t, ReluMode::Standard).unwrap())[1]
+    };
+    let eps = 1e-3;
+    for i in 0..36 {
+        let (mut p, mut m) = (base.clone(), base.clone());
+        p[i] += eps;
+        m[i] -= eps;
+        let fd = (f(p) - f(m)) / (2.0 * eps);
+        assert!((sal[i] - fd.abs()).abs() < 2e-3, "pixel {i}: saliency {} vs |fd| {}", sal[i], fd.abs());
+        assert!((ixg[i] - base[i] * fd).abs() < 2e-3 * (1.0 + base[i].abs()), "pixel {i}");
+    }
+}
+
+#[test]
+fn integrated_gradients_are_complete() {
+    let toy = Toy::new(5, true);
+    let x = input(6, 2);
+    let ig = IntegratedGradients::new(IntegratedGradientsConfig { steps: 50, internal_batch_size: Some(7), baseline: None });
+    let out = ig.attribute(&toy, &x, &[0, 1]).unwrap();
+    let f = v(&toy.forward(&x, ReluMode::Standard).unwrap());
+    let f0 = v(&toy.forward(&x.zeros_like().unwrap(), ReluMode::Standard).unwrap());
+    let sums: Vec<f32> = v(&out.attribution.sum((1, 2, 3)).unwrap());
+    for (b, t) in [(0usize, 0usize), (1, 1)] {
+        let delta = f[b * 2 + t] - f0[b * 2 + t];
+        assert!((sums[b] - delta).abs() < 1e-2 * (1.0 + delta.abs()), "image {b}: Σ attribution {} vs f(x) − f(0) {delta}", sums[b]);
+    }
+    // Without ReLU the model is affine, so the rule is exact.
+    let linear = Toy::new(5, false);
+    let out = IntegratedGradients::default().attribute(&linear, &x, &[1, 0]).unwrap();
+    let f = v(&linear.forward(&x, ReluMode::Standard).unwrap());
+    let f0 = v(&linear.forward(&x.zeros_like().unwrap(), ReluMode::Standard).unwrap());
+    let sums: Vec<f32> = v(&out.attribution.sum((1, 2, 3)).unwrap());
+    assert!((sums[0] - (f[1] - f0[1])).abs() < 1e-4);
+    assert!((sums[1] - (f[2] - f0[2])).abs() < 1e-4);
+}
+
+#[test]
+fn gradient_shap_on_an_affine_model_is_input_times_gradient() {
+    // For f(x) = a·x + c and a zero baseline, (x − 0)·∇f = x·a whatever α is.
+    let linear = Toy::new(7, false);
+    let x = input(8, 2);
+    let shap = GradientShap::new(GradientShapConfig { n_samples: 5, seed: 3, ..Default::default() });
+    let a = shap.attribute(&linear, &x, &[0, 1]).unwrap();
+    let ixg = InputXGradient.attribute(&linear, &x, &[0, 1]).unwrap();
+    close(&v(&a.attribution), &v(&ixg.attribution), 1e-5);
+}
+
+#[test]
+fn gradient_shap_is_seeded_and_batch_independent() {
+    let toy = Toy::new(9, true);
+    let x = input(10, 2);
+    let cfg = GradientShapConfig { n_samples: 4, stdevs: 0.1, seed: 11, ..Default::default() };
+    let a = GradientShap::new(cfg.clone()).attribute(&toy, &x, &[1, 1]).unwrap();
+    let b = GradientShap::new(cfg.clone()).attribute(&toy, &x, &[1, 1]).unwrap();
+    assert_eq!(v(&a.attribution), v(&b.attribution));
+    let chunked = GradientShap::new(GradientShapConfig { batch_size: Some(3), ..cfg.clone() }).attribute(&toy, &x, &[1, 1]).unwrap();
+    close(&v(&a.attribution), &v(&chunked.attribution), 1e-6);
+    let other = GradientShap::new(GradientShapConfig { seed: 12, ..cfg }).attribute(&toy, &x, &[1, 1]).unwrap();
+    assert_ne!(v(&a.attribution), v(&other.attribution));
+    // Baselines from a set: a single baseline equal to the input gives zero attribution.
+    let same = GradientShap::new(GradientShapConfig { baselines: Some(x.narrow(0, 0, 1).unwrap()), ..Default::default() })
+        .attribute(&toy, &x.narrow(0, 0, 1).unwrap(), &[0])
+        .unwrap();
+    assert!(v(&same.attribution).iter().all(|&a| a == 0.0));
+}
+
+#[test]
+fn batched_equals_one_at_a_time() {
+    let toy = Toy::new(13, true);
+    let x = input(14, 3);
+    let targets = [0, 1, 1];
+    let methods = [
+        Method::GradCam(GradCam),
+        Method::GuidedGradCam(GuidedGradCam),
+        Method::Saliency(Saliency),
+        Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig { steps: 8, ..Default::default() })),
+    ];
+    for m in methods {
+        let all = m.attribute(&toy, &x, &targets).unwrap();
+        for i in 0..3 {
+            let one = m.attribute(&toy, &x.narrow(0, i, 1).unwrap(), &targets[i..i + 1]).unwrap();
+            close(&v(&all.attribution.narrow(0, i, 1).unwrap()), &v(&one.attribution), 1e-5);
+        }
+    }
+}
+
+#[test]
+fn guided_backprop_by_hand() {
+    // The gradient reaching the ReLU output is fc_w[t, k]/36, the same at every position; the
+    // guided rule clamps it at zero. So guided backprop equals the plain input gradient of the
+    // same toy with the target row of fc_w clamped at zero.
+    let toy = Toy::new(19, true);
+    let x = input(20, 1);
+    let gb = v(&GuidedBackprop.attribute(&toy, &x, &[1]).unwrap().attribution);
+    let mut clamped = Toy::new(19, true);
+    clamped.fc_w = toy.fc_w.relu().unwrap();
+    let var = candle_core::Var::from_tensor(&x).unwrap();
+    let y = clamped.forward(var.as_tensor(), ReluMode::Standard).unwrap().narrow(1, 1, 1).unwrap().sum_all().unwrap();
+    let expected = v(y.backward().unwrap().get(var.as_tensor()).unwrap());
+    close(&gb, &expected, 1e-6);
+    let plain = v(&Saliency.attribute(&toy, &x, &[1]).unwrap().attribution);
+    assert!(gb.iter().zip(&plain).any(|(g, p)| (g.abs() - p).abs() > 1e-4), "guided must differ from the plain gradient");
+}
+
+#[test]
+fn guided_grad_cam_is_guided_backprop_times_nearest_cam() {
+    let toy = Toy::new(15, true);
+    let x = input(16, 1);
+    let gb = v(&GuidedBackprop.attribute(&toy, &x, &[0]).unwrap().attribution);
+    let cam = v(&GradCam.attribute(&toy, &x, &[0]).unwrap().attribution);
+    let ggc = v(&GuidedGradCam.attribute(&toy, &x, &[0]).unwrap().attribution);
+    let expected: Vec<f32> = gb.iter().zip(&cam).map(|(g, c)| g * c).collect();
+    close(&ggc, &expected, 1e-6);
+}
+
+#[test]
+fn re_randomizing_the_head_changes_grad_cam() {
+    let x = input(18, 1);
+    let trained = Toy::new(17, true);
+    let mut other = Toy::new(17, true);
+    other.fc_w = Toy::new(99, true).fc_w;
+    let a = v(&GradCam.attribute(&trained, &x, &[1]).unwrap().layer_attribution.unwrap());
+    let b = v(&GradCam.attribute(&other, &x, &[1]).unwrap().layer_attribution.unwrap());
+    let diff: f32 = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).sum();
+    assert!(diff > 1e-2, "maps should change when the head is re-randomized");
+}
+
+#[test]
+fn bad_arguments() {
+    let toy = Toy::new(1, true);
+    let x = input(1, 2);
+    assert!(GradCam.attribute(&toy, &x, &[0]).unwrap_err().to_string().contains("1 targets for a batch of 2"));
+    assert!(Saliency.attribute(&toy, &x, &[0, 2]).unwrap_err().to_string().contains("target class 2"));
+    let flat = Tensor::zeros((2, 36), DType::F32, &Device::Cpu).unwrap();
+    assert!(Saliency.attribute(&toy, &flat, &[0, 0]).is_err());
+    let bad_base = GradientShap::new(GradientShapConfig { baselines: Some(Tensor::zeros((1, 1, 5, 5), DType::F32, &Device::Cpu).unwrap()), ..Default::default() });
+    assert!(bad_base.attribute(&toy, &x, &[0, 0]).unwrap_err().to_string().contains("baselines"));
+}
