@@ -4,6 +4,7 @@
 //! differentiable to the input ([`ops`]). Entry point: [`Backbone::load`].
 
 mod backbone;
+mod classifier;
 mod error;
 pub mod extract;
 mod models;
@@ -15,6 +16,7 @@ pub mod vit;
 mod weights;
 
 pub use backbone::{Backbone, BackboneKind, LoadOptions, TargetActivation};
+pub use classifier::Classifier;
 pub use error::{BackboneError, Result};
 pub use ops::ReluMode;
 pub use preprocess::{resize_bilinear_aa, shorter_side_size, Preprocess};

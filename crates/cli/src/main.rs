@@ -2,6 +2,7 @@
 //! layer over a library crate; this file parses arguments and sets up logging.
 
 mod data_cmd;
+mod explain_cmd;
 mod extract_cmd;
 mod plot;
 mod progress;
@@ -27,6 +28,8 @@ enum Command {
     Data(data_cmd::DataCommand),
     /// Extract penultimate backbone features of every image (cached per image).
     Extract(extract_cmd::ExtractArgs),
+    /// Explain predictions of a backbone with its trained head (attribution maps).
+    Explain(explain_cmd::ExplainArgs),
     /// Train the linear probe on features, over several iterations.
     Train(train_cmd::TrainArgs),
     /// Train the temporal DNN on sequences of each patient's visits.
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Extract(args) => extract_cmd::run(args),
+        Command::Explain(args) => explain_cmd::run(args),
         Command::Train(args) => train_cmd::run(args, tgc_temporal::HeadKind::Probe),
         Command::TrainTemporal(args) => train_cmd::run_temporal(args),
     };

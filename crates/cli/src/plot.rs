@@ -101,6 +101,58 @@ pub fn history(history: &[tgc_temporal::train::Epoch], path: &Path, title: &str)
     save_png(path, width, height, buffer)
 }
 
+/// The study's interpretation grid: one row per slice, columns Sample then each method's
+/// overlay, a colour bar on the right.
+pub fn attribution_grid(rows: &[crate::explain_cmd::Explained], path: &Path, title: &str) -> Result<()> {
+    register_font();
+    let Some(first) = rows.first() else { anyhow::bail!("no slices to draw") };
+    let (_, _, th, tw) = first.input.dims4()?;
+    let (th, tw) = (th as u32, tw as u32);
+    let columns = 1 + first.maps.len() as u32;
+    let (pad, header, bar_w) = (6u32, 56u32, 60u32);
+    let width = columns * (tw + pad) + pad + bar_w;
+    let height = header + rows.len() as u32 * (th + pad) + pad;
+    let mut canvas = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    for (r, row) in rows.iter().enumerate() {
+        let y = header + r as u32 * (th + pad);
+        let slice: Vec<f32> = row.input.squeeze(0)?.get(0)?.flatten_all()?.to_vec1()?;
+        let grey = image::RgbImage::from_fn(tw, th, |x, y| {
+            let v = (slice[(y * tw + x) as usize].clamp(0.0, 1.0) * 255.0).round() as u8;
+            image::Rgb([v, v, v])
+        });
+        image::imageops::replace(&mut canvas, &grey, pad as i64, y as i64);
+        for (c, (_, attribution)) in row.maps.iter().enumerate() {
+            let tile = crate::explain_cmd::overlay_of(&row.input, attribution)?;
+            image::imageops::replace(&mut canvas, &tile, (pad + (c as u32 + 1) * (tw + pad)) as i64, y as i64);
+        }
+    }
+    let bar = tgc_explain::render::colour_bar(16, height - header - 2 * pad);
+    image::imageops::replace(&mut canvas, &bar, (width - bar_w + 8) as i64, (header + pad) as i64);
+    let mut rgb = canvas.into_raw();
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        let text = |s: &str, x: u32, y: u32, size: u32| {
+            root.draw(&Text::new(s.to_owned(), (x as i32, y as i32), ("sans-serif", size).into_font().color(&BLACK)))
+        };
+        text(title, pad, 4, 20).map_err(draw_err)?;
+        text("Sample", pad, 32, 16).map_err(draw_err)?;
+        for (c, (m, _)) in first.maps.iter().enumerate() {
+            text(m.title(), pad + (c as u32 + 1) * (tw + pad), 32, 16).map_err(draw_err)?;
+        }
+        for (r, row) in rows.iter().enumerate() {
+            if let Some(label) = row.label {
+                let y = header + r as u32 * (th + pad) + 4;
+                root.draw(&Text::new(label.to_string(), (pad as i32 + 4, y as i32), ("sans-serif", 14).into_font().color(&YELLOW)))
+                    .map_err(draw_err)?;
+            }
+        }
+        text("high", width - bar_w + 28, header + pad, 13).map_err(draw_err)?;
+        text("low", width - bar_w + 28, height - pad - 14, 13).map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    save_png(path, width, height, rgb)
+}
+
 fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e:?}")
 }

@@ -13,6 +13,8 @@ mod interpolate;
 mod methods;
 mod model;
 mod quadrature;
+#[cfg(feature = "render")]
+pub mod render;
 
 pub use error::{ExplainError, Result};
 pub use interpolate::{upsample_bilinear, upsample_nearest};

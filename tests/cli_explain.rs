@@ -1,0 +1,73 @@
+//! End-to-end: `tgc explain` on phantoms with random weights and a head from `tgc train`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tgc(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tgc")).args(args).env("TGC_CACHE_DIR", cache).output().expect("tgc runs")
+}
+
+fn ok(o: Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn explain_one_slice_and_a_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let data = dir.path().join("ph");
+    let f = dir.path().join("f.safetensors");
+    let train = dir.path().join("train");
+    let (d, fs, t) = (data.to_str().unwrap(), f.to_str().unwrap(), train.to_str().unwrap());
+    ok(tgc(&["data", "synth", "--out", d, "--patients", "10", "--size", "64", "--seed", "1", "--max-visits", "2"], &cache));
+    ok(tgc(&["extract", "--backbone", "resnet18", "--weights", "random:2", "--data", d, "--out", fs], &cache));
+    ok(tgc(&["train", "--features", fs, "--out", t, "--iterations", "1", "--epochs", "3"], &cache));
+    let head = train.join("ResNet/0/model.safetensors");
+    let h = head.to_str().unwrap();
+
+    let slice = std::fs::read_dir(data.join("disease")).unwrap().next().unwrap().unwrap().path();
+    let out = dir.path().join("one.safetensors");
+    let png = dir.path().join("one.png");
+    let text = ok(tgc(
+        &["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--input", slice.to_str().unwrap(), "--method", "gradcam", "--target", "1", "--out", out.to_str().unwrap(), "--png", png.to_str().unwrap()],
+        &cache,
+    ));
+    assert!(text.contains("RANDOM-INIT"), "{text}");
+    let t = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(t["attribution"].dims(), &[1, 64, 64]);
+    assert_eq!(t["logits"].dims(), &[2]);
+    assert_eq!(t["layer_attribution"].dims(), &[2, 2]);
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+
+    let out_dir = dir.path().join("maps");
+    let text = ok(tgc(
+        &["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--data", d, "--split", "test", "--seed", "0", "--samples-per-class", "1", "--method", "gradient-shap,gradcam,guided-gradcam,guided-backprop,saliency,input-x-gradient,integrated-gradients", "--steps", "4", "--out", out_dir.to_str().unwrap()],
+        &cache,
+    ));
+    assert!(text.contains("2 slices × 7 methods"), "{text}");
+    let files: Vec<String> = std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files.iter().filter(|f| f.ends_with(".safetensors")).count(), 14, "{files:?}");
+    assert_eq!(files.iter().filter(|f| f.ends_with(".png")).count(), 15, "{files:?}");
+    let gb = files.iter().find(|f| f.ends_with(".guided-backprop.safetensors")).unwrap();
+    let t = candle_core::safetensors::load(out_dir.join(gb), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(t["attribution"].dims(), &[3, 64, 64]);
+    assert!(!t.contains_key("layer_attribution"));
+}
+
+#[test]
+fn explain_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let bad_head = dir.path().join("head.safetensors");
+    let w = candle_core::Tensor::zeros((2, 7), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let b = candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    candle_core::safetensors::save(&[("weight", w), ("bias", b)].into_iter().collect(), &bad_head).unwrap();
+    let o = tgc(&["explain", "--backbone", "resnet18", "--weights", "random:1", "--head", bad_head.to_str().unwrap(), "--input", "x.nii.gz", "--method", "gradcam", "--out", "o"], &cache);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("head.safetensors") && err.contains("[2, 7]"), "{err}");
+    let o = tgc(&["explain", "--backbone", "resnet18", "--head", "h", "--input", "x", "--method", "lime", "--out", "o"], &cache);
+    assert_eq!(o.status.code(), Some(2));
+}
