@@ -9,6 +9,7 @@
 //! [`render`] behind the default `render` feature. This crate knows nothing of any data set.
 
 mod error;
+pub mod faithfulness;
 mod interpolate;
 mod methods;
 mod model;

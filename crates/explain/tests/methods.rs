@@ -237,3 +237,38 @@ fn bad_arguments() {
     let bad_base = GradientShap::new(GradientShapConfig { baselines: Some(Tensor::zeros((1, 1, 5, 5), DType::F32, &Device::Cpu).unwrap()), ..Default::default() });
     assert!(bad_base.attribute(&toy, &x, &[0, 0]).unwrap_err().to_string().contains("baselines"));
 }
+
+#[test]
+fn deletion_and_insertion_on_a_model_with_a_known_answer() {
+    use tgc_explain::faithfulness::{deletion_insertion, Baseline, CurveConfig};
+    // A toy without ReLU whose class-1 logit is the mean of the image times a positive factor:
+    // conv of ones (K = 4) then fc rows (0, 0, 0, 0) and (1, 1, 1, 1) · 3.
+    let mut toy = Toy::new(1, false);
+    toy.conv_w = Tensor::ones((4, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    toy.conv_b = Tensor::zeros((1, 4, 1, 1), DType::F32, &Device::Cpu).unwrap();
+    toy.fc_w = Tensor::new(&[[0f32, 0.0, 0.0, 0.0], [3.0, 3.0, 3.0, 3.0]], &Device::Cpu).unwrap();
+    toy.fc_b = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
+    // An image with one bright quarter; a map that ranks that quarter first.
+    let mut px = vec![0f32; 36];
+    let mut map = vec![0f32; 36];
+    for y in 0..3 {
+        for x in 0..3 {
+            px[y * 6 + x] = 1.0;
+            map[y * 6 + x] = 1.0;
+        }
+    }
+    let x = Tensor::from_vec(px, (1, 1, 6, 6), &Device::Cpu).unwrap();
+    let cfg = CurveConfig { steps: 4, baseline: Baseline::Zero, batch_size: 2 };
+    let good = deletion_insertion(&toy, &x, &map, 1, &cfg).unwrap();
+    // Deleting the bright quarter first (9 of 36 pixels = step 1) drops to the all-zero image.
+    let p0 = good.deletion[0];
+    assert!(p0 > 0.5);
+    assert!(good.deletion[1..].iter().all(|&p| (p - 0.5).abs() < 1e-6), "{good:?}");
+    assert!(good.insertion[1..].iter().all(|&p| (p - p0).abs() < 1e-6), "{good:?}");
+    let reversed: Vec<f32> = map.iter().map(|m| 1.0 - m).collect();
+    let bad = deletion_insertion(&toy, &x, &reversed, 1, &cfg).unwrap();
+    assert!(good.deletion_auc() < bad.deletion_auc());
+    assert!(good.insertion_auc() > bad.insertion_auc());
+    // AUC by hand: deletion points (p0, ½, ½, ½, ½) over 4 intervals of ¼.
+    assert!((good.deletion_auc() - (0.25 * 0.5 * (p0 + 0.5) + 0.75 * 0.5)).abs() < 1e-6);
+}

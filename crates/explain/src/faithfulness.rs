@@ -1,0 +1,248 @@
+//! Is a map evidence? Deletion and insertion curves, the model-randomization check as a rank
+//! correlation, and — where the truth is known — energy inside a region and the pointing game.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::error::{ExplainError, Result};
+use crate::model::{Explainable, ReluMode};
+
+/// What replaces removed (or not yet revealed) pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    Zero,
+    /// A Gaussian blur of the input (σ in pixels).
+    Blur { sigma_px: u32 },
+}
+
+/// Settings of [`deletion_insertion`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CurveConfig {
+    /// Number of steps; the curve has `steps + 1` points from 0 to all pixels.
+    pub steps: usize,
+    pub baseline: Baseline,
+    /// Images per forward batch.
+    pub batch_size: usize,
+}
+
+impl Default for CurveConfig {
+    fn default() -> Self {
+        Self { steps: 20, baseline: Baseline::Zero, batch_size: 16 }
+    }
+}
+
+/// The two curves of one image: target-class probability after each step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curves {
+    pub deletion: Vec<f32>,
+    pub insertion: Vec<f32>,
+}
+
+impl Curves {
+    /// Area under the deletion curve over [0, 1] (trapezoids): lower is better.
+    pub fn deletion_auc(&self) -> f32 {
+        trapezoid(&self.deletion)
+    }
+
+    /// Area under the insertion curve: higher is better.
+    pub fn insertion_auc(&self) -> f32 {
+        trapezoid(&self.insertion)
+    }
+}
+
+fn trapezoid(ys: &[f32]) -> f32 {
+    if ys.len() < 2 {
+        return ys.first().copied().unwrap_or(0.0);
+    }
+    let dx = 1.0 / (ys.len() - 1) as f32;
+    ys.windows(2).map(|w| 0.5 * (w[0] + w[1]) * dx).sum()
+}
+
+/// Deletion (remove pixels in decreasing attribution order, replaced by the baseline) and
+/// insertion (reveal them on the baseline) curves of one image `[1, C, H, W]` for a map of
+/// `H·W` importances. Pixels are removed in all channels at once; ties keep row-major order.
+/// Each curve's `steps + 1` images are evaluated in batches.
+pub fn deletion_insertion<M: Explainable>(model: &M, input: &Tensor, importance: &[f32], target: usize, config: &CurveConfig) -> Result<Curves> {
+    let (b, c, h, w) = input.dims4()?;
+    if b != 1 || importance.len() != h * w || config.steps == 0 {
+        return Err(ExplainError::Invalid(format!(
+            "deletion/insertion take one image and an H·W map with steps ≥ 1 (input {:?}, map of {}, steps {})",
+            input.dims(),
+            importance.len(),
+            config.steps
+        )));
+    }
+    let x: Vec<f32> = input.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let base = match config.baseline {
+        Baseline::Zero => vec![0.0; x.len()],
+        Baseline::Blur { sigma_px } => gaussian_blur(&x, c, h, w, sigma_px as f32),
+    };
+    let mut order: Vec<usize> = (0..h * w).collect();
+    order.sort_by(|&a, &b| importance[b].total_cmp(&importance[a]));
+    let counts: Vec<usize> = (0..=config.steps).map(|s| (s * h * w + config.steps / 2) / config.steps).collect();
+    let build = |deleting: bool| -> Vec<f32> {
+        let mut all = Vec::with_capacity(counts.len() * x.len());
+        for &k in &counts {
+            let mut img = if deleting { x.clone() } else { base.clone() };
+            for &p in &order[..k] {
+                for ch in 0..c {
+                    let i = ch * h * w + p;
+                    img[i] = if deleting { base[i] } else { x[i] };
+                }
+            }
+            all.extend(img);
+        }
+        all
+    };
+    let prob = |images: Vec<f32>| -> Result<Vec<f32>> {
+        let n = counts.len();
+        let batch = Tensor::from_vec(images, (n, c, h, w), input.device())?;
+        let mut probs = Vec::with_capacity(n);
+        let mut start = 0;
+        while start < n {
+            let len = config.batch_size.max(1).min(n - start);
+            let logits = model.forward(&batch.narrow(0, start, len)?, ReluMode::Standard)?;
+            let classes = logits.dim(1)?;
+            if target >= classes {
+                return Err(ExplainError::Invalid(format!("target class {target} but the model has {classes} classes")));
+            }
+            let p = softmax_rows(&logits)?;
+            probs.extend(p.iter().map(|row| row[target]));
+            start += len;
+        }
+        Ok(probs)
+    };
+    Ok(Curves { deletion: prob(build(true))?, insertion: prob(build(false))? })
+}
+
+fn softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let m = logits.max_keepdim(D::Minus1)?;
+    let e = logits.broadcast_sub(&m)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?.to_dtype(DType::F32)?.to_vec2()?)
+}
+
+/// Separable Gaussian blur with reflected borders, per channel (kernel radius 3σ).
+pub fn gaussian_blur(x: &[f32], c: usize, h: usize, w: usize, sigma: f32) -> Vec<f32> {
+    if sigma <= 0.0 {
+        return x.to_vec();
+    }
+    let r = (3.0 * sigma).ceil() as isize;
+    let kernel: Vec<f32> = (-r..=r).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
+    let total: f32 = kernel.iter().sum();
+    let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
+    let reflect = |i: isize, n: usize| -> usize {
+        let n = n as isize;
+        let mut i = i;
+        while i < 0 || i >= n {
+            i = if i < 0 { -i - 1 } else { 2 * n - i - 1 };
+        }
+        i as usize
+    };
+    let mut out = x.to_vec();
+    for ch in 0..c {
+        let plane = &x[ch * h * w..(ch + 1) * h * w];
+        let mut tmp = vec![0f32; h * w];
+        for y in 0..h {
+            for xx in 0..w {
+                tmp[y * w + xx] = kernel.iter().enumerate().map(|(k, kv)| kv * plane[y * w + reflect(xx as isize + k as isize - r, w)]).sum();
+            }
+        }
+        for y in 0..h {
+            for xx in 0..w {
+                out[ch * h * w + y * w + xx] = kernel.iter().enumerate().map(|(k, kv)| kv * tmp[reflect(y as isize + k as isize - r, h) * w + xx]).sum();
+            }
+        }
+    }
+    out
+}
+
+/// Spearman's rank correlation (average ranks for ties); `None` if either side is constant.
+pub fn spearman(a: &[f32], b: &[f32]) -> Option<f64> {
+    if a.len() != b.len() || a.len() < 2 {
+        return None;
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let (mut cov, mut va, mut vb) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        cov += (x - ma) * (y - mb);
+        va += (x - ma).powi(2);
+        vb += (y - mb).powi(2);
+    }
+    (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
+}
+
+fn ranks(v: &[f32]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Fraction of the map's total |value| that lies inside the mask (mask > 0.5).
+pub fn energy_in_mask(map: &[f32], mask: &[f32]) -> Option<f64> {
+    let total: f64 = map.iter().map(|v| v.abs() as f64).sum();
+    (total > 0.0).then(|| map.iter().zip(mask).filter(|(_, m)| **m > 0.5).map(|(v, _)| v.abs() as f64).sum::<f64>() / total)
+}
+
+/// Pointing game: whether the map's maximum |value| lies inside the mask.
+pub fn pointing_hit(map: &[f32], mask: &[f32]) -> bool {
+    map.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .map(|(i, _)| mask[i] > 0.5)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_by_hand() {
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]), Some(1.0));
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+        // Ranks a = (1, 2.5, 2.5, 4), b = (1, 2, 3, 4): ρ = 4.5 / √(4.5 · 5).
+        let r = spearman(&[1.0, 5.0, 5.0, 9.0], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert!((r - 4.5 / (4.5f64 * 5.0).sqrt()).abs() < 1e-12);
+        assert_eq!(spearman(&[1.0, 1.0], &[1.0, 2.0]), None);
+    }
+
+    #[test]
+    fn energy_and_pointing() {
+        let map = [0.0, -3.0, 1.0, 0.0];
+        let mask = [0.0, 1.0, 0.0, 0.0];
+        assert_eq!(energy_in_mask(&map, &mask), Some(0.75));
+        assert!(pointing_hit(&map, &mask));
+        assert!(!pointing_hit(&map, &[0.0, 0.0, 1.0, 0.0]));
+        assert_eq!(energy_in_mask(&[0.0; 4], &mask), None);
+    }
+
+    #[test]
+    fn trapezoid_area() {
+        assert!((trapezoid(&[1.0, 0.0]) - 0.5).abs() < 1e-7);
+        assert!((trapezoid(&[1.0, 1.0, 1.0]) - 1.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn blur_keeps_constants_and_smooths_a_spike() {
+        let flat = vec![2.0f32; 25];
+        assert!(gaussian_blur(&flat, 1, 5, 5, 1.0).iter().all(|v| (v - 2.0).abs() < 1e-5));
+        let mut spike = vec![0f32; 25];
+        spike[12] = 1.0;
+        let b = gaussian_blur(&spike, 1, 5, 5, 1.0);
+        assert!(b[12] < 1.0 && b[11] > 0.0 && (b.iter().sum::<f32>() - 1.0).abs() < 1e-3);
+    }
+}
