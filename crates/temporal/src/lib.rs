@@ -1,10 +1,12 @@
 //! Training on frozen-backbone features: the linear probe and the temporal DNN ([`model`]),
 //! the training loop with Adam, ReduceLROnPlateau and early stopping ([`train`]), repeated
 //! experiments under the study's or an honest protocol ([`run_experiment`]), metrics
-//! ([`metrics`]) and report files ([`report`]).
+//! ([`metrics`]), report files ([`report`]) and explanations of the temporal model
+//! ([`explain_temporal`]).
 
 mod error;
 pub mod experiment;
+pub mod explain_temporal;
 pub mod metrics;
 pub mod model;
 pub mod report;

@@ -70,6 +70,49 @@ impl TemporalDnn {
     }
 }
 
+impl Head {
+    /// Rebuilds a head from a checkpoint: a probe (`weight`, `bias`) or a temporal DNN
+    /// (`fc1.*`, `bn.*`, `fc2.*`).
+    pub fn from_state_dict(state: &HashMap<String, Tensor>) -> Result<Self> {
+        let cpu = Device::Cpu;
+        let var = |k: &str| -> Result<Var> {
+            let t = state.get(k).ok_or_else(|| TrainError::Invalid(format!("checkpoint lacks `{k}`")))?;
+            Ok(Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(&cpu)?)?)
+        };
+        if state.contains_key("fc1.weight") {
+            let fc1 = (var("fc1.weight")?, var("fc1.bias")?);
+            let hidden = fc1.0.as_tensor().dim(0)?;
+            let mut dnn = TemporalDnn {
+                fc1,
+                bn: (var("bn.weight")?, var("bn.bias")?),
+                running_mean: var("bn.running_mean")?.as_tensor().clone(),
+                running_var: var("bn.running_var")?.as_tensor().clone(),
+                fc2: (var("fc2.weight")?, var("fc2.bias")?),
+                dropout: 0.1,
+                momentum: 0.1,
+                eps: 1e-5,
+            };
+            for (name, t) in [("fc1.bias", dnn.fc1.1.as_tensor()), ("bn.weight", dnn.bn.0.as_tensor()), ("bn.running_mean", &dnn.running_mean)] {
+                if t.dims() != [hidden] {
+                    return Err(TrainError::Invalid(format!("checkpoint `{name}` has shape {:?}, expected [{hidden}]", t.dims())));
+                }
+            }
+            dnn.running_var = dnn.running_var.contiguous()?;
+            Ok(Head::Dnn(dnn))
+        } else {
+            Ok(Head::Probe(LinearProbe { weight: var("weight")?, bias: var("bias")? }))
+        }
+    }
+
+    /// Input width: D for a probe, seq_len·D for the DNN.
+    pub fn input_width(&self) -> Result<usize> {
+        Ok(match self {
+            Head::Probe(p) => p.weight.as_tensor().dim(1)?,
+            Head::Dnn(m) => m.fc1.0.as_tensor().dim(1)?,
+        })
+    }
+}
+
 /// A head of either kind.
 #[derive(Debug)]
 pub enum Head {
