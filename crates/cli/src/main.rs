@@ -3,6 +3,7 @@
 
 mod data_cmd;
 mod explain_cmd;
+mod explain_temporal_cmd;
 mod extract_cmd;
 mod plot;
 mod progress;
@@ -30,6 +31,8 @@ enum Command {
     Extract(extract_cmd::ExtractArgs),
     /// Explain predictions of a backbone with its trained head (attribution maps).
     Explain(explain_cmd::ExplainArgs),
+    /// Explain the temporal model's prediction for one patient: visit importance and per-visit maps.
+    ExplainTemporal(explain_temporal_cmd::ExplainTemporalArgs),
     /// Train the linear probe on features, over several iterations.
     Train(train_cmd::TrainArgs),
     /// Train the temporal DNN on sequences of each patient's visits.
@@ -43,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Extract(args) => extract_cmd::run(args),
         Command::Explain(args) => explain_cmd::run(args),
+        Command::ExplainTemporal(args) => explain_temporal_cmd::run(args),
         Command::Train(args) => train_cmd::run(args, tgc_temporal::HeadKind::Probe),
         Command::TrainTemporal(args) => train_cmd::run_temporal(args),
     };

@@ -153,6 +153,64 @@ pub fn attribution_grid(rows: &[crate::explain_cmd::Explained], path: &Path, tit
     save_png(path, width, height, rgb)
 }
 
+/// The temporal strip: each real visit's overlay labelled with its day, then a bar chart of
+/// the time-step importance (all `seq_len` steps, padded ones included).
+pub fn temporal_strip(input: &candle_core::Tensor, cam: &tgc_explain::Attribution, days: &[i64], importance: &[f32], path: &Path, title: &str) -> Result<()> {
+    register_font();
+    let (k, _, th, tw) = input.dims4()?;
+    let (th, tw) = (th as u32, tw as u32);
+    let (pad, header, chart_h) = (6u32, 56u32, 220u32);
+    let width = (k as u32 * (tw + pad) + pad).max(520);
+    let height = header + th + pad + chart_h;
+    let mut canvas = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    for v in 0..k {
+        let visit = tgc_explain::Attribution {
+            attribution: cam.attribution.narrow(0, v, 1)?,
+            layer_attribution: None,
+            logits: cam.logits.clone(),
+        };
+        let tile = crate::explain_cmd::overlay_of(&input.narrow(0, v, 1)?, &visit)?;
+        image::imageops::replace(&mut canvas, &tile, (pad + v as u32 * (tw + pad)) as i64, header as i64);
+    }
+    let mut rgb = canvas.into_raw();
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        root.draw(&Text::new(title.to_owned(), (pad as i32, 4), ("sans-serif", 18).into_font().color(&BLACK))).map_err(draw_err)?;
+        for (v, day) in days.iter().enumerate() {
+            let x = (pad + v as u32 * (tw + pad)) as i32;
+            root.draw(&Text::new(format!("visit {} — day {day}", v + 1), (x, 32), ("sans-serif", 15).into_font().color(&BLACK))).map_err(draw_err)?;
+        }
+        let lower = root.split_vertically(header + th + pad).1;
+        let n = importance.len();
+        let (lo, hi) = importance.iter().fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
+        let span = (hi - lo).max(1e-6);
+        let mut chart = ChartBuilder::on(&lower)
+            .caption("time-step importance (Integrated Gradients; padded steps are 0)", ("sans-serif", 14))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(60)
+            .build_cartesian_2d((0..n.saturating_sub(1)).into_segmented(), (lo - 0.1 * span)..(hi + 0.1 * span))
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&|s| match s {
+                SegmentValue::CenterOf(i) => format!("step {}", i + 1),
+                _ => String::new(),
+            })
+            .draw()
+            .map_err(draw_err)?;
+        chart
+            .draw_series(importance.iter().enumerate().map(|(i, &v)| {
+                let color = if v >= 0.0 { RGBColor(33, 145, 140) } else { RGBColor(230, 97, 1) };
+                Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v)], color.filled())
+            }))
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    save_png(path, width, height, rgb)
+}
+
 fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e:?}")
 }

@@ -1,0 +1,143 @@
+//! `tgc explain-temporal`: which visits, and which regions of each visit's image, drove the
+//! temporal model's prediction for one patient.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use clap::Args;
+use tgc_backbones::{BackboneKind, WeightSource};
+use tgc_data::{Dataset, PatientId};
+use tgc_explain::{GradCam, GuidedGradCam};
+use tgc_temporal::explain_temporal::{step_importance, StepMethod, VisitSequence};
+use tgc_temporal::model::Head;
+
+use crate::extract_cmd::{load_backbone, weights_or_default};
+use crate::plot;
+
+#[derive(Args)]
+pub struct ExplainTemporalArgs {
+    #[arg(long)]
+    pub backbone: BackboneKind,
+    #[arg(long)]
+    pub weights: Option<WeightSource>,
+    /// Temporal DNN checkpoint written by `tgc train-temporal`.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Patient, as `OAS30001` or `0001`.
+    #[arg(long)]
+    pub patient: String,
+    /// The visit to explain (default: the patient's last).
+    #[arg(long)]
+    pub day: Option<u32>,
+    /// Target class (default: the predicted one).
+    #[arg(long)]
+    pub target: Option<usize>,
+    /// Integrated Gradients steps for the time-step importance.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub imagenet_normalize: bool,
+}
+
+pub fn run(args: ExplainTemporalArgs) -> Result<()> {
+    let digits = args.patient.strip_prefix("OAS3").unwrap_or(&args.patient);
+    let patient = PatientId::new(digits).with_context(|| format!("--patient {}: expected OAS3<digits> or <digits>", args.patient))?;
+    let dataset = Dataset::open(&args.data).with_context(|| format!("reading data folder {}", args.data.display()))?;
+    let visits = dataset.visits_of(&patient);
+    if visits.is_empty() {
+        bail!("patient {patient} has no images in {}", args.data.display());
+    }
+    let upto: Vec<usize> = match args.day {
+        Some(d) => visits.iter().copied().filter(|&i| dataset.records()[i].day <= d).collect(),
+        None => visits.clone(),
+    };
+    let Some(&current) = upto.last() else { bail!("patient {patient} has no visit on or before day {}", args.day.unwrap_or(0)) };
+    if let Some(d) = args.day {
+        if dataset.records()[current].day != d {
+            bail!("patient {patient} has no visit on day {d} (visits: {:?})", visits.iter().map(|&i| dataset.records()[i].day).collect::<Vec<_>>());
+        }
+    }
+    let state = candle_core::safetensors::load(&args.model, &Device::Cpu).with_context(|| format!("reading {}", args.model.display()))?;
+    let head = Head::from_state_dict(&state).with_context(|| format!("reading the temporal model {}", args.model.display()))?;
+    if !matches!(head, Head::Dnn(_)) {
+        bail!("{} is a linear probe, not a temporal DNN checkpoint", args.model.display());
+    }
+    let source = weights_or_default(args.backbone, args.weights.clone())?;
+    let backbone = load_backbone(args.backbone, &source, args.imagenet_normalize)?;
+    let dim = backbone.feature_dim();
+    let width = head.input_width()?;
+    if width % dim != 0 {
+        bail!("{} takes {width} inputs, not a multiple of the {dim} features of {}", args.model.display(), args.backbone);
+    }
+    let seq_len = width / dim;
+    let used = &upto[upto.len().saturating_sub(seq_len)..];
+    let images = used.iter().map(|&i| dataset.load_image(i)).collect::<tgc_data::Result<Vec<_>>>()?;
+    let input = backbone.preprocess_batch(&images)?;
+    let features: Vec<f32> = backbone.features(&input)?.flatten_all()?.to_vec1()?;
+    let mut sequence = vec![0f32; (seq_len - used.len()) * dim];
+    sequence.extend(features);
+    let logits: Vec<f32> = head.forward_eval(&Tensor::from_slice(&sequence, (1, width), &Device::Cpu)?)?.flatten_all()?.to_vec1()?;
+    let target = args.target.unwrap_or(usize::from(logits[1] > logits[0]));
+    if target > 1 {
+        bail!("--target must be 0 or 1");
+    }
+    let ig = step_importance(&head, &sequence, dim, target, StepMethod::IntegratedGradients { steps: args.steps })?;
+    let ixg = step_importance(&head, &sequence, dim, target, StepMethod::InputXGradient)?;
+    let model = VisitSequence { backbone: &backbone, head: &head, seq_len };
+    let k = used.len();
+    let cam = GradCam.attribute(&model, &input, &vec![target; k])?;
+    let guided = GuidedGradCam.attribute(&model, &input, &vec![target; k])?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let days: Vec<i64> = used.iter().map(|&i| dataset.records()[i].day as i64).collect();
+    let cpu = Device::Cpu;
+    let tensors = [
+        ("gradcam", cam.attribution.clone()),
+        ("layer_attribution", cam.layer_attribution.clone().context("Grad-CAM layer map")?),
+        ("guided_gradcam", guided.attribution.clone()),
+        ("step_importance_ig", Tensor::from_slice(&ig, seq_len, &cpu)?),
+        ("step_importance_ixg", Tensor::from_slice(&ixg, seq_len, &cpu)?),
+        ("logits", Tensor::from_slice(&logits, 2, &cpu)?),
+        ("days", Tensor::from_slice(&days, k, &cpu)?),
+    ];
+    let metadata = HashMap::from([
+        ("patient".to_owned(), patient.to_string()),
+        ("target".to_owned(), target.to_string()),
+        ("backbone".to_owned(), args.backbone.as_str().to_owned()),
+        ("weights".to_owned(), source.to_string()),
+        ("random_weights".to_owned(), backbone.is_random().to_string()),
+        ("model".to_owned(), args.model.display().to_string()),
+        ("seq_len".to_owned(), seq_len.to_string()),
+        ("note".to_owned(), "steps are left-padded; step_importance[i] is for step i of seq_len, the last step is the explained visit".to_owned()),
+    ]);
+    let file = args.out.join(format!("{patient}_d{:04}.safetensors", dataset.records()[current].day));
+    let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (*k, v)), Some(metadata)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tgc_data::write_atomic(&file, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string()))?;
+    let strip = file.with_extension("png");
+    let title = format!(
+        "{patient}: temporal {} prediction {} (p = {:.2}){}",
+        args.backbone.display_name(),
+        if target == 1 { "disease" } else { "healthy" },
+        softmax(&logits)[target],
+        if backbone.is_random() { " — RANDOM-INIT backbone" } else { "" }
+    );
+    plot::temporal_strip(&input, &cam, &days, &ig, &strip, &title)?;
+    println!("temporal explanation of {patient} ({k} of {seq_len} steps real) written to {} and {}", file.display(), strip.display());
+    println!("time-step importance (IG, oldest first): {}", ig.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(", "));
+    if backbone.is_random() {
+        println!("NOTE: explanations of a RANDOM-INIT backbone");
+    }
+    Ok(())
+}
+
+fn softmax(l: &[f32]) -> Vec<f32> {
+    let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = l.iter().map(|v| (v - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
