@@ -71,3 +71,61 @@ fn explain_errors() {
     let o = tgc(&["explain", "--backbone", "resnet18", "--head", "h", "--input", "x", "--method", "lime", "--out", "o"], &cache);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn temporal_explanations_and_faithfulness_on_phantoms() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let data = dir.path().join("ph");
+    let f = dir.path().join("f.safetensors");
+    let train = dir.path().join("train");
+    let (d, fs, t) = (data.to_str().unwrap(), f.to_str().unwrap(), train.to_str().unwrap());
+    ok(tgc(&["data", "synth", "--out", d, "--patients", "8", "--size", "64", "--seed", "3", "--max-visits", "3"], &cache));
+    ok(tgc(&["extract", "--backbone", "resnet18", "--weights", "random:2", "--data", d, "--out", fs], &cache));
+    ok(tgc(&["train-temporal", "--features", fs, "--out", t, "--iterations", "1", "--epochs", "3"], &cache));
+    ok(tgc(&["train", "--features", fs, "--out", t, "--iterations", "1", "--epochs", "3"], &cache));
+
+    // The patient with the most visits.
+    let ds = tgc_data::Dataset::open(&data).unwrap();
+    let stats = tgc_data::Stats::of(&ds);
+    let patient = ds.patients().keys().max_by_key(|p| ds.visits_of(p).len()).unwrap().clone();
+    let visits = ds.visits_of(&patient).len();
+    assert_eq!(visits, stats.max_visits());
+    let out = dir.path().join("temporal");
+    let text = ok(tgc(
+        &["explain-temporal", "--backbone", "resnet18", "--weights", "random:2", "--model", train.join("ResNet_seq_3/0/model.safetensors").to_str().unwrap(), "--data", d, "--patient", &patient.to_string(), "--steps", "8", "--out", out.to_str().unwrap()],
+        &cache,
+    ));
+    assert!(text.contains("RANDOM-INIT"), "{text}");
+    let file = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().unwrap() == "safetensors").unwrap();
+    assert!(file.with_extension("png").is_file());
+    let t = candle_core::safetensors::load(&file, &candle_core::Device::Cpu).unwrap();
+    let real = visits.min(3);
+    assert_eq!(t["gradcam"].dims(), &[real, 1, 64, 64]);
+    assert_eq!(t["guided_gradcam"].dims(), &[real, 3, 64, 64]);
+    let ig: Vec<f32> = t["step_importance_ig"].to_vec1().unwrap();
+    assert_eq!(ig.len(), 3);
+    assert!(ig[..3 - real].iter().all(|&v| v == 0.0), "padded steps must be exactly 0: {ig:?}");
+    // A probe checkpoint is refused as a temporal model.
+    let o = tgc(&["explain-temporal", "--backbone", "resnet18", "--weights", "random:2", "--model", train.join("ResNet/0/model.safetensors").to_str().unwrap(), "--data", d, "--patient", &patient.to_string(), "--out", out.to_str().unwrap()], &cache);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("linear probe"));
+
+    let fout = dir.path().join("faith");
+    let text = ok(tgc(
+        &["faithfulness", "--backbone", "resnet18", "--weights", "random:2", "--head", train.join("ResNet/0/model.safetensors").to_str().unwrap(), "--data", d, "--samples-per-class", "1", "--steps", "5", "--baseline", "blur", "--methods", "gradcam,saliency", "--out", fout.to_str().unwrap()],
+        &cache,
+    ));
+    assert!(text.contains("synthetic phantoms"), "{text}");
+    let summary = std::fs::read_to_string(fout.join("summary.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = summary.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        for v in &r[1..5] {
+            let x: f64 = v.parse().unwrap_or_else(|_| panic!("{summary}"));
+            assert!((-1.0..=1.0).contains(&x), "{summary}");
+        }
+        assert_eq!(r[6], "2");
+    }
+    assert!(fout.join("faithfulness.md").is_file() && fout.join("faithfulness.csv").is_file());
+}

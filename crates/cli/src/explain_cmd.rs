@@ -100,21 +100,21 @@ pub struct ExplainArgs {
     pub imagenet_normalize: bool,
 }
 
-fn method(name: MethodName, args: &ExplainArgs) -> Method {
+pub fn method(name: MethodName, args: &ExplainArgs) -> Method {
+    method_with(name, args.samples, args.stdevs, args.seed, args.steps)
+}
+
+/// A method with its settings.
+pub fn method_with(name: MethodName, samples: usize, stdevs: f32, seed: u64, steps: usize) -> Method {
     match name {
         MethodName::Gradcam => Method::GradCam(GradCam),
         MethodName::GuidedBackprop => Method::GuidedBackprop(GuidedBackprop),
         MethodName::GuidedGradcam => Method::GuidedGradCam(GuidedGradCam),
-        MethodName::GradientShap => Method::GradientShap(GradientShap::new(GradientShapConfig {
-            n_samples: args.samples,
-            stdevs: args.stdevs,
-            seed: args.seed,
-            ..Default::default()
-        })),
+        MethodName::GradientShap => Method::GradientShap(GradientShap::new(GradientShapConfig { n_samples: samples, stdevs, seed, ..Default::default() })),
         MethodName::Saliency => Method::Saliency(Saliency),
         MethodName::InputXGradient => Method::InputXGradient(InputXGradient),
         MethodName::IntegratedGradients => {
-            Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig { steps: args.steps, ..Default::default() }))
+            Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig { steps, ..Default::default() }))
         }
     }
 }
@@ -208,7 +208,7 @@ fn with_method_suffix(path: &Path, m: MethodName) -> PathBuf {
 }
 
 /// The first `per_class` images of each class on one side of the seeded patient split.
-fn pick(dataset: &Dataset, split: SplitName, seed: u64, per_class: usize) -> Result<Vec<usize>> {
+pub fn pick(dataset: &Dataset, split: SplitName, seed: u64, per_class: usize) -> Result<Vec<usize>> {
     let indices: Vec<usize> = match split {
         SplitName::All => (0..dataset.len()).collect(),
         side => {

@@ -5,6 +5,7 @@ mod data_cmd;
 mod explain_cmd;
 mod explain_temporal_cmd;
 mod extract_cmd;
+mod faithfulness_cmd;
 mod plot;
 mod progress;
 mod train_cmd;
@@ -33,6 +34,8 @@ enum Command {
     Explain(explain_cmd::ExplainArgs),
     /// Explain the temporal model's prediction for one patient: visit importance and per-visit maps.
     ExplainTemporal(explain_temporal_cmd::ExplainTemporalArgs),
+    /// Faithfulness of explanations: deletion/insertion, randomization check, region energy.
+    Faithfulness(faithfulness_cmd::FaithfulnessArgs),
     /// Train the linear probe on features, over several iterations.
     Train(train_cmd::TrainArgs),
     /// Train the temporal DNN on sequences of each patient's visits.
@@ -47,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Extract(args) => extract_cmd::run(args),
         Command::Explain(args) => explain_cmd::run(args),
         Command::ExplainTemporal(args) => explain_temporal_cmd::run(args),
+        Command::Faithfulness(args) => faithfulness_cmd::run(args),
         Command::Train(args) => train_cmd::run(args, tgc_temporal::HeadKind::Probe),
         Command::TrainTemporal(args) => train_cmd::run_temporal(args),
     };

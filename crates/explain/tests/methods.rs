@@ -272,3 +272,28 @@ fn deletion_and_insertion_on_a_model_with_a_known_answer() {
     // AUC by hand: deletion points (p0, ½, ½, ½, ½) over 4 intervals of ¼.
     assert!((good.deletion_auc() - (0.25 * 0.5 * (p0 + 0.5) + 0.75 * 0.5)).abs() < 1e-6);
 }
+
+#[test]
+fn grad_cam_energy_lies_in_the_region_that_carries_the_evidence() {
+    use tgc_explain::faithfulness::{energy_in_mask, pointing_hit};
+    // Positive conv and fc weights: only the bright 2×2 patch activates the layer, so every bit
+    // of the (ReLU'd) Grad-CAM energy sits on the patch and its 3×3 neighbourhood.
+    let mut toy = Toy::new(1, true);
+    toy.conv_w = Tensor::ones((4, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    toy.conv_b = Tensor::full(-0.5f32, (1, 4, 1, 1), &Device::Cpu).unwrap();
+    toy.fc_w = Tensor::ones((2, 4), DType::F32, &Device::Cpu).unwrap();
+    let mut px = vec![0f32; 36];
+    let mut mask = vec![0f32; 36];
+    for (y, x) in [(2, 2), (2, 3), (3, 2), (3, 3)] {
+        px[y * 6 + x] = 1.0;
+    }
+    for y in 1..5 {
+        for x in 1..5 {
+            mask[y * 6 + x] = 1.0;
+        }
+    }
+    let x = Tensor::from_vec(px, (1, 1, 6, 6), &Device::Cpu).unwrap();
+    let cam = v(&GradCam.attribute(&toy, &x, &[1]).unwrap().attribution);
+    assert_eq!(energy_in_mask(&cam, &mask), Some(1.0));
+    assert!(pointing_hit(&cam, &mask));
+}

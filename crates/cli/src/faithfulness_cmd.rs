@@ -1,0 +1,172 @@
+//! `tgc faithfulness`: deletion/insertion AUCs, the model-randomization check and, on phantoms,
+//! energy inside the changed region and the pointing game, per method over a split.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::{Args, ValueEnum};
+use tgc_backbones::{resize_bilinear_aa, BackboneKind, Classifier, WeightSource};
+use tgc_data::{phantom, read_nifti, write_atomic, Dataset};
+use tgc_explain::faithfulness::{deletion_insertion, energy_in_mask, pointing_hit, spearman, Baseline, CurveConfig};
+use tgc_explain::render::normalized_magnitude;
+
+use crate::explain_cmd::{method_with, pick, MethodName, SplitName};
+use crate::extract_cmd::{load_backbone, weights_or_default};
+use crate::progress;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BaselineName {
+    Zero,
+    Blur,
+}
+
+#[derive(Args)]
+pub struct FaithfulnessArgs {
+    #[arg(long)]
+    pub backbone: BackboneKind,
+    #[arg(long)]
+    pub weights: Option<WeightSource>,
+    #[arg(long)]
+    pub head: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: SplitName,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Slices per class (the first ones of the split).
+    #[arg(long, default_value_t = 3)]
+    pub samples_per_class: usize,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "gradient-shap,gradcam,guided-gradcam,guided-backprop")]
+    pub methods: Vec<MethodName>,
+    /// Steps of the deletion and insertion curves.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, value_enum, default_value = "zero")]
+    pub baseline: BaselineName,
+    /// Output folder for faithfulness.csv (per slice), summary.csv and faithfulness.md.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub imagenet_normalize: bool,
+}
+
+struct Row {
+    method: MethodName,
+    image: String,
+    deletion: f32,
+    insertion: f32,
+    randomization: Option<f64>,
+    energy: Option<f64>,
+    hit: Option<bool>,
+}
+
+pub fn run(args: FaithfulnessArgs) -> Result<()> {
+    let source = weights_or_default(args.backbone, args.weights.clone())?;
+    let backbone = load_backbone(args.backbone, &source, args.imagenet_normalize)?;
+    let random = backbone.is_random();
+    let model = Classifier::load_head(backbone, &args.head).with_context(|| format!("loading head {}", args.head.display()))?;
+    // The randomization check: the same backbone with a re-randomized head (seeded).
+    let (w, b) = (model.head_weight(), model.head_bias());
+    let vb = tgc_backbones::load_weights(&WeightSource::Random { seed: args.seed ^ 0x0DD5EED }, &Device::Cpu)?.vb;
+    let random_head = Classifier::new(model.backbone.clone(), vb.get(w.shape(), "randomized_head.weight")?, Tensor::zeros(b.shape(), DType::F32, &Device::Cpu)?)?;
+    let dataset = Dataset::open(&args.data).with_context(|| format!("reading data folder {}", args.data.display()))?;
+    let picked = pick(&dataset, args.split, args.seed, args.samples_per_class)?;
+    let is_phantom = phantom::is_phantom(&args.data);
+    let curve = CurveConfig {
+        steps: args.steps,
+        baseline: match args.baseline {
+            BaselineName::Zero => Baseline::Zero,
+            BaselineName::Blur => Baseline::Blur { sigma_px: 5 },
+        },
+        batch_size: 8,
+    };
+    let bar = progress::bar((picked.len() * args.methods.len()) as u64, "faithfulness");
+    let mut rows = Vec::new();
+    for &i in &picked {
+        let record = &dataset.records()[i];
+        let x = model.backbone.preprocess(&dataset.load_image(i)?)?.unsqueeze(0)?;
+        let (_, _, h, w) = x.dims4()?;
+        let target = record.label.index();
+        let mask = if is_phantom {
+            let m = read_nifti(&phantom::mask_path(&args.data, record.label, &record.path))?;
+            let resized = resize_bilinear_aa(m.pixels(), (m.height(), m.width()), (h, w));
+            Some(resized.iter().map(|&v| if v > 0.5 { 1.0 } else { 0.0 }).collect::<Vec<f32>>())
+        } else {
+            None
+        };
+        for &name in &args.methods {
+            let method = method_with(name, 5, 0.0, args.seed, 50);
+            let a = method.attribute(&model, &x, &[target])?;
+            let (map, _, _) = normalized_magnitude(&a.attribution.squeeze(0)?)?;
+            let raw: Vec<f32> = a.attribution.squeeze(0)?.abs()?.sum(0)?.flatten_all()?.to_vec1()?;
+            let curves = deletion_insertion(&model, &x, &raw, target, &curve)?;
+            let other = method.attribute(&random_head, &x, &[target])?;
+            let (other_map, _, _) = normalized_magnitude(&other.attribution.squeeze(0)?)?;
+            rows.push(Row {
+                method: name,
+                image: record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                deletion: curves.deletion_auc(),
+                insertion: curves.insertion_auc(),
+                randomization: spearman(&map, &other_map),
+                energy: mask.as_ref().and_then(|m| energy_in_mask(&raw, m)),
+                hit: mask.as_ref().map(|m| pointing_hit(&raw, m)),
+            });
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+    let mut csv = String::from("method,image,deletion_auc,insertion_auc,randomization_spearman,energy_in_region,pointing_hit\n");
+    for r in &rows {
+        csv.push_str(&format!(
+            "{},{},{:.6},{:.6},{},{},{}\n",
+            r.method.title(),
+            r.image,
+            r.deletion,
+            r.insertion,
+            opt(r.randomization),
+            opt(r.energy),
+            r.hit.map(|h| u8::from(h).to_string()).unwrap_or_default()
+        ));
+    }
+    let write = |name: &str, text: &str| {
+        let path = args.out.join(name);
+        write_atomic(&path, |w| std::io::Write::write_all(w, text.as_bytes()).map_err(|e| e.to_string())).with_context(|| format!("writing {}", path.display()))
+    };
+    write("faithfulness.csv", &csv)?;
+    let mean = |v: Vec<f64>| if v.is_empty() { None } else { Some(v.iter().sum::<f64>() / v.len() as f64) };
+    let mut md = format!(
+        "Faithfulness of {} explanations ({} weights{}), {} slices of the {} split, {}-step curves on a {} baseline.\n\n",
+        args.backbone.display_name(),
+        if random { "RANDOM-INIT" } else { "pretrained" },
+        if is_phantom { ", synthetic phantoms" } else { "" },
+        picked.len(),
+        format!("{:?}", args.split).to_lowercase(),
+        args.steps,
+        format!("{:?}", args.baseline).to_lowercase()
+    );
+    md.push_str("| Method | Deletion AUC ↓ | Insertion AUC ↑ | Randomization ρ ↓ | Energy in region ↑ | Pointing game ↑ |\n|---|---|---|---|---|---|\n");
+    let mut summary = String::from("method,deletion_auc,insertion_auc,randomization_spearman,energy_in_region,pointing_hit_rate,slices\n");
+    for &m in &args.methods {
+        let of: Vec<&Row> = rows.iter().filter(|r| r.method == m).collect();
+        let del = mean(of.iter().map(|r| r.deletion as f64).collect());
+        let ins = mean(of.iter().map(|r| r.insertion as f64).collect());
+        let rnd = mean(of.iter().filter_map(|r| r.randomization).collect());
+        let en = mean(of.iter().filter_map(|r| r.energy).collect());
+        let hit = mean(of.iter().filter_map(|r| r.hit.map(|h| f64::from(u8::from(h)))).collect());
+        let cell = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
+        md.push_str(&format!("| {} | {} | {} | {} | {} | {} |\n", m.title(), cell(del), cell(ins), cell(rnd), cell(en), cell(hit)));
+        summary.push_str(&format!("{},{},{},{},{},{},{}\n", m.title(), opt(del), opt(ins), opt(rnd), opt(en), opt(hit), of.len()));
+    }
+    if !is_phantom {
+        md.push_str("\nEnergy in region and pointing game need ground-truth masks (synthetic phantoms only).\n");
+    }
+    write("summary.csv", &summary)?;
+    write("faithfulness.md", &md)?;
+    print!("{md}");
+    println!("written to {}", args.out.display());
+    Ok(())
+}
