@@ -1,0 +1,272 @@
+//! `cargo xtask reproduce`: the whole TemporalGradCam experiment in one command. Builds `tgc`
+//! in release and runs each step through it, skipping steps whose outputs are complete (a
+//! marker per step records the exact command that produced them), then writes the report.
+
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run the whole experiment (data statistics → features → training → explanations →
+    /// temporal explanations → faithfulness → report).
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Protocols {
+    Holdout,
+    Original,
+    Both,
+}
+
+#[derive(Parser, Clone)]
+pub struct ReproduceArgs {
+    /// OASIS_2D folder (default data/OASIS_2D).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// ResNet-18 weights (default timm/resnet18.tv_in1k; random:<seed> for offline runs).
+    #[arg(long)]
+    pub weights_resnet: Option<String>,
+    /// ViT weights (default google/vit-base-patch16-224).
+    #[arg(long)]
+    pub weights_vit: Option<String>,
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Iterations per experiment (default 5; 2 with --quick).
+    #[arg(long)]
+    pub iterations: Option<usize>,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "holdout")]
+    pub protocol: Protocols,
+    /// Generate phantoms and use random-init backbones: fully offline, labelled as such.
+    #[arg(long)]
+    pub synthetic: bool,
+    /// A smoke run: fewer iterations, epochs, samples and curve steps.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+pub const BACKBONES: [(&str, &str); 2] = [("resnet18", "ResNet"), ("vit", "ViT")];
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Reproduce(args) => reproduce(args),
+    }
+}
+
+/// The workspace root (xtask's parent folder).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs steps, skipping those already complete, and records their timings.
+pub struct Runner {
+    tgc: PathBuf,
+    out: PathBuf,
+    pub timings: Vec<(String, f64, bool)>,
+}
+
+impl Runner {
+    /// Runs `tgc args…` as step `name` unless its marker says the same command already finished.
+    fn step(&mut self, name: &str, args: &[String]) -> Result<()> {
+        let marker = self.out.join(".done").join(format!("{name}.cmd"));
+        let command = args.join(" ");
+        if std::fs::read_to_string(&marker).map(|m| m == command).unwrap_or(false) {
+            println!("[skip] {name}: already complete");
+            self.timings.push((name.to_owned(), 0.0, true));
+            return Ok(());
+        }
+        println!("[run ] {name}: tgc {command}");
+        let start = Instant::now();
+        let status = Command::new(&self.tgc).args(args).status().with_context(|| format!("starting {}", self.tgc.display()))?;
+        if !status.success() {
+            bail!("step {name} failed ({status}): tgc {command}");
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!("[done] {name} in {secs:.1} s");
+        write_atomic(&marker, command.as_bytes())?;
+        self.timings.push((name.to_owned(), secs, false));
+        Ok(())
+    }
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp-xtask");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn s(v: impl ToString) -> String {
+    v.to_string()
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn reproduce(args: ReproduceArgs) -> Result<()> {
+    let start = Instant::now();
+    let root = root();
+    let out = if args.out.is_absolute() { args.out.clone() } else { std::env::current_dir()?.join(&args.out) };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let quick = args.quick;
+    let iterations = args.iterations.unwrap_or(if quick { 2 } else { 5 });
+
+    if !args.synthetic {
+        let data = args.data.clone().unwrap_or_else(|| root.join("data/OASIS_2D"));
+        if !data.join("disease").is_dir() || !data.join("healthy").is_dir() {
+            bail!(
+                "data folder {} not found (it needs disease/ and healthy/).\n  Get OASIS_2D as data/README.md explains and pass --data DIR, \
+                 or run fully offline on synthetic phantoms with random-init backbones: cargo xtask reproduce --synthetic",
+                data.display()
+            );
+        }
+    }
+
+    println!("building tgc (release)…");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "tgc-cli"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building tgc failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let mut runner = Runner { tgc: target.join("release").join("tgc"), out: out.clone(), timings: Vec::new() };
+
+    // Data and weights.
+    let (data, weights_resnet, weights_vit) = if args.synthetic {
+        let data = out.join("data");
+        let (patients, size) = if quick { ("12", "64") } else { ("24", "256") };
+        runner.step("synth", &[s("data"), s("synth"), s("--out"), path(&data), s("--patients"), s(patients), s("--size"), s(size), s("--seed"), s(args.seed)])?;
+        let random = format!("random:{}", args.seed);
+        (data, args.weights_resnet.clone().unwrap_or_else(|| random.clone()), args.weights_vit.clone().unwrap_or(random))
+    } else {
+        (
+            args.data.clone().unwrap_or_else(|| root.join("data/OASIS_2D")),
+            args.weights_resnet.clone().unwrap_or_else(|| "timm/resnet18.tv_in1k".into()),
+            args.weights_vit.clone().unwrap_or_else(|| "google/vit-base-patch16-224".into()),
+        )
+    };
+    let random_weights = weights_resnet.starts_with("random:") && weights_vit.starts_with("random:");
+    if weights_resnet.starts_with("random:") || weights_vit.starts_with("random:") {
+        println!("NOTE: RANDOM-INIT backbone weights (resnet18: {weights_resnet}, vit: {weights_vit}); every output says so");
+    }
+    let figures = out.join("figures");
+    std::fs::create_dir_all(&figures)?;
+
+    // 1. Data statistics.
+    runner.step(
+        "stats",
+        &[s("data"), s("stats"), s("--data"), path(&data), s("--plot"), path(&figures.join("history_length.png")), s("--manifest"), path(&out.join("manifest.csv"))],
+    )?;
+
+    // 2. Features.
+    let weights = |b: &str| if b == "resnet18" { weights_resnet.clone() } else { weights_vit.clone() };
+    for (b, _) in BACKBONES {
+        let w = weights(b);
+        let features = out.join("features").join(format!("{b}.safetensors"));
+        std::fs::create_dir_all(features.parent().unwrap_or(&out))?;
+        runner
+            .step(&format!("features-{b}"), &[s("extract"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--data"), path(&data), s("--out"), path(&features)])
+            .map_err(|e| {
+                if w.starts_with("random:") {
+                    e
+                } else {
+                    e.context(format!(
+                        "cannot get {b} weights `{w}`. Without network access, put the checkpoint in the Hugging Face cache \
+                         (HF_HOME / HF_HUB_CACHE), pass a local folder with --weights-{}, or use random:<seed> (or --synthetic)",
+                        if b == "resnet18" { "resnet" } else { "vit" }
+                    ))
+                }
+            })?;
+    }
+
+    // 3–4. Linear probes and temporal DNNs.
+    let protocols: Vec<&str> = match args.protocol {
+        Protocols::Holdout => vec!["holdout"],
+        Protocols::Original => vec!["original"],
+        Protocols::Both => vec!["holdout", "original"],
+    };
+    for p in &protocols {
+        for (b, _) in BACKBONES {
+            let features = path(&out.join("features").join(format!("{b}.safetensors")));
+            let runs = path(&out.join("runs").join(p));
+            let mut common = vec![s("--features"), features, s("--out"), runs, s("--iterations"), s(iterations), s("--seed"), s(args.seed), s("--protocol"), s(p)];
+            let mut probe = vec![s("train")];
+            probe.extend(common.clone());
+            let mut dnn = vec![s("train-temporal"), s("--seq-len"), s(3)];
+            if quick {
+                probe.extend([s("--epochs"), s(5)]);
+                common.extend([s("--epochs"), s(10)]);
+            }
+            dnn.extend(common);
+            runner.step(&format!("train-{p}-{b}"), &probe)?;
+            runner.step(&format!("train-temporal-{p}-{b}"), &dnn)?;
+        }
+    }
+
+    // 5–7. Explanations, temporal explanations and faithfulness, with iteration 0's models of
+    // the first protocol, on that iteration's own test split.
+    let p0 = protocols[0];
+    for (b, model) in BACKBONES {
+        let w = weights(b);
+        let probe_dir = out.join("runs").join(p0).join(model).join("0");
+        let split_seed = report::iteration_seed(&probe_dir)?;
+        let head = path(&probe_dir.join("model.safetensors"));
+        let per_class = if quick { 1 } else { 2 };
+        runner.step(
+            &format!("explain-{b}"),
+            &[
+                s("explain"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--head"), head.clone(), s("--data"), path(&data),
+                s("--split"), s("test"), s("--seed"), s(split_seed), s("--samples-per-class"), s(per_class),
+                s("--method"), s("gradient-shap,gradcam,guided-gradcam,guided-backprop"), s("--out"), path(&out.join("explanations").join(b)),
+            ],
+        )?;
+        let dnn_dir = out.join("runs").join(p0).join(format!("{model}_seq_3")).join("0");
+        let patients = report::test_patients_with_history(&dnn_dir, &out.join("manifest.csv"))?;
+        for patient in patients.iter().take(if quick { 1 } else { 3 }) {
+            runner.step(
+                &format!("explain-temporal-{b}-{patient}"),
+                &[
+                    s("explain-temporal"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--model"), path(&dnn_dir.join("model.safetensors")),
+                    s("--data"), path(&data), s("--patient"), s(patient), s("--out"), path(&out.join("temporal").join(b)),
+                ],
+            )?;
+        }
+        runner.step(
+            &format!("faithfulness-{b}"),
+            &[
+                s("faithfulness"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--head"), head, s("--data"), path(&data),
+                s("--split"), s("test"), s("--seed"), s(split_seed), s("--samples-per-class"), s(per_class),
+                s("--steps"), s(if quick { 5 } else { 20 }), s("--out"), path(&out.join("faithfulness").join(b)),
+            ],
+        )?;
+    }
+
+    // 8. Report.
+    let report_start = Instant::now();
+    report::write(&out, &protocols, random_weights || args.synthetic, args.synthetic, &root.join("xtask/study_results.csv"))?;
+    runner.timings.push(("report".into(), report_start.elapsed().as_secs_f64(), false));
+    report::write_timings(&out, &runner.timings, start.elapsed().as_secs_f64())?;
+    println!("report: {}", out.join("report.html").display());
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The report: `results.md`, `results.csv`, `figures/`, `timings.json` and a self-contained
+//! `report.html` (tables inline, images relative to it).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::{write_atomic, BACKBONES};
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn config(dir: &Path) -> Result<serde_json::Value> {
+    let path = dir.join("config.json");
+    serde_json::from_str(&read(&path)?).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The seed of a training iteration (its patient split), from its `config.json`.
+pub fn iteration_seed(dir: &Path) -> Result<u64> {
+    config(dir)?["iteration_seed"].as_u64().ok_or_else(|| anyhow!("{}/config.json has no iteration_seed", dir.display()))
+}
+
+/// Test patients of an iteration ordered by number of visits, most first; those with at least
+/// two visits when there are any, else the single test patient with the most (a one-visit
+/// sequence is still a valid, padded, input of the temporal model).
+pub fn test_patients_with_history(dir: &Path, manifest: &Path) -> Result<Vec<String>> {
+    let test: Vec<String> = config(dir)?["test_patients"]
+        .as_array()
+        .ok_or_else(|| anyhow!("{}/config.json has no test_patients", dir.display()))?
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    let mut visits: HashMap<String, usize> = HashMap::new();
+    for line in read(manifest)?.lines().skip(1) {
+        // Columns: path, patient_id, day, label, history_len, split (paths hold no commas here).
+        if let Some(p) = line.rsplitn(6, ',').nth(4) {
+            *visits.entry(p.to_owned()).or_default() += 1;
+        }
+    }
+    let mut ranked: Vec<(usize, String)> = test.into_iter().filter_map(|p| visits.get(&p).map(|&n| (n, p))).collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    if ranked.iter().any(|(n, _)| *n >= 2) {
+        ranked.retain(|(n, _)| *n >= 2);
+    } else {
+        println!("[note] no test patient of iteration 0 has several visits; explaining the first one's single visit");
+        ranked.truncate(1);
+    }
+    Ok(ranked.into_iter().map(|(_, p)| p).collect())
+}
+
+/// One CSV file as a header and rows of named fields.
+fn table(path: &Path) -> Result<(String, Vec<HashMap<String, String>>)> {
+    let text = read(path)?;
+    let mut lines = text.lines();
+    let header = lines.next().ok_or_else(|| anyhow!("{} is empty", path.display()))?.to_owned();
+    let names: Vec<&str> = header.split(',').collect();
+    let rows = lines.map(|l| names.iter().map(|n| n.to_string()).zip(l.split(',').map(str::to_owned)).collect()).collect();
+    Ok((header, rows))
+}
+
+fn num(row: &HashMap<String, String>, key: &str) -> Option<f64> {
+    row.get(key).and_then(|v| v.parse().ok())
+}
+
+fn cell(row: &HashMap<String, String>, metric: &str) -> String {
+    match (num(row, &format!("{metric}_mean")), num(row, &format!("{metric}_std"))) {
+        (Some(m), Some(s)) => format!("{m:.4} ± {s:.4}"),
+        (Some(m), None) => format!("{m:.4}"),
+        _ => "n/a".into(),
+    }
+}
+
+const MODELS: [&str; 4] = ["ResNet", "ResNet_seq_3", "ViT", "ViT_seq_3"];
+const METRICS: [(&str, &str); 4] = [("loss", "Loss"), ("accuracy", "Accuracy"), ("f1", "F1-score"), ("auc", "AUC")];
+
+fn study_label(model: &str) -> String {
+    model.replace("_seq_3", " (Seq 3)")
+}
+
+/// Writes results.md, results.csv, figures/ and report.html.
+pub fn write(out: &Path, protocols: &[&str], random: bool, synthetic: bool, study_csv: &Path) -> Result<()> {
+    let (_, study_rows) = table(study_csv)?;
+    let study: HashMap<String, HashMap<String, String>> = study_rows.into_iter().map(|r| (r["model"].clone(), r)).collect();
+    let provenance = format!(
+        "Data: {}. Backbone weights: {}.",
+        if synthetic { "SYNTHETIC phantoms (not patient data)" } else { "OASIS_2D" },
+        if random { "RANDOM-INIT (not pretrained) — these numbers say nothing about the pretrained models" } else { "pretrained" }
+    );
+    let mut md = format!("# TemporalGradCam reproduction\n\n{provenance}\n\n");
+    let mut html_tables = String::new();
+    let mut csv_header = None;
+    let mut csv = String::new();
+    for p in protocols {
+        let what = if *p == "holdout" {
+            "holdout: selection on a patient-level validation split, test evaluated once"
+        } else {
+            "original: the study's protocol, selection on the test split (optimistic)"
+        };
+        let _ = write!(md, "## Protocol {what}\n\nMean ± standard deviation over iterations; the study's published means beside ours.\n\n| Model | Loss | Accuracy | F1-score | AUC | Study Loss | Study Accuracy | Study F1-score | Study AUC |\n|---|---|---|---|---|---|---|---|---|\n");
+        let _ = write!(html_tables, "<h2>Protocol {what}</h2><table><tr><th>Model</th>");
+        for (_, title) in METRICS {
+            let _ = write!(html_tables, "<th>{title}</th>");
+        }
+        for (_, title) in METRICS {
+            let _ = write!(html_tables, "<th>Study {title}</th>");
+        }
+        html_tables.push_str("</tr>");
+        for model in MODELS {
+            let path = out.join("runs").join(p).join(model).join("results.csv");
+            let (header, rows) = table(&path)?;
+            let row = rows.into_iter().next().ok_or_else(|| anyhow!("{} has no row", path.display()))?;
+            for line in read(&path)?.lines().skip(1) {
+                csv.push_str(line);
+                csv.push('\n');
+            }
+            csv_header.get_or_insert(header);
+            let ours: Vec<String> = METRICS.iter().map(|(m, _)| cell(&row, m)).collect();
+            let theirs: Vec<String> = METRICS
+                .iter()
+                .map(|(m, _)| study.get(model).and_then(|r| num(r, m)).map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into()))
+                .collect();
+            let _ = writeln!(md, "| {} | {} | {} |", study_label(model), ours.join(" | "), theirs.join(" | "));
+            let _ = write!(html_tables, "<tr><td>{}</td>", study_label(model));
+            for v in ours.iter().chain(&theirs) {
+                let _ = write!(html_tables, "<td>{v}</td>");
+            }
+            html_tables.push_str("</tr>");
+        }
+        md.push('\n');
+        html_tables.push_str("</table>");
+    }
+    md.push_str("Study: Loss is mean cross-entropy; Accuracy, F1-score and AUC are fractions (the study printed percentages).\n\n## Faithfulness of the explanations\n\n");
+    let mut html_faith = String::from("<h2>Faithfulness of the explanations</h2>");
+    for (b, _) in BACKBONES {
+        let path = out.join("faithfulness").join(b).join("faithfulness.md");
+        let text = read(&path)?;
+        md.push_str(&text);
+        md.push('\n');
+        let (_, rows) = table(&out.join("faithfulness").join(b).join("summary.csv"))?;
+        let _ = write!(html_faith, "<p>{}</p><table><tr><th>Method</th><th>Deletion AUC ↓</th><th>Insertion AUC ↑</th><th>Randomization ρ ↓</th><th>Energy in region ↑</th><th>Pointing game ↑</th></tr>", escape(text.lines().next().unwrap_or("")));
+        for r in rows {
+            let _ = write!(html_faith, "<tr><td>{}</td>", escape(&r["method"]));
+            for k in ["deletion_auc", "insertion_auc", "randomization_spearman", "energy_in_region", "pointing_hit_rate"] {
+                let v = num(&r, k).map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
+                let _ = write!(html_faith, "<td>{v}</td>");
+            }
+            html_faith.push_str("</tr>");
+        }
+        html_faith.push_str("</table>");
+    }
+    write_atomic(&out.join("results.md"), md.as_bytes())?;
+    write_atomic(&out.join("results.csv"), format!("{}\n{csv}", csv_header.unwrap_or_default()).as_bytes())?;
+
+    // Figures: copies under figures/ so that the report's links stay inside OUT.
+    let figures = out.join("figures");
+    let mut gallery: Vec<(String, String)> = vec![("history_length.png".into(), "Images by history length".into())];
+    for p in protocols {
+        for model in MODELS {
+            let name = format!("history_{p}_{model}.png");
+            copy(&out.join("runs").join(p).join(model).join("0/history.png"), &figures.join(&name))?;
+            gallery.push((name, format!("Training history, {} (iteration 0, {p})", study_label(model))));
+        }
+    }
+    for (b, model) in BACKBONES {
+        let name = format!("interpretation_{b}.png");
+        copy(&out.join("explanations").join(b).join("grid.png"), &figures.join(&name))?;
+        gallery.push((name, format!("Interpreting test samples, {model}")));
+        let strips = out.join("temporal").join(b);
+        if let Ok(entries) = std::fs::read_dir(&strips) {
+            let mut pngs: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "png")).collect();
+            pngs.sort();
+            for png in pngs {
+                let name = format!("temporal_{b}_{}", png.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                copy(&png, &figures.join(&name))?;
+                gallery.push((name, format!("Temporal explanation, {model}")));
+            }
+        }
+    }
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>TemporalGradCam reproduction</title><style>\
+         body{{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse;margin:1em 0}}\
+         td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}\
+         .warn{{background:#fff3cd;border:1px solid #e0c36c;padding:.6em}}figure{{margin:1.5em 0}}img{{max-width:100%}}</style></head><body>\
+         <h1>TemporalGradCam reproduction</h1><p class=\"{}\">{}</p>",
+        if random || synthetic { "warn" } else { "" },
+        escape(&provenance)
+    );
+    html.push_str(&html_tables);
+    html.push_str(&html_faith);
+    html.push_str("<h2>Figures</h2>");
+    for (file, caption) in &gallery {
+        let _ = write!(html, "<figure><img src=\"figures/{file}\" alt=\"{0}\"><figcaption>{0}</figcaption></figure>", escape(caption));
+    }
+    html.push_str("<p>Timings per step: <a href=\"timings.json\">timings.json</a>. Tables: <a href=\"results.md\">results.md</a>, <a href=\"results.csv\">results.csv</a>.</p></body></html>\n");
+    write_atomic(&out.join("report.html"), html.as_bytes())
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    write_atomic(to, &bytes)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// `timings.json`: seconds per step (0 for steps skipped as complete) and the total.
+pub fn write_timings(out: &Path, timings: &[(String, f64, bool)], total: f64) -> Result<()> {
+    let steps: Vec<serde_json::Value> =
+        timings.iter().map(|(name, secs, skipped)| serde_json::json!({ "step": name, "seconds": secs, "skipped": skipped })).collect();
+    let json = serde_json::json!({ "steps": steps, "total_seconds": total });
+    write_atomic(&out.join("timings.json"), serde_json::to_string_pretty(&json)?.as_bytes())
+}
