@@ -1,29 +1,16 @@
 //! End-to-end: `tgc explain` on phantoms with random weights and a head from `tgc train`.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn tgc(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tgc")).args(args).env("TGC_CACHE_DIR", cache).output().expect("tgc runs")
-}
-
-fn ok(o: Output) -> String {
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "{text}");
-    text
-}
+use common::{ok, s_, tgc, Fixture};
 
 #[test]
 fn explain_one_slice_and_a_split() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let data = dir.path().join("ph");
-    let f = dir.path().join("f.safetensors");
+    let fx = Fixture::new(10, 2, 1, "random:2");
+    let (dir, cache, data) = (&fx.dir, &fx.cache, &fx.data);
     let train = dir.path().join("train");
-    let (d, fs, t) = (data.to_str().unwrap(), f.to_str().unwrap(), train.to_str().unwrap());
-    ok(tgc(&["data", "synth", "--out", d, "--patients", "10", "--size", "64", "--seed", "1", "--max-visits", "2"], &cache));
-    ok(tgc(&["extract", "--backbone", "resnet18", "--weights", "random:2", "--data", d, "--out", fs], &cache));
-    ok(tgc(&["train", "--features", fs, "--out", t, "--iterations", "1", "--epochs", "3"], &cache));
+    let (d, fs, t) = (s_(data), s_(&fx.features), s_(&train));
+    ok(fx.tgc(&["train", "--features", fs, "--out", t, "--iterations", "1", "--epochs", "3"]));
     let head = train.join("ResNet/0/model.safetensors");
     let h = head.to_str().unwrap();
 
@@ -32,7 +19,7 @@ fn explain_one_slice_and_a_split() {
     let png = dir.path().join("one.png");
     let text = ok(tgc(
         &["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--input", slice.to_str().unwrap(), "--method", "gradcam", "--target", "1", "--out", out.to_str().unwrap(), "--png", png.to_str().unwrap()],
-        &cache,
+        cache,
     ));
     assert!(text.contains("RANDOM-INIT"), "{text}");
     let t = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
@@ -44,7 +31,7 @@ fn explain_one_slice_and_a_split() {
     let out_dir = dir.path().join("maps");
     let text = ok(tgc(
         &["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--data", d, "--split", "test", "--seed", "0", "--samples-per-class", "1", "--method", "gradient-shap,gradcam,guided-gradcam,guided-backprop,saliency,input-x-gradient,integrated-gradients", "--steps", "4", "--out", out_dir.to_str().unwrap()],
-        &cache,
+        cache,
     ));
     assert!(text.contains("2 slices × 7 methods"), "{text}");
     let files: Vec<String> = std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -59,31 +46,27 @@ fn explain_one_slice_and_a_split() {
 #[test]
 fn explain_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
+    let cache = &dir.path().join("cache");
     let bad_head = dir.path().join("head.safetensors");
     let w = candle_core::Tensor::zeros((2, 7), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     let b = candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     candle_core::safetensors::save(&[("weight", w), ("bias", b)].into_iter().collect(), &bad_head).unwrap();
-    let o = tgc(&["explain", "--backbone", "resnet18", "--weights", "random:1", "--head", bad_head.to_str().unwrap(), "--input", "x.nii.gz", "--method", "gradcam", "--out", "o"], &cache);
+    let o = tgc(&["explain", "--backbone", "resnet18", "--weights", "random:1", "--head", bad_head.to_str().unwrap(), "--input", "x.nii.gz", "--method", "gradcam", "--out", "o"], cache);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("head.safetensors") && err.contains("[2, 7]"), "{err}");
-    let o = tgc(&["explain", "--backbone", "resnet18", "--head", "h", "--input", "x", "--method", "lime", "--out", "o"], &cache);
+    let o = tgc(&["explain", "--backbone", "resnet18", "--head", "h", "--input", "x", "--method", "lime", "--out", "o"], cache);
     assert_eq!(o.status.code(), Some(2));
 }
 
 #[test]
 fn temporal_explanations_and_faithfulness_on_phantoms() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let data = dir.path().join("ph");
-    let f = dir.path().join("f.safetensors");
+    let fx = Fixture::new(8, 3, 3, "random:2");
+    let (dir, cache, data) = (&fx.dir, &fx.cache, &fx.data);
     let train = dir.path().join("train");
-    let (d, fs, t) = (data.to_str().unwrap(), f.to_str().unwrap(), train.to_str().unwrap());
-    ok(tgc(&["data", "synth", "--out", d, "--patients", "8", "--size", "64", "--seed", "3", "--max-visits", "3"], &cache));
-    ok(tgc(&["extract", "--backbone", "resnet18", "--weights", "random:2", "--data", d, "--out", fs], &cache));
-    ok(tgc(&["train-temporal", "--features", fs, "--out", t, "--iterations", "1", "--epochs", "3"], &cache));
-    ok(tgc(&["train", "--features", fs, "--out", t, "--iterations", "1", "--epochs", "3"], &cache));
+    let (d, fs, t) = (s_(data), s_(&fx.features), s_(&train));
+    ok(fx.tgc(&["train-temporal", "--features", fs, "--out", t, "--iterations", "1", "--epochs", "3"]));
+    ok(fx.tgc(&["train", "--features", fs, "--out", t, "--iterations", "1", "--epochs", "3"]));
 
     // The patient with the most visits.
     let ds = tgc_data::Dataset::open(&data).unwrap();
@@ -94,7 +77,7 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
     let out = dir.path().join("temporal");
     let text = ok(tgc(
         &["explain-temporal", "--backbone", "resnet18", "--weights", "random:2", "--model", train.join("ResNet_seq_3/0/model.safetensors").to_str().unwrap(), "--data", d, "--patient", &patient.to_string(), "--steps", "8", "--out", out.to_str().unwrap()],
-        &cache,
+        cache,
     ));
     assert!(text.contains("RANDOM-INIT"), "{text}");
     let file = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().unwrap() == "safetensors").unwrap();
@@ -107,14 +90,14 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
     assert_eq!(ig.len(), 3);
     assert!(ig[..3 - real].iter().all(|&v| v == 0.0), "padded steps must be exactly 0: {ig:?}");
     // A probe checkpoint is refused as a temporal model.
-    let o = tgc(&["explain-temporal", "--backbone", "resnet18", "--weights", "random:2", "--model", train.join("ResNet/0/model.safetensors").to_str().unwrap(), "--data", d, "--patient", &patient.to_string(), "--out", out.to_str().unwrap()], &cache);
+    let o = tgc(&["explain-temporal", "--backbone", "resnet18", "--weights", "random:2", "--model", train.join("ResNet/0/model.safetensors").to_str().unwrap(), "--data", d, "--patient", &patient.to_string(), "--out", out.to_str().unwrap()], cache);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("linear probe"));
 
     let fout = dir.path().join("faith");
     let text = ok(tgc(
         &["faithfulness", "--backbone", "resnet18", "--weights", "random:2", "--head", train.join("ResNet/0/model.safetensors").to_str().unwrap(), "--data", d, "--samples-per-class", "1", "--steps", "5", "--baseline", "blur", "--methods", "gradcam,saliency", "--out", fout.to_str().unwrap()],
-        &cache,
+        cache,
     ));
     assert!(text.contains("synthetic phantoms"), "{text}");
     let summary = std::fs::read_to_string(fout.join("summary.csv")).unwrap();

@@ -1,16 +1,9 @@
 //! End-to-end: `tgc extract` on phantoms with random weights, its cache, and its errors.
 
-use std::process::{Command, Output};
+mod common;
 
+use common::{text, tgc};
 use tgc_backbones::extract::FeatureSet;
-
-fn tgc(args: &[&str], cache: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tgc")).args(args).env("TGC_CACHE_DIR", cache).output().expect("tgc runs")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 #[test]
 fn extract_writes_features_and_reuses_the_cache() {

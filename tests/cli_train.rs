@@ -1,18 +1,11 @@
 //! End-to-end: phantoms → random-weight features → `tgc train` / `tgc train-temporal`.
 //! The phantom difference is learnable, so both heads must reach high test accuracy.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn tgc(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tgc")).args(args).env("TGC_CACHE_DIR", cache).output().expect("tgc runs")
-}
-
-fn ok(o: Output) -> String {
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "{text}");
-    text
-}
+use common::{ok, s_, tgc, Fixture};
 
 /// `results.csv` as (header, first row).
 fn results(path: &Path) -> std::collections::HashMap<String, String> {
@@ -25,16 +18,11 @@ fn results(path: &Path) -> std::collections::HashMap<String, String> {
 
 #[test]
 fn phantom_features_are_learned_by_both_heads() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let data = dir.path().join("ph");
-    let features = dir.path().join("f.safetensors");
-    let out = dir.path().join("out");
-    let (d, f, o) = (data.to_str().unwrap(), features.to_str().unwrap(), out.to_str().unwrap());
-    ok(tgc(&["data", "synth", "--out", d, "--patients", "30", "--size", "64", "--seed", "4", "--max-visits", "3"], &cache));
-    ok(tgc(&["extract", "--backbone", "resnet18", "--weights", "random:1", "--data", d, "--out", f], &cache));
+    let fx = Fixture::new(30, 3, 4, "random:1");
+    let out = fx.dir.path().join("out");
+    let (f, o, cache) = (s_(&fx.features), s_(&out), &fx.cache);
 
-    let text = ok(tgc(&["train", "--features", f, "--out", o, "--iterations", "3", "--lr", "0.1", "--epochs", "100"], &cache));
+    let text = ok(tgc(&["train", "--features", f, "--out", o, "--iterations", "3", "--lr", "0.1", "--epochs", "100"], cache));
     assert!(text.contains("RANDOM-INIT"), "{text}");
     assert!(text.contains("| ResNet |"), "{text}");
     let r = results(&out.join("ResNet/results.csv"));
@@ -54,7 +42,7 @@ fn phantom_features_are_learned_by_both_heads() {
     let md = std::fs::read_to_string(out.join("ResNet/results.md")).unwrap();
     assert!(md.contains("RANDOM-INIT") && md.contains("holdout"), "{md}");
 
-    let text = ok(tgc(&["train-temporal", "--features", f, "--seq-len", "3", "--out", o, "--iterations", "3", "--protocol", "original"], &cache));
+    let text = ok(tgc(&["train-temporal", "--features", f, "--seq-len", "3", "--out", o, "--iterations", "3", "--protocol", "original"], cache));
     assert!(text.contains("| ResNet_seq_3 |"), "{text}");
     let r = results(&out.join("ResNet_seq_3/results.csv"));
     assert_eq!(r["protocol"], "original");

@@ -51,8 +51,9 @@ pub enum SplitName {
     All,
 }
 
+/// A backbone and its trained linear head: what the explanation commands explain.
 #[derive(Args)]
-pub struct ExplainArgs {
+pub struct ModelArgs {
     #[arg(long)]
     pub backbone: BackboneKind,
     /// Backbone weights (default: the backbone's hub id).
@@ -61,6 +62,25 @@ pub struct ExplainArgs {
     /// Linear head checkpoint (`weight` [2, D], `bias` [2]) written by `tgc train`.
     #[arg(long)]
     pub head: PathBuf,
+    /// Normalize inputs with the ImageNet mean and standard deviation (off in the study).
+    #[arg(long)]
+    pub imagenet_normalize: bool,
+}
+
+impl ModelArgs {
+    /// Loads the backbone (saying so on screen when its weights are random) and the head.
+    pub fn load(&self) -> Result<(Classifier, WeightSource)> {
+        let source = weights_or_default(self.backbone, self.weights.clone())?;
+        let backbone = load_backbone(self.backbone, &source, self.imagenet_normalize)?;
+        let model = Classifier::load_head(backbone, &self.head).with_context(|| format!("loading head {}", self.head.display()))?;
+        Ok((model, source))
+    }
+}
+
+#[derive(Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// One slice to explain (`--out` is then a .safetensors file).
     #[arg(long, conflicts_with = "data")]
     pub input: Option<PathBuf>,
@@ -96,8 +116,6 @@ pub struct ExplainArgs {
     /// Seed of the split (with --data) and of GradientSHAP.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long)]
-    pub imagenet_normalize: bool,
 }
 
 pub fn method(name: MethodName, args: &ExplainArgs) -> Method {
@@ -132,17 +150,16 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             bail!("--target must be 0 (healthy) or 1 (disease), got {t}");
         }
     }
-    let source = weights_or_default(args.backbone, args.weights.clone())?;
-    let backbone = load_backbone(args.backbone, &source, args.imagenet_normalize)?;
-    let random = backbone.is_random();
-    let model = Classifier::load_head(backbone, &args.head).with_context(|| format!("loading head {}", args.head.display()))?;
+    let (model, source) = args.model.load()?;
+    let random = model.backbone.is_random();
+    let kind = args.model.backbone;
     let meta = |m: MethodName, target: usize, input: &Path| {
         HashMap::from([
             ("method".to_owned(), method(m, &args).name().to_owned()),
-            ("backbone".to_owned(), args.backbone.as_str().to_owned()),
+            ("backbone".to_owned(), kind.as_str().to_owned()),
             ("weights".to_owned(), source.to_string()),
             ("random_weights".to_owned(), random.to_string()),
-            ("head".to_owned(), args.head.display().to_string()),
+            ("head".to_owned(), args.model.head.display().to_string()),
             ("target".to_owned(), target.to_string()),
             ("input".to_owned(), input.display().to_string()),
         ])
@@ -190,7 +207,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             }
             bar.finish_and_clear();
             let grid = args.out.join("grid.png");
-            plot::attribution_grid(&rows, &grid, &format!("{}{}", args.backbone.display_name(), if random { " (RANDOM-INIT weights)" } else { "" }))?;
+            plot::attribution_grid(&rows, &grid, &format!("{}{}", kind.display_name(), if random { " (RANDOM-INIT weights)" } else { "" }))?;
             println!("{} slices × {} methods explained into {} (grid: {})", picked.len(), args.method.len(), args.out.display(), grid.display());
         }
         _ => bail!("give either --input FILE or --data DIR"),

@@ -6,13 +6,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
-use tgc_backbones::{resize_bilinear_aa, BackboneKind, Classifier, WeightSource};
+use tgc_backbones::{resize_bilinear_aa, Classifier, WeightSource};
 use tgc_data::{phantom, read_nifti, write_atomic, Dataset};
 use tgc_explain::faithfulness::{deletion_insertion, energy_in_mask, pointing_hit, spearman, Baseline, CurveConfig};
 use tgc_explain::render::normalized_magnitude;
 
-use crate::explain_cmd::{method_with, pick, MethodName, SplitName};
-use crate::extract_cmd::{load_backbone, weights_or_default};
+use crate::explain_cmd::{method_with, pick, MethodName, ModelArgs, SplitName};
 use crate::progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -23,12 +22,8 @@ pub enum BaselineName {
 
 #[derive(Args)]
 pub struct FaithfulnessArgs {
-    #[arg(long)]
-    pub backbone: BackboneKind,
-    #[arg(long)]
-    pub weights: Option<WeightSource>,
-    #[arg(long)]
-    pub head: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     #[arg(long)]
     pub data: PathBuf,
     #[arg(long, value_enum, default_value = "test")]
@@ -48,8 +43,6 @@ pub struct FaithfulnessArgs {
     /// Output folder for faithfulness.csv (per slice), summary.csv and faithfulness.md.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long)]
-    pub imagenet_normalize: bool,
 }
 
 struct Row {
@@ -63,10 +56,8 @@ struct Row {
 }
 
 pub fn run(args: FaithfulnessArgs) -> Result<()> {
-    let source = weights_or_default(args.backbone, args.weights.clone())?;
-    let backbone = load_backbone(args.backbone, &source, args.imagenet_normalize)?;
-    let random = backbone.is_random();
-    let model = Classifier::load_head(backbone, &args.head).with_context(|| format!("loading head {}", args.head.display()))?;
+    let (model, _) = args.model.load()?;
+    let random = model.backbone.is_random();
     // The randomization check: the same backbone with a re-randomized head (seeded).
     let (w, b) = (model.head_weight(), model.head_bias());
     let vb = tgc_backbones::load_weights(&WeightSource::Random { seed: args.seed ^ 0x0DD5EED }, &Device::Cpu)?.vb;
@@ -140,7 +131,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     let mean = |v: Vec<f64>| if v.is_empty() { None } else { Some(v.iter().sum::<f64>() / v.len() as f64) };
     let mut md = format!(
         "Faithfulness of {} explanations ({} weights{}), {} slices of the {} split, {}-step curves on a {} baseline.\n\n",
-        args.backbone.display_name(),
+        args.model.backbone.display_name(),
         if random { "RANDOM-INIT" } else { "pretrained" },
         if is_phantom { ", synthetic phantoms" } else { "" },
         picked.len(),
