@@ -49,6 +49,30 @@ fn main() -> anyhow::Result<()> {
             1.0 / bwd
         );
     }
+    // The convolution kernel alone, candle's direct/tiled implementation against ours
+    // (im2col + matrix product), on ResNet-18's stem and a layer1 convolution, batch 8.
+    println!("\n{:<28} {:>14} {:>14} {:>16} {:>16}", "convolution", "candle fwd ms", "im2col fwd ms", "candle f+b ms", "im2col f+b ms");
+    for (name, cin, cout, k, stride, pad, size) in [("stem 7x7/2, 3->64, 256²", 3, 64, 7, 2, 3, 256), ("layer1 3x3/1, 64->64, 64²", 64, 64, 3, 1, 1, 64)] {
+        let x = Tensor::rand(0f32, 1f32, (batch, cin, size, size), &Device::Cpu)?;
+        let w = Tensor::rand(-0.1f32, 0.1f32, (cout, cin, k, k), &Device::Cpu)?;
+        let candle = |x: &Tensor| x.conv2d(&w, pad, stride, 1, 1).expect("conv");
+        let ours = |x: &Tensor| tgc_backbones::ops::conv2d(x, &w, stride, pad).expect("conv");
+        let fwd = |f: &dyn Fn(&Tensor) -> Tensor| time_per_image(iters, 1, || {
+            f(&x);
+        });
+        let both = |f: &dyn Fn(&Tensor) -> Tensor| time_per_image(iters, 1, || {
+            let v = Var::from_tensor(&x).expect("var");
+            f(v.as_tensor()).sum_all().expect("sum").backward().expect("backward");
+        });
+        println!(
+            "{:<28} {:>14.1} {:>14.1} {:>16.1} {:>16.1}",
+            name,
+            fwd(&candle) * 1e3,
+            fwd(&ours) * 1e3,
+            both(&candle) * 1e3,
+            both(&ours) * 1e3
+        );
+    }
     if let Some(mib) = peak_rss_mib() {
         println!("peak resident memory: {mib:.0} MiB");
     }

@@ -127,6 +127,134 @@ impl CustomOp2 for MaxPool2dBackward {
     }
 }
 
+/// 2-D convolution (no dilation, one group) as im2col followed by a batched matrix product:
+/// `out[b] = W · cols(x[b])` with `W` the kernel as `[C_out, C_in·k·k]`. The same function as
+/// `Tensor::conv2d`, but its input gradient is a matrix product followed by col2im, where
+/// candle's CPU backward runs a direct transposed convolution.
+pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let (b, c_in, h, w) = x.dims4()?;
+    let (c_out, wc_in, kh, kw) = weight.dims4()?;
+    if wc_in != c_in || kh != kw || stride == 0 {
+        candle_core::bail!("conv2d: input {:?} and kernel {:?} (stride {stride}) do not fit", x.dims(), weight.dims());
+    }
+    if !x.device().is_cpu() {
+        return x.conv2d(weight, padding, stride, 1, 1);
+    }
+    let geometry = Im2Col { k: kh, stride, padding, h, w };
+    let (oh, ow) = (geometry.out(h)?, geometry.out(w)?);
+    let cols = x.contiguous()?.apply_op1(geometry)?;
+    let kernel = weight.reshape((c_out, c_in * kh * kw))?.broadcast_left(b)?;
+    kernel.matmul(&cols)?.reshape((b, c_out, oh, ow))
+}
+
+/// `[B, C, H, W]` → `[B, C·k·k, H_out·W_out]`, row `c·k·k + ky·k + kx`, zero padding.
+#[derive(Clone, Copy)]
+struct Im2Col {
+    k: usize,
+    stride: usize,
+    padding: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Im2Col {
+    fn out(&self, size: usize) -> Result<usize> {
+        let padded = size + 2 * self.padding;
+        if padded < self.k {
+            candle_core::bail!("conv2d: input size {size} is smaller than the kernel {}", self.k);
+        }
+        Ok((padded - self.k) / self.stride + 1)
+    }
+
+    /// For row (ky, kx) and output row oy: the input row, or None in the padding.
+    fn src(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
+        let i = (o * self.stride + kk) as isize - self.padding as isize;
+        (i >= 0 && (i as usize) < size).then_some(i as usize)
+    }
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "im2col"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let x = contiguous_f32(storage, layout, "im2col")?;
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let (oh, ow, k) = (self.out(h)?, self.out(w)?, self.k);
+        let l = oh * ow;
+        let mut cols = vec![0f32; b * c * k * k * l];
+        // One (image, channel) plane fills k·k consecutive rows.
+        cols.par_chunks_mut(k * k * l).enumerate().for_each(|(bc, rows)| {
+            let plane = &x[bc * h * w..(bc + 1) * h * w];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &mut rows[(ky * k + kx) * l..(ky * k + kx + 1) * l];
+                    for oy in 0..oh {
+                        let Some(iy) = self.src(oy, ky, h) else { continue };
+                        let dst = &mut row[oy * ow..(oy + 1) * ow];
+                        let src = &plane[iy * w..(iy + 1) * w];
+                        for (ox, d) in dst.iter_mut().enumerate() {
+                            if let Some(ix) = self.src(ox, kx, w) {
+                                *d = src[ix];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(cols), Shape::from((b, c * k * k, l))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let (b, c, _, _) = arg.dims4()?;
+        let grad = grad_res.contiguous()?.apply_op1_no_bwd(&Col2Im { geometry: *self, b, c })?;
+        Ok(Some(grad))
+    }
+}
+
+/// The adjoint of [`Im2Col`]: scatters-adds columns back into `[B, C, H, W]`.
+struct Col2Im {
+    geometry: Im2Col,
+    b: usize,
+    c: usize,
+}
+
+impl CustomOp1 for Col2Im {
+    fn name(&self) -> &'static str {
+        "col2im"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let cols = contiguous_f32(storage, layout, "col2im")?;
+        let g = self.geometry;
+        let (h, w, k) = (g.h, g.w, g.k);
+        let (oh, ow) = (g.out(h)?, g.out(w)?);
+        let l = oh * ow;
+        let mut x = vec![0f32; self.b * self.c * h * w];
+        x.par_chunks_mut(h * w).enumerate().for_each(|(bc, plane)| {
+            let rows = &cols[bc * k * k * l..(bc + 1) * k * k * l];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &rows[(ky * k + kx) * l..(ky * k + kx + 1) * l];
+                    for oy in 0..oh {
+                        let Some(iy) = g.src(oy, ky, h) else { continue };
+                        let dst = &mut plane[iy * w..(iy + 1) * w];
+                        for (ox, v) in row[oy * ow..(oy + 1) * ow].iter().enumerate() {
+                            if let Some(ix) = g.src(ox, kx, w) {
+                                dst[ix] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(x), Shape::from((self.b, self.c, h, w))))
+    }
+}
+
 /// Softmax over the last dimension from differentiable ops (candle-nn's fused kernel has no
 /// backward). The max subtracted for stability is detached: softmax does not depend on it.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {

@@ -9,7 +9,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::ops::{max_pool2d, relu, ReluMode};
+use crate::ops::{conv2d, max_pool2d, relu, ReluMode};
 
 const BN_EPS: f64 = 1e-5;
 
@@ -36,7 +36,7 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?.broadcast_add(&self.bias)
+        conv2d(x, &self.weight, self.stride, self.padding)?.broadcast_add(&self.bias)
     }
 }
 

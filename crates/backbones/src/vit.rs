@@ -11,7 +11,7 @@ use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
 use serde::Deserialize;
 
 use crate::error::BackboneError;
-use crate::ops::{relu, softmax_last_dim, LayerNorm, ReluMode};
+use crate::ops::{conv2d, relu, softmax_last_dim, LayerNorm, ReluMode};
 
 /// The fields of a Hugging Face ViT `config.json` that shape the model.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -245,7 +245,7 @@ impl Vit {
             candle_core::bail!("ViT expects {s}x{s} inputs (config image_size), got {hh}x{ww}");
         }
         let p = self.config.patch_size;
-        let patches = x.conv2d(&self.patch_embed_weight, 0, p, 1, 1)?.broadcast_add(&self.patch_embed_bias)?;
+        let patches = conv2d(x, &self.patch_embed_weight, p, 0)?.broadcast_add(&self.patch_embed_bias)?;
         let patches = patches.flatten_from(2)?.transpose(1, 2)?;
         let cls = self.cls_token.broadcast_as((b, 1, self.config.hidden_size))?;
         Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embeddings)

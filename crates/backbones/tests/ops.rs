@@ -135,3 +135,33 @@ fn gelu_is_the_exact_erf_form_and_differentiable() {
     assert!((vec(&y)[0] - 0.841_344_7).abs() < 1e-6);
     check_fd(&|x| x.gelu_erf().unwrap().sum_all().unwrap(), &rand_tensor(&[6], 1.0, 2), 2e-3);
 }
+
+#[test]
+fn im2col_conv_equals_candle_conv_and_its_gradient_matches_finite_differences() {
+    use tgc_backbones::ops::conv2d;
+    for (k, stride, padding, size) in [(3, 1, 1, 7), (7, 2, 3, 9), (1, 2, 0, 6), (4, 4, 0, 8), (3, 2, 1, 8)] {
+        let x0 = rand_tensor(&[2, 3, size, size + 1], 1.0, k as u64);
+        let w = rand_tensor(&[4, 3, k, k], 0.5, 100 + k as u64);
+        let ours = conv2d(&x0, &w, stride, padding).unwrap();
+        let theirs = x0.conv2d(&w, padding, stride, 1, 1).unwrap();
+        assert_eq!(ours.dims(), theirs.dims());
+        let diff = common::max_rel_diff(&ours, &theirs, 1e-3);
+        assert!(diff < 1e-5, "k {k} s {stride} p {padding}: {diff}");
+        // (candle's own conv backward returns a wrongly sized gradient when
+        // (size + 2p − k) is not a multiple of the stride, so the reference is finite differences.)
+        let u = rand_tensor(theirs.dims(), 1.0, 7);
+        let loss = |x: &Tensor| conv2d(x, &w, stride, padding).unwrap().mul(&u).unwrap().sum_all().unwrap();
+        let x = Var::from_tensor(&x0).unwrap();
+        let g = vec(loss(x.as_tensor()).backward().unwrap().get(x.as_tensor()).unwrap());
+        assert_eq!(g.len(), x0.elem_count());
+        let base = vec(&x0);
+        let eps = 1e-2;
+        for i in (0..base.len()).step_by(5) {
+            let (mut p, mut m) = (base.clone(), base.clone());
+            p[i] += eps;
+            m[i] -= eps;
+            let fd = (loss(&t(&p, x0.dims())).to_scalar::<f32>().unwrap() - loss(&t(&m, x0.dims())).to_scalar::<f32>().unwrap()) / (2.0 * eps);
+            assert!((fd - g[i]).abs() < 2e-3 * (1.0 + fd.abs()), "k {k} s {stride} p {padding} element {i}: fd {fd} vs grad {}", g[i]);
+        }
+    }
+}
