@@ -72,7 +72,7 @@ pub fn run(args: TrainArgs, head: HeadKind) -> Result<()> {
     let results = run_experiment(&features, &config, |it| {
         let dir = report::iteration_dir(&args.out, &model, it.index);
         report::write_iteration(&dir, &info, &config, it)?;
-        plot::history(&it.outcome.history, &dir.join("history.png"), &format!("{model} iteration {}", it.index))
+        plot::history(&it.outcome.history, &dir.join("history.png"), &format!("{model} iteration {} ({}){}", it.index, info.protocol, if info.random_weights { ", RANDOM-INIT backbone" } else { "" }))
             .map_err(|e| tgc_temporal::TrainError::Write { path: dir.join("history.png"), message: e.to_string() })?;
         bar.inc(1);
         Ok(())
