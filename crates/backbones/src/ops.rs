@@ -2,7 +2,10 @@
 //! a padded max-pool with PyTorch's semantics and backward, softmax and LayerNorm written as
 //! compositions of differentiable ops. ReLU with its guided mode comes from `tgc-explain`.
 
+use std::sync::Arc;
+
 use candle_core::backend::BackendStorage;
+use rayon::prelude::*;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
 pub use tgc_explain::{relu, ReluMode};
@@ -127,37 +130,82 @@ impl CustomOp2 for MaxPool2dBackward {
     }
 }
 
-/// 2-D convolution (no dilation, one group) as im2col followed by a batched matrix product:
-/// `out[b] = W · cols(x[b])` with `W` the kernel as `[C_out, C_in·k·k]`. The same function as
-/// `Tensor::conv2d`, but its input gradient is a matrix product followed by col2im, where
-/// candle's CPU backward runs a direct transposed convolution.
-pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let (b, c_in, h, w) = x.dims4()?;
-    let (c_out, wc_in, kh, kw) = weight.dims4()?;
-    if wc_in != c_in || kh != kw || stride == 0 {
-        candle_core::bail!("conv2d: input {:?} and kernel {:?} (stride {stride}) do not fit", x.dims(), weight.dims());
-    }
-    if !x.device().is_cpu() {
-        return x.conv2d(weight, padding, stride, 1, 1);
-    }
-    let geometry = Im2Col { k: kh, stride, padding, h, w };
-    let (oh, ow) = (geometry.out(h)?, geometry.out(w)?);
-    let cols = x.contiguous()?.apply_op1(geometry)?;
-    let kernel = weight.reshape((c_out, c_in * kh * kw))?.broadcast_left(b)?;
-    kernel.matmul(&cols)?.reshape((b, c_out, oh, ow))
+/// 2-D convolution (no dilation, one group) with an optional bias, computed per image as
+/// im2col followed by one matrix product `W · cols` (the `gemm` crate, multi-threaded) whose
+/// output starts from the bias. Backward computes only the input gradient, `col2im(Wᵀ · grad)`:
+/// the weights are constants here, so no weight gradient is formed (candle's own matmul
+/// backward would always compute one), and no im2col buffer is kept for the backward pass.
+/// Off the CPU it falls back to candle's `conv2d`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    flat_weight: Arc<Vec<f32>>,
+    flat_bias: Option<Arc<Vec<f32>>>,
+    stride: usize,
+    padding: usize,
 }
 
-/// `[B, C, H, W]` → `[B, C·k·k, H_out·W_out]`, row `c·k·k + ky·k + kx`, zero padding.
-#[derive(Clone, Copy)]
-struct Im2Col {
+impl Conv2d {
+    /// `weight` `[C_out, C_in, k, k]`, `bias` `[C_out]`.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
+        let (c_out, _, kh, kw) = weight.dims4()?;
+        if kh != kw || stride == 0 {
+            candle_core::bail!("conv2d: square kernels and stride ≥ 1 only, got {:?} stride {stride}", weight.dims());
+        }
+        if let Some(b) = &bias {
+            if b.dims() != [c_out] {
+                candle_core::bail!("conv2d: bias {:?} does not fit {c_out} output channels", b.dims());
+            }
+        }
+        let flat = |t: &Tensor| -> Result<Arc<Vec<f32>>> { Ok(Arc::new(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)) };
+        Ok(Self {
+            flat_weight: flat(&weight)?,
+            flat_bias: bias.as_ref().map(flat).transpose()?,
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, c_in, h, w) = x.dims4()?;
+        let (c_out, wc_in, k, _) = self.weight.dims4()?;
+        if wc_in != c_in {
+            candle_core::bail!("conv2d: input {:?} has {c_in} channels, the kernel {:?} wants {wc_in}", x.dims(), self.weight.dims());
+        }
+        if !x.device().is_cpu() {
+            let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+            return match &self.bias {
+                Some(b) => y.broadcast_add(&b.reshape((1, c_out, 1, 1))?),
+                None => Ok(y),
+            };
+        }
+        let geometry = Geometry { k, stride: self.stride, padding: self.padding, h, w, c_in, c_out };
+        geometry.out(h)?;
+        geometry.out(w)?;
+        x.contiguous()?.apply_op1(ConvOp { geometry, weight: self.flat_weight.clone(), bias: self.flat_bias.clone() })
+    }
+}
+
+/// A one-off [`Conv2d`] without bias.
+pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    Conv2d::new(weight.clone(), None, stride, padding)?.forward(x)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
     k: usize,
     stride: usize,
     padding: usize,
     h: usize,
     w: usize,
+    c_in: usize,
+    c_out: usize,
 }
 
-impl Im2Col {
+impl Geometry {
     fn out(&self, size: usize) -> Result<usize> {
         let padded = size + 2 * self.padding;
         if padded < self.k {
@@ -166,84 +214,54 @@ impl Im2Col {
         Ok((padded - self.k) / self.stride + 1)
     }
 
-    /// For row (ky, kx) and output row oy: the input row, or None in the padding.
+    /// The input index read by output index `o` at kernel offset `kk`, or None in the padding.
     fn src(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
         let i = (o * self.stride + kk) as isize - self.padding as isize;
         (i >= 0 && (i as usize) < size).then_some(i as usize)
     }
-}
 
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        use rayon::prelude::*;
-        let x = contiguous_f32(storage, layout, "im2col")?;
-        let (b, c, h, w) = layout.shape().dims4()?;
-        let (oh, ow, k) = (self.out(h)?, self.out(w)?, self.k);
+    /// One image `[C_in, H, W]` → `cols` `[C_in·k·k, L]`, row `c·k·k + ky·k + kx`.
+    fn im2col(&self, image: &[f32], cols: &mut [f32]) -> Result<()> {
+        let (h, w, k) = (self.h, self.w, self.k);
+        let (oh, ow) = (self.out(h)?, self.out(w)?);
         let l = oh * ow;
-        let mut cols = vec![0f32; b * c * k * k * l];
-        // One (image, channel) plane fills k·k consecutive rows.
-        cols.par_chunks_mut(k * k * l).enumerate().for_each(|(bc, rows)| {
-            let plane = &x[bc * h * w..(bc + 1) * h * w];
+        cols.par_chunks_mut(k * k * l).enumerate().for_each(|(c, rows)| {
+            let plane = &image[c * h * w..(c + 1) * h * w];
             for ky in 0..k {
                 for kx in 0..k {
                     let row = &mut rows[(ky * k + kx) * l..(ky * k + kx + 1) * l];
                     for oy in 0..oh {
-                        let Some(iy) = self.src(oy, ky, h) else { continue };
                         let dst = &mut row[oy * ow..(oy + 1) * ow];
+                        let Some(iy) = self.src(oy, ky, h) else {
+                            dst.fill(0.0);
+                            continue;
+                        };
                         let src = &plane[iy * w..(iy + 1) * w];
                         for (ox, d) in dst.iter_mut().enumerate() {
-                            if let Some(ix) = self.src(ox, kx, w) {
-                                *d = src[ix];
-                            }
+                            *d = self.src(ox, kx, w).map_or(0.0, |ix| src[ix]);
                         }
                     }
                 }
             }
         });
-        Ok((CpuStorage::F32(cols), Shape::from((b, c * k * k, l))))
+        Ok(())
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let (b, c, _, _) = arg.dims4()?;
-        let grad = grad_res.contiguous()?.apply_op1_no_bwd(&Col2Im { geometry: *self, b, c })?;
-        Ok(Some(grad))
-    }
-}
-
-/// The adjoint of [`Im2Col`]: scatters-adds columns back into `[B, C, H, W]`.
-struct Col2Im {
-    geometry: Im2Col,
-    b: usize,
-    c: usize,
-}
-
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "col2im"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        use rayon::prelude::*;
-        let cols = contiguous_f32(storage, layout, "col2im")?;
-        let g = self.geometry;
-        let (h, w, k) = (g.h, g.w, g.k);
-        let (oh, ow) = (g.out(h)?, g.out(w)?);
+    /// The adjoint of [`Geometry::im2col`]: adds `cols` back into one image `[C_in, H, W]`.
+    fn col2im(&self, cols: &[f32], image: &mut [f32]) -> Result<()> {
+        let (h, w, k) = (self.h, self.w, self.k);
+        let (oh, ow) = (self.out(h)?, self.out(w)?);
         let l = oh * ow;
-        let mut x = vec![0f32; self.b * self.c * h * w];
-        x.par_chunks_mut(h * w).enumerate().for_each(|(bc, plane)| {
-            let rows = &cols[bc * k * k * l..(bc + 1) * k * k * l];
+        image.par_chunks_mut(h * w).enumerate().for_each(|(c, plane)| {
+            let rows = &cols[c * k * k * l..(c + 1) * k * k * l];
             for ky in 0..k {
                 for kx in 0..k {
                     let row = &rows[(ky * k + kx) * l..(ky * k + kx + 1) * l];
                     for oy in 0..oh {
-                        let Some(iy) = g.src(oy, ky, h) else { continue };
+                        let Some(iy) = self.src(oy, ky, h) else { continue };
                         let dst = &mut plane[iy * w..(iy + 1) * w];
                         for (ox, v) in row[oy * ow..(oy + 1) * ow].iter().enumerate() {
-                            if let Some(ix) = g.src(ox, kx, w) {
+                            if let Some(ix) = self.src(ox, kx, w) {
                                 dst[ix] += v;
                             }
                         }
@@ -251,7 +269,198 @@ impl CustomOp1 for Col2Im {
                 }
             }
         });
-        Ok((CpuStorage::F32(x), Shape::from((self.b, self.c, h, w))))
+        Ok(())
+    }
+}
+
+/// `dst[m×n] (+)= a · b` for row-major `a` (`[m×k]`, or `[k×m]` read transposed) and `b`
+/// (`[k×n]`, or `[n×k]` read transposed).
+fn gemm_into(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b: &[f32], (m, k, n): (usize, usize, usize)) {
+    gemm_tt(dst, accumulate, a, a_transposed, b, false, (m, k, n))
+}
+
+fn gemm_tt(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b: &[f32], b_transposed: bool, (m, k, n): (usize, usize, usize)) {
+    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
+    let (a_rs, a_cs) = if a_transposed { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the pointers come from slices whose lengths were checked against m, k, n above,
+    // and the strides describe those row-major (or transposed) layouts exactly.
+    unsafe {
+        gemm::gemm(
+            m, n, k,
+            dst.as_mut_ptr(), 1, n as isize, accumulate,
+            a.as_ptr(), a_cs, a_rs,
+            b.as_ptr(), b_cs, b_rs,
+            1.0, 1.0, false, false, false,
+            parallelism,
+        );
+    }
+}
+
+/// Forward: per image, im2col then `out = bias + W · cols`.
+struct ConvOp {
+    geometry: Geometry,
+    weight: Arc<Vec<f32>>,
+    bias: Option<Arc<Vec<f32>>>,
+}
+
+impl CustomOp1 for ConvOp {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, "conv2d")?;
+        let g = self.geometry;
+        let b = layout.shape().dims4()?.0;
+        let (oh, ow) = (g.out(g.h)?, g.out(g.w)?);
+        let (l, kk) = (oh * ow, g.c_in * g.k * g.k);
+        let mut out = vec![0f32; b * g.c_out * l];
+        let mut cols = vec![0f32; kk * l];
+        for (image, dst) in x.chunks(g.c_in * g.h * g.w).zip(out.chunks_mut(g.c_out * l)) {
+            g.im2col(image, &mut cols)?;
+            if let Some(bias) = &self.bias {
+                for (row, v) in dst.chunks_mut(l).zip(bias.iter()) {
+                    row.fill(*v);
+                }
+            }
+            gemm_into(dst, self.bias.is_some(), &self.weight, false, &cols, (g.c_out, kk, l));
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, g.c_out, oh, ow))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let op = ConvInputGrad { geometry: self.geometry, weight: self.weight.clone() };
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&op)?))
+    }
+}
+
+/// Input gradient of [`ConvOp`]: per image, `col2im(Wᵀ · grad)`.
+struct ConvInputGrad {
+    geometry: Geometry,
+    weight: Arc<Vec<f32>>,
+}
+
+impl CustomOp1 for ConvInputGrad {
+    fn name(&self) -> &'static str {
+        "conv2d-input-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let grad = contiguous_f32(storage, layout, "conv2d backward")?;
+        let g = self.geometry;
+        let b = layout.shape().dims4()?.0;
+        let l = g.out(g.h)? * g.out(g.w)?;
+        let kk = g.c_in * g.k * g.k;
+        let mut input_grad = vec![0f32; b * g.c_in * g.h * g.w];
+        let mut cols = vec![0f32; kk * l];
+        for (gout, dst) in grad.chunks(g.c_out * l).zip(input_grad.chunks_mut(g.c_in * g.h * g.w)) {
+            gemm_into(&mut cols, false, &self.weight, true, gout, (kk, g.c_out, l));
+            g.col2im(&cols, dst)?;
+        }
+        Ok((CpuStorage::F32(input_grad), Shape::from((b, g.c_in, g.h, g.w))))
+    }
+}
+
+/// `y = x · Wᵀ + b` over the last dimension, with a backward that forms only the input
+/// gradient `grad · W` (the weights are constants; candle-nn's `Linear` would also compute
+/// their gradient). Loaded from `weight` `[out, in]` and `bias` `[out]` like `nn.Linear`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    flat_weight: Arc<Vec<f32>>,
+    flat_bias: Option<Arc<Vec<f32>>>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out, _) = weight.dims2()?;
+        if let Some(b) = &bias {
+            if b.dims() != [out] {
+                candle_core::bail!("linear: bias {:?} does not fit {out} outputs", b.dims());
+            }
+        }
+        let flat = |t: &Tensor| -> Result<Arc<Vec<f32>>> { Ok(Arc::new(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)) };
+        Ok(Self { flat_weight: flat(&weight)?, flat_bias: bias.as_ref().map(flat).transpose()?, weight, bias })
+    }
+
+    /// Loads `weight` and, when `with_bias`, `bias` from a `VarBuilder`.
+    pub fn load(inp: usize, out: usize, with_bias: bool, vb: candle_nn::VarBuilder) -> Result<Self> {
+        let bias = if with_bias { Some(vb.get(out, "bias")?) } else { None };
+        Self::new(vb.get((out, inp), "weight")?, bias)
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (out, inp) = self.weight.dims2()?;
+        if x.dim(D::Minus1)? != inp {
+            candle_core::bail!("linear: input {:?} does not end in {inp}", x.dims());
+        }
+        if !x.device().is_cpu() {
+            let y = x.broadcast_matmul(&self.weight.t()?)?;
+            return match &self.bias {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
+        x.contiguous()?.apply_op1(LinearOp { inp, out, weight: self.flat_weight.clone(), bias: self.flat_bias.clone() })
+    }
+}
+
+struct LinearOp {
+    inp: usize,
+    out: usize,
+    weight: Arc<Vec<f32>>,
+    bias: Option<Arc<Vec<f32>>>,
+}
+
+impl CustomOp1 for LinearOp {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, "linear")?;
+        let rows = x.len() / self.inp;
+        let mut y = vec![0f32; rows * self.out];
+        if let Some(bias) = &self.bias {
+            for row in y.chunks_mut(self.out) {
+                row.copy_from_slice(bias);
+            }
+        }
+        gemm_tt(&mut y, self.bias.is_some(), x, false, &self.weight, true, (rows, self.inp, self.out));
+        let mut dims = layout.shape().dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = self.out;
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let op = LinearInputGrad { inp: self.inp, out: self.out, weight: self.weight.clone() };
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&op)?))
+    }
+}
+
+struct LinearInputGrad {
+    inp: usize,
+    out: usize,
+    weight: Arc<Vec<f32>>,
+}
+
+impl CustomOp1 for LinearInputGrad {
+    fn name(&self) -> &'static str {
+        "linear-input-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = contiguous_f32(storage, layout, "linear backward")?;
+        let rows = g.len() / self.out;
+        let mut dx = vec![0f32; rows * self.inp];
+        gemm_tt(&mut dx, false, g, false, &self.weight, false, (rows, self.out, self.inp));
+        let mut dims = layout.shape().dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = self.inp;
+        Ok((CpuStorage::F32(dx), Shape::from(dims)))
     }
 }
 

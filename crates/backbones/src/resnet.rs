@@ -9,17 +9,14 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::ops::{conv2d, max_pool2d, relu, ReluMode};
+use crate::ops::{max_pool2d, relu, Conv2d, ReluMode};
 
 const BN_EPS: f64 = 1e-5;
 
 /// A convolution without bias followed by eval-mode BatchNorm, folded into one convolution.
 #[derive(Debug, Clone)]
 struct ConvBn {
-    weight: Tensor,
-    bias: Tensor,
-    stride: usize,
-    padding: usize,
+    conv: Conv2d,
 }
 
 impl ConvBn {
@@ -32,11 +29,11 @@ impl ConvBn {
         let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
         let weight = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
         let bias = beta.sub(&mean.mul(&scale)?)?;
-        Ok(Self { weight, bias: bias.reshape((1, cout, 1, 1))?, stride, padding })
+        Ok(Self { conv: Conv2d::new(weight, Some(bias), stride, padding)? })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d(x, &self.weight, self.stride, self.padding)?.broadcast_add(&self.bias)
+        self.conv.forward(x)
     }
 }
 

@@ -6,12 +6,12 @@
 
 use std::path::Path;
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::error::BackboneError;
-use crate::ops::{conv2d, relu, softmax_last_dim, LayerNorm, ReluMode};
+use crate::ops::{relu, softmax_last_dim, Conv2d, LayerNorm, Linear, ReluMode};
 
 /// The fields of a Hugging Face ViT `config.json` that shape the model.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -119,18 +119,12 @@ impl Attention {
     fn new(cfg: &VitConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
         let inner = vb.pp("attention");
-        let qkv = |name: &str| {
-            if cfg.qkv_bias {
-                linear(h, h, inner.pp(name))
-            } else {
-                linear_no_bias(h, h, inner.pp(name))
-            }
-        };
+        let qkv = |name: &str| Linear::load(h, h, cfg.qkv_bias, inner.pp(name));
         Ok(Self {
             query: qkv("query")?,
             key: qkv("key")?,
             value: qkv("value")?,
-            output: linear(h, h, vb.pp("output").pp("dense"))?,
+            output: Linear::load(h, h, true, vb.pp("output").pp("dense"))?,
             heads: cfg.num_attention_heads,
         })
     }
@@ -166,8 +160,8 @@ impl Block {
             layernorm_before: LayerNorm::new(h, eps, vb.pp("layernorm_before"))?,
             attention: Attention::new(cfg, vb.pp("attention"))?,
             layernorm_after: LayerNorm::new(h, eps, vb.pp("layernorm_after"))?,
-            intermediate: linear(h, cfg.intermediate_size, vb.pp("intermediate").pp("dense"))?,
-            output: linear(cfg.intermediate_size, h, vb.pp("output").pp("dense"))?,
+            intermediate: Linear::load(h, cfg.intermediate_size, true, vb.pp("intermediate").pp("dense"))?,
+            output: Linear::load(cfg.intermediate_size, h, true, vb.pp("output").pp("dense"))?,
             act,
         })
     }
@@ -200,8 +194,7 @@ pub struct VitSplit {
 #[derive(Debug, Clone)]
 pub struct Vit {
     config: VitConfig,
-    patch_embed_weight: Tensor,
-    patch_embed_bias: Tensor,
+    patch_embed: Conv2d,
     cls_token: Tensor,
     position_embeddings: Tensor,
     blocks: Vec<Block>,
@@ -225,8 +218,7 @@ impl Vit {
             .collect::<Result<_>>()?;
         Ok(Self {
             config: config.clone(),
-            patch_embed_weight: proj.get((h, c, p, p), "weight")?,
-            patch_embed_bias: proj.get(h, "bias")?.reshape((1, h, 1, 1))?,
+            patch_embed: Conv2d::new(proj.get((h, c, p, p), "weight")?, Some(proj.get(h, "bias")?), p, 0)?,
             cls_token: emb.get((1, 1, h), "cls_token")?,
             position_embeddings: emb.get((1, tokens, h), "position_embeddings")?,
             blocks,
@@ -244,8 +236,7 @@ impl Vit {
         if hh != s || ww != s {
             candle_core::bail!("ViT expects {s}x{s} inputs (config image_size), got {hh}x{ww}");
         }
-        let p = self.config.patch_size;
-        let patches = conv2d(x, &self.patch_embed_weight, p, 0)?.broadcast_add(&self.patch_embed_bias)?;
+        let patches = self.patch_embed.forward(x)?;
         let patches = patches.flatten_from(2)?.transpose(1, 2)?;
         let cls = self.cls_token.broadcast_as((b, 1, self.config.hidden_size))?;
         Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embeddings)

@@ -165,3 +165,23 @@ fn im2col_conv_equals_candle_conv_and_its_gradient_matches_finite_differences() 
         }
     }
 }
+
+#[test]
+fn linear_matches_a_matrix_product_and_its_input_gradient() {
+    use tgc_backbones::ops::Linear;
+    let w = rand_tensor(&[5, 4], 1.0, 1);
+    let b = rand_tensor(&[5], 1.0, 2);
+    let x0 = rand_tensor(&[2, 3, 4], 1.0, 3);
+    let lin = Linear::new(w.clone(), Some(b.clone())).unwrap();
+    let expected = x0.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+    let y = lin.forward(&x0).unwrap();
+    assert_eq!(y.dims(), &[2, 3, 5]);
+    assert!(common::max_rel_diff(&y, &expected, 1e-3) < 1e-6);
+    let u = rand_tensor(&[2, 3, 5], 1.0, 4);
+    let x = Var::from_tensor(&x0).unwrap();
+    let g = lin.forward(x.as_tensor()).unwrap().mul(&u).unwrap().sum_all().unwrap().backward().unwrap();
+    // d/dx Σ u·(x Wᵀ + b) = u · W.
+    let expected_grad = u.broadcast_matmul(&w).unwrap();
+    assert!(common::max_rel_diff(g.get(x.as_tensor()).unwrap(), &expected_grad, 1e-3) < 1e-6);
+    assert!(Linear::new(w, Some(rand_tensor(&[4], 1.0, 5))).is_err());
+}
