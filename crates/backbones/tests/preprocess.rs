@@ -54,3 +54,26 @@ fn imagenet_normalization_is_per_channel() {
     assert!((v[1] - (0.485 - 0.456) / 0.224).abs() < 1e-6);
     assert!((v[2] - (0.485 - 0.406) / 0.225).abs() < 1e-6);
 }
+
+/// `sin(0.37·i)` on a 6×8 grid.
+fn grid() -> Vec<f32> {
+    (0..48).map(|i| (i as f32 * 0.37).sin()).collect()
+}
+
+#[test]
+fn antialiased_resize_matches_pytorch_reference_values() {
+    // torch.nn.functional.interpolate(x, size=(4, 3), mode="bilinear", antialias=True,
+    // align_corners=False) on the 6×8 grid, computed once with PyTorch 2.15 and written here.
+    let expected = [0.1543403, 0.2438504, 0.1610747, -0.0330527, 0.065463, 0.1177276, -0.0220912, -0.1013378, -0.1089868, 0.1724201, -0.0312718, -0.2128695];
+    let out = tgc_backbones::resize_bilinear_aa(&grid(), (6, 8), (4, 3));
+    for (a, b) in out.iter().zip(expected) {
+        assert!((a - b).abs() < 2e-6, "{out:?}");
+    }
+    // Upsampling (no antialiasing effect) of the top-left 3×2 block to 5×3.
+    let block: Vec<f32> = (0..3).flat_map(|r| grid()[r * 8..r * 8 + 2].to_vec()).collect();
+    let expected = [0.0, 0.1808077, 0.3616154, 0.0722385, 0.107145, 0.1420514, 0.1805962, -0.0033492, -0.1872946, -0.1409137, -0.1058714, -0.070829, -0.3552535, -0.1742194, 0.0068146];
+    let out = tgc_backbones::resize_bilinear_aa(&block, (3, 2), (5, 3));
+    for (a, b) in out.iter().zip(expected) {
+        assert!((a - b).abs() < 2e-6, "{out:?}");
+    }
+}
