@@ -62,9 +62,16 @@ pub struct ReproduceArgs {
 
 pub const BACKBONES: [(&str, &str); 2] = [("resnet18", "ResNet"), ("vit", "ViT")];
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
         Task::Reproduce(args) => reproduce(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
