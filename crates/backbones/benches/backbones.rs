@@ -5,6 +5,11 @@
 
 use std::time::Instant;
 
+// The same allocator as the `tgc` binary: freed activation buffers are reused instead of
+// being returned to the kernel and faulted in again.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use candle_core::{Device, Tensor, Var};
 use tgc_backbones::{Backbone, BackboneKind, LoadOptions, WeightSource};
 

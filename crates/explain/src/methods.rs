@@ -87,15 +87,17 @@ fn target_sum(logits: &Tensor, targets: &[usize], repeat: usize) -> Result<Tenso
     Ok(logits.mul(&mask)?.sum_all()?)
 }
 
-/// Gradient of the target logits with respect to `points` (`[B·repeat, C, H, W]`).
-fn input_gradient<M: Explainable>(model: &M, points: &Tensor, targets: &[usize], repeat: usize, mode: ReluMode) -> Result<Tensor> {
+/// Gradient of the target logits with respect to `points` (`[B·repeat, C, H, W]`), and the
+/// logits at those points (the guided mode changes only the backward pass, not the logits).
+fn input_gradient<M: Explainable>(model: &M, points: &Tensor, targets: &[usize], repeat: usize, mode: ReluMode) -> Result<(Tensor, Tensor)> {
     let var = Var::from_tensor(points)?;
     let logits = model.forward(var.as_tensor(), mode)?;
     let grads = target_sum(&logits, targets, repeat)?.backward()?;
-    grads
+    let g = grads
         .get(var.as_tensor())
         .cloned()
-        .ok_or_else(|| ExplainError::Invalid("the model's output does not depend on its input".into()))
+        .ok_or_else(|| ExplainError::Invalid("the model's output does not depend on its input".into()))?;
+    Ok((g, logits.detach()))
 }
 
 fn logits_of<M: Explainable>(model: &M, input: &Tensor) -> Result<Tensor> {
@@ -139,8 +141,8 @@ pub struct GuidedBackprop;
 impl GuidedBackprop {
     pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
         check(input, targets)?;
-        let g = input_gradient(model, &input.detach(), targets, 1, ReluMode::Guided)?;
-        Ok(Attribution { attribution: g, layer_attribution: None, logits: logits_of(model, input)? })
+        let (g, logits) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Guided)?;
+        Ok(Attribution { attribution: g, layer_attribution: None, logits })
     }
 }
 
@@ -154,7 +156,7 @@ impl GuidedGradCam {
         let (_, h, w) = check(input, targets)?;
         let (map, logits) = GradCam.layer_map(model, input, targets)?;
         let cam = upsample_nearest(&map.relu()?, (h, w))?.unsqueeze(1)?;
-        let guided = input_gradient(model, &input.detach(), targets, 1, ReluMode::Guided)?;
+        let (guided, _) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Guided)?;
         Ok(Attribution { attribution: guided.broadcast_mul(&cam)?, layer_attribution: Some(map), logits })
     }
 }
@@ -166,8 +168,8 @@ pub struct Saliency;
 impl Saliency {
     pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
         check(input, targets)?;
-        let g = input_gradient(model, &input.detach(), targets, 1, ReluMode::Standard)?;
-        Ok(Attribution { attribution: g.abs()?, layer_attribution: None, logits: logits_of(model, input)? })
+        let (g, logits) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Standard)?;
+        Ok(Attribution { attribution: g.abs()?, layer_attribution: None, logits })
     }
 }
 
@@ -178,8 +180,8 @@ pub struct InputXGradient;
 impl InputXGradient {
     pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
         check(input, targets)?;
-        let g = input_gradient(model, &input.detach(), targets, 1, ReluMode::Standard)?;
-        Ok(Attribution { attribution: input.mul(&g)?, layer_attribution: None, logits: logits_of(model, input)? })
+        let (g, logits) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Standard)?;
+        Ok(Attribution { attribution: input.mul(&g)?, layer_attribution: None, logits })
     }
 }
 
@@ -275,7 +277,7 @@ fn batched_gradients<M: Explainable>(model: &M, points: &Tensor, targets: &[usiz
         let len = chunk.min(rows - start);
         let part = points.narrow(0, start, len)?;
         let part_targets: Vec<usize> = (start..start + len).map(|r| targets[r / repeat]).collect();
-        parts.push(input_gradient(model, &part, &part_targets, 1, ReluMode::Standard)?);
+        parts.push(input_gradient(model, &part, &part_targets, 1, ReluMode::Standard)?.0);
         start += len;
     }
     Ok(Tensor::cat(&parts, 0)?)
