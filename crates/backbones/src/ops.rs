@@ -53,43 +53,37 @@ impl MaxPool2d {
         Ok((padded - self.kernel) / self.stride + 1)
     }
 
-    /// Calls `visit(output_index, input_index_of_window_max)` for every output element.
-    fn for_each_argmax(&self, x: &[f32], (b, c, h, w): (usize, usize, usize, usize), mut visit: impl FnMut(usize, usize)) -> Result<()> {
-        let (oh, ow) = (self.out_size(h)?, self.out_size(w)?);
-        for plane in 0..b * c {
-            let base = plane * h * w;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let y0 = (oy * self.stride) as isize - self.padding as isize;
-                    let x0 = (ox * self.stride) as isize - self.padding as isize;
-                    let mut best = f32::NEG_INFINITY;
-                    let mut arg = usize::MAX;
-                    for ky in 0..self.kernel as isize {
-                        let y = y0 + ky;
-                        if y < 0 || y >= h as isize {
+    /// Calls `visit(output_index, input_index_of_window_max)` for every output element of one
+    /// `h × w` plane (indices local to the plane). Ties keep the first maximum in row-major
+    /// order; a NaN wins and a later NaN replaces it, as in PyTorch's CPU kernel.
+    fn plane_argmax(&self, plane: &[f32], (h, w): (usize, usize), (oh, ow): (usize, usize), mut visit: impl FnMut(usize, usize)) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let y0 = (oy * self.stride) as isize - self.padding as isize;
+                let x0 = (ox * self.stride) as isize - self.padding as isize;
+                let mut best = f32::NEG_INFINITY;
+                let mut arg = usize::MAX;
+                for ky in 0..self.kernel as isize {
+                    let y = y0 + ky;
+                    if y < 0 || y >= h as isize {
+                        continue;
+                    }
+                    for kx in 0..self.kernel as isize {
+                        let xx = x0 + kx;
+                        if xx < 0 || xx >= w as isize {
                             continue;
                         }
-                        for kx in 0..self.kernel as isize {
-                            let xx = x0 + kx;
-                            if xx < 0 || xx >= w as isize {
-                                continue;
-                            }
-                            let idx = base + y as usize * w + xx as usize;
-                            let v = x[idx];
-                            if v > best || v.is_nan() || arg == usize::MAX {
-                                best = v;
-                                arg = idx;
-                                if v.is_nan() {
-                                    break;
-                                }
-                            }
+                        let idx = y as usize * w + xx as usize;
+                        let v = plane[idx];
+                        if v > best || v.is_nan() || arg == usize::MAX {
+                            best = v;
+                            arg = idx;
                         }
                     }
-                    visit(plane * oh * ow + oy * ow + ox, arg);
                 }
+                visit(oy * ow + ox, arg);
             }
         }
-        Ok(())
     }
 }
 
@@ -102,8 +96,11 @@ impl CustomOp1 for MaxPool2d {
         let x = contiguous_f32(storage, layout, "max_pool2d")?;
         let dims = layout.shape().dims4()?;
         let (oh, ow) = (self.out_size(dims.2)?, self.out_size(dims.3)?);
+        let (h, w) = (dims.2, dims.3);
         let mut out = vec![0f32; dims.0 * dims.1 * oh * ow];
-        self.for_each_argmax(x, dims, |o, i| out[o] = x[i])?;
+        out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(dst, plane)| {
+            self.plane_argmax(plane, (h, w), (oh, ow), |o, i| dst[o] = plane[i]);
+        });
         Ok((CpuStorage::F32(out), Shape::from((dims.0, dims.1, oh, ow))))
     }
 
@@ -124,8 +121,12 @@ impl CustomOp2 for MaxPool2dBackward {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, "max_pool2d backward")?;
         let g = contiguous_f32(s2, l2, "max_pool2d backward")?;
+        let (_, _, h, w) = l1.shape().dims4()?;
+        let (oh, ow) = (self.0.out_size(h)?, self.0.out_size(w)?);
         let mut grad_in = vec![0f32; x.len()];
-        self.0.for_each_argmax(x, l1.shape().dims4()?, |o, i| grad_in[i] += g[o])?;
+        grad_in.par_chunks_mut(h * w).zip(x.par_chunks(h * w)).zip(g.par_chunks(oh * ow)).for_each(|((dst, plane), gp)| {
+            self.0.plane_argmax(plane, (h, w), (oh, ow), |o, i| dst[i] += gp[o]);
+        });
         Ok((CpuStorage::F32(grad_in), l1.shape().clone()))
     }
 }

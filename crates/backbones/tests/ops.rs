@@ -185,3 +185,13 @@ fn linear_matches_a_matrix_product_and_its_input_gradient() {
     assert!(common::max_rel_diff(g.get(x.as_tensor()).unwrap(), &expected_grad, 1e-3) < 1e-6);
     assert!(Linear::new(w, Some(rand_tensor(&[4], 1.0, 5))).is_err());
 }
+
+#[test]
+fn max_pool_propagates_nan_like_pytorch() {
+    // One 2×2 window holding two NaNs: the output is NaN and the gradient goes to the later one.
+    let x = Var::from_tensor(&t(&[1.0, f32::NAN, f32::NAN, 5.0], &[1, 1, 2, 2])).unwrap();
+    let y = max_pool2d(x.as_tensor(), 2, 2, 0).unwrap();
+    assert!(vec(&y)[0].is_nan());
+    let g = vec(y.sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap());
+    assert_eq!(g, vec![0.0, 0.0, 1.0, 0.0]);
+}
