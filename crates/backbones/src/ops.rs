@@ -44,13 +44,18 @@ struct MaxPool2d {
     padding: usize,
 }
 
+/// Output size of a sliding window (PyTorch's floor rule): `(size + 2p − k) / s + 1`.
+fn window_out(op: &str, size: usize, kernel: usize, stride: usize, padding: usize) -> Result<usize> {
+    let padded = size + 2 * padding;
+    if padded < kernel {
+        candle_core::bail!("{op}: input size {size} is smaller than the kernel {kernel}");
+    }
+    Ok((padded - kernel) / stride + 1)
+}
+
 impl MaxPool2d {
     fn out_size(&self, size: usize) -> Result<usize> {
-        let padded = size + 2 * self.padding;
-        if padded < self.kernel {
-            candle_core::bail!("max_pool2d: input size {size} is smaller than the kernel {}", self.kernel);
-        }
-        Ok((padded - self.kernel) / self.stride + 1)
+        window_out("max_pool2d", size, self.kernel, self.stride, self.padding)
     }
 
     /// Calls `visit(output_index, input_index_of_window_max)` for every output element of one
@@ -208,11 +213,7 @@ struct Geometry {
 
 impl Geometry {
     fn out(&self, size: usize) -> Result<usize> {
-        let padded = size + 2 * self.padding;
-        if padded < self.k {
-            candle_core::bail!("conv2d: input size {size} is smaller than the kernel {}", self.k);
-        }
-        Ok((padded - self.k) / self.stride + 1)
+        window_out("conv2d", size, self.k, self.stride, self.padding)
     }
 
     /// The input index read by output index `o` at kernel offset `kk`, or None in the padding.
