@@ -142,19 +142,6 @@ impl Backbone {
         Ok(Self { kind, net, preprocess, identity: weights.identity, device: options.device.clone() })
     }
 
-    /// Builds a random-weight ViT of any configuration (small test models).
-    pub fn random_vit(config: &VitConfig, seed: u64, device: &Device) -> Result<Self> {
-        let source = WeightSource::Random { seed };
-        let weights = load_weights(&source, device)?;
-        Ok(Self {
-            kind: BackboneKind::Vit,
-            net: Net::Vit(Vit::new(config, weights.vb)?),
-            preprocess: Preprocess { resize_shorter_to: Some(config.image_size), imagenet_normalize: false },
-            identity: weights.identity,
-            device: device.clone(),
-        })
-    }
-
     pub fn kind(&self) -> BackboneKind {
         self.kind
     }

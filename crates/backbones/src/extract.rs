@@ -60,10 +60,6 @@ impl FeatureSet {
         self.label.is_empty()
     }
 
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.features[i * self.dim..(i + 1) * self.dim]
-    }
-
     /// Whether the backbone that made these features had random weights.
     pub fn random_weights(&self) -> bool {
         self.metadata.get("random_weights").map(|v| v == "true").unwrap_or(false)

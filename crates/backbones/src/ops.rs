@@ -144,46 +144,54 @@ impl CustomOp2 for MaxPool2dBackward {
 /// Off the CPU it falls back to candle's `conv2d`.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
+    params: FrozenParams,
+    stride: usize,
+    padding: usize,
+}
+
+/// A frozen layer's weight `[out, …]` and optional bias `[out]`, as tensors (for the candle
+/// fallback off the CPU) and as shared f32 buffers (for the gemm kernels).
+#[derive(Debug, Clone)]
+struct FrozenParams {
     weight: Tensor,
     bias: Option<Tensor>,
     flat_weight: Arc<Vec<f32>>,
     flat_bias: Option<Arc<Vec<f32>>>,
-    stride: usize,
-    padding: usize,
+}
+
+impl FrozenParams {
+    fn new(op: &str, weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let out = weight.dim(0)?;
+        if let Some(b) = &bias {
+            if b.dims() != [out] {
+                candle_core::bail!("{op}: bias {:?} does not fit {out} outputs", b.dims());
+            }
+        }
+        let flat = |t: &Tensor| -> Result<Arc<Vec<f32>>> { Ok(Arc::new(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)) };
+        Ok(Self { flat_weight: flat(&weight)?, flat_bias: bias.as_ref().map(flat).transpose()?, weight, bias })
+    }
 }
 
 impl Conv2d {
     /// `weight` `[C_out, C_in, k, k]`, `bias` `[C_out]`.
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
-        let (c_out, _, kh, kw) = weight.dims4()?;
+        let (_, _, kh, kw) = weight.dims4()?;
         if kh != kw || stride == 0 {
             candle_core::bail!("conv2d: square kernels and stride ≥ 1 only, got {:?} stride {stride}", weight.dims());
         }
-        if let Some(b) = &bias {
-            if b.dims() != [c_out] {
-                candle_core::bail!("conv2d: bias {:?} does not fit {c_out} output channels", b.dims());
-            }
-        }
-        let flat = |t: &Tensor| -> Result<Arc<Vec<f32>>> { Ok(Arc::new(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)) };
-        Ok(Self {
-            flat_weight: flat(&weight)?,
-            flat_bias: bias.as_ref().map(flat).transpose()?,
-            weight,
-            bias,
-            stride,
-            padding,
-        })
+        Ok(Self { params: FrozenParams::new("conv2d", weight, bias)?, stride, padding })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let p = &self.params;
         let (_, c_in, h, w) = x.dims4()?;
-        let (c_out, wc_in, k, _) = self.weight.dims4()?;
+        let (c_out, wc_in, k, _) = p.weight.dims4()?;
         if wc_in != c_in {
-            candle_core::bail!("conv2d: input {:?} has {c_in} channels, the kernel {:?} wants {wc_in}", x.dims(), self.weight.dims());
+            candle_core::bail!("conv2d: input {:?} has {c_in} channels, the kernel {:?} wants {wc_in}", x.dims(), p.weight.dims());
         }
         if !x.device().is_cpu() {
-            let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-            return match &self.bias {
+            let y = x.conv2d(&p.weight, self.padding, self.stride, 1, 1)?;
+            return match &p.bias {
                 Some(b) => y.broadcast_add(&b.reshape((1, c_out, 1, 1))?),
                 None => Ok(y),
             };
@@ -191,7 +199,7 @@ impl Conv2d {
         let geometry = Geometry { k, stride: self.stride, padding: self.padding, h, w, c_in, c_out };
         geometry.out(h)?;
         geometry.out(w)?;
-        x.contiguous()?.apply_op1(ConvOp { geometry, weight: self.flat_weight.clone(), bias: self.flat_bias.clone() })
+        x.contiguous()?.apply_op1(ConvOp { geometry, weight: p.flat_weight.clone(), bias: p.flat_bias.clone() })
     }
 }
 
@@ -371,22 +379,13 @@ impl CustomOp1 for ConvInputGrad {
 /// their gradient). Loaded from `weight` `[out, in]` and `bias` `[out]` like `nn.Linear`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    flat_weight: Arc<Vec<f32>>,
-    flat_bias: Option<Arc<Vec<f32>>>,
+    params: FrozenParams,
 }
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let (out, _) = weight.dims2()?;
-        if let Some(b) = &bias {
-            if b.dims() != [out] {
-                candle_core::bail!("linear: bias {:?} does not fit {out} outputs", b.dims());
-            }
-        }
-        let flat = |t: &Tensor| -> Result<Arc<Vec<f32>>> { Ok(Arc::new(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)) };
-        Ok(Self { flat_weight: flat(&weight)?, flat_bias: bias.as_ref().map(flat).transpose()?, weight, bias })
+        weight.dims2()?;
+        Ok(Self { params: FrozenParams::new("linear", weight, bias)? })
     }
 
     /// Loads `weight` and, when `with_bias`, `bias` from a `VarBuilder`.
@@ -396,18 +395,19 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (out, inp) = self.weight.dims2()?;
+        let p = &self.params;
+        let (out, inp) = p.weight.dims2()?;
         if x.dim(D::Minus1)? != inp {
             candle_core::bail!("linear: input {:?} does not end in {inp}", x.dims());
         }
         if !x.device().is_cpu() {
-            let y = x.broadcast_matmul(&self.weight.t()?)?;
-            return match &self.bias {
+            let y = x.broadcast_matmul(&p.weight.t()?)?;
+            return match &p.bias {
                 Some(b) => y.broadcast_add(b),
                 None => Ok(y),
             };
         }
-        x.contiguous()?.apply_op1(LinearOp { inp, out, weight: self.flat_weight.clone(), bias: self.flat_bias.clone() })
+        x.contiguous()?.apply_op1(LinearOp { inp, out, weight: p.flat_weight.clone(), bias: p.flat_bias.clone() })
     }
 }
 
