@@ -28,9 +28,41 @@ fn explain_one_slice_and_a_split() {
     assert_eq!(t["layer_attribution"].dims(), &[2, 2]);
     assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
 
+    // Another Grad-CAM layer: layer3 of a 64² input is 4×4.
+    let out3 = dir.path().join("layer3.safetensors");
+    ok(tgc(
+        &["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--input", slice.to_str().unwrap(), "--method", "gradcam", "--layer", "layer3", "--out", out3.to_str().unwrap()],
+        cache,
+    ));
+    let (t3, meta) = load_with_metadata(&out3);
+    assert_eq!(t3["layer_attribution"].dims(), &[4, 4]);
+    assert_eq!(meta["layer"], "layer3");
+    let o = tgc(&["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--input", slice.to_str().unwrap(), "--method", "gradcam", "--layer", "layer9", "--out", "o"], cache);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // --run: the head, backbone, weights and test patients come from the training iteration.
+    let run = train.join("ResNet/0");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    let test: Vec<u64> = config["test_patients"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    let run_dir = dir.path().join("run-maps");
+    ok(tgc(&["explain", "--run", s_(&run), "--data", d, "--samples-per-class", "5", "--method", "gradcam", "--out", s_(&run_dir)], cache));
+    let explained: Vec<_> = std::fs::read_dir(&run_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().unwrap() == "safetensors").collect();
+    assert!(!explained.is_empty());
+    for file in &explained {
+        let (_, meta) = load_with_metadata(file);
+        let name = std::path::Path::new(&meta["input"]).file_name().unwrap().to_string_lossy().into_owned();
+        let (patient, _) = tgc_data::parse_file_name(&name).unwrap();
+        assert!(test.contains(&patient.number()), "{name} is not a test patient of the run: {test:?}");
+        assert_eq!(meta["run"], run.display().to_string());
+        assert_eq!(meta["weights"], "random:2");
+    }
+    // --run excludes naming the checkpoint or weights again.
+    let o = tgc(&["explain", "--run", s_(&run), "--head", h, "--data", d, "--method", "gradcam", "--out", "o"], cache);
+    assert_eq!(o.status.code(), Some(2));
+
     let out_dir = dir.path().join("maps");
     let text = ok(tgc(
-        &["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--data", d, "--split", "test", "--seed", "0", "--samples-per-class", "1", "--method", "gradient-shap,gradcam,guided-gradcam,guided-backprop,saliency,input-x-gradient,integrated-gradients", "--steps", "4", "--out", out_dir.to_str().unwrap()],
+        &["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--data", d, "--split", "test", "--split-seed", "0", "--samples-per-class", "1", "--method", "gradient-shap,gradcam,guided-gradcam,guided-backprop,saliency,input-x-gradient,integrated-gradients", "--steps", "4", "--samples", "3", "--out", out_dir.to_str().unwrap()],
         cache,
     ));
     assert!(text.contains("2 slices × 7 methods"), "{text}");
@@ -41,6 +73,12 @@ fn explain_one_slice_and_a_split() {
     let t = candle_core::safetensors::load(out_dir.join(gb), &candle_core::Device::Cpu).unwrap();
     assert_eq!(t["attribution"].dims(), &[3, 64, 64]);
     assert!(!t.contains_key("layer_attribution"));
+}
+
+fn load_with_metadata(path: &std::path::Path) -> (std::collections::HashMap<String, candle_core::Tensor>, std::collections::HashMap<String, String>) {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    (candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu).unwrap(), meta.metadata().clone().unwrap_or_default())
 }
 
 #[test]
@@ -75,10 +113,7 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
     let visits = ds.visits_of(&patient).len();
     assert_eq!(visits, stats.max_visits());
     let out = dir.path().join("temporal");
-    let text = ok(tgc(
-        &["explain-temporal", "--backbone", "resnet18", "--weights", "random:2", "--model", train.join("ResNet_seq_3/0/model.safetensors").to_str().unwrap(), "--data", d, "--patient", &patient.to_string(), "--steps", "8", "--out", out.to_str().unwrap()],
-        cache,
-    ));
+    let text = ok(tgc(&["explain-temporal", "--run", s_(&train.join("ResNet_seq_3/0")), "--data", d, "--patient", &patient.to_string(), "--steps", "8", "--out", out.to_str().unwrap()], cache));
     assert!(text.contains("RANDOM-INIT"), "{text}");
     let file = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().unwrap() == "safetensors").unwrap();
     assert!(file.with_extension("png").is_file());
@@ -96,7 +131,7 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
 
     let fout = dir.path().join("faith");
     let text = ok(tgc(
-        &["faithfulness", "--backbone", "resnet18", "--weights", "random:2", "--head", train.join("ResNet/0/model.safetensors").to_str().unwrap(), "--data", d, "--samples-per-class", "1", "--steps", "5", "--baseline", "blur", "--methods", "gradcam,saliency", "--out", fout.to_str().unwrap()],
+        &["faithfulness", "--run", s_(&train.join("ResNet/0")), "--data", d, "--samples-per-class", "1", "--curve-steps", "5", "--baseline", "blur", "--method", "gradcam,saliency", "--out", fout.to_str().unwrap()],
         cache,
     ));
     assert!(text.contains("synthetic phantoms"), "{text}");

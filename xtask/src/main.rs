@@ -234,17 +234,16 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     // 5–7. Explanations, temporal explanations and faithfulness, with iteration 0's models of
     // the first protocol, on that iteration's own test split.
     let p0 = protocols[0];
+    // The runs' folders name the backbone, its weights and the test patients (`--run`).
+    let shap_samples = if quick { 5 } else { 50 };
     for (b, model) in BACKBONES {
-        let w = weights(b);
-        let probe_dir = out.join("runs").join(p0).join(model).join("0");
-        let split_seed = report::iteration_seed(&probe_dir)?;
-        let head = path(&probe_dir.join("model.safetensors"));
+        let probe_dir = path(&out.join("runs").join(p0).join(model).join("0"));
         let per_class = if quick { 1 } else { 2 };
         runner.step(
             &format!("explain-{b}"),
             &[
-                s("explain"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--head"), head.clone(), s("--data"), path(&data),
-                s("--split"), s("test"), s("--seed"), s(split_seed), s("--samples-per-class"), s(per_class),
+                s("explain"), s("--run"), probe_dir.clone(), s("--data"), path(&data),
+                s("--split"), s("test"), s("--samples-per-class"), s(per_class), s("--samples"), s(shap_samples),
                 s("--method"), s("gradient-shap,gradcam,guided-gradcam,guided-backprop"), s("--out"), path(&out.join("explanations").join(b)),
             ],
         )?;
@@ -254,7 +253,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
             runner.step(
                 &format!("explain-temporal-{b}-{patient}"),
                 &[
-                    s("explain-temporal"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--model"), path(&dnn_dir.join("model.safetensors")),
+                    s("explain-temporal"), s("--run"), path(&dnn_dir),
                     s("--data"), path(&data), s("--patient"), s(patient), s("--out"), path(&out.join("temporal").join(b)),
                 ],
             )?;
@@ -262,9 +261,9 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
         runner.step(
             &format!("faithfulness-{b}"),
             &[
-                s("faithfulness"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--head"), head, s("--data"), path(&data),
-                s("--split"), s("test"), s("--seed"), s(split_seed), s("--samples-per-class"), s(per_class),
-                s("--steps"), s(if quick { 5 } else { 20 }), s("--out"), path(&out.join("faithfulness").join(b)),
+                s("faithfulness"), s("--run"), probe_dir, s("--data"), path(&data),
+                s("--split"), s("test"), s("--samples-per-class"), s(per_class), s("--samples"), s(shap_samples.min(20)),
+                s("--curve-steps"), s(if quick { 5 } else { 20 }), s("--out"), path(&out.join("faithfulness").join(b)),
             ],
         )?;
     }

@@ -18,11 +18,6 @@ fn config(dir: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&read(&path)?).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// The seed of a training iteration (its patient split), from its `config.json`.
-pub fn iteration_seed(dir: &Path) -> Result<u64> {
-    config(dir)?["iteration_seed"].as_u64().ok_or_else(|| anyhow!("{}/config.json has no iteration_seed", dir.display()))
-}
-
 /// Test patients of an iteration ordered by number of visits, most first; those with at least
 /// two visits when there are any, else the single test patient with the most (a one-visit
 /// sequence is still a valid, padded, input of the temporal model).
@@ -31,7 +26,7 @@ pub fn test_patients_with_history(dir: &Path, manifest: &Path) -> Result<Vec<Str
         .as_array()
         .ok_or_else(|| anyhow!("{}/config.json has no test_patients", dir.display()))?
         .iter()
-        .filter_map(|p| p.as_str().map(str::to_owned))
+        .filter_map(|p| p.as_u64().map(|n| n.to_string()))
         .collect();
     let mut visits: HashMap<String, usize> = HashMap::new();
     for line in read(manifest)?.lines().skip(1) {

@@ -81,12 +81,49 @@ enum Net {
     Vit(Vit),
 }
 
+/// The layer the layer methods (Grad-CAM, Guided Grad-CAM) explain: a ResNet stage's output
+/// (`layer1` … `layer4`) or the output of a ViT block's `layernorm_before` (patch tokens as a
+/// map). `Last` — `layer4`, or the last block — is the default, as in the study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetLayer {
+    #[default]
+    Last,
+    /// 0-based: ResNet stage (`layer1` = 0) or ViT block.
+    Index(usize),
+}
+
+impl FromStr for TargetLayer {
+    type Err = BackboneError;
+
+    /// `last`, `layer1`…`layer4` (ResNet), `block0`… or a plain block number (ViT).
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || BackboneError::UnknownLayer(format!("`{s}` (layer1..layer4 for ResNet-18, a block number 0..11 or block<N> for ViT-B/16, or last)"));
+        if s == "last" {
+            return Ok(Self::Last);
+        }
+        if let Some(n) = s.strip_prefix("layer") {
+            let n: usize = n.parse().map_err(|_| bad())?;
+            return if (1..=ResNet18::STAGES).contains(&n) { Ok(Self::Index(n - 1)) } else { Err(bad()) };
+        }
+        s.strip_prefix("block").unwrap_or(s).parse().map(Self::Index).map_err(|_| bad())
+    }
+}
+
+impl fmt::Display for TargetLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Last => f.write_str("last"),
+            Self::Index(i) => write!(f, "{i}"),
+        }
+    }
+}
+
 /// The activation at the explainers' target layer, with what the rest of the pass needs.
 #[derive(Debug, Clone)]
 pub enum TargetActivation {
-    /// ResNet `layer4` output `[B, 512, h, w]`.
-    ResNet(Tensor),
-    /// ViT's last `layernorm_before` output, patch tokens as a map.
+    /// A ResNet stage's output `[B, C, h, w]` (0-based stage).
+    ResNet { map: Tensor, stage: usize },
+    /// A ViT block's `layernorm_before` output, patch tokens as a map.
     Vit(VitSplit),
 }
 
@@ -94,7 +131,7 @@ impl TargetActivation {
     /// The activation as a `[B, C, h, w]` map.
     pub fn map(&self) -> &Tensor {
         match self {
-            Self::ResNet(t) => t,
+            Self::ResNet { map, .. } => map,
             Self::Vit(s) => &s.map,
         }
     }
@@ -108,6 +145,7 @@ pub struct Backbone {
     preprocess: Preprocess,
     identity: WeightsIdentity,
     device: Device,
+    target: TargetLayer,
 }
 
 impl Backbone {
@@ -139,7 +177,39 @@ impl Backbone {
         if weights.identity.random {
             tracing::warn!(backbone = %kind, source = %source, "RANDOM-INIT backbone weights: outputs are not those of a pretrained model");
         }
-        Ok(Self { kind, net, preprocess, identity: weights.identity, device: options.device.clone() })
+        Ok(Self { kind, net, preprocess, identity: weights.identity, device: options.device.clone(), target: TargetLayer::Last })
+    }
+
+    /// The same backbone explained at another layer; refuses a layer it does not have.
+    pub fn with_target_layer(mut self, layer: TargetLayer) -> Result<Self> {
+        self.target = layer;
+        self.target_index()?;
+        Ok(self)
+    }
+
+    /// The target layer as a 0-based stage (ResNet) or block (ViT).
+    pub fn target_index(&self) -> Result<usize> {
+        let count = match &self.net {
+            Net::ResNet(_) => ResNet18::STAGES,
+            Net::Vit(v) => v.blocks(),
+        };
+        match self.target {
+            TargetLayer::Last => Ok(count - 1),
+            TargetLayer::Index(i) if i < count => Ok(i),
+            TargetLayer::Index(i) => Err(BackboneError::UnknownLayer(match &self.net {
+                Net::ResNet(_) => format!("layer{} (ResNet-18 has layer1..layer4)", i + 1),
+                Net::Vit(_) => format!("block {i} (this ViT has blocks 0..{})", count - 1),
+            })),
+        }
+    }
+
+    /// The target layer's name: `layer4`, `block11`, …
+    pub fn target_layer_name(&self) -> String {
+        let i = self.target_index().unwrap_or(0);
+        match &self.net {
+            Net::ResNet(_) => format!("layer{}", i + 1),
+            Net::Vit(_) => format!("block{i}"),
+        }
     }
 
     pub fn kind(&self) -> BackboneKind {
@@ -189,12 +259,14 @@ impl Backbone {
         })
     }
 
-    /// Forward to the target layer (ResNet `layer4`; ViT last block's `layernorm_before`).
+    /// Forward to the target layer (by default ResNet `layer4`; ViT last block's
+    /// `layernorm_before`; see [`Backbone::with_target_layer`]).
     pub fn forward_to_target(&self, input: &Tensor, mode: ReluMode) -> Result<TargetActivation> {
         check_input(input)?;
+        let index = self.target_index()?;
         Ok(match &self.net {
-            Net::ResNet(r) => TargetActivation::ResNet(r.forward_to_layer4(input, mode)?),
-            Net::Vit(v) => TargetActivation::Vit(v.forward_to_target(input, mode)?),
+            Net::ResNet(r) => TargetActivation::ResNet { map: r.forward_to_stage(input, index, mode)?, stage: index },
+            Net::Vit(v) => TargetActivation::Vit(v.forward_to_target(input, index, mode)?),
         })
     }
 
@@ -202,7 +274,7 @@ impl Backbone {
     /// shape) to the features `[B, D]`. `target` supplies the rest of the state.
     pub fn features_from_target(&self, map: &Tensor, target: &TargetActivation, mode: ReluMode) -> Result<Tensor> {
         Ok(match (&self.net, target) {
-            (Net::ResNet(r), TargetActivation::ResNet(_)) => r.features_from_layer4(map)?,
+            (Net::ResNet(r), TargetActivation::ResNet { stage, .. }) => r.features_from_stage(map, *stage, mode)?,
             (Net::Vit(v), TargetActivation::Vit(split)) => v.features_from_target(map, split, mode)?,
             _ => return Err(candle_core::Error::msg("target activation of another backbone").into()),
         })

@@ -1,6 +1,6 @@
 //! Batched feature extraction over a data set, with a per-image cache, and the features file
-//! format (`features` [N, D] f32, `patient_id`, `day`, `label` [N] i64, metadata naming the
-//! backbone and its weights).
+//! format (`features` [N, D] f32, `patient_id` (the study's integer id), `day`, `label` [N] i64,
+//! metadata naming the backbone, its weights and the slice orientation).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,12 @@ impl FeatureSet {
     /// Whether the backbone that made these features had random weights.
     pub fn random_weights(&self) -> bool {
         self.metadata.get("random_weights").map(|v| v == "true").unwrap_or(false)
+    }
+
+    /// The slice orientation the features were computed in (`tgc_data::ORIENTATION` today;
+    /// `None` for files written before it was recorded, which read slices transposed).
+    pub fn orientation(&self) -> Option<&str> {
+        self.metadata.get("orientation").map(String::as_str)
     }
 
     /// Writes the safetensors file atomically.
@@ -158,6 +164,7 @@ pub fn extract_features(
         ("random_weights".to_owned(), identity.random.to_string()),
         ("imagenet_normalize".to_owned(), backbone.preprocess_settings().imagenet_normalize.to_string()),
         ("data".to_owned(), dataset.root().display().to_string()),
+        ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
     ]);
     let set = FeatureSet {
         features,
@@ -173,7 +180,8 @@ pub fn extract_features(
 fn cache_key(backbone: &Backbone, image_bytes: &[u8]) -> String {
     let p = backbone.preprocess_settings();
     let header = format!(
-        "tgc-features-v1|{}|{}|{:?}|{}|",
+        "tgc-features-v2|{}|{}|{}|{:?}|{}|",
+        tgc_data::ORIENTATION,
         backbone.kind(),
         backbone.identity().digest,
         p.resize_shorter_to,

@@ -103,23 +103,40 @@ impl ResNet18 {
         Ok(Self { stem, layers, fc })
     }
 
-    /// Stem and the four stages: the output of `layer4`, after its last ReLU.
-    pub fn forward_to_layer4(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
+    /// Number of stages (`layer1` … `layer4`).
+    pub const STAGES: usize = 4;
+
+    /// Stem and the stages up to `layer{stage + 1}` (0-based `stage`): that stage's output,
+    /// after its last ReLU.
+    pub fn forward_to_stage(&self, x: &Tensor, stage: usize, mode: ReluMode) -> Result<Tensor> {
+        if stage >= Self::STAGES {
+            candle_core::bail!("ResNet-18 has stages 0..{} (layer1..layer4), asked for {stage}", Self::STAGES - 1);
+        }
         let mut x = relu(&self.stem.forward(x)?, mode)?;
         x = max_pool2d(&x, 3, 2, 1)?;
-        for block in self.layers.iter().flatten() {
+        for block in self.layers[..=stage].iter().flatten() {
             x = block.forward(&x, mode)?;
         }
         Ok(x)
     }
 
-    /// Global average pooling of a `layer4` activation: the 512-d penultimate features.
-    pub fn features_from_layer4(&self, layer4: &Tensor) -> Result<Tensor> {
-        layer4.mean((2, 3))
+    /// Continues from the output of stage `stage` through the later stages to the 512-d
+    /// penultimate features (global average pooling of `layer4`).
+    pub fn features_from_stage(&self, activation: &Tensor, stage: usize, mode: ReluMode) -> Result<Tensor> {
+        let mut x = activation.clone();
+        for block in self.layers.iter().skip(stage + 1).flatten() {
+            x = block.forward(&x, mode)?;
+        }
+        x.mean((2, 3))
+    }
+
+    /// The output of `layer4`, after its last ReLU.
+    pub fn forward_to_layer4(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
+        self.forward_to_stage(x, Self::STAGES - 1, mode)
     }
 
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        self.features_from_layer4(&self.forward_to_layer4(x, ReluMode::Standard)?)
+        self.forward_to_layer4(x, ReluMode::Standard)?.mean((2, 3))
     }
 
     /// The checkpoint's own classifier (`fc`) applied to features, when it has one.

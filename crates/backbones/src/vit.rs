@@ -178,15 +178,17 @@ impl Block {
     }
 }
 
-/// The activation at the last block's `layernorm_before`, split for Grad-CAM: the patch tokens
-/// as a `[B, D, g, g]` map, plus what the rest of the forward pass needs.
+/// The activation at a block's `layernorm_before`, split for Grad-CAM: the patch tokens as a
+/// `[B, D, g, g]` map, plus what the rest of the forward pass needs.
 #[derive(Debug, Clone)]
 pub struct VitSplit {
+    /// The block (0-based) whose `layernorm_before` output this is.
+    pub block: usize,
     /// Patch tokens (CLS dropped) as `[B, D, grid, grid]`.
     pub map: Tensor,
     /// The normalized CLS token, `[B, 1, D]`.
     pub cls: Tensor,
-    /// The last block's input (its residual stream), `[B, T, D]`.
+    /// The block's input (its residual stream), `[B, T, D]`.
     pub residual: Tensor,
 }
 
@@ -242,28 +244,40 @@ impl Vit {
         Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embeddings)
     }
 
-    /// Runs up to the last block's `layernorm_before` and returns its output split for Grad-CAM.
-    pub fn forward_to_target(&self, x: &Tensor, mode: ReluMode) -> Result<VitSplit> {
-        let (last, rest) = self.blocks.split_last().ok_or_else(|| candle_core::Error::msg("ViT has no layers"))?;
+    /// Number of encoder blocks.
+    pub fn blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Runs up to block `block`'s `layernorm_before` (0-based) and returns its output split for
+    /// Grad-CAM.
+    pub fn forward_to_target(&self, x: &Tensor, block: usize, mode: ReluMode) -> Result<VitSplit> {
+        let target = self
+            .blocks
+            .get(block)
+            .ok_or_else(|| candle_core::Error::msg(format!("ViT has blocks 0..{}, asked for {block}", self.blocks.len().saturating_sub(1))))?;
         let mut h = self.embed(x)?;
-        for block in rest {
-            h = block.forward(&h, mode)?;
+        for earlier in &self.blocks[..block] {
+            h = earlier.forward(&h, mode)?;
         }
-        let normed = last.layernorm_before.forward(&h)?;
+        let normed = target.layernorm_before.forward(&h)?;
         let (b, t, d) = normed.dims3()?;
         let g = self.config.grid();
         let cls = normed.narrow(1, 0, 1)?;
         let map = normed.narrow(1, 1, t - 1)?.transpose(1, 2)?.reshape((b, d, g, g))?;
-        Ok(VitSplit { map, cls, residual: h })
+        Ok(VitSplit { block, map, cls, residual: h })
     }
 
     /// Continues from a (possibly modified) target activation to the features `[B, D]`.
     pub fn features_from_target(&self, map: &Tensor, split: &VitSplit, mode: ReluMode) -> Result<Tensor> {
-        let last = self.blocks.last().ok_or_else(|| candle_core::Error::msg("ViT has no layers"))?;
+        let target = self.blocks.get(split.block).ok_or_else(|| candle_core::Error::msg("ViT split at a block it does not have"))?;
         let (b, d, g, _) = map.dims4()?;
         let tokens = map.reshape((b, d, g * g))?.transpose(1, 2)?;
         let normed = Tensor::cat(&[&split.cls, &tokens], 1)?;
-        let h = last.forward_from_norm(&normed, &split.residual, mode)?;
+        let mut h = target.forward_from_norm(&normed, &split.residual, mode)?;
+        for later in &self.blocks[split.block + 1..] {
+            h = later.forward(&h, mode)?;
+        }
         self.layernorm.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)
     }
 

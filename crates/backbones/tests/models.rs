@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::VarBuilder;
 use common::*;
-use tgc_backbones::{Backbone, BackboneKind, LoadOptions, ReluMode, WeightSource};
+use tgc_backbones::{Backbone, BackboneKind, LoadOptions, ReluMode, TargetLayer, WeightSource};
 
 fn cpu() -> LoadOptions {
     LoadOptions::default()
@@ -72,6 +72,26 @@ fn split_forward_continues_to_the_same_features() {
     assert_eq!(target.map().dims(), &[2, 32, 4, 4]);
     let via_split = vit.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
     assert!(max_rel_diff(&via_split, &vit.features(&x).unwrap(), 1e-3) < 1e-5);
+
+    // Every other layer: the split continues to the same features, the maps have the layer's size.
+    for (layer, dims) in [("layer1", [1, 64, 64, 64]), ("layer2", [1, 128, 32, 32]), ("layer3", [1, 256, 16, 16])] {
+        let r = resnet.clone().with_target_layer(layer.parse().unwrap()).unwrap();
+        assert_eq!(r.target_layer_name(), layer);
+        let x = rand_tensor(&[1, 3, 256, 256], 1.0, 3).abs().unwrap();
+        let target = r.forward_to_target(&x, ReluMode::Standard).unwrap();
+        assert_eq!(target.map().dims(), &dims, "{layer}");
+        let via_split = r.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
+        assert!(max_rel_diff(&via_split, &r.features(&x).unwrap(), 1e-3) < 1e-6, "{layer}");
+    }
+    let first = vit.clone().with_target_layer("block0".parse().unwrap()).unwrap();
+    let target = first.forward_to_target(&x, ReluMode::Standard).unwrap();
+    assert_eq!(target.map().dims(), &[2, 32, 4, 4]);
+    let via_split = first.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
+    assert!(max_rel_diff(&via_split, &vit.features(&x).unwrap(), 1e-3) < 1e-5);
+    // Layers a model does not have are refused by name.
+    assert!(resnet.clone().with_target_layer(TargetLayer::Index(4)).unwrap_err().to_string().contains("layer5"));
+    assert!(vit.clone().with_target_layer("block3".parse().unwrap()).unwrap_err().to_string().contains("block 3"));
+    assert!("layer0".parse::<TargetLayer>().is_err() && "conv".parse::<TargetLayer>().is_err());
 }
 
 #[test]

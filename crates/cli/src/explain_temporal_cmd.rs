@@ -7,27 +7,23 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
-use tgc_backbones::{BackboneKind, WeightSource};
-use tgc_data::{Dataset, PatientId};
+use tgc_data::PatientId;
 use tgc_explain::{GradCam, GuidedGradCam};
 use tgc_temporal::explain_temporal::{step_importance, StepMethod, VisitSequence};
 use tgc_temporal::model::Head;
 
-use crate::extract_cmd::{load_backbone, weights_or_default};
+use crate::args::{open_data, MethodName, ModelArgs};
 use crate::plot;
 
 #[derive(Args)]
 pub struct ExplainTemporalArgs {
-    #[arg(long)]
-    pub backbone: BackboneKind,
-    #[arg(long)]
-    pub weights: Option<WeightSource>,
-    /// Temporal DNN checkpoint written by `tgc train-temporal`.
-    #[arg(long)]
-    pub model: PathBuf,
+    /// The temporal model: `--run` a `tgc train-temporal` iteration folder, or `--backbone`,
+    /// `--weights` and `--model` (its checkpoint).
+    #[command(flatten)]
+    pub model: ModelArgs,
     #[arg(long)]
     pub data: PathBuf,
-    /// Patient, as `OAS30001` or `0001`.
+    /// Patient, as `OAS30001` or `30001`.
     #[arg(long)]
     pub patient: String,
     /// The visit to explain (default: the patient's last).
@@ -36,19 +32,26 @@ pub struct ExplainTemporalArgs {
     /// Target class (default: the predicted one).
     #[arg(long)]
     pub target: Option<usize>,
+    /// Per-visit maps through the temporal model, comma-separated: gradcam, guided-gradcam.
+    #[arg(long, alias = "methods", value_enum, value_delimiter = ',', default_value = "gradcam,guided-gradcam")]
+    pub method: Vec<MethodName>,
     /// Integrated Gradients steps for the time-step importance.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long)]
-    pub imagenet_normalize: bool,
 }
 
 pub fn run(args: ExplainTemporalArgs) -> Result<()> {
-    let digits = args.patient.strip_prefix("OAS3").unwrap_or(&args.patient);
-    let patient = PatientId::new(digits).with_context(|| format!("--patient {}: expected OAS3<digits> or <digits>", args.patient))?;
-    let dataset = Dataset::open(&args.data).with_context(|| format!("reading data folder {}", args.data.display()))?;
+    if let Some(m) = args.method.iter().find(|m| !matches!(m, MethodName::Gradcam | MethodName::GuidedGradcam)) {
+        bail!("--method {}: explain-temporal draws per-visit maps with gradcam and guided-gradcam", m.cli_name());
+    }
+    if !args.method.contains(&MethodName::Gradcam) {
+        bail!("--method must include gradcam (the strip figure shows it)");
+    }
+    let choice = args.model.resolve()?;
+    let patient = PatientId::parse(&args.patient).with_context(|| format!("--patient {}: expected OAS30001 or 30001", args.patient))?;
+    let dataset = open_data(&args.data)?;
     let visits = dataset.visits_of(&patient);
     if visits.is_empty() {
         bail!("patient {patient} has no images in {}", args.data.display());
@@ -63,17 +66,17 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
             bail!("patient {patient} has no visit on day {d} (visits: {:?})", visits.iter().map(|&i| dataset.records()[i].day).collect::<Vec<_>>());
         }
     }
-    let state = candle_core::safetensors::load(&args.model, &Device::Cpu).with_context(|| format!("reading {}", args.model.display()))?;
-    let head = Head::from_state_dict(&state).with_context(|| format!("reading the temporal model {}", args.model.display()))?;
+    let checkpoint = &choice.checkpoint;
+    let state = candle_core::safetensors::load(checkpoint, &Device::Cpu).with_context(|| format!("reading {}", checkpoint.display()))?;
+    let head = Head::from_state_dict(&state).with_context(|| format!("reading the temporal model {}", checkpoint.display()))?;
     if !matches!(head, Head::Dnn(_)) {
-        bail!("{} is a linear probe, not a temporal DNN checkpoint", args.model.display());
+        bail!("{} is a linear probe, not a temporal DNN checkpoint", checkpoint.display());
     }
-    let source = weights_or_default(args.backbone, args.weights.clone())?;
-    let backbone = load_backbone(args.backbone, &source, args.imagenet_normalize)?;
+    let backbone = choice.load_backbone()?;
     let dim = backbone.feature_dim();
     let width = head.input_width()?;
     if width % dim != 0 {
-        bail!("{} takes {width} inputs, not a multiple of the {dim} features of {}", args.model.display(), args.backbone);
+        bail!("{} takes {width} inputs, not a multiple of the {dim} features of {}", checkpoint.display(), choice.kind);
     }
     let seq_len = width / dim;
     let used = &upto[upto.len().saturating_sub(seq_len)..];
@@ -92,36 +95,44 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
     let model = VisitSequence { backbone: &backbone, head: &head, seq_len };
     let k = used.len();
     let cam = GradCam.attribute(&model, &input, &vec![target; k])?;
-    let guided = GuidedGradCam.attribute(&model, &input, &vec![target; k])?;
+    let guided = if args.method.contains(&MethodName::GuidedGradcam) { Some(GuidedGradCam.attribute(&model, &input, &vec![target; k])?) } else { None };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let days: Vec<i64> = used.iter().map(|&i| dataset.records()[i].day as i64).collect();
     let cpu = Device::Cpu;
-    let tensors = [
+    let mut tensors = vec![
         ("gradcam", cam.attribution.clone()),
         ("layer_attribution", cam.layer_attribution.clone().context("Grad-CAM layer map")?),
-        ("guided_gradcam", guided.attribution.clone()),
         ("step_importance_ig", Tensor::from_slice(&ig, seq_len, &cpu)?),
         ("step_importance_ixg", Tensor::from_slice(&ixg, seq_len, &cpu)?),
         ("logits", Tensor::from_slice(&logits, 2, &cpu)?),
         ("days", Tensor::from_slice(&days, k, &cpu)?),
     ];
-    let metadata = HashMap::from([
+    if let Some(g) = &guided {
+        tensors.push(("guided_gradcam", g.attribution.clone()));
+    }
+    let mut metadata = HashMap::from([
         ("patient".to_owned(), patient.to_string()),
+        ("patient_id".to_owned(), patient.number().to_string()),
         ("target".to_owned(), target.to_string()),
-        ("backbone".to_owned(), args.backbone.as_str().to_owned()),
-        ("weights".to_owned(), source.to_string()),
+        ("backbone".to_owned(), choice.kind.as_str().to_owned()),
+        ("weights".to_owned(), choice.source.to_string()),
         ("random_weights".to_owned(), backbone.is_random().to_string()),
-        ("model".to_owned(), args.model.display().to_string()),
+        ("model".to_owned(), checkpoint.display().to_string()),
+        ("layer".to_owned(), backbone.target_layer_name()),
+        ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
         ("seq_len".to_owned(), seq_len.to_string()),
         ("note".to_owned(), "steps are left-padded; step_importance[i] is for step i of seq_len, the last step is the explained visit".to_owned()),
     ]);
+    if let Some(run) = &choice.run {
+        metadata.insert("run".to_owned(), run.dir.display().to_string());
+    }
     let file = args.out.join(format!("{patient}_d{:04}.safetensors", dataset.records()[current].day));
     let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (*k, v)), Some(metadata)).map_err(|e| anyhow::anyhow!("{e}"))?;
     tgc_data::write_atomic(&file, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string()))?;
     let strip = file.with_extension("png");
     let title = format!(
         "{patient}: temporal {} prediction {} (p = {:.2}){}",
-        args.backbone.display_name(),
+        choice.kind.display_name(),
         if target == 1 { "disease" } else { "healthy" },
         softmax(&logits)[target],
         if backbone.is_random() { " — RANDOM-INIT backbone" } else { "" }

@@ -6,9 +6,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use tgc_backbones::extract::{default_cache_dir, extract_features, ExtractConfig};
-use tgc_backbones::{Backbone, BackboneKind, LoadOptions, WeightSource};
+use tgc_backbones::{BackboneKind, WeightSource};
 use tgc_data::Dataset;
 
+use crate::args::{load_backbone, weights_or_default};
 use crate::progress;
 
 #[derive(Args)]
@@ -37,24 +38,6 @@ pub struct ExtractArgs {
     /// Normalize inputs with the ImageNet mean and standard deviation (off in the study).
     #[arg(long)]
     pub imagenet_normalize: bool,
-}
-
-/// The weights a command uses: the given source, or the backbone's default hub id.
-pub fn weights_or_default(kind: BackboneKind, weights: Option<WeightSource>) -> Result<WeightSource> {
-    match weights {
-        Some(w) => Ok(w),
-        None => Ok(kind.default_weights().parse()?),
-    }
-}
-
-/// Loads a backbone and says on screen when its weights are random.
-pub fn load_backbone(kind: BackboneKind, source: &WeightSource, imagenet_normalize: bool) -> Result<Backbone> {
-    let options = LoadOptions { imagenet_normalize, ..LoadOptions::default() };
-    let backbone = Backbone::load(kind, source, &options).with_context(|| format!("loading {kind} weights from {source}"))?;
-    if backbone.is_random() {
-        println!("NOTE: {kind} uses RANDOM-INIT weights ({source}); results are not those of a pretrained model");
-    }
-    Ok(backbone)
 }
 
 pub fn run(args: ExtractArgs) -> Result<()> {

@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
+
 use tgc_backbones::{resize_bilinear_aa, Classifier, WeightSource};
-use tgc_data::{phantom, read_nifti, write_atomic, Dataset};
+use tgc_data::{phantom, read_nifti, write_atomic};
 use tgc_explain::faithfulness::{deletion_insertion, energy_in_mask, pointing_hit, spearman, Baseline, CurveConfig};
 use tgc_explain::render::normalized_magnitude;
 
-use crate::explain_cmd::{method_with, pick, MethodName, ModelArgs, SplitName};
+use crate::args::{open_data, MethodArgs, MethodName, ModelArgs, SelectionArgs};
+use crate::explain_cmd::load_classifier;
 use crate::progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -26,18 +28,16 @@ pub struct FaithfulnessArgs {
     pub model: ModelArgs,
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, value_enum, default_value = "test")]
-    pub split: SplitName,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Slices per class (the first ones of the split).
-    #[arg(long, default_value_t = 3)]
-    pub samples_per_class: usize,
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "gradient-shap,gradcam,guided-gradcam,guided-backprop")]
-    pub methods: Vec<MethodName>,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    #[command(flatten)]
+    pub methods: MethodArgs,
     /// Steps of the deletion and insertion curves.
     #[arg(long, default_value_t = 20)]
-    pub steps: usize,
+    pub curve_steps: usize,
+    /// Seed of the re-randomized head of the randomization check.
+    #[arg(long, default_value_t = 0)]
+    pub randomization_seed: u64,
     #[arg(long, value_enum, default_value = "zero")]
     pub baseline: BaselineName,
     /// Output folder for faithfulness.csv (per slice), summary.csv and faithfulness.md.
@@ -56,24 +56,26 @@ struct Row {
 }
 
 pub fn run(args: FaithfulnessArgs) -> Result<()> {
-    let (model, _) = args.model.load()?;
+    let choice = args.model.resolve()?;
+    let model = load_classifier(&choice)?;
     let random = model.backbone.is_random();
     // The randomization check: the same backbone with a re-randomized head (seeded).
     let (w, b) = (model.head_weight(), model.head_bias());
-    let vb = tgc_backbones::load_weights(&WeightSource::Random { seed: args.seed ^ 0x0DD5EED }, &Device::Cpu)?.vb;
+    let vb = tgc_backbones::load_weights(&WeightSource::Random { seed: args.randomization_seed ^ 0x0DD5EED }, &Device::Cpu)?.vb;
     let random_head = Classifier::new(model.backbone.clone(), vb.get(w.shape(), "randomized_head.weight")?, Tensor::zeros(b.shape(), DType::F32, &Device::Cpu)?)?;
-    let dataset = Dataset::open(&args.data).with_context(|| format!("reading data folder {}", args.data.display()))?;
-    let picked = pick(&dataset, args.split, args.seed, args.samples_per_class)?;
+    let dataset = open_data(&args.data)?;
+    let picked = args.selection.pick(&dataset, choice.run.as_ref())?;
     let is_phantom = phantom::is_phantom(&args.data);
     let curve = CurveConfig {
-        steps: args.steps,
+        steps: args.curve_steps,
         baseline: match args.baseline {
             BaselineName::Zero => Baseline::Zero,
             BaselineName::Blur => Baseline::Blur { sigma_px: 5 },
         },
         batch_size: 8,
     };
-    let bar = progress::bar((picked.len() * args.methods.len()) as u64, "faithfulness");
+    let methods = args.methods.method.iter().map(|&m| Ok((m, args.methods.method(m)?))).collect::<Result<Vec<_>>>()?;
+    let bar = progress::bar((picked.len() * methods.len()) as u64, "faithfulness");
     let mut rows = Vec::new();
     for &i in &picked {
         let record = &dataset.records()[i];
@@ -87,8 +89,8 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         } else {
             None
         };
-        for &name in &args.methods {
-            let method = method_with(name, 5, 0.0, args.seed, 50);
+        for (name, method) in &methods {
+            let name = *name;
             let a = method.attribute(&model, &x, &[target])?;
             let (map, _, _) = normalized_magnitude(&a.attribution.squeeze(0)?)?;
             let raw: Vec<f32> = a.attribution.squeeze(0)?.abs()?.sum(0)?.flatten_all()?.to_vec1()?;
@@ -131,17 +133,17 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     let mean = |v: Vec<f64>| if v.is_empty() { None } else { Some(v.iter().sum::<f64>() / v.len() as f64) };
     let mut md = format!(
         "Faithfulness of {} explanations ({} weights{}), {} slices of the {} split, {}-step curves on a {} baseline.\n\n",
-        args.model.backbone.display_name(),
+        choice.kind.display_name(),
         if random { "RANDOM-INIT" } else { "pretrained" },
         if is_phantom { ", synthetic phantoms" } else { "" },
         picked.len(),
-        format!("{:?}", args.split).to_lowercase(),
-        args.steps,
+        format!("{:?}", args.selection.split).to_lowercase(),
+        args.curve_steps,
         format!("{:?}", args.baseline).to_lowercase()
     );
     md.push_str("| Method | Deletion AUC ↓ | Insertion AUC ↑ | Randomization ρ ↓ | Energy in region ↑ | Pointing game ↑ |\n|---|---|---|---|---|---|\n");
     let mut summary = String::from("method,deletion_auc,insertion_auc,randomization_spearman,energy_in_region,pointing_hit_rate,slices\n");
-    for &m in &args.methods {
+    for &(m, _) in &methods {
         let of: Vec<&Row> = rows.iter().filter(|r| r.method == m).collect();
         let del = mean(of.iter().map(|r| r.deletion as f64).collect());
         let ins = mean(of.iter().map(|r| r.insertion as f64).collect());

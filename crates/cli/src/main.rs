@@ -1,6 +1,7 @@
 //! `tgc`: the command-line tool of the TemporalGradCam reproduction. Each subcommand is a thin
 //! layer over a library crate; this file parses arguments and sets up logging.
 
+mod args;
 mod data_cmd;
 mod explain_cmd;
 mod explain_temporal_cmd;

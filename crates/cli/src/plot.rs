@@ -126,7 +126,7 @@ pub fn attribution_grid(rows: &[crate::explain_cmd::Explained], path: &Path, tit
             image::imageops::replace(&mut canvas, &tile, (pad + (c as u32 + 1) * (tw + pad)) as i64, y as i64);
         }
     }
-    let bar = tgc_explain::render::colour_bar(16, height - header - 2 * pad);
+    let bar = tgc_explain::render::colour_bar(16, height - header - 2 * pad, crate::explain_cmd::OVERLAY_SIGN.colormap());
     image::imageops::replace(&mut canvas, &bar, (width - bar_w + 8) as i64, (header + pad) as i64);
     let mut rgb = canvas.into_raw();
     {

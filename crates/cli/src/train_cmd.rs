@@ -46,6 +46,14 @@ pub struct TrainTemporalArgs {
 
 pub fn run(args: TrainArgs, head: HeadKind) -> Result<()> {
     let features = FeatureSet::load(&args.features).with_context(|| format!("reading features {}", args.features.display()))?;
+    if features.orientation() != Some(tgc_data::ORIENTATION) {
+        tracing::warn!(
+            features = %args.features.display(),
+            found = features.orientation().unwrap_or("none recorded"),
+            expected = tgc_data::ORIENTATION,
+            "these features were computed from slices in another orientation than the study's; re-run `tgc extract`"
+        );
+    }
     let mut config = ExperimentConfig::new(head);
     config.iterations = args.iterations;
     config.seed = args.seed;
@@ -61,8 +69,10 @@ pub fn run(args: TrainArgs, head: HeadKind) -> Result<()> {
     let info = RunInfo {
         model: model.clone(),
         protocol: args.protocol,
+        backbone: features.metadata.get("backbone").cloned().unwrap_or_else(|| "unknown".into()),
         random_weights: features.random_weights(),
         weights: features.metadata.get("weights").cloned().unwrap_or_else(|| "unknown".into()),
+        imagenet_normalize: features.metadata.get("imagenet_normalize").is_some_and(|v| v == "true"),
         features: args.features.display().to_string(),
     };
     if info.random_weights {

@@ -68,7 +68,7 @@ impl Dataset {
         let records = entries
             .into_iter()
             .map(|(path, patient, day, label)| {
-                let count = visits_so_far.entry(patient.clone()).or_default();
+                let count = visits_so_far.entry(patient).or_default();
                 *count += 1;
                 Record { path, day, label, history_len: *count, patient }
             })
@@ -116,7 +116,7 @@ impl Dataset {
     /// Each patient with the label used for stratification: the label of the latest visit.
     pub fn patients(&self) -> BTreeMap<PatientId, Label> {
         // Records are sorted by (patient, day), so the last insert per patient wins.
-        self.records.iter().map(|r| (r.patient.clone(), r.label)).collect()
+        self.records.iter().map(|r| (r.patient, r.label)).collect()
     }
 
     /// Indices of the records of one patient, in ascending day order.

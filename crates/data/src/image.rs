@@ -1,15 +1,24 @@
 //! One 2-D slice in memory, and its NIfTI reading and writing.
 //!
-//! Orientation: the first NIfTI axis (x) becomes the row, the second (y) the column, which is
-//! what `nibabel`'s `get_fdata()` followed by `torch.tensor` gives the study's notebooks.
+//! Orientation ([`ORIENTATION`]): the array equals SimpleITK's `GetArrayFromImage`, which is
+//! how the study's `OASIS_2D/dataset.py` reads every slice. SimpleITK indexes the array
+//! `[j][i]`: the row is the **second** NIfTI axis (j), the column the first (i), so
+//! `image[r][c]` = voxel `(i = c, j = r)`. That is the file's voxel order (i varies fastest)
+//! read as a row-major `[ny, nx]` array. `nibabel`'s `get_fdata()` gives the transpose
+//! (row = i); an earlier version of tgc read slices that way. Writing is the inverse, so a
+//! slice written and read back is unchanged and SimpleITK reads our phantoms as we do.
 
 use std::path::Path;
 
-use ndarray::Array2;
+use ndarray::{Array2, Axis};
 use nifti::{IntoNdArray, NiftiObject, NiftiType, NiftiVolume, ReaderOptions};
 
 use crate::atomic::temp_path;
 use crate::error::{DataError, Result};
+
+/// The orientation convention of [`read_nifti`] and [`write_nifti`], recorded in every file
+/// whose contents depend on it (features files, the feature cache key).
+pub const ORIENTATION: &str = "sitk-ji";
 
 /// A 2-D single-channel image, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,26 +80,35 @@ pub fn read_nifti(path: &Path) -> Result<Image> {
         });
     }
     let dims: Vec<usize> = volume.dim().iter().map(|&d| d as usize).collect();
-    let (height, width) = match dims.as_slice() {
-        [h, w] => (*h, *w),
-        [h, w, 1] => (*h, *w),
+    // NIfTI dims are (nx, ny[, 1]); SimpleITK's array is [ny][nx].
+    let (width, height) = match dims.as_slice() {
+        [nx, ny] | [nx, ny, 1] => (*nx, *ny),
         _ => return Err(DataError::NotASlice { path: path.to_owned(), dims }),
     };
-    let array = volume
+    let mut array = volume
         .into_ndarray::<f32>()
         .map_err(|e| read_err(describe_nifti_error(&e)))?;
-    // Logical (row-major) order over [x, y(, 1)], whatever the memory layout.
-    let pixels: Vec<f32> = array.iter().copied().collect();
+    if array.ndim() == 3 {
+        array = array.index_axis_move(Axis(2), 0);
+    }
+    // `array[[i, j]]` is voxel (i, j); reversing the axes and walking in logical order visits
+    // row j = 0 first, i fastest within it.
+    let pixels: Vec<f32> = array.reversed_axes().iter().copied().collect();
     check_finite(path, width, &pixels)?;
     Image::new(height, width, pixels).map_err(|e| read_err(e.to_string()))
 }
 
-/// Writes a 2-D image as float32 NIfTI; gzip-compressed when the name ends in `.gz`.
+/// Writes a 2-D image as float32 NIfTI (dims `nx = width`, `ny = height`, voxel `(i, j)` =
+/// `image[j][i]`); gzip-compressed when the name ends in `.gz`.
 /// The file appears complete or not at all (written beside it, then renamed).
 pub fn write_nifti(path: &Path, image: &Image) -> Result<()> {
     let write_err = |message: String| DataError::Write { path: path.to_owned(), message };
+    // The writer takes `array[[i, j]]` = voxel (i, j): the transpose of the row-major image.
     let array = Array2::from_shape_vec((image.height, image.width), image.pixels.clone())
-        .map_err(|e| write_err(e.to_string()))?;
+        .map_err(|e| write_err(e.to_string()))?
+        .reversed_axes()
+        .as_standard_layout()
+        .into_owned();
     let tmp = temp_path(path);
     let written = nifti::writer::WriterOptions::new(&tmp)
         .write_nifti(&array)

@@ -15,7 +15,7 @@ use crate::split::Split;
 pub fn manifest(dataset: &Dataset, split: Option<&Split>) -> Result<DataFrame> {
     let records = dataset.records();
     let path: Vec<String> = records.iter().map(|r| r.path.display().to_string()).collect();
-    let patient: Vec<String> = records.iter().map(|r| r.patient.to_string()).collect();
+    let patient: Vec<u64> = records.iter().map(|r| r.patient.number()).collect();
     let day: Vec<u32> = records.iter().map(|r| r.day).collect();
     let label: Vec<u32> = records.iter().map(|r| r.label.index() as u32).collect();
     let history: Vec<u32> = records.iter().map(|r| r.history_len as u32).collect();

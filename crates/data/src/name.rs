@@ -1,34 +1,37 @@
-//! File-name convention of OASIS_2D: `affined_OAS3<patient>_MR_d<day>.nii[.gz]`.
+//! File-name convention of OASIS_2D: `affined_OAS<patient>_MR_d<day>.nii[.gz]`.
 
 use std::fmt;
 use std::path::Path;
 
-/// An OASIS-3 subject, written `OAS3xxxx` in file names.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PatientId(String);
+/// An OASIS-3 subject, identified as the study identifies it: the integer of the file name's
+/// first number (`affined_OAS30001_MR_d0129` → 30001, what `re.findall(r'\d+', name)[0]` gives
+/// its `dataset.py`). Written `OAS30001` for people, `30001` in files and tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PatientId(u64);
 
 impl PatientId {
-    /// A patient id is the digits after `OAS3` (for example `0001`); anything else is refused.
-    pub fn new(digits: &str) -> Option<Self> {
-        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| Self(digits.to_owned()))
+    pub fn new(number: u64) -> Self {
+        Self(number)
     }
 
-    /// The digits after `OAS3` (the `Display` form adds the prefix).
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// Parses `OAS30001` or `30001`; anything else is refused.
+    pub fn parse(text: &str) -> Option<Self> {
+        let digits = text.strip_prefix("OAS").unwrap_or(text);
+        if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok().map(Self)
     }
 
-    /// The digits as a number (for integer tensors such as the features file's `patient_id`).
-    pub fn number(&self) -> u64 {
-        // At most 19 digits fit; OASIS ids have four.
-        self.0.parse().unwrap_or(u64::MAX)
+    /// The study's integer id (features files, manifests, tables).
+    pub fn number(self) -> u64 {
+        self.0
     }
 }
 
 impl fmt::Display for PatientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OAS3{}", self.0)
+        write!(f, "OAS{}", self.0)
     }
 }
 
@@ -76,22 +79,23 @@ pub fn is_nifti(path: &Path) -> bool {
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
-/// Parses `affined_OAS3<patient>_MR_d<day>.nii[.gz]` into patient and day.
+/// Parses `affined_OAS<patient>_MR_d<day>.nii[.gz]` into patient and day (OASIS-3 ids start
+/// with 3: `affined_OAS30001_MR_d0129`).
 pub fn parse_file_name(file_name: &str) -> Option<(PatientId, u32)> {
     let stem = file_name
         .strip_suffix(".nii.gz")
         .or_else(|| file_name.strip_suffix(".nii"))?;
-    let rest = stem.strip_prefix("affined_OAS3")?;
+    let rest = stem.strip_prefix("affined_OAS")?;
     let (patient, day) = rest.split_once("_MR_d")?;
-    if day.is_empty() || !day.bytes().all(|b| b.is_ascii_digit()) {
+    if day.is_empty() || day.len() > 9 || !day.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((PatientId::new(patient)?, day.parse().ok()?))
+    Some((PatientId::parse(patient)?, day.parse().ok()?))
 }
 
 /// The file name for a patient's visit, the inverse of [`parse_file_name`].
 pub fn file_name(patient: &PatientId, day: u32) -> String {
-    format!("affined_OAS3{}_MR_d{:04}.nii.gz", patient.as_str(), day)
+    format!("affined_OAS{}_MR_d{:04}.nii.gz", patient.number(), day)
 }
 
 #[cfg(test)]
@@ -100,13 +104,13 @@ mod tests {
 
     #[test]
     fn parses_real_names() {
+        // The study's ids: the integer of the first number in the name.
         let (p, d) = parse_file_name("affined_OAS30001_MR_d0129.nii.gz").unwrap();
-        assert_eq!(p.as_str(), "0001");
+        assert_eq!(p.number(), 30001);
         assert_eq!(p.to_string(), "OAS30001");
-        assert_eq!(p.number(), 1);
         assert_eq!(d, 129);
         let (p, d) = parse_file_name("affined_OAS31172_MR_d3946.nii").unwrap();
-        assert_eq!((p.as_str(), d), ("1172", 3946));
+        assert_eq!((p.number(), d), (31172, 3946));
     }
 
     #[test]
@@ -114,7 +118,7 @@ mod tests {
         for bad in [
             "affined_OAS30001_MR_d0129.nii.gz.bak",
             "affined_OAS30001_MR_d.nii.gz",
-            "affined_OAS3_MR_d0001.nii.gz",
+            "affined_OAS_MR_d0001.nii.gz",
             "affined_OAS3x001_MR_d0001.nii.gz",
             "OAS30001_MR_d0129.nii.gz",
             "affined_OAS30001_CT_d0129.nii.gz",
@@ -126,8 +130,17 @@ mod tests {
     }
 
     #[test]
+    fn patient_ids_parse_with_or_without_prefix() {
+        assert_eq!(PatientId::parse("OAS30001"), Some(PatientId::new(30001)));
+        assert_eq!(PatientId::parse("30001"), Some(PatientId::new(30001)));
+        for bad in ["", "OAS", "OAS3x", "-1", "3000 1", "1234567890123456789"] {
+            assert_eq!(PatientId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn file_name_round_trips() {
-        let p = PatientId::new("0042").unwrap();
+        let p = PatientId::new(30042);
         assert_eq!(file_name(&p, 7), "affined_OAS30042_MR_d0007.nii.gz");
         assert_eq!(parse_file_name(&file_name(&p, 7)), Some((p, 7)));
     }

@@ -86,7 +86,7 @@ pub fn generate(root: &Path, config: &PhantomConfig) -> Result<Vec<PhantomImage>
     let mut out = Vec::new();
     for p in 0..config.patients {
         let label = if p % 2 == 0 { Label::Disease } else { Label::Healthy };
-        let patient = PatientId::new(&format!("{:04}", p + 1)).expect("digits");
+        let patient = PatientId::new(30_001 + p as u64);
         let anatomy = Anatomy {
             center: (rng.random_range(-0.03..0.03), rng.random_range(-0.03..0.03)),
             head: (rng.random_range(0.80..0.88), rng.random_range(0.66..0.74)),
@@ -107,7 +107,7 @@ pub fn generate(root: &Path, config: &PhantomConfig) -> Result<Vec<PhantomImage>
             let mask_file = mask_path(root, label, &path);
             write_nifti(&path, &image)?;
             write_nifti(&mask_file, &mask)?;
-            out.push(PhantomImage { path, mask_path: mask_file, patient: patient.clone(), day, label });
+            out.push(PhantomImage { path, mask_path: mask_file, patient, day, label });
             day += rng.random_range(300..900);
         }
     }

@@ -121,7 +121,7 @@ fn by_label(
         .iter()
         .map(|&label| {
             let members: Vec<PatientId> =
-                patients.iter().filter(|(_, &l)| l == label).map(|(p, _)| p.clone()).collect();
+                patients.iter().filter(|(_, &l)| l == label).map(|(p, _)| *p).collect();
             if members.len() < min {
                 return Err(DataError::Split(format!(
                     "class {label} has {} patient(s); at least {min} are needed so that every side holds both classes",

@@ -36,8 +36,8 @@ impl Stats {
         for r in dataset.records() {
             let entry = per_label.entry(r.label).or_default();
             entry.0 += 1;
-            entry.1.insert(r.patient.clone());
-            *visits.entry(r.patient.clone()).or_default() += 1;
+            entry.1.insert(r.patient);
+            *visits.entry(r.patient).or_default() += 1;
             *history_len.entry(r.history_len).or_default() += 1;
         }
         let counts = |label| {

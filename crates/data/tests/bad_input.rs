@@ -134,9 +134,10 @@ fn a_single_slice_volume_is_accepted_with_integer_data() {
     let path = dir.path().join("slice.nii.gz");
     let volume = ndarray::Array3::<i16>::from_shape_fn((2, 3, 1), |(x, y, _)| (10 * x + y) as i16);
     nifti::writer::WriterOptions::new(&path).write_nifti(&volume).unwrap();
+    // nx = 2, ny = 3: three rows (j) of two columns (i), image[r][c] = 10c + r.
     let image = read_nifti(&path).unwrap();
-    assert_eq!((image.height(), image.width()), (2, 3));
-    assert_eq!(image.pixels(), &[0.0, 1.0, 2.0, 10.0, 11.0, 12.0]);
+    assert_eq!((image.height(), image.width()), (3, 2));
+    assert_eq!(image.pixels(), &[0.0, 10.0, 1.0, 11.0, 2.0, 12.0]);
 }
 
 #[test]
@@ -170,9 +171,9 @@ fn round_trip_keeps_pixels_and_orientation() {
         let image = Image::new(3, 5, pixels).unwrap();
         write_nifti(&path, &image).unwrap();
         assert_eq!(read_nifti(&path).unwrap(), image);
-        // The first NIfTI axis is the row: voxel (x=1, y=0) is pixel (1, 0).
+        // SimpleITK's orientation: the first NIfTI axis is the column (nx = width = 5).
         let object = nifti::ReaderOptions::new().read_file(&path).unwrap();
         use nifti::{NiftiObject, NiftiVolume};
-        assert_eq!(object.volume().dim(), &[3, 5]);
+        assert_eq!(object.volume().dim(), &[5, 3]);
     }
 }

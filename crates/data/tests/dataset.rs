@@ -64,7 +64,8 @@ fn manifest_has_the_documented_columns_and_exports() {
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("path,patient_id,day,label,history_len,split"));
     let first: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(&first[1..5], ["OAS30001", "10", "1", "1"]);
+    // The study's integer patient id.
+    assert_eq!(&first[1..5], ["30001", "10", "1", "1"]);
     let side = split.side_of(&ds.records()[0].patient).unwrap().as_str();
     assert_eq!(first[5], side);
     assert_eq!(text.lines().count(), 8);
@@ -83,5 +84,5 @@ fn a_patient_in_both_folders_is_counted_and_labelled_by_the_latest_visit() {
     put(dir.path(), "healthy", "0001", 800);
     let ds = Dataset::open(dir.path()).unwrap();
     assert_eq!(Stats::of(&ds).patients_in_both, 1);
-    assert_eq!(ds.patients()[&tgc_data::PatientId::new("0001").unwrap()], Label::Healthy);
+    assert_eq!(ds.patients()[&tgc_data::PatientId::new(30001)], Label::Healthy);
 }

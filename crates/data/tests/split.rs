@@ -7,7 +7,7 @@ fn oasis_like() -> BTreeMap<PatientId, Label> {
     (0..53)
         .map(|i| {
             let label = if i < 43 { Label::Disease } else { Label::Healthy };
-            (PatientId::new(&format!("{:04}", i * 3 + 1)).unwrap(), label)
+            (PatientId::new(30_001 + i as u64 * 3), label)
         })
         .collect()
 }
@@ -42,7 +42,7 @@ fn split_is_deterministic_per_seed() {
 fn tiny_classes_keep_one_patient_on_each_side() {
     let patients: BTreeMap<_, _> = [("0001", Label::Disease), ("0002", Label::Disease), ("0003", Label::Healthy), ("0004", Label::Healthy)]
         .into_iter()
-        .map(|(p, l)| (PatientId::new(p).unwrap(), l))
+        .map(|(p, l)| (PatientId::parse(p).unwrap(), l))
         .collect();
     let split = train_test_split(&patients, 0.05, 0).unwrap();
     assert_eq!(split.test.len(), 2);
@@ -57,7 +57,7 @@ fn split_errors() {
     }
     let one_healthy: BTreeMap<_, _> = oasis_like()
         .into_iter()
-        .filter(|(p, l)| *l == Label::Disease || p.as_str() == "0130")
+        .filter(|(p, l)| *l == Label::Disease || p.number() == 30130)
         .collect();
     let err = train_test_split(&one_healthy, 0.2, 0).unwrap_err();
     assert!(err.to_string().contains("class healthy has 1 patient"), "{err}");

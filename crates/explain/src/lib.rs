@@ -20,7 +20,7 @@ pub mod render;
 pub use error::{ExplainError, Result};
 pub use interpolate::{upsample_bilinear, upsample_nearest};
 pub use methods::{
-    Attribution, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient,
+    Attribution, Baselines, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient,
     IntegratedGradients, IntegratedGradientsConfig, Method, Saliency,
 };
 pub use model::{relu, Explainable, ReluMode};

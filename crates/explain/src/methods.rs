@@ -185,22 +185,79 @@ impl InputXGradient {
     }
 }
 
-/// Settings of [`GradientShap`] (Captum's defaults).
+/// The baseline distribution of [`GradientShap`] (Captum requires one; each sample draws one
+/// baseline uniformly from it).
+#[derive(Debug, Clone, Default)]
+pub enum Baselines {
+    /// The single all-zero image.
+    #[default]
+    Zeros,
+    /// Two baselines per image: the all-zero image and the input itself (`{input·0, input·1}`,
+    /// Captum's tutorial for a pretrained ResNet).
+    ZerosAndInput,
+    /// Given images `[N, C, H, W]` (shaped like one input image).
+    Images(Tensor),
+    /// `count` images of uniform noise on `[low, high)`, drawn once with `seed`.
+    Uniform { count: usize, low: f32, high: f32, seed: u64 },
+    /// `count` images of Gaussian noise `N(mean, std²)`, drawn once with `seed`.
+    Gaussian { count: usize, mean: f32, std: f32, seed: u64 },
+}
+
+impl Baselines {
+    /// The candidate baselines of one image `x` (`per_image` values), concatenated.
+    fn candidates(&self, x: &[f32], image_dims: &[usize]) -> Result<Vec<f32>> {
+        let per_image = x.len();
+        let noise = |count: usize, seed: u64, draw: &mut dyn FnMut(&mut ChaCha8Rng) -> f32| -> Result<Vec<f32>> {
+            if count == 0 {
+                return Err(ExplainError::Invalid("a noise baseline distribution needs at least one image".into()));
+            }
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            Ok((0..count * per_image).map(|_| draw(&mut rng)).collect())
+        };
+        match self {
+            Baselines::Zeros => Ok(vec![0.0; per_image]),
+            Baselines::ZerosAndInput => Ok([vec![0.0; per_image], x.to_vec()].concat()),
+            Baselines::Images(t) => {
+                if t.rank() != image_dims.len() + 1 || t.dims()[1..] != *image_dims || t.dim(0)? == 0 {
+                    return Err(ExplainError::Invalid(format!("baselines {:?} do not match an input image {:?}", t.dims(), image_dims)));
+                }
+                Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+            }
+            Baselines::Uniform { count, low, high, seed } => {
+                if !(low < high) {
+                    return Err(ExplainError::Invalid(format!("uniform baselines need low < high, got [{low}, {high})")));
+                }
+                noise(*count, *seed, &mut |rng| rng.random_range(*low..*high))
+            }
+            Baselines::Gaussian { count, mean, std, seed } => {
+                if !(*std > 0.0 && std.is_finite() && mean.is_finite()) {
+                    return Err(ExplainError::Invalid(format!("Gaussian baselines need a finite mean and std > 0, got N({mean}, {std}²)")));
+                }
+                let normal = Normal::new(*mean, *std).map_err(|e| ExplainError::Invalid(format!("Gaussian baselines: {e}")))?;
+                noise(*count, *seed, &mut |rng| normal.sample(rng))
+            }
+        }
+    }
+}
+
+/// Settings of [`GradientShap`].
 #[derive(Debug, Clone)]
 pub struct GradientShapConfig {
     pub n_samples: usize,
     /// Standard deviation of the Gaussian noise added to the input for each sample.
     pub stdevs: f32,
-    /// Baselines `[N, C, H, W]` to draw from uniformly; `None` is the all-zero image.
-    pub baselines: Option<Tensor>,
+    pub baselines: Baselines,
+    /// Seed of the baseline draws, the α draws and the input noise.
     pub seed: u64,
     /// Samples per forward/backward batch (all of them by default).
     pub batch_size: Option<usize>,
 }
 
 impl Default for GradientShapConfig {
+    /// Captum's `GradientShap.attribute` defaults (`n_samples=5`, `stdevs=0`) with the
+    /// all-zero baseline.
     fn default() -> Self {
-        Self { n_samples: 5, stdevs: 0.0, baselines: None, seed: 0, batch_size: None }
+        Self { n_samples: 5, stdevs: 0.0, baselines: Baselines::Zeros, seed: 0, batch_size: None }
     }
 }
 
@@ -225,16 +282,9 @@ impl GradientShap {
         let input = input.detach().to_dtype(DType::F32)?;
         let per_image = input.elem_count() / batch;
         let x: Vec<f32> = input.flatten_all()?.to_vec1()?;
-        let baselines: Vec<f32> = match &self.config.baselines {
-            Some(t) => {
-                if t.rank() != 4 || t.dims()[1..] != input.dims()[1..] {
-                    return Err(ExplainError::Invalid(format!("baselines {:?} do not match the input {:?}", t.dims(), input.dims())));
-                }
-                t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?
-            }
-            None => vec![0.0; per_image],
-        };
-        let n_baselines = baselines.len() / per_image;
+        if !(self.config.stdevs >= 0.0 && self.config.stdevs.is_finite()) {
+            return Err(ExplainError::Invalid(format!("GradientSHAP stdevs must be a finite number ≥ 0, got {}", self.config.stdevs)));
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         let noise = Normal::new(0.0f32, self.config.stdevs.max(0.0)).map_err(|e| ExplainError::Invalid(e.to_string()))?;
         // Points b + α(x' − b) and differences x' − b, sample-major within each image.
@@ -242,6 +292,8 @@ impl GradientShap {
         let mut diffs = Vec::with_capacity(batch * n * per_image);
         for i in 0..batch {
             let xi = &x[i * per_image..(i + 1) * per_image];
+            let baselines = self.config.baselines.candidates(xi, &input.dims()[1..])?;
+            let n_baselines = baselines.len() / per_image;
             for _ in 0..n {
                 let base = &baselines[rng.random_range(0..n_baselines) * per_image..][..per_image];
                 let alpha: f32 = rng.random();

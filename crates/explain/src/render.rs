@@ -1,5 +1,7 @@
-//! Turning attributions into pictures: a perceptual colormap (viridis), heat maps, overlays on
-//! the slice (blended), the study's "masked image", and PNG files written atomically.
+//! Turning attributions into pictures the way Captum's `visualize_image_attr` does (the study's
+//! figures were drawn by it): [`normalize_attr`] with its signs and cumulative-sum outlier
+//! threshold, its default colour maps ([`Sign::colormap`]), blended heat maps; plus viridis,
+//! the study's "masked image", and PNG files written atomically.
 
 use std::path::Path;
 
@@ -33,23 +35,157 @@ pub fn viridis(t: f32) -> [u8; 3] {
     out
 }
 
-/// A map of attribution magnitude in [0, 1]: |attribution| summed over channels, divided by
-/// its 98th percentile and clipped (Captum's `visualize_image_attr` with
-/// `sign="absolute_value"`, `outlier_perc=2`). Input `[C, H, W]` or `[H, W]`.
-pub fn normalized_magnitude(attribution: &Tensor) -> Result<(Vec<f32>, usize, usize)> {
+/// Which values `visualize_image_attr` shows (its `sign` argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sign {
+    /// Signed values scaled to [−1, 1].
+    All,
+    /// Positive values only, in [0, 1].
+    Positive,
+    /// Negative values only, shown as magnitudes in [0, 1].
+    Negative,
+    /// |Σ_channels attribution| in [0, 1].
+    AbsoluteValue,
+}
+
+impl Sign {
+    /// Captum's default colour map for this sign: `RdWhGn` (red–white–green over [−1, 1]) for
+    /// `All`, matplotlib's `Greens`, `Reds` and `Blues` over [0, 1] for the others.
+    pub fn colormap(self) -> Colormap {
+        match self {
+            Sign::All => Colormap::RdWhGn,
+            Sign::Positive => Colormap::Greens,
+            Sign::Negative => Colormap::Reds,
+            Sign::AbsoluteValue => Colormap::Blues,
+        }
+    }
+}
+
+/// Captum's `_normalize_attr` with `reduction_axis` over the channels: the channels are summed
+/// **first** (signed), then the sign is applied (`AbsoluteValue` takes |sum|, `Positive` keeps
+/// sum > 0, `Negative` sum < 0), then the values are divided by the threshold at which the
+/// cumulative sum of the sorted magnitudes reaches `100 − outlier_perc` % of their total
+/// (`_cumulative_sum_threshold`) and clipped to [−1, 1]. An all-zero map stays zero (Captum
+/// refuses a zero scale). Input `[C, H, W]` or `[H, W]`; output row-major `h·w`.
+pub fn normalize_attr(attribution: &Tensor, sign: Sign, outlier_perc: f32) -> Result<(Vec<f32>, usize, usize)> {
+    if !(0.0..=100.0).contains(&outlier_perc) {
+        return Err(ExplainError::Invalid(format!("outlier_perc must be in [0, 100], got {outlier_perc}")));
+    }
     let a = attribution.to_dtype(candle_core::DType::F32)?;
     let a = match a.rank() {
-        2 => a.abs()?,
-        3 => a.abs()?.sum(0)?,
+        2 => a,
+        3 => a.sum(0)?,
         _ => return Err(ExplainError::Invalid(format!("an attribution to render is [C, H, W] or [H, W], got {:?}", a.dims()))),
     };
     let (h, w) = a.dims2()?;
-    let values: Vec<f32> = a.flatten_all()?.to_vec1()?;
-    let mut sorted: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    sorted.sort_by(|x, y| x.total_cmp(y));
-    let scale = if sorted.is_empty() { 0.0 } else { sorted[((sorted.len() - 1) as f32 * 0.98).round() as usize] };
-    let norm = values.iter().map(|v| if scale > 0.0 { (v / scale).clamp(0.0, 1.0) } else { 0.0 }).collect();
+    let combined: Vec<f32> = a.flatten_all()?.to_vec1()?;
+    if let Some(bad) = combined.iter().position(|v| !v.is_finite()) {
+        return Err(ExplainError::Invalid(format!("attribution has a non-finite value at pixel ({}, {})", bad / w, bad % w)));
+    }
+    let values: Vec<f32> = match sign {
+        Sign::All => combined,
+        Sign::Positive => combined.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect(),
+        Sign::Negative => combined.iter().map(|&v| if v < 0.0 { v } else { 0.0 }).collect(),
+        Sign::AbsoluteValue => combined.iter().map(|v| v.abs()).collect(),
+    };
+    let magnitudes: Vec<f32> = values.iter().map(|v| v.abs()).collect();
+    let mut threshold = cumulative_sum_threshold(&magnitudes, 100.0 - outlier_perc);
+    if sign == Sign::Negative {
+        threshold = -threshold;
+    }
+    let norm = values
+        .iter()
+        .map(|v| if threshold != 0.0 { (v / threshold).clamp(-1.0, 1.0) } else { 0.0 })
+        .collect();
     Ok((norm, h, w))
+}
+
+/// Captum's `_cumulative_sum_threshold`: the first sorted value at which the running sum
+/// reaches `percentile` % of the total (the sums in f64, so that large maps do not drift).
+fn cumulative_sum_threshold(values: &[f32], percentile: f32) -> f32 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|x, y| x.total_cmp(y));
+    let total: f64 = sorted.iter().map(|&v| v as f64).sum();
+    let target = total * 0.01 * percentile as f64;
+    let mut running = 0.0f64;
+    for &v in &sorted {
+        running += v as f64;
+        if running >= target {
+            return v;
+        }
+    }
+    sorted.last().copied().unwrap_or(0.0)
+}
+
+/// The map tgc draws by default: Captum's `sign="absolute_value"`, `outlier_perc=2`, in [0, 1].
+pub fn normalized_magnitude(attribution: &Tensor) -> Result<(Vec<f32>, usize, usize)> {
+    normalize_attr(attribution, Sign::AbsoluteValue, 2.0)
+}
+
+/// The colour maps `visualize_image_attr` uses by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Colormap {
+    /// matplotlib's `Blues` over [0, 1].
+    Blues,
+    /// matplotlib's `Greens` over [0, 1].
+    Greens,
+    /// matplotlib's `Reds` over [0, 1].
+    Reds,
+    /// Captum's `RdWhGn`: red at −1, white at 0, green (`#008000`) at 1.
+    RdWhGn,
+    /// matplotlib's `viridis` over [0, 1].
+    Viridis,
+}
+
+impl Colormap {
+    /// The colour of a normalized value (`[−1, 1]` for `RdWhGn`, `[0, 1]` otherwise).
+    pub fn colour(self, v: f32) -> [u8; 3] {
+        // ColorBrewer's nine stops, as matplotlib's `_Blues_data` etc. list them.
+        const BLUES: [[u8; 3]; 9] = [
+            [247, 251, 255], [222, 235, 247], [198, 219, 239], [158, 202, 225], [107, 174, 214],
+            [66, 146, 198], [33, 113, 181], [8, 81, 156], [8, 48, 107],
+        ];
+        const GREENS: [[u8; 3]; 9] = [
+            [247, 252, 245], [229, 245, 224], [199, 233, 192], [161, 217, 155], [116, 196, 118],
+            [65, 171, 93], [35, 139, 69], [0, 109, 44], [0, 68, 27],
+        ];
+        const REDS: [[u8; 3]; 9] = [
+            [255, 245, 240], [254, 224, 210], [252, 187, 161], [252, 146, 114], [251, 106, 74],
+            [239, 59, 44], [203, 24, 29], [165, 15, 21], [103, 0, 13],
+        ];
+        const RD_WH_GN: [[u8; 3]; 3] = [[255, 0, 0], [255, 255, 255], [0, 128, 0]];
+        match self {
+            Colormap::Blues => interpolate(&BLUES, v),
+            Colormap::Greens => interpolate(&GREENS, v),
+            Colormap::Reds => interpolate(&REDS, v),
+            Colormap::RdWhGn => interpolate(&RD_WH_GN, if v.is_finite() { (v + 1.0) / 2.0 } else { 0.5 }),
+            Colormap::Viridis => viridis(v),
+        }
+    }
+}
+
+/// Linear interpolation between equally spaced stops over [0, 1].
+fn interpolate(stops: &[[u8; 3]], t: f32) -> [u8; 3] {
+    let segments = (stops.len() - 1) as f32;
+    let x = if t.is_finite() { t.clamp(0.0, 1.0) * segments } else { 0.0 };
+    let i = (x.floor() as usize).min(stops.len() - 2);
+    let f = x - i as f32;
+    let mut out = [0u8; 3];
+    for (c, o) in out.iter_mut().enumerate() {
+        *o = (stops[i][c] as f32 * (1.0 - f) + stops[i + 1][c] as f32 * f).round() as u8;
+    }
+    out
+}
+
+/// `visualize_image_attr(method="blended_heat_map")`: the slice in grey with the colour map
+/// drawn over it at `alpha_overlay` (Captum's default 0.5).
+pub fn blended_heat_map(slice: &[f32], values: &[f32], h: usize, w: usize, colormap: Colormap, alpha_overlay: f32) -> RgbImage {
+    let a = alpha_overlay.clamp(0.0, 1.0);
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let i = y as usize * w + x as usize;
+        let grey = slice[i].clamp(0.0, 1.0) * 255.0;
+        Rgb(colormap.colour(values[i]).map(|c| ((1.0 - a) * grey + a * c as f32).round() as u8))
+    })
 }
 
 /// The heat map of normalized values (`h·w`, row-major) in viridis.
@@ -78,9 +214,10 @@ pub fn masked(slice: &[f32], values: &[f32], h: usize, w: usize) -> RgbImage {
     })
 }
 
-/// A vertical colour bar (`height` tall, `width` wide), high values at the top.
-pub fn colour_bar(width: u32, height: u32) -> RgbImage {
-    RgbImage::from_fn(width, height, |_, y| Rgb(viridis(1.0 - y as f32 / (height.max(2) - 1) as f32)))
+/// A vertical colour bar (`height` tall, `width` wide) of `colormap` over [0, 1], high values
+/// at the top.
+pub fn colour_bar(width: u32, height: u32, colormap: Colormap) -> RgbImage {
+    RgbImage::from_fn(width, height, |_, y| Rgb(colormap.colour(1.0 - y as f32 / (height.max(2) - 1) as f32)))
 }
 
 /// Writes a PNG through a temporary file renamed into place.
@@ -114,15 +251,61 @@ mod tests {
     }
 
     #[test]
-    fn magnitude_sums_channels_and_clips_outliers() {
-        // 50 pixels: 49 with |sum| 1, one outlier 100: the 98th percentile is 1.
-        let mut v = vec![0.5f32; 2 * 50];
-        v[49] = 50.0;
-        v[99] = -50.0;
-        let t = Tensor::from_vec(v, (2, 5, 10), &Device::Cpu).unwrap();
-        let (n, h, w) = normalized_magnitude(&t).unwrap();
-        assert_eq!((h, w), (5, 10));
-        assert!(n.iter().all(|&x| x == 1.0));
+    fn absolute_value_sums_channels_before_the_absolute_value() {
+        // Pixel 0: channels +3 and −3 cancel (a per-channel |·| would give 6). Pixels 1..4 are
+        // 1, 2, 3, 4. Sorted magnitudes 0 1 2 3 4, cumulative 0 1 3 6 10: 98 % of 10 is 9.8,
+        // first reached at 4, so the scale is 4.
+        let t = Tensor::from_vec(vec![3f32, 1.0, 2.0, 3.0, 4.0, -3.0, 0.0, 0.0, 0.0, 0.0], (2, 1, 5), &Device::Cpu).unwrap();
+        let (n, h, w) = normalize_attr(&t, Sign::AbsoluteValue, 2.0).unwrap();
+        assert_eq!((h, w), (1, 5));
+        assert_eq!(n, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn the_scale_is_a_cumulative_sum_threshold_not_a_percentile() {
+        // 99 ones and one 100: cumulative sums reach 98 % of 199 (195.02) only at the 100,
+        // so nothing is clipped and the ones become 0.01. A 98th percentile would be 1.
+        let mut v = vec![1f32; 100];
+        v[7] = 100.0;
+        let t = Tensor::from_vec(v, (10, 10), &Device::Cpu).unwrap();
+        let (n, _, _) = normalize_attr(&t, Sign::AbsoluteValue, 2.0).unwrap();
+        assert_eq!(n[7], 1.0);
+        assert!((n[0] - 0.01).abs() < 1e-7, "{}", n[0]);
+        // With outlier_perc = 60, the 40 % target (79.6) is reached at the 80th value, a 1.
+        let (n, _, _) = normalize_attr(&t, Sign::AbsoluteValue, 60.0).unwrap();
+        assert_eq!((n[0], n[7]), (1.0, 1.0));
+    }
+
+    #[test]
+    fn signed_modes() {
+        // Values −4, −1, 2, 6 (one channel). all: magnitudes 1 2 4 6, total 13, 98 % = 12.74
+        // reached at 6 → −4/6, −1/6, 2/6, 1. positive: 0 0 2 6 → scale 6. negative: −4 −1 0 0,
+        // magnitudes total 5, 4.9 reached at 4 → threshold −4, values 1, 0.25, 0, 0.
+        let t = Tensor::from_vec(vec![-4f32, -1.0, 2.0, 6.0], (1, 1, 4), &Device::Cpu).unwrap();
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+        let (all, _, _) = normalize_attr(&t, Sign::All, 2.0).unwrap();
+        assert!(close(&all, &[-4.0 / 6.0, -1.0 / 6.0, 2.0 / 6.0, 1.0]), "{all:?}");
+        let (pos, _, _) = normalize_attr(&t, Sign::Positive, 2.0).unwrap();
+        assert!(close(&pos, &[0.0, 0.0, 2.0 / 6.0, 1.0]), "{pos:?}");
+        let (neg, _, _) = normalize_attr(&t, Sign::Negative, 2.0).unwrap();
+        assert!(close(&neg, &[1.0, 0.25, 0.0, 0.0]), "{neg:?}");
+        // An all-zero map stays zero; a NaN is refused.
+        let zero = Tensor::zeros((2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(normalize_attr(&zero, Sign::All, 2.0).unwrap().0, vec![0.0; 4]);
+        let nan = Tensor::from_vec(vec![f32::NAN, 1.0], (1, 2), &Device::Cpu).unwrap();
+        assert!(normalize_attr(&nan, Sign::All, 2.0).is_err());
+    }
+
+    #[test]
+    fn captum_colour_maps() {
+        assert_eq!(Colormap::Blues.colour(0.0), [247, 251, 255]);
+        assert_eq!(Colormap::Blues.colour(1.0), [8, 48, 107]);
+        assert_eq!(Colormap::RdWhGn.colour(-1.0), [255, 0, 0]);
+        assert_eq!(Colormap::RdWhGn.colour(0.0), [255, 255, 255]);
+        assert_eq!(Colormap::RdWhGn.colour(1.0), [0, 128, 0]);
+        // Blended at 0.5 over black: half the colour.
+        let img = blended_heat_map(&[0.0], &[1.0], 1, 1, Colormap::Greens, 0.5);
+        assert_eq!(img.get_pixel(0, 0).0, [0, 34, 14]);
     }
 
     #[test]

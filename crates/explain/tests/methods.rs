@@ -159,10 +159,51 @@ fn gradient_shap_is_seeded_and_batch_independent() {
     let other = GradientShap::new(GradientShapConfig { seed: 12, ..cfg }).attribute(&toy, &x, &[1, 1]).unwrap();
     assert_ne!(v(&a.attribution), v(&other.attribution));
     // Baselines from a set: a single baseline equal to the input gives zero attribution.
-    let same = GradientShap::new(GradientShapConfig { baselines: Some(x.narrow(0, 0, 1).unwrap()), ..Default::default() })
+    let same = GradientShap::new(GradientShapConfig { baselines: Baselines::Images(x.narrow(0, 0, 1).unwrap()), ..Default::default() })
         .attribute(&toy, &x.narrow(0, 0, 1).unwrap(), &[0])
         .unwrap();
     assert!(v(&same.attribution).iter().all(|&a| a == 0.0));
+}
+
+/// Relative L2 distance.
+fn rel_l2(a: &[f32], b: &[f32]) -> f32 {
+    let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let den: f32 = b.iter().map(|y| y * y).sum();
+    (num / den).sqrt()
+}
+
+#[test]
+fn gradient_shap_with_a_zero_baseline_converges_to_integrated_gradients() {
+    // E_α[(x − 0)·∇f(αx)] with α ~ U(0, 1) is the path integral of Integrated Gradients. The
+    // ReLU toy with biases is not linear along the path, so Input×Gradient is far from both.
+    let toy = Toy::new(21, true);
+    let x = input(22, 1);
+    let ig = IntegratedGradients::new(IntegratedGradientsConfig { steps: 64, ..Default::default() }).attribute(&toy, &x, &[1]).unwrap();
+    let ig = v(&ig.attribution);
+    let ixg = v(&InputXGradient.attribute(&toy, &x, &[1]).unwrap().attribution);
+    assert!(rel_l2(&ixg, &ig) > 0.2, "the toy is too linear for this test: {}", rel_l2(&ixg, &ig));
+    let config = GradientShapConfig { n_samples: 4000, stdevs: 0.0, baselines: Baselines::Zeros, seed: 5, batch_size: Some(500) };
+    let shap = v(&GradientShap::new(config.clone()).attribute(&toy, &x, &[1]).unwrap().attribution);
+    assert!(rel_l2(&shap, &ig) < 0.03, "GradientSHAP vs IG: {}", rel_l2(&shap, &ig));
+    // With {0, x} as baselines, half the draws take b = x and contribute (x − x)·∇ = 0: IG / 2.
+    let half = v(&GradientShap::new(GradientShapConfig { baselines: Baselines::ZerosAndInput, ..config }).attribute(&toy, &x, &[1]).unwrap().attribution);
+    let ig_half: Vec<f32> = ig.iter().map(|a| a / 2.0).collect();
+    assert!(rel_l2(&half, &ig_half) < 0.06, "{}", rel_l2(&half, &ig_half));
+}
+
+#[test]
+fn noise_baselines_are_seeded_and_checked() {
+    let toy = Toy::new(9, true);
+    let x = input(10, 1);
+    let run = |b: Baselines| GradientShap::new(GradientShapConfig { n_samples: 6, baselines: b, seed: 1, ..Default::default() }).attribute(&toy, &x, &[0]).map(|a| v(&a.attribution));
+    let u = |seed| Baselines::Uniform { count: 3, low: 0.0, high: 1.0, seed };
+    assert_eq!(run(u(4)).unwrap(), run(u(4)).unwrap());
+    assert_ne!(run(u(4)).unwrap(), run(u(5)).unwrap());
+    let g = Baselines::Gaussian { count: 2, mean: 0.5, std: 0.1, seed: 4 };
+    assert_ne!(run(g).unwrap(), run(u(4)).unwrap());
+    assert!(run(Baselines::Uniform { count: 3, low: 1.0, high: 1.0, seed: 0 }).is_err());
+    assert!(run(Baselines::Uniform { count: 0, low: 0.0, high: 1.0, seed: 0 }).is_err());
+    assert!(run(Baselines::Gaussian { count: 1, mean: 0.0, std: -1.0, seed: 0 }).is_err());
 }
 
 #[test]
@@ -234,7 +275,7 @@ fn bad_arguments() {
     assert!(Saliency.attribute(&toy, &x, &[0, 2]).unwrap_err().to_string().contains("target class 2"));
     let flat = Tensor::zeros((2, 36), DType::F32, &Device::Cpu).unwrap();
     assert!(Saliency.attribute(&toy, &flat, &[0, 0]).is_err());
-    let bad_base = GradientShap::new(GradientShapConfig { baselines: Some(Tensor::zeros((1, 1, 5, 5), DType::F32, &Device::Cpu).unwrap()), ..Default::default() });
+    let bad_base = GradientShap::new(GradientShapConfig { baselines: Baselines::Images(Tensor::zeros((1, 1, 5, 5), DType::F32, &Device::Cpu).unwrap()), ..Default::default() });
     assert!(bad_base.attribute(&toy, &x, &[0, 0]).unwrap_err().to_string().contains("baselines"));
 }
 

@@ -117,9 +117,10 @@ pub fn iteration_seed(master: u64, i: usize) -> u64 {
 pub struct Iteration {
     pub index: usize,
     pub seed: u64,
-    pub train_patients: Vec<String>,
-    pub validation_patients: Vec<String>,
-    pub test_patients: Vec<String>,
+    /// Patients as the study's integer ids (30001 for `OAS30001`).
+    pub train_patients: Vec<u64>,
+    pub validation_patients: Vec<u64>,
+    pub test_patients: Vec<u64>,
     pub outcome: TrainOutcome,
     pub train_metrics: Metrics,
     pub selection_metrics: Metrics,
@@ -159,7 +160,7 @@ pub fn run_experiment(features: &FeatureSet, config: &ExperimentConfig, mut on_i
             HeadKind::Dnn { .. } => Head::Dnn(TemporalDnn::new(inputs.width, config.hidden, config.dropout, &mut rng)?),
         };
         let outcome = train(&mut head, &train_set, &selection_set, &config.train, &mut rng)?;
-        let names = |set: &std::collections::BTreeSet<PatientId>| set.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let names = |set: &std::collections::BTreeSet<PatientId>| set.iter().map(|p| p.number()).collect::<Vec<_>>();
         let iteration = Iteration {
             index,
             seed,
@@ -199,7 +200,7 @@ impl Inputs {
             let label = Label::from_index(usize::try_from(l).unwrap_or(usize::MAX))
                 .ok_or_else(|| TrainError::Invalid(format!("sample {i} has label {l}; labels must be 0 or 1")))?;
             labels.push(label.index() as u8);
-            let id = PatientId::new(&format!("{p:04}")).ok_or_else(|| TrainError::Invalid(format!("sample {i} has patient id {p}")))?;
+            let id = u64::try_from(p).map(PatientId::new).map_err(|_| TrainError::Invalid(format!("sample {i} has patient id {p}")))?;
             patient_of.push(id);
         }
         // A patient's stratification label is that of the latest visit.

@@ -18,8 +18,13 @@ use crate::metrics::Metrics;
 pub struct RunInfo {
     pub model: String,
     pub protocol: Protocol,
+    /// The backbone that made the features (`resnet18`, `vit`), from the features file.
+    pub backbone: String,
     pub random_weights: bool,
+    /// The backbone's weight source, as `--weights` takes it.
     pub weights: String,
+    /// Whether the inputs were ImageNet-normalized when the features were made.
+    pub imagenet_normalize: bool,
     pub features: String,
 }
 
@@ -104,6 +109,7 @@ pub fn save_checkpoint(path: &Path, state: &HashMap<String, candle_core::Tensor>
         ("protocol".to_owned(), info.protocol.to_string()),
         ("random_weights".to_owned(), info.random_weights.to_string()),
         ("weights".to_owned(), info.weights.clone()),
+        ("backbone".to_owned(), info.backbone.clone()),
     ]);
     let mut names: Vec<&String> = state.keys().collect();
     names.sort();

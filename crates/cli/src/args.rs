@@ -1,0 +1,319 @@
+//! The arguments every explanation command shares — which model (`--run`, or `--backbone`,
+//! `--weights`, `--model`, `--layer`), which methods and their settings, which slices — so that
+//! `explain`, `explain-temporal` and `faithfulness` spell them the same way.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use tgc_backbones::{Backbone, BackboneKind, LoadOptions, TargetLayer, WeightSource};
+use tgc_data::{train_test_split, Dataset, Label, PatientId, Side};
+use tgc_explain::{
+    Baselines, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
+    IntegratedGradientsConfig, Method, Saliency,
+};
+
+/// The weights a command uses: the given source, or the backbone's default hub id.
+pub fn weights_or_default(kind: BackboneKind, weights: Option<WeightSource>) -> Result<WeightSource> {
+    match weights {
+        Some(w) => Ok(w),
+        None => Ok(kind.default_weights().parse()?),
+    }
+}
+
+/// Loads a backbone and says on screen when its weights are random.
+pub fn load_backbone(kind: BackboneKind, source: &WeightSource, imagenet_normalize: bool) -> Result<Backbone> {
+    let options = LoadOptions { imagenet_normalize, ..LoadOptions::default() };
+    let backbone = Backbone::load(kind, source, &options).with_context(|| format!("loading {kind} weights from {source}"))?;
+    if backbone.is_random() {
+        println!("NOTE: {kind} uses RANDOM-INIT weights ({source}); results are not those of a pretrained model");
+    }
+    Ok(backbone)
+}
+
+/// The model to explain: a training iteration's folder, or each part named.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A training iteration's folder (`OUT/<model>/<iteration>` written by `tgc train` or
+    /// `tgc train-temporal`): its checkpoint, backbone, weight source and test patients are used.
+    #[arg(long, conflicts_with_all = ["model", "weights"])]
+    pub run: Option<PathBuf>,
+    /// resnet18 or vit (given by --run otherwise).
+    #[arg(long, required_unless_present = "run")]
+    pub backbone: Option<BackboneKind>,
+    /// Backbone weights: hub id, folder, .safetensors file or random:<seed> (default: the
+    /// backbone's hub id).
+    #[arg(long)]
+    pub weights: Option<WeightSource>,
+    /// Checkpoint of the head (`tgc train`) or temporal DNN (`tgc train-temporal`).
+    #[arg(long, alias = "head", required_unless_present = "run")]
+    pub model: Option<PathBuf>,
+    /// Normalize inputs with the ImageNet mean and standard deviation (off in the study; with
+    /// --run, taken from the run).
+    #[arg(long)]
+    pub imagenet_normalize: bool,
+    /// Layer of Grad-CAM and Guided Grad-CAM: layer1..layer4 for ResNet-18 (default layer4),
+    /// a block number (or block<N>) for ViT, whose `layernorm_before` output is used (default:
+    /// the last block).
+    #[arg(long, default_value = "last")]
+    pub layer: TargetLayer,
+}
+
+/// What a training iteration's `config.json` says about it.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub dir: PathBuf,
+    pub train_patients: BTreeSet<PatientId>,
+    pub test_patients: BTreeSet<PatientId>,
+}
+
+/// A model ready to load.
+#[derive(Debug, Clone)]
+pub struct ModelChoice {
+    pub kind: BackboneKind,
+    pub source: WeightSource,
+    pub checkpoint: PathBuf,
+    pub imagenet_normalize: bool,
+    pub layer: TargetLayer,
+    pub run: Option<RunRecord>,
+}
+
+impl ModelArgs {
+    pub fn resolve(&self) -> Result<ModelChoice> {
+        let Some(dir) = &self.run else {
+            let (Some(kind), Some(checkpoint)) = (self.backbone, self.model.clone()) else {
+                bail!("give --run DIR, or --backbone and --model");
+            };
+            return Ok(ModelChoice {
+                kind,
+                source: weights_or_default(kind, self.weights.clone())?,
+                checkpoint,
+                imagenet_normalize: self.imagenet_normalize,
+                layer: self.layer,
+                run: None,
+            });
+        };
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).with_context(|| format!("--run {}: reading {}", dir.display(), config_path.display()))?;
+        let config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config_path.display()))?;
+        let field = |path: &[&str]| -> Result<&serde_json::Value> {
+            path.iter()
+                .try_fold(&config, |v, k| v.get(k))
+                .with_context(|| format!("{} has no `{}` (written by an older tgc? re-run training)", config_path.display(), path.join(".")))
+        };
+        let text_of = |path: &[&str]| -> Result<String> {
+            field(path)?.as_str().map(str::to_owned).with_context(|| format!("{}: `{}` is not a string", config_path.display(), path.join(".")))
+        };
+        let kind: BackboneKind = text_of(&["run", "backbone"])?.parse().with_context(|| format!("{}: run.backbone", config_path.display()))?;
+        if let Some(given) = self.backbone {
+            if given != kind {
+                bail!("--backbone {given} but the run {} used {kind}", dir.display());
+            }
+        }
+        let source: WeightSource = text_of(&["run", "weights"])?.parse().with_context(|| format!("{}: run.weights", config_path.display()))?;
+        let imagenet_normalize = field(&["run", "imagenet_normalize"])?.as_bool().unwrap_or(false);
+        let patients = |key: &str| -> Result<BTreeSet<PatientId>> {
+            field(&[key])?
+                .as_array()
+                .with_context(|| format!("{}: `{key}` is not a list", config_path.display()))?
+                .iter()
+                .map(|p| p.as_u64().map(PatientId::new).with_context(|| format!("{}: `{key}` holds {p}, not a patient number", config_path.display())))
+                .collect()
+        };
+        let mut train_patients = patients("train_patients")?;
+        train_patients.extend(patients("validation_patients")?);
+        let checkpoint = dir.join("model.safetensors");
+        if !checkpoint.is_file() {
+            bail!("--run {}: no model.safetensors in it", dir.display());
+        }
+        Ok(ModelChoice {
+            kind,
+            source,
+            checkpoint,
+            imagenet_normalize,
+            layer: self.layer,
+            run: Some(RunRecord { dir: dir.clone(), train_patients, test_patients: patients("test_patients")? }),
+        })
+    }
+}
+
+impl ModelChoice {
+    /// The backbone at the chosen target layer (announcing random weights on screen).
+    pub fn load_backbone(&self) -> Result<Backbone> {
+        let backbone = load_backbone(self.kind, &self.source, self.imagenet_normalize)?;
+        backbone.with_target_layer(self.layer).with_context(|| format!("--layer {}", self.layer))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MethodName {
+    Gradcam,
+    GuidedBackprop,
+    GuidedGradcam,
+    GradientShap,
+    Saliency,
+    InputXGradient,
+    IntegratedGradients,
+}
+
+impl MethodName {
+    /// The column title used in the study's figures.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Gradcam => "GradCam",
+            Self::GuidedBackprop => "Guided Backprop",
+            Self::GuidedGradcam => "Guided GradCam",
+            Self::GradientShap => "Gradient SHAP",
+            Self::Saliency => "Saliency",
+            Self::InputXGradient => "Input x Gradient",
+            Self::IntegratedGradients => "Integrated Gradients",
+        }
+    }
+
+    /// The command-line spelling (`guided-gradcam`, …).
+    pub fn cli_name(self) -> String {
+        self.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
+    }
+}
+
+/// GradientSHAP's baseline distribution on the command line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BaselinesArg {
+    Zeros,
+    ZerosAndInput,
+    Uniform,
+    Gaussian,
+    File(PathBuf),
+}
+
+impl std::str::FromStr for BaselinesArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "zeros" => Self::Zeros,
+            "zeros-and-input" => Self::ZerosAndInput,
+            "uniform" => Self::Uniform,
+            "gaussian" => Self::Gaussian,
+            path if path.ends_with(".safetensors") => Self::File(PathBuf::from(path)),
+            other => return Err(format!("`{other}`: expected zeros, zeros-and-input, uniform, gaussian or a .safetensors file of baseline images")),
+        })
+    }
+}
+
+/// The methods to run and their settings.
+#[derive(Args, Debug, Clone)]
+pub struct MethodArgs {
+    /// Methods, comma-separated.
+    #[arg(long, alias = "methods", value_enum, value_delimiter = ',', default_value = "gradient-shap,gradcam,guided-gradcam,guided-backprop")]
+    pub method: Vec<MethodName>,
+    /// GradientSHAP baselines: zeros (the all-zero image), zeros-and-input ({input·0,
+    /// input·1}, Captum's tutorial), uniform (8 images of U[0, 1) noise), gaussian (8 images of
+    /// N(0.5, 0.25²) noise), or a .safetensors file whose `baselines` tensor is [N, 3, H, W].
+    #[arg(long, default_value = "zeros-and-input")]
+    pub baselines: BaselinesArg,
+    /// GradientSHAP samples per image.
+    #[arg(long, default_value_t = 50)]
+    pub samples: usize,
+    /// GradientSHAP: standard deviation of the Gaussian noise added to the input per sample.
+    #[arg(long, default_value_t = 1e-4)]
+    pub stdevs: f32,
+    /// Integrated Gradients steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Seed of GradientSHAP's draws (baselines, α, noise) and of noise baselines.
+    #[arg(long, default_value_t = 0)]
+    pub sampling_seed: u64,
+}
+
+impl MethodArgs {
+    /// One method with its settings.
+    pub fn method(&self, name: MethodName) -> Result<Method> {
+        Ok(match name {
+            MethodName::Gradcam => Method::GradCam(GradCam),
+            MethodName::GuidedBackprop => Method::GuidedBackprop(GuidedBackprop),
+            MethodName::GuidedGradcam => Method::GuidedGradCam(GuidedGradCam),
+            MethodName::GradientShap => Method::GradientShap(GradientShap::new(GradientShapConfig {
+                n_samples: self.samples,
+                stdevs: self.stdevs,
+                baselines: self.baselines()?,
+                seed: self.sampling_seed,
+                batch_size: Some(10),
+            })),
+            MethodName::Saliency => Method::Saliency(Saliency),
+            MethodName::InputXGradient => Method::InputXGradient(InputXGradient),
+            MethodName::IntegratedGradients => {
+                Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig { steps: self.steps, ..Default::default() }))
+            }
+        })
+    }
+
+    fn baselines(&self) -> Result<Baselines> {
+        let seed = self.sampling_seed ^ 0xBA5E;
+        Ok(match &self.baselines {
+            BaselinesArg::Zeros => Baselines::Zeros,
+            BaselinesArg::ZerosAndInput => Baselines::ZerosAndInput,
+            BaselinesArg::Uniform => Baselines::Uniform { count: 8, low: 0.0, high: 1.0, seed },
+            BaselinesArg::Gaussian => Baselines::Gaussian { count: 8, mean: 0.5, std: 0.25, seed },
+            BaselinesArg::File(path) => {
+                let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu).with_context(|| format!("reading baselines {}", path.display()))?;
+                let t = tensors.get("baselines").with_context(|| format!("{} has no `baselines` tensor [N, 3, H, W]", path.display()))?;
+                Baselines::Images(t.clone())
+            }
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SplitName {
+    Train,
+    Test,
+    All,
+}
+
+/// Which slices of a data folder to explain.
+#[derive(Args, Debug, Clone)]
+pub struct SelectionArgs {
+    /// Side of the patient split: with --run, the run's own stored patients; otherwise the
+    /// split drawn with --split-seed.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: SplitName,
+    /// Seed of the patient split when no --run gives it.
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Slices per class (the first ones of the split, in patient and day order).
+    #[arg(long, default_value_t = 3)]
+    pub samples_per_class: usize,
+}
+
+impl SelectionArgs {
+    /// The first `samples_per_class` images of each class on the chosen side.
+    pub fn pick(&self, dataset: &Dataset, run: Option<&RunRecord>) -> Result<Vec<usize>> {
+        let indices: Vec<usize> = match (self.split, run) {
+            (SplitName::All, _) => (0..dataset.len()).collect(),
+            (side, Some(run)) => {
+                let set = if side == SplitName::Test { &run.test_patients } else { &run.train_patients };
+                let picked: Vec<usize> = (0..dataset.len()).filter(|&i| set.contains(&dataset.records()[i].patient)).collect();
+                if picked.is_empty() {
+                    bail!("none of the {} patients of the run {} is in this data folder", if side == SplitName::Test { "test" } else { "training" }, run.dir.display());
+                }
+                picked
+            }
+            (side, None) => {
+                let s = train_test_split(&dataset.patients(), 0.2, self.split_seed)?;
+                s.indices(dataset, if side == SplitName::Test { Side::Test } else { Side::Train })
+            }
+        };
+        let mut picked = Vec::new();
+        for label in [Label::Healthy, Label::Disease] {
+            picked.extend(indices.iter().copied().filter(|&i| dataset.records()[i].label == label).take(self.samples_per_class));
+        }
+        Ok(picked)
+    }
+}
+
+/// Opens a data folder, naming it on error.
+pub fn open_data(path: &Path) -> Result<Dataset> {
+    Dataset::open(path).with_context(|| format!("reading data folder {}", path.display()))
+}
