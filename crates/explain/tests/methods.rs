@@ -255,6 +255,80 @@ fn guided_grad_cam_is_guided_backprop_times_nearest_cam() {
     close(&ggc, &expected, 1e-6);
 }
 
+/// The toy with a 2×2 average pool before the target layer: the layer is 3×3 for a 6×6 input,
+/// so the up-sampling mode shows in the result.
+struct Pooled(Toy);
+
+impl Explainable for Pooled {
+    type Context = ();
+
+    fn forward_to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<(Tensor, ())> {
+        let (a, ()) = self.0.forward_to_layer(input, mode)?;
+        Ok((a.avg_pool2d(2)?, ()))
+    }
+
+    fn forward_from_layer(&self, a: &Tensor, c: &(), mode: ReluMode) -> candle_core::Result<Tensor> {
+        self.0.forward_from_layer(a, c, mode)
+    }
+}
+
+/// PyTorch's `interpolate(mode="bilinear", align_corners=False)` of one `n×n` map to `m×m`,
+/// written out independently of the library.
+fn bilinear_by_hand(map: &[f32], n: usize, m: usize) -> Vec<f32> {
+    let scale = n as f32 / m as f32;
+    let src = |d: usize| {
+        let s = ((d as f32 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (s.floor() as usize).min(n - 1);
+        let i1 = (i0 + 1).min(n - 1);
+        (i0, i1, s - i0 as f32)
+    };
+    let mut out = vec![0f32; m * m];
+    for y in 0..m {
+        let (y0, y1, fy) = src(y);
+        for x in 0..m {
+            let (x0, x1, fx) = src(x);
+            let at = |r: usize, c: usize| map[r * n + c];
+            out[y * m + x] = (1.0 - fy) * ((1.0 - fx) * at(y0, x0) + fx * at(y0, x1)) + fy * ((1.0 - fx) * at(y1, x0) + fx * at(y1, x1));
+        }
+    }
+    out
+}
+
+/// PyTorch's `interpolate(mode="nearest")`: source index ⌊d·n/m⌋.
+fn nearest_by_hand(map: &[f32], n: usize, m: usize) -> Vec<f32> {
+    (0..m * m).map(|i| map[(i / m) * n / m * n + (i % m) * n / m]).collect()
+}
+
+#[test]
+fn grad_cam_at_a_downsampled_layer_upsamples_bilinearly_and_guided_grad_cam_by_nearest() {
+    let model = Pooled(Toy::new(31, true));
+    let x = input(32, 1);
+    let target = 0;
+    let out = GradCam.attribute(&model, &x, &[target]).unwrap();
+    // ∂y/∂A_k(i, j) = fc_w[target, k] / 9 on the 3×3 layer.
+    let (a, ()) = model.forward_to_layer(&x, ReluMode::Standard).unwrap();
+    let (fc, av) = (v(&model.0.fc_w), v(&a));
+    let mut map = vec![0f32; 9];
+    for k in 0..4 {
+        for p in 0..9 {
+            map[p] += fc[target * 4 + k] / 9.0 * av[k * 9 + p];
+        }
+    }
+    close(&v(&out.layer_attribution.unwrap()), &map, 1e-5);
+    let relu_map: Vec<f32> = map.iter().map(|m| m.max(0.0)).collect();
+    assert!(relu_map.iter().any(|&m| m > 0.0) && relu_map.iter().any(|&m| m == 0.0), "the test needs a map with both signs: {map:?}");
+    let bilinear = bilinear_by_hand(&relu_map, 3, 6);
+    let nearest = nearest_by_hand(&relu_map, 3, 6);
+    assert!(rel_l2(&nearest, &bilinear) > 0.05, "bilinear and nearest must differ for this test to mean anything");
+    assert_eq!(out.attribution.dims(), &[1, 1, 6, 6]);
+    close(&v(&out.attribution), &bilinear, 1e-5);
+
+    let gb = v(&GuidedBackprop.attribute(&model, &x, &[target]).unwrap().attribution);
+    let ggc = v(&GuidedGradCam.attribute(&model, &x, &[target]).unwrap().attribution);
+    let expected: Vec<f32> = gb.iter().zip(&nearest).map(|(g, c)| g * c).collect();
+    close(&ggc, &expected, 1e-5);
+}
+
 #[test]
 fn re_randomizing_the_head_changes_grad_cam() {
     let x = input(18, 1);
