@@ -57,7 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Explain(args) => explain_cmd::run(args),
         Command::ExplainTemporal(args) => explain_temporal_cmd::run(args),
         Command::Faithfulness(args) => faithfulness_cmd::run(args),
-        Command::Train(args) => train_cmd::run(args, tgc_temporal::HeadKind::Probe),
+        Command::Train(args) => train_cmd::run(args),
         Command::TrainTemporal(args) => train_cmd::run_temporal(args),
     };
     match result {

@@ -26,6 +26,10 @@ pub struct Stats {
     pub visits_per_patient: BTreeMap<usize, usize>,
     /// Number of images by history length (visits up to and including the image).
     pub history_len: BTreeMap<usize, usize>,
+    /// Number of images by (label, history length): the visit-count confound at a glance.
+    pub history_len_by_label: BTreeMap<(Label, usize), usize>,
+    /// Images the earlier-visit rule (healthy iff the patient has an earlier visit) gets right.
+    pub earlier_visit_rule_correct: usize,
 }
 
 impl Stats {
@@ -33,7 +37,12 @@ impl Stats {
         let mut per_label: BTreeMap<Label, (usize, BTreeSet<_>)> = BTreeMap::new();
         let mut visits: BTreeMap<_, usize> = BTreeMap::new();
         let mut history_len = BTreeMap::new();
+        let mut history_len_by_label = BTreeMap::new();
+        let mut earlier_visit_rule_correct = 0;
         for r in dataset.records() {
+            *history_len_by_label.entry((r.label, r.history_len)).or_default() += 1;
+            let predicted = if r.history_len > 1 { Label::Healthy } else { Label::Disease };
+            earlier_visit_rule_correct += usize::from(predicted == r.label);
             let entry = per_label.entry(r.label).or_default();
             entry.0 += 1;
             entry.1.insert(r.patient);
@@ -62,7 +71,18 @@ impl Stats {
             patients_in_both,
             visits_per_patient,
             history_len,
+            history_len_by_label,
+            earlier_visit_rule_correct,
         }
+    }
+
+    /// Accuracy over all images of the rule "healthy iff the patient has an earlier visit",
+    /// which uses no image at all.
+    pub fn earlier_visit_rule_accuracy(&self) -> f64 {
+        if self.images == 0 {
+            return f64::NAN;
+        }
+        self.earlier_visit_rule_correct as f64 / self.images as f64
     }
 
     /// Patients with exactly one visit.
@@ -95,10 +115,19 @@ impl fmt::Display for Stats {
         for (n, count) in &self.visits_per_patient {
             writeln!(f, "{n:<12} {count:>9}")?;
         }
-        writeln!(f, "\n{:<12} {:>9}", "history len", "images")?;
+        writeln!(f, "\n{:<12} {:>9} {:>9} {:>9}", "history len", "images", "disease", "healthy")?;
         for (n, count) in &self.history_len {
-            writeln!(f, "{n:<12} {count:>9}")?;
+            let of = |label| self.history_len_by_label.get(&(label, *n)).copied().unwrap_or(0);
+            writeln!(f, "{n:<12} {count:>9} {:>9} {:>9}", of(Label::Disease), of(Label::Healthy))?;
         }
+        writeln!(
+            f,
+            "\nvisit-count confound: the rule \"healthy iff the patient has an earlier visit\" (no image used) \
+             is right for {} of {} images (accuracy {:.2}); a temporal model can learn it from the zero padding",
+            self.earlier_visit_rule_correct,
+            self.images,
+            self.earlier_visit_rule_accuracy()
+        )?;
         Ok(())
     }
 }

@@ -36,8 +36,17 @@ fn stats_of_a_hand_made_set() {
     assert_eq!((stats.healthy.images, stats.healthy.patients), (4, 2));
     assert_eq!(stats.single_visit_patients(), 2);
     assert_eq!(stats.max_visits(), 3);
-    assert_eq!(stats.history_len.into_iter().collect::<Vec<_>>(), vec![(1, 4), (2, 2), (3, 1)]);
+    assert_eq!(stats.history_len.clone().into_iter().collect::<Vec<_>>(), vec![(1, 4), (2, 2), (3, 1)]);
     assert_eq!(stats.patients_in_both, 0);
+    use Label::{Disease, Healthy};
+    assert_eq!(
+        stats.history_len_by_label.clone().into_iter().collect::<Vec<_>>(),
+        vec![((Healthy, 1), 2), ((Healthy, 2), 1), ((Healthy, 3), 1), ((Disease, 1), 2), ((Disease, 2), 1)]
+    );
+    // Healthy iff an earlier visit: right for 0001 d10, 0002, 0004 d100 and d900; wrong for
+    // 0001 d400 (disease with history), 0003 and 0004 d50 (healthy without).
+    assert_eq!(stats.earlier_visit_rule_correct, 4);
+    assert!((stats.earlier_visit_rule_accuracy() - 4.0 / 7.0).abs() < 1e-12);
 }
 
 #[test]

@@ -13,9 +13,10 @@ use tgc_backbones::extract::FeatureSet;
 use tgc_data::{build_sequences, train_test_split, Label, PatientId, SeqLen, Split};
 
 use crate::error::{Result, TrainError};
-use crate::metrics::Metrics;
+use crate::evaluation::{evaluate_test, BootstrapConfig, Evaluation, TestRows};
+use crate::metrics::{evaluate, Metrics};
 use crate::model::{Head, LinearProbe, TemporalDnn};
-use crate::train::{eval_metrics, train, Samples, TrainConfig, TrainOutcome};
+use crate::train::{train, Samples, TrainConfig, TrainOutcome};
 
 /// Which split drives early stopping and the learning-rate schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,11 +50,18 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// The head to train.
+/// The head to train, or a baseline that shows what the visit pattern alone gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadKind {
     Probe,
     Dnn { seq_len: SeqLen },
+    /// The temporal DNN with the same training on sequences whose real visits all carry the
+    /// same constant feature vector (padding stays zero): what it can learn from the visit
+    /// pattern alone.
+    HistoryOnly { seq_len: SeqLen },
+    /// No model: healthy iff the patient has an earlier visit (scores for the AUC: fewer
+    /// earlier visits, more disease-like).
+    EarlierVisitRule,
 }
 
 /// Settings of an experiment (the study's values by default).
@@ -69,6 +77,8 @@ pub struct ExperimentConfig {
     pub train: TrainConfig,
     pub hidden: usize,
     pub dropout: f32,
+    /// Patient-level bootstrap of the test metrics (its seed is mixed with each iteration's).
+    pub bootstrap: BootstrapConfig,
 }
 
 impl ExperimentConfig {
@@ -81,11 +91,12 @@ impl ExperimentConfig {
             validation_fraction: 0.2,
             head,
             train: match head {
-                HeadKind::Probe => TrainConfig::probe(),
-                HeadKind::Dnn { .. } => TrainConfig::dnn(),
+                HeadKind::Probe | HeadKind::EarlierVisitRule => TrainConfig::probe(),
+                HeadKind::Dnn { .. } | HeadKind::HistoryOnly { .. } => TrainConfig::dnn(),
             },
             hidden: 64,
             dropout: 0.1,
+            bootstrap: BootstrapConfig::default(),
         }
     }
 }
@@ -101,6 +112,8 @@ pub fn model_name(features: &FeatureSet, head: HeadKind) -> String {
     match head {
         HeadKind::Probe => base,
         HeadKind::Dnn { seq_len } => format!("{base}_seq_{}", seq_len.get()),
+        HeadKind::HistoryOnly { seq_len } => format!("{base}_history_seq_{}", seq_len.get()),
+        HeadKind::EarlierVisitRule => "Earlier_visit_rule".to_owned(),
     }
 }
 
@@ -125,7 +138,9 @@ pub struct Iteration {
     pub train_metrics: Metrics,
     pub selection_metrics: Metrics,
     pub test_metrics: Metrics,
-    /// The restored best checkpoint.
+    /// Per patient, by visit history, with bootstrap intervals.
+    pub test_evaluation: Evaluation,
+    /// The restored best checkpoint (empty for the earlier-visit rule).
     pub state: HashMap<String, Tensor>,
 }
 
@@ -151,15 +166,35 @@ pub fn run_experiment(features: &FeatureSet, config: &ExperimentConfig, mut on_i
             }
         };
         let fit_split = Split { train: fit.clone(), test: selection_side.clone() };
-        let train_set = inputs.samples(|p| fit_split.train.contains(p))?;
-        let selection_set = inputs.samples(|p| fit_split.test.contains(p))?;
-        let test_set = inputs.samples(|p| outer.test.contains(p))?;
+        let (train_set, _) = inputs.samples(|p| fit_split.train.contains(p))?;
+        let (selection_set, _) = inputs.samples(|p| fit_split.test.contains(p))?;
+        let (test_set, test_rows) = inputs.samples(|p| outer.test.contains(p))?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut head = match config.head {
-            HeadKind::Probe => Head::Probe(LinearProbe::new(inputs.width, &mut rng)?),
-            HeadKind::Dnn { .. } => Head::Dnn(TemporalDnn::new(inputs.width, config.hidden, config.dropout, &mut rng)?),
+        let (outcome, logits_of, state): (TrainOutcome, Box<dyn Fn(&Samples) -> Result<Vec<[f32; 2]>>>, _) = match config.head {
+            HeadKind::EarlierVisitRule => {
+                let outcome = TrainOutcome { history: Vec::new(), best_epoch: 0, stopped_early: false };
+                (outcome, Box::new(rule_logits), HashMap::new())
+            }
+            kind => {
+                let mut head = match kind {
+                    HeadKind::Probe => Head::Probe(LinearProbe::new(inputs.width, &mut rng)?),
+                    _ => Head::Dnn(TemporalDnn::new(inputs.width, config.hidden, config.dropout, &mut rng)?),
+                };
+                let outcome = train(&mut head, &train_set, &selection_set, &config.train, &mut rng)?;
+                let state = head.state_dict()?;
+                (outcome, Box::new(move |s: &Samples| head_logits(&head, s)), state)
+            }
         };
-        let outcome = train(&mut head, &train_set, &selection_set, &config.train, &mut rng)?;
+        let metrics = |s: &Samples| -> Result<Metrics> {
+            let mut m = evaluate(&logits_of(s)?, &s.y);
+            if config.head == HeadKind::EarlierVisitRule {
+                m.loss = f64::NAN; // the rule's logits are a device, not probabilities
+            }
+            Ok(m)
+        };
+        let mut rows = inputs.test_rows(&test_rows);
+        rows.logits = logits_of(&test_set)?;
+        let bootstrap = BootstrapConfig { seed: config.bootstrap.seed ^ seed, ..config.bootstrap };
         let names = |set: &std::collections::BTreeSet<PatientId>| set.iter().map(|p| p.number()).collect::<Vec<_>>();
         let iteration = Iteration {
             index,
@@ -167,10 +202,11 @@ pub fn run_experiment(features: &FeatureSet, config: &ExperimentConfig, mut on_i
             train_patients: names(&fit),
             validation_patients: if config.protocol == Protocol::Holdout { names(&selection_side) } else { Vec::new() },
             test_patients: names(&outer.test),
-            train_metrics: eval_metrics(&head, &train_set)?,
-            selection_metrics: eval_metrics(&head, &selection_set)?,
-            test_metrics: eval_metrics(&head, &test_set)?,
-            state: head.state_dict()?,
+            train_metrics: metrics(&train_set)?,
+            selection_metrics: metrics(&selection_set)?,
+            test_metrics: metrics(&test_set)?,
+            test_evaluation: evaluate_test(&rows, bootstrap),
+            state,
             outcome,
         };
         tracing::debug!(iteration = index, accuracy = iteration.test_metrics.accuracy, loss = iteration.test_metrics.loss, "iteration done");
@@ -180,12 +216,28 @@ pub fn run_experiment(features: &FeatureSet, config: &ExperimentConfig, mut on_i
     Ok(results)
 }
 
-/// Per-image model inputs (features, or flattened sequences) with patients and labels.
+/// A head's logits on a set.
+fn head_logits(head: &Head, samples: &Samples) -> Result<Vec<[f32; 2]>> {
+    let logits: Vec<Vec<f32>> = head.forward_eval(&samples.x)?.to_vec2()?;
+    Ok(logits.iter().map(|r| [r[0], r[1]]).collect())
+}
+
+/// The earlier-visit rule as logits: `[e − ½, ½ − e]` for `e` earlier visits predicts disease
+/// only without an earlier visit, and its score `1 − 2e` orders images by their history.
+fn rule_logits(samples: &Samples) -> Result<Vec<[f32; 2]>> {
+    let earlier: Vec<f32> = samples.x.flatten_all()?.to_vec1()?;
+    Ok(earlier.iter().map(|&e| [e - 0.5, 0.5 - e]).collect())
+}
+
+/// Per-image model inputs (features, flattened sequences, or the number of earlier visits for
+/// the rule) with patients, days and labels.
 struct Inputs {
     rows: Vec<f32>,
     width: usize,
     labels: Vec<u8>,
     patient_of: Vec<PatientId>,
+    days: Vec<i64>,
+    earlier_visits: Vec<usize>,
     patients: BTreeMap<PatientId, Label>,
 }
 
@@ -207,37 +259,52 @@ impl Inputs {
         let mut latest: BTreeMap<PatientId, (i64, Label)> = BTreeMap::new();
         for i in 0..features.len() {
             let label = Label::from_index(labels[i] as usize).expect("checked above");
-            let entry = latest.entry(patient_of[i].clone()).or_insert((features.day[i], label));
+            let entry = latest.entry(patient_of[i]).or_insert((features.day[i], label));
             if features.day[i] >= entry.0 {
                 *entry = (features.day[i], label);
             }
         }
         let patients = latest.into_iter().map(|(p, (_, l))| (p, l)).collect();
+        let earlier_visits: Vec<usize> = (0..features.len())
+            .map(|i| (0..features.len()).filter(|&j| patient_of[j] == patient_of[i] && features.day[j] < features.day[i]).count())
+            .collect();
+        let sequences = |seq_len: SeqLen, values: &[f32]| -> Result<Vec<f32>> {
+            let keys: Vec<(PatientId, u32)> =
+                patient_of.iter().zip(&features.day).map(|(p, &d)| (*p, u32::try_from(d).unwrap_or(u32::MAX))).collect();
+            Ok(build_sequences(&keys, seq_len)?.iter().flat_map(|s| s.gather(values, features.dim)).collect())
+        };
         let (rows, width) = match head {
             HeadKind::Probe => (features.features.clone(), features.dim),
-            HeadKind::Dnn { seq_len } => {
-                let keys: Vec<(PatientId, u32)> = patient_of
-                    .iter()
-                    .zip(&features.day)
-                    .map(|(p, &d)| (p.clone(), u32::try_from(d).unwrap_or(u32::MAX)))
-                    .collect();
-                let sequences = build_sequences(&keys, seq_len)?;
-                let rows = sequences.iter().flat_map(|s| s.gather(&features.features, features.dim)).collect();
-                (rows, seq_len.get() * features.dim)
-            }
+            HeadKind::Dnn { seq_len } => (sequences(seq_len, &features.features)?, seq_len.get() * features.dim),
+            HeadKind::HistoryOnly { seq_len } => (sequences(seq_len, &vec![1.0; features.features.len()])?, seq_len.get() * features.dim),
+            HeadKind::EarlierVisitRule => (earlier_visits.iter().map(|&e| e as f32).collect(), 1),
         };
-        Ok(Self { rows, width, labels, patient_of, patients })
+        Ok(Self { rows, width, labels, patient_of, days: features.day.clone(), earlier_visits, patients })
     }
 
-    fn samples(&self, keep: impl Fn(&PatientId) -> bool) -> Result<Samples> {
+    /// The rows of the patients `keep` accepts, and their indices.
+    fn samples(&self, keep: impl Fn(&PatientId) -> bool) -> Result<(Samples, Vec<usize>)> {
         let mut rows = Vec::new();
         let mut y = Vec::new();
+        let mut kept = Vec::new();
         for (i, p) in self.patient_of.iter().enumerate() {
             if keep(p) {
                 rows.extend_from_slice(&self.rows[i * self.width..(i + 1) * self.width]);
                 y.push(self.labels[i]);
+                kept.push(i);
             }
         }
-        Samples::new(rows, self.width, y)
+        Ok((Samples::new(rows, self.width, y)?, kept))
+    }
+
+    /// What the evaluation needs to know about the given rows (logits left empty).
+    fn test_rows(&self, kept: &[usize]) -> TestRows {
+        TestRows {
+            logits: Vec::new(),
+            labels: kept.iter().map(|&i| self.labels[i]).collect(),
+            patients: kept.iter().map(|&i| self.patient_of[i].number()).collect(),
+            days: kept.iter().map(|&i| self.days[i]).collect(),
+            earlier_visits: kept.iter().map(|&i| self.earlier_visits[i]).collect(),
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! ([`explain_temporal`]).
 
 mod error;
+pub mod evaluation;
 pub mod experiment;
 pub mod explain_temporal;
 pub mod metrics;

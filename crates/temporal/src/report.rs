@@ -10,6 +10,7 @@ use serde::Serialize;
 use tgc_data::write_atomic;
 
 use crate::error::{Result, TrainError};
+use crate::evaluation::{EvalUnit, Stratum};
 use crate::experiment::{ExperimentConfig, HeadKind, Iteration, Protocol};
 use crate::metrics::Metrics;
 
@@ -26,6 +27,8 @@ pub struct RunInfo {
     /// Whether the inputs were ImageNet-normalized when the features were made.
     pub imagenet_normalize: bool,
     pub features: String,
+    /// The unit of the headline table.
+    pub eval_unit: EvalUnit,
 }
 
 impl RunInfo {
@@ -59,6 +62,8 @@ pub fn write_iteration(dir: &Path, info: &RunInfo, config: &ExperimentConfig, it
     let head = match config.head {
         HeadKind::Probe => "linear_probe".to_owned(),
         HeadKind::Dnn { seq_len } => format!("temporal_dnn(seq_len={})", seq_len.get()),
+        HeadKind::HistoryOnly { seq_len } => format!("temporal_dnn(seq_len={}) on constant visit features (history only)", seq_len.get()),
+        HeadKind::EarlierVisitRule => "earlier-visit rule (no model)".to_owned(),
     };
     write_json(
         &dir.join("config.json"),
@@ -89,12 +94,23 @@ pub fn write_iteration(dir: &Path, info: &RunInfo, config: &ExperimentConfig, it
             "selection_metrics": it.selection_metrics,
         }),
     )?;
-    write_json(&dir.join("test.json"), &serde_json::json!({ "run": info, "test_metrics": it.test_metrics, "auc_note": auc_note(&it.test_metrics) }))?;
+    write_json(
+        &dir.join("test.json"),
+        &serde_json::json!({
+            "run": info,
+            "test_metrics": it.test_metrics,
+            "auc_note": auc_note(&it.test_metrics),
+            "evaluation": it.test_evaluation,
+        }),
+    )?;
     let mut csv = String::from("epoch,train_loss,selection_loss,lr\n");
     for e in &it.outcome.history {
         csv.push_str(&format!("{},{},{},{}\n", e.epoch, e.train_loss, e.selection_loss, e.lr));
     }
     write_text(&dir.join("history.csv"), &csv)?;
+    if it.state.is_empty() {
+        return Ok(()); // the earlier-visit rule has no parameters
+    }
     save_checkpoint(&dir.join("model.safetensors"), &it.state, info)
 }
 
@@ -134,6 +150,51 @@ pub struct Summary {
     /// Over the iterations where the AUC is defined; `None` if it never is.
     pub auc: Option<(f64, f64)>,
     pub auc_defined: usize,
+    /// Each test patient once, at the last visit.
+    pub patient_accuracy: (f64, f64),
+    pub patient_f1: (f64, f64),
+    pub patient_auc: Option<(f64, f64)>,
+    /// Means over iterations of the patient-bootstrap 95 % interval bounds (image unit).
+    pub accuracy_ci: Option<(f64, f64)>,
+    pub auc_ci: Option<(f64, f64)>,
+    /// Test images without / with an earlier visit.
+    pub no_history: StratumSummary,
+    pub with_history: StratumSummary,
+}
+
+/// A history stratum over iterations: images (summed), accuracy mean ± std, AUC over the
+/// iterations where the stratum holds both classes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StratumSummary {
+    pub healthy: usize,
+    pub disease: usize,
+    pub accuracy: (f64, f64),
+    pub auc: Option<(f64, f64)>,
+}
+
+impl StratumSummary {
+    fn of(strata: &[&Stratum]) -> Self {
+        Self {
+            healthy: strata.iter().map(|s| s.healthy).sum(),
+            disease: strata.iter().map(|s| s.disease).sum(),
+            accuracy: mean_std(&strata.iter().filter(|s| s.metrics.samples > 0).map(|s| s.metrics.accuracy).collect::<Vec<_>>()),
+            auc: opt_mean_std(&strata.iter().filter_map(|s| s.metrics.auc).collect::<Vec<_>>()),
+        }
+    }
+}
+
+/// Mean and sample standard deviation (ddof 1; 0 for one value; NaN for none).
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let sd = if v.len() > 1 { (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt() } else { 0.0 };
+    (m, sd)
+}
+
+fn opt_mean_std(v: &[f64]) -> Option<(f64, f64)> {
+    (!v.is_empty()).then(|| mean_std(v))
 }
 
 impl PartialEq for RunInfo {
@@ -156,9 +217,27 @@ pub fn iterations_frame(results: &[Iteration]) -> Result<DataFrame> {
             Column::new("f1".into(), col(|m| m.f1)),
             Column::new("auc".into(), results.iter().map(|r| r.test_metrics.auc).collect::<Vec<Option<f64>>>()),
             Column::new("test_samples".into(), results.iter().map(|r| r.test_metrics.samples as u32).collect::<Vec<_>>()),
+            Column::new("accuracy_ci_lo".into(), results.iter().map(|r| r.test_evaluation.bootstrap.accuracy.map(|i| i.lo)).collect::<Vec<_>>()),
+            Column::new("accuracy_ci_hi".into(), results.iter().map(|r| r.test_evaluation.bootstrap.accuracy.map(|i| i.hi)).collect::<Vec<_>>()),
+            Column::new("auc_ci_lo".into(), results.iter().map(|r| r.test_evaluation.bootstrap.auc.map(|i| i.lo)).collect::<Vec<_>>()),
+            Column::new("auc_ci_hi".into(), results.iter().map(|r| r.test_evaluation.bootstrap.auc.map(|i| i.hi)).collect::<Vec<_>>()),
+            Column::new("patient_accuracy".into(), results.iter().map(|r| r.test_evaluation.patient.accuracy).collect::<Vec<_>>()),
+            Column::new("patient_f1".into(), results.iter().map(|r| r.test_evaluation.patient.f1).collect::<Vec<_>>()),
+            Column::new("patient_auc".into(), results.iter().map(|r| r.test_evaluation.patient.auc).collect::<Vec<_>>()),
+            Column::new("test_patients".into(), results.iter().map(|r| r.test_evaluation.patient.samples as u32).collect::<Vec<_>>()),
+            Column::new("no_history_images".into(), results.iter().map(|r| r.test_evaluation.no_history.metrics.samples as u32).collect::<Vec<_>>()),
+            Column::new("no_history_accuracy".into(), results.iter().map(|r| finite(r.test_evaluation.no_history.metrics.accuracy)).collect::<Vec<_>>()),
+            Column::new("no_history_auc".into(), results.iter().map(|r| r.test_evaluation.no_history.metrics.auc).collect::<Vec<_>>()),
+            Column::new("with_history_images".into(), results.iter().map(|r| r.test_evaluation.with_history.metrics.samples as u32).collect::<Vec<_>>()),
+            Column::new("with_history_accuracy".into(), results.iter().map(|r| finite(r.test_evaluation.with_history.metrics.accuracy)).collect::<Vec<_>>()),
+            Column::new("with_history_auc".into(), results.iter().map(|r| r.test_evaluation.with_history.metrics.auc).collect::<Vec<_>>()),
             Column::new("best_epoch".into(), results.iter().map(|r| r.outcome.best_epoch as u32).collect::<Vec<_>>()),
         ],
     )?)
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
 }
 
 /// Mean and sample standard deviation (ddof 1; 0 for a single iteration) with polars.
@@ -177,6 +256,13 @@ pub fn summarize(results: &[Iteration], info: &RunInfo) -> Result<Summary> {
         f1: stats("f1")?.unwrap_or(nan),
         auc: stats("auc")?,
         auc_defined: results.iter().filter(|r| r.test_metrics.auc.is_some()).count(),
+        patient_accuracy: stats("patient_accuracy")?.unwrap_or(nan),
+        patient_f1: stats("patient_f1")?.unwrap_or(nan),
+        patient_auc: stats("patient_auc")?,
+        accuracy_ci: stats("accuracy_ci_lo")?.zip(stats("accuracy_ci_hi")?).map(|(lo, hi)| (lo.0, hi.0)),
+        auc_ci: stats("auc_ci_lo")?.zip(stats("auc_ci_hi")?).map(|(lo, hi)| (lo.0, hi.0)),
+        no_history: StratumSummary::of(&results.iter().map(|r| &r.test_evaluation.no_history).collect::<Vec<_>>()),
+        with_history: StratumSummary::of(&results.iter().map(|r| &r.test_evaluation.with_history).collect::<Vec<_>>()),
     })
 }
 
@@ -200,46 +286,171 @@ pub fn summaries_frame(summaries: &[Summary]) -> Result<DataFrame> {
             Column::new("auc_mean".into(), o(|s| s.auc.map(|a| a.0))),
             Column::new("auc_std".into(), o(|s| s.auc.map(|a| a.1))),
             Column::new("auc_defined_iterations".into(), summaries.iter().map(|s| s.auc_defined as u32).collect::<Vec<_>>()),
+            Column::new("accuracy_ci_lo".into(), o(|s| s.accuracy_ci.map(|c| c.0))),
+            Column::new("accuracy_ci_hi".into(), o(|s| s.accuracy_ci.map(|c| c.1))),
+            Column::new("auc_ci_lo".into(), o(|s| s.auc_ci.map(|c| c.0))),
+            Column::new("auc_ci_hi".into(), o(|s| s.auc_ci.map(|c| c.1))),
+            Column::new("patient_accuracy_mean".into(), f(|s| s.patient_accuracy.0)),
+            Column::new("patient_accuracy_std".into(), f(|s| s.patient_accuracy.1)),
+            Column::new("patient_f1_mean".into(), f(|s| s.patient_f1.0)),
+            Column::new("patient_f1_std".into(), f(|s| s.patient_f1.1)),
+            Column::new("patient_auc_mean".into(), o(|s| s.patient_auc.map(|a| a.0))),
+            Column::new("patient_auc_std".into(), o(|s| s.patient_auc.map(|a| a.1))),
+            Column::new("no_history_images".into(), summaries.iter().map(|s| (s.no_history.healthy + s.no_history.disease) as u32).collect::<Vec<_>>()),
+            Column::new("no_history_accuracy_mean".into(), f(|s| s.no_history.accuracy.0)),
+            Column::new("no_history_accuracy_std".into(), f(|s| s.no_history.accuracy.1)),
+            Column::new("no_history_auc_mean".into(), o(|s| s.no_history.auc.map(|a| a.0))),
+            Column::new("with_history_images".into(), summaries.iter().map(|s| (s.with_history.healthy + s.with_history.disease) as u32).collect::<Vec<_>>()),
+            Column::new("with_history_accuracy_mean".into(), f(|s| s.with_history.accuracy.0)),
+            Column::new("with_history_accuracy_std".into(), f(|s| s.with_history.accuracy.1)),
+            Column::new("with_history_auc_mean".into(), o(|s| s.with_history.auc.map(|a| a.0))),
         ],
     )?)
 }
 
-/// The study's table (Model | Loss | Accuracy | F1-score | AUC, means) plus a ± column per
-/// metric, headed by the protocol and the kind of backbone weights.
+/// A row label as the study writes it, with the baselines spelled out.
+pub fn display_model(model: &str) -> String {
+    if model == "Earlier_visit_rule" {
+        return "Earlier-visit rule (no model)".to_owned();
+    }
+    if let Some((base, n)) = model.split_once("_history_seq_") {
+        return format!("{base} history only (Seq {n})");
+    }
+    match model.split_once("_seq_") {
+        Some((base, n)) => format!("{base} (Seq {n})"),
+        None => model.to_owned(),
+    }
+}
+
+fn pm((m, sd): (f64, f64)) -> String {
+    if m.is_finite() {
+        format!("{m:.4} ± {sd:.4}")
+    } else {
+        "—".to_owned()
+    }
+}
+
+fn ci(c: Option<(f64, f64)>) -> String {
+    c.map(|(lo, hi)| format!("[{lo:.2}, {hi:.2}]")).unwrap_or_else(|| "n/a".to_owned())
+}
+
+/// The study's table (Model | Loss | Accuracy | F1-score | AUC, mean ± std over iterations)
+/// in the chosen evaluation unit, with the patient-bootstrap 95 % intervals (image unit), then
+/// the metrics by visit history; headed by the protocol and the kind of backbone weights.
 pub fn markdown_table(summaries: &[Summary]) -> String {
     let mut out = String::new();
-    let mut groups: Vec<(Protocol, bool)> = Vec::new();
+    let mut groups: Vec<(Protocol, bool, EvalUnit)> = Vec::new();
     for s in summaries {
-        let key = (s.info.protocol, s.info.random_weights);
+        let key = (s.info.protocol, s.info.random_weights, s.info.eval_unit);
         if !groups.contains(&key) {
             groups.push(key);
         }
     }
-    for (protocol, random) in groups {
+    for (protocol, random, unit) in groups {
         let weights = if random { "RANDOM-INIT backbone weights (not pretrained)" } else { "pretrained backbone weights" };
         let selection = match protocol {
             Protocol::Holdout => "model selection on a patient-level validation split; test evaluated once",
             Protocol::Original => "the study's protocol: early stopping and LR schedule watch the test split (optimistic)",
         };
-        out.push_str(&format!("Protocol **{protocol}** ({selection}); {weights}.\n\n"));
-        out.push_str("| Model | Loss | ± | Accuracy | ± | F1-score | ± | AUC | ± |\n|---|---|---|---|---|---|---|---|---|\n");
-        for s in summaries.iter().filter(|s| s.info.protocol == protocol && s.info.random_weights == random) {
-            let auc = match s.auc {
-                Some((m, sd)) if s.auc_defined == s.iterations => format!("{m:.4} | {sd:.4}"),
-                Some((m, sd)) => format!("{m:.4}* | {sd:.4}"),
-                None => "n/a† | n/a".to_owned(),
+        let of: Vec<&Summary> = summaries.iter().filter(|s| s.info.protocol == protocol && s.info.random_weights == random && s.info.eval_unit == unit).collect();
+        let counted = match unit {
+            EvalUnit::Image => "every test image",
+            EvalUnit::Patient => "each test patient once, at the last visit",
+        };
+        out.push_str(&format!("Protocol **{protocol}** ({selection}); {weights}. Counting {counted}; mean ± std over iterations.\n\n"));
+        out.push_str("| Model | Loss | Accuracy | F1-score | AUC | Accuracy 95% CI | AUC 95% CI |\n|---|---|---|---|---|---|---|\n");
+        for s in &of {
+            let (acc, f1, auc, auc_defined) = match unit {
+                EvalUnit::Image => (s.accuracy, s.f1, s.auc, s.auc_defined == s.iterations),
+                EvalUnit::Patient => (s.patient_accuracy, s.patient_f1, s.patient_auc, true),
             };
-            out.push_str(&format!(
-                "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {} |\n",
-                s.info.model, s.loss.0, s.loss.1, s.accuracy.0, s.accuracy.1, s.f1.0, s.f1.1, auc
-            ));
+            let auc = match auc {
+                Some(a) if auc_defined => pm(a),
+                Some(a) => format!("{}*", pm(a)),
+                None => "n/a†".to_owned(),
+            };
+            out.push_str(&format!("| {} | {} | {} | {} | {} | {} | {} |\n", display_model(&s.info.model), pm(s.loss), pm(acc), pm(f1), auc, ci(s.accuracy_ci), ci(s.auc_ci)));
+        }
+        out.push_str("\nIntervals: patient-level bootstrap of the test images (test patients resampled with replacement), 2.5th–97.5th percentiles, averaged over iterations. Loss is not defined for the rule (—).\n");
+        if of.iter().any(|s| s.auc_defined < s.iterations) {
+            out.push_str("\\* AUC averaged over the iterations whose test split holds both classes. † undefined in every iteration (single-class test splits).\n");
+        }
+        out.push_str("\nBy visit history (test images; counts summed over iterations; AUC only where a stratum holds both classes):\n\n");
+        out.push_str("| Model | No earlier visit: images (healthy/disease) | Accuracy | AUC | ≥ 1 earlier visit: images (healthy/disease) | Accuracy | AUC |\n|---|---|---|---|---|---|---|\n");
+        for s in &of {
+            let stratum = |st: &StratumSummary| {
+                let auc = match st.auc {
+                    Some(a) => pm(a),
+                    None if st.healthy == 0 || st.disease == 0 => "one class only".to_owned(),
+                    None => "n/a".to_owned(),
+                };
+                format!("{} ({}/{}) | {} | {}", st.healthy + st.disease, st.healthy, st.disease, pm(st.accuracy), auc)
+            };
+            out.push_str(&format!("| {} | {} | {} |\n", display_model(&s.info.model), stratum(&s.no_history), stratum(&s.with_history)));
         }
         out.push('\n');
-        if summaries.iter().any(|s| s.auc_defined < s.iterations) {
-            out.push_str("\\* AUC averaged over the iterations whose test split holds both classes. † undefined in every iteration (single-class test splits).\n\n");
-        }
     }
     out
+}
+
+/// A paragraph that reads the temporal model against its baselines (same splits, same
+/// iterations): how far it is above what the visit pattern alone gives. `None` without both a
+/// temporal model and a baseline among `summaries`.
+pub fn confound_reading(summaries: &[Summary]) -> Option<String> {
+    let find = |pred: &dyn Fn(&str) -> bool| summaries.iter().find(|s| pred(&s.info.model));
+    let dnn = find(&|m| m.contains("_seq_") && !m.contains("_history_"))?;
+    let history = find(&|m| m.contains("_history_seq_"));
+    let rule = find(&|m| m == "Earlier_visit_rule");
+    if history.is_none() && rule.is_none() {
+        return None;
+    }
+    let acc: fn(&Summary) -> (f64, f64) = match dnn.info.eval_unit {
+        EvalUnit::Image => |s| s.accuracy,
+        EvalUnit::Patient => |s| s.patient_accuracy,
+    };
+    let counted = if dnn.info.eval_unit == EvalUnit::Image { "test images" } else { "test patients (last visits)" };
+    let (m, sd) = acc(dnn);
+    let mut text = format!(
+        "**Visit-count confound** ({} protocol, accuracy over {counted}, mean ± std over {} iterations). {} reaches {}.",
+        dnn.info.protocol,
+        dnn.iterations,
+        display_model(&dnn.info.model),
+        pm((m, sd))
+    );
+    let versus = |other: &Summary| {
+        let (om, osd) = acc(other);
+        let gap = m - om;
+        let spread = (sd * sd + osd * osd).sqrt();
+        let verdict = if gap.abs() <= spread {
+            "within the spread of the iterations: the images add nothing measurable"
+        } else if gap > 0.0 {
+            "beyond the spread of the iterations"
+        } else {
+            "below it"
+        };
+        (om, osd, gap, verdict)
+    };
+    if let Some(h) = history {
+        let (om, osd, gap, verdict) = versus(h);
+        text.push_str(&format!(
+            " The same DNN, trained the same way on history only (every real visit replaced by one constant vector, padding kept), reaches {}: the difference is {gap:+.4}, {verdict}.",
+            pm((om, osd))
+        ));
+    }
+    if let Some(r) = rule {
+        let (om, osd, gap, verdict) = versus(r);
+        text.push_str(&format!(
+            " The earlier-visit rule (healthy iff the patient has an earlier visit; no image, no training) reaches {}: the difference is {gap:+.4}, {verdict}.",
+            pm((om, osd))
+        ));
+    }
+    text.push_str(&format!(
+        " By history, {} is right on {} of test images without an earlier visit and {} of those with one.",
+        display_model(&dnn.info.model),
+        pm(dnn.no_history.accuracy),
+        pm(dnn.with_history.accuracy)
+    ));
+    Some(text)
 }
 
 /// Writes `DIR/<model>/iterations.csv`, `results.csv` and `results.md` for one experiment.
