@@ -43,7 +43,18 @@ fn phantom_features_are_learned_by_both_heads() {
     assert!(md.contains("RANDOM-INIT") && md.contains("holdout"), "{md}");
 
     let text = ok(tgc(&["train-temporal", "--features", f, "--seq-len", "3", "--out", o, "--iterations", "3", "--protocol", "original"], cache));
-    assert!(text.contains("| ResNet_seq_3 |"), "{text}");
+    assert!(text.contains("| ResNet (Seq 3) |"), "{text}");
+    // The baselines come along by default, on the same splits, with the reading.
+    assert!(text.contains("| ResNet history only (Seq 3) |") && text.contains("| Earlier-visit rule (no model) |"), "{text}");
+    assert!(text.contains("**Visit-count confound**"), "{text}");
+    assert!(out.join("ResNet_seq_3_confound.md").is_file());
+    let rule = results(&out.join("Earlier_visit_rule/results.csv"));
+    assert_eq!(rule["loss_mean"], "NaN");
+    for model in ["ResNet_seq_3", "ResNet_history_seq_3", "Earlier_visit_rule"] {
+        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join(format!("{model}/0/config.json"))).unwrap()).unwrap();
+        let first: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("ResNet_seq_3/0/config.json")).unwrap()).unwrap();
+        assert_eq!(config["test_patients"], first["test_patients"], "{model} must use the same splits");
+    }
     let r = results(&out.join("ResNet_seq_3/results.csv"));
     assert_eq!(r["protocol"], "original");
     let acc: f64 = r["accuracy_mean"].parse().unwrap();

@@ -38,7 +38,10 @@ fn synthetic_quick_reproduction() {
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let acc = header.iter().position(|h| *h == "accuracy_mean").unwrap();
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.iter().map(|r| r[0]).collect::<Vec<_>>(), ["ResNet", "ResNet_seq_3", "ViT", "ViT_seq_3"]);
+    assert_eq!(
+        rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
+        ["ResNet", "ResNet_seq_3", "ResNet_history_seq_3", "ViT", "ViT_seq_3", "ViT_history_seq_3", "Earlier_visit_rule"]
+    );
     for r in &rows {
         let v: f64 = r[acc].parse().unwrap();
         assert!((0.0..=1.0).contains(&v), "{csv}");
@@ -46,6 +49,10 @@ fn synthetic_quick_reproduction() {
     }
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(md.contains("| ResNet (Seq 3) |") && md.contains("0.8387") && md.contains("SYNTHETIC") && md.contains("RANDOM-INIT"), "{md}");
+    // The visit-count confound is reported by default: baselines, reading, per patient, by history.
+    for needle in ["| ResNet history only (Seq 3) |", "| Earlier-visit rule (no model) |", "**Visit-count confound**", "Per patient (each test patient once", "By visit history", "95% CI"] {
+        assert!(md.contains(needle), "results.md lacks {needle}:\n{md}");
+    }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("<img src=\"figures/interpretation_vit.png\"") && html.contains("RANDOM-INIT"));
     let timings: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("timings.json")).unwrap()).unwrap();

@@ -150,6 +150,8 @@ pub struct Summary {
     /// Over the iterations where the AUC is defined; `None` if it never is.
     pub auc: Option<(f64, f64)>,
     pub auc_defined: usize,
+    /// Test patients, summed over iterations.
+    pub test_patients: usize,
     /// Each test patient once, at the last visit.
     pub patient_accuracy: (f64, f64),
     pub patient_f1: (f64, f64),
@@ -256,6 +258,7 @@ pub fn summarize(results: &[Iteration], info: &RunInfo) -> Result<Summary> {
         f1: stats("f1")?.unwrap_or(nan),
         auc: stats("auc")?,
         auc_defined: results.iter().filter(|r| r.test_metrics.auc.is_some()).count(),
+        test_patients: results.iter().map(|r| r.test_evaluation.patient.samples).sum(),
         patient_accuracy: stats("patient_accuracy")?.unwrap_or(nan),
         patient_f1: stats("patient_f1")?.unwrap_or(nan),
         patient_auc: stats("patient_auc")?,
@@ -290,6 +293,7 @@ pub fn summaries_frame(summaries: &[Summary]) -> Result<DataFrame> {
             Column::new("accuracy_ci_hi".into(), o(|s| s.accuracy_ci.map(|c| c.1))),
             Column::new("auc_ci_lo".into(), o(|s| s.auc_ci.map(|c| c.0))),
             Column::new("auc_ci_hi".into(), o(|s| s.auc_ci.map(|c| c.1))),
+            Column::new("test_patients".into(), summaries.iter().map(|s| s.test_patients as u32).collect::<Vec<_>>()),
             Column::new("patient_accuracy_mean".into(), f(|s| s.patient_accuracy.0)),
             Column::new("patient_accuracy_std".into(), f(|s| s.patient_accuracy.1)),
             Column::new("patient_f1_mean".into(), f(|s| s.patient_f1.0)),
