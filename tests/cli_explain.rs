@@ -146,4 +146,16 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
         assert_eq!(r[6], "2");
     }
     assert!(fout.join("faithfulness.md").is_file() && fout.join("faithfulness.csv").is_file());
+    // The randomisation cascade: every stage from the head down to the stem, per slice and method.
+    let cascade = std::fs::read_to_string(fout.join("randomization.csv")).unwrap();
+    let stages: Vec<&str> = cascade.lines().skip(1).filter(|l| l.starts_with("Saliency,")).map(|l| l.split(',').nth(2).unwrap()).collect();
+    assert_eq!(stages.len(), 2 * 6, "{cascade}");
+    for stage in ["head", "layer4", "layer3", "layer2", "layer1", "stem"] {
+        assert_eq!(stages.iter().filter(|s| **s == stage).count(), 2, "{cascade}");
+    }
+    // With every weight re-drawn, Saliency's map is no longer the trained model's.
+    let stem_rho: Vec<f64> = cascade.lines().filter(|l| l.starts_with("Saliency,") && l.split(',').nth(2) == Some("stem")).map(|l| l.split(',').nth(3).unwrap().parse().unwrap()).collect();
+    assert!(stem_rho.iter().all(|r| *r < 0.95), "{cascade}");
+    let md = std::fs::read_to_string(fout.join("faithfulness.md")).unwrap();
+    assert!(md.contains("| Method | head | layer4 | layer3 | layer2 | layer1 | stem |"), "{md}");
 }

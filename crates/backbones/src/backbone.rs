@@ -67,12 +67,22 @@ pub struct LoadOptions {
     pub device: Device,
     /// ImageNet normalization of the input (off in the study).
     pub imagenet_normalize: bool,
+    /// Re-draw the weights under these checkpoint prefixes at random (the randomisation test).
+    pub randomize: Option<Randomize>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, imagenet_normalize: false }
+        Self { device: Device::Cpu, imagenet_normalize: false, randomize: None }
     }
+}
+
+/// Which weights to re-randomise: tensors under `prefixes` (`layer4`, `encoder.layer.11`,
+/// `embeddings`, …), drawn as `random:<seed>` would draw them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Randomize {
+    pub prefixes: Vec<String>,
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +160,16 @@ pub struct Backbone {
 
 impl Backbone {
     pub fn load(kind: BackboneKind, source: &WeightSource, options: &LoadOptions) -> Result<Self> {
-        let weights = load_weights(source, &options.device)?;
+        let mut weights = load_weights(source, &options.device)?;
+        if let Some(r) = &options.randomize {
+            let backend = crate::random_init::PartialRandom {
+                inner: weights.vb.clone(),
+                random: crate::random_init::RandomInit { seed: r.seed },
+                prefixes: r.prefixes.clone(),
+            };
+            weights.vb = candle_nn::VarBuilder::from_backend(Box::new(backend), weights.vb.dtype(), options.device.clone());
+            weights.identity.digest = crate::weights::sha256_hex(format!("{}|randomized {:?} seed {}", weights.identity.digest, r.prefixes, r.seed).as_bytes());
+        }
         let source_name = source.to_string();
         let key_err = |e: candle_core::Error| BackboneError::Weights {
             source_name: source_name.clone(),
@@ -200,6 +219,40 @@ impl Backbone {
                 Net::ResNet(_) => format!("layer{} (ResNet-18 has layer1..layer4)", i + 1),
                 Net::Vit(_) => format!("block {i} (this ViT has blocks 0..{})", count - 1),
             })),
+        }
+    }
+
+    /// The randomisation cascade (Adebayo et al.): checkpoint prefixes re-randomised at each
+    /// stage after the head, from the top down, cumulatively. ResNet-18: `layer4`, then
+    /// `layer3`, `layer2`, `layer1`, the stem; ViT: the last block, then down to about ¾, ½, ¼
+    /// of the depth and block 0, then the embeddings. Stage `k` randomises `stages[..=k]`.
+    pub fn randomization_cascade(&self) -> Vec<(String, Vec<String>)> {
+        match &self.net {
+            Net::ResNet(_) => ["layer4", "layer3", "layer2", "layer1"]
+                .iter()
+                .map(|l| (l.to_string(), vec![l.to_string()]))
+                .chain(std::iter::once(("stem".to_owned(), vec!["conv1".to_owned(), "bn1".to_owned()])))
+                .collect(),
+            Net::Vit(v) => {
+                let l = v.blocks();
+                let mut cuts: Vec<usize> = vec![l - 1, 3 * l / 4, l / 2, l / 4, 0];
+                cuts.dedup();
+                let mut stages = Vec::new();
+                let mut next = l;
+                for cut in cuts {
+                    if cut >= next {
+                        continue;
+                    }
+                    let mut blocks: Vec<String> = (cut..next).rev().map(|b| format!("encoder.layer.{b}")).collect();
+                    if next == l {
+                        blocks.push("layernorm".to_owned()); // the final norm sits above the last block
+                    }
+                    stages.push((if cut + 1 == next { format!("block{cut}") } else { format!("blocks{cut}-{}", next - 1) }, blocks));
+                    next = cut;
+                }
+                stages.push(("embeddings".to_owned(), vec!["embeddings".to_owned()]));
+                stages
+            }
         }
     }
 

@@ -15,7 +15,7 @@ pub mod resnet;
 pub mod vit;
 mod weights;
 
-pub use backbone::{Backbone, BackboneKind, LoadOptions, TargetActivation, TargetLayer};
+pub use backbone::{Backbone, BackboneKind, LoadOptions, Randomize, TargetActivation, TargetLayer};
 pub use classifier::Classifier;
 pub use error::{BackboneError, Result};
 pub use ops::ReluMode;

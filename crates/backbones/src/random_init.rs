@@ -60,6 +60,40 @@ impl SimpleBackend for RandomInit {
     }
 }
 
+/// Another backend's weights with every tensor under one of `prefixes` re-drawn as
+/// [`RandomInit`] would draw it: the model-parameter randomisation test (Adebayo et al. 2018)
+/// re-randomises a trained network cascading from the top. A prefix matches a tensor name
+/// equal to it or starting with it and a dot, with or without a leading `vit.`.
+pub struct PartialRandom {
+    pub inner: candle_nn::VarBuilder<'static>,
+    pub random: RandomInit,
+    pub prefixes: Vec<String>,
+}
+
+impl PartialRandom {
+    fn randomized(&self, name: &str) -> bool {
+        let name = name.strip_prefix("vit.").unwrap_or(name);
+        self.prefixes.iter().any(|p| name == p || name.starts_with(&format!("{p}.")))
+    }
+}
+
+impl SimpleBackend for PartialRandom {
+    fn get(&self, s: Shape, name: &str, init: candle_nn::Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+        if self.randomized(name) {
+            return self.random.get(s, name, init, dtype, dev);
+        }
+        self.inner.get_with_hints_dtype(s, name, init, dtype)?.to_device(dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, _: &Device) -> Result<Tensor> {
+        self.inner.get_unchecked_dtype(name, dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.contains_tensor(name)
+    }
+}
+
 /// FNV-1a, a stable string hash (std's hasher may change between Rust releases).
 fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))

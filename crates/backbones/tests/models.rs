@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::VarBuilder;
 use common::*;
-use tgc_backbones::{Backbone, BackboneKind, LoadOptions, ReluMode, TargetLayer, WeightSource};
+use tgc_backbones::{Backbone, BackboneKind, LoadOptions, Randomize, ReluMode, TargetLayer, WeightSource};
 
 fn cpu() -> LoadOptions {
     LoadOptions::default()
@@ -245,4 +245,44 @@ fn features_refuse_wrong_input_shapes() {
     let x = Tensor::zeros((1, 1, 32, 32), DType::F32, &Device::Cpu).unwrap();
     let err = resnet.features(&x).unwrap_err().to_string();
     assert!(err.contains("[1, 1, 32, 32]"), "{err}");
+}
+
+#[test]
+fn randomizing_a_prefix_changes_exactly_those_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    resnet_folder(dir.path());
+    let source = WeightSource::Folder(dir.path().to_owned());
+    let load = |prefixes: &[&str]| {
+        let randomize = Randomize { prefixes: prefixes.iter().map(|p| p.to_string()).collect(), seed: 5 };
+        Backbone::load(BackboneKind::ResNet18, &source, &LoadOptions { randomize: Some(randomize), ..cpu() }).unwrap()
+    };
+    let original = Backbone::load(BackboneKind::ResNet18, &source, &cpu()).unwrap();
+    let x = rand_tensor(&[1, 3, 64, 64], 1.0, 9).abs().unwrap();
+    let features = |b: &Backbone| b.features(&x).unwrap();
+    // `fc` does not feed the features, and `layer4x` is not the prefix `layer4`: unchanged.
+    assert_eq!(max_rel_diff(&features(&load(&["fc", "layer4x"])), &features(&original), 1e-3), 0.0);
+    // Re-drawing layer4 changes the features, but leaves layer3's output untouched.
+    let r4 = load(&["layer4"]);
+    assert!(max_rel_diff(&features(&r4), &features(&original), 1e-3) > 0.1);
+    let at3 = |b: &Backbone| b.clone().with_target_layer("layer3".parse().unwrap()).unwrap().forward_to_target(&x, ReluMode::Standard).unwrap().map().clone();
+    assert_eq!(max_rel_diff(&at3(&r4), &at3(&original), 1e-3), 0.0);
+    assert!(max_rel_diff(&at3(&load(&["layer4", "layer3"])), &at3(&original), 1e-3) > 0.1);
+    // The cascade names its stages from the top down.
+    let names: Vec<String> = original.randomization_cascade().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["layer4", "layer3", "layer2", "layer1", "stem"]);
+
+    // A 3-block ViT: the last block with the final norm, then each block, then the embeddings;
+    // randomising them all changes the features.
+    let vit_dir = tempfile::tempdir().unwrap();
+    write_safetensors(&vit_dir.path().join("model.safetensors"), &tiny_vit_tensors(3, 2, 5));
+    std::fs::write(vit_dir.path().join("config.json"), tiny_vit_config_json(3)).unwrap();
+    let vit_source = WeightSource::Folder(vit_dir.path().to_owned());
+    let vit = Backbone::load(BackboneKind::Vit, &vit_source, &cpu()).unwrap();
+    let cascade = vit.randomization_cascade();
+    assert_eq!(cascade.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["block2", "block1", "block0", "embeddings"]);
+    assert_eq!(cascade[0].1, ["encoder.layer.2", "layernorm"]);
+    let all: Vec<String> = cascade.iter().flat_map(|(_, p)| p.clone()).collect();
+    let randomized = Backbone::load(BackboneKind::Vit, &vit_source, &LoadOptions { randomize: Some(Randomize { prefixes: all, seed: 1 }), ..cpu() }).unwrap();
+    let x = rand_tensor(&[1, 3, 32, 32], 1.0, 4);
+    assert!(max_rel_diff(&randomized.features(&x).unwrap(), &vit.features(&x).unwrap(), 1e-3) > 0.1);
 }

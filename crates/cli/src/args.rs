@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use tgc_backbones::{Backbone, BackboneKind, LoadOptions, TargetLayer, WeightSource};
+use tgc_backbones::{Backbone, BackboneKind, LoadOptions, Randomize, TargetLayer, WeightSource};
 use tgc_data::{train_test_split, Dataset, Label, PatientId, Side};
 use tgc_explain::{
     Baselines, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
@@ -142,6 +142,14 @@ impl ModelChoice {
     /// The backbone at the chosen target layer (announcing random weights on screen).
     pub fn load_backbone(&self) -> Result<Backbone> {
         let backbone = load_backbone(self.kind, &self.source, self.imagenet_normalize)?;
+        backbone.with_target_layer(self.layer).with_context(|| format!("--layer {}", self.layer))
+    }
+
+    /// The same backbone with the weights under `randomize.prefixes` re-drawn at random.
+    pub fn load_randomized_backbone(&self, randomize: Randomize) -> Result<Backbone> {
+        let what = format!("{:?}", randomize.prefixes);
+        let options = LoadOptions { imagenet_normalize: self.imagenet_normalize, randomize: Some(randomize), ..LoadOptions::default() };
+        let backbone = Backbone::load(self.kind, &self.source, &options).with_context(|| format!("loading {} weights from {} with {what} re-randomized", self.kind, self.source))?;
         backbone.with_target_layer(self.layer).with_context(|| format!("--layer {}", self.layer))
     }
 }

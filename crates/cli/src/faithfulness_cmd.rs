@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 
-use tgc_backbones::{resize_bilinear_aa, Classifier, WeightSource};
+use tgc_backbones::{resize_bilinear_aa, Classifier, Randomize, WeightSource};
 use tgc_data::{phantom, read_nifti, write_atomic};
-use tgc_explain::faithfulness::{deletion_insertion, energy_in_mask, pointing_hit, spearman, Baseline, CurveConfig};
+use tgc_explain::faithfulness::{deletion_insertion, energy_in_mask, pointing_hit, spearman, ssim, Baseline, CurveConfig};
 use tgc_explain::render::normalized_magnitude;
 
 use crate::args::{open_data, MethodArgs, MethodName, ModelArgs, SelectionArgs};
@@ -45,6 +45,16 @@ pub struct FaithfulnessArgs {
     pub out: PathBuf,
 }
 
+/// One map of the randomisation cascade compared with the trained model's.
+struct CascadeRow {
+    method: MethodName,
+    image: String,
+    /// `head`, then the backbone stages (`layer4`, …, `stem`; `block11`, …, `embeddings`).
+    stage: String,
+    spearman: Option<f64>,
+    ssim: Option<f64>,
+}
+
 struct Row {
     method: MethodName,
     image: String,
@@ -75,8 +85,12 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         batch_size: 8,
     };
     let methods = args.methods.method.iter().map(|&m| Ok((m, args.methods.method(m)?))).collect::<Result<Vec<_>>>()?;
-    let bar = progress::bar((picked.len() * methods.len()) as u64, "faithfulness");
+    let cascade = model.backbone.randomization_cascade();
+    let bar = progress::bar((picked.len() * methods.len() * (2 + cascade.len())) as u64, "faithfulness");
     let mut rows = Vec::new();
+    let mut cascade_rows: Vec<CascadeRow> = Vec::new();
+    // Inputs, targets and normalized original maps, kept for the randomisation cascade.
+    let mut kept: Vec<(Tensor, usize, String, Vec<Vec<f32>>)> = Vec::new();
     for &i in &picked {
         let record = &dataset.records()[i];
         let x = model.backbone.preprocess(&dataset.load_image(i)?)?.unsqueeze(0)?;
@@ -89,24 +103,47 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         } else {
             None
         };
+        let mut maps = Vec::new();
         for (name, method) in &methods {
             let name = *name;
             let a = method.attribute(&model, &x, &[target])?;
             let (map, _, _) = normalized_magnitude(&a.attribution.squeeze(0)?)?;
+            let (other_map, _, _) = normalized_magnitude(&method.attribute(&random_head, &x, &[target])?.attribution.squeeze(0)?)?;
+            let image = record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            cascade_rows.push(CascadeRow { method: name, image: image.clone(), stage: "head".into(), spearman: spearman(&map, &other_map), ssim: ssim(&map, &other_map, h, w) });
+            bar.inc(1);
             let raw: Vec<f32> = a.attribution.squeeze(0)?.abs()?.sum(0)?.flatten_all()?.to_vec1()?;
             let curves = deletion_insertion(&model, &x, &raw, target, &curve)?;
-            let other = method.attribute(&random_head, &x, &[target])?;
-            let (other_map, _, _) = normalized_magnitude(&other.attribution.squeeze(0)?)?;
             rows.push(Row {
                 method: name,
-                image: record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                image,
                 deletion: curves.deletion_auc(),
                 insertion: curves.insertion_auc(),
-                randomization: spearman(&map, &other_map),
+                randomization: cascade_rows.last().and_then(|r| r.spearman),
                 energy: mask.as_ref().and_then(|m| energy_in_mask(&raw, m)),
                 hit: mask.as_ref().map(|m| pointing_hit(&raw, m)),
             });
+            maps.push(map);
             bar.inc(1);
+        }
+        let image = record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        kept.push((x, target, image, maps));
+    }
+    // The cascade (Adebayo et al. 2018): the head and then the backbone re-randomised from the
+    // top down, cumulatively; each stage's maps compared with the trained model's.
+    let mut prefixes: Vec<String> = Vec::new();
+    for (stage, stage_prefixes) in &cascade {
+        prefixes.extend(stage_prefixes.iter().cloned());
+        let randomize = Randomize { prefixes: prefixes.clone(), seed: args.randomization_seed ^ 0xCA5CADE };
+        let backbone = choice.load_randomized_backbone(randomize)?;
+        let stage_model = Classifier::new(backbone, random_head.head_weight().clone(), random_head.head_bias().clone())?;
+        for (x, target, image, maps) in &kept {
+            let (_, _, h, w) = x.dims4()?;
+            for ((name, method), map) in methods.iter().zip(maps) {
+                let (other, _, _) = normalized_magnitude(&method.attribute(&stage_model, x, &[*target])?.attribution.squeeze(0)?)?;
+                cascade_rows.push(CascadeRow { method: *name, image: image.clone(), stage: stage.clone(), spearman: spearman(map, &other), ssim: ssim(map, &other, h, w) });
+                bar.inc(1);
+            }
         }
     }
     bar.finish_and_clear();
@@ -157,6 +194,33 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     if !is_phantom {
         md.push_str("\nEnergy in region and pointing game need ground-truth masks (synthetic phantoms only).\n");
     }
+    // The cascade: one column per stage, mean Spearman ρ / SSIM with the trained model's map.
+    let stages: Vec<String> = std::iter::once("head".to_owned()).chain(cascade.iter().map(|(s, _)| s.clone())).collect();
+    md.push_str(&format!(
+        "\nModel-parameter randomisation, cascading from the top (Adebayo et al. 2018): each column re-randomises the head and every stage to its left as well; \
+         cells are the mean Spearman ρ / SSIM of the map with the trained model's (lower = the method depends on those weights; a method that stays near 1 does not).\n\n\
+         | Method | {} |\n|---|{}\n",
+        stages.join(" | "),
+        "---|".repeat(stages.len())
+    ));
+    let mut cascade_csv = String::from("method,image,stage,spearman,ssim\n");
+    for r in &cascade_rows {
+        cascade_csv.push_str(&format!("{},{},{},{},{}\n", r.method.title(), r.image, r.stage, opt(r.spearman), opt(r.ssim)));
+    }
+    for &(m, _) in &methods {
+        let cells: Vec<String> = stages
+            .iter()
+            .map(|stage| {
+                let of: Vec<&CascadeRow> = cascade_rows.iter().filter(|r| r.method == m && &r.stage == stage).collect();
+                let rho = mean(of.iter().filter_map(|r| r.spearman).collect());
+                let ss = mean(of.iter().filter_map(|r| r.ssim).collect());
+                let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "n/a".into());
+                format!("{} / {}", f(rho), f(ss))
+            })
+            .collect();
+        md.push_str(&format!("| {} | {} |\n", m.title(), cells.join(" | ")));
+    }
+    write("randomization.csv", &cascade_csv)?;
     write("summary.csv", &summary)?;
     write("faithfulness.md", &md)?;
     print!("{md}");

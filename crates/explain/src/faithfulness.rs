@@ -155,6 +155,64 @@ pub fn gaussian_blur(x: &[f32], c: usize, h: usize, w: usize, sigma: f32) -> Vec
     out
 }
 
+/// Structural similarity of two `h×w` maps with values in [0, 1], as scikit-image's
+/// `structural_similarity(data_range=1, gaussian_weights=True, sigma=1.5,
+/// use_sample_covariance=False)` computes it: Gaussian-weighted local means, variances and
+/// covariance (11-tap window, `reflect` borders), `C1 = 0.01²`, `C2 = 0.03²`, the SSIM map
+/// averaged away from a 5-pixel border. `None` for maps smaller than the window.
+pub fn ssim(a: &[f32], b: &[f32], h: usize, w: usize) -> Option<f64> {
+    const RADIUS: usize = 5;
+    if a.len() != h * w || b.len() != h * w || h < 2 * RADIUS + 1 || w < 2 * RADIUS + 1 {
+        return None;
+    }
+    let kernel: Vec<f64> = {
+        let k: Vec<f64> = (0..=2 * RADIUS).map(|i| (-0.5 * ((i as f64 - RADIUS as f64) / 1.5).powi(2)).exp()).collect();
+        let sum: f64 = k.iter().sum();
+        k.iter().map(|v| v / sum).collect()
+    };
+    // SciPy's `reflect`: d c b a | a b c d | d c b a.
+    let reflect = |i: isize, n: usize| -> usize {
+        let n = n as isize;
+        let mut i = i;
+        while i < 0 || i >= n {
+            i = if i < 0 { -i - 1 } else { 2 * n - i - 1 };
+        }
+        i as usize
+    };
+    let filter = |x: &[f64]| -> Vec<f64> {
+        let mut rows = vec![0.0; h * w];
+        for r in 0..h {
+            for c in 0..w {
+                rows[r * w + c] = kernel.iter().enumerate().map(|(k, kv)| kv * x[r * w + reflect(c as isize + k as isize - RADIUS as isize, w)]).sum();
+            }
+        }
+        let mut out = vec![0.0; h * w];
+        for r in 0..h {
+            for c in 0..w {
+                out[r * w + c] = kernel.iter().enumerate().map(|(k, kv)| kv * rows[reflect(r as isize + k as isize - RADIUS as isize, h) * w + c]).sum();
+            }
+        }
+        out
+    };
+    let x: Vec<f64> = a.iter().map(|&v| v as f64).collect();
+    let y: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+    let product = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(u, v)| u * v).collect::<Vec<f64>>();
+    let (ux, uy) = (filter(&x), filter(&y));
+    let (uxx, uyy, uxy) = (filter(&product(&x, &x)), filter(&product(&y, &y)), filter(&product(&x, &y)));
+    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
+    let mut total = 0.0;
+    let mut count = 0usize;
+    for r in RADIUS..h - RADIUS {
+        for c in RADIUS..w - RADIUS {
+            let i = r * w + c;
+            let (vx, vy, vxy) = (uxx[i] - ux[i] * ux[i], uyy[i] - uy[i] * uy[i], uxy[i] - ux[i] * uy[i]);
+            total += ((2.0 * ux[i] * uy[i] + c1) * (2.0 * vxy + c2)) / ((ux[i] * ux[i] + uy[i] * uy[i] + c1) * (vx + vy + c2));
+            count += 1;
+        }
+    }
+    Some(total / count as f64)
+}
+
 /// Spearman's rank correlation (average ranks for ties); `None` if either side is constant.
 pub fn spearman(a: &[f32], b: &[f32]) -> Option<f64> {
     if a.len() != b.len() || a.len() < 2 {
@@ -209,6 +267,22 @@ pub fn pointing_hit(map: &[f32], mask: &[f32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssim_known_answers() {
+        let (h, w) = (16, 20);
+        let x: Vec<f32> = (0..h * w).map(|i| ((i * 37 % 101) as f32) / 100.0).collect();
+        assert!((ssim(&x, &x, h, w).unwrap() - 1.0).abs() < 1e-12);
+        // Two constant maps: no variance, so SSIM is the luminance term alone,
+        // (2·0.5·0.25 + C1) / (0.5² + 0.25² + C1) with C1 = 1e-4.
+        let (a, b) = (vec![0.5f32; h * w], vec![0.25f32; h * w]);
+        let expected = (2.0 * 0.5 * 0.25 + 1e-4) / (0.25 + 0.0625 + 1e-4);
+        assert!((ssim(&a, &b, h, w).unwrap() - expected).abs() < 1e-12);
+        // An inverted map is structurally opposite; a map smaller than the window has no SSIM.
+        let inv: Vec<f32> = x.iter().map(|v| 1.0 - v).collect();
+        assert!(ssim(&x, &inv, h, w).unwrap() < -0.5);
+        assert_eq!(ssim(&x[..100], &x[..100], 10, 10), None);
+    }
 
     #[test]
     fn spearman_by_hand() {
