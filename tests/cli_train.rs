@@ -64,6 +64,31 @@ fn phantom_features_are_learned_by_both_heads() {
 }
 
 #[test]
+fn the_study_batch_norm_mode_drifts_the_backbone_statistics() {
+    let fx = Fixture::new(12, 2, 6, "random:4");
+    let out = fx.dir.path().join("out");
+    let (f, o) = (s_(&fx.features), s_(&out));
+    // Refused outside the study's protocol.
+    let e = fx.tgc(&["train", "--features", f, "--out", o, "--backbone-bn", "study"]);
+    assert_eq!(e.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--protocol original"));
+
+    let text = ok(fx.tgc(&["train", "--features", f, "--out", o, "--iterations", "2", "--epochs", "3", "--protocol", "original", "--backbone-bn", "study"]));
+    assert!(text.contains("| ResNet (study BatchNorm) |"), "{text}");
+    let dir = out.join("ResNet_study_bn/0");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["run"]["backbone_bn"], "study");
+    // random:4 starts every BatchNorm at mean 0 and variance 1; training batches moved them.
+    let stats = candle_core::safetensors::load(dir.join("backbone_bn.safetensors"), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(stats.len(), 40);
+    let mean: Vec<f32> = stats["layer4.1.bn2.running_mean"].to_vec1().unwrap();
+    assert!(mean.iter().any(|m| m.abs() > 1e-3), "running means did not move");
+    let var: Vec<f32> = stats["bn1.running_var"].to_vec1().unwrap();
+    assert!(var.iter().any(|v| (v - 1.0).abs() > 1e-3), "running variances did not move");
+    assert!(dir.join("model.safetensors").is_file() && dir.join("history.csv").is_file());
+}
+
+#[test]
 fn train_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");

@@ -1,7 +1,8 @@
 //! Frozen image backbones on candle: ResNet-18 ([`resnet`]) and ViT ([`vit`]) built from
 //! Hugging Face checkpoints ([`WeightSource`]), the study's preprocessing ([`Preprocess`]),
 //! penultimate features, and a forward pass split at the explainers' target layer, all
-//! differentiable to the input ([`ops`]). Entry point: [`Backbone::load`].
+//! differentiable to the input ([`ops`]). Entry point: [`Backbone::load`]. [`study_bn`] is
+//! ResNet-18 with BatchNorm in training mode, as the study's training loop ran it.
 
 mod backbone;
 mod classifier;
@@ -12,6 +13,7 @@ pub mod ops;
 mod preprocess;
 mod random_init;
 pub mod resnet;
+pub mod study_bn;
 pub mod vit;
 mod weights;
 

@@ -286,3 +286,54 @@ fn randomizing_a_prefix_changes_exactly_those_weights() {
     let x = rand_tensor(&[1, 3, 32, 32], 1.0, 4);
     assert!(max_rel_diff(&randomized.features(&x).unwrap(), &vit.features(&x).unwrap(), 1e-3) > 0.1);
 }
+
+#[test]
+fn train_mode_batch_norm_by_hand() {
+    use tgc_backbones::study_bn::BatchNorm2d;
+    let t = |v: &[f32]| Tensor::from_slice(v, v.len(), &Device::Cpu).unwrap();
+    // One channel, γ = 2, β = 1, running mean 0 and variance 1.
+    let mut bn = BatchNorm2d::from_tensors(t(&[2.0]), t(&[1.0]), t(&[0.0]), t(&[1.0]));
+    // Batch [2, 1, 1, 2] = 1, 2, 3, 4: mean 2.5, biased variance 1.25, unbiased 5/3.
+    let x = Tensor::from_slice(&[1f32, 2.0, 3.0, 4.0], (2, 1, 1, 2), &Device::Cpu).unwrap();
+    let y: Vec<f32> = bn.forward_train(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    for (yi, xi) in y.iter().zip([1f32, 2.0, 3.0, 4.0]) {
+        let expected = 2.0 * (xi - 2.5) / (1.25f32 + 1e-5).sqrt() + 1.0;
+        assert!((yi - expected).abs() < 1e-5, "{y:?}");
+    }
+    // Running: 0.9·0 + 0.1·2.5 = 0.25; 0.9·1 + 0.1·5/3 = 1.0666…
+    let rm: Vec<f32> = bn.running_mean.to_vec1().unwrap();
+    let rv: Vec<f32> = bn.running_var.to_vec1().unwrap();
+    assert!((rm[0] - 0.25).abs() < 1e-6 && (rv[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6, "{rm:?} {rv:?}");
+    // Eval mode now normalises with the drifted statistics.
+    let e: Vec<f32> = bn.forward_eval(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let expected = 2.0 * (1.0 - 0.25) / (rv[0] + 1e-5).sqrt() + 1.0;
+    assert!((e[0] - expected).abs() < 1e-5, "{e:?}");
+    // A second batch moves the statistics again: 0.9·0.25 + 0.1·mean.
+    let x2 = Tensor::from_slice(&[10f32, 10.0, 12.0, 12.0], (2, 1, 1, 2), &Device::Cpu).unwrap();
+    bn.forward_train(&x2).unwrap();
+    let rm: Vec<f32> = bn.running_mean.to_vec1().unwrap();
+    assert!((rm[0] - (0.9 * 0.25 + 0.1 * 11.0)).abs() < 1e-5, "{rm:?}");
+    // One value per channel cannot be normalised (PyTorch raises too).
+    let one = Tensor::from_slice(&[1f32], (1, 1, 1, 1), &Device::Cpu).unwrap();
+    assert!(bn.forward_train(&one).is_err());
+}
+
+#[test]
+fn study_bn_resnet_in_eval_mode_is_the_frozen_resnet() {
+    use tgc_backbones::study_bn::StudyBnResNet18;
+    let dir = tempfile::tempdir().unwrap();
+    resnet_folder(dir.path());
+    let source = WeightSource::Folder(dir.path().to_owned());
+    let frozen = Backbone::load(BackboneKind::ResNet18, &source, &cpu()).unwrap();
+    let mut study = StudyBnResNet18::load(&source).unwrap();
+    let x = rand_tensor(&[2, 3, 64, 64], 1.0, 12).abs().unwrap();
+    let before = study.running_stats();
+    assert!(max_rel_diff(&study.features(&x, false).unwrap(), &frozen.features(&x).unwrap(), 1e-3) < 1e-5);
+    assert_eq!(study.running_stats().len(), 2 * (1 + 16 + 3));
+    // Training mode drifts the statistics, and eval features change with them; restoring the
+    // saved statistics gives the frozen features back.
+    study.features(&x, true).unwrap();
+    assert!(max_rel_diff(&study.features(&x, false).unwrap(), &frozen.features(&x).unwrap(), 1e-3) > 1e-3);
+    study.load_running_stats(&before).unwrap();
+    assert!(max_rel_diff(&study.features(&x, false).unwrap(), &frozen.features(&x).unwrap(), 1e-3) < 1e-5);
+}

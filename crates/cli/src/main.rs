@@ -43,7 +43,7 @@ enum Command {
     /// Faithfulness of explanations: deletion/insertion, randomization check, region energy.
     Faithfulness(faithfulness_cmd::FaithfulnessArgs),
     /// Train the linear probe on features, over several iterations.
-    Train(train_cmd::TrainArgs),
+    Train(train_cmd::TrainProbeArgs),
     /// Train the temporal DNN on sequences of each patient's visits.
     TrainTemporal(train_cmd::TrainTemporalArgs),
 }

@@ -8,7 +8,14 @@ use tgc_backbones::extract::FeatureSet;
 use tgc_data::SeqLen;
 use tgc_temporal::report::{self, RunInfo};
 use tgc_temporal::evaluation::{BootstrapConfig, EvalUnit};
-use tgc_temporal::{model_name, run_experiment, ExperimentConfig, HeadKind, Protocol};
+use std::collections::HashMap;
+
+use tgc_backbones::study_bn::StudyBnResNet18;
+use tgc_backbones::{Preprocess, WeightSource};
+use tgc_temporal::study_bn::StudyBackbone;
+use tgc_temporal::{model_name, run_experiment_with, ExperimentConfig, HeadKind, Protocol};
+
+use crate::args::open_data;
 
 use crate::{plot, progress};
 
@@ -46,6 +53,30 @@ pub struct TrainArgs {
     pub bootstrap_seed: u64,
 }
 
+/// How the backbone's BatchNorm behaves while the probe trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackboneBn {
+    /// Eval mode, running statistics: features computed once (what "frozen" means).
+    Frozen,
+    /// The study's `run.py` (`model.train()` every batch on a frozen ResNet-18): batch
+    /// statistics while training, drifting running statistics used by every evaluation.
+    /// Recomputes the backbone every batch; `--protocol original`, ResNet-18 only.
+    Study,
+}
+
+#[derive(Args)]
+pub struct TrainProbeArgs {
+    #[command(flatten)]
+    pub common: TrainArgs,
+    /// BatchNorm of the backbone during training: frozen, or study (see --help).
+    #[arg(long, value_enum, default_value = "frozen")]
+    pub backbone_bn: BackboneBn,
+    /// With --backbone-bn study: the data folder the features were extracted from (default: the
+    /// one the features file names).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
 #[derive(Args)]
 pub struct TrainTemporalArgs {
     #[command(flatten)]
@@ -60,11 +91,49 @@ pub struct TrainTemporalArgs {
 }
 
 /// `tgc train`: the linear probe.
-pub fn run(args: TrainArgs) -> Result<()> {
-    let features = load_features(&args.features)?;
-    let summary = run_one(&features, &args, HeadKind::Probe)?;
+pub fn run(args: TrainProbeArgs) -> Result<()> {
+    let features = load_features(&args.common.features)?;
+    let study = match args.backbone_bn {
+        BackboneBn::Frozen => None,
+        BackboneBn::Study => Some(study_backbone(&features, &args)?),
+    };
+    let summary = run_one(&features, &args.common, HeadKind::Probe, study.as_ref())?;
     print!("{}", report::markdown_table(std::slice::from_ref(&summary)));
     Ok(())
+}
+
+/// The pretrained ResNet-18 with separate BatchNorm and the preprocessed image of every
+/// features row, for `--backbone-bn study`.
+fn study_backbone(features: &FeatureSet, args: &TrainProbeArgs) -> Result<StudyBackbone> {
+    if args.common.protocol != Protocol::Original {
+        anyhow::bail!("--backbone-bn study is a mode of the study's protocol: add --protocol original");
+    }
+    let meta = |k: &str| features.metadata.get(k).cloned();
+    if meta("backbone").as_deref() != Some("resnet18") {
+        anyhow::bail!("--backbone-bn study needs ResNet-18 features (the ViT has no BatchNorm); {} holds {}", args.common.features.display(), meta("backbone").unwrap_or_else(|| "unknown".into()));
+    }
+    let source: WeightSource = meta("weights").context("the features file does not name its weights")?.parse()?;
+    let data = match (&args.data, meta("data")) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => PathBuf::from(d),
+        (None, None) => anyhow::bail!("give --data: the features file does not name its data folder"),
+    };
+    let dataset = open_data(&data)?;
+    let by_key: HashMap<(u64, i64), usize> = dataset.records().iter().enumerate().map(|(i, r)| ((r.patient.number(), i64::from(r.day)), i)).collect();
+    let preprocess = Preprocess { resize_shorter_to: None, imagenet_normalize: meta("imagenet_normalize").as_deref() == Some("true") };
+    let bar = progress::bar(features.len() as u64, "loading slices");
+    let mut images = Vec::with_capacity(features.len());
+    for (&p, &d) in features.patient_id.iter().zip(&features.day) {
+        let &i = by_key
+            .get(&(u64::try_from(p).unwrap_or(u64::MAX), d))
+            .with_context(|| format!("{} has no slice of patient {p} day {d} named in {}", data.display(), args.common.features.display()))?;
+        images.push(preprocess.apply(&dataset.load_image(i)?, &candle_core::Device::Cpu)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let net = StudyBnResNet18::load(&source).with_context(|| format!("loading ResNet-18 weights {source}"))?;
+    println!("study BatchNorm: the backbone runs in training mode every batch ({} slices of {})", images.len(), data.display());
+    Ok(StudyBackbone { net, images: candle_core::Tensor::stack(&images, 0)? })
 }
 
 /// `tgc train-temporal`: the temporal DNN and, unless `--no-baselines`, what the visit pattern
@@ -76,7 +145,7 @@ pub fn run_temporal(args: TrainTemporalArgs) -> Result<()> {
     if !args.no_baselines {
         heads.extend([HeadKind::HistoryOnly { seq_len }, HeadKind::EarlierVisitRule]);
     }
-    let summaries = heads.into_iter().map(|h| run_one(&features, &args.common, h)).collect::<Result<Vec<_>>>()?;
+    let summaries = heads.into_iter().map(|h| run_one(&features, &args.common, h, None)).collect::<Result<Vec<_>>>()?;
     print!("{}", report::markdown_table(&summaries));
     if let Some(reading) = report::confound_reading(&summaries) {
         println!("{reading}\n");
@@ -106,7 +175,7 @@ fn load_features(path: &Path) -> Result<FeatureSet> {
 }
 
 /// One model over every iteration: per-iteration files, the summary files, the summary.
-fn run_one(features: &FeatureSet, args: &TrainArgs, head: HeadKind) -> Result<report::Summary> {
+fn run_one(features: &FeatureSet, args: &TrainArgs, head: HeadKind, study: Option<&StudyBackbone>) -> Result<report::Summary> {
     let mut config = ExperimentConfig::new(head);
     config.iterations = args.iterations;
     config.seed = args.seed;
@@ -119,7 +188,7 @@ fn run_one(features: &FeatureSet, args: &TrainArgs, head: HeadKind) -> Result<re
     if let Some(epochs) = args.epochs {
         config.train.max_epochs = epochs;
     }
-    let model = model_name(features, head);
+    let model = if study.is_some() { format!("{}_study_bn", model_name(features, head)) } else { model_name(features, head) };
     let info = RunInfo {
         model: model.clone(),
         protocol: args.protocol,
@@ -129,9 +198,10 @@ fn run_one(features: &FeatureSet, args: &TrainArgs, head: HeadKind) -> Result<re
         imagenet_normalize: features.metadata.get("imagenet_normalize").is_some_and(|v| v == "true"),
         features: args.features.display().to_string(),
         eval_unit: args.eval_unit,
+        backbone_bn: if study.is_some() { "study".into() } else { "frozen".into() },
     };
     let bar = progress::bar(config.iterations as u64, &model);
-    let results = run_experiment(features, &config, |it| {
+    let results = run_experiment_with(features, &config, study, |it| {
         let dir = report::iteration_dir(&args.out, &model, it.index);
         report::write_iteration(&dir, &info, &config, it)?;
         if !it.outcome.history.is_empty() {

@@ -16,7 +16,8 @@ use crate::error::{Result, TrainError};
 use crate::evaluation::{evaluate_test, BootstrapConfig, Evaluation, TestRows};
 use crate::metrics::{evaluate, Metrics};
 use crate::model::{Head, LinearProbe, TemporalDnn};
-use crate::train::{train, Samples, TrainConfig, TrainOutcome};
+use crate::study_bn::{StudyBackbone, StudyBnInputs};
+use crate::train::{train, train_with, Samples, TrainConfig, TrainOutcome};
 
 /// Which split drives early stopping and the learning-rate schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -142,12 +143,36 @@ pub struct Iteration {
     pub test_evaluation: Evaluation,
     /// The restored best checkpoint (empty for the earlier-visit rule).
     pub state: HashMap<String, Tensor>,
+    /// With the study's BatchNorm mode: the backbone's running statistics restored with the
+    /// best head (the test features were computed with them).
+    pub backbone_bn: Option<HashMap<String, Tensor>>,
 }
 
 /// Runs every iteration; `on_iteration` sees each as it finishes (for files and progress).
-pub fn run_experiment(features: &FeatureSet, config: &ExperimentConfig, mut on_iteration: impl FnMut(&Iteration) -> Result<()>) -> Result<Vec<Iteration>> {
+pub fn run_experiment(features: &FeatureSet, config: &ExperimentConfig, on_iteration: impl FnMut(&Iteration) -> Result<()>) -> Result<Vec<Iteration>> {
+    run_experiment_with(features, config, None, on_iteration)
+}
+
+/// [`run_experiment`], optionally training the probe as the study did: with `study`, every
+/// training batch runs through its ResNet-18 with BatchNorm in training mode, evaluations use
+/// the drifted running statistics, and each iteration starts from the pretrained ones. The
+/// features file then supplies only the rows' patients, days and labels.
+pub fn run_experiment_with(
+    features: &FeatureSet,
+    config: &ExperimentConfig,
+    study: Option<&StudyBackbone>,
+    mut on_iteration: impl FnMut(&Iteration) -> Result<()>,
+) -> Result<Vec<Iteration>> {
     if config.iterations == 0 {
         return Err(TrainError::Invalid("iterations must be at least 1".into()));
+    }
+    if let Some(s) = study {
+        if config.head != HeadKind::Probe {
+            return Err(TrainError::Invalid("the study's BatchNorm mode trains the linear probe only".into()));
+        }
+        if s.images.dim(0)? != features.len() {
+            return Err(TrainError::Invalid(format!("{} images for {} feature rows", s.images.dim(0)?, features.len())));
+        }
     }
     let inputs = Inputs::new(features, config.head)?;
     let mut results = Vec::new();
@@ -166,9 +191,10 @@ pub fn run_experiment(features: &FeatureSet, config: &ExperimentConfig, mut on_i
             }
         };
         let fit_split = Split { train: fit.clone(), test: selection_side.clone() };
-        let (train_set, _) = inputs.samples(|p| fit_split.train.contains(p))?;
-        let (selection_set, _) = inputs.samples(|p| fit_split.test.contains(p))?;
-        let (test_set, test_rows) = inputs.samples(|p| outer.test.contains(p))?;
+        let (mut train_set, train_rows) = inputs.samples(|p| fit_split.train.contains(p))?;
+        let (mut selection_set, selection_rows) = inputs.samples(|p| fit_split.test.contains(p))?;
+        let (mut test_set, test_rows) = inputs.samples(|p| outer.test.contains(p))?;
+        let mut backbone_bn = None;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (outcome, logits_of, state): (TrainOutcome, Box<dyn Fn(&Samples) -> Result<Vec<[f32; 2]>>>, _) = match config.head {
             HeadKind::EarlierVisitRule => {
@@ -180,7 +206,19 @@ pub fn run_experiment(features: &FeatureSet, config: &ExperimentConfig, mut on_i
                     HeadKind::Probe => Head::Probe(LinearProbe::new(inputs.width, &mut rng)?),
                     _ => Head::Dnn(TemporalDnn::new(inputs.width, config.hidden, config.dropout, &mut rng)?),
                 };
-                let outcome = train(&mut head, &train_set, &selection_set, &config.train, &mut rng)?;
+                let outcome = match study {
+                    None => train(&mut head, &train_set, &selection_set, &config.train, &mut rng)?,
+                    Some(backbone) => {
+                        let mut study_inputs = StudyBnInputs::new(backbone, (train_rows.clone(), train_set.y.clone()), (selection_rows.clone(), selection_set.y.clone()));
+                        let outcome = train_with(&mut head, &mut study_inputs, &config.train, &mut rng)?;
+                        // Every evaluation sees the statistics restored with the best head.
+                        train_set = study_inputs.eval_samples(&train_rows, &train_set.y)?;
+                        selection_set = study_inputs.eval_samples(&selection_rows, &selection_set.y)?;
+                        test_set = study_inputs.eval_samples(&test_rows, &test_set.y)?;
+                        backbone_bn = Some(study_inputs.net.running_stats());
+                        outcome
+                    }
+                };
                 let state = head.state_dict()?;
                 (outcome, Box::new(move |s: &Samples| head_logits(&head, s)), state)
             }
@@ -207,6 +245,7 @@ pub fn run_experiment(features: &FeatureSet, config: &ExperimentConfig, mut on_i
             test_metrics: metrics(&test_set)?,
             test_evaluation: evaluate_test(&rows, bootstrap),
             state,
+            backbone_bn,
             outcome,
         };
         tracing::debug!(iteration = index, accuracy = iteration.test_metrics.accuracy, loss = iteration.test_metrics.loss, "iteration done");

@@ -12,9 +12,10 @@ pub mod metrics;
 pub mod model;
 pub mod report;
 pub mod schedule;
+pub mod study_bn;
 pub mod train;
 
 pub use error::{Result, TrainError};
-pub use experiment::{model_name, run_experiment, ExperimentConfig, HeadKind, Iteration, Protocol};
+pub use experiment::{model_name, run_experiment, run_experiment_with, ExperimentConfig, HeadKind, Iteration, Protocol};
 pub use metrics::Metrics;
 pub use train::{TrainConfig, TrainOutcome};

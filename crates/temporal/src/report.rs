@@ -29,6 +29,8 @@ pub struct RunInfo {
     pub features: String,
     /// The unit of the headline table.
     pub eval_unit: EvalUnit,
+    /// `frozen` (eval-mode features) or `study` (the study's BatchNorm in training mode).
+    pub backbone_bn: String,
 }
 
 impl RunInfo {
@@ -108,6 +110,9 @@ pub fn write_iteration(dir: &Path, info: &RunInfo, config: &ExperimentConfig, it
         csv.push_str(&format!("{},{},{},{}\n", e.epoch, e.train_loss, e.selection_loss, e.lr));
     }
     write_text(&dir.join("history.csv"), &csv)?;
+    if let Some(stats) = &it.backbone_bn {
+        save_checkpoint(&dir.join("backbone_bn.safetensors"), stats, info)?;
+    }
     if it.state.is_empty() {
         return Ok(()); // the earlier-visit rule has no parameters
     }
@@ -316,6 +321,9 @@ pub fn summaries_frame(summaries: &[Summary]) -> Result<DataFrame> {
 pub fn display_model(model: &str) -> String {
     if model == "Earlier_visit_rule" {
         return "Earlier-visit rule (no model)".to_owned();
+    }
+    if let Some(base) = model.strip_suffix("_study_bn") {
+        return format!("{base} (study BatchNorm)");
     }
     if let Some((base, n)) = model.split_once("_history_seq_") {
         return format!("{base} history only (Seq {n})");

@@ -99,10 +99,58 @@ pub fn eval_metrics(head: &Head, samples: &Samples) -> Result<Metrics> {
     Ok(evaluate(&rows, &samples.y))
 }
 
+/// What the epochs train and select on. Fixed rows ([`train`]) or rows a backbone recomputes
+/// every batch in training mode (the study's BatchNorm, `tgc_temporal::study_bn`).
+pub trait EpochInputs {
+    /// Labels of the training rows.
+    fn train_labels(&self) -> &[u8];
+    /// The inputs of the training rows `batch`, as training sees them.
+    fn train_batch(&mut self, batch: &[usize]) -> Result<Tensor>;
+    /// The selection set as it is evaluated now.
+    fn selection(&mut self) -> Result<Samples>;
+    /// The head just improved: remember the state that goes with it.
+    fn save_best(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Training ended: go back to the state saved with the best head.
+    fn restore_best(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct FixedInputs<'a> {
+    train: &'a Samples,
+    selection: &'a Samples,
+}
+
+impl EpochInputs for FixedInputs<'_> {
+    fn train_labels(&self) -> &[u8] {
+        &self.train.y
+    }
+
+    fn train_batch(&mut self, batch: &[usize]) -> Result<Tensor> {
+        let idx = Tensor::from_vec(batch.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch.len(), &Device::Cpu)?;
+        Ok(self.train.x.index_select(&idx, 0)?)
+    }
+
+    fn selection(&mut self) -> Result<Samples> {
+        Ok(self.selection.clone())
+    }
+}
+
 /// Trains `head` on `train`, selecting by the loss on `selection`; restores the best epoch.
 pub fn train(head: &mut Head, train: &Samples, selection: &Samples, config: &TrainConfig, rng: &mut ChaCha8Rng) -> Result<TrainOutcome> {
     if train.is_empty() || selection.is_empty() {
         return Err(TrainError::Invalid("training and selection sets must not be empty".into()));
+    }
+    train_with(head, &mut FixedInputs { train, selection }, config, rng)
+}
+
+/// [`train`] over inputs that may change from batch to batch and epoch to epoch.
+pub fn train_with(head: &mut Head, inputs: &mut dyn EpochInputs, config: &TrainConfig, rng: &mut ChaCha8Rng) -> Result<TrainOutcome> {
+    let n_train = inputs.train_labels().len();
+    if n_train == 0 {
+        return Err(TrainError::Invalid("the training set must not be empty".into()));
     }
     let params = ParamsAdamW { lr: config.lr, beta1: config.beta1, beta2: config.beta2, eps: config.eps, weight_decay: 0.0 };
     let mut opt = AdamW::new(head.vars(), params)?;
@@ -111,8 +159,8 @@ pub fn train(head: &mut Head, train: &Samples, selection: &Samples, config: &Tra
     let mut best_state = head.state_dict()?;
     let mut history = Vec::new();
     let mut stopped_early = false;
-    let labels = Tensor::from_vec(train.y.iter().map(|&v| v as u32).collect::<Vec<_>>(), train.len(), &Device::Cpu)?;
-    let mut order: Vec<usize> = (0..train.len()).collect();
+    let labels = Tensor::from_vec(inputs.train_labels().iter().map(|&v| v as u32).collect::<Vec<_>>(), n_train, &Device::Cpu)?;
+    let mut order: Vec<usize> = (0..n_train).collect();
     let is_dnn = matches!(head, Head::Dnn(_));
     for epoch in 0..config.max_epochs {
         order.shuffle(rng);
@@ -123,7 +171,7 @@ pub fn train(head: &mut Head, train: &Samples, selection: &Samples, config: &Tra
                 continue;
             }
             let idx = Tensor::from_vec(batch.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch.len(), &Device::Cpu)?;
-            let x = train.x.index_select(&idx, 0)?;
+            let x = inputs.train_batch(batch)?;
             let y = labels.index_select(&idx, 0)?;
             let logits = head.forward_train(&x, rng)?;
             let loss = cross_entropy(&logits, &y)?;
@@ -131,13 +179,20 @@ pub fn train(head: &mut Head, train: &Samples, selection: &Samples, config: &Tra
             loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * batch.len() as f64;
             seen += batch.len();
         }
-        let selection_loss = eval_metrics(head, selection)?.loss;
+        let selection = inputs.selection()?;
+        if selection.is_empty() {
+            return Err(TrainError::Invalid("the selection set must not be empty".into()));
+        }
+        let selection_loss = eval_metrics(head, &selection)?.loss;
         let lr = opt.learning_rate();
         history.push(Epoch { epoch, train_loss: loss_sum / seen.max(1) as f64, selection_loss, lr });
         tracing::debug!(epoch, train_loss = loss_sum / seen.max(1) as f64, selection_loss, lr, "epoch");
         opt.set_learning_rate(plateau.step(selection_loss, lr));
         match stopper.step(epoch, selection_loss) {
-            Verdict::Improved => best_state = head.state_dict()?,
+            Verdict::Improved => {
+                best_state = head.state_dict()?;
+                inputs.save_best()?;
+            }
             Verdict::Continue => {}
             Verdict::Stop => {
                 stopped_early = true;
@@ -146,5 +201,6 @@ pub fn train(head: &mut Head, train: &Samples, selection: &Samples, config: &Tra
         }
     }
     head.load_state_dict(&best_state)?;
+    inputs.restore_best()?;
     Ok(TrainOutcome { history, best_epoch: stopper.best_epoch().unwrap_or(0), stopped_early })
 }
