@@ -282,6 +282,13 @@ mod tests {
         let inv: Vec<f32> = x.iter().map(|v| 1.0 - v).collect();
         assert!(ssim(&x, &inv, h, w).unwrap() < -0.5);
         assert_eq!(ssim(&x[..100], &x[..100], 10, 10), None);
+        // Reference values from scikit-image 0.26 `structural_similarity(x, y, data_range=1,
+        // gaussian_weights=True, sigma=1.5, use_sample_covariance=False)` on the same maps.
+        let y: Vec<f32> = (0..h * w).map(|i| ((i * 53 + 7) % 97) as f32 / 96.0).collect();
+        let got = ssim(&x, &y, h, w).unwrap();
+        assert!((got - -0.012308245101859792).abs() < 1e-6, "{got}");
+        let got = ssim(&x, &inv, h, w).unwrap();
+        assert!((got - -0.9701687189194396).abs() < 1e-6, "{got}");
     }
 
     #[test]

@@ -383,7 +383,11 @@ pub fn markdown_table(summaries: &[Summary]) -> String {
             };
             out.push_str(&format!("| {} | {} | {} | {} | {} | {} | {} |\n", display_model(&s.info.model), pm(s.loss), pm(acc), pm(f1), auc, ci(s.accuracy_ci), ci(s.auc_ci)));
         }
-        out.push_str("\nIntervals: patient-level bootstrap of the test images (test patients resampled with replacement), 2.5th–97.5th percentiles, averaged over iterations. Loss is not defined for the rule (—).\n");
+        out.push_str("\nIntervals: patient-level bootstrap of the test images (test patients resampled with replacement), 2.5th–97.5th percentiles, averaged over iterations.");
+        if of.iter().any(|s| s.info.model == "Earlier_visit_rule") {
+            out.push_str(" Loss is not defined for the rule (—).");
+        }
+        out.push('\n');
         if of.iter().any(|s| s.auc_defined < s.iterations) {
             out.push_str("\\* AUC averaged over the iterations whose test split holds both classes. † undefined in every iteration (single-class test splits).\n");
         }
