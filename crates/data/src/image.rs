@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use ndarray::{Array2, Axis};
-use nifti::{IntoNdArray, NiftiObject, NiftiType, NiftiVolume, ReaderOptions};
+use nifti::{IntoNdArray, NiftiObject, NiftiType, NiftiVolume};
 
 use crate::atomic::temp_path;
 use crate::error::{DataError, Result};
@@ -62,15 +62,46 @@ impl Image {
     }
 }
 
+/// The most voxels a slice may claim (a 4096 × 4096 slice): headers that claim more are refused
+/// before anything is allocated for them.
+pub const MAX_VOXELS: usize = 4096 * 4096;
+
+/// The most bytes a `.nii.gz` may decompress to (a 4096² slice of float64 and a large
+/// extension fit well inside).
+const MAX_DECOMPRESSED: u64 = 256 << 20;
+
 /// Reads a 2-D NIfTI slice (`.nii` or `.nii.gz`) as float32, applying the header's scaling.
 ///
 /// Accepts 2-D images and 3-D volumes whose third dimension is 1. Refuses complex and RGB data,
-/// more than one slice, and NaN or infinite voxels.
+/// more than one slice, more than [`MAX_VOXELS`], and NaN or infinite voxels.
 pub fn read_nifti(path: &Path) -> Result<Image> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::Read { path: path.to_owned(), message: format!("cannot read: {e}") })?;
+    decode_nifti(path, &bytes)
+}
+
+/// [`read_nifti`] of a file's bytes already in memory (`path` names it in errors and decides,
+/// by its `.gz` ending, whether the bytes are gzip-compressed).
+pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<Image> {
     let read_err = |message: String| DataError::Read { path: path.to_owned(), message };
-    let object = ReaderOptions::new()
-        .read_file(path)
-        .map_err(|e| read_err(describe_nifti_error(&e)))?;
+    let decompressed;
+    let data: &[u8] = if path.to_string_lossy().ends_with(".gz") {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(flate2::read::GzDecoder::new(bytes), MAX_DECOMPRESSED + 1), &mut out)
+            .map_err(|e| read_err(describe_nifti_error(&nifti::NiftiError::Io(e))))?;
+        if out.len() as u64 > MAX_DECOMPRESSED {
+            return Err(read_err(format!("decompresses to more than {} MiB, too large for a slice", MAX_DECOMPRESSED >> 20)));
+        }
+        decompressed = out;
+        &decompressed
+    } else {
+        bytes
+    };
+    check_header(data).map_err(read_err)?;
+    // The header was checked above; the crate is still third-party code reading outside bytes,
+    // so a panic inside it becomes this file's error rather than the program's end.
+    let parsed = std::panic::catch_unwind(|| nifti::InMemNiftiObject::from_reader(std::io::Cursor::new(data)))
+        .map_err(|_| read_err("the NIfTI reader failed on this file's header or data".to_owned()))?;
+    let object = parsed.map_err(|e| read_err(describe_nifti_error(&e)))?;
     let volume = object.into_volume();
     let datatype = volume.data_type();
     if !is_real_scalar(datatype) {
@@ -85,8 +116,8 @@ pub fn read_nifti(path: &Path) -> Result<Image> {
         [nx, ny] | [nx, ny, 1] => (*nx, *ny),
         _ => return Err(DataError::NotASlice { path: path.to_owned(), dims }),
     };
-    let mut array = volume
-        .into_ndarray::<f32>()
+    let mut array = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| volume.into_ndarray::<f32>()))
+        .map_err(|_| read_err("the NIfTI reader failed on this file's data".to_owned()))?
         .map_err(|e| read_err(describe_nifti_error(&e)))?;
     if array.ndim() == 3 {
         array = array.index_axis_move(Axis(2), 0);
@@ -118,6 +149,63 @@ pub fn write_nifti(path: &Path, image: &Image) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// The header checks that keep the NIfTI reader within bounds: NIfTI-1 single file (`n+1`),
+/// 1–7 dimensions of at least 1, at most [`MAX_VOXELS`] voxels, data inside the file.
+fn check_header(data: &[u8]) -> std::result::Result<(), String> {
+    if data.len() < 348 {
+        return Err("file is truncated (unexpected end of data)".to_owned());
+    }
+    let little = i32::from_le_bytes([data[0], data[1], data[2], data[3]]) == 348;
+    if !little && i32::from_be_bytes([data[0], data[1], data[2], data[3]]) != 348 {
+        return Err("not a NIfTI-1 file (sizeof_hdr is not 348)".to_owned());
+    }
+    if &data[344..348] != b"n+1\0" {
+        return Err("not a single-file NIfTI-1 image (magic is not n+1)".to_owned());
+    }
+    let i16_at = |o: usize| if little { i16::from_le_bytes([data[o], data[o + 1]]) } else { i16::from_be_bytes([data[o], data[o + 1]]) };
+    let rank = i16_at(40);
+    if !(1..=7).contains(&rank) {
+        return Err(format!("header claims {rank} dimensions (NIfTI allows 1 to 7)"));
+    }
+    let dims: Vec<i16> = (1..=rank as usize).map(|k| i16_at(40 + 2 * k)).collect();
+    if dims.iter().any(|&d| d < 1) {
+        return Err(format!("header claims dimensions {dims:?}"));
+    }
+    let voxels = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize)).unwrap_or(usize::MAX);
+    if voxels > MAX_VOXELS {
+        return Err(format!("header claims {dims:?} = {voxels} voxels, more than the {MAX_VOXELS} a slice may have"));
+    }
+    let datatype = i16_at(70);
+    // Bytes per voxel of each NIfTI-1 datatype code.
+    let size = match datatype {
+        2 | 256 => 1,
+        4 | 512 => 2,
+        128 => 3,
+        8 | 16 | 768 | 2304 => 4,
+        32 | 64 | 1024 | 1280 => 8,
+        1536 | 1792 => 16,
+        2048 => 32,
+        other => return Err(format!("header claims datatype code {other}, which NIfTI-1 does not define")),
+    };
+    let bitpix = i16_at(72);
+    if bitpix as i32 != 8 * size as i32 {
+        return Err(format!("header claims {bitpix} bits per voxel for datatype code {datatype} ({} expected)", 8 * size));
+    }
+    let f32_at = |o: usize| {
+        let b = [data[o], data[o + 1], data[o + 2], data[o + 3]];
+        if little { f32::from_le_bytes(b) } else { f32::from_be_bytes(b) }
+    };
+    let offset = f32_at(108);
+    if !(offset.is_finite() && offset >= 348.0 && offset <= data.len() as f32) {
+        return Err(format!("header's vox_offset {offset} lies outside the file"));
+    }
+    let needed = offset as usize + voxels * size;
+    if needed > data.len() {
+        return Err(format!("file is truncated (unexpected end of data): {} bytes, the header needs {needed}", data.len()));
+    }
+    Ok(())
 }
 
 fn is_real_scalar(t: NiftiType) -> bool {

@@ -17,7 +17,7 @@ mod stats;
 pub use atomic::write_atomic;
 pub use dataset::{Dataset, Record};
 pub use error::{DataError, Result};
-pub use image::{read_nifti, write_nifti, Image, ORIENTATION};
+pub use image::{decode_nifti, read_nifti, write_nifti, Image, MAX_VOXELS, ORIENTATION};
 pub use manifest::{manifest, write_table};
 pub use name::{file_name, parse_file_name, Label, PatientId};
 pub use sequence::{build_sequences, SeqLen, Sequence};
