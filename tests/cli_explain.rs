@@ -95,6 +95,15 @@ fn explain_errors() {
     assert!(err.contains("head.safetensors") && err.contains("[2, 7]"), "{err}");
     let o = tgc(&["explain", "--backbone", "resnet18", "--head", "h", "--input", "x", "--method", "lime", "--out", "o"], cache);
     assert_eq!(o.status.code(), Some(2));
+    // A head full of NaN is refused, naming the file and the tensor.
+    let nan_head = dir.path().join("nan_head.safetensors");
+    let w = candle_core::Tensor::from_vec(vec![f32::NAN; 2 * 512], (2, 512), &candle_core::Device::Cpu).unwrap();
+    let b = candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    candle_core::safetensors::save(&[("weight", w), ("bias", b)].into_iter().collect(), &nan_head).unwrap();
+    let o = tgc(&["explain", "--backbone", "resnet18", "--weights", "random:1", "--head", nan_head.to_str().unwrap(), "--input", "x.nii.gz", "--method", "gradcam", "--out", "o"], cache);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nan_head.safetensors") && err.contains("`weight`") && err.contains("1024 NaN"), "{err}");
 }
 
 #[test]

@@ -38,6 +38,11 @@ impl Classifier {
         let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| err(format!("cannot read the head: {e}")))?;
         let get = |k: &str| tensors.get(k).cloned().ok_or_else(|| err(format!("missing tensor `{k}` (a head holds `weight` [2, D] and `bias` [2])")));
         let (weight, bias) = (get("weight")?, get("bias")?);
+        for (name, t) in [("weight", &weight), ("bias", &bias)] {
+            if let Some((count, first)) = tgc_explain::non_finite(t)? {
+                return Err(err(format!("tensor `{name}` holds {count} NaN or infinite value(s), first at flat index {first}")));
+            }
+        }
         let d = backbone.feature_dim();
         if weight.dims().len() != 2 || weight.dims()[1] != d || bias.dims() != [weight.dims()[0]] {
             return Err(err(format!(

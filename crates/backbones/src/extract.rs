@@ -104,8 +104,12 @@ impl FeatureSet {
             }
             Ok(t.to_dtype(DType::I64)?.to_vec1()?)
         };
+        let features: Vec<f32> = features.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        if let Some(bad) = features.iter().position(|v| !v.is_finite()) {
+            return Err(err(format!("`features` row {} holds a NaN or infinite value (column {})", bad / dim.max(1), bad % dim.max(1))));
+        }
         Ok(Self {
-            features: features.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+            features,
             dim,
             patient_id: ints("patient_id")?,
             day: ints("day")?,
@@ -147,6 +151,12 @@ pub fn extract_features(
         let input = backbone.preprocess_batch(&images)?;
         let rows: Vec<Vec<f32>> = backbone.features(&input)?.to_dtype(DType::F32)?.to_vec2()?;
         for (&i, row) in chunk.iter().zip(rows) {
+            if row.iter().any(|v| !v.is_finite()) {
+                return Err(BackboneError::Weights {
+                    source_name: backbone.identity().source.clone(),
+                    message: format!("the features of {} hold NaN or infinite values", dataset.records()[i].path.display()),
+                });
+            }
             features[i * dim..(i + 1) * dim].copy_from_slice(&row);
             if let Some(dir) = &config.cache_dir {
                 write_cached(dir, &keys[i], &row);

@@ -146,6 +146,13 @@ pub fn load_weights(source: &WeightSource, device: &Device) -> Result<LoadedWeig
     let bytes = std::fs::read(&model).map_err(|e| weights_err(format!("cannot read {}: {e}", model.display())))?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .map_err(|e| weights_err(format!("{} is not a valid safetensors file: {e}", model.display())))?;
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for key in names {
+        if let Some((count, first)) = tgc_explain::non_finite(&tensors[key]).map_err(|e| weights_err(e.to_string()))? {
+            return Err(weights_err(format!("{}: tensor `{key}` holds {count} NaN or infinite value(s), first at flat index {first}", model.display())));
+        }
+    }
     tracing::debug!(source = %name, file = %model.display(), tensors = tensors.len(), "weights loaded");
     let identity = WeightsIdentity { source: name, digest: sha256_hex(&bytes), random: false };
     Ok(LoadedWeights { vb: VarBuilder::from_tensors(tensors, DTYPE, device), config, identity })

@@ -337,3 +337,16 @@ fn study_bn_resnet_in_eval_mode_is_the_frozen_resnet() {
     study.load_running_stats(&before).unwrap();
     assert!(max_rel_diff(&study.features(&x, false).unwrap(), &frozen.features(&x).unwrap(), 1e-3) < 1e-5);
 }
+
+#[test]
+fn non_finite_weights_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = resnet18_tensors(10, 1);
+    let w = tensors["layer2.0.conv1.weight"].clone();
+    let mut v: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+    v[7] = f32::INFINITY;
+    tensors.insert("layer2.0.conv1.weight".into(), Tensor::from_vec(v, w.shape(), &Device::Cpu).unwrap());
+    write_safetensors(&dir.path().join("model.safetensors"), &tensors);
+    let err = Backbone::load(BackboneKind::ResNet18, &WeightSource::Folder(dir.path().to_owned()), &cpu()).unwrap_err().to_string();
+    assert!(err.contains("`layer2.0.conv1.weight`") && err.contains("first at flat index 7") && err.contains("model.safetensors"), "{err}");
+}

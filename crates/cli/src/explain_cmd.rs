@@ -90,7 +90,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
                 None => model.logits(&x)?.argmax(1)?.to_vec1::<u32>()?[0] as usize,
             };
             for (m, method) in &methods {
-                let a = method.attribute(&model, &x, &[target])?;
+                let a = method.attribute(&model, &x, &[target]).with_context(|| format!("explaining {}", input.display()))?;
                 let out = if methods.len() == 1 { args.out.clone() } else { with_method_suffix(&args.out, *m) };
                 save_attribution(&out, &a, meta(method, target, input))?;
                 if let Some(png) = &args.png {
@@ -113,7 +113,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
                 let stem = record.path.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "").replace(".nii", "")).unwrap_or_default();
                 let mut maps = Vec::new();
                 for (m, method) in &methods {
-                    let a = method.attribute(&model, &x, &[target])?;
+                    let a = method.attribute(&model, &x, &[target]).with_context(|| format!("explaining {}", record.path.display()))?;
                     let name = method.name();
                     save_attribution(&args.out.join(format!("{stem}.{name}.safetensors")), &a, meta(method, target, &record.path))?;
                     save_png(&overlay_of(&x, &a)?, &args.out.join(format!("{stem}.{name}.png")))?;

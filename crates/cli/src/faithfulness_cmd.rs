@@ -106,7 +106,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         let mut maps = Vec::new();
         for (name, method) in &methods {
             let name = *name;
-            let a = method.attribute(&model, &x, &[target])?;
+            let a = method.attribute(&model, &x, &[target]).with_context(|| format!("explaining {}", record.path.display()))?;
             let (map, _, _) = normalized_magnitude(&a.attribution.squeeze(0)?)?;
             let (other_map, _, _) = normalized_magnitude(&method.attribute(&random_head, &x, &[target])?.attribution.squeeze(0)?)?;
             let image = record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

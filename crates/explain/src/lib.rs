@@ -8,6 +8,7 @@
 //! [`InputXGradient`], [`IntegratedGradients`]. Rendering (colormaps, overlays, PNG) lives in
 //! [`render`] behind the default `render` feature. This crate knows nothing of any data set.
 
+mod check;
 mod error;
 pub mod faithfulness;
 mod interpolate;
@@ -17,6 +18,7 @@ mod quadrature;
 #[cfg(feature = "render")]
 pub mod render;
 
+pub use check::non_finite;
 pub use error::{ExplainError, Result};
 pub use interpolate::{upsample_bilinear, upsample_nearest};
 pub use methods::{

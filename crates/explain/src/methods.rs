@@ -35,8 +35,10 @@ pub enum Method {
 }
 
 impl Method {
+    /// Runs the method; a NaN or infinity in its logits or attribution is an error naming the
+    /// method, never a silent NaN map.
     pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
-        match self {
+        let out = match self {
             Method::GradCam(m) => m.attribute(model, input, targets),
             Method::GuidedBackprop(m) => m.attribute(model, input, targets),
             Method::GuidedGradCam(m) => m.attribute(model, input, targets),
@@ -44,7 +46,13 @@ impl Method {
             Method::Saliency(m) => m.attribute(model, input, targets),
             Method::InputXGradient(m) => m.attribute(model, input, targets),
             Method::IntegratedGradients(m) => m.attribute(model, input, targets),
+        }?;
+        for (what, t) in [("logits", &out.logits), ("attribution", &out.attribution)] {
+            if let Some((count, first)) = crate::check::non_finite(t)? {
+                return Err(ExplainError::NonFinite { method: self.name(), what, count, first });
+            }
         }
+        Ok(out)
     }
 
     /// The command-line name (`gradcam`, `guided-backprop`, …).

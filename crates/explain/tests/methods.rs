@@ -342,6 +342,18 @@ fn re_randomizing_the_head_changes_grad_cam() {
 }
 
 #[test]
+fn non_finite_results_are_errors_naming_the_method() {
+    let mut toy = Toy::new(1, true);
+    toy.fc_b = Tensor::from_vec(vec![f32::NAN, 0.0], 2, &Device::Cpu).unwrap();
+    let x = input(1, 1);
+    for method in [Method::GradCam(GradCam), Method::Saliency(Saliency)] {
+        let err = method.attribute(&toy, &x, &[1]).unwrap_err();
+        assert!(matches!(&err, ExplainError::NonFinite { what: "logits", count: 1, first: 0, .. }), "{err}");
+        assert!(err.to_string().starts_with(method.name()), "{err}");
+    }
+}
+
+#[test]
 fn bad_arguments() {
     let toy = Toy::new(1, true);
     let x = input(1, 2);

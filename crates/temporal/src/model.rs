@@ -75,6 +75,13 @@ impl Head {
     /// (`fc1.*`, `bn.*`, `fc2.*`).
     pub fn from_state_dict(state: &HashMap<String, Tensor>) -> Result<Self> {
         let cpu = Device::Cpu;
+        let mut names: Vec<&String> = state.keys().collect();
+        names.sort();
+        for name in names {
+            if let Some((count, first)) = tgc_explain::non_finite(&state[name])? {
+                return Err(TrainError::Invalid(format!("checkpoint tensor `{name}` holds {count} NaN or infinite value(s), first at flat index {first}")));
+            }
+        }
         let var = |k: &str| -> Result<Var> {
             let t = state.get(k).ok_or_else(|| TrainError::Invalid(format!("checkpoint lacks `{k}`")))?;
             Ok(Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(&cpu)?)?)

@@ -175,6 +175,10 @@ pub fn train_with(head: &mut Head, inputs: &mut dyn EpochInputs, config: &TrainC
             let y = labels.index_select(&idx, 0)?;
             let logits = head.forward_train(&x, rng)?;
             let loss = cross_entropy(&logits, &y)?;
+            let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !value.is_finite() {
+                return Err(TrainError::Invalid(format!("training diverged: the loss is {value} in epoch {epoch} (lower --lr?)")));
+            }
             opt.backward_step(&loss)?;
             loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * batch.len() as f64;
             seen += batch.len();
