@@ -26,6 +26,9 @@ impl ConvBn {
         let beta = bn.get(cout, "bias")?;
         let mean = bn.get(cout, "running_mean")?;
         let var = bn.get(cout, "running_var")?;
+        if var.min(0)?.to_scalar::<f32>()? < 0.0 {
+            candle_core::bail!("`{}.running_var` holds a negative variance", bn.prefix());
+        }
         let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
         let weight = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
         let bias = beta.sub(&mean.mul(&scale)?)?;

@@ -69,6 +69,27 @@ impl VitConfig {
         if config.patch_size == 0 || config.image_size % config.patch_size != 0 {
             return Err(err(format!("image_size {} is not a multiple of patch_size {}", config.image_size, config.patch_size)));
         }
+        // Bounds well above any ViT on the hub, so that a corrupt config cannot ask for
+        // terabytes of weights.
+        for (name, value, max) in [
+            ("hidden_size", config.hidden_size, 16_384),
+            ("num_hidden_layers", config.num_hidden_layers, 256),
+            ("intermediate_size", config.intermediate_size, 65_536),
+            ("image_size", config.image_size, 4_096),
+        ] {
+            if value == 0 || value > max {
+                return Err(err(format!("{name} {value} is outside 1..={max}")));
+            }
+        }
+        if config.num_channels != 3 {
+            return Err(err(format!("num_channels {} (the slices are given as 3 channels)", config.num_channels)));
+        }
+        if config.grid() * config.grid() > 65_536 {
+            return Err(err(format!("{}² patches are too many", config.grid())));
+        }
+        if !(config.layer_norm_eps > 0.0 && config.layer_norm_eps.is_finite()) {
+            return Err(err(format!("layer_norm_eps {} must be a positive number", config.layer_norm_eps)));
+        }
         Ok(config)
     }
 

@@ -105,6 +105,10 @@ impl Head {
                 }
             }
             dnn.running_var = dnn.running_var.contiguous()?;
+            let var: Vec<f32> = dnn.running_var.flatten_all()?.to_vec1()?;
+            if let Some(i) = var.iter().position(|&v| v < 0.0) {
+                return Err(TrainError::Invalid(format!("checkpoint `bn.running_var` is negative at {i} ({}); a variance cannot be", var[i])));
+            }
             Ok(Head::Dnn(dnn))
         } else {
             Ok(Head::Probe(LinearProbe { weight: var("weight")?, bias: var("bias")? }))
