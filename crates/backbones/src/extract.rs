@@ -81,8 +81,8 @@ impl FeatureSet {
             ("day", Tensor::from_slice(&self.day, n, &cpu)?),
             ("label", Tensor::from_slice(&self.label, n, &cpu)?),
         ];
-        let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (*k, v)), Some(self.metadata.clone()))
-            .map_err(|e| BackboneError::Cache { path: path.to_owned(), message: e.to_string() })?;
+        let bytes = crate::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), self.metadata.clone())
+            .map_err(|message| BackboneError::Cache { path: path.to_owned(), message })?;
         write_atomic(path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string()))?;
         Ok(())
     }
@@ -136,10 +136,17 @@ pub fn extract_features(
         let bytes = std::fs::read(&record.path)
             .map_err(|e| tgc_data::DataError::Read { path: record.path.clone(), message: e.to_string() })?;
         let key = cache_key(backbone, &bytes);
-        let hit = config.cache_dir.as_ref().and_then(|dir| read_cached(&dir.join(format!("{key}.safetensors")), dim));
+        let hit = match &config.cache_dir {
+            Some(dir) => read_cached(&dir.join(format!("{key}.safetensors")), dim),
+            None => Cached::Absent,
+        };
         match hit {
-            Some(row) => features[i * dim..(i + 1) * dim].copy_from_slice(&row),
-            None => missing.push(i),
+            Cached::Hit(row) => features[i * dim..(i + 1) * dim].copy_from_slice(&row),
+            Cached::Absent => missing.push(i),
+            Cached::Corrupt(path, why) => {
+                tracing::warn!(entry = %path.display(), image = %record.path.display(), reason = %why, "corrupted feature-cache entry: recomputing and replacing it");
+                missing.push(i);
+            }
         }
         keys.push(key);
     }
@@ -202,10 +209,42 @@ fn cache_key(backbone: &Backbone, image_bytes: &[u8]) -> String {
     sha256_hex(&bytes)
 }
 
-fn read_cached(path: &Path, dim: usize) -> Option<Vec<f32>> {
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu).ok()?;
-    let row: Vec<f32> = tensors.get("features")?.to_vec1().ok()?;
-    (row.len() == dim).then_some(row)
+/// What the cache holds for one image.
+enum Cached {
+    Hit(Vec<f32>),
+    Absent,
+    /// An entry that fails its checks (unreadable, wrong length, checksum mismatch).
+    Corrupt(PathBuf, String),
+}
+
+/// The checksum stored with every entry: SHA-256 of the row's little-endian bytes.
+fn row_checksum(row: &[f32]) -> String {
+    sha256_hex(&row.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+}
+
+fn read_cached(path: &Path, dim: usize) -> Cached {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Cached::Absent,
+        Err(e) => return Cached::Corrupt(path.to_owned(), e.to_string()),
+    };
+    let corrupt = |why: String| Cached::Corrupt(path.to_owned(), why);
+    let checksum = match safetensors::SafeTensors::read_metadata(&bytes) {
+        Ok((_, meta)) => meta.metadata().as_ref().and_then(|m| m.get("sha256").cloned()),
+        Err(e) => return corrupt(format!("not a safetensors file: {e}")),
+    };
+    let row: Vec<f32> = match candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map(|t| t.get("features").map(|f| f.to_vec1::<f32>())) {
+        Ok(Some(Ok(row))) => row,
+        _ => return corrupt("no readable `features` vector".to_owned()),
+    };
+    if row.len() != dim {
+        return corrupt(format!("{} values, expected {dim}", row.len()));
+    }
+    match checksum {
+        Some(sum) if sum == row_checksum(&row) => Cached::Hit(row),
+        Some(_) => corrupt("checksum mismatch".to_owned()),
+        None => corrupt("no checksum (written by an older tgc)".to_owned()),
+    }
 }
 
 /// A cache write that fails only costs a recomputation later, so it warns instead of failing.
@@ -213,7 +252,8 @@ fn write_cached(dir: &Path, key: &str, row: &[f32]) {
     let path = dir.join(format!("{key}.safetensors"));
     let result = std::fs::create_dir_all(dir).map_err(|e| e.to_string()).and_then(|()| {
         let t = Tensor::from_slice(row, row.len(), &Device::Cpu).map_err(|e| e.to_string())?;
-        let bytes = safetensors::serialize([("features", &t)], None).map_err(|e| e.to_string())?;
+        let meta = HashMap::from([("sha256".to_owned(), row_checksum(row))]);
+        let bytes = crate::safetensors_bytes([("features", &t)], meta)?;
         write_atomic(&path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())).map_err(|e| e.to_string())
     });
     if let Err(e) = result {

@@ -29,8 +29,11 @@ where
     result.map_err(err)
 }
 
-/// A hidden sibling of `path` that keeps its extension (some writers look at it).
+/// A hidden sibling of `path` that keeps its extension (some writers look at it), unique to
+/// this process and call, so that concurrent writers of one file never share a temporary.
 pub fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
+    path.with_file_name(format!(".tmp-{}-{n}-{name}", std::process::id()))
 }

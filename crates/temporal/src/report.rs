@@ -141,7 +141,7 @@ pub fn save_checkpoint(path: &Path, state: &HashMap<String, candle_core::Tensor>
 }
 
 fn safetensors_bytes<'a>(tensors: impl Iterator<Item = (&'a str, &'a candle_core::Tensor)>, metadata: HashMap<String, String>) -> std::result::Result<Vec<u8>, String> {
-    safetensors::serialize(tensors, Some(metadata)).map_err(|e| e.to_string())
+    tgc_backbones::safetensors_bytes(tensors, metadata)
 }
 
 /// Mean ± standard deviation of each metric over iterations.
