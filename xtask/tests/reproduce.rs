@@ -78,6 +78,9 @@ fn synthetic_quick_reproduction() {
         }
         None => eprintln!("skipped the rendering check: no Chromium installed (apt-get install chromium)"),
     }
+
+    // Kill and resume, with this run as the reference (one full run fewer on a 2-core CI).
+    killed_runs_resume_to_the_same_results(dir.path(), &out);
 }
 
 #[test]
@@ -90,4 +93,98 @@ fn missing_data_says_how_to_get_it() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("/no/oasis") && err.contains("--synthetic") && err.contains("data/README.md"), "{err}");
+}
+
+/// Every file under `dir` (relative path → bytes), but the run's timings and the step markers.
+fn outputs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                if rel != ".done" && rel != "cache" {
+                    stack.push(p);
+                }
+            } else if !(rel == "timings.json" || rel == "report.html" || p.file_name().unwrap().to_string_lossy().starts_with(".tmp")) {
+                files.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Nothing under a final name is partial: every safetensors file parses whole, every JSON
+/// file parses, every CSV ends with a complete line.
+fn assert_no_partial_files(dir: &Path) {
+    for (name, bytes) in outputs(dir) {
+        if name.ends_with(".safetensors") {
+            candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu).unwrap_or_else(|e| panic!("partial {name}: {e}"));
+        } else if name.ends_with(".json") {
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_else(|e| panic!("partial {name}: {e}"));
+        } else if name.ends_with(".csv") {
+            assert!(bytes.ends_with(b"\n"), "partial {name}");
+        } else if name.ends_with(".png") {
+            assert!(bytes.starts_with(b"\x89PNG") && bytes.ends_with(b"IEND\xaeB`\x82"), "partial {name}");
+        }
+    }
+}
+
+/// Starts a reproduction in its own process group and SIGKILLs the whole group (xtask and the
+/// `tgc` step it runs) as soon as `ready` holds, or lets it finish.
+fn reproduce_killed_when(out: &Path, ready: impl Fn() -> bool) -> bool {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["reproduce", "--synthetic", "--quick", "--out", out.to_str().unwrap()])
+        .env("TGC_CACHE_DIR", out.join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if ready() {
+            let group = format!("-{}", child.id());
+            Command::new("kill").args(["-KILL", "--", &group]).status().unwrap();
+            child.wait().unwrap();
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// SIGKILLs reproductions during extraction, training and explanation, checks that no partial
+/// file is visible under its final name after each kill, resumes, and compares every output
+/// byte for byte with the uninterrupted run in `out` (moved aside first, so that the killed
+/// runs use the same paths, which the outputs record).
+fn killed_runs_resume_to_the_same_results(dir: &Path, out: &Path) {
+    let reference = outputs(out);
+    std::fs::rename(out, dir.join("reference")).unwrap();
+    let out = out.to_path_buf();
+
+    let has = |p: &str| out.join(p).exists();
+    let count = |p: &str| std::fs::read_dir(out.join(p)).map(|d| d.count()).unwrap_or(0);
+    let kill_points: [(&str, Box<dyn Fn() -> bool>); 3] = [
+        ("extraction", Box::new(|| count("cache") >= 2 && !has("features/vit.safetensors"))),
+        ("training", Box::new(|| has("runs/holdout/ResNet/0/config.json") && !has("runs/holdout/ViT_seq_3/results.csv"))),
+        ("explanation", Box::new(|| count("explanations/resnet18") >= 1 && !has("faithfulness/vit/summary.csv"))),
+    ];
+    let mut killed = Vec::new();
+    for (point, ready) in kill_points {
+        if reproduce_killed_when(&out, ready) {
+            killed.push(point);
+        }
+        assert_no_partial_files(&out);
+    }
+    assert!(killed.len() >= 2, "the kills came too late to test anything: {killed:?}");
+    reproduce(&out);
+    let resumed = outputs(&out);
+    assert_eq!(resumed.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>());
+    for (name, bytes) in &reference {
+        assert!(&resumed[name] == bytes, "{name} differs after kills at {killed:?}");
+    }
 }
