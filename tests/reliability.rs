@@ -117,3 +117,30 @@ fn features_and_results_do_not_depend_on_the_thread_count() {
     }
     assert_eq!(results[0], results[1], "training results differ between thread counts");
 }
+
+#[test]
+fn attribution_maps_do_not_depend_on_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path(), "6");
+    let features = dir.path().join("f.safetensors");
+    assert!(extract_cmd(&data, &features, &dir.path().join("cache"), None).output().unwrap().status.success());
+    let runs = dir.path().join("runs");
+    ok(tgc(&["train", "--features", s_(&features), "--out", s_(&runs), "--iterations", "1", "--epochs", "2"], &dir.path().join("cache")));
+    let mut maps = Vec::new();
+    for threads in ["1", "2"] {
+        let out = dir.path().join(format!("maps{threads}"));
+        let o = Command::new(env!("CARGO_BIN_EXE_tgc"))
+            .args(["explain", "--run", s_(&runs.join("ResNet/0")), "--data", s_(&data), "--samples-per-class", "1", "--samples", "4"])
+            .args(["--method", "gradient-shap,gradcam,guided-backprop", "--out", s_(&out)])
+            .env("TGC_CACHE_DIR", dir.path().join("cache"))
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let mut files: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().unwrap() == "safetensors").collect();
+        files.sort();
+        maps.push(files.iter().map(|f| (f.file_name().unwrap().to_owned(), std::fs::read(f).unwrap())).collect::<Vec<_>>());
+    }
+    assert!(!maps[0].is_empty());
+    assert_eq!(maps[0], maps[1], "attribution files differ between 1 and 2 threads");
+}
