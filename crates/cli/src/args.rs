@@ -242,6 +242,11 @@ pub struct MethodArgs {
 }
 
 impl MethodArgs {
+    /// Every method of `--method`, in order, with its settings.
+    pub fn methods(&self) -> Result<Vec<(MethodName, Method)>> {
+        self.method.iter().map(|&m| Ok((m, self.method(m)?))).collect()
+    }
+
     /// One method with its settings.
     pub fn method(&self, name: MethodName) -> Result<Method> {
         Ok(match name {

@@ -63,7 +63,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let model = load_classifier(&choice)?;
     let random = model.backbone.is_random();
     let kind = choice.kind;
-    let methods = args.methods.method.iter().map(|&m| Ok((m, args.methods.method(m)?))).collect::<Result<Vec<_>>>()?;
+    let methods = args.methods.methods()?;
     let meta = |m: &tgc_explain::Method, target: usize, input: &Path| {
         let mut meta = HashMap::from([
             ("method".to_owned(), m.name().to_owned()),

@@ -84,7 +84,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         },
         batch_size: 8,
     };
-    let methods = args.methods.method.iter().map(|&m| Ok((m, args.methods.method(m)?))).collect::<Result<Vec<_>>>()?;
+    let methods = args.methods.methods()?;
     let cascade = model.backbone.randomization_cascade();
     let bar = progress::bar((picked.len() * methods.len() * (2 + cascade.len())) as u64, "faithfulness");
     let mut rows = Vec::new();
@@ -103,30 +103,30 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         } else {
             None
         };
+        let image = record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let mut maps = Vec::new();
         for (name, method) in &methods {
             let name = *name;
             let a = method.attribute(&model, &x, &[target]).with_context(|| format!("explaining {}", record.path.display()))?;
             let (map, _, _) = normalized_magnitude(&a.attribution.squeeze(0)?)?;
             let (other_map, _, _) = normalized_magnitude(&method.attribute(&random_head, &x, &[target])?.attribution.squeeze(0)?)?;
-            let image = record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            cascade_rows.push(CascadeRow { method: name, image: image.clone(), stage: "head".into(), spearman: spearman(&map, &other_map), ssim: ssim(&map, &other_map, h, w) });
+            let head_rho = spearman(&map, &other_map);
+            cascade_rows.push(CascadeRow { method: name, image: image.clone(), stage: "head".into(), spearman: head_rho, ssim: ssim(&map, &other_map, h, w) });
             bar.inc(1);
             let raw: Vec<f32> = a.attribution.squeeze(0)?.abs()?.sum(0)?.flatten_all()?.to_vec1()?;
             let curves = deletion_insertion(&model, &x, &raw, target, &curve)?;
             rows.push(Row {
                 method: name,
-                image,
+                image: image.clone(),
                 deletion: curves.deletion_auc(),
                 insertion: curves.insertion_auc(),
-                randomization: cascade_rows.last().and_then(|r| r.spearman),
+                randomization: head_rho,
                 energy: mask.as_ref().and_then(|m| energy_in_mask(&raw, m)),
                 hit: mask.as_ref().map(|m| pointing_hit(&raw, m)),
             });
             maps.push(map);
             bar.inc(1);
         }
-        let image = record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         kept.push((x, target, image, maps));
     }
     // The cascade (Adebayo et al. 2018): the head and then the backbone re-randomised from the

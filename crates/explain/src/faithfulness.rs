@@ -129,30 +129,48 @@ pub fn gaussian_blur(x: &[f32], c: usize, h: usize, w: usize, sigma: f32) -> Vec
     let kernel: Vec<f32> = (-r..=r).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
     let total: f32 = kernel.iter().sum();
     let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
-    let reflect = |i: isize, n: usize| -> usize {
-        let n = n as isize;
-        let mut i = i;
-        while i < 0 || i >= n {
-            i = if i < 0 { -i - 1 } else { 2 * n - i - 1 };
-        }
-        i as usize
-    };
     let mut out = x.to_vec();
     for ch in 0..c {
-        let plane = &x[ch * h * w..(ch + 1) * h * w];
-        let mut tmp = vec![0f32; h * w];
-        for y in 0..h {
-            for xx in 0..w {
-                tmp[y * w + xx] = kernel.iter().enumerate().map(|(k, kv)| kv * plane[y * w + reflect(xx as isize + k as isize - r, w)]).sum();
-            }
-        }
-        for y in 0..h {
-            for xx in 0..w {
-                out[ch * h * w + y * w + xx] = kernel.iter().enumerate().map(|(k, kv)| kv * tmp[reflect(y as isize + k as isize - r, h) * w + xx]).sum();
-            }
-        }
+        let plane = ch * h * w..(ch + 1) * h * w;
+        out[plane.clone()].copy_from_slice(&separable_filter(&x[plane], h, w, &kernel));
     }
     out
+}
+
+/// SciPy's `reflect` border: d c b a | a b c d | d c b a.
+fn reflect_index(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    let mut i = i;
+    while i < 0 || i >= n {
+        i = if i < 0 { -i - 1 } else { 2 * n - i - 1 };
+    }
+    i as usize
+}
+
+/// Convolves an `h×w` plane with a centred odd-length kernel along rows, then columns, with
+/// reflected borders.
+fn separable_filter<T>(plane: &[T], h: usize, w: usize, kernel: &[T]) -> Vec<T>
+where
+    T: Copy + Default + std::ops::Mul<Output = T> + std::iter::Sum<T>,
+{
+    let r = (kernel.len() / 2) as isize;
+    let along = |src: &[T], horizontal: bool| -> Vec<T> {
+        let mut out = vec![T::default(); h * w];
+        for y in 0..h {
+            for x in 0..w {
+                out[y * w + x] = kernel
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &kv)| {
+                        let d = k as isize - r;
+                        kv * if horizontal { src[y * w + reflect_index(x as isize + d, w)] } else { src[reflect_index(y as isize + d, h) * w + x] }
+                    })
+                    .sum();
+            }
+        }
+        out
+    };
+    along(&along(plane, true), false)
 }
 
 /// Structural similarity of two `h×w` maps with values in [0, 1], as scikit-image's
@@ -170,30 +188,7 @@ pub fn ssim(a: &[f32], b: &[f32], h: usize, w: usize) -> Option<f64> {
         let sum: f64 = k.iter().sum();
         k.iter().map(|v| v / sum).collect()
     };
-    // SciPy's `reflect`: d c b a | a b c d | d c b a.
-    let reflect = |i: isize, n: usize| -> usize {
-        let n = n as isize;
-        let mut i = i;
-        while i < 0 || i >= n {
-            i = if i < 0 { -i - 1 } else { 2 * n - i - 1 };
-        }
-        i as usize
-    };
-    let filter = |x: &[f64]| -> Vec<f64> {
-        let mut rows = vec![0.0; h * w];
-        for r in 0..h {
-            for c in 0..w {
-                rows[r * w + c] = kernel.iter().enumerate().map(|(k, kv)| kv * x[r * w + reflect(c as isize + k as isize - RADIUS as isize, w)]).sum();
-            }
-        }
-        let mut out = vec![0.0; h * w];
-        for r in 0..h {
-            for c in 0..w {
-                out[r * w + c] = kernel.iter().enumerate().map(|(k, kv)| kv * rows[reflect(r as isize + k as isize - RADIUS as isize, h) * w + c]).sum();
-            }
-        }
-        out
-    };
+    let filter = |x: &[f64]| separable_filter(x, h, w, &kernel);
     let x: Vec<f64> = a.iter().map(|&v| v as f64).collect();
     let y: Vec<f64> = b.iter().map(|&v| v as f64).collect();
     let product = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(u, v)| u * v).collect::<Vec<f64>>();

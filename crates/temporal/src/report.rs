@@ -276,45 +276,38 @@ pub fn summarize(results: &[Iteration], info: &RunInfo) -> Result<Summary> {
 
 /// `results.csv`: one row per summary.
 pub fn summaries_frame(summaries: &[Summary]) -> Result<DataFrame> {
-    let f = |g: fn(&Summary) -> f64| summaries.iter().map(g).collect::<Vec<f64>>();
-    let o = |g: fn(&Summary) -> Option<f64>| summaries.iter().map(g).collect::<Vec<Option<f64>>>();
-    Ok(DataFrame::new(
-        summaries.len(),
-        vec![
-            Column::new("model".into(), summaries.iter().map(|s| s.info.model.clone()).collect::<Vec<_>>()),
-            Column::new("protocol".into(), summaries.iter().map(|s| s.info.protocol.to_string()).collect::<Vec<_>>()),
-            Column::new("backbone_weights".into(), summaries.iter().map(|s| if s.info.random_weights { "random" } else { "pretrained" }).collect::<Vec<_>>()),
-            Column::new("iterations".into(), summaries.iter().map(|s| s.iterations as u32).collect::<Vec<_>>()),
-            Column::new("loss_mean".into(), f(|s| s.loss.0)),
-            Column::new("loss_std".into(), f(|s| s.loss.1)),
-            Column::new("accuracy_mean".into(), f(|s| s.accuracy.0)),
-            Column::new("accuracy_std".into(), f(|s| s.accuracy.1)),
-            Column::new("f1_mean".into(), f(|s| s.f1.0)),
-            Column::new("f1_std".into(), f(|s| s.f1.1)),
-            Column::new("auc_mean".into(), o(|s| s.auc.map(|a| a.0))),
-            Column::new("auc_std".into(), o(|s| s.auc.map(|a| a.1))),
-            Column::new("auc_defined_iterations".into(), summaries.iter().map(|s| s.auc_defined as u32).collect::<Vec<_>>()),
-            Column::new("accuracy_ci_lo".into(), o(|s| s.accuracy_ci.map(|c| c.0))),
-            Column::new("accuracy_ci_hi".into(), o(|s| s.accuracy_ci.map(|c| c.1))),
-            Column::new("auc_ci_lo".into(), o(|s| s.auc_ci.map(|c| c.0))),
-            Column::new("auc_ci_hi".into(), o(|s| s.auc_ci.map(|c| c.1))),
-            Column::new("test_patients".into(), summaries.iter().map(|s| s.test_patients as u32).collect::<Vec<_>>()),
-            Column::new("patient_accuracy_mean".into(), f(|s| s.patient_accuracy.0)),
-            Column::new("patient_accuracy_std".into(), f(|s| s.patient_accuracy.1)),
-            Column::new("patient_f1_mean".into(), f(|s| s.patient_f1.0)),
-            Column::new("patient_f1_std".into(), f(|s| s.patient_f1.1)),
-            Column::new("patient_auc_mean".into(), o(|s| s.patient_auc.map(|a| a.0))),
-            Column::new("patient_auc_std".into(), o(|s| s.patient_auc.map(|a| a.1))),
-            Column::new("no_history_images".into(), summaries.iter().map(|s| (s.no_history.healthy + s.no_history.disease) as u32).collect::<Vec<_>>()),
-            Column::new("no_history_accuracy_mean".into(), f(|s| s.no_history.accuracy.0)),
-            Column::new("no_history_accuracy_std".into(), f(|s| s.no_history.accuracy.1)),
-            Column::new("no_history_auc_mean".into(), o(|s| s.no_history.auc.map(|a| a.0))),
-            Column::new("with_history_images".into(), summaries.iter().map(|s| (s.with_history.healthy + s.with_history.disease) as u32).collect::<Vec<_>>()),
-            Column::new("with_history_accuracy_mean".into(), f(|s| s.with_history.accuracy.0)),
-            Column::new("with_history_accuracy_std".into(), f(|s| s.with_history.accuracy.1)),
-            Column::new("with_history_auc_mean".into(), o(|s| s.with_history.auc.map(|a| a.0))),
-        ],
-    )?)
+    let o = |g: &dyn Fn(&Summary) -> Option<f64>| summaries.iter().map(g).collect::<Vec<Option<f64>>>();
+    let count = |g: fn(&Summary) -> usize| summaries.iter().map(|s| g(s) as u32).collect::<Vec<u32>>();
+    // A (first, second) pair per summary as the columns `<name>_<first>` and `<name>_<second>`
+    // (`mean`/`std`, or `lo`/`hi` for an interval).
+    let pair = |name: &str, (a, b): (&str, &str), g: fn(&Summary) -> Option<(f64, f64)>| {
+        [Column::new(format!("{name}_{a}").into(), o(&|s| g(s).map(|p| p.0))), Column::new(format!("{name}_{b}").into(), o(&|s| g(s).map(|p| p.1)))]
+    };
+    let ms = ("mean", "std");
+    let mut columns = vec![
+        Column::new("model".into(), summaries.iter().map(|s| s.info.model.clone()).collect::<Vec<_>>()),
+        Column::new("protocol".into(), summaries.iter().map(|s| s.info.protocol.to_string()).collect::<Vec<_>>()),
+        Column::new("backbone_weights".into(), summaries.iter().map(|s| if s.info.random_weights { "random" } else { "pretrained" }).collect::<Vec<_>>()),
+        Column::new("iterations".into(), count(|s| s.iterations)),
+    ];
+    columns.extend(pair("loss", ms, |s| Some(s.loss)));
+    columns.extend(pair("accuracy", ms, |s| Some(s.accuracy)));
+    columns.extend(pair("f1", ms, |s| Some(s.f1)));
+    columns.extend(pair("auc", ms, |s| s.auc));
+    columns.push(Column::new("auc_defined_iterations".into(), count(|s| s.auc_defined)));
+    columns.extend(pair("accuracy_ci", ("lo", "hi"), |s| s.accuracy_ci));
+    columns.extend(pair("auc_ci", ("lo", "hi"), |s| s.auc_ci));
+    columns.push(Column::new("test_patients".into(), count(|s| s.test_patients)));
+    columns.extend(pair("patient_accuracy", ms, |s| Some(s.patient_accuracy)));
+    columns.extend(pair("patient_f1", ms, |s| Some(s.patient_f1)));
+    columns.extend(pair("patient_auc", ms, |s| s.patient_auc));
+    for (name, stratum) in [("no_history", (|s: &Summary| &s.no_history) as fn(&Summary) -> &StratumSummary), ("with_history", |s: &Summary| &s.with_history)] {
+        columns.push(Column::new(format!("{name}_images").into(), summaries.iter().map(|s| (stratum(s).healthy + stratum(s).disease) as u32).collect::<Vec<_>>()));
+        columns.push(Column::new(format!("{name}_accuracy_mean").into(), o(&|s| Some(stratum(s).accuracy.0))));
+        columns.push(Column::new(format!("{name}_accuracy_std").into(), o(&|s| Some(stratum(s).accuracy.1))));
+        columns.push(Column::new(format!("{name}_auc_mean").into(), o(&|s| stratum(s).auc.map(|a| a.0))));
+    }
+    Ok(DataFrame::new(summaries.len(), columns)?)
 }
 
 /// A row label as the study writes it, with the baselines spelled out.

@@ -180,7 +180,7 @@ pub fn train_with(head: &mut Head, inputs: &mut dyn EpochInputs, config: &TrainC
                 return Err(TrainError::Invalid(format!("training diverged: the loss is {value} in epoch {epoch} (lower --lr?)")));
             }
             opt.backward_step(&loss)?;
-            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * batch.len() as f64;
+            loss_sum += value * batch.len() as f64;
             seen += batch.len();
         }
         let selection = inputs.selection()?;
