@@ -16,7 +16,9 @@ mod random_init;
 pub mod resnet;
 pub mod study_bn;
 pub mod vit;
+pub mod vecmath;
 mod weights;
+mod winograd;
 
 pub use backbone::{Backbone, BackboneKind, LoadOptions, Randomize, TargetActivation, TargetLayer};
 pub use classifier::Classifier;

@@ -2,13 +2,16 @@
 //! a padded max-pool with PyTorch's semantics and backward, softmax and LayerNorm written as
 //! compositions of differentiable ops. ReLU with its guided mode comes from `tgc-explain`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::backend::BackendStorage;
 use rayon::prelude::*;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 
 pub use tgc_explain::{relu, ReluMode};
+
+use crate::vecmath;
+use crate::winograd::WinogradKernel;
 
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let data = match storage {
@@ -147,6 +150,17 @@ pub struct Conv2d {
     params: FrozenParams,
     stride: usize,
     padding: usize,
+    winograd: Option<Arc<WinogradPair>>,
+}
+
+/// The Winograd kernels of a 3×3, stride 1, padding 1 convolution: the forward one, and the
+/// input gradient's (made at the first backward pass: feature extraction never needs it).
+#[derive(Debug)]
+struct WinogradPair {
+    forward: WinogradKernel,
+    transposed: OnceLock<WinogradKernel>,
+    c_out: usize,
+    c_in: usize,
 }
 
 /// A frozen layer's weight `[out, …]` and optional bias `[out]`, as tensors (for the candle
@@ -179,10 +193,23 @@ impl Conv2d {
         if kh != kw || stride == 0 {
             candle_core::bail!("conv2d: square kernels and stride ≥ 1 only, got {:?} stride {stride}", weight.dims());
         }
-        Ok(Self { params: FrozenParams::new("conv2d", weight, bias)?, stride, padding })
+        let params = FrozenParams::new("conv2d", weight, bias)?;
+        let (c_out, c_in, _, _) = params.weight.dims4()?;
+        let winograd = (kh == 3 && stride == 1 && padding == 1).then(|| {
+            Arc::new(WinogradPair { forward: WinogradKernel::new(&params.flat_weight, c_out, c_in), transposed: OnceLock::new(), c_out, c_in })
+        });
+        Ok(Self { params, stride, padding, winograd })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_fused(x, None, None)
+    }
+
+    /// `relu(conv(x) + bias + residual)` in one op: the residual add and the ReLU run in the
+    /// convolution's epilogue, and the backward pass masks the gradient once (with the guided
+    /// rule when `relu` is `Guided`) before forming the input gradient. The same function as
+    /// the separate ops, with fewer passes over the activations and none of their buffers.
+    pub fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>, relu_mode: Option<ReluMode>) -> Result<Tensor> {
         let p = &self.params;
         let (_, c_in, h, w) = x.dims4()?;
         let (c_out, wc_in, k, _) = p.weight.dims4()?;
@@ -190,16 +217,31 @@ impl Conv2d {
             candle_core::bail!("conv2d: input {:?} has {c_in} channels, the kernel {:?} wants {wc_in}", x.dims(), p.weight.dims());
         }
         if !x.device().is_cpu() {
-            let y = x.conv2d(&p.weight, self.padding, self.stride, 1, 1)?;
-            return match &p.bias {
-                Some(b) => y.broadcast_add(&b.reshape((1, c_out, 1, 1))?),
+            let mut y = x.conv2d(&p.weight, self.padding, self.stride, 1, 1)?;
+            if let Some(b) = &p.bias {
+                y = y.broadcast_add(&b.reshape((1, c_out, 1, 1))?)?;
+            }
+            if let Some(r) = residual {
+                y = (y + r)?;
+            }
+            return match relu_mode {
+                Some(mode) => relu(&y, mode),
                 None => Ok(y),
             };
         }
         let geometry = Geometry { k, stride: self.stride, padding: self.padding, h, w, c_in, c_out };
-        geometry.out(h)?;
-        geometry.out(w)?;
-        x.contiguous()?.apply_op1(ConvOp { geometry, weight: p.flat_weight.clone(), bias: p.flat_bias.clone() })
+        let (oh, ow) = (geometry.out(h)?, geometry.out(w)?);
+        let op = ConvOp { geometry, weight: p.flat_weight.clone(), bias: p.flat_bias.clone(), relu: relu_mode, winograd: self.winograd.clone() };
+        match residual {
+            None => x.contiguous()?.apply_op1(op),
+            Some(r) => {
+                let expected = [x.dim(0)?, c_out, oh, ow];
+                if r.dims() != expected {
+                    candle_core::bail!("conv2d: residual {:?} does not match the output {expected:?}", r.dims());
+                }
+                x.contiguous()?.apply_op2(&r.contiguous()?, op)
+            }
+        }
     }
 }
 
@@ -289,6 +331,23 @@ fn gemm_into(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b
     gemm_tt(dst, accumulate, a, a_transposed, b, false, (m, k, n))
 }
 
+/// `dst[m×n] = a[m×k] · b[k×n]`, all row-major, on the calling thread (for callers that run
+/// many small products in parallel themselves).
+pub(crate) fn gemm_serial(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) {
+    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
+    // SAFETY: as in `gemm_tt`: lengths checked above, strides of row-major layouts.
+    unsafe {
+        gemm::gemm(
+            m, n, k,
+            dst.as_mut_ptr(), 1, n as isize, false,
+            a.as_ptr(), 1, k as isize,
+            b.as_ptr(), 1, n as isize,
+            0.0, 1.0, false, false, false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 fn gemm_tt(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b: &[f32], b_transposed: bool, (m, k, n): (usize, usize, usize)) {
     assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
     let (a_rs, a_cs) = if a_transposed { (1, m as isize) } else { (k as isize, 1) };
@@ -309,11 +368,72 @@ fn gemm_tt(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b: 
     }
 }
 
-/// Forward: per image, im2col then `out = bias + W · cols`.
+/// Forward: per image, im2col then `out = bias + W · cols`, then the epilogue (residual add,
+/// ReLU). Applied as a one-input op without residual, as a two-input op with it.
 struct ConvOp {
     geometry: Geometry,
     weight: Arc<Vec<f32>>,
     bias: Option<Arc<Vec<f32>>>,
+    relu: Option<ReluMode>,
+    winograd: Option<Arc<WinogradPair>>,
+}
+
+impl ConvOp {
+    fn run(&self, x: &[f32], batch: usize, residual: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
+        let g = self.geometry;
+        let (oh, ow) = (g.out(g.h)?, g.out(g.w)?);
+        if let Some(wg) = &self.winograd {
+            let out = wg.forward.conv(x, batch, (g.h, g.w), self.bias.as_deref().map(|b| b.as_slice()), residual, self.relu.is_some());
+            return Ok((CpuStorage::F32(out), Shape::from((batch, g.c_out, oh, ow))));
+        }
+        let (l, kk) = (oh * ow, g.c_in * g.k * g.k);
+        let mut out = vec![0f32; batch * g.c_out * l];
+        let mut cols = vec![0f32; kk * l];
+        for (i, (image, dst)) in x.chunks(g.c_in * g.h * g.w).zip(out.chunks_mut(g.c_out * l)).enumerate() {
+            g.im2col(image, &mut cols)?;
+            if let Some(bias) = &self.bias {
+                for (row, v) in dst.chunks_mut(l).zip(bias.iter()) {
+                    row.fill(*v);
+                }
+            }
+            gemm_into(dst, self.bias.is_some(), &self.weight, false, &cols, (g.c_out, kk, l));
+            let res = residual.map(|r| &r[i * g.c_out * l..(i + 1) * g.c_out * l]);
+            epilogue(dst, res, self.relu.is_some(), l);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((batch, g.c_out, oh, ow))))
+    }
+
+    /// The gradient at the convolution's output: `grad` masked where the ReLU was off (and
+    /// clamped at zero under the guided rule), or `grad` itself without a ReLU.
+    fn output_grad(&self, res: &Tensor, grad_res: &Tensor) -> Result<Tensor> {
+        match self.relu {
+            None => grad_res.contiguous(),
+            Some(mode) => grad_res.contiguous()?.apply_op2_no_bwd(&res.contiguous()?, &ReluMask(mode)),
+        }
+    }
+
+    fn input_grad(&self, grad: &Tensor) -> Result<Tensor> {
+        grad.apply_op1_no_bwd(&ConvInputGrad { geometry: self.geometry, weight: self.weight.clone(), winograd: self.winograd.clone() })
+    }
+}
+
+/// `dst += residual`, then `relu`, in place, one channel row of `l` values at a time.
+fn epilogue(dst: &mut [f32], residual: Option<&[f32]>, relu: bool, l: usize) {
+    if residual.is_none() && !relu {
+        return;
+    }
+    dst.par_chunks_mut(l).enumerate().for_each(|(c, row)| {
+        if let Some(r) = residual {
+            for (d, v) in row.iter_mut().zip(&r[c * l..(c + 1) * l]) {
+                *d += v;
+            }
+        }
+        if relu {
+            for d in row.iter_mut() {
+                *d = d.max(0.0);
+            }
+        }
+    });
 }
 
 impl CustomOp1 for ConvOp {
@@ -323,34 +443,65 @@ impl CustomOp1 for ConvOp {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout, "conv2d")?;
-        let g = self.geometry;
-        let b = layout.shape().dims4()?.0;
-        let (oh, ow) = (g.out(g.h)?, g.out(g.w)?);
-        let (l, kk) = (oh * ow, g.c_in * g.k * g.k);
-        let mut out = vec![0f32; b * g.c_out * l];
-        let mut cols = vec![0f32; kk * l];
-        for (image, dst) in x.chunks(g.c_in * g.h * g.w).zip(out.chunks_mut(g.c_out * l)) {
-            g.im2col(image, &mut cols)?;
-            if let Some(bias) = &self.bias {
-                for (row, v) in dst.chunks_mut(l).zip(bias.iter()) {
-                    row.fill(*v);
-                }
-            }
-            gemm_into(dst, self.bias.is_some(), &self.weight, false, &cols, (g.c_out, kk, l));
-        }
-        Ok((CpuStorage::F32(out), Shape::from((b, g.c_out, oh, ow))))
+        self.run(x, layout.shape().dims4()?.0, None)
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let op = ConvInputGrad { geometry: self.geometry, weight: self.weight.clone() };
-        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&op)?))
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(self.input_grad(&self.output_grad(res, grad_res)?)?))
     }
 }
 
-/// Input gradient of [`ConvOp`]: per image, `col2im(Wᵀ · grad)`.
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col-residual"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "conv2d")?;
+        let residual = contiguous_f32(s2, l2, "conv2d residual")?;
+        self.run(x, l1.shape().dims4()?.0, Some(residual))
+    }
+
+    fn bwd(&self, _arg1: &Tensor, _arg2: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = self.output_grad(res, grad_res)?;
+        Ok((Some(self.input_grad(&grad)?), Some(grad)))
+    }
+}
+
+/// (gradient, ReLU output) → the gradient at the ReLU's input: `grad` where the output is
+/// positive (PyTorch's `threshold_backward`), `max(grad, 0)` there under the guided rule.
+struct ReluMask(ReluMode);
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "relu-mask"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let grad = contiguous_f32(s1, l1, "relu backward")?;
+        let out = contiguous_f32(s2, l2, "relu backward")?;
+        if grad.len() != out.len() {
+            candle_core::bail!("relu backward: gradient {:?} and output {:?} differ", l1.shape(), l2.shape());
+        }
+        let guided = self.0 == ReluMode::Guided;
+        let mut masked = vec![0f32; grad.len()];
+        const CHUNK: usize = 1 << 14;
+        masked.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).zip(out.par_chunks(CHUNK)).for_each(|((m, g), o)| {
+            for ((m, &g), &o) in m.iter_mut().zip(g).zip(o) {
+                let g = if guided { g.max(0.0) } else { g };
+                *m = if o > 0.0 { g } else { 0.0 };
+            }
+        });
+        Ok((CpuStorage::F32(masked), l1.shape().clone()))
+    }
+}
+
+/// Input gradient of [`ConvOp`]: per image, `col2im(Wᵀ · grad)`, or the Winograd
+/// convolution with the transposed kernel.
 struct ConvInputGrad {
     geometry: Geometry,
     weight: Arc<Vec<f32>>,
+    winograd: Option<Arc<WinogradPair>>,
 }
 
 impl CustomOp1 for ConvInputGrad {
@@ -362,6 +513,11 @@ impl CustomOp1 for ConvInputGrad {
         let grad = contiguous_f32(storage, layout, "conv2d backward")?;
         let g = self.geometry;
         let b = layout.shape().dims4()?.0;
+        if let Some(wg) = &self.winograd {
+            let kernel = wg.transposed.get_or_init(|| WinogradKernel::new_transposed(&self.weight, wg.c_out, wg.c_in));
+            let input_grad = kernel.conv(grad, b, (g.h, g.w), None, None, false);
+            return Ok((CpuStorage::F32(input_grad), Shape::from((b, g.c_in, g.h, g.w))));
+        }
         let l = g.out(g.h)? * g.out(g.w)?;
         let kk = g.c_in * g.k * g.k;
         let mut input_grad = vec![0f32; b * g.c_in * g.h * g.w];
@@ -466,33 +622,404 @@ impl CustomOp1 for LinearInputGrad {
     }
 }
 
-/// Softmax over the last dimension from differentiable ops (candle-nn's fused kernel has no
-/// backward). The max subtracted for stability is detached: softmax does not depend on it.
+/// Softmax over the last dimension, `softmax(x / scale)`, as one op with its own backward
+/// `dx = y ⊙ (g − Σ g ⊙ y) / scale` (candle-nn's fused kernel has none). Rows run in parallel.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    scaled_softmax_last_dim(x, 1.0)
 }
 
-/// LayerNorm over the last dimension (biased variance, like PyTorch), differentiable.
+/// `softmax(x / divisor)` over the last dimension (attention scores over `√d_head`: the
+/// division is done as PyTorch's `scores / math.sqrt(d)` does it).
+pub fn scaled_softmax_last_dim(x: &Tensor, divisor: f32) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        let x = (x / divisor as f64)?;
+        let max = x.max_keepdim(D::Minus1)?.detach();
+        let e = x.broadcast_sub(&max)?.exp()?;
+        return e.broadcast_div(&e.sum_keepdim(D::Minus1)?);
+    }
+    x.contiguous()?.apply_op1(Softmax { divisor })
+}
+
+/// Rows of the last dimension, in parallel blocks of whole rows.
+fn rows_par<'a>(out: &'a mut [f32], n: usize) -> impl IndexedParallelIterator<Item = &'a mut [f32]> {
+    let rows_per_task = (16_384 / n.max(1)).max(1);
+    out.par_chunks_mut(rows_per_task * n)
+}
+
+struct Softmax {
+    divisor: f32,
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, "softmax")?;
+        let n = layout.shape().dims().last().copied().unwrap_or(1);
+        let mut y = x.to_vec();
+        rows_par(&mut y, n).for_each(|block| block.chunks_mut(n).for_each(|row| vecmath::softmax_in_place(row, self.divisor)));
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxBackward { divisor: self.divisor })?))
+    }
+}
+
+/// (softmax output y, gradient g) → `y ⊙ (g − Σ g ⊙ y) / divisor`.
+struct SoftmaxBackward {
+    divisor: f32,
+}
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let y = contiguous_f32(s1, l1, "softmax backward")?;
+        let g = contiguous_f32(s2, l2, "softmax backward")?;
+        let n = l1.shape().dims().last().copied().unwrap_or(1);
+        let mut dx = g.to_vec();
+        let rows_per_task = (16_384 / n.max(1)).max(1);
+        dx.par_chunks_mut(rows_per_task * n).zip(y.par_chunks(rows_per_task * n)).for_each(|(block, yb)| {
+            for (row, yr) in block.chunks_mut(n).zip(yb.chunks(n)) {
+                let dot: f32 = row.iter().zip(yr).map(|(g, y)| g * y).sum();
+                for (d, y) in row.iter_mut().zip(yr) {
+                    *d = y * (*d - dot) / self.divisor;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Multi-head self-attention on `q`, `k`, `v` `[B, T, H]` (heads side by side in `H`, as the
+/// projections give them): per batch item and head, `softmax(Q Kᵀ / √d) V`, written straight
+/// into the merged `[B, T, H]` context. One op, with a backward that recomputes the attention
+/// probabilities instead of keeping them, and forms all three gradients:
+/// `dV = Pᵀ dO`, `dS = P ⊙ (dO Vᵀ − rowsum(P ⊙ dO Vᵀ)) / √d`, `dQ = dS K`, `dK = dSᵀ Q`.
+/// Batch items and heads run in parallel.
+pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, t, h) = q.dims3()?;
+    if k.dims() != [b, t, h] || v.dims() != [b, t, h] || heads == 0 || h % heads != 0 {
+        candle_core::bail!("attention: q {:?}, k {:?}, v {:?} with {heads} heads", q.dims(), k.dims(), v.dims());
+    }
+    let dh = h / heads;
+    if !q.device().is_cpu() {
+        let split = |x: &Tensor| -> Result<Tensor> { x.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous() };
+        let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+        let probs = scaled_softmax_last_dim(&q.matmul(&k.t()?)?, (dh as f32).sqrt())?;
+        return probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h));
+    }
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, Attention { heads })
+}
+
+#[derive(Clone, Copy)]
+struct Attention {
+    heads: usize,
+}
+
+/// A strided matrix: pointer to element (0, 0), row stride, column stride.
+#[derive(Clone, Copy)]
+struct Mat(*const f32, isize, isize);
+
+/// `dst (+)= a · b`, `[m×k]·[k×n]`, on the calling thread.
+///
+/// # Safety
+/// Every index `(i, j)` in range must be in bounds of the buffers behind the pointers, and
+/// nothing else may write `dst` meanwhile.
+unsafe fn gemm_strided(dst: (*mut f32, isize, isize), accumulate: bool, a: Mat, b: Mat, (m, k, n): (usize, usize, usize)) {
+    gemm::gemm(
+        m, n, k,
+        dst.0, dst.2, dst.1, accumulate,
+        a.0, a.2, a.1,
+        b.0, b.2, b.1,
+        1.0, 1.0, false, false, false,
+        gemm::Parallelism::None,
+    );
+}
+
+impl Attention {
+    fn dims(&self, layout: &Layout) -> Result<(usize, usize, usize, usize)> {
+        let (b, t, h) = layout.shape().dims3()?;
+        Ok((b, t, h, h / self.heads))
+    }
+
+    /// The probabilities `softmax(Q Kᵀ / √d)` `[t×t]` of batch item `bi`, head `head`.
+    ///
+    /// # Safety
+    /// `q`, `k` hold `[B, T, H]` with `bi`, `head` in range.
+    unsafe fn probabilities(&self, q: &[f32], k: &[f32], (t, h, dh): (usize, usize, usize), bi: usize, head: usize, probs: &mut [f32]) {
+        let offset = bi * t * h + head * dh;
+        let (hs, ts) = (h as isize, t as isize);
+        gemm_strided((probs.as_mut_ptr(), ts, 1), false, Mat(q.as_ptr().add(offset), hs, 1), Mat(k.as_ptr().add(offset), 1, hs), (t, dh, t));
+        let divisor = (dh as f32).sqrt();
+        probs.chunks_mut(t).for_each(|row| vecmath::softmax_in_place(row, divisor));
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "multi-head-attention"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (contiguous_f32(s1, l1, "attention")?, contiguous_f32(s2, l2, "attention")?, contiguous_f32(s3, l3, "attention")?);
+        let (b, t, h, dh) = self.dims(l1)?;
+        let mut out = vec![0f32; b * t * h];
+        let out_ptr = SharedPtr(out.as_mut_ptr());
+        (0..b * self.heads).into_par_iter().for_each_init(
+            || vec![0f32; t * t],
+            |probs, task| {
+                let (bi, head) = (task / self.heads, task % self.heads);
+                let offset = bi * t * h + head * dh;
+                let hs = h as isize;
+                // SAFETY: q, k, v, out are [B, T, H]; task (bi, head) writes only the columns
+                // head·dh.. of batch item bi of `out`.
+                unsafe {
+                    self.probabilities(q, k, (t, h, dh), bi, head, probs);
+                    gemm_strided((out_ptr.get().add(offset), hs, 1), false, Mat(probs.as_ptr(), t as isize, 1), Mat(v.as_ptr().add(offset), hs, 1), (t, t, dh));
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let packed = q.apply_op3_no_bwd(&Tensor::cat(&[k, v], 0)?, &grad_res.contiguous()?, &AttentionBackward(*self))?;
+        let b = q.dim(0)?;
+        Ok((Some(packed.narrow(0, 0, b)?), Some(packed.narrow(0, b, b)?), Some(packed.narrow(0, 2 * b, b)?)))
+    }
+}
+
+/// (q, [k; v] stacked on the batch axis, gradient of the context) → [dq; dk; dv].
+struct AttentionBackward(Attention);
+
+impl CustomOp3 for AttentionBackward {
+    fn name(&self) -> &'static str {
+        "multi-head-attention-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let q = contiguous_f32(s1, l1, "attention backward")?;
+        let kv = contiguous_f32(s2, l2, "attention backward")?;
+        let dout = contiguous_f32(s3, l3, "attention backward")?;
+        let att = self.0;
+        let (b, t, h, dh) = att.dims(l1)?;
+        let (k, v) = kv.split_at(b * t * h);
+        let mut grads = vec![0f32; 3 * b * t * h];
+        let ptr = SharedPtr(grads.as_mut_ptr());
+        let (hs, ts) = (h as isize, t as isize);
+        (0..b * att.heads).into_par_iter().for_each_init(
+            || (vec![0f32; t * t], vec![0f32; t * t]),
+            |(probs, dp), task| {
+                let (bi, head) = (task / att.heads, task % att.heads);
+                let offset = bi * t * h + head * dh;
+                let base = ptr.get();
+                // SAFETY: all buffers are [B, T, H] (grads three of them); task (bi, head)
+                // writes only the columns head·dh.. of batch item bi of each gradient.
+                unsafe {
+                    att.probabilities(q, k, (t, h, dh), bi, head, probs);
+                    let d_out = Mat(dout.as_ptr().add(offset), hs, 1);
+                    // dV = Pᵀ dO
+                    gemm_strided((base.add(2 * b * t * h + offset), hs, 1), false, Mat(probs.as_ptr(), 1, ts), d_out, (t, t, dh));
+                    // dP = dO Vᵀ
+                    gemm_strided((dp.as_mut_ptr(), ts, 1), false, d_out, Mat(v.as_ptr().add(offset), 1, hs), (t, dh, t));
+                    let divisor = (dh as f32).sqrt();
+                    for (row, p) in dp.chunks_mut(t).zip(probs.chunks(t)) {
+                        let dot: f32 = row.iter().zip(p).map(|(g, p)| g * p).sum();
+                        for (g, p) in row.iter_mut().zip(p) {
+                            *g = p * (*g - dot) / divisor;
+                        }
+                    }
+                    // dQ = dS K, dK = dSᵀ Q
+                    gemm_strided((base.add(offset), hs, 1), false, Mat(dp.as_ptr(), ts, 1), Mat(k.as_ptr().add(offset), hs, 1), (t, t, dh));
+                    gemm_strided((base.add(b * t * h + offset), hs, 1), false, Mat(dp.as_ptr(), 1, ts), Mat(q.as_ptr().add(offset), hs, 1), (t, t, dh));
+                }
+            },
+        );
+        Ok((CpuStorage::F32(grads), Shape::from((3 * b, t, h))))
+    }
+}
+
+/// A raw pointer shared by parallel tasks that write disjoint elements.
+struct SharedPtr(*mut f32);
+// SAFETY: the tasks sharing it write disjoint indices (see the call sites).
+unsafe impl Sync for SharedPtr {}
+unsafe impl Send for SharedPtr {}
+
+impl SharedPtr {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// LayerNorm over the last dimension (biased variance, like PyTorch) as one op: rows in
+/// parallel, and a backward that forms the input gradient only (the affine parameters are
+/// constants of a frozen backbone):
+/// `dx = (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)) / σ` with `ĝ = g ⊙ γ`.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
+    flat_weight: Arc<Vec<f32>>,
+    flat_bias: Arc<Vec<f32>>,
     eps: f64,
 }
 
 impl LayerNorm {
     pub fn new(size: usize, eps: f64, vb: candle_nn::VarBuilder) -> Result<Self> {
-        Ok(Self { weight: vb.get(size, "weight")?, bias: vb.get(size, "bias")?, eps })
+        let (weight, bias) = (vb.get(size, "weight")?, vb.get(size, "bias")?);
+        let flat = |t: &Tensor| -> Result<Arc<Vec<f32>>> { Ok(Arc::new(t.to_dtype(DType::F32)?.to_vec1()?)) };
+        Ok(Self { flat_weight: flat(&weight)?, flat_bias: flat(&bias)?, weight, bias, eps })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        let n = self.flat_weight.len();
+        if x.dim(D::Minus1)? != n {
+            candle_core::bail!("layer norm: input {:?} does not end in {n}", x.dims());
+        }
+        if !x.device().is_cpu() {
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+            return normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias);
+        }
+        x.contiguous()?.apply_op1(LayerNormOp { weight: self.flat_weight.clone(), bias: self.flat_bias.clone(), eps: self.eps })
+    }
+}
+
+struct LayerNormOp {
+    weight: Arc<Vec<f32>>,
+    bias: Arc<Vec<f32>>,
+    eps: f64,
+}
+
+/// Mean and `1/√(var + eps)` of one row, accumulated in f64.
+fn row_moments(row: &[f32], eps: f64) -> (f32, f32) {
+    let n = row.len() as f64;
+    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+}
+
+impl CustomOp1 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, "layer norm")?;
+        let n = self.weight.len();
+        let mut y = x.to_vec();
+        rows_par(&mut y, n).for_each(|block| {
+            for row in block.chunks_mut(n) {
+                let (mean, rstd) = row_moments(row, self.eps);
+                for ((v, g), b) in row.iter_mut().zip(self.weight.iter()).zip(self.bias.iter()) {
+                    *v = (*v - mean) * rstd * g + b;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let op = LayerNormBackward { weight: self.weight.clone(), eps: self.eps };
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &op)?))
+    }
+}
+
+/// (input x, gradient g) → the input gradient of [`LayerNormOp`].
+struct LayerNormBackward {
+    weight: Arc<Vec<f32>>,
+    eps: f64,
+}
+
+impl CustomOp2 for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        "layer-norm-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "layer norm backward")?;
+        let g = contiguous_f32(s2, l2, "layer norm backward")?;
+        let n = self.weight.len();
+        let mut dx = g.to_vec();
+        let rows_per_task = (16_384 / n).max(1);
+        dx.par_chunks_mut(rows_per_task * n).zip(x.par_chunks(rows_per_task * n)).for_each(|(block, xb)| {
+            let mut xhat = vec![0f32; n];
+            for (row, xr) in block.chunks_mut(n).zip(xb.chunks(n)) {
+                let (mean, rstd) = row_moments(xr, self.eps);
+                let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+                for ((d, xh), (&xv, &gamma)) in row.iter_mut().zip(xhat.iter_mut()).zip(xr.iter().zip(self.weight.iter())) {
+                    *xh = (xv - mean) * rstd;
+                    *d *= gamma;
+                    sum_g += *d as f64;
+                    sum_gx += (*d * *xh) as f64;
+                }
+                let (mean_g, mean_gx) = ((sum_g / n as f64) as f32, (sum_gx / n as f64) as f32);
+                for (d, xh) in row.iter_mut().zip(&xhat) {
+                    *d = (*d - mean_g - xh * mean_gx) * rstd;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// GELU as one op with a one-pass backward: the exact form `x·Φ(x)` (derivative
+/// `Φ(x) + x·φ(x)`, `erf` as PyTorch's vectorised kernel computes it, see [`vecmath`]) or the
+/// tanh approximation (`gelu_new`), elements in parallel.
+pub fn gelu(x: &Tensor, exact: bool) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return if exact { x.gelu_erf() } else { x.gelu() };
+    }
+    x.contiguous()?.apply_op1(Gelu { exact })
+}
+
+#[derive(Clone, Copy)]
+struct Gelu {
+    exact: bool,
+}
+
+const ELEMENTS_PER_TASK: usize = 1 << 14;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "gelu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, "gelu")?;
+        let mut y = x.to_vec();
+        y.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|c| vecmath::gelu_in_place(c, self.exact));
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &GeluBackward(*self))?))
+    }
+}
+
+struct GeluBackward(Gelu);
+
+impl CustomOp2 for GeluBackward {
+    fn name(&self) -> &'static str {
+        "gelu-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "gelu backward")?;
+        let g = contiguous_f32(s2, l2, "gelu backward")?;
+        let mut dx = g.to_vec();
+        dx.par_chunks_mut(ELEMENTS_PER_TASK).zip(x.par_chunks(ELEMENTS_PER_TASK)).for_each(|(d, x)| {
+            vecmath::gelu_backward_in_place(x, d, self.0.exact);
+        });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
 

@@ -9,7 +9,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::ops::{max_pool2d, relu, Conv2d, ReluMode};
+use crate::ops::{max_pool2d, Conv2d, ReluMode};
 
 const BN_EPS: f64 = 1e-5;
 
@@ -38,6 +38,11 @@ impl ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.conv.forward(x)
     }
+
+    /// `relu(conv(x) + residual)` with the add and the ReLU fused into the convolution.
+    fn forward_relu(&self, x: &Tensor, residual: Option<&Tensor>, mode: ReluMode) -> Result<Tensor> {
+        self.conv.forward_fused(x, residual, Some(mode))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -61,13 +66,12 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        let y = relu(&self.conv1.forward(x)?, mode)?;
-        let y = self.conv2.forward(&y)?;
+        let y = self.conv1.forward_relu(x, None, mode)?;
         let shortcut = match &self.downsample {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
-        relu(&(y + shortcut)?, mode)
+        self.conv2.forward_relu(&y, Some(&shortcut), mode)
     }
 }
 
@@ -115,7 +119,7 @@ impl ResNet18 {
         if stage >= Self::STAGES {
             candle_core::bail!("ResNet-18 has stages 0..{} (layer1..layer4), asked for {stage}", Self::STAGES - 1);
         }
-        let mut x = relu(&self.stem.forward(x)?, mode)?;
+        let mut x = self.stem.forward_relu(x, None, mode)?;
         x = max_pool2d(&x, 3, 2, 1)?;
         for block in self.layers[..=stage].iter().flatten() {
             x = block.forward(&x, mode)?;

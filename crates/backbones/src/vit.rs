@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::error::BackboneError;
-use crate::ops::{relu, softmax_last_dim, Conv2d, LayerNorm, Linear, ReluMode};
+use crate::ops::{gelu, multi_head_attention, relu, Conv2d, LayerNorm, Linear, ReluMode};
 
 /// The fields of a Hugging Face ViT `config.json` that shape the model.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -120,8 +120,8 @@ impl Activation {
 
     fn forward(self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
         match self {
-            Self::GeluErf => x.gelu_erf(),
-            Self::GeluTanh => x.gelu(),
+            Self::GeluErf => gelu(x, true),
+            Self::GeluTanh => gelu(x, false),
             Self::Relu => relu(x, mode),
         }
     }
@@ -151,16 +151,8 @@ impl Attention {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        let dh = h / self.heads;
-        let split = |l: &Linear| -> Result<Tensor> {
-            l.forward(x)?.reshape((b, t, self.heads, dh))?.transpose(1, 2)?.contiguous()
-        };
-        let (q, k, v) = (split(&self.query)?, split(&self.key)?, split(&self.value)?);
-        let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?;
-        let probs = softmax_last_dim(&scores)?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
-        self.output.forward(&context)
+        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
+        self.output.forward(&multi_head_attention(&q, &k, &v, self.heads)?)
     }
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use candle_core::{Device, Tensor, Var};
 use common::rand_tensor;
-use tgc_backbones::ops::{max_pool2d, relu, softmax_last_dim, LayerNorm, ReluMode};
+use tgc_backbones::ops::{gelu, max_pool2d, multi_head_attention, relu, scaled_softmax_last_dim, softmax_last_dim, LayerNorm, ReluMode};
 
 fn t(v: &[f32], shape: &[usize]) -> Tensor {
     Tensor::from_slice(v, shape, &Device::Cpu).unwrap()
@@ -131,9 +131,28 @@ fn layer_norm_values_and_gradient() {
 #[test]
 fn gelu_is_the_exact_erf_form_and_differentiable() {
     // GELU(1) = 0.5·(1 + erf(1/√2)) = 0.8413447; the tanh form gives 0.8411920.
-    let y = t(&[1.0], &[1]).gelu_erf().unwrap();
+    let y = gelu(&t(&[1.0, -2.0], &[2]), true).unwrap();
     assert!((vec(&y)[0] - 0.841_344_7).abs() < 1e-6);
-    check_fd(&|x| x.gelu_erf().unwrap().sum_all().unwrap(), &rand_tensor(&[6], 1.0, 2), 2e-3);
+    // GELU(−2) = −2·Φ(−2) = −0.0455003.
+    assert!((vec(&y)[1] + 0.045_500_26).abs() < 1e-6, "{y}");
+    let tanh = gelu(&t(&[1.0], &[1]), false).unwrap();
+    assert!((vec(&tanh)[0] - 0.841_192_0).abs() < 1e-6);
+    let w = rand_tensor(&[3, 4], 1.0, 3);
+    for exact in [true, false] {
+        check_fd(&|x| gelu(x, exact).unwrap().mul(&w).unwrap().sum_all().unwrap(), &rand_tensor(&[3, 4], 2.0, 2), 2e-3);
+    }
+}
+
+#[test]
+fn scaled_softmax_divides_before_normalising_and_scales_its_gradient() {
+    let x = rand_tensor(&[2, 3, 5], 3.0, 11);
+    let plain = vec(&softmax_last_dim(&(&x / 8.0).unwrap()).unwrap());
+    let scaled = vec(&scaled_softmax_last_dim(&x, 8.0).unwrap());
+    for (a, b) in plain.iter().zip(&scaled) {
+        assert!((a - b).abs() < 1e-7);
+    }
+    let w = rand_tensor(&[2, 3, 5], 1.0, 12);
+    check_fd(&|x| scaled_softmax_last_dim(x, 3.0).unwrap().mul(&w).unwrap().sum_all().unwrap(), &x, 2e-3);
 }
 
 #[test]
@@ -194,4 +213,39 @@ fn max_pool_propagates_nan_like_pytorch() {
     assert!(vec(&y)[0].is_nan());
     let g = vec(y.sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap());
     assert_eq!(g, vec![0.0, 0.0, 1.0, 0.0]);
+}
+
+#[test]
+fn fused_attention_equals_the_composed_ops_forward_and_backward() {
+    let (b, t, heads, dh) = (2, 5, 3, 4);
+    let h = heads * dh;
+    let (q0, k0, v0) = (rand_tensor(&[b, t, h], 1.0, 21), rand_tensor(&[b, t, h], 1.0, 22), rand_tensor(&[b, t, h], 1.0, 23));
+    let w = rand_tensor(&[b, t, h], 1.0, 24);
+    let composed = |q: &Tensor, k: &Tensor, v: &Tensor| -> Tensor {
+        let split = |x: &Tensor| x.reshape((b, t, heads, dh)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+        let (q, k, v) = (split(q), split(k), split(v));
+        let scores = (q.matmul(&k.t().unwrap()).unwrap() / (dh as f64).sqrt()).unwrap();
+        let max = scores.max_keepdim(candle_core::D::Minus1).unwrap().detach();
+        let e = scores.broadcast_sub(&max).unwrap().exp().unwrap();
+        let p = e.broadcast_div(&e.sum_keepdim(candle_core::D::Minus1).unwrap()).unwrap();
+        p.matmul(&v).unwrap().transpose(1, 2).unwrap().reshape((b, t, h)).unwrap()
+    };
+    let grads = |f: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor| {
+        let (q, k, v) = (Var::from_tensor(&q0).unwrap(), Var::from_tensor(&k0).unwrap(), Var::from_tensor(&v0).unwrap());
+        let out = f(q.as_tensor(), k.as_tensor(), v.as_tensor());
+        let g = out.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        (vec(&out), [q, k, v].map(|x| vec(g.get(x.as_tensor()).unwrap())))
+    };
+    let (fused_out, fused_grads) = grads(&|q, k, v| multi_head_attention(q, k, v, heads).unwrap());
+    let (want_out, want_grads) = grads(&composed);
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() < 1e-5 * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+        }
+    };
+    close(&fused_out, &want_out, "output");
+    for (name, (a, b)) in ["dq", "dk", "dv"].iter().zip(fused_grads.iter().zip(&want_grads)) {
+        assert!(b.iter().any(|v| v.abs() > 1e-3), "{name} must not vanish");
+        close(a, b, name);
+    }
 }

@@ -1,0 +1,267 @@
+//! Elementwise kernels written so that the compiler vectorises them, compiled three times
+//! (AVX-512, AVX2 + FMA, and the baseline) and picked at run time from the CPU's features:
+//! one binary for every x86-64 machine. The AVX2 and AVX-512 builds do the same operations
+//! in the same order (with fused multiply-adds), so they give identical results.
+//!
+//! `exp` is Cephes' `expf` (range reduction by ln 2, degree-6 polynomial, ≈ 1 ulp); `erf` is
+//! Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7), the formula PyTorch's vectorised CPU
+//! kernels use for `erf` and hence for the exact GELU.
+
+/// The instruction set the kernels run with on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimdLevel {
+    Avx512,
+    Avx2Fma,
+    Baseline,
+}
+
+impl SimdLevel {
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+                return Self::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Self::Avx2Fma;
+            }
+        }
+        Self::Baseline
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Avx512 => "AVX-512",
+            Self::Avx2Fma => "AVX2+FMA",
+            Self::Baseline => "baseline",
+        }
+    }
+}
+
+fn level() -> SimdLevel {
+    static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(SimdLevel::detect)
+}
+
+/// `a·b + c`, fused where the build has FMA.
+#[inline(always)]
+fn fma<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+#[inline(always)]
+fn exp<const FMA: bool>(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Round to nearest with the 1.5·2²³ trick (plain arithmetic, vectorises everywhere).
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.336_55, 88.376_26);
+    let n = fma::<FMA>(x, LOG2E, ROUND) - ROUND;
+    let r = fma::<FMA>(n, -LN2_LO, fma::<FMA>(n, -LN2_HI, x));
+    let mut p = 1.987_569_2e-4;
+    p = fma::<FMA>(p, r, 1.398_199_9e-3);
+    p = fma::<FMA>(p, r, 8.333_452e-3);
+    p = fma::<FMA>(p, r, 4.166_579_6e-2);
+    p = fma::<FMA>(p, r, 1.666_666_5e-1);
+    p = fma::<FMA>(p, r, 5.000_000_1e-1);
+    let y = fma::<FMA>(p, r * r, r) + 1.0;
+    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    if x.is_nan() {
+        x
+    } else {
+        y * scale
+    }
+}
+
+#[inline(always)]
+fn erf<const FMA: bool>(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / fma::<FMA>(0.327_591_1, a, 1.0);
+    let mut r = 1.061_405_4;
+    r = fma::<FMA>(r, t, -1.453_152);
+    r = fma::<FMA>(r, t, 1.421_413_8);
+    r = fma::<FMA>(r, t, -0.284_496_74);
+    r = fma::<FMA>(r, t, 0.254_829_6);
+    let y = fma::<FMA>(-exp::<FMA>(-(x * x)) * t, r, 1.0);
+    y.copysign(x)
+}
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+#[inline(always)]
+fn gelu<const FMA: bool>(x: f32, exact: bool) -> f32 {
+    if exact {
+        0.5 * x * (1.0 + erf::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2))
+    } else {
+        let inner = SQRT_2_OVER_PI * fma::<FMA>(0.044_715 * x * x, x, x);
+        0.5 * x * (1.0 + tanh::<FMA>(inner))
+    }
+}
+
+#[inline(always)]
+fn gelu_derivative<const FMA: bool>(x: f32, exact: bool) -> f32 {
+    if exact {
+        let cdf = 0.5 * (1.0 + erf::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2));
+        let pdf = FRAC_1_SQRT_2PI * exp::<FMA>(-0.5 * x * x);
+        fma::<FMA>(x, pdf, cdf)
+    } else {
+        let inner = SQRT_2_OVER_PI * fma::<FMA>(0.044_715 * x * x, x, x);
+        let t = tanh::<FMA>(inner);
+        0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * fma::<FMA>(3.0 * 0.044_715 * x, x, 1.0)
+    }
+}
+
+/// `tanh(x) = 1 − 2 / (exp(2x) + 1)`.
+#[inline(always)]
+fn tanh<const FMA: bool>(x: f32) -> f32 {
+    1.0 - 2.0 / (exp::<FMA>(2.0 * x) + 1.0)
+}
+
+/// Defines `pub fn $name(args)` that runs `$body::<FMA>` compiled for the best level.
+macro_rules! dispatched {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) => $kernel:ident) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $kernel::<true>($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $kernel::<true>($($arg),*)
+                }
+                match level() {
+                    // SAFETY: the CPU has the features these builds were compiled for.
+                    SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
+                    SimdLevel::Avx2Fma => return unsafe { avx2($($arg),*) },
+                    SimdLevel::Baseline => {}
+                }
+            }
+            $kernel::<false>($($arg),*)
+        }
+    };
+}
+
+#[inline(always)]
+fn gelu_kernel<const FMA: bool>(values: &mut [f32], exact: bool) {
+    for v in values.iter_mut() {
+        *v = gelu::<FMA>(*v, exact);
+    }
+}
+
+#[inline(always)]
+fn gelu_backward_kernel<const FMA: bool>(x: &[f32], grad: &mut [f32], exact: bool) {
+    for (g, &x) in grad.iter_mut().zip(x) {
+        *g *= gelu_derivative::<FMA>(x, exact);
+    }
+}
+
+#[inline(always)]
+fn softmax_kernel<const FMA: bool>(row: &mut [f32], divisor: f32) {
+    let mut max = f32::NEG_INFINITY;
+    for v in row.iter_mut() {
+        *v /= divisor;
+        max = max.max(*v);
+    }
+    for v in row.iter_mut() {
+        *v = exp::<FMA>(*v - max);
+    }
+    let sum: f32 = row.iter().sum();
+    for v in row.iter_mut() {
+        *v /= sum;
+    }
+}
+
+dispatched! {
+    /// GELU in place (`exact`: `x·Φ(x)` with [`erf`]; otherwise the tanh form).
+    fn gelu_in_place(values: &mut [f32], exact: bool) => gelu_kernel
+}
+
+dispatched! {
+    /// `grad ⊙ GELU'(x)` in place.
+    fn gelu_backward_in_place(x: &[f32], grad: &mut [f32], exact: bool) => gelu_backward_kernel
+}
+
+dispatched! {
+    /// `softmax(row / divisor)` in place.
+    fn softmax_in_place(row: &mut [f32], divisor: f32) => softmax_kernel
+}
+
+/// The kernels' `exp` (for tests and callers that need the same values).
+pub fn exp_f32(x: f32) -> f32 {
+    exp::<false>(x)
+}
+
+/// The kernels' `erf`.
+pub fn erf_f32(x: f32) -> f32 {
+    erf::<false>(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp_and_keeps_the_edges() {
+        let mut worst = 0f64;
+        for i in -8000..8000 {
+            let x = i as f32 * 0.0109;
+            let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 2.5e-7, "relative error {worst}");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(f32::NEG_INFINITY) < 1e-37);
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn erf_is_abramowitz_stegun_7_1_26() {
+        // Reference values of erf; the formula's absolute error is below 1.5e-7.
+        for (x, want) in [(0.0f32, 0.0f64), (0.5, 0.520_499_877_8), (1.0, 0.842_700_792_9), (-1.5, -0.966_105_146_5), (3.0, 0.999_977_909_5)] {
+            assert!((erf_f32(x) as f64 - want).abs() < 2e-7, "erf({x}) = {} vs {want}", erf_f32(x));
+        }
+    }
+
+    #[test]
+    fn every_level_gives_the_same_values() {
+        let x: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.013).collect();
+        let mut dispatched = x.clone();
+        gelu_in_place(&mut dispatched, true);
+        let mut fused = x.clone();
+        gelu_kernel::<true>(&mut fused, true);
+        // The baseline build has no FMA: equal to ~1 ulp, not bit for bit.
+        let mut plain = x.clone();
+        gelu_kernel::<false>(&mut plain, true);
+        if level() != SimdLevel::Baseline {
+            assert_eq!(dispatched, fused);
+        }
+        for ((a, b), x) in plain.iter().zip(&fused).zip(&x) {
+            let exact = 0.5 * *x as f64 * (1.0 + candle_core::cpu::erf::erf_f64(*x as f64 / std::f64::consts::SQRT_2));
+            assert!((*a as f64 - exact).abs() < 2e-7 * (1.0 + x.abs() as f64), "{x}: {a} vs {exact}");
+            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()));
+        }
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_match_the_definition() {
+        let mut row: Vec<f32> = (0..37).map(|i| (i as f32 * 0.7).sin() * 5.0).collect();
+        let want: Vec<f64> = {
+            let e: Vec<f64> = row.iter().map(|&v| (v as f64 / 3.0).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.iter().map(|v| v / s).collect()
+        };
+        softmax_in_place(&mut row, 3.0);
+        for (a, b) in row.iter().zip(&want) {
+            assert!((*a as f64 - b).abs() < 1e-6 * b.max(1e-3));
+        }
+    }
+}
