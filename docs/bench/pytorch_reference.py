@@ -2,10 +2,11 @@
 
 Not part of the project (nothing in the workspace runs or needs Python). Install outside the
 repository, e.g. `python3 -m venv /tmp/torch && /tmp/torch/bin/pip install torch torchvision
-captum transformers`, then run `cargo xtask bench-compare --python /tmp/torch/bin/python` (or this
-script alone). Same work as `cargo bench -p tgc-backbones`: random weights, ResNet-18 at 256²
+captum transformers`, then run `TGC_BENCH_PYTHON=/tmp/torch/bin/python cargo bench -p
+tgc-backbones --bench explain` (or this script alone). Same work as `cargo bench -p tgc-backbones`: random weights, ResNet-18 at 256²
 batch 8 and ViT-B/16 at 224² batch 8 for features; batch 1 for every attribution method with a
-2-class linear head. Prints one `name ms_per_image` line per figure.
+2-class linear head. Prints one `name ms_per_image peak_MiB` line per figure (the best of
+TGC_BENCH_ITERS runs; the peak resident memory since the previous figure).
 """
 
 import os
@@ -20,11 +21,23 @@ torch.manual_seed(0)
 
 
 def per_image(fn, batch, iters=ITERS):
+    """Best per-image milliseconds over `iters` timed runs after one warm-up."""
     fn()
-    start = time.perf_counter()
+    best = float("inf")
     for _ in range(iters):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) * 1e3 / (iters * batch)
+        best = min(best, (time.perf_counter() - start) * 1e3 / batch)
+    return best
+
+
+def take_peak_rss_mib():
+    """Peak resident memory since the last reset (Linux), then resets the mark."""
+    with open("/proc/self/status") as f:
+        kib = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return kib / 1024
 
 
 def resnet():
@@ -69,7 +82,7 @@ class Head(nn.Module):
 
 
 def report(name, ms):
-    print(f"{name} {ms:.1f}", flush=True)
+    print(f"{name} {ms:.1f} {take_peak_rss_mib():.0f}", flush=True)
 
 
 def main():
@@ -78,6 +91,7 @@ def main():
 
     print(f"torch {torch.__version__} threads {torch.get_num_threads()}", flush=True)
     which = sys.argv[1:] or ["resnet18", "vit"]
+    take_peak_rss_mib()
     if "resnet18" in which:
         features = resnet()
         x = torch.rand(8, 3, 256, 256)
@@ -99,7 +113,7 @@ def main():
         report("resnet18.gradient-shap", per_image(
             lambda: GradientShap(model).attribute(x1, baselines=base, target=1, n_samples=5), 1))
         report("resnet18.integrated-gradients", per_image(
-            lambda: IntegratedGradients(model).attribute(x1, target=1, n_steps=50, internal_batch_size=25), 1, max(1, ITERS // 2)))
+            lambda: IntegratedGradients(model).attribute(x1, target=1, n_steps=50, internal_batch_size=25), 1, (ITERS + 1) // 2))
     if "vit" in which:
         features, _ = vit()
         x = torch.rand(8, 3, 224, 224)

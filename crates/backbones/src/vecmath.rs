@@ -38,6 +38,28 @@ impl SimdLevel {
     }
 }
 
+/// One line naming this machine's CPU, its vector features, the kernels chosen for it and the
+/// worker threads, for benchmark output: figures are only comparable on the same CPU kind.
+pub fn cpu_description() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| text.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_owned()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+    #[allow(unused_mut)]
+    let mut features: Vec<&str> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    for (name, present) in [
+        ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+        ("fma", std::arch::is_x86_feature_detected!("fma")),
+        ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+    ] {
+        if present {
+            features.push(name);
+        }
+    }
+    format!("CPU: {model} [{}], kernels: {}, threads: {}", features.join(" "), level().as_str(), rayon::current_num_threads())
+}
+
 fn level() -> SimdLevel {
     static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(SimdLevel::detect)
@@ -164,17 +186,37 @@ fn gelu_backward_kernel<const FMA: bool>(x: &[f32], grad: &mut [f32], exact: boo
     }
 }
 
+/// Lanes of the partial maxima and sums of a row (so that the reductions vectorise).
+const LANES: usize = 16;
+
 #[inline(always)]
 fn softmax_kernel<const FMA: bool>(row: &mut [f32], divisor: f32) {
-    let mut max = f32::NEG_INFINITY;
-    for v in row.iter_mut() {
+    let mut max = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (m, v) in max.iter_mut().zip(chunk.iter_mut()) {
+            *v /= divisor;
+            *m = m.max(*v);
+        }
+    }
+    for (m, v) in max.iter_mut().zip(chunks.into_remainder()) {
         *v /= divisor;
-        max = max.max(*v);
+        *m = m.max(*v);
     }
-    for v in row.iter_mut() {
+    let max = max.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut sum = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (s, v) in sum.iter_mut().zip(chunk.iter_mut()) {
+            *v = exp::<FMA>(*v - max);
+            *s += *v;
+        }
+    }
+    for (s, v) in sum.iter_mut().zip(chunks.into_remainder()) {
         *v = exp::<FMA>(*v - max);
+        *s += *v;
     }
-    let sum: f32 = row.iter().sum();
+    let sum: f32 = sum.iter().sum();
     for v in row.iter_mut() {
         *v /= sum;
     }
