@@ -222,6 +222,16 @@ impl Backbone {
         }
     }
 
+    /// Whether the pass after the target layer has no ReLU (so guided and standard gradients
+    /// agree at the layer): ResNet-18 at `layer4` (only pooling follows), a ViT whose
+    /// activation is a GELU.
+    pub fn relu_free_after_target(&self) -> bool {
+        match &self.net {
+            Net::ResNet(_) => self.target_index().is_ok_and(|i| i + 1 == ResNet18::STAGES),
+            Net::Vit(v) => v.config().hidden_act != "relu",
+        }
+    }
+
     /// The randomisation cascade (Adebayo et al.): checkpoint prefixes re-randomised at each
     /// stage after the head, from the top down, cumulatively. ResNet-18: `layer4`, then
     /// `layer3`, `layer2`, `layer1`, the stem; ViT: the last block, then down to about ¾, ½, ¼

@@ -93,4 +93,8 @@ impl Explainable for Classifier {
         let features = self.backbone.features_from_target(activation, context, mode).map_err(to_candle)?;
         self.head(&features).map_err(to_candle)
     }
+
+    fn relu_free_after_layer(&self) -> bool {
+        self.backbone.relu_free_after_target()
+    }
 }

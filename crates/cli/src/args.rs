@@ -239,6 +239,10 @@ pub struct MethodArgs {
     /// Seed of GradientSHAP's draws (baselines, α, noise) and of noise baselines.
     #[arg(long, default_value_t = 0)]
     pub sampling_seed: u64,
+    /// Rows per forward/backward batch of GradientSHAP and Integrated Gradients (Captum's
+    /// `internal_batch_size`); by default sized to memory (16 rows of a 3×256² image).
+    #[arg(long)]
+    pub internal_batch_size: Option<usize>,
 }
 
 impl MethodArgs {
@@ -258,12 +262,16 @@ impl MethodArgs {
                 stdevs: self.stdevs,
                 baselines: self.baselines()?,
                 seed: self.sampling_seed,
-                batch_size: Some(10),
+                batch_size: self.internal_batch_size,
             })),
             MethodName::Saliency => Method::Saliency(Saliency),
             MethodName::InputXGradient => Method::InputXGradient(InputXGradient),
             MethodName::IntegratedGradients => {
-                Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig { steps: self.steps, ..Default::default() }))
+                Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig {
+                    steps: self.steps,
+                    internal_batch_size: self.internal_batch_size,
+                    ..Default::default()
+                }))
             }
         })
     }

@@ -89,8 +89,9 @@ pub fn run(args: ExplainArgs) -> Result<()> {
                 Some(t) => t,
                 None => model.logits(&x)?.argmax(1)?.to_vec1::<u32>()?[0] as usize,
             };
-            for (m, method) in &methods {
-                let a = method.attribute(&model, &x, &[target]).with_context(|| format!("explaining {}", input.display()))?;
+            let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone()).collect();
+            let results = tgc_explain::Method::attribute_all(&all, &model, &x, &[target]).with_context(|| format!("explaining {}", input.display()))?;
+            for ((m, method), a) in methods.iter().zip(results) {
                 let out = if methods.len() == 1 { args.out.clone() } else { with_method_suffix(&args.out, *m) };
                 save_attribution(&out, &a, meta(method, target, input))?;
                 if let Some(png) = &args.png {
@@ -112,8 +113,9 @@ pub fn run(args: ExplainArgs) -> Result<()> {
                 let target = args.target.unwrap_or(record.label.index());
                 let stem = record.path.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "").replace(".nii", "")).unwrap_or_default();
                 let mut maps = Vec::new();
-                for (m, method) in &methods {
-                    let a = method.attribute(&model, &x, &[target]).with_context(|| format!("explaining {}", record.path.display()))?;
+                let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone()).collect();
+                let results = tgc_explain::Method::attribute_all(&all, &model, &x, &[target]).with_context(|| format!("explaining {}", record.path.display()))?;
+                for ((m, method), a) in methods.iter().zip(results) {
                     let name = method.name();
                     save_attribution(&args.out.join(format!("{stem}.{name}.safetensors")), &a, meta(method, target, &record.path))?;
                     save_png(&overlay_of(&x, &a)?, &args.out.join(format!("{stem}.{name}.png")))?;
@@ -141,10 +143,13 @@ fn with_method_suffix(path: &Path, m: MethodName) -> PathBuf {
     path.with_extension(format!("{}.{ext}", m.cli_name()))
 }
 
-/// Writes `attribution` (without the batch dimension), `logits` and, for Grad-CAM methods,
-/// `layer_attribution` [h, w].
+/// Writes `attribution` (without the batch dimension), `logits` (when computed; always, for
+/// results of `attribute_all`) and, for Grad-CAM methods, `layer_attribution` [h, w].
 fn save_attribution(path: &Path, a: &tgc_explain::Attribution, metadata: HashMap<String, String>) -> Result<()> {
-    let mut tensors = vec![("attribution", a.attribution.squeeze(0)?.to_device(&Device::Cpu)?), ("logits", a.logits.squeeze(0)?.to_device(&Device::Cpu)?)];
+    let mut tensors = vec![("attribution", a.attribution.squeeze(0)?.to_device(&Device::Cpu)?)];
+    if let Some(logits) = &a.logits {
+        tensors.push(("logits", logits.squeeze(0)?.to_device(&Device::Cpu)?));
+    }
     if let Some(layer) = &a.layer_attribution {
         tensors.push(("layer_attribution", layer.squeeze(0)?.to_device(&Device::Cpu)?));
     }

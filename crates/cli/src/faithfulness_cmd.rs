@@ -9,8 +9,9 @@ use clap::{Args, ValueEnum};
 
 use tgc_backbones::{resize_bilinear_aa, Classifier, Randomize, WeightSource};
 use tgc_data::{phantom, read_nifti, write_atomic};
-use tgc_explain::faithfulness::{deletion_insertion, energy_in_mask, pointing_hit, spearman, ssim, Baseline, CurveConfig};
+use tgc_explain::faithfulness::{deletion_insertion_many, energy_in_mask, pointing_hit, spearman, ssim, Baseline, CurveConfig};
 use tgc_explain::render::normalized_magnitude;
+use tgc_explain::Method;
 
 use crate::args::{open_data, MethodArgs, MethodName, ModelArgs, SelectionArgs};
 use crate::explain_cmd::load_classifier;
@@ -43,6 +44,18 @@ pub struct FaithfulnessArgs {
     /// Output folder for faithfulness.csv (per slice), summary.csv and faithfulness.md.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// Slices explained together: one forward/backward batch per method and model.
+const IMAGES_PER_BATCH: usize = 8;
+
+/// A batch of slices with what the cascade compares against.
+struct SliceBatch {
+    input: Tensor,
+    targets: Vec<usize>,
+    images: Vec<String>,
+    /// Per slice, per method: the trained model's normalized map.
+    maps: Vec<Vec<Vec<f32>>>,
 }
 
 /// One map of the randomisation cascade compared with the trained model's.
@@ -82,52 +95,73 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             BaselineName::Zero => Baseline::Zero,
             BaselineName::Blur => Baseline::Blur { sigma_px: 5 },
         },
-        batch_size: 8,
+        batch_size: 16,
     };
     let methods = args.methods.methods()?;
+    let method_list: Vec<Method> = methods.iter().map(|(_, m)| m.clone()).collect();
     let cascade = model.backbone.randomization_cascade();
-    let bar = progress::bar((picked.len() * methods.len() * (2 + cascade.len())) as u64, "faithfulness");
+    // One tick per slice and model: the trained one, the re-randomised head, each stage.
+    let bar = progress::bar((picked.len() * (2 + cascade.len())) as u64, "faithfulness");
     let mut rows = Vec::new();
     let mut cascade_rows: Vec<CascadeRow> = Vec::new();
-    // Inputs, targets and normalized original maps, kept for the randomisation cascade.
-    let mut kept: Vec<(Tensor, usize, String, Vec<Vec<f32>>)> = Vec::new();
-    for &i in &picked {
-        let record = &dataset.records()[i];
-        let x = model.backbone.preprocess(&dataset.load_image(i)?)?.unsqueeze(0)?;
-        let (_, _, h, w) = x.dims4()?;
-        let target = record.label.index();
-        let mask = if is_phantom {
-            let m = read_nifti(&phantom::mask_path(&args.data, record.label, &record.path))?;
-            let resized = resize_bilinear_aa(m.pixels(), (m.height(), m.width()), (h, w));
-            Some(resized.iter().map(|&v| if v > 0.5 { 1.0 } else { 0.0 }).collect::<Vec<f32>>())
-        } else {
-            None
-        };
-        let image = record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut maps = Vec::new();
-        for (name, method) in &methods {
-            let name = *name;
-            let a = method.attribute(&model, &x, &[target]).with_context(|| format!("explaining {}", record.path.display()))?;
-            let (map, _, _) = normalized_magnitude(&a.attribution.squeeze(0)?)?;
-            let (other_map, _, _) = normalized_magnitude(&method.attribute(&random_head, &x, &[target])?.attribution.squeeze(0)?)?;
-            let head_rho = spearman(&map, &other_map);
-            cascade_rows.push(CascadeRow { method: name, image: image.clone(), stage: "head".into(), spearman: head_rho, ssim: ssim(&map, &other_map, h, w) });
-            bar.inc(1);
-            let raw: Vec<f32> = a.attribution.squeeze(0)?.abs()?.sum(0)?.flatten_all()?.to_vec1()?;
-            let curves = deletion_insertion(&model, &x, &raw, target, &curve)?;
-            rows.push(Row {
-                method: name,
-                image: image.clone(),
-                deletion: curves.deletion_auc(),
-                insertion: curves.insertion_auc(),
-                randomization: head_rho,
-                energy: mask.as_ref().and_then(|m| energy_in_mask(&raw, m)),
-                hit: mask.as_ref().map(|m| pointing_hit(&raw, m)),
+    // The slices in batches of IMAGES_PER_BATCH; each batch's normalized maps of the trained
+    // model are kept for the randomisation cascade.
+    let mut batches: Vec<SliceBatch> = Vec::new();
+    for chunk in picked.chunks(IMAGES_PER_BATCH) {
+        let mut xs = Vec::new();
+        let mut batch = SliceBatch { input: Tensor::zeros(1, DType::F32, &Device::Cpu)?, targets: Vec::new(), images: Vec::new(), maps: Vec::new() };
+        let mut masks = Vec::new();
+        for &i in chunk {
+            let record = &dataset.records()[i];
+            let x = model.backbone.preprocess(&dataset.load_image(i)?)?.unsqueeze(0)?;
+            let (_, _, h, w) = x.dims4()?;
+            masks.push(if is_phantom {
+                let m = read_nifti(&phantom::mask_path(&args.data, record.label, &record.path))?;
+                let resized = resize_bilinear_aa(m.pixels(), (m.height(), m.width()), (h, w));
+                Some(resized.iter().map(|&v| if v > 0.5 { 1.0 } else { 0.0 }).collect::<Vec<f32>>())
+            } else {
+                None
             });
-            maps.push(map);
-            bar.inc(1);
+            batch.targets.push(record.label.index());
+            batch.images.push(record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            xs.push(x);
         }
-        kept.push((x, target, image, maps));
+        batch.input = Tensor::cat(&xs, 0)?;
+        let (_, _, h, w) = batch.input.dims4()?;
+        let names = || batch.images.join(", ");
+        let trained = Method::attribute_all(&method_list, &model, &batch.input, &batch.targets).with_context(|| format!("explaining {}", names()))?;
+        bar.inc(chunk.len() as u64);
+        let head = Method::attribute_all(&method_list, &random_head, &batch.input, &batch.targets).with_context(|| format!("explaining {} (random head)", names()))?;
+        bar.inc(chunk.len() as u64);
+        for (j, x) in xs.iter().enumerate() {
+            let (image, target) = (&batch.images[j], batch.targets[j]);
+            let mut maps = Vec::new();
+            let mut raws = Vec::new();
+            for (((name, _), a), r) in methods.iter().zip(&trained).zip(&head) {
+                let one = a.attribution.get(j)?;
+                let (map, _, _) = normalized_magnitude(&one)?;
+                let (other_map, _, _) = normalized_magnitude(&r.attribution.get(j)?)?;
+                let head_rho = spearman(&map, &other_map);
+                cascade_rows.push(CascadeRow { method: *name, image: image.clone(), stage: "head".into(), spearman: head_rho, ssim: ssim(&map, &other_map, h, w) });
+                raws.push((head_rho, one.abs()?.sum(0)?.flatten_all()?.to_vec1::<f32>()?));
+                maps.push(map);
+            }
+            let importances: Vec<&[f32]> = raws.iter().map(|(_, raw)| raw.as_slice()).collect();
+            let curves = deletion_insertion_many(&model, x, &importances, target, &curve).with_context(|| format!("deletion/insertion curves of {image}"))?;
+            for (((name, _), (head_rho, raw)), curves) in methods.iter().zip(&raws).zip(curves) {
+                rows.push(Row {
+                    method: *name,
+                    image: image.clone(),
+                    deletion: curves.deletion_auc(),
+                    insertion: curves.insertion_auc(),
+                    randomization: *head_rho,
+                    energy: masks[j].as_ref().and_then(|m| energy_in_mask(raw, m)),
+                    hit: masks[j].as_ref().map(|m| pointing_hit(raw, m)),
+                });
+            }
+            batch.maps.push(maps);
+        }
+        batches.push(batch);
     }
     // The cascade (Adebayo et al. 2018): the head and then the backbone re-randomised from the
     // top down, cumulatively; each stage's maps compared with the trained model's.
@@ -137,13 +171,16 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         let randomize = Randomize { prefixes: prefixes.clone(), seed: args.randomization_seed ^ 0xCA5CADE };
         let backbone = choice.load_randomized_backbone(randomize)?;
         let stage_model = Classifier::new(backbone, random_head.head_weight().clone(), random_head.head_bias().clone())?;
-        for (x, target, image, maps) in &kept {
-            let (_, _, h, w) = x.dims4()?;
-            for ((name, method), map) in methods.iter().zip(maps) {
-                let (other, _, _) = normalized_magnitude(&method.attribute(&stage_model, x, &[*target])?.attribution.squeeze(0)?)?;
-                cascade_rows.push(CascadeRow { method: *name, image: image.clone(), stage: stage.clone(), spearman: spearman(map, &other), ssim: ssim(map, &other, h, w) });
-                bar.inc(1);
+        for batch in &batches {
+            let (_, _, h, w) = batch.input.dims4()?;
+            let results = Method::attribute_all(&method_list, &stage_model, &batch.input, &batch.targets)?;
+            for (j, (image, maps)) in batch.images.iter().zip(&batch.maps).enumerate() {
+                for (((name, _), map), a) in methods.iter().zip(maps).zip(&results) {
+                    let (other, _, _) = normalized_magnitude(&a.attribution.get(j)?)?;
+                    cascade_rows.push(CascadeRow { method: *name, image: image.clone(), stage: stage.clone(), spearman: spearman(map, &other), ssim: ssim(map, &other, h, w) });
+                }
             }
+            bar.inc(batch.images.len() as u64);
         }
     }
     bar.finish_and_clear();

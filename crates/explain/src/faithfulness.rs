@@ -62,12 +62,19 @@ fn trapezoid(ys: &[f32]) -> f32 {
 /// `H·W` importances. Pixels are removed in all channels at once; ties keep row-major order.
 /// Each curve's `steps + 1` images are evaluated in batches.
 pub fn deletion_insertion<M: Explainable>(model: &M, input: &Tensor, importance: &[f32], target: usize, config: &CurveConfig) -> Result<Curves> {
+    Ok(deletion_insertion_many(model, input, &[importance], target, config)?.remove(0))
+}
+
+/// [`deletion_insertion`] for several maps of the same image (one per method, say), as one
+/// stream of batches: the curves' shared end points (the image itself, and the baseline) are
+/// evaluated once for all maps, and each perturbed image is built only when its batch runs.
+pub fn deletion_insertion_many<M: Explainable>(model: &M, input: &Tensor, importances: &[&[f32]], target: usize, config: &CurveConfig) -> Result<Vec<Curves>> {
     let (b, c, h, w) = input.dims4()?;
-    if b != 1 || importance.len() != h * w || config.steps == 0 {
+    if b != 1 || importances.iter().any(|m| m.len() != h * w) || config.steps == 0 {
         return Err(ExplainError::Invalid(format!(
-            "deletion/insertion take one image and an H·W map with steps ≥ 1 (input {:?}, map of {}, steps {})",
+            "deletion/insertion take one image and H·W maps with steps ≥ 1 (input {:?}, maps of {:?}, steps {})",
             input.dims(),
-            importance.len(),
+            importances.iter().map(|m| m.len()).collect::<Vec<_>>(),
             config.steps
         )));
     }
@@ -76,42 +83,63 @@ pub fn deletion_insertion<M: Explainable>(model: &M, input: &Tensor, importance:
         Baseline::Zero => vec![0.0; x.len()],
         Baseline::Blur { sigma_px } => gaussian_blur(&x, c, h, w, sigma_px as f32),
     };
-    let mut order: Vec<usize> = (0..h * w).collect();
-    order.sort_by(|&a, &b| importance[b].total_cmp(&importance[a]));
-    let counts: Vec<usize> = (0..=config.steps).map(|s| (s * h * w + config.steps / 2) / config.steps).collect();
-    let build = |deleting: bool| -> Vec<f32> {
-        let mut all = Vec::with_capacity(counts.len() * x.len());
-        for &k in &counts {
-            let mut img = if deleting { x.clone() } else { base.clone() };
-            for &p in &order[..k] {
-                for ch in 0..c {
-                    let i = ch * h * w + p;
-                    img[i] = if deleting { base[i] } else { x[i] };
-                }
-            }
-            all.extend(img);
+    let orders: Vec<Vec<usize>> = importances
+        .iter()
+        .map(|importance| {
+            let mut order: Vec<usize> = (0..h * w).collect();
+            order.sort_by(|&a, &b| importance[b].total_cmp(&importance[a]));
+            order
+        })
+        .collect();
+    let steps = config.steps;
+    let counts: Vec<usize> = (0..=steps).map(|s| (s * h * w + steps / 2) / steps).collect();
+    // The images to evaluate: 0 = the input, 1 = the baseline, then for each map the interior
+    // points (steps 1 .. steps−1) of its deletion curve and of its insertion curve.
+    let interior = steps - 1;
+    let total = 2 + importances.len() * 2 * interior;
+    let build = |j: usize, img: &mut [f32]| {
+        if j < 2 {
+            img.copy_from_slice(if j == 0 { &x } else { &base });
+            return;
         }
-        all
-    };
-    let prob = |images: Vec<f32>| -> Result<Vec<f32>> {
-        let n = counts.len();
-        let batch = Tensor::from_vec(images, (n, c, h, w), input.device())?;
-        let mut probs = Vec::with_capacity(n);
-        let mut start = 0;
-        while start < n {
-            let len = config.batch_size.max(1).min(n - start);
-            let logits = model.forward(&batch.narrow(0, start, len)?, ReluMode::Standard)?;
-            let classes = logits.dim(1)?;
-            if target >= classes {
-                return Err(ExplainError::Invalid(format!("target class {target} but the model has {classes} classes")));
+        let j = j - 2;
+        let (map, rest) = (j / (2 * interior), j % (2 * interior));
+        let (deleting, k) = (rest < interior, counts[rest % interior + 1]);
+        img.copy_from_slice(if deleting { &x } else { &base });
+        let from = if deleting { &base } else { &x };
+        for &p in &orders[map][..k] {
+            for ch in 0..c {
+                img[ch * h * w + p] = from[ch * h * w + p];
             }
-            let p = softmax_rows(&logits)?;
-            probs.extend(p.iter().map(|row| row[target]));
-            start += len;
         }
-        Ok(probs)
     };
-    Ok(Curves { deletion: prob(build(true))?, insertion: prob(build(false))? })
+    let mut probs = Vec::with_capacity(total);
+    let chunk = config.batch_size.max(1);
+    let mut start = 0;
+    while start < total {
+        let len = chunk.min(total - start);
+        let mut images = vec![0f32; len * x.len()];
+        for (i, img) in images.chunks_mut(x.len()).enumerate() {
+            build(start + i, img);
+        }
+        let batch = Tensor::from_vec(images, (len, c, h, w), input.device())?;
+        let logits = model.forward(&batch, ReluMode::Standard)?;
+        let classes = logits.dim(1)?;
+        if target >= classes {
+            return Err(ExplainError::Invalid(format!("target class {target} but the model has {classes} classes")));
+        }
+        probs.extend(softmax_rows(&logits)?.iter().map(|row| row[target]));
+        start += len;
+    }
+    let (at_input, at_base) = (probs[0], probs[1]);
+    Ok((0..importances.len())
+        .map(|m| {
+            let own = &probs[2 + m * 2 * interior..2 + (m + 1) * 2 * interior];
+            let deletion = std::iter::once(at_input).chain(own[..interior].iter().copied()).chain(std::iter::once(at_base)).collect();
+            let insertion = std::iter::once(at_base).chain(own[interior..].iter().copied()).chain(std::iter::once(at_input)).collect();
+            Curves { deletion, insertion }
+        })
+        .collect())
 }
 
 fn softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {

@@ -22,8 +22,8 @@ pub use check::non_finite;
 pub use error::{ExplainError, Result};
 pub use interpolate::{upsample_bilinear, upsample_nearest};
 pub use methods::{
-    Attribution, Baselines, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient,
-    IntegratedGradients, IntegratedGradientsConfig, Method, Saliency,
+    auto_batch_rows, Attribution, Baselines, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient,
+    IntegratedGradients, IntegratedGradientsConfig, Method, Saliency, AUTO_BATCH_VALUES,
 };
 pub use model::{relu, Explainable, ReluMode};
 pub use quadrature::gauss_legendre_unit;

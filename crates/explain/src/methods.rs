@@ -18,8 +18,10 @@ pub struct Attribution {
     pub attribution: Tensor,
     /// Grad-CAM's layer-resolution map before ReLU, `[B, h, w]`.
     pub layer_attribution: Option<Tensor>,
-    /// The model's logits on the (unperturbed) input, `[B, classes]`.
-    pub logits: Tensor,
+    /// The model's logits on the (unperturbed) input, `[B, classes]`, when the method's passes
+    /// computed them (every method but GradientSHAP and Integrated Gradients, which never run
+    /// the input itself; [`attribute_all`] fills them in for every method).
+    pub logits: Option<Tensor>,
 }
 
 /// Any method, for callers that choose one at run time.
@@ -47,8 +49,55 @@ impl Method {
             Method::InputXGradient(m) => m.attribute(model, input, targets),
             Method::IntegratedGradients(m) => m.attribute(model, input, targets),
         }?;
-        for (what, t) in [("logits", &out.logits), ("attribution", &out.attribution)] {
-            if let Some((count, first)) = crate::check::non_finite(t)? {
+        self.checked(out)
+    }
+
+    /// Runs several methods on the same input and targets, sharing passes where their
+    /// definitions allow, and returns one result per method, in order, each with the logits.
+    /// Grad-CAM, Guided Backprop and Guided Grad-CAM share one forward pass (and, when the
+    /// model's pass after the layer has no ReLU, one guided backward pass gives both the
+    /// layer's gradient and the guided input gradient); Saliency and Input×Gradient share one
+    /// input gradient; the logits come from whichever pass ran the input, or from one forward
+    /// pass when only GradientSHAP or Integrated Gradients were asked. The results equal those
+    /// of the methods run one by one.
+    pub fn attribute_all<M: Explainable>(methods: &[Method], model: &M, input: &Tensor, targets: &[usize]) -> Result<Vec<Attribution>> {
+        let (_, h, w) = check(input, targets)?;
+        let any = |f: fn(&Method) -> bool| methods.iter().any(f);
+        let want_map = any(|m| matches!(m, Method::GradCam(_) | Method::GuidedGradCam(_)));
+        let want_guided = any(|m| matches!(m, Method::GuidedBackprop(_) | Method::GuidedGradCam(_)));
+        let want_plain = any(|m| matches!(m, Method::Saliency(_) | Method::InputXGradient(_)));
+        let shared = if want_map || want_guided { Some(guided_and_cam(model, input, targets, want_map, want_guided)?) } else { None };
+        let plain = if want_plain { Some(input_gradient(model, &input.detach(), targets, 1, ReluMode::Standard)?) } else { None };
+        let logits = match (&shared, &plain) {
+            (Some(s), _) => s.logits.clone(),
+            (None, Some((_, l))) => l.clone(),
+            (None, None) => logits_of(model, input)?,
+        };
+        let map = || shared.as_ref().and_then(|s| s.map.clone()).expect("computed when asked");
+        let guided = || shared.as_ref().and_then(|s| s.guided.clone()).expect("computed when asked");
+        let plain_grad = || plain.as_ref().map(|p| p.0.clone()).expect("computed when asked");
+        methods
+            .iter()
+            .map(|m| {
+                let mut a = match m {
+                    Method::GradCam(_) => cam_attribution(map(), logits.clone(), (h, w))?,
+                    Method::GuidedBackprop(_) => Attribution { attribution: guided(), layer_attribution: None, logits: None },
+                    Method::GuidedGradCam(_) => guided_grad_cam(&guided(), map(), logits.clone(), (h, w))?,
+                    Method::Saliency(_) => Attribution { attribution: plain_grad().abs()?, layer_attribution: None, logits: None },
+                    Method::InputXGradient(_) => Attribution { attribution: input.mul(&plain_grad())?, layer_attribution: None, logits: None },
+                    Method::GradientShap(g) => g.attribute(model, input, targets)?,
+                    Method::IntegratedGradients(ig) => ig.attribute(model, input, targets)?,
+                };
+                a.logits = Some(logits.clone());
+                m.checked(a)
+            })
+            .collect()
+    }
+
+    /// A NaN or infinity in the logits or the attribution is an error naming the method.
+    fn checked(&self, out: Attribution) -> Result<Attribution> {
+        for (what, t) in [("logits", out.logits.as_ref()), ("attribution", Some(&out.attribution))] {
+            if let Some((count, first)) = t.map(crate::check::non_finite).transpose()?.flatten() {
                 return Err(ExplainError::NonFinite { method: self.name(), what, count, first });
             }
         }
@@ -129,16 +178,13 @@ impl GradCam {
         let g = grads
             .get(activation.as_tensor())
             .ok_or_else(|| ExplainError::Invalid("the logits do not depend on the target layer".into()))?;
-        let weights = g.mean_keepdim(3)?.mean_keepdim(2)?;
-        let map = activation.as_tensor().broadcast_mul(&weights)?.sum(1)?;
-        Ok((map, logits.detach()))
+        Ok((cam_map(activation.as_tensor(), g)?, logits.detach()))
     }
 
     pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
         let (_, h, w) = check(input, targets)?;
         let (map, logits) = self.layer_map(model, input, targets)?;
-        let up = upsample_bilinear(&map.relu()?, (h, w))?.unsqueeze(1)?;
-        Ok(Attribution { attribution: up, layer_attribution: Some(map), logits })
+        cam_attribution(map, logits, (h, w))
     }
 }
 
@@ -150,7 +196,7 @@ impl GuidedBackprop {
     pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
         check(input, targets)?;
         let (g, logits) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Guided)?;
-        Ok(Attribution { attribution: g, layer_attribution: None, logits })
+        Ok(Attribution { attribution: g, layer_attribution: None, logits: Some(logits) })
     }
 }
 
@@ -162,11 +208,69 @@ pub struct GuidedGradCam;
 impl GuidedGradCam {
     pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
         let (_, h, w) = check(input, targets)?;
-        let (map, logits) = GradCam.layer_map(model, input, targets)?;
-        let cam = upsample_nearest(&map.relu()?, (h, w))?.unsqueeze(1)?;
-        let (guided, _) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Guided)?;
-        Ok(Attribution { attribution: guided.broadcast_mul(&cam)?, layer_attribution: Some(map), logits })
+        let shared = guided_and_cam(model, input, targets, true, true)?;
+        let (map, guided) = (shared.map.expect("asked for the map"), shared.guided.expect("asked for the guided gradient"));
+        guided_grad_cam(&guided, map, shared.logits, (h, w))
     }
+}
+
+/// Σ_k w_k A_k with w_k the spatial mean of the gradient at the layer: `[B, h, w]`.
+fn cam_map(activation: &Tensor, gradient: &Tensor) -> Result<Tensor> {
+    let weights = gradient.mean_keepdim(3)?.mean_keepdim(2)?;
+    Ok(activation.broadcast_mul(&weights)?.sum(1)?)
+}
+
+fn cam_attribution(map: Tensor, logits: Tensor, (h, w): (usize, usize)) -> Result<Attribution> {
+    let up = upsample_bilinear(&map.relu()?, (h, w))?.unsqueeze(1)?;
+    Ok(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(logits) })
+}
+
+fn guided_grad_cam(guided: &Tensor, map: Tensor, logits: Tensor, (h, w): (usize, usize)) -> Result<Attribution> {
+    let cam = upsample_nearest(&map.relu()?, (h, w))?.unsqueeze(1)?;
+    Ok(Attribution { attribution: guided.broadcast_mul(&cam)?, layer_attribution: Some(map), logits: Some(logits) })
+}
+
+/// What Grad-CAM, Guided Backprop and Guided Grad-CAM need, computed together.
+struct GuidedAndCam {
+    /// Grad-CAM's layer map before ReLU.
+    map: Option<Tensor>,
+    /// The guided input gradient.
+    guided: Option<Tensor>,
+    logits: Tensor,
+}
+
+/// The Grad-CAM layer map (`want_map`) and the guided input gradient (`want_guided`) with as
+/// few passes as the model allows: when the pass after the layer has no ReLU
+/// ([`Explainable::relu_free_after_layer`]) the layer's gradient is the same in both modes, so
+/// one guided forward and one backward give both; otherwise the layer map comes from its own
+/// (standard) pass, as Captum's `LayerGradCam` computes it.
+fn guided_and_cam<M: Explainable>(model: &M, input: &Tensor, targets: &[usize], want_map: bool, want_guided: bool) -> Result<GuidedAndCam> {
+    check(input, targets)?;
+    if !want_guided {
+        let (map, logits) = GradCam.layer_map(model, input, targets)?;
+        return Ok(GuidedAndCam { map: Some(map), guided: None, logits });
+    }
+    if want_map && !model.relu_free_after_layer() {
+        let (map, logits) = GradCam.layer_map(model, input, targets)?;
+        let (guided, _) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Guided)?;
+        return Ok(GuidedAndCam { map: Some(map), guided: Some(guided), logits });
+    }
+    let var = Var::from_tensor(&input.detach())?;
+    let (activation, context) = model.forward_to_layer(var.as_tensor(), ReluMode::Guided)?;
+    let (hooked, slot) = crate::model::capture_gradient(&activation)?;
+    let logits = model.forward_from_layer(&hooked, &context, ReluMode::Guided)?;
+    let grads = target_sum(&logits, targets, 1)?.backward()?;
+    let guided = grads
+        .get(var.as_tensor())
+        .cloned()
+        .ok_or_else(|| ExplainError::Invalid("the model's output does not depend on its input".into()))?;
+    let map = if want_map {
+        let g = slot.take().ok_or_else(|| ExplainError::Invalid("the logits do not depend on the target layer".into()))?;
+        Some(cam_map(&activation.detach(), &g)?)
+    } else {
+        None
+    };
+    Ok(GuidedAndCam { map, guided: Some(guided), logits: logits.detach() })
 }
 
 /// Saliency (Captum's default `abs=True`): |∂y/∂x|.
@@ -177,7 +281,7 @@ impl Saliency {
     pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
         check(input, targets)?;
         let (g, logits) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Standard)?;
-        Ok(Attribution { attribution: g.abs()?, layer_attribution: None, logits })
+        Ok(Attribution { attribution: g.abs()?, layer_attribution: None, logits: Some(logits) })
     }
 }
 
@@ -189,7 +293,7 @@ impl InputXGradient {
     pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
         check(input, targets)?;
         let (g, logits) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Standard)?;
-        Ok(Attribution { attribution: input.mul(&g)?, layer_attribution: None, logits })
+        Ok(Attribution { attribution: input.mul(&g)?, layer_attribution: None, logits: Some(logits) })
     }
 }
 
@@ -257,7 +361,8 @@ pub struct GradientShapConfig {
     pub baselines: Baselines,
     /// Seed of the baseline draws, the α draws and the input noise.
     pub seed: u64,
-    /// Samples per forward/backward batch (all of them by default).
+    /// Rows (samples × images) per forward/backward batch; `None` sizes the batches to
+    /// memory ([`auto_batch_rows`]).
     pub batch_size: Option<usize>,
 }
 
@@ -270,7 +375,8 @@ impl Default for GradientShapConfig {
 }
 
 /// GradientSHAP (Captum's `GradientShap`): mean over samples of (x' − b) ⊙ ∇f(b + α(x' − b)),
-/// with x' = x + N(0, stdevs²), b drawn from the baselines, α ~ U(0, 1), all seeded.
+/// with x' = x + N(0, stdevs²), b drawn from the baselines, α ~ U(0, 1), all seeded (each
+/// image of a batch draws from the seed afresh: its map is the same alone or in a batch).
 #[derive(Debug, Clone, Default)]
 pub struct GradientShap {
     pub config: GradientShapConfig,
@@ -293,12 +399,13 @@ impl GradientShap {
         if !(self.config.stdevs >= 0.0 && self.config.stdevs.is_finite()) {
             return Err(ExplainError::Invalid(format!("GradientSHAP stdevs must be a finite number ≥ 0, got {}", self.config.stdevs)));
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         let noise = Normal::new(0.0f32, self.config.stdevs.max(0.0)).map_err(|e| ExplainError::Invalid(e.to_string()))?;
-        // Points b + α(x' − b) and differences x' − b, sample-major within each image.
+        // Points b + α(x' − b) and differences x' − b, sample-major within each image. Every
+        // image draws from the seed afresh, so its map does not depend on the batch it is in.
         let mut points = Vec::with_capacity(batch * n * per_image);
         let mut diffs = Vec::with_capacity(batch * n * per_image);
         for i in 0..batch {
+            let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
             let xi = &x[i * per_image..(i + 1) * per_image];
             let baselines = self.config.baselines.candidates(xi, &input.dims()[1..])?;
             let n_baselines = baselines.len() / per_image;
@@ -322,15 +429,26 @@ impl GradientShap {
         out_shape.insert(1, n);
         out_shape[0] = batch;
         let attribution = per_sample.reshape(out_shape)?.mean(1)?;
-        Ok(Attribution { attribution, layer_attribution: None, logits: logits_of(model, &input)? })
+        Ok(Attribution { attribution, layer_attribution: None, logits: None })
     }
 }
 
+/// Input values of one internal batch when its size is left to the library: 16 rows of a
+/// 3 × 256 × 256 image. The activations a forward/backward pass keeps grow with the input, so
+/// this bounds the pass's memory whatever the image size (about 0.5 GB for ResNet-18).
+pub const AUTO_BATCH_VALUES: usize = 16 * 3 * 256 * 256;
+
+/// Rows per internal batch (Captum's `internal_batch_size`) for inputs of `values_per_row`
+/// values when none is given: as many as fit [`AUTO_BATCH_VALUES`], at least one.
+pub fn auto_batch_rows(values_per_row: usize) -> usize {
+    (AUTO_BATCH_VALUES / values_per_row.max(1)).max(1)
+}
+
 /// Gradients at `points` (`[B·repeat, …]`, `repeat` consecutive rows per target) in chunks of
-/// `batch_size` rows.
+/// `batch_size` rows (sized to memory when `None`).
 fn batched_gradients<M: Explainable>(model: &M, points: &Tensor, targets: &[usize], repeat: usize, batch_size: Option<usize>) -> Result<Tensor> {
     let rows = points.dim(0)?;
-    let chunk = batch_size.unwrap_or(rows).max(1);
+    let chunk = batch_size.unwrap_or_else(|| auto_batch_rows(points.elem_count() / rows.max(1))).max(1);
     let mut parts = Vec::new();
     let mut start = 0;
     while start < rows {
@@ -348,7 +466,8 @@ fn batched_gradients<M: Explainable>(model: &M, points: &Tensor, targets: &[usiz
 #[derive(Debug, Clone)]
 pub struct IntegratedGradientsConfig {
     pub steps: usize,
-    /// Rows per forward/backward batch; `None` runs all steps of all images at once.
+    /// Rows per forward/backward batch; `None` sizes the batches to memory
+    /// ([`auto_batch_rows`]).
     pub internal_batch_size: Option<usize>,
     /// A baseline `[1, C, H, W]` (or one per image); `None` is the zero image.
     pub baseline: Option<Tensor>,
@@ -356,7 +475,7 @@ pub struct IntegratedGradientsConfig {
 
 impl Default for IntegratedGradientsConfig {
     fn default() -> Self {
-        Self { steps: 50, internal_batch_size: Some(25), baseline: None }
+        Self { steps: 50, internal_batch_size: None, baseline: None }
     }
 }
 
@@ -402,6 +521,6 @@ impl IntegratedGradients {
         grid.insert(1, steps);
         grid[0] = b;
         let integrated = grads.reshape(grid)?.broadcast_mul(&w_t)?.sum(1)?;
-        Ok(Attribution { attribution: diff.mul(&integrated)?, layer_attribution: None, logits: logits_of(model, &input)? })
+        Ok(Attribution { attribution: diff.mul(&integrated)?, layer_attribution: None, logits: None })
     }
 }

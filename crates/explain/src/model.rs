@@ -69,9 +69,66 @@ pub trait Explainable {
 
     fn forward_from_layer(&self, activation: &Tensor, context: &Self::Context, mode: ReluMode) -> candle_core::Result<Tensor>;
 
+    /// Whether the pass after the target layer contains no ReLU, so that the gradient at the
+    /// layer is the same under both modes. When true, methods asked together (Grad-CAM with
+    /// Guided Backprop or Guided Grad-CAM) take the layer's gradient and the guided input
+    /// gradient from one guided backward pass. `false` (the default) is always safe.
+    fn relu_free_after_layer(&self) -> bool {
+        false
+    }
+
     /// The whole forward pass.
     fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
         let (activation, context) = self.forward_to_layer(input, mode)?;
         self.forward_from_layer(&activation, &context, mode)
+    }
+}
+
+/// Identity forward that records the gradient flowing back through it (PyTorch's tensor
+/// hook): the gradient at an intermediate tensor, which candle's backward pass does not keep.
+pub(crate) fn capture_gradient(x: &Tensor) -> candle_core::Result<(Tensor, GradientSlot)> {
+    let slot = GradientSlot::default();
+    let y = if x.device().is_cpu() {
+        x.contiguous()?.apply_op1(Capture(slot.clone()))?
+    } else {
+        x.to_device(&candle_core::Device::Cpu)?.contiguous()?.apply_op1(Capture(slot.clone()))?.to_device(x.device())?
+    };
+    Ok((y, slot))
+}
+
+/// Where [`capture_gradient`] leaves the gradient.
+#[derive(Clone, Default)]
+pub(crate) struct GradientSlot(std::sync::Arc<std::sync::Mutex<Option<Tensor>>>);
+
+impl GradientSlot {
+    pub(crate) fn take(&self) -> Option<Tensor> {
+        self.0.lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+struct Capture(GradientSlot);
+
+impl CustomOp1 for Capture {
+    fn name(&self) -> &'static str {
+        "capture-gradient"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let data = match storage {
+            CpuStorage::F32(v) => v.as_slice(),
+            other => candle_core::bail!("gradient capture: only f32 is supported, got {:?}", other.dtype()),
+        };
+        let data = match layout.contiguous_offsets() {
+            Some((start, end)) => &data[start..end],
+            None => candle_core::bail!("gradient capture: input must be contiguous"),
+        };
+        Ok((CpuStorage::F32(data.to_vec()), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        if let Ok(mut slot) = (self.0).0.lock() {
+            *slot = Some(grad_res.clone());
+        }
+        Ok(Some(grad_res.clone()))
     }
 }

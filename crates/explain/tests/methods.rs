@@ -86,7 +86,7 @@ fn grad_cam_by_hand() {
         // Same resolution: the upsampled map is ReLU(map).
         assert_eq!(out.attribution.dims(), &[1, 1, 6, 6]);
         close(&v(&out.attribution), &expected.iter().map(|e| e.max(0.0)).collect::<Vec<_>>(), 1e-5);
-        assert_eq!(out.logits.dims(), &[1, 2]);
+        assert_eq!(out.logits.unwrap().dims(), &[1, 2]);
     }
 }
 
@@ -156,6 +156,9 @@ fn gradient_shap_is_seeded_and_batch_independent() {
     assert_eq!(v(&a.attribution), v(&b.attribution));
     let chunked = GradientShap::new(GradientShapConfig { batch_size: Some(3), ..cfg.clone() }).attribute(&toy, &x, &[1, 1]).unwrap();
     close(&v(&a.attribution), &v(&chunked.attribution), 1e-6);
+    // Each image's map is the same explained alone as in the batch.
+    let second = GradientShap::new(cfg.clone()).attribute(&toy, &x.narrow(0, 1, 1).unwrap(), &[1]).unwrap();
+    close(&v(&a.attribution.narrow(0, 1, 1).unwrap()), &v(&second.attribution), 1e-6);
     let other = GradientShap::new(GradientShapConfig { seed: 12, ..cfg }).attribute(&toy, &x, &[1, 1]).unwrap();
     assert_ne!(v(&a.attribution), v(&other.attribution));
     // Baselines from a set: a single baseline equal to the input gives zero attribution.
@@ -423,4 +426,119 @@ fn grad_cam_energy_lies_in_the_region_that_carries_the_evidence() {
     let cam = v(&GradCam.attribute(&toy, &x, &[1]).unwrap().attribution);
     assert_eq!(energy_in_mask(&cam, &mask), Some(1.0));
     assert!(pointing_hit(&cam, &mask));
+}
+
+/// A toy with an optional ReLU after the target layer, counting its lower forward passes, and
+/// claiming `relu_free` (which may be a lie, to show what the claim changes).
+struct Counting {
+    toy: Toy,
+    relu_after_layer: bool,
+    relu_free: bool,
+    lower_passes: std::cell::Cell<usize>,
+}
+
+impl Explainable for Counting {
+    type Context = ();
+
+    fn forward_to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<(Tensor, ())> {
+        self.lower_passes.set(self.lower_passes.get() + 1);
+        self.toy.forward_to_layer(input, mode)
+    }
+
+    fn forward_from_layer(&self, a: &Tensor, c: &(), mode: ReluMode) -> candle_core::Result<Tensor> {
+        if self.relu_after_layer {
+            self.toy.forward_from_layer(&relu(&(a - 0.1)?, mode)?, c, mode)
+        } else {
+            self.toy.forward_from_layer(a, c, mode)
+        }
+    }
+
+    fn relu_free_after_layer(&self) -> bool {
+        self.relu_free
+    }
+}
+
+fn all_methods() -> Vec<Method> {
+    vec![
+        Method::GradCam(GradCam),
+        Method::GuidedBackprop(GuidedBackprop),
+        Method::GuidedGradCam(GuidedGradCam),
+        Method::Saliency(Saliency),
+        Method::InputXGradient(InputXGradient),
+        Method::GradientShap(GradientShap::default()),
+        Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig { steps: 8, ..Default::default() })),
+    ]
+}
+
+#[test]
+fn methods_asked_together_share_passes_and_equal_the_methods_run_alone() {
+    for relu_after_layer in [false, true] {
+        let model = Counting { toy: Toy::new(5, !relu_after_layer), relu_after_layer, relu_free: !relu_after_layer, lower_passes: 0.into() };
+        let x = input(2, 2);
+        let targets = [1, 0];
+        let methods = all_methods();
+        let alone: Vec<Attribution> = methods.iter().map(|m| m.attribute(&model, &x, &targets).unwrap()).collect();
+        model.lower_passes.set(0);
+        let together = Method::attribute_all(&methods, &model, &x, &targets).unwrap();
+        let logits = alone[0].logits.clone().unwrap();
+        for ((m, a), t) in methods.iter().zip(&alone).zip(&together) {
+            assert_eq!(v(&a.attribution), v(&t.attribution), "{} (ReLU after the layer: {relu_after_layer})", m.name());
+            assert_eq!(v(t.logits.as_ref().unwrap()), v(&logits), "{} logits", m.name());
+            assert_eq!(a.layer_attribution.as_ref().map(v), t.layer_attribution.as_ref().map(v));
+        }
+        // Lower passes: Grad-CAM/Guided Backprop/Guided Grad-CAM one (two when a ReLU after the
+        // layer makes the Grad-CAM pass separate), Saliency + Input×Gradient one, GradientSHAP
+        // one, Integrated Gradients one (8 steps in one batch).
+        let expected = if relu_after_layer { 5 } else { 4 };
+        assert_eq!(model.lower_passes.get(), expected, "ReLU after the layer: {relu_after_layer}");
+    }
+}
+
+#[test]
+fn the_relu_free_claim_matters_when_a_relu_follows_the_layer() {
+    // With a ReLU after the layer the guided gradient at the layer differs from Grad-CAM's:
+    // claiming otherwise would change the Grad-CAM map, which is why the claim defaults to false.
+    let honest = Counting { toy: Toy::new(7, false), relu_after_layer: true, relu_free: false, lower_passes: 0.into() };
+    let liar = Counting { toy: Toy::new(7, false), relu_after_layer: true, relu_free: true, lower_passes: 0.into() };
+    let x = input(3, 1);
+    let methods = [Method::GradCam(GradCam), Method::GuidedBackprop(GuidedBackprop)];
+    let right = Method::attribute_all(&methods, &honest, &x, &[0]).unwrap();
+    let wrong = Method::attribute_all(&methods, &liar, &x, &[0]).unwrap();
+    let alone = GradCam.attribute(&honest, &x, &[0]).unwrap();
+    assert_eq!(v(right[0].layer_attribution.as_ref().unwrap()), v(alone.layer_attribution.as_ref().unwrap()));
+    assert_ne!(v(wrong[0].layer_attribution.as_ref().unwrap()), v(alone.layer_attribution.as_ref().unwrap()));
+}
+
+#[test]
+fn curves_of_several_maps_equal_each_curve_evaluated_image_by_image() {
+    use tgc_explain::faithfulness::{deletion_insertion_many, Baseline, CurveConfig};
+    let toy = Toy::new(9, true);
+    let x = input(4, 1);
+    let xs = v(&x);
+    let maps: Vec<Vec<f32>> = (0..3).map(|m| (0..36).map(|p| ((p * (m + 3)) % 11) as f32).collect()).collect();
+    let steps = 5;
+    let cfg = CurveConfig { steps, baseline: Baseline::Blur { sigma_px: 1 }, batch_size: 4 };
+    let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
+    let curves = deletion_insertion_many(&toy, &x, &refs, 1, &cfg).unwrap();
+    let base = tgc_explain::faithfulness::gaussian_blur(&xs, 1, 6, 6, 1.0);
+    let prob = |img: &[f32]| -> f32 {
+        let logits = toy.forward(&Tensor::from_vec(img.to_vec(), (1, 1, 6, 6), &Device::Cpu).unwrap(), ReluMode::Standard).unwrap();
+        let l = v(&logits);
+        1.0 / (1.0 + (l[0] - l[1]).exp())
+    };
+    for (map, got) in maps.iter().zip(&curves) {
+        let mut order: Vec<usize> = (0..36).collect();
+        order.sort_by(|&a, &b| map[b].total_cmp(&map[a]));
+        for s in 0..=steps {
+            let k = (s * 36 + steps / 2) / steps;
+            let (mut del, mut ins) = (xs.clone(), base.clone());
+            for &p in &order[..k] {
+                del[p] = base[p];
+                ins[p] = xs[p];
+            }
+            assert!((got.deletion[s] - prob(&del)).abs() < 1e-6, "deletion step {s}");
+            assert!((got.insertion[s] - prob(&ins)).abs() < 1e-6, "insertion step {s}");
+        }
+    }
+    assert_ne!(curves[0].deletion, curves[1].deletion, "different maps must give different curves");
 }
