@@ -1,34 +1,31 @@
-"""PyTorch/Captum side of the figures in docs/BACKBONES.md, for comparison in the same run.
+"""PyTorch/Captum side of the figures in docs/BACKBONES.md, measured in the same run.
 
 Not part of the project (nothing in the workspace runs or needs Python). Install outside the
 repository, e.g. `python3 -m venv /tmp/torch && /tmp/torch/bin/pip install torch torchvision
-captum transformers`, then run `TGC_BENCH_PYTHON=/tmp/torch/bin/python cargo bench -p
-tgc-backbones --bench explain` (or this script alone). Same work as `cargo bench -p tgc-backbones`: random weights, ResNet-18 at 256²
-batch 8 and ViT-B/16 at 224² batch 8 for features; batch 1 for every attribution method with a
-2-class linear head. Prints one `name ms_per_image peak_MiB` line per figure (the best of
-TGC_BENCH_ITERS runs; the peak resident memory since the previous figure).
+captum transformers`, then run
+
+    TGC_BENCH_PYTHON=/tmp/torch/bin/python cargo bench -p tgc-backbones --bench explain
+
+The bench starts this script as a server and alternates, figure by figure and repetition by
+repetition, between its own timing and a request to this script, so that both sides see the
+same machine (these machines are noisy, and the noise drifts). Same work on both sides: random
+weights, ResNet-18 at 256² and ViT-B/16 at 224² (transformers' ViTModel, eager attention) with
+batch 8 for features; batch 1 for every attribution method with a 2-class linear head.
+
+Protocol, one request per line on stdin, one answer per line on stdout:
+  `<figure>`  runs the figure once, answers its milliseconds per image
+  `peak`      answers the peak resident MiB since the previous `peak`, and resets the mark
+  `quit`
+Run alone (`python pytorch_reference.py`) it prints every figure once.
 """
 
-import os
 import sys
 import time
 
 import torch
 from torch import nn
 
-ITERS = int(os.environ.get("TGC_BENCH_ITERS", "3"))
 torch.manual_seed(0)
-
-
-def per_image(fn, batch, iters=ITERS):
-    """Best per-image milliseconds over `iters` timed runs after one warm-up."""
-    fn()
-    best = float("inf")
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        best = min(best, (time.perf_counter() - start) * 1e3 / batch)
-    return best
 
 
 def take_peak_rss_mib():
@@ -68,7 +65,7 @@ def vit():
         def forward(self, x):
             return self.body(pixel_values=x).last_hidden_state[:, 0]
 
-    return Features().eval(), body
+    return Features().eval()
 
 
 class Head(nn.Module):
@@ -81,50 +78,81 @@ class Head(nn.Module):
         return self.fc(self.features(x))
 
 
-def report(name, ms):
-    print(f"{name} {ms:.1f} {take_peak_rss_mib():.0f}", flush=True)
-
-
-def main():
+def figures():
+    """name → (function, images per call), models built on first use."""
     from captum.attr import (GradientShap, GuidedBackprop, GuidedGradCam, IntegratedGradients,
                              LayerAttribution, LayerGradCam, Saliency)
 
-    print(f"torch {torch.__version__} threads {torch.get_num_threads()}", flush=True)
-    which = sys.argv[1:] or ["resnet18", "vit"]
+    out = {}
+    features = resnet()
+    x8 = torch.rand(8, 3, 256, 256)
+    model = Head(features, 512).eval()
+    x1 = torch.rand(1, 3, 256, 256)
+    base = torch.zeros(1, 3, 256, 256)
+    layer = features.layer4
+
+    def no_grad(f):
+        def run():
+            with torch.no_grad():
+                return f()
+        return run
+
+    def gradcam():
+        a = LayerGradCam(model, layer).attribute(x1, target=1, relu_attributions=True)
+        return LayerAttribution.interpolate(a, (256, 256), "bilinear")
+
+    out["resnet18.forward"] = (no_grad(lambda: features(x8)), 8)
+    out["resnet18.grad-cam"] = (gradcam, 1)
+    out["resnet18.guided-backprop"] = (lambda: GuidedBackprop(model).attribute(x1, target=1), 1)
+    out["resnet18.guided-grad-cam"] = (lambda: GuidedGradCam(model, layer).attribute(x1, target=1), 1)
+    out["resnet18.saliency"] = (lambda: Saliency(model).attribute(x1, target=1, abs=True), 1)
+    out["resnet18.gradient-shap"] = (
+        lambda: GradientShap(model).attribute(x1, baselines=base, target=1, n_samples=5), 1)
+    out["resnet18.integrated-gradients"] = (
+        lambda: IntegratedGradients(model).attribute(x1, target=1, n_steps=50, internal_batch_size=25), 1)
+
+    vfeatures = vit()
+    v8 = torch.rand(8, 3, 224, 224)
+    vmodel = Head(vfeatures, 768).eval()
+    v1 = torch.rand(1, 3, 224, 224)
+    vbase = torch.zeros(1, 3, 224, 224)
+    out["vit.forward"] = (no_grad(lambda: vfeatures(v8)), 8)
+    out["vit.guided-backprop"] = (lambda: GuidedBackprop(vmodel).attribute(v1, target=1), 1)
+    out["vit.gradient-shap"] = (
+        lambda: GradientShap(vmodel).attribute(v1, baselines=vbase, target=1, n_samples=5), 1)
+    return out
+
+
+def timed(entry):
+    f, per_call = entry
+    start = time.perf_counter()
+    f()
+    return (time.perf_counter() - start) * 1e3 / per_call
+
+
+def main():
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    table = figures()
+    if "--serve" not in sys.argv:
+        print(f"torch {torch.__version__} threads {torch.get_num_threads()}")
+        for name, entry in table.items():
+            timed(entry)
+            print(f"{name} {timed(entry):.1f}")
+        return
+    print(f"ready torch {torch.__version__} threads {torch.get_num_threads()}", flush=True)
     take_peak_rss_mib()
-    if "resnet18" in which:
-        features = resnet()
-        x = torch.rand(8, 3, 256, 256)
-        with torch.no_grad():
-            report("resnet18.forward", per_image(lambda: features(x), 8))
-        model = Head(features, 512).eval()
-        x1 = torch.rand(1, 3, 256, 256)
-        layer = features.layer4
-
-        def gradcam():
-            a = LayerGradCam(model, layer).attribute(x1, target=1, relu_attributions=True)
-            return LayerAttribution.interpolate(a, (256, 256), "bilinear")
-
-        report("resnet18.grad-cam", per_image(gradcam, 1))
-        report("resnet18.guided-backprop", per_image(lambda: GuidedBackprop(model).attribute(x1, target=1), 1))
-        report("resnet18.guided-grad-cam", per_image(lambda: GuidedGradCam(model, layer).attribute(x1, target=1), 1))
-        report("resnet18.saliency", per_image(lambda: Saliency(model).attribute(x1, target=1, abs=True), 1))
-        base = torch.zeros(1, 3, 256, 256)
-        report("resnet18.gradient-shap", per_image(
-            lambda: GradientShap(model).attribute(x1, baselines=base, target=1, n_samples=5), 1))
-        report("resnet18.integrated-gradients", per_image(
-            lambda: IntegratedGradients(model).attribute(x1, target=1, n_steps=50, internal_batch_size=25), 1, (ITERS + 1) // 2))
-    if "vit" in which:
-        features, _ = vit()
-        x = torch.rand(8, 3, 224, 224)
-        with torch.no_grad():
-            report("vit.forward", per_image(lambda: features(x), 8))
-        model = Head(features, 768).eval()
-        x1 = torch.rand(1, 3, 224, 224)
-        report("vit.guided-backprop", per_image(lambda: GuidedBackprop(model).attribute(x1, target=1), 1))
-        base = torch.zeros(1, 3, 224, 224)
-        report("vit.gradient-shap", per_image(
-            lambda: GradientShap(model).attribute(x1, baselines=base, target=1, n_samples=5), 1))
+    for line in sys.stdin:
+        request = line.strip()
+        if request == "quit":
+            break
+        if request == "peak":
+            print(f"{take_peak_rss_mib():.0f}", flush=True)
+        elif request in table:
+            print(f"{timed(table[request]):.3f}", flush=True)
+        else:
+            print(f"unknown {request}", flush=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the `tgc` binary: keep freed memory committed (mimalloc's purge delay, option 15, -1).
+    // SAFETY: setting an option is allowed at any time.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let iters: usize = std::env::var("TGC_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let batch = 8;
     println!("{:<10} {:>6} {:>14} {:>12} {:>20} {:>12}", "backbone", "input", "fwd ms/img", "fwd img/s", "fwd+bwd ms/img", "fwd+bwd img/s");

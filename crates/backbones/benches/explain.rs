@@ -1,14 +1,14 @@
-//! The table of issue #14: per-image time of ResNet-18 (256²) and ViT-B/16 (224²) forward
-//! passes (batch 8) and of every attribution method (batch 1, 2-class head), random weights,
-//! with the peak resident memory of each. Run: `cargo bench -p tgc-backbones --bench explain`.
+//! Per-image time of ResNet-18 (256²) and ViT-B/16 (224²) forward passes (batch 8) and of
+//! every attribution method (batch 1, 2-class head), random weights, with the peak resident
+//! memory of each. Run: `cargo bench -p tgc-backbones --bench explain`.
 //!
 //! With `TGC_BENCH_PYTHON=/path/to/python` (an environment with torch, torchvision, captum and
-//! transformers, installed outside the repository) the same work runs through PyTorch/Captum
-//! in the same run (`docs/bench/pytorch_reference.py`) and the table gains their figures and
-//! the ratio tgc / PyTorch. `TGC_BENCH_ITERS` (default 3) sets the timed repetitions; each
-//! figure is the best of them. Compare ratios within one run: these machines are noisy.
+//! transformers, installed outside the repository) the same work runs through PyTorch/Captum in
+//! the same run: `docs/bench/pytorch_reference.py` serves requests, and every repetition times
+//! ours and then theirs, so both see the same machine (the noise of these machines drifts
+//! within minutes). The table shows the best of `TGC_BENCH_ITERS` (default 3) repetitions of
+//! each and the ratio tgc / PyTorch.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 // The same allocator as the `tgc` binary.
@@ -18,18 +18,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use candle_core::{DType, Device, Tensor};
 use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, WeightSource};
 use tgc_explain::*;
-
-/// Best per-image milliseconds over `iters` timed runs after one warm-up.
-fn best_ms(iters: usize, per_call: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    f()?;
-    let mut best = f64::MAX;
-    for _ in 0..iters {
-        let start = Instant::now();
-        f()?;
-        best = best.min(start.elapsed().as_secs_f64() * 1e3 / per_call as f64);
-    }
-    Ok(best)
-}
 
 /// Peak resident memory since the last reset, in MiB, then resets the mark (Linux).
 fn take_peak_rss_mib() -> Option<f64> {
@@ -41,53 +29,113 @@ fn take_peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn pytorch_figures(iters: usize) -> BTreeMap<String, (f64, Option<f64>)> {
-    let Ok(python) = std::env::var("TGC_BENCH_PYTHON") else {
-        println!("(set TGC_BENCH_PYTHON to a python with torch, torchvision, captum and transformers for PyTorch's figures in the same run)");
-        return BTreeMap::new();
-    };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/bench/pytorch_reference.py");
-    let out = std::process::Command::new(&python).arg(script).env("TGC_BENCH_ITERS", iters.to_string()).output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let mut map = BTreeMap::new();
-            for line in text.lines() {
-                let parts: Vec<&str> = line.split_whitespace().collect();
-                match parts.as_slice() {
-                    [name, ms, mib] => {
-                        if let (Ok(ms), Ok(mib)) = (ms.parse(), mib.parse()) {
-                            map.insert(name.to_string(), (ms, Some(mib)));
-                        }
-                    }
-                    _ => println!("pytorch: {line}"),
-                }
+/// The PyTorch/Captum server of `docs/bench/pytorch_reference.py`, when `TGC_BENCH_PYTHON`
+/// names a Python that can run it.
+struct Torch {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Torch {
+    fn start() -> Option<Self> {
+        let Ok(python) = std::env::var("TGC_BENCH_PYTHON") else {
+            println!("(set TGC_BENCH_PYTHON to a python with torch, torchvision, captum and transformers for PyTorch's figures in the same run)");
+            return None;
+        };
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/bench/pytorch_reference.py");
+        let spawned = std::process::Command::new(&python)
+            .arg(script)
+            .arg("--serve")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                println!("cannot run {python}: {e}");
+                return None;
             }
-            map
+        };
+        let (input, output) = (child.stdin.take()?, std::io::BufReader::new(child.stdout.take()?));
+        let mut torch = Self { child, input, output };
+        match torch.read_line() {
+            Some(line) if line.starts_with("ready") => {
+                println!("PyTorch: {}", line.trim_start_matches("ready ").trim());
+                Some(torch)
+            }
+            other => {
+                println!("the PyTorch reference did not start ({other:?})");
+                None
+            }
         }
-        Ok(o) => {
-            println!("PyTorch reference failed: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
-            BTreeMap::new()
-        }
-        Err(e) => {
-            println!("cannot run {python}: {e}");
-            BTreeMap::new()
-        }
+    }
+
+    fn read_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.output, &mut line).ok()?;
+        (!line.is_empty()).then(|| line.trim().to_owned())
+    }
+
+    fn ask(&mut self, request: &str) -> Option<f64> {
+        use std::io::Write;
+        writeln!(self.input, "{request}").ok()?;
+        self.input.flush().ok()?;
+        self.read_line()?.parse().ok()
     }
 }
 
+impl Drop for Torch {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = writeln!(self.input, "quit");
+        let _ = self.child.wait();
+    }
+}
+
+/// One figure: ours and theirs (if any) alternately, best of `iters` each, and both peaks.
+struct Figure {
+    name: String,
+    ours_ms: f64,
+    ours_mib: Option<f64>,
+    torch_ms: Option<f64>,
+    torch_mib: Option<f64>,
+}
+
+fn measure(name: String, iters: usize, per_call: usize, torch: &mut Option<Torch>, mut ours: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Figure> {
+    ours()?; // warm-up
+    let mut theirs = torch.as_mut().and_then(|t| t.ask(&name).map(|_| t));
+    if let Some(t) = theirs.as_mut() {
+        t.ask("peak");
+    }
+    take_peak_rss_mib();
+    let (mut ours_ms, mut torch_ms) = (f64::MAX, None::<f64>);
+    for _ in 0..iters {
+        let start = Instant::now();
+        ours()?;
+        ours_ms = ours_ms.min(start.elapsed().as_secs_f64() * 1e3 / per_call as f64);
+        if let Some(ms) = theirs.as_mut().and_then(|t| t.ask(&name)) {
+            torch_ms = Some(torch_ms.map_or(ms, |m| m.min(ms)));
+        }
+    }
+    let torch_mib = theirs.as_mut().and_then(|t| t.ask("peak"));
+    Ok(Figure { name, ours_ms, ours_mib: take_peak_rss_mib(), torch_ms, torch_mib })
+}
+
 fn main() -> anyhow::Result<()> {
+    // As the `tgc` binary: keep freed memory committed (mimalloc's purge delay, option 15, -1).
+    // SAFETY: setting an option is allowed at any time.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let iters: usize = std::env::var("TGC_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     println!("{}", tgc_backbones::vecmath::cpu_description());
-    let mut ours: Vec<(String, f64, Option<f64>)> = Vec::new();
-    take_peak_rss_mib();
+    let mut torch = Torch::start();
+    let mut figures: Vec<Figure> = Vec::new();
     for (kind, size) in [(BackboneKind::ResNet18, 256), (BackboneKind::Vit, 224)] {
         let backbone = Backbone::load(kind, &WeightSource::Random { seed: 0 }, &LoadOptions::default())?;
         let d = backbone.feature_dim();
         let name = kind.as_str();
         let x8 = Tensor::rand(0f32, 1f32, (8, 3, size, size), &Device::Cpu)?;
-        let ms = best_ms(iters, 8, || Ok(backbone.features(&x8).map(drop)?))?;
-        ours.push((format!("{name}.forward"), ms, take_peak_rss_mib()));
+        figures.push(measure(format!("{name}.forward"), iters, 8, &mut torch, || Ok(backbone.features(&x8).map(drop)?))?);
         let head_w = Tensor::randn(0f32, 0.05, (2, d), &Device::Cpu)?;
         let model = Classifier::new(backbone, head_w, Tensor::zeros(2, DType::F32, &Device::Cpu)?)?;
         let x = Tensor::rand(0f32, 1f32, (1, 3, size, size), &Device::Cpu)?;
@@ -104,29 +152,26 @@ fn main() -> anyhow::Result<()> {
             BackboneKind::Vit => vec![Method::GuidedBackprop(GuidedBackprop), Method::GradientShap(GradientShap::default())],
         };
         for m in methods {
-            let runs = if matches!(m, Method::IntegratedGradients(_)) { iters.div_ceil(2) } else { iters };
-            let ms = best_ms(runs, 1, || Ok(m.attribute(&model, &x, &[1]).map(drop)?))?;
             let label = match m.name() {
                 "gradcam" => "grad-cam",
                 "guided-gradcam" => "guided-grad-cam",
                 other => other,
             };
-            ours.push((format!("{name}.{label}"), ms, take_peak_rss_mib()));
+            let runs = if matches!(m, Method::IntegratedGradients(_)) { iters.div_ceil(2) } else { iters };
+            figures.push(measure(format!("{name}.{label}"), runs, 1, &mut torch, || Ok(m.attribute(&model, &x, &[1]).map(drop)?))?);
         }
     }
-    let torch = pytorch_figures(iters);
     println!("\n{:<32} {:>12} {:>12} {:>10} {:>14} {:>14}", "work (ms per image)", "PyTorch", "tgc", "tgc/torch", "torch peak MiB", "tgc peak MiB");
-    for (name, ms, mib) in &ours {
-        let fmt = |v: Option<f64>, digits: usize| v.map_or("—".to_owned(), |v| format!("{v:.digits$}"));
-        let (t_ms, t_mib) = torch.get(name).map_or((None, None), |(a, b)| (Some(*a), *b));
+    let fmt = |v: Option<f64>, digits: usize| v.map_or("—".to_owned(), |v| format!("{v:.digits$}"));
+    for f in &figures {
         println!(
             "{:<32} {:>12} {:>12.1} {:>10} {:>14} {:>14}",
-            name,
-            fmt(t_ms, 1),
-            ms,
-            fmt(t_ms.map(|t| ms / t), 2),
-            fmt(t_mib, 0),
-            fmt(*mib, 0)
+            f.name,
+            fmt(f.torch_ms, 1),
+            f.ours_ms,
+            fmt(f.torch_ms.map(|t| f.ours_ms / t), 2),
+            fmt(f.torch_mib, 0),
+            fmt(f.ours_mib, 0)
         );
     }
     Ok(())

@@ -129,7 +129,9 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         batch.input = Tensor::cat(&xs, 0)?;
         let (_, _, h, w) = batch.input.dims4()?;
         let names = || batch.images.join(", ");
+        let started = std::time::Instant::now();
         let trained = Method::attribute_all(&method_list, &model, &batch.input, &batch.targets).with_context(|| format!("explaining {}", names()))?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), slices = chunk.len(), "explained with the trained model");
         bar.inc(chunk.len() as u64);
         let head = Method::attribute_all(&method_list, &random_head, &batch.input, &batch.targets).with_context(|| format!("explaining {} (random head)", names()))?;
         bar.inc(chunk.len() as u64);
@@ -147,7 +149,9 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
                 maps.push(map);
             }
             let importances: Vec<&[f32]> = raws.iter().map(|(_, raw)| raw.as_slice()).collect();
+            let started = std::time::Instant::now();
             let curves = deletion_insertion_many(&model, x, &importances, target, &curve).with_context(|| format!("deletion/insertion curves of {image}"))?;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), %image, "deletion/insertion curves");
             for (((name, _), (head_rho, raw)), curves) in methods.iter().zip(&raws).zip(curves) {
                 rows.push(Row {
                     method: *name,
@@ -169,11 +173,15 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     for (stage, stage_prefixes) in &cascade {
         prefixes.extend(stage_prefixes.iter().cloned());
         let randomize = Randomize { prefixes: prefixes.clone(), seed: args.randomization_seed ^ 0xCA5CADE };
+        let started = std::time::Instant::now();
         let backbone = choice.load_randomized_backbone(randomize)?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), %stage, "re-randomised backbone loaded");
         let stage_model = Classifier::new(backbone, random_head.head_weight().clone(), random_head.head_bias().clone())?;
         for batch in &batches {
             let (_, _, h, w) = batch.input.dims4()?;
+            let started = std::time::Instant::now();
             let results = Method::attribute_all(&method_list, &stage_model, &batch.input, &batch.targets)?;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), %stage, slices = batch.images.len(), "explained with the re-randomised model");
             for (j, (image, maps)) in batch.images.iter().zip(&batch.maps).enumerate() {
                 for (((name, _), map), a) in methods.iter().zip(maps).zip(&results) {
                     let (other, _, _) = normalized_magnitude(&a.attribution.get(j)?)?;

@@ -17,6 +17,18 @@ use clap::{Parser, Subcommand};
 // returning them to the kernel and faulting them in again (measured by the benchmarks).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay` (the same index in its v2 and v3 headers).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory committed instead of purging it after 10 ms: a forward/backward pass
+/// frees and re-allocates activation buffers of tens of MiB each time, and faulting them in
+/// again cost 15–30 % of the time of batched attributions (`MIMALLOC_PURGE_DELAY=-1` measured
+/// on Integrated Gradients). The resident peak is unchanged; memory is returned at exit.
+fn keep_freed_memory() {
+    // SAFETY: setting an option is allowed at any time; -1 means "never purge".
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -49,6 +61,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
