@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::backend::BackendStorage;
 use rayon::prelude::*;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
 pub use tgc_explain::{relu, ReluMode};
 
@@ -272,26 +272,40 @@ impl Geometry {
         (i >= 0 && (i as usize) < size).then_some(i as usize)
     }
 
+    /// The output indices `lo..hi` (of `out` of them) whose input index at kernel offset `kk`
+    /// lies inside `0..size`; outside that range they read the padding.
+    fn valid(&self, kk: usize, size: usize, out: usize) -> std::ops::Range<usize> {
+        let (s, p) = (self.stride, self.padding);
+        // o·s + kk − p ≥ 0  ⇔  o ≥ ⌈(p − kk)/s⌉;  o·s + kk − p ≤ size − 1  ⇔  o ≤ ⌊(size − 1 + p − kk)/s⌋
+        let lo = p.saturating_sub(kk).div_ceil(s).min(out);
+        let hi = if size + p > kk { ((size - 1 + p - kk) / s + 1).min(out) } else { 0 };
+        lo..hi.max(lo)
+    }
+
     /// One image `[C_in, H, W]` → `cols` `[C_in·k·k, L]`, row `c·k·k + ky·k + kx`.
     fn im2col(&self, image: &[f32], cols: &mut [f32]) -> Result<()> {
-        let (h, w, k) = (self.h, self.w, self.k);
+        let (h, w, k, s) = (self.h, self.w, self.k, self.stride);
         let (oh, ow) = (self.out(h)?, self.out(w)?);
         let l = oh * ow;
-        cols.par_chunks_mut(k * k * l).enumerate().for_each(|(c, rows)| {
+        // One task per (channel, ky): k rows of `cols` each.
+        cols.par_chunks_mut(k * l).enumerate().for_each(|(task, rows)| {
+            let (c, ky) = (task / k, task % k);
             let plane = &image[c * h * w..(c + 1) * h * w];
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = &mut rows[(ky * k + kx) * l..(ky * k + kx + 1) * l];
-                    for oy in 0..oh {
-                        let dst = &mut row[oy * ow..(oy + 1) * ow];
-                        let Some(iy) = self.src(oy, ky, h) else {
-                            dst.fill(0.0);
-                            continue;
-                        };
-                        let src = &plane[iy * w..(iy + 1) * w];
-                        for (ox, d) in dst.iter_mut().enumerate() {
-                            *d = self.src(ox, kx, w).map_or(0.0, |ix| src[ix]);
-                        }
+            for kx in 0..k {
+                let row = &mut rows[kx * l..(kx + 1) * l];
+                let cols_ok = self.valid(kx, w, ow);
+                for oy in 0..oh {
+                    let dst = &mut row[oy * ow..(oy + 1) * ow];
+                    let Some(iy) = self.src(oy, ky, h) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let src = &plane[iy * w..(iy + 1) * w];
+                    dst[..cols_ok.start].fill(0.0);
+                    dst[cols_ok.end..].fill(0.0);
+                    let first = cols_ok.start * s + kx - self.padding;
+                    for (j, d) in dst[cols_ok.clone()].iter_mut().enumerate() {
+                        *d = src[first + j * s];
                     }
                 }
             }
@@ -300,23 +314,27 @@ impl Geometry {
     }
 
     /// The adjoint of [`Geometry::im2col`]: adds `cols` back into one image `[C_in, H, W]`.
+    /// Each input row gathers what every kernel offset sends it, so rows run in parallel.
     fn col2im(&self, cols: &[f32], image: &mut [f32]) -> Result<()> {
-        let (h, w, k) = (self.h, self.w, self.k);
+        let (h, w, k, s, p) = (self.h, self.w, self.k, self.stride, self.padding);
         let (oh, ow) = (self.out(h)?, self.out(w)?);
         let l = oh * ow;
-        image.par_chunks_mut(h * w).enumerate().for_each(|(c, plane)| {
+        let col_ranges: Vec<std::ops::Range<usize>> = (0..k).map(|kx| self.valid(kx, w, ow)).collect();
+        image.par_chunks_mut(w).enumerate().for_each(|(task, dst)| {
+            let (c, iy) = (task / h, task % h);
             let rows = &cols[c * k * k * l..(c + 1) * k * k * l];
             for ky in 0..k {
-                for kx in 0..k {
-                    let row = &rows[(ky * k + kx) * l..(ky * k + kx + 1) * l];
-                    for oy in 0..oh {
-                        let Some(iy) = self.src(oy, ky, h) else { continue };
-                        let dst = &mut plane[iy * w..(iy + 1) * w];
-                        for (ox, v) in row[oy * ow..(oy + 1) * ow].iter().enumerate() {
-                            if let Some(ix) = self.src(ox, kx, w) {
-                                dst[ix] += v;
-                            }
-                        }
+                // Output row oy reads input row iy at offset ky when oy·s + ky − p = iy.
+                let Some(num) = (iy + p).checked_sub(ky) else { continue };
+                if num % s != 0 || num / s >= oh {
+                    continue;
+                }
+                let oy = num / s;
+                for (kx, ok) in col_ranges.iter().enumerate() {
+                    let src = &rows[(ky * k + kx) * l + oy * ow..][..ow];
+                    let first = ok.start * s + kx - p;
+                    for (j, v) in src[ok.clone()].iter().enumerate() {
+                        dst[first + j * s] += v;
                     }
                 }
             }
@@ -544,6 +562,14 @@ impl Linear {
         Ok(Self { params: FrozenParams::new("linear", weight, bias)? })
     }
 
+    /// Several layers on the same input as one (`[W₁; W₂; …]`, outputs side by side): one
+    /// larger matrix product instead of several small ones.
+    pub fn concat(layers: &[Linear]) -> Result<Self> {
+        let weights: Vec<&Tensor> = layers.iter().map(|l| &l.params.weight).collect();
+        let biases: Option<Vec<&Tensor>> = layers.iter().map(|l| l.params.bias.as_ref()).collect();
+        Self::new(Tensor::cat(&weights, 0)?, biases.map(|b| Tensor::cat(&b, 0)).transpose()?)
+    }
+
     /// Loads `weight` and, when `with_bias`, `bias` from a `VarBuilder`.
     pub fn load(inp: usize, out: usize, with_bias: bool, vb: candle_nn::VarBuilder) -> Result<Self> {
         let bias = if with_bias { Some(vb.get(out, "bias")?) } else { None };
@@ -696,25 +722,26 @@ impl CustomOp2 for SoftmaxBackward {
     }
 }
 
-/// Multi-head self-attention on `q`, `k`, `v` `[B, T, H]` (heads side by side in `H`, as the
-/// projections give them): per batch item and head, `softmax(Q Kᵀ / √d) V`, written straight
-/// into the merged `[B, T, H]` context. One op, with a backward that recomputes the attention
-/// probabilities instead of keeping them, and forms all three gradients:
+/// Multi-head self-attention on the packed projections `qkv` `[B, T, 3H]` (`[Q | K | V]`, heads
+/// side by side within each, as one fused `Linear` gives them): per batch item and head,
+/// `softmax(Q Kᵀ / √d) V`, written straight into the merged `[B, T, H]` context. One op, with a
+/// backward that recomputes the attention probabilities instead of keeping them and forms the
+/// packed gradient `[dQ | dK | dV]`:
 /// `dV = Pᵀ dO`, `dS = P ⊙ (dO Vᵀ − rowsum(P ⊙ dO Vᵀ)) / √d`, `dQ = dS K`, `dK = dSᵀ Q`.
 /// Batch items and heads run in parallel.
-pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
-    let (b, t, h) = q.dims3()?;
-    if k.dims() != [b, t, h] || v.dims() != [b, t, h] || heads == 0 || h % heads != 0 {
-        candle_core::bail!("attention: q {:?}, k {:?}, v {:?} with {heads} heads", q.dims(), k.dims(), v.dims());
+pub fn multi_head_attention(qkv: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, t, h3) = qkv.dims3()?;
+    if heads == 0 || h3 % (3 * heads) != 0 {
+        candle_core::bail!("attention: packed projections {:?} do not split into q, k, v of {heads} heads", qkv.dims());
     }
-    let dh = h / heads;
-    if !q.device().is_cpu() {
-        let split = |x: &Tensor| -> Result<Tensor> { x.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous() };
-        let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+    let (h, dh) = (h3 / 3, h3 / 3 / heads);
+    if !qkv.device().is_cpu() {
+        let split = |i: usize| -> Result<Tensor> { qkv.narrow(2, i * h, h)?.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous() };
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let probs = scaled_softmax_last_dim(&q.matmul(&k.t()?)?, (dh as f32).sqrt())?;
         return probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h));
     }
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, Attention { heads })
+    qkv.contiguous()?.apply_op1(Attention { heads })
 }
 
 #[derive(Clone, Copy)]
@@ -742,93 +769,104 @@ unsafe fn gemm_strided(dst: (*mut f32, isize, isize), accumulate: bool, a: Mat, 
     );
 }
 
+/// Where one (batch item, head) task reads and writes.
+#[derive(Clone, Copy)]
+struct HeadSlice {
+    t: usize,
+    h: usize,
+    dh: usize,
+    /// Offset of the task's Q block in the packed `[B, T, 3H]` buffer (K is `h` further, V `2h`).
+    packed: usize,
+    /// Offset of the task's block in a `[B, T, H]` buffer.
+    merged: usize,
+}
+
 impl Attention {
-    fn dims(&self, layout: &Layout) -> Result<(usize, usize, usize, usize)> {
-        let (b, t, h) = layout.shape().dims3()?;
-        Ok((b, t, h, h / self.heads))
+    fn slice(&self, (t, h3): (usize, usize), task: usize) -> HeadSlice {
+        let (bi, head) = (task / self.heads, task % self.heads);
+        let h = h3 / 3;
+        let dh = h / self.heads;
+        HeadSlice { t, h, dh, packed: bi * t * h3 + head * dh, merged: bi * t * h + head * dh }
     }
 
-    /// The probabilities `softmax(Q Kᵀ / √d)` `[t×t]` of batch item `bi`, head `head`.
+    /// The probabilities `softmax(Q Kᵀ / √d)` `[t×t]` of one task.
     ///
     /// # Safety
-    /// `q`, `k` hold `[B, T, H]` with `bi`, `head` in range.
-    unsafe fn probabilities(&self, q: &[f32], k: &[f32], (t, h, dh): (usize, usize, usize), bi: usize, head: usize, probs: &mut [f32]) {
-        let offset = bi * t * h + head * dh;
-        let (hs, ts) = (h as isize, t as isize);
-        gemm_strided((probs.as_mut_ptr(), ts, 1), false, Mat(q.as_ptr().add(offset), hs, 1), Mat(k.as_ptr().add(offset), 1, hs), (t, dh, t));
-        let divisor = (dh as f32).sqrt();
-        probs.chunks_mut(t).for_each(|row| vecmath::softmax_in_place(row, divisor));
+    /// `qkv` holds `[B, T, 3H]` and `s` is a slice of it.
+    unsafe fn probabilities(qkv: &[f32], s: HeadSlice, probs: &mut [f32]) {
+        let (rs, ts) = (3 * s.h as isize, s.t as isize);
+        let q = Mat(qkv.as_ptr().add(s.packed), rs, 1);
+        let kt = Mat(qkv.as_ptr().add(s.packed + s.h), 1, rs);
+        gemm_strided((probs.as_mut_ptr(), ts, 1), false, q, kt, (s.t, s.dh, s.t));
+        let divisor = (s.dh as f32).sqrt();
+        probs.chunks_mut(s.t).for_each(|row| vecmath::softmax_in_place(row, divisor));
     }
 }
 
-impl CustomOp3 for Attention {
+impl CustomOp1 for Attention {
     fn name(&self) -> &'static str {
         "multi-head-attention"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (contiguous_f32(s1, l1, "attention")?, contiguous_f32(s2, l2, "attention")?, contiguous_f32(s3, l3, "attention")?);
-        let (b, t, h, dh) = self.dims(l1)?;
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(storage, layout, "attention")?;
+        let (b, t, h3) = layout.shape().dims3()?;
+        let h = h3 / 3;
         let mut out = vec![0f32; b * t * h];
         let out_ptr = SharedPtr(out.as_mut_ptr());
         (0..b * self.heads).into_par_iter().for_each_init(
             || vec![0f32; t * t],
             |probs, task| {
-                let (bi, head) = (task / self.heads, task % self.heads);
-                let offset = bi * t * h + head * dh;
-                let hs = h as isize;
-                // SAFETY: q, k, v, out are [B, T, H]; task (bi, head) writes only the columns
-                // head·dh.. of batch item bi of `out`.
+                let s = self.slice((t, h3), task);
+                // SAFETY: qkv is [B, T, 3H] and out [B, T, H]; the task writes only its own
+                // head's columns of its own batch item of `out`.
                 unsafe {
-                    self.probabilities(q, k, (t, h, dh), bi, head, probs);
-                    gemm_strided((out_ptr.get().add(offset), hs, 1), false, Mat(probs.as_ptr(), t as isize, 1), Mat(v.as_ptr().add(offset), hs, 1), (t, t, dh));
+                    Self::probabilities(qkv, s, probs);
+                    let v = Mat(qkv.as_ptr().add(s.packed + 2 * s.h), 3 * h as isize, 1);
+                    gemm_strided((out_ptr.get().add(s.merged), h as isize, 1), false, Mat(probs.as_ptr(), t as isize, 1), v, (t, t, s.dh));
                 }
             },
         );
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((CpuStorage::F32(out), Shape::from((b, t, h))))
     }
 
-    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let packed = q.apply_op3_no_bwd(&Tensor::cat(&[k, v], 0)?, &grad_res.contiguous()?, &AttentionBackward(*self))?;
-        let b = q.dim(0)?;
-        Ok((Some(packed.narrow(0, 0, b)?), Some(packed.narrow(0, b, b)?), Some(packed.narrow(0, 2 * b, b)?)))
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(qkv.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &AttentionBackward(*self))?))
     }
 }
 
-/// (q, [k; v] stacked on the batch axis, gradient of the context) → [dq; dk; dv].
+/// (packed qkv, gradient of the context) → the packed gradient `[dQ | dK | dV]`.
 struct AttentionBackward(Attention);
 
-impl CustomOp3 for AttentionBackward {
+impl CustomOp2 for AttentionBackward {
     fn name(&self) -> &'static str {
         "multi-head-attention-backward"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let q = contiguous_f32(s1, l1, "attention backward")?;
-        let kv = contiguous_f32(s2, l2, "attention backward")?;
-        let dout = contiguous_f32(s3, l3, "attention backward")?;
-        let att = self.0;
-        let (b, t, h, dh) = att.dims(l1)?;
-        let (k, v) = kv.split_at(b * t * h);
-        let mut grads = vec![0f32; 3 * b * t * h];
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(s1, l1, "attention backward")?;
+        let dout = contiguous_f32(s2, l2, "attention backward")?;
+        let (b, t, h3) = l1.shape().dims3()?;
+        let mut grads = vec![0f32; b * t * h3];
         let ptr = SharedPtr(grads.as_mut_ptr());
-        let (hs, ts) = (h as isize, t as isize);
-        (0..b * att.heads).into_par_iter().for_each_init(
+        let (rs, hs, ts) = (h3 as isize, (h3 / 3) as isize, t as isize);
+        (0..b * self.0.heads).into_par_iter().for_each_init(
             || (vec![0f32; t * t], vec![0f32; t * t]),
             |(probs, dp), task| {
-                let (bi, head) = (task / att.heads, task % att.heads);
-                let offset = bi * t * h + head * dh;
+                let s = self.0.slice((t, h3), task);
+                let at = |offset: usize| Mat(qkv.as_ptr().wrapping_add(offset), rs, 1);
+                let (q, k, v) = (at(s.packed), at(s.packed + s.h), at(s.packed + 2 * s.h));
                 let base = ptr.get();
-                // SAFETY: all buffers are [B, T, H] (grads three of them); task (bi, head)
-                // writes only the columns head·dh.. of batch item bi of each gradient.
+                // SAFETY: qkv and grads are [B, T, 3H], dout [B, T, H]; the task writes only
+                // its own head's columns of its own batch item in each third of `grads`.
                 unsafe {
-                    att.probabilities(q, k, (t, h, dh), bi, head, probs);
-                    let d_out = Mat(dout.as_ptr().add(offset), hs, 1);
+                    Attention::probabilities(qkv, s, probs);
+                    let d_out = Mat(dout.as_ptr().add(s.merged), hs, 1);
                     // dV = Pᵀ dO
-                    gemm_strided((base.add(2 * b * t * h + offset), hs, 1), false, Mat(probs.as_ptr(), 1, ts), d_out, (t, t, dh));
+                    gemm_strided((base.add(s.packed + 2 * s.h), rs, 1), false, Mat(probs.as_ptr(), 1, ts), d_out, (t, t, s.dh));
                     // dP = dO Vᵀ
-                    gemm_strided((dp.as_mut_ptr(), ts, 1), false, d_out, Mat(v.as_ptr().add(offset), 1, hs), (t, dh, t));
-                    let divisor = (dh as f32).sqrt();
+                    gemm_strided((dp.as_mut_ptr(), ts, 1), false, d_out, Mat(v.0, 1, rs), (t, s.dh, t));
+                    let divisor = (s.dh as f32).sqrt();
                     for (row, p) in dp.chunks_mut(t).zip(probs.chunks(t)) {
                         let dot: f32 = row.iter().zip(p).map(|(g, p)| g * p).sum();
                         for (g, p) in row.iter_mut().zip(p) {
@@ -836,12 +874,12 @@ impl CustomOp3 for AttentionBackward {
                         }
                     }
                     // dQ = dS K, dK = dSᵀ Q
-                    gemm_strided((base.add(offset), hs, 1), false, Mat(dp.as_ptr(), ts, 1), Mat(k.as_ptr().add(offset), hs, 1), (t, t, dh));
-                    gemm_strided((base.add(b * t * h + offset), hs, 1), false, Mat(dp.as_ptr(), 1, ts), Mat(q.as_ptr().add(offset), hs, 1), (t, t, dh));
+                    gemm_strided((base.add(s.packed), rs, 1), false, Mat(dp.as_ptr(), ts, 1), k, (t, t, s.dh));
+                    gemm_strided((base.add(s.packed + s.h), rs, 1), false, Mat(dp.as_ptr(), 1, ts), q, (t, t, s.dh));
                 }
             },
         );
-        Ok((CpuStorage::F32(grads), Shape::from((3 * b, t, h))))
+        Ok((CpuStorage::F32(grads), l1.shape().clone()))
     }
 }
 

@@ -129,9 +129,8 @@ impl Activation {
 
 #[derive(Debug, Clone)]
 struct Attention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// `query`, `key` and `value` as one layer (outputs `[Q | K | V]`).
+    qkv: Linear,
     output: Linear,
     heads: usize,
 }
@@ -142,17 +141,14 @@ impl Attention {
         let inner = vb.pp("attention");
         let qkv = |name: &str| Linear::load(h, h, cfg.qkv_bias, inner.pp(name));
         Ok(Self {
-            query: qkv("query")?,
-            key: qkv("key")?,
-            value: qkv("value")?,
+            qkv: Linear::concat(&[qkv("query")?, qkv("key")?, qkv("value")?])?,
             output: Linear::load(h, h, true, vb.pp("output").pp("dense"))?,
             heads: cfg.num_attention_heads,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
-        self.output.forward(&multi_head_attention(&q, &k, &v, self.heads)?)
+        self.output.forward(&multi_head_attention(&self.qkv.forward(x)?, self.heads)?)
     }
 }
 

@@ -158,7 +158,7 @@ fn scaled_softmax_divides_before_normalising_and_scales_its_gradient() {
 #[test]
 fn im2col_conv_equals_candle_conv_and_its_gradient_matches_finite_differences() {
     use tgc_backbones::ops::conv2d;
-    for (k, stride, padding, size) in [(3, 1, 1, 7), (7, 2, 3, 9), (1, 2, 0, 6), (4, 4, 0, 8), (3, 2, 1, 8)] {
+    for (k, stride, padding, size) in [(3, 1, 1, 7), (7, 2, 3, 9), (1, 2, 0, 6), (4, 4, 0, 8), (3, 2, 1, 8), (3, 1, 0, 6), (2, 3, 1, 7), (3, 1, 2, 5)] {
         let x0 = rand_tensor(&[2, 3, size, size + 1], 1.0, k as u64);
         let w = rand_tensor(&[4, 3, k, k], 0.5, 100 + k as u64);
         let ours = conv2d(&x0, &w, stride, padding).unwrap();
@@ -236,7 +236,7 @@ fn fused_attention_equals_the_composed_ops_forward_and_backward() {
         let g = out.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
         (vec(&out), [q, k, v].map(|x| vec(g.get(x.as_tensor()).unwrap())))
     };
-    let (fused_out, fused_grads) = grads(&|q, k, v| multi_head_attention(q, k, v, heads).unwrap());
+    let (fused_out, fused_grads) = grads(&|q, k, v| multi_head_attention(&Tensor::cat(&[q, k, v], 2).unwrap(), heads).unwrap());
     let (want_out, want_grads) = grads(&composed);
     let close = |a: &[f32], b: &[f32], what: &str| {
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
