@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let iters: usize = std::env::var("TGC_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let batch = 8;
+    println!("{}", tgc_backbones::vecmath::cpu_description());
     println!("{:<10} {:>6} {:>14} {:>12} {:>20} {:>12}", "backbone", "input", "fwd ms/img", "fwd img/s", "fwd+bwd ms/img", "fwd+bwd img/s");
     for (kind, size) in [(BackboneKind::ResNet18, 256), (BackboneKind::Vit, 224)] {
         let model = Backbone::load(kind, &WeightSource::Random { seed: 0 }, &LoadOptions::default())?;
