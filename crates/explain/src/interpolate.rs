@@ -21,13 +21,27 @@ fn rebuild(dims: &[usize], out: Vec<f32>, oh: usize, ow: usize, device: &candle_
 }
 
 /// Bilinear interpolation with `align_corners=False` (no antialiasing) over the last two dims.
-pub fn upsample_bilinear(map: &Tensor, (oh, ow): (usize, usize)) -> Result<Tensor> {
+pub fn upsample_bilinear(map: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+    bilinear(map, size, false)
+}
+
+/// Bilinear interpolation with `align_corners=True` (`torch.nn.UpsamplingBilinear2d`): the
+/// corner pixels of input and output coincide.
+pub fn upsample_bilinear_align_corners(map: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+    bilinear(map, size, true)
+}
+
+fn bilinear(map: &Tensor, (oh, ow): (usize, usize), align_corners: bool) -> Result<Tensor> {
     let (dims, h, w, data) = planes(map)?;
     let axis = |out: usize, inp: usize| -> Vec<(usize, usize, f32)> {
         let scale = inp as f32 / out as f32;
         (0..out)
             .map(|o| {
-                let src = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+                let src = if align_corners {
+                    if out > 1 { o as f32 * (inp - 1) as f32 / (out - 1) as f32 } else { 0.0 }
+                } else {
+                    ((o as f32 + 0.5) * scale - 0.5).max(0.0)
+                };
                 let i0 = (src.floor() as usize).min(inp - 1);
                 let i1 = (i0 + 1).min(inp - 1);
                 (i0, i1, src - i0 as f32)

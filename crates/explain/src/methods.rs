@@ -10,6 +10,7 @@ use crate::error::{ExplainError, Result};
 use crate::interpolate::{upsample_bilinear, upsample_nearest};
 use crate::model::{Explainable, ReluMode};
 use crate::quadrature::gauss_legendre_unit;
+use crate::{Cam, FeatureAblation, NoiseTunnel, Occlusion};
 
 /// The result of a method.
 #[derive(Debug, Clone)]
@@ -34,6 +35,12 @@ pub enum Method {
     Saliency(Saliency),
     InputXGradient(InputXGradient),
     IntegratedGradients(IntegratedGradients),
+    /// One of pytorch-grad-cam's CAMs (HiResCAM, Grad-CAM++, …).
+    Cam(Cam),
+    Occlusion(Occlusion),
+    FeatureAblation(FeatureAblation),
+    /// A method under Captum's `NoiseTunnel`.
+    NoiseTunnel(Box<NoiseTunnel>),
 }
 
 impl Method {
@@ -48,6 +55,10 @@ impl Method {
             Method::Saliency(m) => m.attribute(model, input, targets),
             Method::InputXGradient(m) => m.attribute(model, input, targets),
             Method::IntegratedGradients(m) => m.attribute(model, input, targets),
+            Method::Cam(m) => m.attribute(model, input, targets),
+            Method::Occlusion(m) => m.attribute(model, input, targets),
+            Method::FeatureAblation(m) => m.attribute(model, input, targets),
+            Method::NoiseTunnel(m) => m.attribute(model, input, targets),
         }?;
         self.checked(out)
     }
@@ -87,6 +98,10 @@ impl Method {
                     Method::InputXGradient(_) => Attribution { attribution: input.mul(&plain_grad())?, layer_attribution: None, logits: None },
                     Method::GradientShap(g) => g.attribute(model, input, targets)?,
                     Method::IntegratedGradients(ig) => ig.attribute(model, input, targets)?,
+                    Method::Cam(c) => c.attribute(model, input, targets)?,
+                    Method::Occlusion(o) => o.attribute(model, input, targets)?,
+                    Method::FeatureAblation(f) => f.attribute(model, input, targets)?,
+                    Method::NoiseTunnel(nt) => nt.attribute(model, input, targets)?,
                 };
                 a.logits = Some(logits.clone());
                 m.checked(a)
@@ -114,11 +129,28 @@ impl Method {
             Method::Saliency(_) => "saliency",
             Method::InputXGradient(_) => "input-x-gradient",
             Method::IntegratedGradients(_) => "integrated-gradients",
+            Method::Cam(c) => c.kind.name(),
+            Method::Occlusion(_) => "occlusion",
+            Method::FeatureAblation(_) => "feature-ablation",
+            Method::NoiseTunnel(nt) => interned(format!("{}-{}", nt.inner.name(), nt.kind.name())),
         }
     }
 }
 
-fn check(input: &Tensor, targets: &[usize]) -> Result<(usize, usize, usize)> {
+/// A name made at run time (a method under a noise tunnel), kept for the life of the process:
+/// there are a few dozen possible names at most.
+fn interned(name: String) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = names.iter().find(|n| **n == name) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
+pub(crate) fn check(input: &Tensor, targets: &[usize]) -> Result<(usize, usize, usize)> {
     let (b, _, h, w) = input
         .dims4()
         .map_err(|_| ExplainError::Invalid(format!("input must be [B, C, H, W], got {:?}", input.dims())))?;
@@ -129,7 +161,7 @@ fn check(input: &Tensor, targets: &[usize]) -> Result<(usize, usize, usize)> {
 }
 
 /// Σ_b logits[b, targets[b]] — its gradient gives every sample's own gradient at once.
-fn target_sum(logits: &Tensor, targets: &[usize], repeat: usize) -> Result<Tensor> {
+pub(crate) fn target_sum(logits: &Tensor, targets: &[usize], repeat: usize) -> Result<Tensor> {
     let classes = logits.dim(1)?;
     let rows = logits.dim(0)?;
     let mut mask = vec![0f32; rows * classes];

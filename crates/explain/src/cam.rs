@@ -1,0 +1,352 @@
+//! The CAM family with the semantics of pytorch-grad-cam (jacobgil/pytorch-grad-cam): each
+//! method makes a layer map `Σ_k w_k A_k` (or a per-position variant) from the target layer's
+//! activation `A` `[B, K, h, w]` and, for the gradient methods, the gradient `G = ∂y_t/∂A`.
+//! `layer_attribution` is the library's `get_cam_image` result (before its ReLU and min-max
+//! scaling); `attribution` is that map after ReLU, bilinearly up-sampled (align_corners=False)
+//! to the input, as for [`crate::GradCam`].
+//!
+//! | kind | map |
+//! |---|---|
+//! | HiResCAM | `Σ_k G_k ⊙ A_k` |
+//! | Grad-CAM++ | `w_k = Σ_ij relu(G) α`, `α = G² / (2G² + Σ_ij A_k · G³ + 1e-6)` (0 where G = 0) |
+//! | XGrad-CAM | `w_k = Σ_ij G A / (Σ_ij A_k + 1e-7)` |
+//! | LayerCAM | `Σ_k relu(G_k) ⊙ A_k` |
+//! | EigenCAM | projection of the centred `A` (positions × channels) on its first right singular vector |
+//! | EigenGradCAM | the same projection of `G ⊙ A` |
+//! | Score-CAM | `w = softmax_k(y_t(x ⊙ norm(up(A_k))))`: each channel, up-sampled with align_corners=True and min-max scaled, masks the input |
+//! | Ablation-CAM | `w_k = (y_t − y_t(A with channel k ablated)) / y_t`; ablated = 0 when `min A = 0`, else `min A − 1e7` |
+//!
+//! A singular vector's sign is arbitrary (NumPy's depends on LAPACK); the Eigen methods pick
+//! the sign that makes the projection's largest-magnitude value positive.
+
+use candle_core::{Tensor, Var};
+
+use crate::error::{ExplainError, Result};
+use crate::interpolate::{upsample_bilinear, upsample_bilinear_align_corners};
+use crate::methods::{check, target_sum, Attribution};
+use crate::model::{Explainable, ReluMode};
+
+/// Which CAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CamKind {
+    HiResCam,
+    GradCamPlusPlus,
+    XGradCam,
+    LayerCam,
+    EigenCam,
+    EigenGradCam,
+    ScoreCam,
+    AblationCam,
+}
+
+impl CamKind {
+    pub const ALL: [CamKind; 8] = [
+        CamKind::HiResCam,
+        CamKind::GradCamPlusPlus,
+        CamKind::XGradCam,
+        CamKind::LayerCam,
+        CamKind::EigenCam,
+        CamKind::EigenGradCam,
+        CamKind::ScoreCam,
+        CamKind::AblationCam,
+    ];
+
+    /// pytorch-grad-cam's name in lower case (`hirescam`, `gradcam++`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            CamKind::HiResCam => "hirescam",
+            CamKind::GradCamPlusPlus => "gradcam++",
+            CamKind::XGradCam => "xgradcam",
+            CamKind::LayerCam => "layercam",
+            CamKind::EigenCam => "eigencam",
+            CamKind::EigenGradCam => "eigengradcam",
+            CamKind::ScoreCam => "scorecam",
+            CamKind::AblationCam => "ablationcam",
+        }
+    }
+
+    fn needs_gradient(self) -> bool {
+        !matches!(self, CamKind::EigenCam | CamKind::ScoreCam | CamKind::AblationCam)
+    }
+}
+
+/// A CAM method; `batch_size` is the number of masked inputs (Score-CAM) or ablated
+/// activations (Ablation-CAM) per forward pass (pytorch-grad-cam's default 16 / 32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cam {
+    pub kind: CamKind,
+    pub batch_size: usize,
+}
+
+impl Cam {
+    pub fn new(kind: CamKind) -> Self {
+        Self { kind, batch_size: if kind == CamKind::AblationCam { 32 } else { 16 } }
+    }
+
+    /// The layer map `[B, h, w]` (before ReLU) and the logits.
+    pub fn layer_map<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<(Tensor, Tensor)> {
+        check(input, targets)?;
+        let (activation, context) = model.forward_to_layer(&input.detach(), ReluMode::Standard)?;
+        let activation = activation.detach();
+        let (b, k, h, w) = activation.dims4().map_err(|_| ExplainError::Invalid(format!("a CAM needs a [B, K, h, w] layer, got {:?}", activation.dims())))?;
+        let (logits, gradient) = if self.kind.needs_gradient() {
+            let var = Var::from_tensor(&activation)?;
+            let logits = model.forward_from_layer(var.as_tensor(), &context, ReluMode::Standard)?;
+            let grads = target_sum(&logits, targets, 1)?.backward()?;
+            let g = grads.get(var.as_tensor()).ok_or_else(|| ExplainError::Invalid("the logits do not depend on the target layer".into()))?;
+            (logits.detach(), Some(to_vec(g)?))
+        } else {
+            (model.forward_from_layer(&activation, &context, ReluMode::Standard)?.detach(), None)
+        };
+        let a = to_vec(&activation)?;
+        let hw = h * w;
+        let mut maps = vec![0f32; b * hw];
+        let plane = |i: usize, c: usize| -> std::ops::Range<usize> { (i * k + c) * hw..(i * k + c + 1) * hw };
+        let weighted = |maps: &mut [f32], i: usize, weights: &[f32]| {
+            for (c, wk) in weights.iter().enumerate() {
+                for (m, v) in maps[i * hw..(i + 1) * hw].iter_mut().zip(&a[plane(i, c)]) {
+                    *m += wk * v;
+                }
+            }
+        };
+        match self.kind {
+            CamKind::HiResCam | CamKind::LayerCam => {
+                let g = gradient.expect("gradient methods");
+                for i in 0..b {
+                    for c in 0..k {
+                        let r = plane(i, c);
+                        for ((m, av), gv) in maps[i * hw..(i + 1) * hw].iter_mut().zip(&a[r.clone()]).zip(&g[r]) {
+                            let gv = if self.kind == CamKind::LayerCam { gv.max(0.0) } else { *gv };
+                            *m += gv * av;
+                        }
+                    }
+                }
+            }
+            CamKind::GradCamPlusPlus | CamKind::XGradCam => {
+                let g = gradient.expect("gradient methods");
+                for i in 0..b {
+                    let weights: Vec<f32> = (0..k)
+                        .map(|c| {
+                            let r = plane(i, c);
+                            let (ac, gc) = (&a[r.clone()], &g[r]);
+                            let sum_a: f32 = ac.iter().sum();
+                            if self.kind == CamKind::XGradCam {
+                                gc.iter().zip(ac).map(|(g, a)| g * a).sum::<f32>() / (sum_a + 1e-7)
+                            } else {
+                                gc.iter()
+                                    .map(|&g| {
+                                        let (g2, g3) = (g * g, g * g * g);
+                                        let alpha = if g != 0.0 { g2 / (2.0 * g2 + sum_a * g3 + 1e-6) } else { 0.0 };
+                                        g.max(0.0) * alpha
+                                    })
+                                    .sum()
+                            }
+                        })
+                        .collect();
+                    weighted(&mut maps, i, &weights);
+                }
+            }
+            CamKind::EigenCam | CamKind::EigenGradCam => {
+                let source: Vec<f32> = match (&self.kind, &gradient) {
+                    (CamKind::EigenGradCam, Some(g)) => a.iter().zip(g).map(|(a, g)| a * g).collect(),
+                    _ => a.clone(),
+                };
+                for i in 0..b {
+                    let projection = projection_2d(&source[i * k * hw..(i + 1) * k * hw], k, hw);
+                    maps[i * hw..(i + 1) * hw].copy_from_slice(&projection);
+                }
+            }
+            CamKind::ScoreCam => {
+                let (_, _, ih, iw) = input.dims4()?;
+                let up = to_vec(&upsample_bilinear_align_corners(&activation, (ih, iw))?)?;
+                let x = to_vec(&input.detach())?;
+                let c_in = input.dim(1)?;
+                let ihw = ih * iw;
+                for i in 0..b {
+                    let mut scores = Vec::with_capacity(k);
+                    for start in (0..k).step_by(self.batch_size.max(1)) {
+                        let n = self.batch_size.max(1).min(k - start);
+                        let mut batch = Vec::with_capacity(n * c_in * ihw);
+                        for c in start..start + n {
+                            let m = &up[(i * k + c) * ihw..(i * k + c + 1) * ihw];
+                            let (lo, hi) = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                            for ch in 0..c_in {
+                                let xc = &x[(i * c_in + ch) * ihw..(i * c_in + ch + 1) * ihw];
+                                batch.extend(xc.iter().zip(m).map(|(x, m)| x * ((m - lo) / (hi - lo + 1e-8))));
+                            }
+                        }
+                        let batch = Tensor::from_vec(batch, (n, c_in, ih, iw), input.device())?;
+                        let out = model.forward(&batch, ReluMode::Standard)?;
+                        scores.extend(target_column(&out, targets[i])?);
+                    }
+                    weighted(&mut maps, i, &softmax(&scores));
+                }
+            }
+            CamKind::AblationCam => {
+                let min = a.iter().copied().fold(f32::INFINITY, f32::min);
+                let ablated_value = if min == 0.0 { 0.0 } else { min - 1e7 };
+                for i in 0..b {
+                    let orig = logits.get(i)?.get(targets[i])?.to_scalar::<f32>()?;
+                    let one = &a[i * k * hw..(i + 1) * k * hw];
+                    let context_i = &context;
+                    let mut weights = Vec::with_capacity(k);
+                    for start in (0..k).step_by(self.batch_size.max(1)) {
+                        let n = self.batch_size.max(1).min(k - start);
+                        let mut batch = Vec::with_capacity(n * k * hw);
+                        for c in start..start + n {
+                            let mut copy = one.to_vec();
+                            copy[c * hw..(c + 1) * hw].fill(ablated_value);
+                            batch.extend(copy);
+                        }
+                        let batch = Tensor::from_vec(batch, (n, k, h, w), input.device())?;
+                        let out = if b == 1 {
+                            model.forward_from_layer(&batch, context_i, ReluMode::Standard)?
+                        } else {
+                            // The context belongs to the whole batch: run image i's ablations
+                            // one at a time with its own row of the batch around it.
+                            ablate_in_batch(model, &activation, context_i, i, &batch)?
+                        };
+                        weights.extend(target_column(&out, targets[i])?.into_iter().map(|s| (orig - s) / orig));
+                    }
+                    weighted(&mut maps, i, &weights);
+                }
+            }
+        }
+        Ok((Tensor::from_vec(maps, (b, h, w), input.device())?, logits))
+    }
+
+    pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+        let (_, _, h, w) = input.dims4()?;
+        let (map, logits) = self.layer_map(model, input, targets)?;
+        let up = upsample_bilinear(&map.relu()?, (h, w))?.unsqueeze(1)?;
+        Ok(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(logits) })
+    }
+}
+
+/// Ablations of image `i` of a batch whose context is shared: each ablated activation replaces
+/// row `i` of the batch's activation, and row `i` of the output is kept.
+fn ablate_in_batch<M: Explainable>(model: &M, activation: &Tensor, context: &M::Context, i: usize, ablated: &Tensor) -> Result<Tensor> {
+    let b = activation.dim(0)?;
+    let mut rows = Vec::new();
+    for j in 0..ablated.dim(0)? {
+        let mut parts = Vec::new();
+        if i > 0 {
+            parts.push(activation.narrow(0, 0, i)?);
+        }
+        parts.push(ablated.narrow(0, j, 1)?);
+        if i + 1 < b {
+            parts.push(activation.narrow(0, i + 1, b - i - 1)?);
+        }
+        let out = model.forward_from_layer(&Tensor::cat(&parts, 0)?, context, ReluMode::Standard)?;
+        rows.push(out.narrow(0, i, 1)?);
+    }
+    Ok(Tensor::cat(&rows, 0)?)
+}
+
+fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?)
+}
+
+/// Column `target` of logits `[n, classes]`.
+fn target_column(logits: &Tensor, target: usize) -> Result<Vec<f32>> {
+    let classes = logits.dim(1)?;
+    if target >= classes {
+        return Err(ExplainError::Invalid(format!("target class {target} but the model has {classes} classes")));
+    }
+    Ok(to_vec(&logits.narrow(1, target, 1)?)?)
+}
+
+fn softmax(v: &[f32]) -> Vec<f32> {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = v.iter().map(|x| (x - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.iter().map(|x| x / sum).collect()
+}
+
+/// pytorch-grad-cam's `get_2d_projection` of one `[K, hw]` activation: the positions × channels
+/// matrix, centred per channel, projected on its first right singular vector. Computed from
+/// the smaller Gram matrix by power iteration in f64.
+fn projection_2d(activation: &[f32], k: usize, hw: usize) -> Vec<f32> {
+    // X[p][c], centred per channel; NaN → 0 as the library does.
+    let mut x = vec![0f64; hw * k];
+    for c in 0..k {
+        let plane = &activation[c * hw..(c + 1) * hw];
+        let clean = |v: f32| if v.is_nan() { 0.0 } else { v as f64 };
+        let mean = plane.iter().map(|&v| clean(v)).sum::<f64>() / hw as f64;
+        for p in 0..hw {
+            x[p * k + c] = clean(plane[p]) - mean;
+        }
+    }
+    // The projection X v₁ equals σ₁ u₁; with the positions' Gram matrix X Xᵀ (hw × hw) it is
+    // λ₁^{1/2} u₁, with the channels' XᵀX (k × k) it is X v₁ directly.
+    let by_positions = hw <= k;
+    let n = if by_positions { hw } else { k };
+    let mut gram = vec![0f64; n * n];
+    for i in 0..n {
+        for j in i..n {
+            let s: f64 = if by_positions {
+                (0..k).map(|c| x[i * k + c] * x[j * k + c]).sum()
+            } else {
+                (0..hw).map(|p| x[p * k + i] * x[p * k + j]).sum()
+            };
+            gram[i * n + j] = s;
+            gram[j * n + i] = s;
+        }
+    }
+    let mut v: Vec<f64> = (0..n).map(|i| 1.0 + (i as f64 * 0.618_033_988_7).fract()).collect();
+    let mut lambda = 0f64;
+    for _ in 0..2000 {
+        let mut next = vec![0f64; n];
+        for i in 0..n {
+            next[i] = (0..n).map(|j| gram[i * n + j] * v[j]).sum();
+        }
+        let norm = next.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return vec![0.0; hw];
+        }
+        next.iter_mut().for_each(|a| *a /= norm);
+        let change: f64 = next.iter().zip(&v).map(|(a, b)| (a - b).abs()).sum();
+        v = next;
+        let converged = (norm - lambda).abs() <= 1e-12 * norm && change < 1e-10;
+        lambda = norm;
+        if converged {
+            break;
+        }
+    }
+    let mut projection: Vec<f64> = if by_positions {
+        v.iter().map(|u| u * lambda.sqrt()).collect()
+    } else {
+        (0..hw).map(|p| (0..k).map(|c| x[p * k + c] * v[c]).sum()).collect()
+    };
+    let largest = projection.iter().copied().fold(0f64, |m, a| if a.abs() > m.abs() { a } else { m });
+    if largest < 0.0 {
+        projection.iter_mut().for_each(|a| *a = -*a);
+    }
+    projection.into_iter().map(|a| a as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projection_is_the_first_principal_component() {
+        // Channel 1 is twice channel 0 along the positions, channel 2 is constant: the first
+        // right singular vector is (1, 2, 0)/√5.
+        let hw = 5;
+        let c0 = [1.0f32, 2.0, 3.0, 4.0, 5.0];
+        let c1 = [2.0f32, 4.0, 6.0, 8.0, 10.0];
+        let act: Vec<f32> = c0.iter().chain(&c1).chain(&[7.0; 5]).copied().collect();
+        let p = projection_2d(&act, 3, hw);
+        // Centred: c0 − 3 and c1 − 6; projection = (c0' + 2 c1')/√5.
+        for (i, got) in p.iter().enumerate() {
+            let want = ((c0[i] - 3.0) + 2.0 * (c1[i] - 6.0)) / 5f32.sqrt();
+            assert!((got - want).abs() < 1e-5, "{p:?}");
+        }
+        // More positions than channels takes the other Gram matrix: same answer.
+        let wide: Vec<f32> = (0..2 * 7).map(|i| ((i * 7 % 5) as f32).sin()).collect();
+        let by_channels = projection_2d(&wide, 2, 7);
+        assert_eq!(by_channels.len(), 7);
+        assert!(by_channels.iter().any(|v| v.abs() > 1e-3));
+    }
+}
