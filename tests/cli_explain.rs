@@ -73,6 +73,45 @@ fn explain_one_slice_and_a_split() {
     let t = candle_core::safetensors::load(out_dir.join(gb), &candle_core::Device::Cpu).unwrap();
     assert_eq!(t["attribution"].dims(), &[3, 64, 64]);
     assert!(!t.contains_key("layer_attribution"));
+    // GradientSHAP and IG do not run the input itself; the files still carry its logits.
+    let shap = files.iter().find(|f| f.ends_with(".gradient-shap.safetensors")).unwrap();
+    assert_eq!(candle_core::safetensors::load(out_dir.join(shap), &candle_core::Device::Cpu).unwrap()["logits"].dims(), &[2]);
+
+    // The CAM family and the perturbation methods, by pytorch-grad-cam's and Captum's names.
+    let extra = dir.path().join("extra.safetensors");
+    let cams = "hirescam,gradcam++,xgradcam,layercam,eigencam,eigengradcam,scorecam,ablationcam";
+    let text = ok(tgc(
+        &["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--input", slice.to_str().unwrap(), "--method", &format!("{cams},occlusion,feature-ablation"), "--window", "16", "--stride", "16", "--grid", "32", "--batch-size", "64", "--target", "1", "--out", extra.to_str().unwrap()],
+        cache,
+    ));
+    assert!(text.contains("Grad-CAM++ of"), "{text}");
+    for name in cams.split(',') {
+        let (t, meta) = load_with_metadata(&dir.path().join(format!("extra.{name}.safetensors")));
+        assert_eq!(t["attribution"].dims(), &[1, 64, 64], "{name}");
+        assert_eq!(t["layer_attribution"].dims(), &[2, 2], "{name}");
+        assert_eq!(meta["method"], name);
+    }
+    for name in ["occlusion", "feature-ablation"] {
+        let t = candle_core::safetensors::load(dir.path().join(format!("extra.{name}.safetensors")), &candle_core::Device::Cpu).unwrap();
+        assert_eq!(t["attribution"].dims(), &[3, 64, 64], "{name}");
+        // 16-pixel windows moved by 16 and 32-pixel blocks: the maps are constant on those tiles.
+        let a: Vec<f32> = t["attribution"].flatten_all().unwrap().to_vec1().unwrap();
+        let tile = if name == "occlusion" { 16 } else { 32 };
+        assert!((0..64 * 64).all(|p| a[p] == a[(p / 64 / tile * tile) * 64 + p % 64 / tile * tile]), "{name}");
+    }
+    // NoiseTunnel around a method: the file and the method name say so.
+    let tunnel = dir.path().join("tunnel.safetensors");
+    let text = ok(tgc(
+        &["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--input", slice.to_str().unwrap(), "--method", "saliency,input-x-gradient", "--noise-tunnel", "vargrad", "--nt-samples", "3", "--nt-stdevs", "0.2", "--target", "1", "--out", tunnel.to_str().unwrap()],
+        cache,
+    ));
+    assert!(text.contains("Saliency (vargrad)"), "{text}");
+    let (t, meta) = load_with_metadata(&dir.path().join("tunnel.saliency-vargrad.safetensors"));
+    assert_eq!(meta["method"], "saliency-vargrad");
+    assert!(t["attribution"].flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| *v >= 0.0), "a variance is never negative");
+    let o = tgc(&["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--input", slice.to_str().unwrap(), "--method", "occlusion", "--window", "0", "--out", "o"], cache);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--window"));
 }
 
 fn load_with_metadata(path: &std::path::Path) -> (std::collections::HashMap<String, candle_core::Tensor>, std::collections::HashMap<String, String>) {

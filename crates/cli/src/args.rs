@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use tgc_backbones::{Backbone, BackboneKind, LoadOptions, Randomize, TargetLayer, WeightSource};
 use tgc_data::{train_test_split, Dataset, Label, PatientId, Side};
 use tgc_explain::{
-    Baselines, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
+    Baselines, Cam, CamKind, FeatureAblation, NoiseTunnel, NoiseTunnelType, Occlusion, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
     IntegratedGradientsConfig, Method, Saliency,
 };
 
@@ -169,6 +169,17 @@ pub enum MethodName {
     Saliency,
     InputXGradient,
     IntegratedGradients,
+    Hirescam,
+    #[value(name = "gradcam++")]
+    GradcamPlusPlus,
+    Xgradcam,
+    Layercam,
+    Scorecam,
+    Ablationcam,
+    Eigencam,
+    Eigengradcam,
+    Occlusion,
+    FeatureAblation,
 }
 
 impl MethodName {
@@ -182,6 +193,16 @@ impl MethodName {
             Self::Saliency => "Saliency",
             Self::InputXGradient => "Input x Gradient",
             Self::IntegratedGradients => "Integrated Gradients",
+            Self::Hirescam => "HiResCAM",
+            Self::GradcamPlusPlus => "Grad-CAM++",
+            Self::Xgradcam => "XGrad-CAM",
+            Self::Layercam => "LayerCAM",
+            Self::Scorecam => "Score-CAM",
+            Self::Ablationcam => "Ablation-CAM",
+            Self::Eigencam => "EigenCAM",
+            Self::Eigengradcam => "EigenGradCAM",
+            Self::Occlusion => "Occlusion",
+            Self::FeatureAblation => "Feature Ablation",
         }
     }
 
@@ -243,6 +264,37 @@ pub struct MethodArgs {
     /// `internal_batch_size`); by default sized to memory (16 rows of a 3×256² image).
     #[arg(long)]
     pub internal_batch_size: Option<usize>,
+    /// Score-CAM / Ablation-CAM: masked inputs or ablated activations per forward pass
+    /// (pytorch-grad-cam's defaults: 16 and 32).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Occlusion: side of the square window (over all channels), in pixels.
+    #[arg(long, default_value_t = 16)]
+    pub window: usize,
+    /// Occlusion: step of the window, in pixels.
+    #[arg(long, default_value_t = 8)]
+    pub stride: usize,
+    /// Feature Ablation: side of the square blocks (over all channels) that are one feature each.
+    #[arg(long, default_value_t = 16)]
+    pub grid: usize,
+    /// Run every method under Captum's NoiseTunnel: smoothgrad, smoothgrad_sq or vargrad.
+    #[arg(long, value_enum)]
+    pub noise_tunnel: Option<NoiseTunnelName>,
+    /// NoiseTunnel: noisy samples per image.
+    #[arg(long, default_value_t = 10)]
+    pub nt_samples: usize,
+    /// NoiseTunnel: standard deviation of the Gaussian noise added to the input.
+    #[arg(long, default_value_t = 0.1)]
+    pub nt_stdevs: f32,
+}
+
+/// Captum's `nt_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NoiseTunnelName {
+    Smoothgrad,
+    #[value(name = "smoothgrad_sq")]
+    SmoothgradSq,
+    Vargrad,
 }
 
 impl MethodArgs {
@@ -251,8 +303,53 @@ impl MethodArgs {
         self.method.iter().map(|&m| Ok((m, self.method(m)?))).collect()
     }
 
-    /// One method with its settings.
+    /// The title of a method in figures and tables, naming the noise tunnel when there is one.
+    pub fn title(&self, name: MethodName) -> String {
+        match self.noise_tunnel {
+            Some(nt) => format!("{} ({})", name.title(), Self::tunnel_type(nt).name()),
+            None => name.title().to_owned(),
+        }
+    }
+
+    fn tunnel_type(nt: NoiseTunnelName) -> NoiseTunnelType {
+        match nt {
+            NoiseTunnelName::Smoothgrad => NoiseTunnelType::SmoothGrad,
+            NoiseTunnelName::SmoothgradSq => NoiseTunnelType::SmoothGradSq,
+            NoiseTunnelName::Vargrad => NoiseTunnelType::VarGrad,
+        }
+    }
+
+    /// One method with its settings, under the noise tunnel when one is asked.
     pub fn method(&self, name: MethodName) -> Result<Method> {
+        let method = self.bare_method(name)?;
+        Ok(match self.noise_tunnel {
+            None => method,
+            Some(nt) => {
+                if self.nt_samples == 0 {
+                    bail!("--nt-samples must be at least 1");
+                }
+                Method::NoiseTunnel(Box::new(NoiseTunnel {
+                    inner: method,
+                    kind: Self::tunnel_type(nt),
+                    samples: self.nt_samples,
+                    stdevs: self.nt_stdevs,
+                    seed: self.sampling_seed,
+                }))
+            }
+        })
+    }
+
+    fn bare_method(&self, name: MethodName) -> Result<Method> {
+        let cam = |kind: CamKind| -> Result<Method> {
+            let mut cam = Cam::new(kind);
+            if let Some(b) = self.batch_size {
+                if b == 0 {
+                    bail!("--batch-size must be at least 1");
+                }
+                cam.batch_size = b;
+            }
+            Ok(Method::Cam(cam))
+        };
         Ok(match name {
             MethodName::Gradcam => Method::GradCam(GradCam),
             MethodName::GuidedBackprop => Method::GuidedBackprop(GuidedBackprop),
@@ -273,6 +370,26 @@ impl MethodArgs {
                     ..Default::default()
                 }))
             }
+            MethodName::Occlusion => {
+                if self.window == 0 || self.stride == 0 {
+                    bail!("--window and --stride must be at least 1 pixel");
+                }
+                Method::Occlusion(Occlusion { window: (self.window, self.window), stride: (self.stride, self.stride), ..Default::default() })
+            }
+            MethodName::FeatureAblation => {
+                if self.grid == 0 {
+                    bail!("--grid must be at least 1 pixel");
+                }
+                Method::FeatureAblation(FeatureAblation { grid: self.grid, ..Default::default() })
+            }
+            MethodName::Hirescam => cam(CamKind::HiResCam)?,
+            MethodName::GradcamPlusPlus => cam(CamKind::GradCamPlusPlus)?,
+            MethodName::Xgradcam => cam(CamKind::XGradCam)?,
+            MethodName::Layercam => cam(CamKind::LayerCam)?,
+            MethodName::Scorecam => cam(CamKind::ScoreCam)?,
+            MethodName::Ablationcam => cam(CamKind::AblationCam)?,
+            MethodName::Eigencam => cam(CamKind::EigenCam)?,
+            MethodName::Eigengradcam => cam(CamKind::EigenGradCam)?,
         })
     }
 

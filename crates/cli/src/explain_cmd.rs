@@ -11,7 +11,7 @@ use tgc_backbones::Classifier;
 use tgc_data::{read_nifti, Label};
 use tgc_explain::render::{blended_heat_map, normalize_attr, save_png, Sign};
 
-use crate::args::{open_data, MethodArgs, MethodName, ModelArgs, ModelChoice, SelectionArgs};
+use crate::args::{open_data, MethodArgs, ModelArgs, ModelChoice, SelectionArgs};
 use crate::{plot, progress};
 
 #[derive(Args)]
@@ -50,7 +50,8 @@ pub fn load_classifier(choice: &ModelChoice) -> Result<Classifier> {
 pub struct Explained {
     pub label: Option<Label>,
     pub input: Tensor,
-    pub maps: Vec<(MethodName, tgc_explain::Attribution)>,
+    /// Per method: its title (as in the figures) and its attribution.
+    pub maps: Vec<(String, tgc_explain::Attribution)>,
 }
 
 pub fn run(args: ExplainArgs) -> Result<()> {
@@ -92,13 +93,13 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone()).collect();
             let results = tgc_explain::Method::attribute_all(&all, &model, &x, &[target]).with_context(|| format!("explaining {}", input.display()))?;
             for ((m, method), a) in methods.iter().zip(results) {
-                let out = if methods.len() == 1 { args.out.clone() } else { with_method_suffix(&args.out, *m) };
+                let out = if methods.len() == 1 { args.out.clone() } else { with_method_suffix(&args.out, method.name()) };
                 save_attribution(&out, &a, meta(method, target, input))?;
                 if let Some(png) = &args.png {
-                    let png = if methods.len() == 1 { png.clone() } else { with_method_suffix(png, *m) };
+                    let png = if methods.len() == 1 { png.clone() } else { with_method_suffix(png, method.name()) };
                     save_png(&overlay_of(&x, &a)?, &png)?;
                 }
-                println!("{} of {} (target {target}) written to {}", m.title(), input.display(), out.display());
+                println!("{} of {} (target {target}) written to {}", args.methods.title(*m), input.display(), out.display());
             }
         }
         (None, Some(data)) => {
@@ -119,7 +120,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
                     let name = method.name();
                     save_attribution(&args.out.join(format!("{stem}.{name}.safetensors")), &a, meta(method, target, &record.path))?;
                     save_png(&overlay_of(&x, &a)?, &args.out.join(format!("{stem}.{name}.png")))?;
-                    maps.push((*m, a));
+                    maps.push((args.methods.title(*m), a));
                     bar.inc(1);
                 }
                 rows.push(Explained { label: Some(record.label), input: x, maps });
@@ -138,9 +139,9 @@ pub fn run(args: ExplainArgs) -> Result<()> {
 }
 
 /// `OUT.safetensors` → `OUT.<method>.safetensors` when several methods share one name.
-fn with_method_suffix(path: &Path, m: MethodName) -> PathBuf {
+fn with_method_suffix(path: &Path, method: &str) -> PathBuf {
     let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_extension(format!("{}.{ext}", m.cli_name()))
+    path.with_extension(format!("{method}.{ext}"))
 }
 
 /// Writes `attribution` (without the batch dimension), `logits` (when computed; always, for

@@ -198,7 +198,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     for r in &rows {
         csv.push_str(&format!(
             "{},{},{:.6},{:.6},{},{},{}\n",
-            r.method.title(),
+            args.methods.title(r.method),
             r.image,
             r.deletion,
             r.insertion,
@@ -233,8 +233,8 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         let en = mean(of.iter().filter_map(|r| r.energy).collect());
         let hit = mean(of.iter().filter_map(|r| r.hit.map(|h| f64::from(u8::from(h)))).collect());
         let cell = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
-        md.push_str(&format!("| {} | {} | {} | {} | {} | {} |\n", m.title(), cell(del), cell(ins), cell(rnd), cell(en), cell(hit)));
-        summary.push_str(&format!("{},{},{},{},{},{},{}\n", m.title(), opt(del), opt(ins), opt(rnd), opt(en), opt(hit), of.len()));
+        md.push_str(&format!("| {} | {} | {} | {} | {} | {} |\n", args.methods.title(m), cell(del), cell(ins), cell(rnd), cell(en), cell(hit)));
+        summary.push_str(&format!("{},{},{},{},{},{},{}\n", args.methods.title(m), opt(del), opt(ins), opt(rnd), opt(en), opt(hit), of.len()));
     }
     if !is_phantom {
         md.push_str("\nEnergy in region and pointing game need ground-truth masks (synthetic phantoms only).\n");
@@ -250,7 +250,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     ));
     let mut cascade_csv = String::from("method,image,stage,spearman,ssim\n");
     for r in &cascade_rows {
-        cascade_csv.push_str(&format!("{},{},{},{},{}\n", r.method.title(), r.image, r.stage, opt(r.spearman), opt(r.ssim)));
+        cascade_csv.push_str(&format!("{},{},{},{},{}\n", args.methods.title(r.method), r.image, r.stage, opt(r.spearman), opt(r.ssim)));
     }
     for &(m, _) in &methods {
         let cells: Vec<String> = stages
@@ -263,7 +263,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
                 format!("{} / {}", f(rho), f(ss))
             })
             .collect();
-        md.push_str(&format!("| {} | {} |\n", m.title(), cells.join(" | ")));
+        md.push_str(&format!("| {} | {} |\n", args.methods.title(m), cells.join(" | ")));
     }
     write("randomization.csv", &cascade_csv)?;
     write("summary.csv", &summary)?;

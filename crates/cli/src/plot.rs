@@ -137,7 +137,7 @@ pub fn attribution_grid(rows: &[crate::explain_cmd::Explained], path: &Path, tit
         text(title, pad, 4, 20).map_err(draw_err)?;
         text("Sample", pad, 32, 16).map_err(draw_err)?;
         for (c, (m, _)) in first.maps.iter().enumerate() {
-            text(m.title(), pad + (c as u32 + 1) * (tw + pad), 32, 16).map_err(draw_err)?;
+            text(m, pad + (c as u32 + 1) * (tw + pad), 32, 16).map_err(draw_err)?;
         }
         for (r, row) in rows.iter().enumerate() {
             if let Some(label) = row.label {
