@@ -80,8 +80,9 @@ class Head(nn.Module):
 
 def figures():
     """name → (function, images per call), models built on first use."""
-    from captum.attr import (GradientShap, GuidedBackprop, GuidedGradCam, IntegratedGradients,
-                             LayerAttribution, LayerGradCam, Saliency)
+    from captum.attr import (FeatureAblation, GradientShap, GuidedBackprop, GuidedGradCam,
+                             IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel,
+                             Occlusion, Saliency)
 
     out = {}
     features = resnet()
@@ -110,6 +111,13 @@ def figures():
         lambda: GradientShap(model).attribute(x1, baselines=base, target=1, n_samples=5), 1)
     out["resnet18.integrated-gradients"] = (
         lambda: IntegratedGradients(model).attribute(x1, target=1, n_steps=50, internal_batch_size=25), 1)
+    out["resnet18.occlusion"] = (lambda: Occlusion(model).attribute(
+        x1, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), target=1, perturbations_per_eval=16), 1)
+    blocks = (torch.arange(256)[:, None] // 16 * 16 + torch.arange(256)[None, :] // 16).expand(1, 3, 256, 256)
+    out["resnet18.feature-ablation"] = (lambda: FeatureAblation(model).attribute(
+        x1, feature_mask=blocks, target=1, perturbations_per_eval=16), 1)
+    out["resnet18.saliency-smoothgrad"] = (lambda: NoiseTunnel(Saliency(model)).attribute(
+        x1, nt_type="smoothgrad", nt_samples=10, stdevs=0.1, target=1, abs=True), 1)
 
     vfeatures = vit()
     v8 = torch.rand(8, 3, 224, 224)

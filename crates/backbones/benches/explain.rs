@@ -148,7 +148,13 @@ fn main() -> anyhow::Result<()> {
                 Method::Saliency(Saliency),
                 Method::GradientShap(GradientShap::default()),
                 Method::IntegratedGradients(ig),
-            ],
+                Method::Occlusion(Occlusion::default()),
+                Method::FeatureAblation(FeatureAblation::default()),
+                Method::NoiseTunnel(Box::new(NoiseTunnel { inner: Method::Saliency(Saliency), kind: NoiseTunnelType::SmoothGrad, samples: 10, stdevs: 0.1, seed: 0 })),
+            ]
+            .into_iter()
+            .chain(CamKind::ALL.map(|k| Method::Cam(Cam::new(k))))
+            .collect(),
             BackboneKind::Vit => vec![Method::GuidedBackprop(GuidedBackprop), Method::GradientShap(GradientShap::default())],
         };
         for m in methods {
@@ -157,7 +163,9 @@ fn main() -> anyhow::Result<()> {
                 "guided-gradcam" => "guided-grad-cam",
                 other => other,
             };
-            let runs = if matches!(m, Method::IntegratedGradients(_)) { iters.div_ceil(2) } else { iters };
+            // The methods of hundreds of forward passes run once after the warm-up.
+            let slow = matches!(m, Method::Occlusion(_) | Method::FeatureAblation(_)) || matches!(m, Method::Cam(Cam { kind: CamKind::ScoreCam, .. }));
+            let runs = if slow { 1 } else if matches!(m, Method::IntegratedGradients(_)) { iters.div_ceil(2) } else { iters };
             figures.push(measure(format!("{name}.{label}"), runs, 1, &mut torch, || Ok(m.attribute(&model, &x, &[1]).map(drop)?))?);
         }
     }
