@@ -199,12 +199,14 @@ impl Cam {
                             batch.extend(copy);
                         }
                         let batch = Tensor::from_vec(batch, (n, k, h, w), input.device())?;
-                        let out = if b == 1 {
-                            model.forward_from_layer(&batch, context_i, ReluMode::Standard)?
-                        } else {
-                            // The context belongs to the whole batch: run image i's ablations
-                            // one at a time with its own row of the batch around it.
-                            ablate_in_batch(model, &activation, context_i, i, &batch)?
+                        // With one image the ablations run as one batch when the model's
+                        // context allows it (ResNet's does; a context holding tensors of the
+                        // image's batch, as the ViT's, does not). Otherwise, and for batches,
+                        // each ablation runs with the batch's other rows around it.
+                        let batched = if b == 1 { model.forward_from_layer(&batch, context_i, ReluMode::Standard).ok().filter(|o| o.dim(0).ok() == Some(n)) } else { None };
+                        let out = match batched {
+                            Some(out) => out,
+                            None => ablate_in_batch(model, &activation, context_i, i, &batch)?,
                         };
                         weights.extend(target_column(&out, targets[i])?.into_iter().map(|s| (orig - s) / orig));
                     }

@@ -224,3 +224,34 @@ fn noise_tunnel_combines_noisy_maps() {
     let name = Method::NoiseTunnel(Box::new(NoiseTunnel::new(Method::Saliency(Saliency)))).name();
     assert_eq!(name, "saliency-smoothgrad");
 }
+
+/// The toy, with a context that holds a tensor of the batch (as the ViT's residual does).
+struct BatchBound(Toy);
+
+impl Explainable for BatchBound {
+    type Context = Tensor;
+
+    fn forward_to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<(Tensor, Tensor)> {
+        let (a, ()) = self.0.forward_to_layer(input, mode)?;
+        Ok((a, input.mean((1, 2, 3))?.unsqueeze(1)?))
+    }
+
+    fn forward_from_layer(&self, a: &Tensor, context: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
+        // Adds a per-image term from the context: a batch of another size cannot use it.
+        self.0.forward_from_layer(a, &(), mode)?.broadcast_add(&context.broadcast_as((a.dim(0)?, 1))?.contiguous()?.reshape((a.dim(0)?, 1))?)
+    }
+}
+
+#[test]
+fn ablation_cam_runs_with_a_context_bound_to_the_batch() {
+    let toy = Toy::new(3, 51, true);
+    let x = image(52, 1);
+    let plain = v(&Cam::new(CamKind::AblationCam).layer_map(&toy, &x, &[1]).unwrap().0);
+    // The context's term shifts every score by the same amount: the drops are the same, the
+    // original score differs, so the map is the plain one scaled by y_plain / y_bound.
+    let bound = BatchBound(Toy::new(3, 51, true));
+    let got = v(&Cam::new(CamKind::AblationCam).layer_map(&bound, &x, &[1]).unwrap().0);
+    let y_plain = v(&toy.forward(&x, ReluMode::Standard).unwrap())[1];
+    let y_bound = v(&bound.forward(&x, ReluMode::Standard).unwrap())[1];
+    close(&got, &plain.iter().map(|p| p * y_plain / y_bound).collect::<Vec<_>>(), 1e-4, "Ablation-CAM, batch-bound context");
+}
