@@ -55,9 +55,14 @@ impl BackboneKind {
         }
     }
 
-    /// The default hub id, from `models/backbones.json` (compiled in).
+    /// The default hub id: the study's checkpoints, listed with notes in
+    /// `models/backbones.json` at the workspace root (a test keeps the two equal; the crate
+    /// does not read outside its own folder, so it builds and packages on its own).
     pub fn default_weights(self) -> &'static str {
-        crate::models::default_hub_id(self)
+        match self {
+            Self::ResNet18 => "timm/resnet18.tv_in1k",
+            Self::Vit => "google/vit-base-patch16-224",
+        }
     }
 }
 

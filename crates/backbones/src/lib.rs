@@ -9,7 +9,6 @@ mod classifier;
 mod error;
 pub mod extract;
 mod file_format;
-mod models;
 pub mod ops;
 mod preprocess;
 mod random_init;

@@ -350,3 +350,14 @@ fn non_finite_weights_are_refused_by_name() {
     let err = Backbone::load(BackboneKind::ResNet18, &WeightSource::Folder(dir.path().to_owned()), &cpu()).unwrap_err().to_string();
     assert!(err.contains("`layer2.0.conv1.weight`") && err.contains("first at flat index 7") && err.contains("model.safetensors"), "{err}");
 }
+
+#[test]
+fn default_checkpoints_are_those_listed_in_models_backbones_json() {
+    // models/backbones.json documents the defaults at the workspace root; the crate compiles
+    // them in without reading outside its folder. The two must agree.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/backbones.json");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (key, kind) in [("resnet18", tgc_backbones::BackboneKind::ResNet18), ("vit", tgc_backbones::BackboneKind::Vit)] {
+        assert_eq!(json[key]["hub_id"].as_str(), Some(kind.default_weights()), "{key}");
+    }
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use tgc_backbones::{Backbone, BackboneKind, LoadOptions, Randomize, TargetLayer, WeightSource};
+use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, Randomize, TargetLayer, WeightSource};
 use tgc_data::{train_test_split, Dataset, Label, PatientId, Side};
 use tgc_explain::{
     Baselines, Cam, CamKind, FeatureAblation, NoiseTunnel, NoiseTunnelType, Occlusion, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
@@ -460,4 +460,10 @@ impl SelectionArgs {
 /// Opens a data folder, naming it on error.
 pub fn open_data(path: &Path) -> Result<Dataset> {
     Dataset::open(path).with_context(|| format!("reading data folder {}", path.display()))
+}
+
+/// The backbone of `choice` with its trained head.
+pub fn load_classifier(choice: &ModelChoice) -> Result<Classifier> {
+    let backbone = choice.load_backbone()?;
+    Classifier::load_head(backbone, &choice.checkpoint).with_context(|| format!("loading head {}", choice.checkpoint.display()))
 }

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use clap::Args;
-use tgc_backbones::Classifier;
-use tgc_data::{read_nifti, Label};
-use tgc_explain::render::{blended_heat_map, normalize_attr, save_png, Sign};
+use tgc_data::read_nifti;
+use tgc_explain::render::save_png;
 
-use crate::args::{open_data, MethodArgs, ModelArgs, ModelChoice, SelectionArgs};
-use crate::{plot, progress};
+use crate::args::{load_classifier, open_data, MethodArgs, ModelArgs, SelectionArgs};
+use crate::plot::{self, overlay_of, Explained};
+use crate::progress;
 
 #[derive(Args)]
 pub struct ExplainArgs {
@@ -41,18 +41,6 @@ pub struct ExplainArgs {
 }
 
 /// Loads the backbone (saying so on screen when its weights are random) and the probe head.
-pub fn load_classifier(choice: &ModelChoice) -> Result<Classifier> {
-    let backbone = choice.load_backbone()?;
-    Classifier::load_head(backbone, &choice.checkpoint).with_context(|| format!("loading head {}", choice.checkpoint.display()))
-}
-
-/// One explained slice: its model input and, per method, the attribution.
-pub struct Explained {
-    pub label: Option<Label>,
-    pub input: Tensor,
-    /// Per method: its title (as in the figures) and its attribution.
-    pub maps: Vec<(String, tgc_explain::Attribution)>,
-}
 
 pub fn run(args: ExplainArgs) -> Result<()> {
     if let Some(t) = args.target {
@@ -158,13 +146,3 @@ fn save_attribution(path: &Path, a: &tgc_explain::Attribution, metadata: HashMap
     tgc_data::write_atomic(path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())).with_context(|| format!("writing {}", path.display()))
 }
 
-/// How overlays are drawn: Captum's `visualize_image_attr(method="blended_heat_map",
-/// sign="absolute_value", outlier_perc=2, alpha_overlay=0.5)`, as the study's figures were.
-pub const OVERLAY_SIGN: Sign = Sign::AbsoluteValue;
-
-/// The model input's first channel with the attribution blended over it.
-pub fn overlay_of(x: &Tensor, a: &tgc_explain::Attribution) -> Result<image::RgbImage> {
-    let slice: Vec<f32> = x.squeeze(0)?.get(0)?.flatten_all()?.to_vec1()?;
-    let (values, h, w) = normalize_attr(&a.attribution.squeeze(0)?, OVERLAY_SIGN, 2.0)?;
-    Ok(blended_heat_map(&slice, &values, h, w, OVERLAY_SIGN.colormap(), 0.5))
-}

@@ -13,8 +13,7 @@ use tgc_explain::faithfulness::{deletion_insertion_many, energy_in_mask, pointin
 use tgc_explain::render::normalized_magnitude;
 use tgc_explain::Method;
 
-use crate::args::{open_data, MethodArgs, MethodName, ModelArgs, SelectionArgs};
-use crate::explain_cmd::load_classifier;
+use crate::args::{load_classifier, open_data, MethodArgs, MethodName, ModelArgs, SelectionArgs};
 use crate::progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -4,8 +4,29 @@ use std::path::Path;
 use std::sync::Once;
 
 use anyhow::{anyhow, Context, Result};
+use candle_core::Tensor;
 use plotters::prelude::*;
-use tgc_data::{write_atomic, Stats};
+use tgc_data::{write_atomic, Label, Stats};
+use tgc_explain::render::{blended_heat_map, normalize_attr, Sign};
+
+/// One explained slice: its model input and, per method, the attribution.
+pub struct Explained {
+    pub label: Option<Label>,
+    pub input: Tensor,
+    /// Per method: its title (as in the figures) and its attribution.
+    pub maps: Vec<(String, tgc_explain::Attribution)>,
+}
+
+/// How overlays are drawn: Captum's `visualize_image_attr(method="blended_heat_map",
+/// sign="absolute_value", outlier_perc=2, alpha_overlay=0.5)`, as the study's figures were.
+pub const OVERLAY_SIGN: Sign = Sign::AbsoluteValue;
+
+/// The model input's first channel with the attribution blended over it.
+pub fn overlay_of(x: &Tensor, a: &tgc_explain::Attribution) -> Result<image::RgbImage> {
+    let slice: Vec<f32> = x.squeeze(0)?.get(0)?.flatten_all()?.to_vec1()?;
+    let (values, h, w) = normalize_attr(&a.attribution.squeeze(0)?, OVERLAY_SIGN, 2.0)?;
+    Ok(blended_heat_map(&slice, &values, h, w, OVERLAY_SIGN.colormap(), 0.5))
+}
 
 /// DejaVu Sans, shipped with the binary so that charts render the same on every machine.
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -103,7 +124,7 @@ pub fn history(history: &[tgc_temporal::train::Epoch], path: &Path, title: &str)
 
 /// The study's interpretation grid: one row per slice, columns Sample then each method's
 /// overlay, a colour bar on the right.
-pub fn attribution_grid(rows: &[crate::explain_cmd::Explained], path: &Path, title: &str) -> Result<()> {
+pub fn attribution_grid(rows: &[Explained], path: &Path, title: &str) -> Result<()> {
     register_font();
     let Some(first) = rows.first() else { anyhow::bail!("no slices to draw") };
     let (_, _, th, tw) = first.input.dims4()?;
@@ -122,11 +143,11 @@ pub fn attribution_grid(rows: &[crate::explain_cmd::Explained], path: &Path, tit
         });
         image::imageops::replace(&mut canvas, &grey, pad as i64, y as i64);
         for (c, (_, attribution)) in row.maps.iter().enumerate() {
-            let tile = crate::explain_cmd::overlay_of(&row.input, attribution)?;
+            let tile = overlay_of(&row.input, attribution)?;
             image::imageops::replace(&mut canvas, &tile, (pad + (c as u32 + 1) * (tw + pad)) as i64, y as i64);
         }
     }
-    let bar = tgc_explain::render::colour_bar(16, height - header - 2 * pad, crate::explain_cmd::OVERLAY_SIGN.colormap());
+    let bar = tgc_explain::render::colour_bar(16, height - header - 2 * pad, OVERLAY_SIGN.colormap());
     image::imageops::replace(&mut canvas, &bar, (width - bar_w + 8) as i64, (header + pad) as i64);
     let mut rgb = canvas.into_raw();
     {
@@ -169,7 +190,7 @@ pub fn temporal_strip(input: &candle_core::Tensor, cam: &tgc_explain::Attributio
             layer_attribution: None,
             logits: cam.logits.clone(),
         };
-        let tile = crate::explain_cmd::overlay_of(&input.narrow(0, v, 1)?, &visit)?;
+        let tile = overlay_of(&input.narrow(0, v, 1)?, &visit)?;
         image::imageops::replace(&mut canvas, &tile, (pad + v as u32 * (tw + pad)) as i64, header as i64);
     }
     let mut rgb = canvas.into_raw();
