@@ -884,13 +884,13 @@ impl CustomOp2 for AttentionBackward {
 }
 
 /// A raw pointer shared by parallel tasks that write disjoint elements.
-struct SharedPtr(*mut f32);
+pub(crate) struct SharedPtr(pub(crate) *mut f32);
 // SAFETY: the tasks sharing it write disjoint indices (see the call sites).
 unsafe impl Sync for SharedPtr {}
 unsafe impl Send for SharedPtr {}
 
 impl SharedPtr {
-    fn get(&self) -> *mut f32 {
+    pub(crate) fn get(&self) -> *mut f32 {
         self.0
     }
 }

@@ -10,6 +10,8 @@
 
 use rayon::prelude::*;
 
+use crate::ops::SharedPtr;
+
 /// Transformed weights `U_ξ = G g Gᵀ` of one 3×3 kernel `[C_out, C_in, 3, 3]`, stored as 16
 /// row-major `[C_out × C_in]` matrices.
 #[derive(Debug)]
@@ -79,14 +81,14 @@ impl WinogradKernel {
         let max_tiles = rows_per_block * tw;
         let mut v = vec![0f32; 16 * c_in * max_tiles];
         let mut m = vec![0f32; 16 * c_out * max_tiles];
-        let out_ptr = SharedOut(out.as_mut_ptr());
+        let out_ptr = SharedPtr(out.as_mut_ptr());
         for first in (0..tile_rows).step_by(rows_per_block) {
             let rows = rows_per_block.min(tile_rows - first);
             let tiles = rows * tw;
             let v = &mut v[..16 * c_in * tiles];
             let m = &mut m[..16 * c_out * tiles];
             // Input transform: V_ξ[c][t] = (Bᵀ d B)_ξ, channels in parallel.
-            let v_ptr = SharedOut(v.as_mut_ptr());
+            let v_ptr = SharedPtr(v.as_mut_ptr());
             (0..c_in).into_par_iter().for_each(|c| {
                 let v_ptr = &v_ptr;
                 let mut rows_t = RowTransform::new(tw);
@@ -96,7 +98,7 @@ impl WinogradKernel {
                     rows_t.load(plane, (h, w), ty);
                     for xi in 0..16 {
                         // SAFETY: (ξ, c, tile row r) is written by the one task of channel c.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(v_ptr.0.add((xi * c_in + c) * tiles + r * tw), tw) };
+                        let dst = unsafe { std::slice::from_raw_parts_mut(v_ptr.get().add((xi * c_in + c) * tiles + r * tw), tw) };
                         rows_t.column_transform(xi, dst);
                     }
                 }
@@ -123,7 +125,7 @@ impl WinogradKernel {
                             continue;
                         }
                         // SAFETY: output row (b, k, oy) belongs to channel k's task and tile row r.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(base + oy * w), w) };
+                        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(base + oy * w), w) };
                         let (even, odd) = (&y[(2 * i) * tw..(2 * i + 1) * tw], &y[(2 * i + 1) * tw..(2 * i + 2) * tw]);
                         for (pair, (&e, &o)) in dst.chunks_mut(2).zip(even.iter().zip(odd)) {
                             pair[0] = e + bias;
@@ -148,11 +150,6 @@ impl WinogradKernel {
         out
     }
 }
-
-/// A raw pointer shared by tasks that write disjoint elements.
-struct SharedOut(*mut f32);
-// SAFETY: the tasks sharing it write disjoint indices (see the call sites).
-unsafe impl Sync for SharedOut {}
 
 /// The row transform `Bᵀ d` of one tile row, kept as even and odd padded columns so that the
 /// column transform of every tile of the row is a handful of contiguous vector operations:

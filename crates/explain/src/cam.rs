@@ -340,11 +340,16 @@ mod tests {
         let c1 = [2.0f32, 4.0, 6.0, 8.0, 10.0];
         let act: Vec<f32> = c0.iter().chain(&c1).chain(&[7.0; 5]).copied().collect();
         let p = projection_2d(&act, 3, hw);
-        // Centred: c0 − 3 and c1 − 6; projection = (c0' + 2 c1')/√5.
-        for (i, got) in p.iter().enumerate() {
-            let want = ((c0[i] - 3.0) + 2.0 * (c1[i] - 6.0)) / 5f32.sqrt();
-            assert!((got - want).abs() < 1e-5, "{p:?}");
+        // Centred: c0 − 3 and c1 − 6; projection = ±(c0' + 2 c1')/√5 (a singular vector's
+        // sign is a convention).
+        let want: Vec<f32> = (0..hw).map(|i| ((c0[i] - 3.0) + 2.0 * (c1[i] - 6.0)) / 5f32.sqrt()).collect();
+        let sign = if p[0] * want[0] < 0.0 { -1.0 } else { 1.0 };
+        for (got, want) in p.iter().zip(&want) {
+            assert!((got - sign * want).abs() < 1e-5, "{p:?} vs ±{want:?}");
         }
+        // The convention: the largest magnitude is positive.
+        let largest = p.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+        assert!(largest > 0.0);
         // More positions than channels takes the other Gram matrix: same answer.
         let wide: Vec<f32> = (0..2 * 7).map(|i| ((i * 7 % 5) as f32).sin()).collect();
         let by_channels = projection_2d(&wide, 2, 7);
