@@ -159,8 +159,6 @@ pub struct Conv2d {
 struct WinogradPair {
     forward: WinogradKernel,
     transposed: OnceLock<WinogradKernel>,
-    c_out: usize,
-    c_in: usize,
 }
 
 /// A frozen layer's weight `[out, …]` and optional bias `[out]`, as tensors (for the candle
@@ -196,7 +194,7 @@ impl Conv2d {
         let params = FrozenParams::new("conv2d", weight, bias)?;
         let (c_out, c_in, _, _) = params.weight.dims4()?;
         let winograd = (kh == 3 && stride == 1 && padding == 1).then(|| {
-            Arc::new(WinogradPair { forward: WinogradKernel::new(&params.flat_weight, c_out, c_in), transposed: OnceLock::new(), c_out, c_in })
+            Arc::new(WinogradPair { forward: WinogradKernel::new(&params.flat_weight, c_out, c_in), transposed: OnceLock::new() })
         });
         Ok(Self { params, stride, padding, winograd })
     }
@@ -353,37 +351,41 @@ fn gemm_into(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b
 /// many small products in parallel themselves).
 pub(crate) fn gemm_serial(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) {
     assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
-    // SAFETY: as in `gemm_tt`: lengths checked above, strides of row-major layouts.
+    // SAFETY: lengths checked above, strides of row-major layouts.
     unsafe {
-        gemm::gemm(
-            m, n, k,
-            dst.as_mut_ptr(), 1, n as isize, false,
-            a.as_ptr(), 1, k as isize,
-            b.as_ptr(), 1, n as isize,
-            0.0, 1.0, false, false, false,
-            gemm::Parallelism::None,
-        );
+        gemm_strided((dst.as_mut_ptr(), n as isize, 1), false, Mat(a.as_ptr(), k as isize, 1), Mat(b.as_ptr(), n as isize, 1), (m, k, n), gemm::Parallelism::None);
     }
 }
 
 fn gemm_tt(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b: &[f32], b_transposed: bool, (m, k, n): (usize, usize, usize)) {
     assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
-    let (a_rs, a_cs) = if a_transposed { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
+    let a = if a_transposed { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
+    let b = if b_transposed { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) };
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the pointers come from slices whose lengths were checked against m, k, n above,
     // and the strides describe those row-major (or transposed) layouts exactly.
-    unsafe {
-        gemm::gemm(
-            m, n, k,
-            dst.as_mut_ptr(), 1, n as isize, accumulate,
-            a.as_ptr(), a_cs, a_rs,
-            b.as_ptr(), b_cs, b_rs,
-            1.0, 1.0, false, false, false,
-            parallelism,
-        );
-    }
+    unsafe { gemm_strided((dst.as_mut_ptr(), n as isize, 1), accumulate, a, b, (m, k, n), parallelism) }
+}
+
+/// A strided matrix: pointer to element (0, 0), row stride, column stride.
+#[derive(Clone, Copy)]
+struct Mat(*const f32, isize, isize);
+
+/// `dst (+)= a · b`, `[m×k]·[k×n]`, every matrix given by its pointer and strides.
+///
+/// # Safety
+/// Every index `(i, j)` in range must be in bounds of the buffers behind the pointers, and
+/// nothing else may write `dst` meanwhile.
+unsafe fn gemm_strided(dst: (*mut f32, isize, isize), accumulate: bool, a: Mat, b: Mat, (m, k, n): (usize, usize, usize), parallelism: gemm::Parallelism) {
+    gemm::gemm(
+        m, n, k,
+        dst.0, dst.2, dst.1, accumulate,
+        a.0, a.2, a.1,
+        b.0, b.2, b.1,
+        1.0, 1.0, false, false, false,
+        parallelism,
+    );
 }
 
 /// Forward: per image, im2col then `out = bias + W · cols`, then the epilogue (residual add,
@@ -532,7 +534,7 @@ impl CustomOp1 for ConvInputGrad {
         let g = self.geometry;
         let b = layout.shape().dims4()?.0;
         if let Some(wg) = &self.winograd {
-            let kernel = wg.transposed.get_or_init(|| WinogradKernel::new_transposed(&self.weight, wg.c_out, wg.c_in));
+            let kernel = wg.transposed.get_or_init(|| WinogradKernel::new_transposed(&self.weight, g.c_out, g.c_in));
             let input_grad = kernel.conv(grad, b, (g.h, g.w), None, None, false);
             return Ok((CpuStorage::F32(input_grad), Shape::from((b, g.c_in, g.h, g.w))));
         }
@@ -666,10 +668,22 @@ pub fn scaled_softmax_last_dim(x: &Tensor, divisor: f32) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Softmax { divisor })
 }
 
+/// Values per parallel task of the row-wise ops: whole rows of `n`, about 16 Ki values.
+fn rows_chunk(n: usize) -> usize {
+    (16_384 / n.max(1)).max(1) * n.max(1)
+}
+
 /// Rows of the last dimension, in parallel blocks of whole rows.
 fn rows_par<'a>(out: &'a mut [f32], n: usize) -> impl IndexedParallelIterator<Item = &'a mut [f32]> {
-    let rows_per_task = (16_384 / n.max(1)).max(1);
-    out.par_chunks_mut(rows_per_task * n)
+    out.par_chunks_mut(rows_chunk(n))
+}
+
+/// The softmax backward of one row in place: `g ← y ⊙ (g − Σ g ⊙ y) / divisor`.
+fn softmax_backward_row(g: &mut [f32], y: &[f32], divisor: f32) {
+    let dot: f32 = g.iter().zip(y).map(|(g, y)| g * y).sum();
+    for (d, y) in g.iter_mut().zip(y) {
+        *d = y * (*d - dot) / divisor;
+    }
 }
 
 struct Softmax {
@@ -709,13 +723,10 @@ impl CustomOp2 for SoftmaxBackward {
         let g = contiguous_f32(s2, l2, "softmax backward")?;
         let n = l1.shape().dims().last().copied().unwrap_or(1);
         let mut dx = g.to_vec();
-        let rows_per_task = (16_384 / n.max(1)).max(1);
-        dx.par_chunks_mut(rows_per_task * n).zip(y.par_chunks(rows_per_task * n)).for_each(|(block, yb)| {
+        let chunk = rows_chunk(n);
+        dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk)).for_each(|(block, yb)| {
             for (row, yr) in block.chunks_mut(n).zip(yb.chunks(n)) {
-                let dot: f32 = row.iter().zip(yr).map(|(g, y)| g * y).sum();
-                for (d, y) in row.iter_mut().zip(yr) {
-                    *d = y * (*d - dot) / self.divisor;
-                }
+                softmax_backward_row(row, yr, self.divisor);
             }
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
@@ -749,26 +760,6 @@ struct Attention {
     heads: usize,
 }
 
-/// A strided matrix: pointer to element (0, 0), row stride, column stride.
-#[derive(Clone, Copy)]
-struct Mat(*const f32, isize, isize);
-
-/// `dst (+)= a · b`, `[m×k]·[k×n]`, on the calling thread.
-///
-/// # Safety
-/// Every index `(i, j)` in range must be in bounds of the buffers behind the pointers, and
-/// nothing else may write `dst` meanwhile.
-unsafe fn gemm_strided(dst: (*mut f32, isize, isize), accumulate: bool, a: Mat, b: Mat, (m, k, n): (usize, usize, usize)) {
-    gemm::gemm(
-        m, n, k,
-        dst.0, dst.2, dst.1, accumulate,
-        a.0, a.2, a.1,
-        b.0, b.2, b.1,
-        1.0, 1.0, false, false, false,
-        gemm::Parallelism::None,
-    );
-}
-
 /// Where one (batch item, head) task reads and writes.
 #[derive(Clone, Copy)]
 struct HeadSlice {
@@ -797,7 +788,7 @@ impl Attention {
         let (rs, ts) = (3 * s.h as isize, s.t as isize);
         let q = Mat(qkv.as_ptr().add(s.packed), rs, 1);
         let kt = Mat(qkv.as_ptr().add(s.packed + s.h), 1, rs);
-        gemm_strided((probs.as_mut_ptr(), ts, 1), false, q, kt, (s.t, s.dh, s.t));
+        gemm_strided((probs.as_mut_ptr(), ts, 1), false, q, kt, (s.t, s.dh, s.t), gemm::Parallelism::None);
         let divisor = (s.dh as f32).sqrt();
         probs.chunks_mut(s.t).for_each(|row| vecmath::softmax_in_place(row, divisor));
     }
@@ -823,7 +814,7 @@ impl CustomOp1 for Attention {
                 unsafe {
                     Self::probabilities(qkv, s, probs);
                     let v = Mat(qkv.as_ptr().add(s.packed + 2 * s.h), 3 * h as isize, 1);
-                    gemm_strided((out_ptr.get().add(s.merged), h as isize, 1), false, Mat(probs.as_ptr(), t as isize, 1), v, (t, t, s.dh));
+                    gemm_strided((out_ptr.get().add(s.merged), h as isize, 1), false, Mat(probs.as_ptr(), t as isize, 1), v, (t, t, s.dh), gemm::Parallelism::None);
                 }
             },
         );
@@ -863,19 +854,16 @@ impl CustomOp2 for AttentionBackward {
                     Attention::probabilities(qkv, s, probs);
                     let d_out = Mat(dout.as_ptr().add(s.merged), hs, 1);
                     // dV = Pᵀ dO
-                    gemm_strided((base.add(s.packed + 2 * s.h), rs, 1), false, Mat(probs.as_ptr(), 1, ts), d_out, (t, t, s.dh));
+                    gemm_strided((base.add(s.packed + 2 * s.h), rs, 1), false, Mat(probs.as_ptr(), 1, ts), d_out, (t, t, s.dh), gemm::Parallelism::None);
                     // dP = dO Vᵀ
-                    gemm_strided((dp.as_mut_ptr(), ts, 1), false, d_out, Mat(v.0, 1, rs), (t, s.dh, t));
+                    gemm_strided((dp.as_mut_ptr(), ts, 1), false, d_out, Mat(v.0, 1, rs), (t, s.dh, t), gemm::Parallelism::None);
                     let divisor = (s.dh as f32).sqrt();
                     for (row, p) in dp.chunks_mut(t).zip(probs.chunks(t)) {
-                        let dot: f32 = row.iter().zip(p).map(|(g, p)| g * p).sum();
-                        for (g, p) in row.iter_mut().zip(p) {
-                            *g = p * (*g - dot) / divisor;
-                        }
+                        softmax_backward_row(row, p, divisor);
                     }
                     // dQ = dS K, dK = dSᵀ Q
-                    gemm_strided((base.add(s.packed), rs, 1), false, Mat(dp.as_ptr(), ts, 1), k, (t, t, s.dh));
-                    gemm_strided((base.add(s.packed + s.h), rs, 1), false, Mat(dp.as_ptr(), 1, ts), q, (t, t, s.dh));
+                    gemm_strided((base.add(s.packed), rs, 1), false, Mat(dp.as_ptr(), ts, 1), k, (t, t, s.dh), gemm::Parallelism::None);
+                    gemm_strided((base.add(s.packed + s.h), rs, 1), false, Mat(dp.as_ptr(), 1, ts), q, (t, t, s.dh), gemm::Parallelism::None);
                 }
             },
         );
@@ -987,8 +975,8 @@ impl CustomOp2 for LayerNormBackward {
         let g = contiguous_f32(s2, l2, "layer norm backward")?;
         let n = self.weight.len();
         let mut dx = g.to_vec();
-        let rows_per_task = (16_384 / n).max(1);
-        dx.par_chunks_mut(rows_per_task * n).zip(x.par_chunks(rows_per_task * n)).for_each(|(block, xb)| {
+        let chunk = rows_chunk(n);
+        dx.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(block, xb)| {
             let mut xhat = vec![0f32; n];
             for (row, xr) in block.chunks_mut(n).zip(xb.chunks(n)) {
                 let (mean, rstd) = row_moments(xr, self.eps);

@@ -107,9 +107,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     // model are kept for the randomisation cascade.
     let mut batches: Vec<SliceBatch> = Vec::new();
     for chunk in picked.chunks(IMAGES_PER_BATCH) {
-        let mut xs = Vec::new();
-        let mut batch = SliceBatch { input: Tensor::zeros(1, DType::F32, &Device::Cpu)?, targets: Vec::new(), images: Vec::new(), maps: Vec::new() };
-        let mut masks = Vec::new();
+        let (mut xs, mut targets, mut images, mut masks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for &i in chunk {
             let record = &dataset.records()[i];
             let x = model.backbone.preprocess(&dataset.load_image(i)?)?.unsqueeze(0)?;
@@ -121,11 +119,11 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             } else {
                 None
             });
-            batch.targets.push(record.label.index());
-            batch.images.push(record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            targets.push(record.label.index());
+            images.push(record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             xs.push(x);
         }
-        batch.input = Tensor::cat(&xs, 0)?;
+        let mut batch = SliceBatch { input: Tensor::cat(&xs, 0)?, targets, images, maps: Vec::new() };
         let (_, _, h, w) = batch.input.dims4()?;
         let names = || batch.images.join(", ");
         let started = std::time::Instant::now();

@@ -23,7 +23,7 @@ use candle_core::{Tensor, Var};
 
 use crate::error::{ExplainError, Result};
 use crate::interpolate::{upsample_bilinear, upsample_bilinear_align_corners};
-use crate::methods::{check, target_sum, Attribution};
+use crate::methods::{check, target_column, target_sum, Attribution};
 use crate::model::{Explainable, ReluMode};
 
 /// Which CAM.
@@ -247,15 +247,6 @@ fn ablate_in_batch<M: Explainable>(model: &M, activation: &Tensor, context: &M::
 
 fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?)
-}
-
-/// Column `target` of logits `[n, classes]`.
-fn target_column(logits: &Tensor, target: usize) -> Result<Vec<f32>> {
-    let classes = logits.dim(1)?;
-    if target >= classes {
-        return Err(ExplainError::Invalid(format!("target class {target} but the model has {classes} classes")));
-    }
-    Ok(to_vec(&logits.narrow(1, target, 1)?)?)
 }
 
 fn softmax(v: &[f32]) -> Vec<f32> {

@@ -4,6 +4,7 @@
 use candle_core::{DType, Tensor, D};
 
 use crate::error::{ExplainError, Result};
+use crate::methods::check_target;
 use crate::model::{Explainable, ReluMode};
 
 /// What replaces removed (or not yet revealed) pixels.
@@ -124,10 +125,7 @@ pub fn deletion_insertion_many<M: Explainable>(model: &M, input: &Tensor, import
         }
         let batch = Tensor::from_vec(images, (len, c, h, w), input.device())?;
         let logits = model.forward(&batch, ReluMode::Standard)?;
-        let classes = logits.dim(1)?;
-        if target >= classes {
-            return Err(ExplainError::Invalid(format!("target class {target} but the model has {classes} classes")));
-        }
+        check_target(target, logits.dim(1)?)?;
         probs.extend(softmax_rows(&logits)?.iter().map(|row| row[target]));
         start += len;
     }

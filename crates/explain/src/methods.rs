@@ -160,6 +160,20 @@ pub(crate) fn check(input: &Tensor, targets: &[usize]) -> Result<(usize, usize, 
     Ok((b, h, w))
 }
 
+/// A target class the model has, or an error naming both.
+pub(crate) fn check_target(target: usize, classes: usize) -> Result<()> {
+    if target >= classes {
+        return Err(ExplainError::Invalid(format!("target class {target} but the model has {classes} classes")));
+    }
+    Ok(())
+}
+
+/// Column `target` of logits `[n, classes]`: the target's score of every row.
+pub(crate) fn target_column(logits: &Tensor, target: usize) -> Result<Vec<f32>> {
+    check_target(target, logits.dim(1)?)?;
+    Ok(logits.narrow(1, target, 1)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+}
+
 /// Σ_b logits[b, targets[b]] — its gradient gives every sample's own gradient at once.
 pub(crate) fn target_sum(logits: &Tensor, targets: &[usize], repeat: usize) -> Result<Tensor> {
     let classes = logits.dim(1)?;
@@ -167,9 +181,7 @@ pub(crate) fn target_sum(logits: &Tensor, targets: &[usize], repeat: usize) -> R
     let mut mask = vec![0f32; rows * classes];
     for r in 0..rows {
         let t = targets[r / repeat];
-        if t >= classes {
-            return Err(ExplainError::Invalid(format!("target class {t} but the model has {classes} classes")));
-        }
+        check_target(t, classes)?;
         mask[r * classes + t] = 1.0;
     }
     let mask = Tensor::from_vec(mask, (rows, classes), logits.device())?.to_dtype(logits.dtype())?;

@@ -18,15 +18,31 @@ pub enum ReluMode {
 pub fn relu(x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
     match mode {
         ReluMode::Standard => x.relu(),
-        ReluMode::Guided if x.device().is_cpu() => x.relu()?.contiguous()?.apply_op1(GuidedGrad),
-        // The identity kernel is CPU code; the copies are differentiable.
-        ReluMode::Guided => x
-            .relu()?
-            .to_device(&candle_core::Device::Cpu)?
-            .contiguous()?
-            .apply_op1(GuidedGrad)?
-            .to_device(x.device()),
+        ReluMode::Guided => apply_identity(&x.relu()?, GuidedGrad),
     }
+}
+
+/// Applies an identity-forward op (whose point is its backward) on any device: its kernel is
+/// CPU code, and the copies to and from the CPU are differentiable.
+fn apply_identity(x: &Tensor, op: impl CustomOp1 + Send + Sync + 'static) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op1(op)
+    } else {
+        x.to_device(&candle_core::Device::Cpu)?.contiguous()?.apply_op1(op)?.to_device(x.device())
+    }
+}
+
+/// The identity forward of [`GuidedGrad`] and [`Capture`]: a copy of the f32 input.
+fn identity_forward(storage: &CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<(CpuStorage, Shape)> {
+    let data = match storage {
+        CpuStorage::F32(v) => v.as_slice(),
+        other => candle_core::bail!("{what}: only f32 is supported, got {:?}", other.dtype()),
+    };
+    let data = match layout.contiguous_offsets() {
+        Some((start, end)) => &data[start..end],
+        None => candle_core::bail!("{what}: input must be contiguous"),
+    };
+    Ok((CpuStorage::F32(data.to_vec()), layout.shape().clone()))
 }
 
 /// Identity forward; backward passes `relu(grad)`. Placed after a ReLU it turns the ReLU's
@@ -39,15 +55,7 @@ impl CustomOp1 for GuidedGrad {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let data = match storage {
-            CpuStorage::F32(v) => v.as_slice(),
-            other => candle_core::bail!("guided ReLU: only f32 is supported, got {:?}", other.dtype()),
-        };
-        let data = match layout.contiguous_offsets() {
-            Some((start, end)) => &data[start..end],
-            None => candle_core::bail!("guided ReLU: input must be contiguous"),
-        };
-        Ok((CpuStorage::F32(data.to_vec()), layout.shape().clone()))
+        identity_forward(storage, layout, "guided ReLU")
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -88,12 +96,7 @@ pub trait Explainable {
 /// hook): the gradient at an intermediate tensor, which candle's backward pass does not keep.
 pub(crate) fn capture_gradient(x: &Tensor) -> candle_core::Result<(Tensor, GradientSlot)> {
     let slot = GradientSlot::default();
-    let y = if x.device().is_cpu() {
-        x.contiguous()?.apply_op1(Capture(slot.clone()))?
-    } else {
-        x.to_device(&candle_core::Device::Cpu)?.contiguous()?.apply_op1(Capture(slot.clone()))?.to_device(x.device())?
-    };
-    Ok((y, slot))
+    Ok((apply_identity(x, Capture(slot.clone()))?, slot))
 }
 
 /// Where [`capture_gradient`] leaves the gradient.
@@ -114,15 +117,7 @@ impl CustomOp1 for Capture {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let data = match storage {
-            CpuStorage::F32(v) => v.as_slice(),
-            other => candle_core::bail!("gradient capture: only f32 is supported, got {:?}", other.dtype()),
-        };
-        let data = match layout.contiguous_offsets() {
-            Some((start, end)) => &data[start..end],
-            None => candle_core::bail!("gradient capture: input must be contiguous"),
-        };
-        Ok((CpuStorage::F32(data.to_vec()), layout.shape().clone()))
+        identity_forward(storage, layout, "gradient capture")
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {

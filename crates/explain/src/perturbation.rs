@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 
 use crate::error::{ExplainError, Result};
-use crate::methods::{check, Attribution};
+use crate::methods::{check, target_column, Attribution};
 use crate::model::{Explainable, ReluMode};
 
 /// Occlusion (Captum's `Occlusion` with `sliding_window_shapes = (C, wh, ww)`,
@@ -50,19 +50,15 @@ impl Default for FeatureAblation {
 type Region = (usize, usize, usize, usize);
 
 /// `y_t(x) − y_t(x with region r at the baseline)` for every region, image by image, and the
-/// logits of the unperturbed batch.
+/// logits of the unperturbed batch (an input `check`ed by the caller).
 fn region_drops<M: Explainable>(model: &M, input: &Tensor, targets: &[usize], regions: &[Region], baseline: f32, batch_size: usize) -> Result<(Vec<Vec<f32>>, Tensor)> {
-    let (b, c, h, w) = check(input, targets).and_then(|_| Ok(input.dims4()?))?;
+    let (c, h, w) = (input.dim(1)?, input.dim(2)?, input.dim(3)?);
     let logits = model.forward(&input.detach(), ReluMode::Standard)?.detach();
-    let classes = logits.dim(1)?;
     let x: Vec<f32> = input.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
     let per_image = c * h * w;
-    let mut drops = Vec::with_capacity(b);
+    let mut drops = Vec::with_capacity(targets.len());
     for (i, &target) in targets.iter().enumerate() {
-        if target >= classes {
-            return Err(ExplainError::Invalid(format!("target class {target} but the model has {classes} classes")));
-        }
-        let original = logits.get(i)?.get(target)?.to_scalar::<f32>()?;
+        let original = target_column(&logits.narrow(0, i, 1)?, target)?[0];
         let image = &x[i * per_image..(i + 1) * per_image];
         let mut own = Vec::with_capacity(regions.len());
         for chunk in regions.chunks(batch_size.max(1)) {
@@ -77,8 +73,7 @@ fn region_drops<M: Explainable>(model: &M, input: &Tensor, targets: &[usize], re
                 batch.extend(copy);
             }
             let batch = Tensor::from_vec(batch, (chunk.len(), c, h, w), input.device())?;
-            let out = model.forward(&batch, ReluMode::Standard)?;
-            let scores: Vec<f32> = out.narrow(1, target, 1)?.flatten_all()?.to_vec1()?;
+            let scores = target_column(&model.forward(&batch, ReluMode::Standard)?, target)?;
             own.extend(scores.into_iter().map(|s| original - s));
         }
         drops.push(own);
@@ -88,7 +83,8 @@ fn region_drops<M: Explainable>(model: &M, input: &Tensor, targets: &[usize], re
 
 impl Occlusion {
     pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
-        let (b, c, h, w) = input.dims4().map_err(|_| ExplainError::Invalid(format!("Occlusion takes [B, C, H, W], got {:?}", input.dims())))?;
+        let (b, h, w) = check(input, targets)?;
+        let c = input.dim(1)?;
         let ((wh, ww), (sh, sw)) = (self.window, self.stride);
         if wh == 0 || ww == 0 || sh == 0 || sw == 0 || wh > h || ww > w {
             return Err(ExplainError::Invalid(format!("Occlusion window {:?} / stride {:?} do not fit a {h}×{w} input", self.window, self.stride)));
@@ -125,7 +121,8 @@ impl Occlusion {
 
 impl FeatureAblation {
     pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
-        let (b, c, h, w) = input.dims4().map_err(|_| ExplainError::Invalid(format!("Feature Ablation takes [B, C, H, W], got {:?}", input.dims())))?;
+        let (b, h, w) = check(input, targets)?;
+        let c = input.dim(1)?;
         let g = self.grid;
         if g == 0 {
             return Err(ExplainError::Invalid("Feature Ablation needs a grid of at least 1 pixel".into()));

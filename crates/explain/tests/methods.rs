@@ -1,53 +1,10 @@
 //! Every method on a toy CNN whose answers can be computed by hand.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::{v, Toy};
 use tgc_explain::*;
-
-/// conv(1→K, 3×3, pad 1) → ReLU (optional) → [target layer] → global average pool → fc(K→2).
-struct Toy {
-    conv_w: Tensor,
-    conv_b: Tensor,
-    fc_w: Tensor,
-    fc_b: Tensor,
-    relu: bool,
-}
-
-impl Toy {
-    fn new(seed: u64, relu: bool) -> Self {
-        let r = |shape: &[usize], s: u64| {
-            let mut x = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let n: usize = shape.iter().product();
-            let v: Vec<f32> = (0..n)
-                .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-                })
-                .collect();
-            Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-        };
-        Self { conv_w: r(&[4, 1, 3, 3], seed), conv_b: r(&[1, 4, 1, 1], seed + 1), fc_w: r(&[2, 4], seed + 2), fc_b: r(&[2], seed + 3), relu }
-    }
-}
-
-impl Explainable for Toy {
-    type Context = ();
-
-    fn forward_to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<(Tensor, ())> {
-        let pre = input.conv2d(&self.conv_w, 1, 1, 1, 1)?.broadcast_add(&self.conv_b)?;
-        if !self.relu {
-            return Ok((pre, ()));
-        }
-        Ok((relu(&pre, mode)?, ()))
-    }
-
-    fn forward_from_layer(&self, a: &Tensor, _: &(), _: ReluMode) -> candle_core::Result<Tensor> {
-        a.mean((2, 3))?.matmul(&self.fc_w.t()?)?.broadcast_add(&self.fc_b)
-    }
-}
-
-fn v(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1().unwrap()
-}
 
 fn input(seed: u64, b: usize) -> Tensor {
     let toy = Toy::new(seed, false);

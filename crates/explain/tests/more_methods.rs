@@ -1,56 +1,11 @@
 //! The CAM family, Occlusion, Feature Ablation and NoiseTunnel on toy models whose answers
 //! follow by hand.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::{pseudo, v, Toy};
 use tgc_explain::*;
-
-/// conv(1→K, 3×3, pad 1) → ReLU (optional) → [target layer] → global average pool → fc(K→2).
-struct Toy {
-    conv_w: Tensor,
-    conv_b: Tensor,
-    fc_w: Tensor,
-    fc_b: Tensor,
-    relu: bool,
-}
-
-fn pseudo(shape: &[usize], seed: u64) -> Tensor {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-impl Toy {
-    fn new(k: usize, seed: u64, relu: bool) -> Self {
-        Self { conv_w: pseudo(&[k, 1, 3, 3], seed), conv_b: pseudo(&[1, k, 1, 1], seed + 1), fc_w: pseudo(&[2, k], seed + 2), fc_b: pseudo(&[2], seed + 3), relu }
-    }
-
-    fn activation(&self, x: &Tensor) -> Vec<f32> {
-        v(&self.forward_to_layer(x, ReluMode::Standard).unwrap().0)
-    }
-}
-
-impl Explainable for Toy {
-    type Context = ();
-
-    fn forward_to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<(Tensor, ())> {
-        let pre = input.conv2d(&self.conv_w, 1, 1, 1, 1)?.broadcast_add(&self.conv_b)?;
-        Ok((if self.relu { relu(&pre, mode)? } else { pre }, ()))
-    }
-
-    fn forward_from_layer(&self, a: &Tensor, _: &(), _: ReluMode) -> candle_core::Result<Tensor> {
-        a.mean((2, 3))?.matmul(&self.fc_w.t()?)?.broadcast_add(&self.fc_b)
-    }
-}
-
-fn v(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1().unwrap()
-}
 
 fn image(seed: u64, b: usize) -> Tensor {
     (pseudo(&[b, 1, 6, 6], seed) * 4.0).unwrap()
@@ -67,7 +22,7 @@ fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
 fn gradient_cams_follow_their_formulas() {
     // ∂y_t/∂A_k = fc[t, k] / 36 everywhere: every weight can be written by hand.
     let (k, t) = (4, 1);
-    let toy = Toy::new(k, 3, true);
+    let toy = Toy::with_channels(k, 3, true);
     let x = image(7, 1);
     let a = toy.activation(&x);
     let fc = v(&toy.fc_w);
@@ -101,7 +56,7 @@ fn gradient_cams_follow_their_formulas() {
 #[test]
 fn ablation_cam_weights_are_the_relative_drop_of_the_score() {
     let (k, t) = (3, 0);
-    let toy = Toy::new(k, 11, true);
+    let toy = Toy::with_channels(k, 11, true);
     let x = image(12, 1);
     let a = toy.activation(&x);
     let fc = v(&toy.fc_w);
@@ -124,14 +79,14 @@ fn ablation_cam_weights_are_the_relative_drop_of_the_score() {
 
 #[test]
 fn score_cam_with_one_channel_is_that_channel_and_eigen_cams_project() {
-    let toy = Toy::new(1, 21, true);
+    let toy = Toy::with_channels(1, 21, true);
     let x = image(22, 1);
     let a = toy.activation(&x);
     // One channel: softmax of one score is 1.
     close(&v(&Cam::new(CamKind::ScoreCam).layer_map(&toy, &x, &[1]).unwrap().0), &a, 1e-6, "Score-CAM");
     // Several channels: the weights are a softmax (positive, summing to 1), so the map is a
     // convex combination of the channels.
-    let toy = Toy::new(3, 23, true);
+    let toy = Toy::with_channels(3, 23, true);
     let a = toy.activation(&x);
     let map = v(&Cam::new(CamKind::ScoreCam).layer_map(&toy, &x, &[1]).unwrap().0);
     // The layer has the input's size, so the up-sampling is the identity: each channel,
@@ -156,7 +111,7 @@ fn score_cam_with_one_channel_is_that_channel_and_eigen_cams_project() {
     // EigenCAM of a rank-one activation (every channel a multiple of one plane) is that plane,
     // centred, times the norm of the multiples.
     let multiples = Tensor::new(&[1f32, 2.0, -2.0], &Device::Cpu).unwrap().reshape((3, 1, 1, 1)).unwrap();
-    let toy = Toy { conv_w: Tensor::ones((3, 1, 3, 3), DType::F32, &Device::Cpu).unwrap().broadcast_mul(&multiples).unwrap(), conv_b: Tensor::zeros((1, 3, 1, 1), DType::F32, &Device::Cpu).unwrap(), ..Toy::new(3, 24, false) };
+    let toy = Toy { conv_w: Tensor::ones((3, 1, 3, 3), DType::F32, &Device::Cpu).unwrap().broadcast_mul(&multiples).unwrap(), conv_b: Tensor::zeros((1, 3, 1, 1), DType::F32, &Device::Cpu).unwrap(), ..Toy::with_channels(3, 24, false) };
     let a = toy.activation(&x);
     let plane: Vec<f32> = a[..36].to_vec();
     let mean = plane.iter().sum::<f32>() / 36.0;
@@ -171,7 +126,7 @@ fn score_cam_with_one_channel_is_that_channel_and_eigen_cams_project() {
 fn occlusion_and_feature_ablation_of_a_linear_model_are_input_times_gradient() {
     // Without ReLU the toy is linear in x: removing a set of pixels drops the logit by exactly
     // their Input×Gradient.
-    let toy = Toy::new(3, 31, false);
+    let toy = Toy::with_channels(3, 31, false);
     let x = image(32, 2);
     let ixg = v(&InputXGradient.attribute(&toy, &x, &[1, 0]).unwrap().attribution);
     let one = Occlusion { window: (1, 1), stride: (1, 1), baseline: 0.0, batch_size: 7 };
@@ -201,7 +156,7 @@ fn occlusion_and_feature_ablation_of_a_linear_model_are_input_times_gradient() {
 
 #[test]
 fn noise_tunnel_combines_noisy_maps() {
-    let toy = Toy::new(3, 41, false);
+    let toy = Toy::with_channels(3, 41, false);
     let x = image(42, 2);
     let targets = [1, 0];
     let saliency = v(&Saliency.attribute(&toy, &x, &targets).unwrap().attribution);
@@ -244,12 +199,12 @@ impl Explainable for BatchBound {
 
 #[test]
 fn ablation_cam_runs_with_a_context_bound_to_the_batch() {
-    let toy = Toy::new(3, 51, true);
+    let toy = Toy::with_channels(3, 51, true);
     let x = image(52, 1);
     let plain = v(&Cam::new(CamKind::AblationCam).layer_map(&toy, &x, &[1]).unwrap().0);
     // The context's term shifts every score by the same amount: the drops are the same, the
     // original score differs, so the map is the plain one scaled by y_plain / y_bound.
-    let bound = BatchBound(Toy::new(3, 51, true));
+    let bound = BatchBound(Toy::with_channels(3, 51, true));
     let got = v(&Cam::new(CamKind::AblationCam).layer_map(&bound, &x, &[1]).unwrap().0);
     let y_plain = v(&toy.forward(&x, ReluMode::Standard).unwrap())[1];
     let y_bound = v(&bound.forward(&x, ReluMode::Standard).unwrap())[1];

@@ -1,0 +1,60 @@
+//! The toy CNN the method tests explain: answers follow by hand.
+#![allow(dead_code)]
+
+use candle_core::{Device, Tensor};
+use tgc_explain::{relu, Explainable, ReluMode};
+
+/// Deterministic values in [−0.5, 0.5) from a linear congruential generator.
+pub fn pseudo(shape: &[usize], seed: u64) -> Tensor {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// conv(1→K, 3×3, pad 1) → ReLU (optional) → [target layer] → global average pool → fc(K→2).
+pub struct Toy {
+    pub conv_w: Tensor,
+    pub conv_b: Tensor,
+    pub fc_w: Tensor,
+    pub fc_b: Tensor,
+    pub relu: bool,
+}
+
+impl Toy {
+    /// Four channels.
+    pub fn new(seed: u64, relu: bool) -> Self {
+        Self::with_channels(4, seed, relu)
+    }
+
+    pub fn with_channels(k: usize, seed: u64, relu: bool) -> Self {
+        Self { conv_w: pseudo(&[k, 1, 3, 3], seed), conv_b: pseudo(&[1, k, 1, 1], seed + 1), fc_w: pseudo(&[2, k], seed + 2), fc_b: pseudo(&[2], seed + 3), relu }
+    }
+
+    /// The target layer's activation, flattened.
+    pub fn activation(&self, x: &Tensor) -> Vec<f32> {
+        v(&self.forward_to_layer(x, ReluMode::Standard).unwrap().0)
+    }
+}
+
+impl Explainable for Toy {
+    type Context = ();
+
+    fn forward_to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<(Tensor, ())> {
+        let pre = input.conv2d(&self.conv_w, 1, 1, 1, 1)?.broadcast_add(&self.conv_b)?;
+        Ok((if self.relu { relu(&pre, mode)? } else { pre }, ()))
+    }
+
+    fn forward_from_layer(&self, a: &Tensor, _: &(), _: ReluMode) -> candle_core::Result<Tensor> {
+        a.mean((2, 3))?.matmul(&self.fc_w.t()?)?.broadcast_add(&self.fc_b)
+    }
+}
+
+pub fn v(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
