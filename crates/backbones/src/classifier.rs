@@ -1,12 +1,12 @@
 //! A backbone with its trained linear head (the probe checkpoint: `weight` [2, D], `bias` [2]),
-//! explainable through [`tgc_explain::Explainable`].
+//! explainable through [`tgc_explain::Model`].
 
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
-use tgc_explain::{Explainable, ReluMode};
+use tgc_explain::{Model, ReluMode, Split};
 
-use crate::backbone::{Backbone, TargetActivation};
+use crate::backbone::{Backbone, TargetLayer};
 use crate::error::{BackboneError, Result};
 
 /// Backbone features followed by `Linear(D → classes)`.
@@ -25,18 +25,36 @@ impl Classifier {
         if weight.dims() != [classes, d] || bias.dims() != [classes] || classes == 0 {
             return Err(BackboneError::Shape {
                 got: weight.dims().to_vec(),
-                expected: format!("a head weight [classes, {d}] (with bias [classes], got {:?}) for {}", bias.dims(), backbone.kind()),
+                expected: format!(
+                    "a head weight [classes, {d}] (with bias [classes], got {:?}) for {}",
+                    bias.dims(),
+                    backbone.kind()
+                ),
             });
         }
         let device = backbone.device().clone();
-        Ok(Self { weight: weight.to_dtype(DType::F32)?.to_device(&device)?, bias: bias.to_dtype(DType::F32)?.to_device(&device)?, backbone })
+        Ok(Self {
+            weight: weight.to_dtype(DType::F32)?.to_device(&device)?,
+            bias: bias.to_dtype(DType::F32)?.to_device(&device)?,
+            backbone,
+        })
     }
 
     /// Loads the head from a probe checkpoint (safetensors with `weight` and `bias`).
     pub fn load_head(backbone: Backbone, path: &Path) -> Result<Self> {
-        let err = |message: String| BackboneError::Weights { source_name: path.display().to_string(), message };
-        let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| err(format!("cannot read the head: {e}")))?;
-        let get = |k: &str| tensors.get(k).cloned().ok_or_else(|| err(format!("missing tensor `{k}` (a head holds `weight` [2, D] and `bias` [2])")));
+        let err = |message: String| BackboneError::Weights {
+            source_name: path.display().to_string(),
+            message,
+        };
+        let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+            .map_err(|e| err(format!("cannot read the head: {e}")))?;
+        let get = |k: &str| {
+            tensors.get(k).cloned().ok_or_else(|| {
+                err(format!(
+                    "missing tensor `{k}` (a head holds `weight` [2, D] and `bias` [2])"
+                ))
+            })
+        };
         let (weight, bias) = (get("weight")?, get("bias")?);
         for (name, t) in [("weight", &weight), ("bias", &bias)] {
             if let Some((count, first)) = tgc_explain::non_finite(t)? {
@@ -62,7 +80,9 @@ impl Classifier {
     }
 
     fn head(&self, features: &Tensor) -> Result<Tensor> {
-        Ok(features.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+        Ok(features
+            .matmul(&self.weight.t()?)?
+            .broadcast_add(&self.bias)?)
     }
 
     pub fn head_weight(&self) -> &Tensor {
@@ -81,20 +101,56 @@ fn to_candle(e: BackboneError) -> candle_core::Error {
     }
 }
 
-impl Explainable for Classifier {
-    type Context = TargetActivation;
-
-    fn forward_to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<(Tensor, TargetActivation)> {
-        let target = self.backbone.forward_to_target(input, mode).map_err(to_candle)?;
-        Ok((target.map().clone(), target))
+/// Logits of a preprocessed batch `[B, 3, H, W]`; guided ReLUs; the layers are the
+/// backbone's (`layer1`…`layer4`, `block0`…, also `last` or a bare block number), the default
+/// the backbone's target layer.
+impl Model for Classifier {
+    fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
+        self.head(
+            &self
+                .backbone
+                .features_with(input, mode)
+                .map_err(to_candle)?,
+        )
+        .map_err(to_candle)
     }
 
-    fn forward_from_layer(&self, activation: &Tensor, context: &TargetActivation, mode: ReluMode) -> candle_core::Result<Tensor> {
-        let features = self.backbone.features_from_target(activation, context, mode).map_err(to_candle)?;
-        self.head(&features).map_err(to_candle)
+    fn supports_guided(&self) -> bool {
+        true
     }
 
-    fn relu_free_after_layer(&self) -> bool {
-        self.backbone.relu_free_after_target()
+    fn layers(&self) -> Vec<String> {
+        self.backbone.layer_names()
+    }
+
+    fn default_layer(&self) -> Option<String> {
+        Some(self.backbone.target_layer_name())
+    }
+
+    fn split<'a>(
+        &'a self,
+        layer: &str,
+        input: &Tensor,
+        mode: ReluMode,
+    ) -> candle_core::Result<Split<'a>> {
+        let layer: TargetLayer = layer.parse().map_err(to_candle)?;
+        let target = self
+            .backbone
+            .forward_to_layer(input, layer, mode)
+            .map_err(to_candle)?;
+        let activation = target.map().clone();
+        Ok(Split::new(activation, move |a| {
+            let features = self
+                .backbone
+                .features_from_target(a, &target, mode)
+                .map_err(to_candle)?;
+            self.head(&features).map_err(to_candle)
+        }))
+    }
+
+    fn relu_free_after(&self, layer: &str) -> bool {
+        layer
+            .parse()
+            .is_ok_and(|l| self.backbone.relu_free_after(l))
     }
 }

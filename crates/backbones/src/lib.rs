@@ -14,8 +14,8 @@ mod preprocess;
 mod random_init;
 pub mod resnet;
 pub mod study_bn;
-pub mod vit;
 pub mod vecmath;
+pub mod vit;
 mod weights;
 mod winograd;
 

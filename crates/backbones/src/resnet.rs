@@ -20,7 +20,15 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    fn new(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, conv: VarBuilder, bn: VarBuilder) -> Result<Self> {
+    fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        conv: VarBuilder,
+        bn: VarBuilder,
+    ) -> Result<Self> {
         let w = conv.get((cout, cin, k, k), "weight")?;
         let gamma = bn.get(cout, "weight")?;
         let beta = bn.get(cout, "bias")?;
@@ -32,7 +40,9 @@ impl ConvBn {
         let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
         let weight = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
         let bias = beta.sub(&mean.mul(&scale)?)?;
-        Ok(Self { conv: Conv2d::new(weight, Some(bias), stride, padding)? })
+        Ok(Self {
+            conv: Conv2d::new(weight, Some(bias), stride, padding)?,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -40,7 +50,12 @@ impl ConvBn {
     }
 
     /// `relu(conv(x) + residual)` with the add and the ReLU fused into the convolution.
-    fn forward_relu(&self, x: &Tensor, residual: Option<&Tensor>, mode: ReluMode) -> Result<Tensor> {
+    fn forward_relu(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        mode: ReluMode,
+    ) -> Result<Tensor> {
         self.conv.forward_fused(x, residual, Some(mode))
     }
 }
@@ -62,7 +77,11 @@ impl BasicBlock {
         } else {
             None
         };
-        Ok(Self { conv1, conv2, downsample })
+        Ok(Self {
+            conv1,
+            conv2,
+            downsample,
+        })
     }
 
     fn forward(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
@@ -117,7 +136,10 @@ impl ResNet18 {
     /// after its last ReLU.
     pub fn forward_to_stage(&self, x: &Tensor, stage: usize, mode: ReluMode) -> Result<Tensor> {
         if stage >= Self::STAGES {
-            candle_core::bail!("ResNet-18 has stages 0..{} (layer1..layer4), asked for {stage}", Self::STAGES - 1);
+            candle_core::bail!(
+                "ResNet-18 has stages 0..{} (layer1..layer4), asked for {stage}",
+                Self::STAGES - 1
+            );
         }
         let mut x = self.stem.forward_relu(x, None, mode)?;
         x = max_pool2d(&x, 3, 2, 1)?;
@@ -129,7 +151,12 @@ impl ResNet18 {
 
     /// Continues from the output of stage `stage` through the later stages to the 512-d
     /// penultimate features (global average pooling of `layer4`).
-    pub fn features_from_stage(&self, activation: &Tensor, stage: usize, mode: ReluMode) -> Result<Tensor> {
+    pub fn features_from_stage(
+        &self,
+        activation: &Tensor,
+        stage: usize,
+        mode: ReluMode,
+    ) -> Result<Tensor> {
         let mut x = activation.clone();
         for block in self.layers.iter().skip(stage + 1).flatten() {
             x = block.forward(&x, mode)?;

@@ -75,7 +75,10 @@ impl fmt::Display for Label {
 
 /// Whether a path looks like a NIfTI image (`.nii` or `.nii.gz`).
 pub fn is_nifti(path: &Path) -> bool {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 

@@ -35,7 +35,10 @@ pub struct Sequence {
 impl Sequence {
     /// 1.0 for real steps, 0.0 for padding.
     pub fn mask(&self) -> Vec<f32> {
-        self.steps.iter().map(|s| if s.is_some() { 1.0 } else { 0.0 }).collect()
+        self.steps
+            .iter()
+            .map(|s| if s.is_some() { 1.0 } else { 0.0 })
+            .collect()
     }
 
     /// Number of real (not padded) steps.
@@ -82,7 +85,10 @@ pub fn build_sequences<P: Eq + Hash + Clone + std::fmt::Debug>(
         .enumerate()
         .map(|(i, (patient, _))| {
             let visits = &by_patient[patient];
-            let pos = visits.iter().position(|&v| v == i).expect("item is among its patient's visits");
+            let pos = visits
+                .iter()
+                .position(|&v| v == i)
+                .expect("item is among its patient's visits");
             let history = &visits[(pos + 1).saturating_sub(len)..=pos];
             let mut steps = vec![None; len - history.len()];
             steps.extend(history.iter().map(|&v| Some(v)));
@@ -123,7 +129,9 @@ mod tests {
 
     #[test]
     fn mask_and_gather() {
-        let s = Sequence { steps: vec![None, Some(1), Some(0)] };
+        let s = Sequence {
+            steps: vec![None, Some(1), Some(0)],
+        };
         assert_eq!(s.mask(), vec![0.0, 1.0, 1.0]);
         assert_eq!(s.real_steps(), 2);
         let features = [1.0, 2.0, 3.0, 4.0];

@@ -53,7 +53,9 @@ impl Split {
             Side::Train => &self.train,
             Side::Test => &self.test,
         };
-        (0..dataset.len()).filter(|&i| set.contains(&dataset.records()[i].patient)).collect()
+        (0..dataset.len())
+            .filter(|&i| set.contains(&dataset.records()[i].patient))
+            .collect()
     }
 }
 
@@ -72,7 +74,10 @@ pub fn train_test_split(
         )));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut split = Split { train: BTreeSet::new(), test: BTreeSet::new() };
+    let mut split = Split {
+        train: BTreeSet::new(),
+        test: BTreeSet::new(),
+    };
     for (label, mut members) in by_label(patients, 2)? {
         members.shuffle(&mut rng);
         let n = members.len();
@@ -92,7 +97,9 @@ pub fn stratified_k_fold(
     seed: u64,
 ) -> Result<Vec<Split>> {
     if k < 2 {
-        return Err(DataError::InvalidArgument(format!("K-fold needs k ≥ 2, got {k}")));
+        return Err(DataError::InvalidArgument(format!(
+            "K-fold needs k ≥ 2, got {k}"
+        )));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut folds: Vec<BTreeSet<PatientId>> = vec![BTreeSet::new(); k];
@@ -108,7 +115,10 @@ pub fn stratified_k_fold(
     let all: BTreeSet<PatientId> = patients.keys().cloned().collect();
     Ok(folds
         .into_iter()
-        .map(|test| Split { train: all.difference(&test).cloned().collect(), test })
+        .map(|test| Split {
+            train: all.difference(&test).cloned().collect(),
+            test,
+        })
         .collect())
 }
 

@@ -34,7 +34,10 @@ fn nifti_bytes(dims: &[i16], voxels: &[f32]) -> Vec<u8> {
 
 fn write_file(path: &Path, bytes: &[u8]) {
     if path.to_string_lossy().ends_with(".gz") {
-        let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::default());
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(path).unwrap(),
+            flate2::Compression::default(),
+        );
         enc.write_all(bytes).unwrap();
         enc.finish().unwrap();
     } else {
@@ -75,7 +78,13 @@ fn written_slices_have_width_as_the_first_axis() {
     let dim = |k: usize| i16::from_le_bytes([bytes[40 + 2 * k], bytes[41 + 2 * k]]);
     assert_eq!((dim(0), dim(1), dim(2)), (2, 3, 2));
     let offset = f32::from_le_bytes(bytes[108..112].try_into().unwrap()) as usize;
-    let data: Vec<f32> = bytes[offset..offset + 24].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let data: Vec<f32> = bytes[offset..offset + 24]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     assert_eq!(data, VOXELS);
-    assert_eq!(read_nifti(&path).unwrap(), Image::new(2, 3, VOXELS.to_vec()).unwrap());
+    assert_eq!(
+        read_nifti(&path).unwrap(),
+        Image::new(2, 3, VOXELS.to_vec()).unwrap()
+    );
 }

@@ -1,9 +1,10 @@
 //! The CAM family with the semantics of pytorch-grad-cam (jacobgil/pytorch-grad-cam): each
 //! method makes a layer map `Σ_k w_k A_k` (or a per-position variant) from the target layer's
-//! activation `A` `[B, K, h, w]` and, for the gradient methods, the gradient `G = ∂y_t/∂A`.
-//! `layer_attribution` is the library's `get_cam_image` result (before its ReLU and min-max
-//! scaling); `attribution` is that map after ReLU, bilinearly up-sampled (align_corners=False)
-//! to the input, as for [`crate::GradCam`].
+//! activation `A` `[B, K, …spatial]` (a map `[B, K, h, w]` or a volume `[B, K, d, h, w]`) and,
+//! for the gradient methods, the gradient `G = ∂y_t/∂A`; sums `Σ_ij` run over all spatial
+//! positions. `layer_attribution` is the library's `get_cam_image` result (before its ReLU and
+//! min-max scaling); `attribution` is that map after ReLU, up-sampled (bi/trilinear,
+//! align_corners=False) to the input, as for [`crate::GradCam`].
 //!
 //! | kind | map |
 //! |---|---|
@@ -22,9 +23,11 @@
 use candle_core::{Tensor, Var};
 
 use crate::error::{ExplainError, Result};
-use crate::interpolate::{upsample_bilinear, upsample_bilinear_align_corners};
-use crate::methods::{check, target_column, target_sum, Attribution};
-use crate::model::{Explainable, ReluMode};
+use crate::interpolate::{resize, Interpolation};
+use crate::methods::{
+    check, resolve_layer, split_at, target_column, target_sum, upsample_map, Attribution,
+};
+use crate::model::{Model, ReluMode, Split};
 
 /// Which CAM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,42 +69,75 @@ impl CamKind {
     }
 
     fn needs_gradient(self) -> bool {
-        !matches!(self, CamKind::EigenCam | CamKind::ScoreCam | CamKind::AblationCam)
+        !matches!(
+            self,
+            CamKind::EigenCam | CamKind::ScoreCam | CamKind::AblationCam
+        )
     }
 }
 
-/// A CAM method; `batch_size` is the number of masked inputs (Score-CAM) or ablated
-/// activations (Ablation-CAM) per forward pass (pytorch-grad-cam's default 16 / 32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A CAM method at `layer` (the model's default when `None`); `batch_size` is the number of
+/// masked inputs (Score-CAM) or ablated activations (Ablation-CAM) per forward pass
+/// (pytorch-grad-cam's default 16 / 32).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cam {
     pub kind: CamKind,
+    pub layer: Option<String>,
     pub batch_size: usize,
 }
 
 impl Cam {
     pub fn new(kind: CamKind) -> Self {
-        Self { kind, batch_size: if kind == CamKind::AblationCam { 32 } else { 16 } }
+        Self {
+            kind,
+            layer: None,
+            batch_size: if kind == CamKind::AblationCam { 32 } else { 16 },
+        }
     }
 
-    /// The layer map `[B, h, w]` (before ReLU) and the logits.
-    pub fn layer_map<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<(Tensor, Tensor)> {
+    /// The same method at the named layer.
+    pub fn at(self, layer: impl Into<String>) -> Self {
+        Self {
+            layer: Some(layer.into()),
+            ..self
+        }
+    }
+
+    /// The layer map `[B, …layer spatial]` (before ReLU) and the logits.
+    pub fn layer_map<M: Model + ?Sized>(
+        &self,
+        model: &M,
+        input: &Tensor,
+        targets: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
         check(input, targets)?;
-        let (activation, context) = model.forward_to_layer(&input.detach(), ReluMode::Standard)?;
-        let activation = activation.detach();
-        let (b, k, h, w) = activation.dims4().map_err(|_| ExplainError::Invalid(format!("a CAM needs a [B, K, h, w] layer, got {:?}", activation.dims())))?;
+        let layer = resolve_layer(model, self.layer.as_deref())?;
+        let split = split_at(model, &layer, &input.detach(), ReluMode::Standard)?;
+        let activation = split.activation.detach();
+        let dims = activation.dims().to_vec();
+        if dims.len() < 3 {
+            return Err(ExplainError::Invalid(format!(
+                "a CAM needs a layer [B, K, …spatial], got {dims:?} at `{layer}`"
+            )));
+        }
+        let (b, k) = (dims[0], dims[1]);
         let (logits, gradient) = if self.kind.needs_gradient() {
             let var = Var::from_tensor(&activation)?;
-            let logits = model.forward_from_layer(var.as_tensor(), &context, ReluMode::Standard)?;
+            let logits = split.rest(var.as_tensor())?;
             let grads = target_sum(&logits, targets, 1)?.backward()?;
-            let g = grads.get(var.as_tensor()).ok_or_else(|| ExplainError::Invalid("the logits do not depend on the target layer".into()))?;
+            let g = grads.get(var.as_tensor()).ok_or_else(|| {
+                ExplainError::Invalid(format!("the logits do not depend on layer `{layer}`"))
+            })?;
             (logits.detach(), Some(to_vec(g)?))
         } else {
-            (model.forward_from_layer(&activation, &context, ReluMode::Standard)?.detach(), None)
+            (split.rest(&activation)?.detach(), None)
         };
         let a = to_vec(&activation)?;
-        let hw = h * w;
+        let hw: usize = dims[2..].iter().product();
         let mut maps = vec![0f32; b * hw];
-        let plane = |i: usize, c: usize| -> std::ops::Range<usize> { (i * k + c) * hw..(i * k + c + 1) * hw };
+        let plane = |i: usize, c: usize| -> std::ops::Range<usize> {
+            (i * k + c) * hw..(i * k + c + 1) * hw
+        };
         let weighted = |maps: &mut [f32], i: usize, weights: &[f32]| {
             for (c, wk) in weights.iter().enumerate() {
                 for (m, v) in maps[i * hw..(i + 1) * hw].iter_mut().zip(&a[plane(i, c)]) {
@@ -115,8 +151,16 @@ impl Cam {
                 for i in 0..b {
                     for c in 0..k {
                         let r = plane(i, c);
-                        for ((m, av), gv) in maps[i * hw..(i + 1) * hw].iter_mut().zip(&a[r.clone()]).zip(&g[r]) {
-                            let gv = if self.kind == CamKind::LayerCam { gv.max(0.0) } else { *gv };
+                        for ((m, av), gv) in maps[i * hw..(i + 1) * hw]
+                            .iter_mut()
+                            .zip(&a[r.clone()])
+                            .zip(&g[r])
+                        {
+                            let gv = if self.kind == CamKind::LayerCam {
+                                gv.max(0.0)
+                            } else {
+                                *gv
+                            };
                             *m += gv * av;
                         }
                     }
@@ -136,7 +180,11 @@ impl Cam {
                                 gc.iter()
                                     .map(|&g| {
                                         let (g2, g3) = (g * g, g * g * g);
-                                        let alpha = if g != 0.0 { g2 / (2.0 * g2 + sum_a * g3 + 1e-6) } else { 0.0 };
+                                        let alpha = if g != 0.0 {
+                                            g2 / (2.0 * g2 + sum_a * g3 + 1e-6)
+                                        } else {
+                                            0.0
+                                        };
                                         g.max(0.0) * alpha
                                     })
                                     .sum()
@@ -148,7 +196,9 @@ impl Cam {
             }
             CamKind::EigenCam | CamKind::EigenGradCam => {
                 let source: Vec<f32> = match (&self.kind, &gradient) {
-                    (CamKind::EigenGradCam, Some(g)) => a.iter().zip(g).map(|(a, g)| a * g).collect(),
+                    (CamKind::EigenGradCam, Some(g)) => {
+                        a.iter().zip(g).map(|(a, g)| a * g).collect()
+                    }
                     _ => a.clone(),
                 };
                 for i in 0..b {
@@ -157,11 +207,20 @@ impl Cam {
                 }
             }
             CamKind::ScoreCam => {
-                let (_, _, ih, iw) = input.dims4()?;
-                let up = to_vec(&upsample_bilinear_align_corners(&activation, (ih, iw))?)?;
+                let spatial = &input.dims()[2..];
+                if spatial.len() != dims.len() - 2 {
+                    return Err(ExplainError::Invalid(format!("Score-CAM masks an input {:?} with a layer {dims:?}: their spatial axes differ", input.dims())));
+                }
+                let up = to_vec(&resize(
+                    &activation,
+                    spatial,
+                    Interpolation::Linear {
+                        align_corners: true,
+                    },
+                )?)?;
                 let x = to_vec(&input.detach())?;
                 let c_in = input.dim(1)?;
-                let ihw = ih * iw;
+                let ihw: usize = spatial.iter().product();
                 for i in 0..b {
                     let mut scores = Vec::with_capacity(k);
                     for start in (0..k).step_by(self.batch_size.max(1)) {
@@ -169,13 +228,23 @@ impl Cam {
                         let mut batch = Vec::with_capacity(n * c_in * ihw);
                         for c in start..start + n {
                             let m = &up[(i * k + c) * ihw..(i * k + c + 1) * ihw];
-                            let (lo, hi) = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                            let (lo, hi) = m
+                                .iter()
+                                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                                    (lo.min(v), hi.max(v))
+                                });
                             for ch in 0..c_in {
                                 let xc = &x[(i * c_in + ch) * ihw..(i * c_in + ch + 1) * ihw];
-                                batch.extend(xc.iter().zip(m).map(|(x, m)| x * ((m - lo) / (hi - lo + 1e-8))));
+                                batch.extend(
+                                    xc.iter()
+                                        .zip(m)
+                                        .map(|(x, m)| x * ((m - lo) / (hi - lo + 1e-8))),
+                                );
                             }
                         }
-                        let batch = Tensor::from_vec(batch, (n, c_in, ih, iw), input.device())?;
+                        let mut shape = input.dims().to_vec();
+                        shape[0] = n;
+                        let batch = Tensor::from_vec(batch, shape, input.device())?;
                         let out = model.forward(&batch, ReluMode::Standard)?;
                         scores.extend(target_column(&out, targets[i])?);
                     }
@@ -188,7 +257,6 @@ impl Cam {
                 for i in 0..b {
                     let orig = logits.get(i)?.get(targets[i])?.to_scalar::<f32>()?;
                     let one = &a[i * k * hw..(i + 1) * k * hw];
-                    let context_i = &context;
                     let mut weights = Vec::with_capacity(k);
                     for start in (0..k).step_by(self.batch_size.max(1)) {
                         let n = self.batch_size.max(1).min(k - start);
@@ -198,36 +266,68 @@ impl Cam {
                             copy[c * hw..(c + 1) * hw].fill(ablated_value);
                             batch.extend(copy);
                         }
-                        let batch = Tensor::from_vec(batch, (n, k, h, w), input.device())?;
+                        let mut shape = dims.clone();
+                        shape[0] = n;
+                        let batch = Tensor::from_vec(batch, shape, input.device())?;
                         // With one image the ablations run as one batch when the model's
                         // context allows it (ResNet's does; a context holding tensors of the
                         // image's batch, as the ViT's, does not). Otherwise, and for batches,
                         // each ablation runs with the batch's other rows around it.
-                        let batched = if b == 1 { model.forward_from_layer(&batch, context_i, ReluMode::Standard).ok().filter(|o| o.dim(0).ok() == Some(n)) } else { None };
+                        let batched = if b == 1 {
+                            split.rest(&batch).ok().filter(|o| o.dim(0).ok() == Some(n))
+                        } else {
+                            None
+                        };
                         let out = match batched {
                             Some(out) => out,
-                            None => ablate_in_batch(model, &activation, context_i, i, &batch)?,
+                            None => ablate_in_batch(&split, &activation, i, &batch)?,
                         };
-                        weights.extend(target_column(&out, targets[i])?.into_iter().map(|s| (orig - s) / orig));
+                        weights.extend(
+                            target_column(&out, targets[i])?
+                                .into_iter()
+                                .map(|s| (orig - s) / orig),
+                        );
                     }
                     weighted(&mut maps, i, &weights);
                 }
             }
         }
-        Ok((Tensor::from_vec(maps, (b, h, w), input.device())?, logits))
+        let mut shape = vec![b];
+        shape.extend(&dims[2..]);
+        Ok((Tensor::from_vec(maps, shape, input.device())?, logits))
     }
 
-    pub fn attribute<M: Explainable>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
-        let (_, _, h, w) = input.dims4()?;
+    pub fn attribute<M: Model + ?Sized>(
+        &self,
+        model: &M,
+        input: &Tensor,
+        targets: &[usize],
+    ) -> Result<Attribution> {
         let (map, logits) = self.layer_map(model, input, targets)?;
-        let up = upsample_bilinear(&map.relu()?, (h, w))?.unsqueeze(1)?;
-        Ok(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(logits) })
+        let up = upsample_map(
+            &map.relu()?,
+            input,
+            Interpolation::Linear {
+                align_corners: false,
+            },
+        )?;
+        Ok(Attribution {
+            attribution: up,
+            layer_attribution: Some(map),
+            logits: Some(logits),
+        })
     }
 }
 
-/// Ablations of image `i` of a batch whose context is shared: each ablated activation replaces
-/// row `i` of the batch's activation, and row `i` of the output is kept.
-fn ablate_in_batch<M: Explainable>(model: &M, activation: &Tensor, context: &M::Context, i: usize, ablated: &Tensor) -> Result<Tensor> {
+/// Ablations of image `i` of a batch whose rest of the pass is bound to the batch: each
+/// ablated activation replaces row `i` of the batch's activation, and row `i` of the output is
+/// kept.
+fn ablate_in_batch(
+    split: &Split<'_>,
+    activation: &Tensor,
+    i: usize,
+    ablated: &Tensor,
+) -> Result<Tensor> {
     let b = activation.dim(0)?;
     let mut rows = Vec::new();
     for j in 0..ablated.dim(0)? {
@@ -239,14 +339,16 @@ fn ablate_in_batch<M: Explainable>(model: &M, activation: &Tensor, context: &M::
         if i + 1 < b {
             parts.push(activation.narrow(0, i + 1, b - i - 1)?);
         }
-        let out = model.forward_from_layer(&Tensor::cat(&parts, 0)?, context, ReluMode::Standard)?;
+        let out = split.rest(&Tensor::cat(&parts, 0)?)?;
         rows.push(out.narrow(0, i, 1)?);
     }
     Ok(Tensor::cat(&rows, 0)?)
 }
 
 fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?)
+    Ok(t.to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1()?)
 }
 
 fn softmax(v: &[f32]) -> Vec<f32> {
@@ -286,7 +388,9 @@ fn projection_2d(activation: &[f32], k: usize, hw: usize) -> Vec<f32> {
             gram[j * n + i] = s;
         }
     }
-    let mut v: Vec<f64> = (0..n).map(|i| 1.0 + (i as f64 * 0.618_033_988_7).fract()).collect();
+    let mut v: Vec<f64> = (0..n)
+        .map(|i| 1.0 + (i as f64 * 0.618_033_988_7).fract())
+        .collect();
     let mut lambda = 0f64;
     for _ in 0..2000 {
         let mut next = vec![0f64; n];
@@ -309,9 +413,14 @@ fn projection_2d(activation: &[f32], k: usize, hw: usize) -> Vec<f32> {
     let mut projection: Vec<f64> = if by_positions {
         v.iter().map(|u| u * lambda.sqrt()).collect()
     } else {
-        (0..hw).map(|p| (0..k).map(|c| x[p * k + c] * v[c]).sum()).collect()
+        (0..hw)
+            .map(|p| (0..k).map(|c| x[p * k + c] * v[c]).sum())
+            .collect()
     };
-    let largest = projection.iter().copied().fold(0f64, |m, a| if a.abs() > m.abs() { a } else { m });
+    let largest = projection
+        .iter()
+        .copied()
+        .fold(0f64, |m, a| if a.abs() > m.abs() { a } else { m });
     if largest < 0.0 {
         projection.iter_mut().for_each(|a| *a = -*a);
     }
@@ -333,13 +442,18 @@ mod tests {
         let p = projection_2d(&act, 3, hw);
         // Centred: c0 − 3 and c1 − 6; projection = ±(c0' + 2 c1')/√5 (a singular vector's
         // sign is a convention).
-        let want: Vec<f32> = (0..hw).map(|i| ((c0[i] - 3.0) + 2.0 * (c1[i] - 6.0)) / 5f32.sqrt()).collect();
+        let want: Vec<f32> = (0..hw)
+            .map(|i| ((c0[i] - 3.0) + 2.0 * (c1[i] - 6.0)) / 5f32.sqrt())
+            .collect();
         let sign = if p[0] * want[0] < 0.0 { -1.0 } else { 1.0 };
         for (got, want) in p.iter().zip(&want) {
             assert!((got - sign * want).abs() < 1e-5, "{p:?} vs ±{want:?}");
         }
         // The convention: the largest magnitude is positive.
-        let largest = p.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+        let largest = p
+            .iter()
+            .copied()
+            .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
         assert!(largest > 0.0);
         // More positions than channels takes the other Gram matrix: same answer.
         let wide: Vec<f32> = (0..2 * 7).map(|i| ((i * 7 % 5) as f32).sin()).collect();

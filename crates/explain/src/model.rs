@@ -1,4 +1,4 @@
-//! The small trait a model implements to be explained.
+//! The trait a model implements to be explained, its capabilities, and the closure adapter.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
@@ -24,16 +24,26 @@ pub fn relu(x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
 
 /// Applies an identity-forward op (whose point is its backward) on any device: its kernel is
 /// CPU code, and the copies to and from the CPU are differentiable.
-fn apply_identity(x: &Tensor, op: impl CustomOp1 + Send + Sync + 'static) -> candle_core::Result<Tensor> {
+fn apply_identity(
+    x: &Tensor,
+    op: impl CustomOp1 + Send + Sync + 'static,
+) -> candle_core::Result<Tensor> {
     if x.device().is_cpu() {
         x.contiguous()?.apply_op1(op)
     } else {
-        x.to_device(&candle_core::Device::Cpu)?.contiguous()?.apply_op1(op)?.to_device(x.device())
+        x.to_device(&candle_core::Device::Cpu)?
+            .contiguous()?
+            .apply_op1(op)?
+            .to_device(x.device())
     }
 }
 
 /// The identity forward of [`GuidedGrad`] and [`Capture`]: a copy of the f32 input.
-fn identity_forward(storage: &CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<(CpuStorage, Shape)> {
+fn identity_forward(
+    storage: &CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> candle_core::Result<(CpuStorage, Shape)> {
     let data = match storage {
         CpuStorage::F32(v) => v.as_slice(),
         other => candle_core::bail!("{what}: only f32 is supported, got {:?}", other.dtype()),
@@ -54,41 +64,158 @@ impl CustomOp1 for GuidedGrad {
         "guided-grad"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         identity_forward(storage, layout, "guided ReLU")
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad_res.relu()?))
     }
 }
 
-/// A differentiable classifier split at a target layer.
+/// A differentiable classifier: logits `[B, classes]` of an input `[B, …]` of any rank —
+/// images `[B, C, H, W]`, volumes `[B, C, D, H, W]`, sequences `[B, T, F]`. Samples of a batch
+/// must not interact (eval mode), and the pass must be built from differentiable candle ops.
 ///
-/// `forward_to_layer` maps an input batch `[B, C, H, W]` to the target layer's activation as a
-/// map `[B, K, h, w]` plus whatever the rest of the pass needs (`Context`); `forward_from_layer`
-/// continues from a map of that shape (the activation itself, or a tensor derived from it) to
-/// the logits `[B, classes]`. Both must be built from differentiable candle ops, and every ReLU
-/// must follow `mode`. Samples of a batch must not interact (eval mode).
-pub trait Explainable {
-    type Context;
+/// `forward` is all the gradient and perturbation methods need. Two capabilities are opt-in:
+/// - **guided backpropagation** — [`Model::supports_guided`] returns true and every ReLU of the
+///   model goes through [`relu`] with the `mode` it is given; the guided methods refuse a model
+///   that does not declare it;
+/// - **layers** — named split points for the layer methods (Grad-CAM and the CAM family):
+///   [`Model::layers`] lists them and [`Model::split`] runs the pass to one of them, returning
+///   the activation and the rest of the pass. The layer is chosen per call
+///   (`GradCam::new("layer3")`); `GradCam::default()` takes [`Model::default_layer`].
+///
+/// A function of tensors is a model through [`FnModel`].
+pub trait Model {
+    /// The logits `[B, classes]`. `mode` is [`ReluMode::Guided`] only for a model that
+    /// declares [`Model::supports_guided`]; others may ignore it.
+    fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor>;
 
-    fn forward_to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<(Tensor, Self::Context)>;
-
-    fn forward_from_layer(&self, activation: &Tensor, context: &Self::Context, mode: ReluMode) -> candle_core::Result<Tensor>;
-
-    /// Whether the pass after the target layer contains no ReLU, so that the gradient at the
-    /// layer is the same under both modes. When true, methods asked together (Grad-CAM with
-    /// Guided Backprop or Guided Grad-CAM) take the layer's gradient and the guided input
-    /// gradient from one guided backward pass. `false` (the default) is always safe.
-    fn relu_free_after_layer(&self) -> bool {
+    /// Whether every ReLU follows `mode` (the guided methods need it). Default: no.
+    fn supports_guided(&self) -> bool {
         false
     }
 
-    /// The whole forward pass.
+    /// The named split points, in forward order. Default: none.
+    fn layers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The layer the layer methods explain when none is named: by default the last split point.
+    fn default_layer(&self) -> Option<String> {
+        self.layers().pop()
+    }
+
+    /// The pass to `layer` in `mode`: the activation there (channels on axis 1, then the
+    /// spatial axes: `[B, K, h, w]` or `[B, K, d, h, w]`) and the rest of the pass.
+    fn split<'a>(
+        &'a self,
+        layer: &str,
+        input: &Tensor,
+        mode: ReluMode,
+    ) -> candle_core::Result<Split<'a>> {
+        let _ = (input, mode);
+        candle_core::bail!("this model exposes no layers (asked for `{layer}`)")
+    }
+
+    /// Whether the pass after `layer` has no ReLU, so that the gradient at the layer is the
+    /// same under both modes. When true, methods asked together (Grad-CAM with Guided Backprop
+    /// or Guided Grad-CAM) take the layer's gradient and the guided input gradient from one
+    /// guided backward pass. `false` (the default) is always safe.
+    fn relu_free_after(&self, layer: &str) -> bool {
+        let _ = layer;
+        false
+    }
+}
+
+impl<M: Model + ?Sized> Model for &M {
     fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        let (activation, context) = self.forward_to_layer(input, mode)?;
-        self.forward_from_layer(&activation, &context, mode)
+        (**self).forward(input, mode)
+    }
+    fn supports_guided(&self) -> bool {
+        (**self).supports_guided()
+    }
+    fn layers(&self) -> Vec<String> {
+        (**self).layers()
+    }
+    fn default_layer(&self) -> Option<String> {
+        (**self).default_layer()
+    }
+    fn split<'a>(
+        &'a self,
+        layer: &str,
+        input: &Tensor,
+        mode: ReluMode,
+    ) -> candle_core::Result<Split<'a>> {
+        (**self).split(layer, input, mode)
+    }
+    fn relu_free_after(&self, layer: &str) -> bool {
+        (**self).relu_free_after(layer)
+    }
+}
+
+/// A model's pass cut at a layer: the activation there and the rest of the pass, a function
+/// from (a tensor shaped like) the activation to the logits. The rest may hold tensors of the
+/// batch it was cut from (a ViT's class token, say); a CAM that runs it on other batch sizes
+/// falls back to one row at a time when it refuses them.
+pub struct Split<'a> {
+    pub activation: Tensor,
+    rest: Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a>,
+}
+
+impl<'a> Split<'a> {
+    pub fn new(
+        activation: Tensor,
+        rest: impl Fn(&Tensor) -> candle_core::Result<Tensor> + 'a,
+    ) -> Self {
+        Self {
+            activation,
+            rest: Box::new(rest),
+        }
+    }
+
+    /// The logits from `activation` (the split's own, or one derived from it).
+    pub fn rest(&self, activation: &Tensor) -> candle_core::Result<Tensor> {
+        (self.rest)(activation)
+    }
+}
+
+impl std::fmt::Debug for Split<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Split")
+            .field("activation", &self.activation.dims())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Any function of tensors as a [`Model`] (Captum's `forward_func`): the gradient and
+/// perturbation methods explain it; it has no layers and no guided mode.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use tgc_explain::{FnModel, Saliency};
+/// let w = Tensor::new(&[[1f32, -2.0, 3.0]], &Device::Cpu)?; // one class, three features
+/// let model = FnModel(|x: &Tensor| x.matmul(&w.t()?));
+/// let x = Tensor::new(&[[1f32, 1.0, 1.0]], &Device::Cpu)?;
+/// let saliency = Saliency.attribute(&model, &x, &[0])?.attribution;
+/// assert_eq!(saliency.to_vec2::<f32>()?, vec![vec![1.0, 2.0, 3.0]]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct FnModel<F>(pub F);
+
+impl<F: Fn(&Tensor) -> candle_core::Result<Tensor>> Model for FnModel<F> {
+    fn forward(&self, input: &Tensor, _mode: ReluMode) -> candle_core::Result<Tensor> {
+        (self.0)(input)
     }
 }
 
@@ -116,11 +243,20 @@ impl CustomOp1 for Capture {
         "capture-gradient"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         identity_forward(storage, layout, "gradient capture")
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         if let Ok(mut slot) = (self.0).0.lock() {
             *slot = Some(grad_res.clone());
         }

@@ -1,82 +1,260 @@
-//! Explaining the temporal model: how much each visit mattered for the prediction at the last
-//! one, and Grad-CAM maps of every visit's image with gradients flowing from the temporal
-//! model's output through that visit's features into the backbone.
+//! Explaining the temporal model with `tgc-explain`'s methods: how much each visit mattered for
+//! the prediction at the last one (any method on the sequence `[B, T, F]` of visit features,
+//! summed over the features), and maps of every visit's image with gradients flowing from the
+//! temporal model's output through that visit's features into the backbone.
 
-use candle_core::{Device, Tensor, Var};
-use tgc_backbones::{Backbone, TargetActivation};
-use tgc_explain::{gauss_legendre_unit, Explainable, ReluMode};
+use candle_core::{DType, Tensor};
+use tgc_backbones::{Backbone, TargetLayer};
+use tgc_explain::{Attribution, Method, Model, ReluMode, Split};
 
 use crate::error::{Result, TrainError};
 use crate::model::Head;
 
-/// How per-visit importance is computed over the flattened sequence input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepMethod {
-    /// Integrated Gradients from the all-zero sequence (Gauss–Legendre, `steps` nodes).
-    IntegratedGradients { steps: usize },
-    InputXGradient,
+fn to_candle(e: impl std::fmt::Display) -> candle_core::Error {
+    candle_core::Error::msg(e.to_string())
 }
 
-/// Importance of each of the `seq_len` steps: the attribution of the step's feature vector,
-/// summed. `sequence` is `[seq_len · dim]` with zeros for padded steps, whose importance is then
-/// exactly zero (their input equals the baseline).
-pub fn step_importance(head: &Head, sequence: &[f32], dim: usize, target: usize, method: StepMethod) -> Result<Vec<f32>> {
-    if dim == 0 || sequence.len() % dim != 0 || target > 1 {
-        return Err(TrainError::Invalid(format!("a sequence of {} values is not steps of {dim} (target {target})", sequence.len())));
-    }
-    let width = sequence.len();
-    let x = Tensor::from_slice(sequence, (1, width), &Device::Cpu)?;
-    let (alphas, weights) = match method {
-        StepMethod::IntegratedGradients { steps } if steps > 0 => gauss_legendre_unit(steps),
-        StepMethod::IntegratedGradients { .. } => return Err(TrainError::Invalid("Integrated Gradients needs at least one step".into())),
-        StepMethod::InputXGradient => (vec![1.0], vec![1.0]),
-    };
-    let n = alphas.len();
-    let alpha = Tensor::from_vec(alphas.iter().map(|&a| a as f32).collect::<Vec<_>>(), (n, 1), &Device::Cpu)?;
-    let points = Var::from_tensor(&alpha.broadcast_mul(&x)?)?;
-    let logits = head.forward_eval(points.as_tensor())?;
-    let y = logits.narrow(1, target, 1)?.sum_all()?;
-    let grads = y.backward()?;
-    let g = grads.get(points.as_tensor()).ok_or_else(|| TrainError::Invalid("the output does not depend on the sequence".into()))?;
-    let w = Tensor::from_vec(weights.iter().map(|&w| w as f32).collect::<Vec<_>>(), (n, 1), &Device::Cpu)?;
-    let integrated = g.broadcast_mul(&w)?.sum_keepdim(0)?;
-    let attribution: Vec<f32> = x.mul(&integrated)?.flatten_all()?.to_vec1()?;
-    Ok(attribution.chunks(dim).map(|c| c.iter().sum()).collect())
-}
-
-/// The temporal model seen as one explainable function of a patient's real visits
-/// `[k, 3, H, W]` (time order, k ≤ seq_len): backbone features of each visit, left-padded to
-/// `seq_len`, through the DNN. Its logits `[1, 2]` are returned as k identical rows divided by
-/// k, so that the methods' sum over rows is exactly the sequence's logit and one backward pass
-/// yields every visit's gradient.
-pub struct VisitSequence<'a> {
-    pub backbone: &'a Backbone,
+/// The temporal head as a model of visit sequences `[B, T, F]` (`T·F` its input width; steps
+/// left-padded with zeros): logits `[B, 2]`. It has no layers and no ReLU.
+pub struct SequenceModel<'a> {
     pub head: &'a Head,
-    pub seq_len: usize,
 }
 
-impl Explainable for VisitSequence<'_> {
-    type Context = TargetActivation;
-
-    fn forward_to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<(Tensor, TargetActivation)> {
-        let target = self.backbone.forward_to_target(input, mode).map_err(|e| candle_core::Error::msg(e.to_string()))?;
-        Ok((target.map().clone(), target))
+impl Model for SequenceModel<'_> {
+    fn forward(&self, input: &Tensor, _mode: ReluMode) -> candle_core::Result<Tensor> {
+        let (b, t, f) = input.dims3().map_err(|_| {
+            to_candle(format!(
+                "a visit sequence is [B, T, F], got {:?}",
+                input.dims()
+            ))
+        })?;
+        self.head
+            .forward_eval(&input.reshape((b, t * f))?)
+            .map_err(to_candle)
     }
 
-    fn forward_from_layer(&self, activation: &Tensor, context: &TargetActivation, mode: ReluMode) -> candle_core::Result<Tensor> {
-        let features = self.backbone.features_from_target(activation, context, mode).map_err(|e| candle_core::Error::msg(e.to_string()))?;
-        let (k, d) = features.dims2()?;
-        if k == 0 || k > self.seq_len {
-            candle_core::bail!("{k} visits for a sequence length of {}", self.seq_len);
+    fn supports_guided(&self) -> bool {
+        true // no ReLU: both modes are the same function and gradient
+    }
+}
+
+/// Importance of each of the `seq_len` steps of one sequence for class `target`: `method`'s
+/// attribution of the step's feature vector, summed (Integrated Gradients from the all-zero
+/// sequence, Input×Gradient, …). `sequence` is `[seq_len · dim]` with zeros for padded steps,
+/// whose importance under IG and Input×Gradient is then exactly zero (their input equals the
+/// baseline).
+pub fn step_importance(
+    head: &Head,
+    sequence: &[f32],
+    dim: usize,
+    target: usize,
+    method: &Method,
+) -> Result<Vec<f32>> {
+    if dim == 0 || sequence.len() % dim != 0 || target > 1 {
+        return Err(TrainError::Invalid(format!(
+            "a sequence of {} values is not steps of {dim} (target {target})",
+            sequence.len()
+        )));
+    }
+    let steps = sequence.len() / dim;
+    let x = Tensor::from_slice(sequence, (1, steps, dim), &candle_core::Device::Cpu)?;
+    let attribution = method
+        .attribute(&SequenceModel { head }, &x, &[target])
+        .map_err(|e| TrainError::Invalid(format!("{} on the visit sequence: {e}", method.name())))?
+        .attribution;
+    Ok(attribution
+        .sum(2)?
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1()?)
+}
+
+/// A patient's real visits (time order, k ≤ seq_len) with their backbone features, for
+/// explaining the temporal model visit by visit.
+pub struct Visits<'a> {
+    backbone: &'a Backbone,
+    head: &'a Head,
+    seq_len: usize,
+    /// `[k, D]`: the features of the recorded visit images.
+    features: Tensor,
+}
+
+impl<'a> Visits<'a> {
+    /// `images` `[k, 3, H, W]`, preprocessed for `backbone`; the sequence length is the head's
+    /// input width over the feature dimension.
+    pub fn new(backbone: &'a Backbone, head: &'a Head, images: &Tensor) -> Result<Self> {
+        let dim = backbone.feature_dim();
+        let width = head.input_width()?;
+        let k = images.dim(0)?;
+        if width % dim != 0 || k == 0 || k > width / dim {
+            return Err(TrainError::Invalid(format!(
+                "{k} visits of {dim} features for a temporal model of {width} inputs"
+            )));
         }
-        let sequence = if k < self.seq_len {
-            let pad = Tensor::zeros((self.seq_len - k, d), features.dtype(), features.device())?;
-            Tensor::cat(&[&pad, &features], 0)?
-        } else {
-            features
+        let features = backbone
+            .features(images)
+            .map_err(|e| TrainError::Invalid(e.to_string()))?
+            .detach();
+        Ok(Self {
+            backbone,
+            head,
+            seq_len: width / dim,
+            features,
+        })
+    }
+
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// The left-padded sequence `[seq_len · D]` of the recorded visits.
+    pub fn sequence(&self) -> Result<Vec<f32>> {
+        let (k, d) = self.features.dims2()?;
+        let mut sequence = vec![0f32; (self.seq_len - k) * d];
+        sequence.extend(self.features.flatten_all()?.to_vec1::<f32>()?);
+        Ok(sequence)
+    }
+
+    /// The temporal model as a function of visit `visit`'s image alone (0 = the oldest real
+    /// visit), the other visits held at their recorded features.
+    pub fn visit(&self, visit: usize) -> Result<VisitModel<'_>> {
+        if visit >= self.features.dim(0)? {
+            return Err(TrainError::Invalid(format!(
+                "visit {visit} of {}",
+                self.features.dim(0)?
+            )));
+        }
+        Ok(VisitModel {
+            visits: self,
+            visit,
+        })
+    }
+
+    /// `method` for every visit, each with its own model ([`Visits::visit`]), joined along the
+    /// batch axis: row `j` is visit `j`'s map.
+    pub fn attribute(
+        &self,
+        method: &Method,
+        images: &Tensor,
+        target: usize,
+    ) -> Result<Attribution> {
+        let k = self.features.dim(0)?;
+        if images.dim(0)? != k {
+            return Err(TrainError::Invalid(format!(
+                "{} images for {k} visits",
+                images.dim(0)?
+            )));
+        }
+        let mut rows = Vec::with_capacity(k);
+        for j in 0..k {
+            let model = self.visit(j)?;
+            let out = method
+                .attribute(&model, &images.narrow(0, j, 1)?, &[target])
+                .map_err(|e| TrainError::Invalid(format!("{} of visit {j}: {e}", method.name())))?;
+            rows.push(out);
+        }
+        let join = |f: fn(&Attribution) -> Option<&Tensor>| -> Result<Option<Tensor>> {
+            let parts: Option<Vec<&Tensor>> = rows.iter().map(f).collect();
+            Ok(parts.map(|p| Tensor::cat(&p, 0)).transpose()?)
         };
-        let logits = self.head.forward_eval(&sequence.reshape((1, self.seq_len * d))?).map_err(|e| candle_core::Error::msg(e.to_string()))?;
-        let classes = logits.dim(1)?;
-        (logits / k as f64)?.broadcast_as((k, classes))?.contiguous()
+        Ok(Attribution {
+            attribution: join(|a| Some(&a.attribution))?.expect("every row has an attribution"),
+            layer_attribution: join(|a| a.layer_attribution.as_ref())?,
+            logits: join(|a| a.logits.as_ref())?,
+        })
+    }
+}
+
+/// The temporal model's logits `[B, 2]` as a function of one visit's image: row `b` of the
+/// input `[B, 3, H, W]` stands in for the visit, the other visits keep their recorded
+/// features. Its gradient is the partial derivative of the sequence's prediction with respect
+/// to that visit; samples of a batch do not interact.
+pub struct VisitModel<'a> {
+    visits: &'a Visits<'a>,
+    visit: usize,
+}
+
+impl VisitModel<'_> {
+    /// Logits of the sequences whose step `visit` is `features` `[B, D]`.
+    fn logits(&self, features: &Tensor) -> candle_core::Result<Tensor> {
+        let v = self.visits;
+        let (k, d) = v.features.dims2()?;
+        let b = features.dim(0)?;
+        let mut parts = Vec::new();
+        if v.seq_len > k {
+            parts.push(Tensor::zeros(
+                (b, v.seq_len - k, d),
+                features.dtype(),
+                features.device(),
+            )?);
+        }
+        let held = |start: usize, len: usize| -> candle_core::Result<Tensor> {
+            v.features
+                .narrow(0, start, len)?
+                .unsqueeze(0)?
+                .broadcast_as((b, len, d))?
+                .contiguous()
+        };
+        if self.visit > 0 {
+            parts.push(held(0, self.visit)?);
+        }
+        parts.push(features.unsqueeze(1)?);
+        if self.visit + 1 < k {
+            parts.push(held(self.visit + 1, k - self.visit - 1)?);
+        }
+        let sequence = Tensor::cat(&parts, 1)?.reshape((b, v.seq_len * d))?;
+        v.head.forward_eval(&sequence).map_err(to_candle)
+    }
+}
+
+impl Model for VisitModel<'_> {
+    fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
+        self.logits(
+            &self
+                .visits
+                .backbone
+                .features_with(input, mode)
+                .map_err(to_candle)?,
+        )
+    }
+
+    /// The backbone's ReLUs follow the mode; the temporal head has none.
+    fn supports_guided(&self) -> bool {
+        true
+    }
+
+    fn layers(&self) -> Vec<String> {
+        self.visits.backbone.layer_names()
+    }
+
+    fn default_layer(&self) -> Option<String> {
+        Some(self.visits.backbone.target_layer_name())
+    }
+
+    fn split<'a>(
+        &'a self,
+        layer: &str,
+        input: &Tensor,
+        mode: ReluMode,
+    ) -> candle_core::Result<Split<'a>> {
+        let layer: TargetLayer = layer.parse().map_err(to_candle)?;
+        let backbone = self.visits.backbone;
+        let target = backbone
+            .forward_to_layer(input, layer, mode)
+            .map_err(to_candle)?;
+        let activation = target.map().clone();
+        Ok(Split::new(activation, move |a| {
+            self.logits(
+                &backbone
+                    .features_from_target(a, &target, mode)
+                    .map_err(to_candle)?,
+            )
+        }))
+    }
+
+    fn relu_free_after(&self, layer: &str) -> bool {
+        layer
+            .parse()
+            .is_ok_and(|l| self.visits.backbone.relu_free_after(l))
     }
 }

@@ -2,15 +2,19 @@
 #![allow(dead_code)]
 
 use candle_core::{Device, Tensor};
-use tgc_explain::{relu, Explainable, ReluMode};
+use tgc_explain::{relu, Model, ReluMode, Split};
 
 /// Deterministic values in [−0.5, 0.5) from a linear congruential generator.
 pub fn pseudo(shape: &[usize], seed: u64) -> Tensor {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         })
         .collect();
@@ -33,25 +37,69 @@ impl Toy {
     }
 
     pub fn with_channels(k: usize, seed: u64, relu: bool) -> Self {
-        Self { conv_w: pseudo(&[k, 1, 3, 3], seed), conv_b: pseudo(&[1, k, 1, 1], seed + 1), fc_w: pseudo(&[2, k], seed + 2), fc_b: pseudo(&[2], seed + 3), relu }
+        Self {
+            conv_w: pseudo(&[k, 1, 3, 3], seed),
+            conv_b: pseudo(&[1, k, 1, 1], seed + 1),
+            fc_w: pseudo(&[2, k], seed + 2),
+            fc_b: pseudo(&[2], seed + 3),
+            relu,
+        }
     }
 
     /// The target layer's activation, flattened.
     pub fn activation(&self, x: &Tensor) -> Vec<f32> {
-        v(&self.forward_to_layer(x, ReluMode::Standard).unwrap().0)
+        v(&self.to_layer(x, ReluMode::Standard).unwrap())
+    }
+
+    /// The pass to the layer `conv`.
+    pub fn to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
+        let pre = input
+            .conv2d(&self.conv_w, 1, 1, 1, 1)?
+            .broadcast_add(&self.conv_b)?;
+        if self.relu {
+            relu(&pre, mode)
+        } else {
+            Ok(pre)
+        }
+    }
+
+    /// The pass from the layer `conv` to the logits.
+    pub fn from_layer(&self, a: &Tensor) -> candle_core::Result<Tensor> {
+        a.mean((2, 3))?
+            .matmul(&self.fc_w.t()?)?
+            .broadcast_add(&self.fc_b)
     }
 }
 
-impl Explainable for Toy {
-    type Context = ();
-
-    fn forward_to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<(Tensor, ())> {
-        let pre = input.conv2d(&self.conv_w, 1, 1, 1, 1)?.broadcast_add(&self.conv_b)?;
-        Ok((if self.relu { relu(&pre, mode)? } else { pre }, ()))
+impl Model for Toy {
+    fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
+        self.from_layer(&self.to_layer(input, mode)?)
     }
 
-    fn forward_from_layer(&self, a: &Tensor, _: &(), _: ReluMode) -> candle_core::Result<Tensor> {
-        a.mean((2, 3))?.matmul(&self.fc_w.t()?)?.broadcast_add(&self.fc_b)
+    fn supports_guided(&self) -> bool {
+        true
+    }
+
+    fn layers(&self) -> Vec<String> {
+        vec!["conv".into()]
+    }
+
+    fn split<'a>(
+        &'a self,
+        layer: &str,
+        input: &Tensor,
+        mode: ReluMode,
+    ) -> candle_core::Result<Split<'a>> {
+        if layer != "conv" {
+            candle_core::bail!("no layer `{layer}`");
+        }
+        Ok(Split::new(self.to_layer(input, mode)?, |a| {
+            self.from_layer(a)
+        }))
+    }
+
+    fn relu_free_after(&self, _layer: &str) -> bool {
+        true
     }
 }
 
