@@ -339,8 +339,20 @@ impl Vit {
             .ok_or_else(|| candle_core::Error::msg("ViT split at a block it does not have"))?;
         let (b, d, g, _) = map.dims4()?;
         let tokens = map.reshape((b, d, g * g))?.transpose(1, 2)?;
-        let normed = Tensor::cat(&[&split.cls, &tokens], 1)?;
-        let mut h = target.forward_from_norm(&normed, &split.residual, mode)?;
+        // A split of one image serves any number of modified maps of it (Ablation-CAM's
+        // batches): its class token and residual stream are repeated for each.
+        let (cls, residual) = if split.cls.dim(0)? == 1 && b > 1 {
+            let repeat = |t: &Tensor| -> Result<Tensor> {
+                let mut dims = t.dims().to_vec();
+                dims[0] = b;
+                t.broadcast_as(dims)?.contiguous()
+            };
+            (repeat(&split.cls)?, repeat(&split.residual)?)
+        } else {
+            (split.cls.clone(), split.residual.clone())
+        };
+        let normed = Tensor::cat(&[&cls, &tokens], 1)?;
+        let mut h = target.forward_from_norm(&normed, &residual, mode)?;
         for later in &self.blocks[split.block + 1..] {
             h = later.forward(&h, mode)?;
         }

@@ -665,3 +665,33 @@ fn default_checkpoints_are_those_listed_in_models_backbones_json() {
         );
     }
 }
+
+#[test]
+fn the_classifier_is_a_model_with_the_backbones_layers() {
+    use tgc_explain::{Cam, CamKind, GradCam, Model};
+    let vit_dir = tempfile::tempdir().unwrap();
+    write_safetensors(&vit_dir.path().join("model.safetensors"), &tiny_vit_tensors(3, 2, 5));
+    std::fs::write(vit_dir.path().join("config.json"), tiny_vit_config_json(3)).unwrap();
+    let vit = Backbone::load(BackboneKind::Vit, &WeightSource::Folder(vit_dir.path().to_owned()), &cpu()).unwrap();
+    let model = tgc_backbones::Classifier::new(vit, rand_tensor(&[2, 32], 0.5, 7), rand_tensor(&[2], 0.1, 8)).unwrap();
+    assert_eq!(model.layers(), vec!["block0", "block1", "block2"]);
+    assert_eq!(model.default_layer().as_deref(), Some("block2"));
+    let x = rand_tensor(&[1, 3, 32, 32], 1.0, 9);
+    // A layer named per call; an unknown one is refused with the layers there are.
+    let at0 = GradCam::new("block0").attribute(&model, &x, &[1]).unwrap();
+    let at2 = GradCam::default().attribute(&model, &x, &[1]).unwrap();
+    assert_eq!(at0.layer_attribution.as_ref().unwrap().dims(), &[1, 4, 4]);
+    assert_ne!(at0.layer_attribution.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), at2.layer_attribution.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    let err = GradCam::new("block7").attribute(&model, &x, &[1]).unwrap_err().to_string();
+    assert!(err.contains("block0, block1, block2"), "{err}");
+    // Ablation-CAM's ablations of one image run as one batch (the ViT's class token and
+    // residual stream repeated for each) and equal the ablations run one at a time.
+    let batched = Cam { kind: CamKind::AblationCam, layer: Some("block1".into()), batch_size: 32 }.layer_map(&model, &x, &[0]).unwrap().0;
+    let alone = Cam { kind: CamKind::AblationCam, layer: Some("block1".into()), batch_size: 1 }.layer_map(&model, &x, &[0]).unwrap().0;
+    assert!(max_rel_diff(&batched, &alone, 1e-3) < 1e-5);
+    let split = model.split("block1", &x, ReluMode::Standard).unwrap();
+    let three = Tensor::cat(&[&split.activation, &(&split.activation * 2.0).unwrap(), &split.activation], 0).unwrap();
+    let logits = split.rest(&three).unwrap();
+    assert_eq!(logits.dims(), &[3, 2]);
+    assert!(max_rel_diff(&logits.narrow(0, 2, 1).unwrap(), &split.rest(&split.activation).unwrap(), 1e-3) < 1e-6);
+}
