@@ -10,26 +10,11 @@ fn explain_one_slice_and_a_split() {
     let (dir, cache, data) = (&fx.dir, &fx.cache, &fx.data);
     let train = dir.path().join("train");
     let (d, fs, t) = (s_(data), s_(&fx.features), s_(&train));
-    ok(fx.tgc(&[
-        "train",
-        "--features",
-        fs,
-        "--out",
-        t,
-        "--iterations",
-        "1",
-        "--epochs",
-        "3",
-    ]));
+    ok(fx.tgc(&["train", "--features", fs, "--out", t, "--iterations", "1", "--epochs", "3"]));
     let head = train.join("ResNet/0/model.safetensors");
     let h = head.to_str().unwrap();
 
-    let slice = std::fs::read_dir(data.join("disease"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let slice = std::fs::read_dir(data.join("disease")).unwrap().next().unwrap().unwrap().path();
     let out = dir.path().join("one.safetensors");
     let png = dir.path().join("one.png");
     let text = ok(tgc(
@@ -106,118 +91,68 @@ fn explain_one_slice_and_a_split() {
         ],
         cache,
     );
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
 
     // --run: the head, backbone, weights and test patients come from the training iteration.
     let run = train.join("ResNet/0");
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
-    let test: Vec<u64> = config["test_patients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_u64().unwrap())
-        .collect();
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    let test: Vec<u64> = config["test_patients"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
     let run_dir = dir.path().join("run-maps");
-    ok(tgc(
-        &[
-            "explain",
-            "--run",
-            s_(&run),
-            "--data",
-            d,
-            "--samples-per-class",
-            "5",
-            "--method",
-            "gradcam",
-            "--out",
-            s_(&run_dir),
-        ],
-        cache,
-    ));
-    let explained: Vec<_> = std::fs::read_dir(&run_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().unwrap() == "safetensors")
-        .collect();
+    ok(tgc(&["explain", "--run", s_(&run), "--data", d, "--samples-per-class", "5", "--method", "gradcam", "--out", s_(&run_dir)], cache));
+    let explained: Vec<_> = std::fs::read_dir(&run_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().unwrap() == "safetensors").collect();
     assert!(!explained.is_empty());
     for file in &explained {
         let (_, meta) = load_with_metadata(file);
-        let name = std::path::Path::new(&meta["input"])
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let name = std::path::Path::new(&meta["input"]).file_name().unwrap().to_string_lossy().into_owned();
         let (patient, _) = tgc_data::parse_file_name(&name).unwrap();
-        assert!(
-            test.contains(&patient.number()),
-            "{name} is not a test patient of the run: {test:?}"
-        );
+        assert!(test.contains(&patient.number()), "{name} is not a test patient of the run: {test:?}");
         assert_eq!(meta["run"], run.display().to_string());
         assert_eq!(meta["weights"], "random:2");
     }
     // --run excludes naming the checkpoint or weights again.
-    let o = tgc(
-        &[
-            "explain",
-            "--run",
-            s_(&run),
-            "--head",
-            h,
-            "--data",
-            d,
-            "--method",
-            "gradcam",
-            "--out",
-            "o",
-        ],
-        cache,
-    );
+    let o = tgc(&["explain", "--run", s_(&run), "--head", h, "--data", d, "--method", "gradcam", "--out", "o"], cache);
     assert_eq!(o.status.code(), Some(2));
 
     let out_dir = dir.path().join("maps");
     let text = ok(tgc(
-        &["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--data", d, "--split", "test", "--split-seed", "0", "--samples-per-class", "1", "--method", "gradient-shap,gradcam,guided-gradcam,guided-backprop,saliency,input-x-gradient,integrated-gradients", "--steps", "4", "--samples", "3", "--out", out_dir.to_str().unwrap()],
+        &[
+            "explain",
+            "--backbone",
+            "resnet18",
+            "--weights",
+            "random:2",
+            "--head",
+            h,
+            "--data",
+            d,
+            "--split",
+            "test",
+            "--split-seed",
+            "0",
+            "--samples-per-class",
+            "1",
+            "--method",
+            "gradient-shap,gradcam,guided-gradcam,guided-backprop,saliency,input-x-gradient,integrated-gradients",
+            "--steps",
+            "4",
+            "--samples",
+            "3",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
         cache,
     ));
     assert!(text.contains("2 slices × 7 methods"), "{text}");
-    let files: Vec<String> = std::fs::read_dir(&out_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        files.iter().filter(|f| f.ends_with(".safetensors")).count(),
-        14,
-        "{files:?}"
-    );
-    assert_eq!(
-        files.iter().filter(|f| f.ends_with(".png")).count(),
-        15,
-        "{files:?}"
-    );
-    let gb = files
-        .iter()
-        .find(|f| f.ends_with(".guided-backprop.safetensors"))
-        .unwrap();
+    let files: Vec<String> = std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files.iter().filter(|f| f.ends_with(".safetensors")).count(), 14, "{files:?}");
+    assert_eq!(files.iter().filter(|f| f.ends_with(".png")).count(), 15, "{files:?}");
+    let gb = files.iter().find(|f| f.ends_with(".guided-backprop.safetensors")).unwrap();
     let t = candle_core::safetensors::load(out_dir.join(gb), &candle_core::Device::Cpu).unwrap();
     assert_eq!(t["attribution"].dims(), &[3, 64, 64]);
     assert!(!t.contains_key("layer_attribution"));
     // GradientSHAP and IG do not run the input itself; the files still carry its logits.
-    let shap = files
-        .iter()
-        .find(|f| f.ends_with(".gradient-shap.safetensors"))
-        .unwrap();
-    assert_eq!(
-        candle_core::safetensors::load(out_dir.join(shap), &candle_core::Device::Cpu).unwrap()
-            ["logits"]
-            .dims(),
-        &[2]
-    );
+    let shap = files.iter().find(|f| f.ends_with(".gradient-shap.safetensors")).unwrap();
+    assert_eq!(candle_core::safetensors::load(out_dir.join(shap), &candle_core::Device::Cpu).unwrap()["logits"].dims(), &[2]);
 
     // The CAM family and the perturbation methods, by pytorch-grad-cam's and Captum's names.
     let extra = dir.path().join("extra.safetensors");
@@ -258,19 +193,12 @@ fn explain_one_slice_and_a_split() {
         assert_eq!(meta["method"], name);
     }
     for name in ["occlusion", "feature-ablation"] {
-        let t = candle_core::safetensors::load(
-            dir.path().join(format!("extra.{name}.safetensors")),
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
+        let t = candle_core::safetensors::load(dir.path().join(format!("extra.{name}.safetensors")), &candle_core::Device::Cpu).unwrap();
         assert_eq!(t["attribution"].dims(), &[3, 64, 64], "{name}");
         // 16-pixel windows moved by 16 and 32-pixel blocks: the maps are constant on those tiles.
         let a: Vec<f32> = t["attribution"].flatten_all().unwrap().to_vec1().unwrap();
         let tile = if name == "occlusion" { 16 } else { 32 };
-        assert!(
-            (0..64 * 64).all(|p| a[p] == a[(p / 64 / tile * tile) * 64 + p % 64 / tile * tile]),
-            "{name}"
-        );
+        assert!((0..64 * 64).all(|p| a[p] == a[(p / 64 / tile * tile) * 64 + p % 64 / tile * tile]), "{name}");
     }
     // NoiseTunnel around a method: the file and the method name say so.
     let tunnel = dir.path().join("tunnel.safetensors");
@@ -303,16 +231,7 @@ fn explain_one_slice_and_a_split() {
     assert!(text.contains("Saliency (vargrad)"), "{text}");
     let (t, meta) = load_with_metadata(&dir.path().join("tunnel.saliency-vargrad.safetensors"));
     assert_eq!(meta["method"], "saliency-vargrad");
-    assert!(
-        t["attribution"]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .all(|v| *v >= 0.0),
-        "a variance is never negative"
-    );
+    assert!(t["attribution"].flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| *v >= 0.0), "a variance is never negative");
     let o = tgc(
         &[
             "explain",
@@ -337,18 +256,10 @@ fn explain_one_slice_and_a_split() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--window"));
 }
 
-fn load_with_metadata(
-    path: &std::path::Path,
-) -> (
-    std::collections::HashMap<String, candle_core::Tensor>,
-    std::collections::HashMap<String, String>,
-) {
+fn load_with_metadata(path: &std::path::Path) -> (std::collections::HashMap<String, candle_core::Tensor>, std::collections::HashMap<String, String>) {
     let bytes = std::fs::read(path).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    (
-        candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu).unwrap(),
-        meta.metadata().clone().unwrap_or_default(),
-    )
+    (candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu).unwrap(), meta.metadata().clone().unwrap_or_default())
 }
 
 #[test]
@@ -356,15 +267,9 @@ fn explain_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cache = &dir.path().join("cache");
     let bad_head = dir.path().join("head.safetensors");
-    let w = candle_core::Tensor::zeros((2, 7), candle_core::DType::F32, &candle_core::Device::Cpu)
-        .unwrap();
-    let b =
-        candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-    candle_core::safetensors::save(
-        &[("weight", w), ("bias", b)].into_iter().collect(),
-        &bad_head,
-    )
-    .unwrap();
+    let w = candle_core::Tensor::zeros((2, 7), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let b = candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    candle_core::safetensors::save(&[("weight", w), ("bias", b)].into_iter().collect(), &bad_head).unwrap();
     let o = tgc(
         &[
             "explain",
@@ -385,39 +290,14 @@ fn explain_errors() {
     );
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("head.safetensors") && err.contains("[2, 7]"),
-        "{err}"
-    );
-    let o = tgc(
-        &[
-            "explain",
-            "--backbone",
-            "resnet18",
-            "--head",
-            "h",
-            "--input",
-            "x",
-            "--method",
-            "lime",
-            "--out",
-            "o",
-        ],
-        cache,
-    );
+    assert!(err.contains("head.safetensors") && err.contains("[2, 7]"), "{err}");
+    let o = tgc(&["explain", "--backbone", "resnet18", "--head", "h", "--input", "x", "--method", "lime", "--out", "o"], cache);
     assert_eq!(o.status.code(), Some(2));
     // A head full of NaN is refused, naming the file and the tensor.
     let nan_head = dir.path().join("nan_head.safetensors");
-    let w =
-        candle_core::Tensor::from_vec(vec![f32::NAN; 2 * 512], (2, 512), &candle_core::Device::Cpu)
-            .unwrap();
-    let b =
-        candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-    candle_core::safetensors::save(
-        &[("weight", w), ("bias", b)].into_iter().collect(),
-        &nan_head,
-    )
-    .unwrap();
+    let w = candle_core::Tensor::from_vec(vec![f32::NAN; 2 * 512], (2, 512), &candle_core::Device::Cpu).unwrap();
+    let b = candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    candle_core::safetensors::save(&[("weight", w), ("bias", b)].into_iter().collect(), &nan_head).unwrap();
     let o = tgc(
         &[
             "explain",
@@ -438,12 +318,7 @@ fn explain_errors() {
     );
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("nan_head.safetensors")
-            && err.contains("`weight`")
-            && err.contains("1024 NaN"),
-        "{err}"
-    );
+    assert!(err.contains("nan_head.safetensors") && err.contains("`weight`") && err.contains("1024 NaN"), "{err}");
 }
 
 #[test]
@@ -452,38 +327,13 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
     let (dir, cache, data) = (&fx.dir, &fx.cache, &fx.data);
     let train = dir.path().join("train");
     let (d, fs, t) = (s_(data), s_(&fx.features), s_(&train));
-    ok(fx.tgc(&[
-        "train-temporal",
-        "--features",
-        fs,
-        "--out",
-        t,
-        "--iterations",
-        "1",
-        "--epochs",
-        "3",
-    ]));
-    ok(fx.tgc(&[
-        "train",
-        "--features",
-        fs,
-        "--out",
-        t,
-        "--iterations",
-        "1",
-        "--epochs",
-        "3",
-    ]));
+    ok(fx.tgc(&["train-temporal", "--features", fs, "--out", t, "--iterations", "1", "--epochs", "3"]));
+    ok(fx.tgc(&["train", "--features", fs, "--out", t, "--iterations", "1", "--epochs", "3"]));
 
     // The patient with the most visits.
     let ds = tgc_data::Dataset::open(&data).unwrap();
     let stats = tgc_data::Stats::of(&ds);
-    let patient = ds
-        .patients()
-        .keys()
-        .max_by_key(|p| ds.visits_of(p).len())
-        .unwrap()
-        .clone();
+    let patient = ds.patients().keys().max_by_key(|p| ds.visits_of(p).len()).unwrap().clone();
     let visits = ds.visits_of(&patient).len();
     assert_eq!(visits, stats.max_visits());
     let out = dir.path().join("temporal");
@@ -504,11 +354,7 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
         cache,
     ));
     assert!(text.contains("RANDOM-INIT"), "{text}");
-    let file = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().unwrap() == "safetensors")
-        .unwrap();
+    let file = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().unwrap() == "safetensors").unwrap();
     assert!(file.with_extension("png").is_file());
     let t = candle_core::safetensors::load(&file, &candle_core::Device::Cpu).unwrap();
     let real = visits.min(3);
@@ -516,10 +362,7 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
     assert_eq!(t["guided_gradcam"].dims(), &[real, 3, 64, 64]);
     let ig: Vec<f32> = t["step_importance_ig"].to_vec1().unwrap();
     assert_eq!(ig.len(), 3);
-    assert!(
-        ig[..3 - real].iter().all(|&v| v == 0.0),
-        "padded steps must be exactly 0: {ig:?}"
-    );
+    assert!(ig[..3 - real].iter().all(|&v| v == 0.0), "padded steps must be exactly 0: {ig:?}");
     // A probe checkpoint is refused as a temporal model.
     let o = tgc(
         &[
@@ -565,11 +408,7 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
     ));
     assert!(text.contains("synthetic phantoms"), "{text}");
     let summary = std::fs::read_to_string(fout.join("summary.csv")).unwrap();
-    let rows: Vec<Vec<&str>> = summary
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').collect())
-        .collect();
+    let rows: Vec<Vec<&str>> = summary.lines().skip(1).map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 2);
     for r in &rows {
         for v in &r[1..5] {
@@ -581,19 +420,10 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
     assert!(fout.join("faithfulness.md").is_file() && fout.join("faithfulness.csv").is_file());
     // The randomisation cascade: every stage from the head down to the stem, per slice and method.
     let cascade = std::fs::read_to_string(fout.join("randomization.csv")).unwrap();
-    let stages: Vec<&str> = cascade
-        .lines()
-        .skip(1)
-        .filter(|l| l.starts_with("Saliency,"))
-        .map(|l| l.split(',').nth(2).unwrap())
-        .collect();
+    let stages: Vec<&str> = cascade.lines().skip(1).filter(|l| l.starts_with("Saliency,")).map(|l| l.split(',').nth(2).unwrap()).collect();
     assert_eq!(stages.len(), 2 * 6, "{cascade}");
     for stage in ["head", "layer4", "layer3", "layer2", "layer1", "stem"] {
-        assert_eq!(
-            stages.iter().filter(|s| **s == stage).count(),
-            2,
-            "{cascade}"
-        );
+        assert_eq!(stages.iter().filter(|s| **s == stage).count(), 2, "{cascade}");
     }
     // With every weight re-drawn, Saliency's map is no longer the trained model's.
     let stem_rho: Vec<f64> = cascade
@@ -603,8 +433,5 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
         .collect();
     assert!(stem_rho.iter().all(|r| *r < 0.95), "{cascade}");
     let md = std::fs::read_to_string(fout.join("faithfulness.md")).unwrap();
-    assert!(
-        md.contains("| Method | head | layer4 | layer3 | layer2 | layer1 | stem |"),
-        "{md}"
-    );
+    assert!(md.contains("| Method | head | layer4 | layer3 | layer2 | layer1 | stem |"), "{md}");
 }

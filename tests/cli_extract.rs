@@ -11,36 +11,10 @@ fn extract_writes_features_and_reuses_the_cache() {
     let cache = dir.path().join("cache");
     let data = dir.path().join("ph");
     let d = data.to_str().unwrap();
-    assert!(tgc(
-        &[
-            "data",
-            "synth",
-            "--out",
-            d,
-            "--patients",
-            "4",
-            "--size",
-            "32",
-            "--seed",
-            "2"
-        ],
-        &cache
-    )
-    .status
-    .success());
+    assert!(tgc(&["data", "synth", "--out", d, "--patients", "4", "--size", "32", "--seed", "2"], &cache).status.success());
     let out_file = dir.path().join("f.safetensors");
     let f = out_file.to_str().unwrap();
-    let args = [
-        "extract",
-        "--backbone",
-        "resnet18",
-        "--weights",
-        "random:3",
-        "--data",
-        d,
-        "--out",
-        f,
-    ];
+    let args = ["extract", "--backbone", "resnet18", "--weights", "random:3", "--data", d, "--out", f];
     let first = tgc(&args, &cache);
     assert!(first.status.success(), "{}", text(&first));
     assert!(text(&first).contains("RANDOM-INIT"), "{}", text(&first));
@@ -56,11 +30,7 @@ fn extract_writes_features_and_reuses_the_cache() {
     assert!(set.features.iter().any(|&v| v != 0.0));
 
     let second = tgc(&args, &cache);
-    assert!(
-        text(&second).contains(&format!("{n} from cache")),
-        "{}",
-        text(&second)
-    );
+    assert!(text(&second).contains(&format!("{n} from cache")), "{}", text(&second));
     assert_eq!(FeatureSet::load(&out_file).unwrap(), set);
 
     let mut no_cache = args.to_vec();
@@ -74,50 +44,13 @@ fn extract_writes_features_and_reuses_the_cache() {
 fn extract_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let out = tgc(
-        &[
-            "extract",
-            "--backbone",
-            "resnet50",
-            "--data",
-            ".",
-            "--out",
-            "x",
-        ],
-        &cache,
-    );
+    let out = tgc(&["extract", "--backbone", "resnet50", "--data", ".", "--out", "x"], &cache);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("resnet50"));
-    let out = tgc(
-        &[
-            "extract",
-            "--backbone",
-            "vit",
-            "--weights",
-            "random:x",
-            "--data",
-            ".",
-            "--out",
-            "x",
-        ],
-        &cache,
-    );
+    let out = tgc(&["extract", "--backbone", "vit", "--weights", "random:x", "--data", ".", "--out", "x"], &cache);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("random:x"));
-    let out = tgc(
-        &[
-            "extract",
-            "--backbone",
-            "vit",
-            "--weights",
-            "random:1",
-            "--data",
-            "/no/data",
-            "--out",
-            "x",
-        ],
-        &cache,
-    );
+    let out = tgc(&["extract", "--backbone", "vit", "--weights", "random:1", "--data", "/no/data", "--out", "x"], &cache);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("/no/data"));
 }
@@ -129,24 +62,11 @@ fn features_file_errors_name_the_tensor() {
     let cpu = candle_core::Device::Cpu;
     let features = candle_core::Tensor::zeros((3, 4), candle_core::DType::F32, &cpu).unwrap();
     let label = candle_core::Tensor::zeros(2, candle_core::DType::I64, &cpu).unwrap();
-    candle_core::safetensors::save(
-        &[("features", features.clone()), ("label", label.clone())]
-            .into_iter()
-            .collect(),
-        &path,
-    )
-    .unwrap();
+    candle_core::safetensors::save(&[("features", features.clone()), ("label", label.clone())].into_iter().collect(), &path).unwrap();
     let err = FeatureSet::load(&path).unwrap_err().to_string();
     assert!(err.contains("patient_id"), "{err}");
     candle_core::safetensors::save(
-        &[
-            ("features", features),
-            ("label", label.clone()),
-            ("patient_id", label.clone()),
-            ("day", label),
-        ]
-        .into_iter()
-        .collect(),
+        &[("features", features), ("label", label.clone()), ("patient_id", label.clone()), ("day", label)].into_iter().collect(),
         &path,
     )
     .unwrap();

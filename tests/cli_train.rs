@@ -13,11 +13,7 @@ fn results(path: &Path) -> std::collections::HashMap<String, String> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let row: Vec<&str> = lines.next().unwrap().split(',').collect();
-    header
-        .iter()
-        .zip(row)
-        .map(|(h, v)| (h.to_string(), v.to_string()))
-        .collect()
+    header.iter().zip(row).map(|(h, v)| (h.to_string(), v.to_string())).collect()
 }
 
 #[test]
@@ -26,22 +22,7 @@ fn phantom_features_are_learned_by_both_heads() {
     let out = fx.dir.path().join("out");
     let (f, o, cache) = (s_(&fx.features), s_(&out), &fx.cache);
 
-    let text = ok(tgc(
-        &[
-            "train",
-            "--features",
-            f,
-            "--out",
-            o,
-            "--iterations",
-            "3",
-            "--lr",
-            "0.1",
-            "--epochs",
-            "100",
-        ],
-        cache,
-    ));
+    let text = ok(tgc(&["train", "--features", f, "--out", o, "--iterations", "3", "--lr", "0.1", "--epochs", "100"], cache));
     assert!(text.contains("RANDOM-INIT"), "{text}");
     assert!(text.contains("| ResNet |"), "{text}");
     let r = results(&out.join("ResNet/results.csv"));
@@ -51,80 +32,35 @@ fn phantom_features_are_learned_by_both_heads() {
     let acc: f64 = r["accuracy_mean"].parse().unwrap();
     assert!(acc >= 0.9, "probe accuracy {acc}");
     for i in 0..3 {
-        for file in [
-            "config.json",
-            "train.json",
-            "test.json",
-            "history.csv",
-            "history.png",
-            "model.safetensors",
-        ] {
-            assert!(
-                out.join(format!("ResNet/{i}/{file}")).is_file(),
-                "missing ResNet/{i}/{file}"
-            );
+        for file in ["config.json", "train.json", "test.json", "history.csv", "history.png", "model.safetensors"] {
+            assert!(out.join(format!("ResNet/{i}/{file}")).is_file(), "missing ResNet/{i}/{file}");
         }
     }
-    let head = candle_core::safetensors::load(
-        out.join("ResNet/0/model.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
+    let head = candle_core::safetensors::load(out.join("ResNet/0/model.safetensors"), &candle_core::Device::Cpu).unwrap();
     assert_eq!(head["weight"].dims(), &[2, 512]);
     assert_eq!(head["bias"].dims(), &[2]);
     let md = std::fs::read_to_string(out.join("ResNet/results.md")).unwrap();
     assert!(md.contains("RANDOM-INIT") && md.contains("holdout"), "{md}");
 
-    let text = ok(tgc(
-        &[
-            "train-temporal",
-            "--features",
-            f,
-            "--seq-len",
-            "3",
-            "--out",
-            o,
-            "--iterations",
-            "3",
-            "--protocol",
-            "original",
-        ],
-        cache,
-    ));
+    let text = ok(tgc(&["train-temporal", "--features", f, "--seq-len", "3", "--out", o, "--iterations", "3", "--protocol", "original"], cache));
     assert!(text.contains("| ResNet (Seq 3) |"), "{text}");
     // The baselines come along by default, on the same splits, with the reading.
-    assert!(
-        text.contains("| ResNet history only (Seq 3) |")
-            && text.contains("| Earlier-visit rule (no model) |"),
-        "{text}"
-    );
+    assert!(text.contains("| ResNet history only (Seq 3) |") && text.contains("| Earlier-visit rule (no model) |"), "{text}");
     assert!(text.contains("**Visit-count confound**"), "{text}");
     assert!(out.join("ResNet_seq_3_confound.md").is_file());
     let rule = results(&out.join("Earlier_visit_rule/results.csv"));
     assert_eq!(rule["loss_mean"], "NaN");
     for model in ["ResNet_seq_3", "ResNet_history_seq_3", "Earlier_visit_rule"] {
-        let config: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join(format!("{model}/0/config.json"))).unwrap(),
-        )
-        .unwrap();
-        let first: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("ResNet_seq_3/0/config.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            config["test_patients"], first["test_patients"],
-            "{model} must use the same splits"
-        );
+        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join(format!("{model}/0/config.json"))).unwrap()).unwrap();
+        let first: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("ResNet_seq_3/0/config.json")).unwrap()).unwrap();
+        assert_eq!(config["test_patients"], first["test_patients"], "{model} must use the same splits");
     }
     let r = results(&out.join("ResNet_seq_3/results.csv"));
     assert_eq!(r["protocol"], "original");
     let acc: f64 = r["accuracy_mean"].parse().unwrap();
     assert!(acc >= 0.9, "temporal accuracy {acc}");
     let history = std::fs::read_to_string(out.join("ResNet_seq_3/0/history.csv")).unwrap();
-    assert!(
-        history.starts_with("epoch,train_loss,selection_loss,lr\n0,"),
-        "{history}"
-    );
+    assert!(history.starts_with("epoch,train_loss,selection_loss,lr\n0,"), "{history}");
 }
 
 #[test]
@@ -133,55 +69,22 @@ fn the_study_batch_norm_mode_drifts_the_backbone_statistics() {
     let out = fx.dir.path().join("out");
     let (f, o) = (s_(&fx.features), s_(&out));
     // Refused outside the study's protocol.
-    let e = fx.tgc(&[
-        "train",
-        "--features",
-        f,
-        "--out",
-        o,
-        "--backbone-bn",
-        "study",
-    ]);
+    let e = fx.tgc(&["train", "--features", f, "--out", o, "--backbone-bn", "study"]);
     assert_eq!(e.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&e.stderr).contains("--protocol original"));
 
-    let text = ok(fx.tgc(&[
-        "train",
-        "--features",
-        f,
-        "--out",
-        o,
-        "--iterations",
-        "2",
-        "--epochs",
-        "3",
-        "--protocol",
-        "original",
-        "--backbone-bn",
-        "study",
-    ]));
+    let text = ok(fx.tgc(&["train", "--features", f, "--out", o, "--iterations", "2", "--epochs", "3", "--protocol", "original", "--backbone-bn", "study"]));
     assert!(text.contains("| ResNet (study BatchNorm) |"), "{text}");
     let dir = out.join("ResNet_study_bn/0");
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["run"]["backbone_bn"], "study");
     // random:4 starts every BatchNorm at mean 0 and variance 1; training batches moved them.
-    let stats = candle_core::safetensors::load(
-        dir.join("backbone_bn.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
+    let stats = candle_core::safetensors::load(dir.join("backbone_bn.safetensors"), &candle_core::Device::Cpu).unwrap();
     assert_eq!(stats.len(), 40);
     let mean: Vec<f32> = stats["layer4.1.bn2.running_mean"].to_vec1().unwrap();
-    assert!(
-        mean.iter().any(|m| m.abs() > 1e-3),
-        "running means did not move"
-    );
+    assert!(mean.iter().any(|m| m.abs() > 1e-3), "running means did not move");
     let var: Vec<f32> = stats["bn1.running_var"].to_vec1().unwrap();
-    assert!(
-        var.iter().any(|v| (v - 1.0).abs() > 1e-3),
-        "running variances did not move"
-    );
+    assert!(var.iter().any(|v| (v - 1.0).abs() > 1e-3), "running variances did not move");
     assert!(dir.join("model.safetensors").is_file() && dir.join("history.csv").is_file());
 }
 
@@ -189,37 +92,12 @@ fn the_study_batch_norm_mode_drifts_the_backbone_statistics() {
 fn train_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let o = tgc(
-        &[
-            "train-temporal",
-            "--features",
-            "nope.safetensors",
-            "--out",
-            "x",
-            "--seq-len",
-            "0",
-        ],
-        &cache,
-    );
+    let o = tgc(&["train-temporal", "--features", "nope.safetensors", "--out", "x", "--seq-len", "0"], &cache);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("sequence length must be at least 1"));
-    let o = tgc(
-        &["train", "--features", "/no/such.safetensors", "--out", "x"],
-        &cache,
-    );
+    let o = tgc(&["train", "--features", "/no/such.safetensors", "--out", "x"], &cache);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such.safetensors"));
-    let o = tgc(
-        &[
-            "train",
-            "--features",
-            "f",
-            "--out",
-            "x",
-            "--protocol",
-            "cheating",
-        ],
-        &cache,
-    );
+    let o = tgc(&["train", "--features", "f", "--out", "x", "--protocol", "cheating"], &cache);
     assert_eq!(o.status.code(), Some(2));
 }

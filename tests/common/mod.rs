@@ -7,20 +7,12 @@ use std::process::{Command, Output};
 
 /// Runs `tgc args…` with `TGC_CACHE_DIR` pointing at `cache`.
 pub fn tgc(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tgc"))
-        .args(args)
-        .env("TGC_CACHE_DIR", cache)
-        .output()
-        .expect("tgc runs")
+    Command::new(env!("CARGO_BIN_EXE_tgc")).args(args).env("TGC_CACHE_DIR", cache).output().expect("tgc runs")
 }
 
 /// Standard output and error together.
 pub fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// Asserts success and returns the output text.
@@ -45,48 +37,10 @@ impl Fixture {
         let cache = dir.path().join("cache");
         let data = dir.path().join("ph");
         let features = dir.path().join("f.safetensors");
-        let (p, v, s) = (
-            patients.to_string(),
-            max_visits.to_string(),
-            seed.to_string(),
-        );
-        ok(tgc(
-            &[
-                "data",
-                "synth",
-                "--out",
-                s_(&data),
-                "--patients",
-                &p,
-                "--size",
-                "64",
-                "--seed",
-                &s,
-                "--max-visits",
-                &v,
-            ],
-            &cache,
-        ));
-        ok(tgc(
-            &[
-                "extract",
-                "--backbone",
-                "resnet18",
-                "--weights",
-                weights,
-                "--data",
-                s_(&data),
-                "--out",
-                s_(&features),
-            ],
-            &cache,
-        ));
-        Self {
-            dir,
-            cache,
-            data,
-            features,
-        }
+        let (p, v, s) = (patients.to_string(), max_visits.to_string(), seed.to_string());
+        ok(tgc(&["data", "synth", "--out", s_(&data), "--patients", &p, "--size", "64", "--seed", &s, "--max-visits", &v], &cache));
+        ok(tgc(&["extract", "--backbone", "resnet18", "--weights", weights, "--data", s_(&data), "--out", s_(&features)], &cache));
+        Self { dir, cache, data, features }
     }
 
     /// Runs `tgc <args…>` against this fixture's cache.

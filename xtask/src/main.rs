@@ -62,6 +62,9 @@ pub struct ReproduceArgs {
 
 pub const BACKBONES: [(&str, &str); 2] = [("resnet18", "ResNet"), ("vit", "ViT")];
 
+/// The methods of the report's second grid (`explain-more-*`).
+const MORE_METHODS: &str = "hirescam,gradcam++,xgradcam,layercam,eigencam,ablationcam,feature-ablation";
+
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Task::Reproduce(args) => reproduce(args),
@@ -77,10 +80,7 @@ fn main() -> std::process::ExitCode {
 
 /// The workspace root (xtask's parent folder).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Runs steps, skipping those already complete, and records their timings.
@@ -95,20 +95,14 @@ impl Runner {
     fn step(&mut self, name: &str, args: &[String]) -> Result<()> {
         let marker = self.out.join(".done").join(format!("{name}.cmd"));
         let command = args.join(" ");
-        if std::fs::read_to_string(&marker)
-            .map(|m| m == command)
-            .unwrap_or(false)
-        {
+        if std::fs::read_to_string(&marker).map(|m| m == command).unwrap_or(false) {
             println!("[skip] {name}: already complete");
             self.timings.push((name.to_owned(), 0.0, true));
             return Ok(());
         }
         println!("[run ] {name}: tgc {command}");
         let start = Instant::now();
-        let status = Command::new(&self.tgc)
-            .args(args)
-            .status()
-            .with_context(|| format!("starting {}", self.tgc.display()))?;
+        let status = Command::new(&self.tgc).args(args).status().with_context(|| format!("starting {}", self.tgc.display()))?;
         if !status.success() {
             bail!("step {name} failed ({status}): tgc {command}");
         }
@@ -140,20 +134,13 @@ fn path(p: &Path) -> String {
 fn reproduce(args: ReproduceArgs) -> Result<()> {
     let start = Instant::now();
     let root = root();
-    let out = if args.out.is_absolute() {
-        args.out.clone()
-    } else {
-        std::env::current_dir()?.join(&args.out)
-    };
+    let out = if args.out.is_absolute() { args.out.clone() } else { std::env::current_dir()?.join(&args.out) };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let quick = args.quick;
     let iterations = args.iterations.unwrap_or(if quick { 2 } else { 5 });
 
     if !args.synthetic {
-        let data = args
-            .data
-            .clone()
-            .unwrap_or_else(|| root.join("data/OASIS_2D"));
+        let data = args.data.clone().unwrap_or_else(|| root.join("data/OASIS_2D"));
         if !data.join("disease").is_dir() || !data.join("healthy").is_dir() {
             bail!(
                 "data folder {} not found (it needs disease/ and healthy/).\n  Get OASIS_2D as data/README.md explains and pass --data DIR, \
@@ -172,57 +159,25 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     if !status.success() {
         bail!("building tgc failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let mut runner = Runner {
-        tgc: target.join("release").join("tgc"),
-        out: out.clone(),
-        timings: Vec::new(),
-    };
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let mut runner = Runner { tgc: target.join("release").join("tgc"), out: out.clone(), timings: Vec::new() };
 
     // Data and weights.
     let (data, weights_resnet, weights_vit) = if args.synthetic {
         let data = out.join("data");
         let (patients, size) = if quick { ("12", "64") } else { ("24", "256") };
-        runner.step(
-            "synth",
-            &[
-                s("data"),
-                s("synth"),
-                s("--out"),
-                path(&data),
-                s("--patients"),
-                s(patients),
-                s("--size"),
-                s(size),
-                s("--seed"),
-                s(args.seed),
-            ],
-        )?;
+        runner
+            .step("synth", &[s("data"), s("synth"), s("--out"), path(&data), s("--patients"), s(patients), s("--size"), s(size), s("--seed"), s(args.seed)])?;
         let random = format!("random:{}", args.seed);
-        (
-            data,
-            args.weights_resnet
-                .clone()
-                .unwrap_or_else(|| random.clone()),
-            args.weights_vit.clone().unwrap_or(random),
-        )
+        (data, args.weights_resnet.clone().unwrap_or_else(|| random.clone()), args.weights_vit.clone().unwrap_or(random))
     } else {
         (
-            args.data
-                .clone()
-                .unwrap_or_else(|| root.join("data/OASIS_2D")),
-            args.weights_resnet
-                .clone()
-                .unwrap_or_else(|| "timm/resnet18.tv_in1k".into()),
-            args.weights_vit
-                .clone()
-                .unwrap_or_else(|| "google/vit-base-patch16-224".into()),
+            args.data.clone().unwrap_or_else(|| root.join("data/OASIS_2D")),
+            args.weights_resnet.clone().unwrap_or_else(|| "timm/resnet18.tv_in1k".into()),
+            args.weights_vit.clone().unwrap_or_else(|| "google/vit-base-patch16-224".into()),
         )
     };
-    let random_weights =
-        weights_resnet.starts_with("random:") && weights_vit.starts_with("random:");
+    let random_weights = weights_resnet.starts_with("random:") && weights_vit.starts_with("random:");
     if weights_resnet.starts_with("random:") || weights_vit.starts_with("random:") {
         println!("NOTE: RANDOM-INIT backbone weights (resnet18: {weights_resnet}, vit: {weights_vit}); every output says so");
     }
@@ -257,7 +212,10 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
         let features = out.join("features").join(format!("{b}.safetensors"));
         std::fs::create_dir_all(features.parent().unwrap_or(&out))?;
         runner
-            .step(&format!("features-{b}"), &[s("extract"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--data"), path(&data), s("--out"), path(&features)])
+            .step(
+                &format!("features-{b}"),
+                &[s("extract"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--data"), path(&data), s("--out"), path(&features)],
+            )
             .map_err(|e| {
                 if w.starts_with("random:") {
                     e
@@ -281,18 +239,8 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
         for (b, _) in BACKBONES {
             let features = path(&out.join("features").join(format!("{b}.safetensors")));
             let runs = path(&out.join("runs").join(p));
-            let mut common = vec![
-                s("--features"),
-                features,
-                s("--out"),
-                runs,
-                s("--iterations"),
-                s(iterations),
-                s("--seed"),
-                s(args.seed),
-                s("--protocol"),
-                s(p),
-            ];
+            let mut common =
+                vec![s("--features"), features, s("--out"), runs, s("--iterations"), s(iterations), s("--seed"), s(args.seed), s("--protocol"), s(p)];
             let mut probe = vec![s("train")];
             probe.extend(common.clone());
             let mut dnn = vec![s("train-temporal"), s("--seq-len"), s(3)];
@@ -334,11 +282,30 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
                 path(&out.join("explanations").join(b)),
             ],
         )?;
-        let dnn_dir = out
-            .join("runs")
-            .join(p0)
-            .join(format!("{model}_seq_3"))
-            .join("0");
+        // The library's other methods on the same slices, for the report's second grid: the
+        // CAM family at the same layer (Score-CAM left out: one forward per channel), and
+        // Feature Ablation on 32-pixel blocks.
+        runner.step(
+            &format!("explain-more-{b}"),
+            &[
+                s("explain"),
+                s("--run"),
+                probe_dir.clone(),
+                s("--data"),
+                path(&data),
+                s("--split"),
+                s("test"),
+                s("--samples-per-class"),
+                s(per_class),
+                s("--method"),
+                s(MORE_METHODS),
+                s("--grid"),
+                s(32),
+                s("--out"),
+                path(&out.join("explanations-more").join(b)),
+            ],
+        )?;
+        let dnn_dir = out.join("runs").join(p0).join(format!("{model}_seq_3")).join("0");
         let patients = report::test_patients_with_history(&dnn_dir, &out.join("manifest.csv"))?;
         for patient in patients.iter().take(if quick { 1 } else { 3 }) {
             runner.step(
@@ -380,16 +347,8 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
 
     // 8. Report.
     let report_start = Instant::now();
-    report::write(
-        &out,
-        &protocols,
-        random_weights || args.synthetic,
-        args.synthetic,
-        &root.join("xtask/study_results.csv"),
-    )?;
-    runner
-        .timings
-        .push(("report".into(), report_start.elapsed().as_secs_f64(), false));
+    report::write(&out, &protocols, random_weights || args.synthetic, args.synthetic, &root.join("xtask/study_results.csv"))?;
+    runner.timings.push(("report".into(), report_start.elapsed().as_secs_f64(), false));
     report::write_timings(&out, &runner.timings, start.elapsed().as_secs_f64())?;
     println!("report: {}", out.join("report.html").display());
     Ok(())

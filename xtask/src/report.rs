@@ -35,10 +35,7 @@ pub fn test_patients_with_history(dir: &Path, manifest: &Path) -> Result<Vec<Str
             *visits.entry(p.to_owned()).or_default() += 1;
         }
     }
-    let mut ranked: Vec<(usize, String)> = test
-        .into_iter()
-        .filter_map(|p| visits.get(&p).map(|&n| (n, p)))
-        .collect();
+    let mut ranked: Vec<(usize, String)> = test.into_iter().filter_map(|p| visits.get(&p).map(|&n| (n, p))).collect();
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     if ranked.iter().any(|(n, _)| *n >= 2) {
         ranked.retain(|(n, _)| *n >= 2);
@@ -53,20 +50,9 @@ pub fn test_patients_with_history(dir: &Path, manifest: &Path) -> Result<Vec<Str
 fn table(path: &Path) -> Result<(String, Vec<HashMap<String, String>>)> {
     let text = read(path)?;
     let mut lines = text.lines();
-    let header = lines
-        .next()
-        .ok_or_else(|| anyhow!("{} is empty", path.display()))?
-        .to_owned();
+    let header = lines.next().ok_or_else(|| anyhow!("{} is empty", path.display()))?.to_owned();
     let names: Vec<&str> = header.split(',').collect();
-    let rows = lines
-        .map(|l| {
-            names
-                .iter()
-                .map(|n| n.to_string())
-                .zip(l.split(',').map(str::to_owned))
-                .collect()
-        })
-        .collect();
+    let rows = lines.map(|l| names.iter().map(|n| n.to_string()).zip(l.split(',').map(str::to_owned)).collect()).collect();
     Ok((header, rows))
 }
 
@@ -75,10 +61,7 @@ fn num(row: &HashMap<String, String>, key: &str) -> Option<f64> {
 }
 
 fn cell(row: &HashMap<String, String>, metric: &str) -> String {
-    match (
-        num(row, &format!("{metric}_mean")),
-        num(row, &format!("{metric}_std")),
-    ) {
+    match (num(row, &format!("{metric}_mean")), num(row, &format!("{metric}_std"))) {
         (Some(m), Some(s)) => format!("{m:.4} ± {s:.4}"),
         (Some(m), None) => format!("{m:.4}"),
         _ => "n/a".into(),
@@ -87,21 +70,8 @@ fn cell(row: &HashMap<String, String>, metric: &str) -> String {
 
 const MODELS: [&str; 4] = ["ResNet", "ResNet_seq_3", "ViT", "ViT_seq_3"];
 /// The study's four rows with the visit-count baselines beside them.
-const TABLE_MODELS: [&str; 7] = [
-    "ResNet",
-    "ResNet_seq_3",
-    "ResNet_history_seq_3",
-    "ViT",
-    "ViT_seq_3",
-    "ViT_history_seq_3",
-    "Earlier_visit_rule",
-];
-const METRICS: [(&str, &str); 4] = [
-    ("loss", "Loss"),
-    ("accuracy", "Accuracy"),
-    ("f1", "F1-score"),
-    ("auc", "AUC"),
-];
+const TABLE_MODELS: [&str; 7] = ["ResNet", "ResNet_seq_3", "ResNet_history_seq_3", "ViT", "ViT_seq_3", "ViT_history_seq_3", "Earlier_visit_rule"];
+const METRICS: [(&str, &str); 4] = [("loss", "Loss"), ("accuracy", "Accuracy"), ("f1", "F1-score"), ("auc", "AUC")];
 
 fn study_label(model: &str) -> String {
     match model {
@@ -112,40 +82,20 @@ fn study_label(model: &str) -> String {
 }
 
 fn interval(row: &HashMap<String, String>, metric: &str) -> String {
-    match (
-        num(row, &format!("{metric}_ci_lo")),
-        num(row, &format!("{metric}_ci_hi")),
-    ) {
+    match (num(row, &format!("{metric}_ci_lo")), num(row, &format!("{metric}_ci_hi"))) {
         (Some(lo), Some(hi)) => format!("[{lo:.2}, {hi:.2}]"),
         _ => "n/a".into(),
     }
 }
 
 /// Writes results.md, results.csv, figures/ and report.html.
-pub fn write(
-    out: &Path,
-    protocols: &[&str],
-    random: bool,
-    synthetic: bool,
-    study_csv: &Path,
-) -> Result<()> {
+pub fn write(out: &Path, protocols: &[&str], random: bool, synthetic: bool, study_csv: &Path) -> Result<()> {
     let (_, study_rows) = table(study_csv)?;
-    let study: HashMap<String, HashMap<String, String>> = study_rows
-        .into_iter()
-        .map(|r| (r["model"].clone(), r))
-        .collect();
+    let study: HashMap<String, HashMap<String, String>> = study_rows.into_iter().map(|r| (r["model"].clone(), r)).collect();
     let provenance = format!(
         "Data: {}. Backbone weights: {}.",
-        if synthetic {
-            "SYNTHETIC phantoms (not patient data)"
-        } else {
-            "OASIS_2D"
-        },
-        if random {
-            "RANDOM-INIT (not pretrained) — these numbers say nothing about the pretrained models"
-        } else {
-            "pretrained"
-        }
+        if synthetic { "SYNTHETIC phantoms (not patient data)" } else { "OASIS_2D" },
+        if random { "RANDOM-INIT (not pretrained) — these numbers say nothing about the pretrained models" } else { "pretrained" }
     );
     let mut md = format!("# TemporalGradCam reproduction\n\n{provenance}\n\n");
     let mut html_tables = String::new();
@@ -165,16 +115,10 @@ pub fn write(
              95 % intervals: patient-level bootstrap (test patients resampled, 1000 draws), averaged over iterations.\n\n\
              | Model | Loss | Accuracy | F1-score | AUC | Accuracy 95% CI | AUC 95% CI | Study Loss | Study Accuracy | Study F1-score | Study AUC |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
         );
-        let mut by_patient = String::from(
-            "| Model | Test patients | Accuracy | F1-score | AUC |\n|---|---|---|---|---|\n",
-        );
-        let mut by_history = String::from(
-            "| Model | No earlier visit: images | Accuracy | AUC | ≥ 1 earlier visit: images | Accuracy | AUC |\n|---|---|---|---|---|---|---|\n",
-        );
-        let _ = write!(
-            html_tables,
-            "<h2>Protocol {what}</h2><table><tr><th>Model</th>"
-        );
+        let mut by_patient = String::from("| Model | Test patients | Accuracy | F1-score | AUC |\n|---|---|---|---|---|\n");
+        let mut by_history =
+            String::from("| Model | No earlier visit: images | Accuracy | AUC | ≥ 1 earlier visit: images | Accuracy | AUC |\n|---|---|---|---|---|---|---|\n");
+        let _ = write!(html_tables, "<h2>Protocol {what}</h2><table><tr><th>Model</th>");
         for (_, title) in METRICS {
             let _ = write!(html_tables, "<th>{title}</th>");
         }
@@ -185,26 +129,15 @@ pub fn write(
         for model in TABLE_MODELS {
             let path = out.join("runs").join(p).join(model).join("results.csv");
             let (header, rows) = table(&path)?;
-            let row = rows
-                .into_iter()
-                .next()
-                .ok_or_else(|| anyhow!("{} has no row", path.display()))?;
+            let row = rows.into_iter().next().ok_or_else(|| anyhow!("{} has no row", path.display()))?;
             for line in read(&path)?.lines().skip(1) {
                 csv.push_str(line);
                 csv.push('\n');
             }
             csv_header.get_or_insert(header);
             let ours: Vec<String> = METRICS.iter().map(|(m, _)| cell(&row, m)).collect();
-            let theirs: Vec<String> = METRICS
-                .iter()
-                .map(|(m, _)| {
-                    study
-                        .get(model)
-                        .and_then(|r| num(r, m))
-                        .map(|v| format!("{v:.4}"))
-                        .unwrap_or_else(|| "n/a".into())
-                })
-                .collect();
+            let theirs: Vec<String> =
+                METRICS.iter().map(|(m, _)| study.get(model).and_then(|r| num(r, m)).map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into())).collect();
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} |",
@@ -215,11 +148,7 @@ pub fn write(
                 theirs.join(" | ")
             );
             let iterations = num(&row, "iterations").unwrap_or(1.0).max(1.0);
-            let per_iteration = |k: &str| {
-                num(&row, k)
-                    .map(|v| format!("{:.1}", v / iterations))
-                    .unwrap_or_else(|| "n/a".into())
-            };
+            let per_iteration = |k: &str| num(&row, k).map(|v| format!("{:.1}", v / iterations)).unwrap_or_else(|| "n/a".into());
             let _ = writeln!(
                 by_patient,
                 "| {} | {} | {} | {} | {} |",
@@ -229,11 +158,7 @@ pub fn write(
                 cell(&row, "patient_f1"),
                 cell(&row, "patient_auc")
             );
-            let auc_or = |k: &str| {
-                num(&row, k)
-                    .map(|v| format!("{v:.4}"))
-                    .unwrap_or_else(|| "one class only".into())
-            };
+            let auc_or = |k: &str| num(&row, k).map(|v| format!("{v:.4}")).unwrap_or_else(|| "one class only".into());
             let _ = writeln!(
                 by_history,
                 "| {} | {} | {} | {} | {} | {} | {} |",
@@ -253,18 +178,10 @@ pub fn write(
         }
         md.push('\n');
         for model in ["ResNet_seq_3", "ViT_seq_3"] {
-            if let Ok(reading) = std::fs::read_to_string(
-                out.join("runs")
-                    .join(p)
-                    .join(format!("{model}_confound.md")),
-            ) {
+            if let Ok(reading) = std::fs::read_to_string(out.join("runs").join(p).join(format!("{model}_confound.md"))) {
                 md.push_str(reading.trim_end());
                 md.push_str("\n\n");
-                let _ = write!(
-                    html_tables,
-                    "<p>{}</p>",
-                    escape(reading.trim()).replace("**", "")
-                );
+                let _ = write!(html_tables, "<p>{}</p>", escape(reading.trim()).replace("**", ""));
             }
         }
         let _ = write!(md, "Per patient (each test patient once, at the last visit; mean per iteration):\n\n{by_patient}\n");
@@ -282,16 +199,8 @@ pub fn write(
         let _ = write!(html_faith, "<p>{}</p><table><tr><th>Method</th><th>Deletion AUC ↓</th><th>Insertion AUC ↑</th><th>Randomization ρ ↓</th><th>Energy in region ↑</th><th>Pointing game ↑</th></tr>", escape(text.lines().next().unwrap_or("")));
         for r in rows {
             let _ = write!(html_faith, "<tr><td>{}</td>", escape(&r["method"]));
-            for k in [
-                "deletion_auc",
-                "insertion_auc",
-                "randomization_spearman",
-                "energy_in_region",
-                "pointing_hit_rate",
-            ] {
-                let v = num(&r, k)
-                    .map(|v| format!("{v:.4}"))
-                    .unwrap_or_else(|| "n/a".into());
+            for k in ["deletion_auc", "insertion_auc", "randomization_spearman", "energy_in_region", "pointing_hit_rate"] {
+                let v = num(&r, k).map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
                 let _ = write!(html_faith, "<td>{v}</td>");
             }
             html_faith.push_str("</tr>");
@@ -299,54 +208,31 @@ pub fn write(
         html_faith.push_str("</table>");
     }
     write_atomic(&out.join("results.md"), md.as_bytes())?;
-    write_atomic(
-        &out.join("results.csv"),
-        format!("{}\n{csv}", csv_header.unwrap_or_default()).as_bytes(),
-    )?;
+    write_atomic(&out.join("results.csv"), format!("{}\n{csv}", csv_header.unwrap_or_default()).as_bytes())?;
 
     // Figures: copies under figures/ so that the report's links stay inside OUT.
     let figures = out.join("figures");
-    let mut gallery: Vec<(String, String)> = vec![(
-        "history_length.png".into(),
-        "Images by history length".into(),
-    )];
+    let mut gallery: Vec<(String, String)> = vec![("history_length.png".into(), "Images by history length".into())];
     for p in protocols {
         for model in MODELS {
             let name = format!("history_{p}_{model}.png");
-            copy(
-                &out.join("runs").join(p).join(model).join("0/history.png"),
-                &figures.join(&name),
-            )?;
-            gallery.push((
-                name,
-                format!(
-                    "Training history, {} (iteration 0, {p})",
-                    study_label(model)
-                ),
-            ));
+            copy(&out.join("runs").join(p).join(model).join("0/history.png"), &figures.join(&name))?;
+            gallery.push((name, format!("Training history, {} (iteration 0, {p})", study_label(model))));
         }
     }
     for (b, model) in BACKBONES {
         let name = format!("interpretation_{b}.png");
-        copy(
-            &out.join("explanations").join(b).join("grid.png"),
-            &figures.join(&name),
-        )?;
+        copy(&out.join("explanations").join(b).join("grid.png"), &figures.join(&name))?;
         gallery.push((name, format!("Interpreting test samples, {model}")));
+        let name = format!("interpretation_more_{b}.png");
+        copy(&out.join("explanations-more").join(b).join("grid.png"), &figures.join(&name))?;
+        gallery.push((name, format!("The CAM family and Feature Ablation on the same samples, {model}")));
         let strips = out.join("temporal").join(b);
         if let Ok(entries) = std::fs::read_dir(&strips) {
-            let mut pngs: Vec<_> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "png"))
-                .collect();
+            let mut pngs: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "png")).collect();
             pngs.sort();
             for png in pngs {
-                let name = format!(
-                    "temporal_{b}_{}",
-                    png.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                );
+                let name = format!("temporal_{b}_{}", png.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
                 copy(&png, &figures.join(&name))?;
                 gallery.push((name, format!("Temporal explanation, {model}")));
             }
@@ -365,11 +251,7 @@ pub fn write(
     html.push_str(&html_faith);
     html.push_str("<h2>Figures</h2>");
     for (file, caption) in &gallery {
-        let _ = write!(
-            html,
-            "<figure><img src=\"figures/{file}\" alt=\"{0}\"><figcaption>{0}</figcaption></figure>",
-            escape(caption)
-        );
+        let _ = write!(html, "<figure><img src=\"figures/{file}\" alt=\"{0}\"><figcaption>{0}</figcaption></figure>", escape(caption));
     }
     html.push_str("<p>Timings per step: <a href=\"timings.json\">timings.json</a>. Tables: <a href=\"results.md\">results.md</a>, <a href=\"results.csv\">results.csv</a>.</p></body></html>\n");
     write_atomic(&out.join("report.html"), html.as_bytes())
@@ -381,10 +263,7 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// `timings.json`: seconds per step (0 for steps skipped as complete) and the total.
@@ -392,8 +271,5 @@ pub fn write_timings(out: &Path, timings: &[(String, f64, bool)], total: f64) ->
     let steps: Vec<serde_json::Value> =
         timings.iter().map(|(name, secs, skipped)| serde_json::json!({ "step": name, "seconds": secs, "skipped": skipped })).collect();
     let json = serde_json::json!({ "steps": steps, "total_seconds": total });
-    write_atomic(
-        &out.join("timings.json"),
-        serde_json::to_string_pretty(&json)?.as_bytes(),
-    )
+    write_atomic(&out.join("timings.json"), serde_json::to_string_pretty(&json)?.as_bytes())
 }

@@ -7,21 +7,11 @@ use std::process::Command;
 
 fn reproduce(out: &Path) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args([
-            "reproduce",
-            "--synthetic",
-            "--quick",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .args(["reproduce", "--synthetic", "--quick", "--out", out.to_str().unwrap()])
         .env("TGC_CACHE_DIR", out.join("cache"))
         .output()
         .expect("xtask runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
     text
 }
@@ -41,27 +31,17 @@ fn synthetic_quick_reproduction() {
         "figures/history_length.png",
         "figures/interpretation_resnet18.png",
         "figures/interpretation_vit.png",
+        "figures/interpretation_more_resnet18.png",
+        "figures/interpretation_more_vit.png",
     ] {
         assert!(out.join(file).is_file(), "missing {file}\n{first}");
     }
     for model in ["ResNet", "ResNet_seq_3", "ViT", "ViT_seq_3"] {
-        assert!(
-            out.join(format!("figures/history_holdout_{model}.png"))
-                .is_file(),
-            "missing history of {model}"
-        );
+        assert!(out.join(format!("figures/history_holdout_{model}.png")).is_file(), "missing history of {model}");
     }
-    let figures: Vec<String> = std::fs::read_dir(out.join("figures"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let figures: Vec<String> = std::fs::read_dir(out.join("figures")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     for b in ["resnet18", "vit"] {
-        assert!(
-            figures
-                .iter()
-                .any(|f| f.starts_with(&format!("temporal_{b}_"))),
-            "no temporal strip for {b}: {figures:?}"
-        );
+        assert!(figures.iter().any(|f| f.starts_with(&format!("temporal_{b}_"))), "no temporal strip for {b}: {figures:?}");
     }
     // The table holds numbers for the four models.
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
@@ -71,15 +51,7 @@ fn synthetic_quick_reproduction() {
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(
         rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
-        [
-            "ResNet",
-            "ResNet_seq_3",
-            "ResNet_history_seq_3",
-            "ViT",
-            "ViT_seq_3",
-            "ViT_history_seq_3",
-            "Earlier_visit_rule"
-        ]
+        ["ResNet", "ResNet_seq_3", "ResNet_history_seq_3", "ViT", "ViT_seq_3", "ViT_history_seq_3", "Earlier_visit_rule"]
     );
     for r in &rows {
         let v: f64 = r[acc].parse().unwrap();
@@ -87,13 +59,7 @@ fn synthetic_quick_reproduction() {
         assert_eq!(r[2], "random");
     }
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
-    assert!(
-        md.contains("| ResNet (Seq 3) |")
-            && md.contains("0.8387")
-            && md.contains("SYNTHETIC")
-            && md.contains("RANDOM-INIT"),
-        "{md}"
-    );
+    assert!(md.contains("| ResNet (Seq 3) |") && md.contains("0.8387") && md.contains("SYNTHETIC") && md.contains("RANDOM-INIT"), "{md}");
     // The visit-count confound is reported by default: baselines, reading, per patient, by history.
     for needle in [
         "| ResNet history only (Seq 3) |",
@@ -106,55 +72,29 @@ fn synthetic_quick_reproduction() {
         assert!(md.contains(needle), "results.md lacks {needle}:\n{md}");
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(
-        html.contains("<img src=\"figures/interpretation_vit.png\"")
-            && html.contains("RANDOM-INIT")
-    );
-    let timings: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("timings.json")).unwrap()).unwrap();
-    assert!(timings["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|s| s["step"] == "features-vit" && s["skipped"] == false));
+    assert!(html.contains("<img src=\"figures/interpretation_vit.png\"") && html.contains("RANDOM-INIT"));
+    let timings: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("timings.json")).unwrap()).unwrap();
+    assert!(timings["steps"].as_array().unwrap().iter().any(|s| s["step"] == "features-vit" && s["skipped"] == false));
 
     // A second run reuses every step.
     let second = reproduce(&out);
     assert!(!second.contains("[run ]"), "{second}");
     assert!(second.matches("[skip]").count() >= 10, "{second}");
 
-    match ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find(|b| Command::new(b).arg("--version").output().is_ok())
-    {
+    match ["chromium", "chromium-browser", "google-chrome"].iter().find(|b| Command::new(b).arg("--version").output().is_ok()) {
         Some(browser) => {
             let shot = dir.path().join("report.png");
             let status = Command::new(browser)
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--no-first-run",
-                ])
-                .arg(format!(
-                    "--user-data-dir={}",
-                    dir.path().join("profile").display()
-                ))
+                .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+                .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
                 .arg(format!("--screenshot={}", shot.display()))
                 .arg("--window-size=1280,2000")
                 .arg(format!("file://{}", out.join("report.html").display()))
                 .status()
                 .unwrap();
-            assert!(
-                status.success() && std::fs::metadata(&shot).unwrap().len() > 10_000,
-                "report did not render"
-            );
+            assert!(status.success() && std::fs::metadata(&shot).unwrap().len() > 10_000, "report did not render");
         }
-        None => eprintln!(
-            "skipped the rendering check: no Chromium installed (apt-get install chromium)"
-        ),
+        None => eprintln!("skipped the rendering check: no Chromium installed (apt-get install chromium)"),
     }
 
     // Kill and resume, with this run as the reference (one full run fewer on a 2-core CI).
@@ -164,22 +104,10 @@ fn synthetic_quick_reproduction() {
 #[test]
 fn missing_data_says_how_to_get_it() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args([
-            "reproduce",
-            "--data",
-            "/no/oasis",
-            "--out",
-            dir.path().to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_xtask")).args(["reproduce", "--data", "/no/oasis", "--out", dir.path().to_str().unwrap()]).output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("/no/oasis") && err.contains("--synthetic") && err.contains("data/README.md"),
-        "{err}"
-    );
+    assert!(err.contains("/no/oasis") && err.contains("--synthetic") && err.contains("data/README.md"), "{err}");
 }
 
 /// Every file under `dir` (relative path → bytes), but the run's timings and the step markers.
@@ -194,10 +122,7 @@ fn outputs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
                 if rel != ".done" && rel != "cache" {
                     stack.push(p);
                 }
-            } else if !(rel == "timings.json"
-                || rel == "report.html"
-                || p.file_name().unwrap().to_string_lossy().starts_with(".tmp"))
-            {
+            } else if !(rel == "timings.json" || rel == "report.html" || p.file_name().unwrap().to_string_lossy().starts_with(".tmp")) {
                 files.insert(rel, std::fs::read(&p).unwrap());
             }
         }
@@ -210,18 +135,13 @@ fn outputs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 fn assert_no_partial_files(dir: &Path) {
     for (name, bytes) in outputs(dir) {
         if name.ends_with(".safetensors") {
-            candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu)
-                .unwrap_or_else(|e| panic!("partial {name}: {e}"));
+            candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu).unwrap_or_else(|e| panic!("partial {name}: {e}"));
         } else if name.ends_with(".json") {
-            serde_json::from_slice::<serde_json::Value>(&bytes)
-                .unwrap_or_else(|e| panic!("partial {name}: {e}"));
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_else(|e| panic!("partial {name}: {e}"));
         } else if name.ends_with(".csv") {
             assert!(bytes.ends_with(b"\n"), "partial {name}");
         } else if name.ends_with(".png") {
-            assert!(
-                bytes.starts_with(b"\x89PNG") && bytes.ends_with(b"IEND\xaeB`\x82"),
-                "partial {name}"
-            );
+            assert!(bytes.starts_with(b"\x89PNG") && bytes.ends_with(b"IEND\xaeB`\x82"), "partial {name}");
         }
     }
 }
@@ -231,13 +151,7 @@ fn assert_no_partial_files(dir: &Path) {
 fn reproduce_killed_when(out: &Path, ready: impl Fn() -> bool) -> bool {
     use std::os::unix::process::CommandExt;
     let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args([
-            "reproduce",
-            "--synthetic",
-            "--quick",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .args(["reproduce", "--synthetic", "--quick", "--out", out.to_str().unwrap()])
         .env("TGC_CACHE_DIR", out.join("cache"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -250,10 +164,7 @@ fn reproduce_killed_when(out: &Path, ready: impl Fn() -> bool) -> bool {
         }
         if ready() {
             let group = format!("-{}", child.id());
-            Command::new("kill")
-                .args(["-KILL", "--", &group])
-                .status()
-                .unwrap();
+            Command::new("kill").args(["-KILL", "--", &group]).status().unwrap();
             child.wait().unwrap();
             return true;
         }
@@ -271,29 +182,11 @@ fn killed_runs_resume_to_the_same_results(dir: &Path, out: &Path) {
     let out = out.to_path_buf();
 
     let has = |p: &str| out.join(p).exists();
-    let count = |p: &str| {
-        std::fs::read_dir(out.join(p))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
+    let count = |p: &str| std::fs::read_dir(out.join(p)).map(|d| d.count()).unwrap_or(0);
     let kill_points: [(&str, Box<dyn Fn() -> bool>); 3] = [
-        (
-            "extraction",
-            Box::new(|| count("cache") >= 2 && !has("features/vit.safetensors")),
-        ),
-        (
-            "training",
-            Box::new(|| {
-                has("runs/holdout/ResNet/0/config.json")
-                    && !has("runs/holdout/ViT_seq_3/results.csv")
-            }),
-        ),
-        (
-            "explanation",
-            Box::new(|| {
-                count("explanations/resnet18") >= 1 && !has("faithfulness/vit/summary.csv")
-            }),
-        ),
+        ("extraction", Box::new(|| count("cache") >= 2 && !has("features/vit.safetensors"))),
+        ("training", Box::new(|| has("runs/holdout/ResNet/0/config.json") && !has("runs/holdout/ViT_seq_3/results.csv"))),
+        ("explanation", Box::new(|| count("explanations/resnet18") >= 1 && !has("faithfulness/vit/summary.csv"))),
     ];
     let mut killed = Vec::new();
     for (point, ready) in kill_points {
@@ -302,20 +195,11 @@ fn killed_runs_resume_to_the_same_results(dir: &Path, out: &Path) {
         }
         assert_no_partial_files(&out);
     }
-    assert!(
-        killed.len() >= 2,
-        "the kills came too late to test anything: {killed:?}"
-    );
+    assert!(killed.len() >= 2, "the kills came too late to test anything: {killed:?}");
     reproduce(&out);
     let resumed = outputs(&out);
-    assert_eq!(
-        resumed.keys().collect::<Vec<_>>(),
-        reference.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(resumed.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>());
     for (name, bytes) in &reference {
-        assert!(
-            &resumed[name] == bytes,
-            "{name} differs after kills at {killed:?}"
-        );
+        assert!(&resumed[name] == bytes, "{name} differs after kills at {killed:?}");
     }
 }

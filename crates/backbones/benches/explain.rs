@@ -43,16 +43,9 @@ impl Torch {
             println!("(set TGC_BENCH_PYTHON to a python with torch, torchvision, captum and transformers for PyTorch's figures in the same run)");
             return None;
         };
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../docs/bench/pytorch_reference.py"
-        );
-        let spawned = std::process::Command::new(&python)
-            .arg(script)
-            .arg("--serve")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/bench/pytorch_reference.py");
+        let spawned =
+            std::process::Command::new(&python).arg(script).arg("--serve").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn();
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
@@ -60,15 +53,8 @@ impl Torch {
                 return None;
             }
         };
-        let (input, output) = (
-            child.stdin.take()?,
-            std::io::BufReader::new(child.stdout.take()?),
-        );
-        let mut torch = Self {
-            child,
-            input,
-            output,
-        };
+        let (input, output) = (child.stdin.take()?, std::io::BufReader::new(child.stdout.take()?));
+        let mut torch = Self { child, input, output };
         match torch.read_line() {
             Some(line) if line.starts_with("ready") => {
                 println!("PyTorch: {}", line.trim_start_matches("ready ").trim());
@@ -112,13 +98,7 @@ struct Figure {
     torch_mib: Option<f64>,
 }
 
-fn measure(
-    name: String,
-    iters: usize,
-    per_call: usize,
-    torch: &mut Option<Torch>,
-    mut ours: impl FnMut() -> anyhow::Result<()>,
-) -> anyhow::Result<Figure> {
+fn measure(name: String, iters: usize, per_call: usize, torch: &mut Option<Torch>, mut ours: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Figure> {
     ours()?; // warm-up
     let mut theirs = torch.as_mut().and_then(|t| t.ask(&name).map(|_| t));
     if let Some(t) = theirs.as_mut() {
@@ -135,53 +115,27 @@ fn measure(
         }
     }
     let torch_mib = theirs.as_mut().and_then(|t| t.ask("peak"));
-    Ok(Figure {
-        name,
-        ours_ms,
-        ours_mib: take_peak_rss_mib(),
-        torch_ms,
-        torch_mib,
-    })
+    Ok(Figure { name, ours_ms, ours_mib: take_peak_rss_mib(), torch_ms, torch_mib })
 }
 
 fn main() -> anyhow::Result<()> {
     // As the `tgc` binary: keep freed memory committed (mimalloc's purge delay, option 15, -1).
     // SAFETY: setting an option is allowed at any time.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
-    let iters: usize = std::env::var("TGC_BENCH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let iters: usize = std::env::var("TGC_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     println!("{}", tgc_backbones::vecmath::cpu_description());
     let mut torch = Torch::start();
     let mut figures: Vec<Figure> = Vec::new();
     for (kind, size) in [(BackboneKind::ResNet18, 256), (BackboneKind::Vit, 224)] {
-        let backbone = Backbone::load(
-            kind,
-            &WeightSource::Random { seed: 0 },
-            &LoadOptions::default(),
-        )?;
+        let backbone = Backbone::load(kind, &WeightSource::Random { seed: 0 }, &LoadOptions::default())?;
         let d = backbone.feature_dim();
         let name = kind.as_str();
         let x8 = Tensor::rand(0f32, 1f32, (8, 3, size, size), &Device::Cpu)?;
-        figures.push(measure(
-            format!("{name}.forward"),
-            iters,
-            8,
-            &mut torch,
-            || Ok(backbone.features(&x8).map(drop)?),
-        )?);
+        figures.push(measure(format!("{name}.forward"), iters, 8, &mut torch, || Ok(backbone.features(&x8).map(drop)?))?);
         let head_w = Tensor::randn(0f32, 0.05, (2, d), &Device::Cpu)?;
-        let model = Classifier::new(
-            backbone,
-            head_w,
-            Tensor::zeros(2, DType::F32, &Device::Cpu)?,
-        )?;
+        let model = Classifier::new(backbone, head_w, Tensor::zeros(2, DType::F32, &Device::Cpu)?)?;
         let x = Tensor::rand(0f32, 1f32, (1, 3, size, size), &Device::Cpu)?;
-        let ig = IntegratedGradients::new(IntegratedGradientsConfig {
-            internal_batch_size: Some(25),
-            ..Default::default()
-        });
+        let ig = IntegratedGradients::new(IntegratedGradientsConfig { internal_batch_size: Some(25), ..Default::default() });
         let methods: Vec<Method> = match kind {
             BackboneKind::ResNet18 => vec![
                 Method::GradCam(GradCam::default()),
@@ -203,10 +157,7 @@ fn main() -> anyhow::Result<()> {
             .into_iter()
             .chain(CamKind::ALL.map(|k| Method::Cam(Cam::new(k))))
             .collect(),
-            BackboneKind::Vit => vec![
-                Method::GuidedBackprop(GuidedBackprop),
-                Method::GradientShap(GradientShap::default()),
-            ],
+            BackboneKind::Vit => vec![Method::GuidedBackprop(GuidedBackprop), Method::GradientShap(GradientShap::default())],
         };
         for m in methods {
             let label = match m.name() {
@@ -215,14 +166,7 @@ fn main() -> anyhow::Result<()> {
                 other => other,
             };
             // The methods of hundreds of forward passes run once after the warm-up.
-            let slow = matches!(m, Method::Occlusion(_) | Method::FeatureAblation(_))
-                || matches!(
-                    m,
-                    Method::Cam(Cam {
-                        kind: CamKind::ScoreCam,
-                        ..
-                    })
-                );
+            let slow = matches!(m, Method::Occlusion(_) | Method::FeatureAblation(_)) || matches!(m, Method::Cam(Cam { kind: CamKind::ScoreCam, .. }));
             let runs = if slow {
                 1
             } else if matches!(m, Method::IntegratedGradients(_)) {
@@ -230,21 +174,11 @@ fn main() -> anyhow::Result<()> {
             } else {
                 iters
             };
-            figures.push(measure(
-                format!("{name}.{label}"),
-                runs,
-                1,
-                &mut torch,
-                || Ok(m.attribute(&model, &x, &[1]).map(drop)?),
-            )?);
+            figures.push(measure(format!("{name}.{label}"), runs, 1, &mut torch, || Ok(m.attribute(&model, &x, &[1]).map(drop)?))?);
         }
     }
-    println!(
-        "\n{:<32} {:>12} {:>12} {:>10} {:>14} {:>14}",
-        "work (ms per image)", "PyTorch", "tgc", "tgc/torch", "torch peak MiB", "tgc peak MiB"
-    );
-    let fmt =
-        |v: Option<f64>, digits: usize| v.map_or("—".to_owned(), |v| format!("{v:.digits$}"));
+    println!("\n{:<32} {:>12} {:>12} {:>10} {:>14} {:>14}", "work (ms per image)", "PyTorch", "tgc", "tgc/torch", "torch peak MiB", "tgc peak MiB");
+    let fmt = |v: Option<f64>, digits: usize| v.map_or("—".to_owned(), |v| format!("{v:.digits$}"));
     for f in &figures {
         println!(
             "{:<32} {:>12} {:>12.1} {:>10} {:>14} {:>14}",

@@ -78,11 +78,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self {
-            device: Device::Cpu,
-            imagenet_normalize: false,
-            randomize: None,
-        }
+        Self { device: Device::Cpu, imagenet_normalize: false, randomize: None }
     }
 }
 
@@ -116,25 +112,15 @@ impl FromStr for TargetLayer {
 
     /// `last`, `layer1`…`layer4` (ResNet), `block0`… or a plain block number (ViT).
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || {
-            BackboneError::UnknownLayer(format!("`{s}` (layer1..layer4 for ResNet-18, a block number 0..11 or block<N> for ViT-B/16, or last)"))
-        };
+        let bad = || BackboneError::UnknownLayer(format!("`{s}` (layer1..layer4 for ResNet-18, a block number 0..11 or block<N> for ViT-B/16, or last)"));
         if s == "last" {
             return Ok(Self::Last);
         }
         if let Some(n) = s.strip_prefix("layer") {
             let n: usize = n.parse().map_err(|_| bad())?;
-            return if (1..=ResNet18::STAGES).contains(&n) {
-                Ok(Self::Index(n - 1))
-            } else {
-                Err(bad())
-            };
+            return if (1..=ResNet18::STAGES).contains(&n) { Ok(Self::Index(n - 1)) } else { Err(bad()) };
         }
-        s.strip_prefix("block")
-            .unwrap_or(s)
-            .parse()
-            .map(Self::Index)
-            .map_err(|_| bad())
+        s.strip_prefix("block").unwrap_or(s).parse().map(Self::Index).map_err(|_| bad())
     }
 }
 
@@ -186,63 +172,28 @@ impl Backbone {
                 random: crate::random_init::RandomInit { seed: r.seed },
                 prefixes: r.prefixes.clone(),
             };
-            weights.vb = candle_nn::VarBuilder::from_backend(
-                Box::new(backend),
-                weights.vb.dtype(),
-                options.device.clone(),
-            );
-            weights.identity.digest = crate::weights::sha256_hex(
-                format!(
-                    "{}|randomized {:?} seed {}",
-                    weights.identity.digest, r.prefixes, r.seed
-                )
-                .as_bytes(),
-            );
+            weights.vb = candle_nn::VarBuilder::from_backend(Box::new(backend), weights.vb.dtype(), options.device.clone());
+            weights.identity.digest = crate::weights::sha256_hex(format!("{}|randomized {:?} seed {}", weights.identity.digest, r.prefixes, r.seed).as_bytes());
         }
         let source_name = source.to_string();
-        let key_err = |e: candle_core::Error| BackboneError::Weights {
-            source_name: source_name.clone(),
-            message: e.to_string(),
-        };
+        let key_err = |e: candle_core::Error| BackboneError::Weights { source_name: source_name.clone(), message: e.to_string() };
         let (net, resize) = match kind {
-            BackboneKind::ResNet18 => (
-                Net::ResNet(ResNet18::new(weights.vb).map_err(key_err)?),
-                None,
-            ),
+            BackboneKind::ResNet18 => (Net::ResNet(ResNet18::new(weights.vb).map_err(key_err)?), None),
             BackboneKind::Vit => {
                 let config = match (&weights.config, source) {
                     (Some(path), _) => VitConfig::from_file(path)?,
                     (None, WeightSource::Random { .. }) => VitConfig::vit_base_patch16_224(),
-                    (None, _) => {
-                        return Err(BackboneError::Weights {
-                            source_name,
-                            message: "ViT weights need a config.json beside model.safetensors"
-                                .into(),
-                        })
-                    }
+                    (None, _) => return Err(BackboneError::Weights { source_name, message: "ViT weights need a config.json beside model.safetensors".into() }),
                 };
                 let size = config.image_size;
-                (
-                    Net::Vit(Vit::new(&config, weights.vb).map_err(key_err)?),
-                    Some(size),
-                )
+                (Net::Vit(Vit::new(&config, weights.vb).map_err(key_err)?), Some(size))
             }
         };
-        let preprocess = Preprocess {
-            resize_shorter_to: resize,
-            imagenet_normalize: options.imagenet_normalize,
-        };
+        let preprocess = Preprocess { resize_shorter_to: resize, imagenet_normalize: options.imagenet_normalize };
         if weights.identity.random {
             tracing::warn!(backbone = %kind, source = %source, "RANDOM-INIT backbone weights: outputs are not those of a pretrained model");
         }
-        Ok(Self {
-            kind,
-            net,
-            preprocess,
-            identity: weights.identity,
-            device: options.device.clone(),
-            target: TargetLayer::Last,
-        })
+        Ok(Self { kind, net, preprocess, identity: weights.identity, device: options.device.clone(), target: TargetLayer::Last })
     }
 
     /// The same backbone explained at another layer; refuses a layer it does not have.
@@ -295,9 +246,7 @@ impl Backbone {
     /// GELU.
     pub fn relu_free_after(&self, layer: TargetLayer) -> bool {
         match &self.net {
-            Net::ResNet(_) => self
-                .layer_index(layer)
-                .is_ok_and(|i| i + 1 == ResNet18::STAGES),
+            Net::ResNet(_) => self.layer_index(layer).is_ok_and(|i| i + 1 == ResNet18::STAGES),
             Net::Vit(v) => v.config().hidden_act != "relu",
         }
     }
@@ -311,10 +260,7 @@ impl Backbone {
             Net::ResNet(_) => ["layer4", "layer3", "layer2", "layer1"]
                 .iter()
                 .map(|l| (l.to_string(), vec![l.to_string()]))
-                .chain(std::iter::once((
-                    "stem".to_owned(),
-                    vec!["conv1".to_owned(), "bn1".to_owned()],
-                )))
+                .chain(std::iter::once(("stem".to_owned(), vec!["conv1".to_owned(), "bn1".to_owned()])))
                 .collect(),
             Net::Vit(v) => {
                 let l = v.blocks();
@@ -326,21 +272,11 @@ impl Backbone {
                     if cut >= next {
                         continue;
                     }
-                    let mut blocks: Vec<String> = (cut..next)
-                        .rev()
-                        .map(|b| format!("encoder.layer.{b}"))
-                        .collect();
+                    let mut blocks: Vec<String> = (cut..next).rev().map(|b| format!("encoder.layer.{b}")).collect();
                     if next == l {
                         blocks.push("layernorm".to_owned()); // the final norm sits above the last block
                     }
-                    stages.push((
-                        if cut + 1 == next {
-                            format!("block{cut}")
-                        } else {
-                            format!("blocks{cut}-{}", next - 1)
-                        },
-                        blocks,
-                    ));
+                    stages.push((if cut + 1 == next { format!("block{cut}") } else { format!("blocks{cut}-{}", next - 1) }, blocks));
                     next = cut;
                 }
                 stages.push(("embeddings".to_owned(), vec!["embeddings".to_owned()]));
@@ -388,10 +324,7 @@ impl Backbone {
 
     /// A batch of slices as `[B, 3, H, W]`.
     pub fn preprocess_batch(&self, images: &[Image]) -> Result<Tensor> {
-        let inputs = images
-            .iter()
-            .map(|i| self.preprocess(i))
-            .collect::<Result<Vec<_>>>()?;
+        let inputs = images.iter().map(|i| self.preprocess(i)).collect::<Result<Vec<_>>>()?;
         Ok(Tensor::stack(&inputs, 0)?)
     }
 
@@ -411,41 +344,22 @@ impl Backbone {
     }
 
     /// Forward to `layer`.
-    pub fn forward_to_layer(
-        &self,
-        input: &Tensor,
-        layer: TargetLayer,
-        mode: ReluMode,
-    ) -> Result<TargetActivation> {
+    pub fn forward_to_layer(&self, input: &Tensor, layer: TargetLayer, mode: ReluMode) -> Result<TargetActivation> {
         check_input(input)?;
         let index = self.layer_index(layer)?;
         Ok(match &self.net {
-            Net::ResNet(r) => TargetActivation::ResNet {
-                map: r.forward_to_stage(input, index, mode)?,
-                stage: index,
-            },
+            Net::ResNet(r) => TargetActivation::ResNet { map: r.forward_to_stage(input, index, mode)?, stage: index },
             Net::Vit(v) => TargetActivation::Vit(v.forward_to_target(input, index, mode)?),
         })
     }
 
     /// Continues from `map` (the target activation, or a tensor derived from it with the same
     /// shape) to the features `[B, D]`. `target` supplies the rest of the state.
-    pub fn features_from_target(
-        &self,
-        map: &Tensor,
-        target: &TargetActivation,
-        mode: ReluMode,
-    ) -> Result<Tensor> {
+    pub fn features_from_target(&self, map: &Tensor, target: &TargetActivation, mode: ReluMode) -> Result<Tensor> {
         Ok(match (&self.net, target) {
-            (Net::ResNet(r), TargetActivation::ResNet { stage, .. }) => {
-                r.features_from_stage(map, *stage, mode)?
-            }
-            (Net::Vit(v), TargetActivation::Vit(split)) => {
-                v.features_from_target(map, split, mode)?
-            }
-            _ => {
-                return Err(candle_core::Error::msg("target activation of another backbone").into())
-            }
+            (Net::ResNet(r), TargetActivation::ResNet { stage, .. }) => r.features_from_stage(map, *stage, mode)?,
+            (Net::Vit(v), TargetActivation::Vit(split)) => v.features_from_target(map, split, mode)?,
+            _ => return Err(candle_core::Error::msg("target activation of another backbone").into()),
         })
     }
 
@@ -459,9 +373,6 @@ impl Backbone {
 fn check_input(input: &Tensor) -> Result<()> {
     match input.dims() {
         [_, 3, _, _] => Ok(()),
-        dims => Err(BackboneError::Shape {
-            got: dims.to_vec(),
-            expected: "[batch, 3, height, width]".into(),
-        }),
+        dims => Err(BackboneError::Shape { got: dims.to_vec(), expected: "[batch, 3, height, width]".into() }),
     }
 }

@@ -25,36 +25,18 @@ impl Classifier {
         if weight.dims() != [classes, d] || bias.dims() != [classes] || classes == 0 {
             return Err(BackboneError::Shape {
                 got: weight.dims().to_vec(),
-                expected: format!(
-                    "a head weight [classes, {d}] (with bias [classes], got {:?}) for {}",
-                    bias.dims(),
-                    backbone.kind()
-                ),
+                expected: format!("a head weight [classes, {d}] (with bias [classes], got {:?}) for {}", bias.dims(), backbone.kind()),
             });
         }
         let device = backbone.device().clone();
-        Ok(Self {
-            weight: weight.to_dtype(DType::F32)?.to_device(&device)?,
-            bias: bias.to_dtype(DType::F32)?.to_device(&device)?,
-            backbone,
-        })
+        Ok(Self { weight: weight.to_dtype(DType::F32)?.to_device(&device)?, bias: bias.to_dtype(DType::F32)?.to_device(&device)?, backbone })
     }
 
     /// Loads the head from a probe checkpoint (safetensors with `weight` and `bias`).
     pub fn load_head(backbone: Backbone, path: &Path) -> Result<Self> {
-        let err = |message: String| BackboneError::Weights {
-            source_name: path.display().to_string(),
-            message,
-        };
-        let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
-            .map_err(|e| err(format!("cannot read the head: {e}")))?;
-        let get = |k: &str| {
-            tensors.get(k).cloned().ok_or_else(|| {
-                err(format!(
-                    "missing tensor `{k}` (a head holds `weight` [2, D] and `bias` [2])"
-                ))
-            })
-        };
+        let err = |message: String| BackboneError::Weights { source_name: path.display().to_string(), message };
+        let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| err(format!("cannot read the head: {e}")))?;
+        let get = |k: &str| tensors.get(k).cloned().ok_or_else(|| err(format!("missing tensor `{k}` (a head holds `weight` [2, D] and `bias` [2])")));
         let (weight, bias) = (get("weight")?, get("bias")?);
         for (name, t) in [("weight", &weight), ("bias", &bias)] {
             if let Some((count, first)) = tgc_explain::non_finite(t)? {
@@ -63,13 +45,7 @@ impl Classifier {
         }
         let d = backbone.feature_dim();
         if weight.dims().len() != 2 || weight.dims()[1] != d || bias.dims() != [weight.dims()[0]] {
-            return Err(err(format!(
-                "head shapes weight {:?} / bias {:?} do not fit {} features of {}",
-                weight.dims(),
-                bias.dims(),
-                d,
-                backbone.kind()
-            )));
+            return Err(err(format!("head shapes weight {:?} / bias {:?} do not fit {} features of {}", weight.dims(), bias.dims(), d, backbone.kind())));
         }
         Self::new(backbone, weight, bias)
     }
@@ -80,9 +56,7 @@ impl Classifier {
     }
 
     fn head(&self, features: &Tensor) -> Result<Tensor> {
-        Ok(features
-            .matmul(&self.weight.t()?)?
-            .broadcast_add(&self.bias)?)
+        Ok(features.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
     }
 
     pub fn head_weight(&self) -> &Tensor {
@@ -106,13 +80,7 @@ fn to_candle(e: BackboneError) -> candle_core::Error {
 /// the backbone's target layer.
 impl Model for Classifier {
     fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.head(
-            &self
-                .backbone
-                .features_with(input, mode)
-                .map_err(to_candle)?,
-        )
-        .map_err(to_candle)
+        self.head(&self.backbone.features_with(input, mode).map_err(to_candle)?).map_err(to_candle)
     }
 
     fn supports_guided(&self) -> bool {
@@ -127,30 +95,17 @@ impl Model for Classifier {
         Some(self.backbone.target_layer_name())
     }
 
-    fn split<'a>(
-        &'a self,
-        layer: &str,
-        input: &Tensor,
-        mode: ReluMode,
-    ) -> candle_core::Result<Split<'a>> {
+    fn split<'a>(&'a self, layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
         let layer: TargetLayer = layer.parse().map_err(to_candle)?;
-        let target = self
-            .backbone
-            .forward_to_layer(input, layer, mode)
-            .map_err(to_candle)?;
+        let target = self.backbone.forward_to_layer(input, layer, mode).map_err(to_candle)?;
         let activation = target.map().clone();
         Ok(Split::new(activation, move |a| {
-            let features = self
-                .backbone
-                .features_from_target(a, &target, mode)
-                .map_err(to_candle)?;
+            let features = self.backbone.features_from_target(a, &target, mode).map_err(to_candle)?;
             self.head(&features).map_err(to_candle)
         }))
     }
 
     fn relu_free_after(&self, layer: &str) -> bool {
-        layer
-            .parse()
-            .is_ok_and(|l| self.backbone.relu_free_after(l))
+        layer.parse().is_ok_and(|l| self.backbone.relu_free_after(l))
     }
 }

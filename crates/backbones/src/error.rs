@@ -7,10 +7,7 @@ pub enum BackboneError {
     #[error("invalid weight source `{0}`: expected a hub id (org/name[@revision]), a folder, a .safetensors file or random:<seed>")]
     BadSource(String),
     #[error("weights {source_name}: {message}")]
-    Weights {
-        source_name: String,
-        message: String,
-    },
+    Weights { source_name: String, message: String },
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
     #[error("unknown backbone `{0}` (expected resnet18 or vit)")]

@@ -22,10 +22,7 @@ pub struct ExtractConfig {
 
 impl Default for ExtractConfig {
     fn default() -> Self {
-        Self {
-            batch_size: 8,
-            cache_dir: Some(default_cache_dir()),
-        }
+        Self { batch_size: 8, cache_dir: Some(default_cache_dir()) }
     }
 }
 
@@ -65,10 +62,7 @@ impl FeatureSet {
 
     /// Whether the backbone that made these features had random weights.
     pub fn random_weights(&self) -> bool {
-        self.metadata
-            .get("random_weights")
-            .map(|v| v == "true")
-            .unwrap_or(false)
+        self.metadata.get("random_weights").map(|v| v == "true").unwrap_or(false)
     }
 
     /// The slice orientation the features were computed in (`tgc_data::ORIENTATION` today;
@@ -82,97 +76,52 @@ impl FeatureSet {
         let n = self.len();
         let cpu = Device::Cpu;
         let tensors = [
-            (
-                "features",
-                Tensor::from_slice(&self.features, (n, self.dim), &cpu)?,
-            ),
+            ("features", Tensor::from_slice(&self.features, (n, self.dim), &cpu)?),
             ("patient_id", Tensor::from_slice(&self.patient_id, n, &cpu)?),
             ("day", Tensor::from_slice(&self.day, n, &cpu)?),
             ("label", Tensor::from_slice(&self.label, n, &cpu)?),
         ];
-        let bytes =
-            crate::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), self.metadata.clone())
-                .map_err(|message| BackboneError::Cache {
-                path: path.to_owned(),
-                message,
-            })?;
-        write_atomic(path, |w| {
-            std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())
-        })?;
+        let bytes = crate::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), self.metadata.clone())
+            .map_err(|message| BackboneError::Cache { path: path.to_owned(), message })?;
+        write_atomic(path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string()))?;
         Ok(())
     }
 
     /// Reads a features file, checking that every tensor is there with consistent lengths.
     pub fn load(path: &Path) -> Result<Self> {
-        let err = |message: String| BackboneError::Weights {
-            source_name: path.display().to_string(),
-            message,
-        };
+        let err = |message: String| BackboneError::Weights { source_name: path.display().to_string(), message };
         let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| err(format!("not a safetensors file: {e}")))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
         let metadata = meta.metadata().clone().unwrap_or_default();
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-            .map_err(|e| err(e.to_string()))?;
-        let get = |name: &str| {
-            tensors
-                .get(name)
-                .ok_or_else(|| err(format!("missing tensor `{name}`")))
-        };
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| err(e.to_string()))?;
+        let get = |name: &str| tensors.get(name).ok_or_else(|| err(format!("missing tensor `{name}`")));
         let features = get("features")?;
-        let (n, dim) = features.dims2().map_err(|_| {
-            err(format!(
-                "`features` must be [N, D], got {:?}",
-                features.dims()
-            ))
-        })?;
+        let (n, dim) = features.dims2().map_err(|_| err(format!("`features` must be [N, D], got {:?}", features.dims())))?;
         let ints = |name: &str| -> Result<Vec<i64>> {
             let t = get(name)?;
             if t.dims() != [n] {
-                return Err(err(format!(
-                    "`{name}` has shape {:?}, expected [{n}] like `features`",
-                    t.dims()
-                )));
+                return Err(err(format!("`{name}` has shape {:?}, expected [{n}] like `features`", t.dims())));
             }
             Ok(t.to_dtype(DType::I64)?.to_vec1()?)
         };
         let features: Vec<f32> = features.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         if let Some(bad) = features.iter().position(|v| !v.is_finite()) {
-            return Err(err(format!(
-                "`features` row {} holds a NaN or infinite value (column {})",
-                bad / dim.max(1),
-                bad % dim.max(1)
-            )));
+            return Err(err(format!("`features` row {} holds a NaN or infinite value (column {})", bad / dim.max(1), bad % dim.max(1))));
         }
-        Ok(Self {
-            features,
-            dim,
-            patient_id: ints("patient_id")?,
-            day: ints("day")?,
-            label: ints("label")?,
-            metadata,
-        })
+        Ok(Self { features, dim, patient_id: ints("patient_id")?, day: ints("day")?, label: ints("label")?, metadata })
     }
 }
 
 /// Computes (or fetches from the cache) the features of every record, in batches.
 /// `progress` is called with the number of images done after each batch.
-pub fn extract_features(
-    backbone: &Backbone,
-    dataset: &Dataset,
-    config: &ExtractConfig,
-    mut progress: impl FnMut(usize),
-) -> Result<(FeatureSet, usize)> {
+pub fn extract_features(backbone: &Backbone, dataset: &Dataset, config: &ExtractConfig, mut progress: impl FnMut(usize)) -> Result<(FeatureSet, usize)> {
     let dim = backbone.feature_dim();
     let n = dataset.len();
     let mut features = vec![0f32; n * dim];
     let mut keys = Vec::with_capacity(n);
     let mut missing = Vec::new();
     for (i, record) in dataset.records().iter().enumerate() {
-        let bytes = std::fs::read(&record.path).map_err(|e| tgc_data::DataError::Read {
-            path: record.path.clone(),
-            message: e.to_string(),
-        })?;
+        let bytes = std::fs::read(&record.path).map_err(|e| tgc_data::DataError::Read { path: record.path.clone(), message: e.to_string() })?;
         let key = cache_key(backbone, &bytes);
         let hit = match &config.cache_dir {
             Some(dir) => read_cached(&dir.join(format!("{key}.safetensors")), dim),
@@ -192,20 +141,14 @@ pub fn extract_features(
     progress(cached);
     let mut done = cached;
     for chunk in missing.chunks(config.batch_size.max(1)) {
-        let images = chunk
-            .iter()
-            .map(|&i| dataset.load_image(i))
-            .collect::<tgc_data::Result<Vec<_>>>()?;
+        let images = chunk.iter().map(|&i| dataset.load_image(i)).collect::<tgc_data::Result<Vec<_>>>()?;
         let input = backbone.preprocess_batch(&images)?;
         let rows: Vec<Vec<f32>> = backbone.features(&input)?.to_dtype(DType::F32)?.to_vec2()?;
         for (&i, row) in chunk.iter().zip(rows) {
             if row.iter().any(|v| !v.is_finite()) {
                 return Err(BackboneError::Weights {
                     source_name: backbone.identity().source.clone(),
-                    message: format!(
-                        "the features of {} hold NaN or infinite values",
-                        dataset.records()[i].path.display()
-                    ),
+                    message: format!("the features of {} hold NaN or infinite values", dataset.records()[i].path.display()),
                 });
             }
             features[i * dim..(i + 1) * dim].copy_from_slice(&row);
@@ -223,13 +166,7 @@ pub fn extract_features(
         ("weights".to_owned(), identity.source.clone()),
         ("weights_digest".to_owned(), identity.digest.clone()),
         ("random_weights".to_owned(), identity.random.to_string()),
-        (
-            "imagenet_normalize".to_owned(),
-            backbone
-                .preprocess_settings()
-                .imagenet_normalize
-                .to_string(),
-        ),
+        ("imagenet_normalize".to_owned(), backbone.preprocess_settings().imagenet_normalize.to_string()),
         ("data".to_owned(), dataset.root().display().to_string()),
         ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
     ]);
@@ -269,11 +206,7 @@ enum Cached {
 
 /// The checksum stored with every entry: SHA-256 of the row's little-endian bytes.
 fn row_checksum(row: &[f32]) -> String {
-    sha256_hex(
-        &row.iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<u8>>(),
-    )
+    sha256_hex(&row.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
 }
 
 fn read_cached(path: &Path, dim: usize) -> Cached {
@@ -284,15 +217,10 @@ fn read_cached(path: &Path, dim: usize) -> Cached {
     };
     let corrupt = |why: String| Cached::Corrupt(path.to_owned(), why);
     let checksum = match safetensors::SafeTensors::read_metadata(&bytes) {
-        Ok((_, meta)) => meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("sha256").cloned()),
+        Ok((_, meta)) => meta.metadata().as_ref().and_then(|m| m.get("sha256").cloned()),
         Err(e) => return corrupt(format!("not a safetensors file: {e}")),
     };
-    let row: Vec<f32> = match candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map(|t| t.get("features").map(|f| f.to_vec1::<f32>()))
-    {
+    let row: Vec<f32> = match candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map(|t| t.get("features").map(|f| f.to_vec1::<f32>())) {
         Ok(Some(Ok(row))) => row,
         _ => return corrupt("no readable `features` vector".to_owned()),
     };
@@ -309,17 +237,12 @@ fn read_cached(path: &Path, dim: usize) -> Cached {
 /// A cache write that fails only costs a recomputation later, so it warns instead of failing.
 fn write_cached(dir: &Path, key: &str, row: &[f32]) {
     let path = dir.join(format!("{key}.safetensors"));
-    let result = std::fs::create_dir_all(dir)
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            let t = Tensor::from_slice(row, row.len(), &Device::Cpu).map_err(|e| e.to_string())?;
-            let meta = HashMap::from([("sha256".to_owned(), row_checksum(row))]);
-            let bytes = crate::safetensors_bytes([("features", &t)], meta)?;
-            write_atomic(&path, |w| {
-                std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())
-            })
-            .map_err(|e| e.to_string())
-        });
+    let result = std::fs::create_dir_all(dir).map_err(|e| e.to_string()).and_then(|()| {
+        let t = Tensor::from_slice(row, row.len(), &Device::Cpu).map_err(|e| e.to_string())?;
+        let meta = HashMap::from([("sha256".to_owned(), row_checksum(row))]);
+        let bytes = crate::safetensors_bytes([("features", &t)], meta)?;
+        write_atomic(&path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())).map_err(|e| e.to_string())
+    });
     if let Err(e) = result {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the feature cache");
     }

@@ -8,10 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use candle_core::Tensor;
 
 /// Serializes tensors and metadata as safetensors with a canonical (sorted) header.
-pub fn safetensors_bytes<'a>(
-    tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
-    metadata: HashMap<String, String>,
-) -> Result<Vec<u8>, String> {
+pub fn safetensors_bytes<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>, metadata: HashMap<String, String>) -> Result<Vec<u8>, String> {
     let mut named: Vec<(&str, &Tensor)> = tensors.into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(b.0));
     let bytes = safetensors::serialize(named, Some(metadata)).map_err(|e| e.to_string())?;
@@ -19,27 +16,16 @@ pub fn safetensors_bytes<'a>(
 }
 
 fn canonical_header(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let len = u64::from_le_bytes(
-        bytes
-            .get(..8)
-            .ok_or("safetensors output too short")?
-            .try_into()
-            .map_err(|_| "header length")?,
-    ) as usize;
-    let header = bytes
-        .get(8..8 + len)
-        .ok_or("safetensors header out of range")?;
-    let parsed: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let len = u64::from_le_bytes(bytes.get(..8).ok_or("safetensors output too short")?.try_into().map_err(|_| "header length")?) as usize;
+    let header = bytes.get(8..8 + len).ok_or("safetensors header out of range")?;
+    let parsed: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header).map_err(|e| e.to_string())?;
     let sorted: BTreeMap<String, serde_json::Value> = parsed
         .into_iter()
         .map(|(k, v)| {
             let v = match (k.as_str(), v) {
-                ("__metadata__", serde_json::Value::Object(m)) => serde_json::to_value(
-                    m.into_iter()
-                        .collect::<BTreeMap<String, serde_json::Value>>(),
-                )
-                .unwrap_or_default(),
+                ("__metadata__", serde_json::Value::Object(m)) => {
+                    serde_json::to_value(m.into_iter().collect::<BTreeMap<String, serde_json::Value>>()).unwrap_or_default()
+                }
                 (_, v) => v,
             };
             (k, v)
@@ -65,21 +51,13 @@ mod tests {
     fn equal_contents_give_equal_bytes_and_a_readable_file() {
         let a = Tensor::new(&[1f32, 2.0, 3.0], &candle_core::Device::Cpu).unwrap();
         let b = Tensor::new(&[7i64], &candle_core::Device::Cpu).unwrap();
-        let meta = || {
-            (0..20)
-                .map(|i| (format!("key{i}"), format!("value{i}")))
-                .collect::<HashMap<_, _>>()
-        };
+        let meta = || (0..20).map(|i| (format!("key{i}"), format!("value{i}"))).collect::<HashMap<_, _>>();
         let first = safetensors_bytes([("a", &a), ("b", &b)], meta()).unwrap();
         for _ in 0..5 {
             // Fresh HashMaps iterate in other orders; the bytes stay the same.
-            assert_eq!(
-                safetensors_bytes([("b", &b), ("a", &a)], meta()).unwrap(),
-                first
-            );
+            assert_eq!(safetensors_bytes([("b", &b), ("a", &a)], meta()).unwrap(), first);
         }
-        let loaded =
-            candle_core::safetensors::load_buffer(&first, &candle_core::Device::Cpu).unwrap();
+        let loaded = candle_core::safetensors::load_buffer(&first, &candle_core::Device::Cpu).unwrap();
         assert_eq!(loaded["a"].to_vec1::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
         let (_, m) = safetensors::SafeTensors::read_metadata(&first).unwrap();
         assert_eq!(m.metadata().as_ref().unwrap()["key13"], "value13");

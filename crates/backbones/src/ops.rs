@@ -29,23 +29,14 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Res
 /// window in row-major order (as `torch.nn.functional.max_pool2d` does on CPU).
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     if kernel == 0 || stride == 0 || padding * 2 > kernel {
-        candle_core::bail!(
-            "max_pool2d: invalid kernel {kernel}, stride {stride}, padding {padding}"
-        );
+        candle_core::bail!("max_pool2d: invalid kernel {kernel}, stride {stride}, padding {padding}");
     }
-    let op = MaxPool2d {
-        kernel,
-        stride,
-        padding,
-    };
+    let op = MaxPool2d { kernel, stride, padding };
     if x.device().is_cpu() {
         x.contiguous()?.apply_op1(op)
     } else {
         // The kernels are CPU code; the copies are differentiable.
-        x.to_device(&candle_core::Device::Cpu)?
-            .contiguous()?
-            .apply_op1(op)?
-            .to_device(x.device())
+        x.to_device(&candle_core::Device::Cpu)?.contiguous()?.apply_op1(op)?.to_device(x.device())
     }
 }
 
@@ -57,13 +48,7 @@ struct MaxPool2d {
 }
 
 /// Output size of a sliding window (PyTorch's floor rule): `(size + 2p − k) / s + 1`.
-fn window_out(
-    op: &str,
-    size: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-) -> Result<usize> {
+fn window_out(op: &str, size: usize, kernel: usize, stride: usize, padding: usize) -> Result<usize> {
     let padded = size + 2 * padding;
     if padded < kernel {
         candle_core::bail!("{op}: input size {size} is smaller than the kernel {kernel}");
@@ -79,13 +64,7 @@ impl MaxPool2d {
     /// Calls `visit(output_index, input_index_of_window_max)` for every output element of one
     /// `h × w` plane (indices local to the plane). Ties keep the first maximum in row-major
     /// order; a NaN wins and a later NaN replaces it, as in PyTorch's CPU kernel.
-    fn plane_argmax(
-        &self,
-        plane: &[f32],
-        (h, w): (usize, usize),
-        (oh, ow): (usize, usize),
-        mut visit: impl FnMut(usize, usize),
-    ) {
+    fn plane_argmax(&self, plane: &[f32], (h, w): (usize, usize), (oh, ow): (usize, usize), mut visit: impl FnMut(usize, usize)) {
         for oy in 0..oh {
             for ox in 0..ow {
                 let y0 = (oy * self.stride) as isize - self.padding as isize;
@@ -127,20 +106,15 @@ impl CustomOp1 for MaxPool2d {
         let (oh, ow) = (self.out_size(dims.2)?, self.out_size(dims.3)?);
         let (h, w) = (dims.2, dims.3);
         let mut out = vec![0f32; dims.0 * dims.1 * oh * ow];
-        out.par_chunks_mut(oh * ow)
-            .zip(x.par_chunks(h * w))
-            .for_each(|(dst, plane)| {
-                self.plane_argmax(plane, (h, w), (oh, ow), |o, i| dst[o] = plane[i]);
-            });
+        out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(dst, plane)| {
+            self.plane_argmax(plane, (h, w), (oh, ow), |o, i| dst[o] = plane[i]);
+        });
         Ok((CpuStorage::F32(out), Shape::from((dims.0, dims.1, oh, ow))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let grad = grad_res.to_device(arg.device())?.contiguous()?;
-        Ok(Some(
-            arg.contiguous()?
-                .apply_op2_no_bwd(&grad, &MaxPool2dBackward(*self))?,
-        ))
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad, &MaxPool2dBackward(*self))?))
     }
 }
 
@@ -152,26 +126,15 @@ impl CustomOp2 for MaxPool2dBackward {
         "max-pool2d-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, "max_pool2d backward")?;
         let g = contiguous_f32(s2, l2, "max_pool2d backward")?;
         let (_, _, h, w) = l1.shape().dims4()?;
         let (oh, ow) = (self.0.out_size(h)?, self.0.out_size(w)?);
         let mut grad_in = vec![0f32; x.len()];
-        grad_in
-            .par_chunks_mut(h * w)
-            .zip(x.par_chunks(h * w))
-            .zip(g.par_chunks(oh * ow))
-            .for_each(|((dst, plane), gp)| {
-                self.0
-                    .plane_argmax(plane, (h, w), (oh, ow), |o, i| dst[i] += gp[o]);
-            });
+        grad_in.par_chunks_mut(h * w).zip(x.par_chunks(h * w)).zip(g.par_chunks(oh * ow)).for_each(|((dst, plane), gp)| {
+            self.0.plane_argmax(plane, (h, w), (oh, ow), |o, i| dst[i] += gp[o]);
+        });
         Ok((CpuStorage::F32(grad_in), l1.shape().clone()))
     }
 }
@@ -216,47 +179,23 @@ impl FrozenParams {
                 candle_core::bail!("{op}: bias {:?} does not fit {out} outputs", b.dims());
             }
         }
-        let flat = |t: &Tensor| -> Result<Arc<Vec<f32>>> {
-            Ok(Arc::new(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?))
-        };
-        Ok(Self {
-            flat_weight: flat(&weight)?,
-            flat_bias: bias.as_ref().map(flat).transpose()?,
-            weight,
-            bias,
-        })
+        let flat = |t: &Tensor| -> Result<Arc<Vec<f32>>> { Ok(Arc::new(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)) };
+        Ok(Self { flat_weight: flat(&weight)?, flat_bias: bias.as_ref().map(flat).transpose()?, weight, bias })
     }
 }
 
 impl Conv2d {
     /// `weight` `[C_out, C_in, k, k]`, `bias` `[C_out]`.
-    pub fn new(
-        weight: Tensor,
-        bias: Option<Tensor>,
-        stride: usize,
-        padding: usize,
-    ) -> Result<Self> {
+    pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
         let (_, _, kh, kw) = weight.dims4()?;
         if kh != kw || stride == 0 {
-            candle_core::bail!(
-                "conv2d: square kernels and stride ≥ 1 only, got {:?} stride {stride}",
-                weight.dims()
-            );
+            candle_core::bail!("conv2d: square kernels and stride ≥ 1 only, got {:?} stride {stride}", weight.dims());
         }
         let params = FrozenParams::new("conv2d", weight, bias)?;
         let (c_out, c_in, _, _) = params.weight.dims4()?;
-        let winograd = (kh == 3 && stride == 1 && padding == 1).then(|| {
-            Arc::new(WinogradPair {
-                forward: WinogradKernel::new(&params.flat_weight, c_out, c_in),
-                transposed: OnceLock::new(),
-            })
-        });
-        Ok(Self {
-            params,
-            stride,
-            padding,
-            winograd,
-        })
+        let winograd = (kh == 3 && stride == 1 && padding == 1)
+            .then(|| Arc::new(WinogradPair { forward: WinogradKernel::new(&params.flat_weight, c_out, c_in), transposed: OnceLock::new() }));
+        Ok(Self { params, stride, padding, winograd })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -267,21 +206,12 @@ impl Conv2d {
     /// convolution's epilogue, and the backward pass masks the gradient once (with the guided
     /// rule when `relu` is `Guided`) before forming the input gradient. The same function as
     /// the separate ops, with fewer passes over the activations and none of their buffers.
-    pub fn forward_fused(
-        &self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        relu_mode: Option<ReluMode>,
-    ) -> Result<Tensor> {
+    pub fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>, relu_mode: Option<ReluMode>) -> Result<Tensor> {
         let p = &self.params;
         let (_, c_in, h, w) = x.dims4()?;
         let (c_out, wc_in, k, _) = p.weight.dims4()?;
         if wc_in != c_in {
-            candle_core::bail!(
-                "conv2d: input {:?} has {c_in} channels, the kernel {:?} wants {wc_in}",
-                x.dims(),
-                p.weight.dims()
-            );
+            candle_core::bail!("conv2d: input {:?} has {c_in} channels, the kernel {:?} wants {wc_in}", x.dims(), p.weight.dims());
         }
         if !x.device().is_cpu() {
             let mut y = x.conv2d(&p.weight, self.padding, self.stride, 1, 1)?;
@@ -296,32 +226,15 @@ impl Conv2d {
                 None => Ok(y),
             };
         }
-        let geometry = Geometry {
-            k,
-            stride: self.stride,
-            padding: self.padding,
-            h,
-            w,
-            c_in,
-            c_out,
-        };
+        let geometry = Geometry { k, stride: self.stride, padding: self.padding, h, w, c_in, c_out };
         let (oh, ow) = (geometry.out(h)?, geometry.out(w)?);
-        let op = ConvOp {
-            geometry,
-            weight: p.flat_weight.clone(),
-            bias: p.flat_bias.clone(),
-            relu: relu_mode,
-            winograd: self.winograd.clone(),
-        };
+        let op = ConvOp { geometry, weight: p.flat_weight.clone(), bias: p.flat_bias.clone(), relu: relu_mode, winograd: self.winograd.clone() };
         match residual {
             None => x.contiguous()?.apply_op1(op),
             Some(r) => {
                 let expected = [x.dim(0)?, c_out, oh, ow];
                 if r.dims() != expected {
-                    candle_core::bail!(
-                        "conv2d: residual {:?} does not match the output {expected:?}",
-                        r.dims()
-                    );
+                    candle_core::bail!("conv2d: residual {:?} does not match the output {expected:?}", r.dims());
                 }
                 x.contiguous()?.apply_op2(&r.contiguous()?, op)
             }
@@ -362,11 +275,7 @@ impl Geometry {
         let (s, p) = (self.stride, self.padding);
         // o·s + kk − p ≥ 0  ⇔  o ≥ ⌈(p − kk)/s⌉;  o·s + kk − p ≤ size − 1  ⇔  o ≤ ⌊(size − 1 + p − kk)/s⌋
         let lo = p.saturating_sub(kk).div_ceil(s).min(out);
-        let hi = if size + p > kk {
-            ((size - 1 + p - kk) / s + 1).min(out)
-        } else {
-            0
-        };
+        let hi = if size + p > kk { ((size - 1 + p - kk) / s + 1).min(out) } else { 0 };
         lo..hi.max(lo)
     }
 
@@ -376,30 +285,28 @@ impl Geometry {
         let (oh, ow) = (self.out(h)?, self.out(w)?);
         let l = oh * ow;
         // One task per (channel, ky): k rows of `cols` each.
-        cols.par_chunks_mut(k * l)
-            .enumerate()
-            .for_each(|(task, rows)| {
-                let (c, ky) = (task / k, task % k);
-                let plane = &image[c * h * w..(c + 1) * h * w];
-                for kx in 0..k {
-                    let row = &mut rows[kx * l..(kx + 1) * l];
-                    let cols_ok = self.valid(kx, w, ow);
-                    for oy in 0..oh {
-                        let dst = &mut row[oy * ow..(oy + 1) * ow];
-                        let Some(iy) = self.src(oy, ky, h) else {
-                            dst.fill(0.0);
-                            continue;
-                        };
-                        let src = &plane[iy * w..(iy + 1) * w];
-                        dst[..cols_ok.start].fill(0.0);
-                        dst[cols_ok.end..].fill(0.0);
-                        let first = cols_ok.start * s + kx - self.padding;
-                        for (j, d) in dst[cols_ok.clone()].iter_mut().enumerate() {
-                            *d = src[first + j * s];
-                        }
+        cols.par_chunks_mut(k * l).enumerate().for_each(|(task, rows)| {
+            let (c, ky) = (task / k, task % k);
+            let plane = &image[c * h * w..(c + 1) * h * w];
+            for kx in 0..k {
+                let row = &mut rows[kx * l..(kx + 1) * l];
+                let cols_ok = self.valid(kx, w, ow);
+                for oy in 0..oh {
+                    let dst = &mut row[oy * ow..(oy + 1) * ow];
+                    let Some(iy) = self.src(oy, ky, h) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let src = &plane[iy * w..(iy + 1) * w];
+                    dst[..cols_ok.start].fill(0.0);
+                    dst[cols_ok.end..].fill(0.0);
+                    let first = cols_ok.start * s + kx - self.padding;
+                    for (j, d) in dst[cols_ok.clone()].iter_mut().enumerate() {
+                        *d = src[first + j * s];
                     }
                 }
-            });
+            }
+        });
         Ok(())
     }
 
@@ -409,8 +316,7 @@ impl Geometry {
         let (h, w, k, s, p) = (self.h, self.w, self.k, self.stride, self.padding);
         let (oh, ow) = (self.out(h)?, self.out(w)?);
         let l = oh * ow;
-        let col_ranges: Vec<std::ops::Range<usize>> =
-            (0..k).map(|kx| self.valid(kx, w, ow)).collect();
+        let col_ranges: Vec<std::ops::Range<usize>> = (0..k).map(|kx| self.valid(kx, w, ow)).collect();
         image.par_chunks_mut(w).enumerate().for_each(|(task, dst)| {
             let (c, iy) = (task / h, task % h);
             let rows = &cols[c * k * k * l..(c + 1) * k * k * l];
@@ -438,24 +344,14 @@ impl Geometry {
 
 /// `dst[m×n] (+)= a · b` for row-major `a` (`[m×k]`, or `[k×m]` read transposed) and `b`
 /// (`[k×n]`, or `[n×k]` read transposed).
-fn gemm_into(
-    dst: &mut [f32],
-    accumulate: bool,
-    a: &[f32],
-    a_transposed: bool,
-    b: &[f32],
-    (m, k, n): (usize, usize, usize),
-) {
+fn gemm_into(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b: &[f32], (m, k, n): (usize, usize, usize)) {
     gemm_tt(dst, accumulate, a, a_transposed, b, false, (m, k, n))
 }
 
 /// `dst[m×n] = a[m×k] · b[k×n]`, all row-major, on the calling thread (for callers that run
 /// many small products in parallel themselves).
 pub(crate) fn gemm_serial(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) {
-    assert!(
-        dst.len() == m * n && a.len() == m * k && b.len() == k * n,
-        "gemm operand sizes"
-    );
+    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
     // SAFETY: lengths checked above, strides of row-major layouts.
     unsafe {
         gemm_strided(
@@ -469,47 +365,15 @@ pub(crate) fn gemm_serial(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usi
     }
 }
 
-fn gemm_tt(
-    dst: &mut [f32],
-    accumulate: bool,
-    a: &[f32],
-    a_transposed: bool,
-    b: &[f32],
-    b_transposed: bool,
-    (m, k, n): (usize, usize, usize),
-) {
-    assert!(
-        dst.len() == m * n && a.len() == m * k && b.len() == k * n,
-        "gemm operand sizes"
-    );
-    let a = if a_transposed {
-        Mat(a.as_ptr(), 1, m as isize)
-    } else {
-        Mat(a.as_ptr(), k as isize, 1)
-    };
-    let b = if b_transposed {
-        Mat(b.as_ptr(), 1, k as isize)
-    } else {
-        Mat(b.as_ptr(), n as isize, 1)
-    };
+fn gemm_tt(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b: &[f32], b_transposed: bool, (m, k, n): (usize, usize, usize)) {
+    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
+    let a = if a_transposed { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
+    let b = if b_transposed { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) };
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the pointers come from slices whose lengths were checked against m, k, n above,
     // and the strides describe those row-major (or transposed) layouts exactly.
-    unsafe {
-        gemm_strided(
-            (dst.as_mut_ptr(), n as isize, 1),
-            accumulate,
-            a,
-            b,
-            (m, k, n),
-            parallelism,
-        )
-    }
+    unsafe { gemm_strided((dst.as_mut_ptr(), n as isize, 1), accumulate, a, b, (m, k, n), parallelism) }
 }
 
 /// A strided matrix: pointer to element (0, 0), row stride, column stride.
@@ -521,35 +385,8 @@ struct Mat(*const f32, isize, isize);
 /// # Safety
 /// Every index `(i, j)` in range must be in bounds of the buffers behind the pointers, and
 /// nothing else may write `dst` meanwhile.
-unsafe fn gemm_strided(
-    dst: (*mut f32, isize, isize),
-    accumulate: bool,
-    a: Mat,
-    b: Mat,
-    (m, k, n): (usize, usize, usize),
-    parallelism: gemm::Parallelism,
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.0,
-        dst.2,
-        dst.1,
-        accumulate,
-        a.0,
-        a.2,
-        a.1,
-        b.0,
-        b.2,
-        b.1,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        parallelism,
-    );
+unsafe fn gemm_strided(dst: (*mut f32, isize, isize), accumulate: bool, a: Mat, b: Mat, (m, k, n): (usize, usize, usize), parallelism: gemm::Parallelism) {
+    gemm::gemm(m, n, k, dst.0, dst.2, dst.1, accumulate, a.0, a.2, a.1, b.0, b.2, b.1, 1.0, 1.0, false, false, false, parallelism);
 }
 
 /// Forward: per image, im2col then `out = bias + W · cols`, then the epilogue (residual add,
@@ -563,47 +400,24 @@ struct ConvOp {
 }
 
 impl ConvOp {
-    fn run(
-        &self,
-        x: &[f32],
-        batch: usize,
-        residual: Option<&[f32]>,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn run(&self, x: &[f32], batch: usize, residual: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
         let g = self.geometry;
         let (oh, ow) = (g.out(g.h)?, g.out(g.w)?);
         if let Some(wg) = &self.winograd {
-            let out = wg.forward.conv(
-                x,
-                batch,
-                (g.h, g.w),
-                self.bias.as_deref().map(|b| b.as_slice()),
-                residual,
-                self.relu.is_some(),
-            );
+            let out = wg.forward.conv(x, batch, (g.h, g.w), self.bias.as_deref().map(|b| b.as_slice()), residual, self.relu.is_some());
             return Ok((CpuStorage::F32(out), Shape::from((batch, g.c_out, oh, ow))));
         }
         let (l, kk) = (oh * ow, g.c_in * g.k * g.k);
         let mut out = vec![0f32; batch * g.c_out * l];
         let mut cols = vec![0f32; kk * l];
-        for (i, (image, dst)) in x
-            .chunks(g.c_in * g.h * g.w)
-            .zip(out.chunks_mut(g.c_out * l))
-            .enumerate()
-        {
+        for (i, (image, dst)) in x.chunks(g.c_in * g.h * g.w).zip(out.chunks_mut(g.c_out * l)).enumerate() {
             g.im2col(image, &mut cols)?;
             if let Some(bias) = &self.bias {
                 for (row, v) in dst.chunks_mut(l).zip(bias.iter()) {
                     row.fill(*v);
                 }
             }
-            gemm_into(
-                dst,
-                self.bias.is_some(),
-                &self.weight,
-                false,
-                &cols,
-                (g.c_out, kk, l),
-            );
+            gemm_into(dst, self.bias.is_some(), &self.weight, false, &cols, (g.c_out, kk, l));
             let res = residual.map(|r| &r[i * g.c_out * l..(i + 1) * g.c_out * l]);
             epilogue(dst, res, self.relu.is_some(), l);
         }
@@ -615,18 +429,12 @@ impl ConvOp {
     fn output_grad(&self, res: &Tensor, grad_res: &Tensor) -> Result<Tensor> {
         match self.relu {
             None => grad_res.contiguous(),
-            Some(mode) => grad_res
-                .contiguous()?
-                .apply_op2_no_bwd(&res.contiguous()?, &ReluMask(mode)),
+            Some(mode) => grad_res.contiguous()?.apply_op2_no_bwd(&res.contiguous()?, &ReluMask(mode)),
         }
     }
 
     fn input_grad(&self, grad: &Tensor) -> Result<Tensor> {
-        grad.apply_op1_no_bwd(&ConvInputGrad {
-            geometry: self.geometry,
-            weight: self.weight.clone(),
-            winograd: self.winograd.clone(),
-        })
+        grad.apply_op1_no_bwd(&ConvInputGrad { geometry: self.geometry, weight: self.weight.clone(), winograd: self.winograd.clone() })
     }
 }
 
@@ -669,25 +477,13 @@ impl CustomOp2 for ConvOp {
         "conv2d-im2col-residual"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, "conv2d")?;
         let residual = contiguous_f32(s2, l2, "conv2d residual")?;
         self.run(x, l1.shape().dims4()?.0, Some(residual))
     }
 
-    fn bwd(
-        &self,
-        _arg1: &Tensor,
-        _arg2: &Tensor,
-        res: &Tensor,
-        grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, _arg1: &Tensor, _arg2: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = self.output_grad(res, grad_res)?;
         Ok((Some(self.input_grad(&grad)?), Some(grad)))
     }
@@ -702,35 +498,21 @@ impl CustomOp2 for ReluMask {
         "relu-mask"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let grad = contiguous_f32(s1, l1, "relu backward")?;
         let out = contiguous_f32(s2, l2, "relu backward")?;
         if grad.len() != out.len() {
-            candle_core::bail!(
-                "relu backward: gradient {:?} and output {:?} differ",
-                l1.shape(),
-                l2.shape()
-            );
+            candle_core::bail!("relu backward: gradient {:?} and output {:?} differ", l1.shape(), l2.shape());
         }
         let guided = self.0 == ReluMode::Guided;
         let mut masked = vec![0f32; grad.len()];
         const CHUNK: usize = 1 << 14;
-        masked
-            .par_chunks_mut(CHUNK)
-            .zip(grad.par_chunks(CHUNK))
-            .zip(out.par_chunks(CHUNK))
-            .for_each(|((m, g), o)| {
-                for ((m, &g), &o) in m.iter_mut().zip(g).zip(o) {
-                    let g = if guided { g.max(0.0) } else { g };
-                    *m = if o > 0.0 { g } else { 0.0 };
-                }
-            });
+        masked.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).zip(out.par_chunks(CHUNK)).for_each(|((m, g), o)| {
+            for ((m, &g), &o) in m.iter_mut().zip(g).zip(o) {
+                let g = if guided { g.max(0.0) } else { g };
+                *m = if o > 0.0 { g } else { 0.0 };
+            }
+        });
         Ok((CpuStorage::F32(masked), l1.shape().clone()))
     }
 }
@@ -753,30 +535,19 @@ impl CustomOp1 for ConvInputGrad {
         let g = self.geometry;
         let b = layout.shape().dims4()?.0;
         if let Some(wg) = &self.winograd {
-            let kernel = wg
-                .transposed
-                .get_or_init(|| WinogradKernel::new_transposed(&self.weight, g.c_out, g.c_in));
+            let kernel = wg.transposed.get_or_init(|| WinogradKernel::new_transposed(&self.weight, g.c_out, g.c_in));
             let input_grad = kernel.conv(grad, b, (g.h, g.w), None, None, false);
-            return Ok((
-                CpuStorage::F32(input_grad),
-                Shape::from((b, g.c_in, g.h, g.w)),
-            ));
+            return Ok((CpuStorage::F32(input_grad), Shape::from((b, g.c_in, g.h, g.w))));
         }
         let l = g.out(g.h)? * g.out(g.w)?;
         let kk = g.c_in * g.k * g.k;
         let mut input_grad = vec![0f32; b * g.c_in * g.h * g.w];
         let mut cols = vec![0f32; kk * l];
-        for (gout, dst) in grad
-            .chunks(g.c_out * l)
-            .zip(input_grad.chunks_mut(g.c_in * g.h * g.w))
-        {
+        for (gout, dst) in grad.chunks(g.c_out * l).zip(input_grad.chunks_mut(g.c_in * g.h * g.w)) {
             gemm_into(&mut cols, false, &self.weight, true, gout, (kk, g.c_out, l));
             g.col2im(&cols, dst)?;
         }
-        Ok((
-            CpuStorage::F32(input_grad),
-            Shape::from((b, g.c_in, g.h, g.w)),
-        ))
+        Ok((CpuStorage::F32(input_grad), Shape::from((b, g.c_in, g.h, g.w))))
     }
 }
 
@@ -791,9 +562,7 @@ pub struct Linear {
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         weight.dims2()?;
-        Ok(Self {
-            params: FrozenParams::new("linear", weight, bias)?,
-        })
+        Ok(Self { params: FrozenParams::new("linear", weight, bias)? })
     }
 
     /// Several layers on the same input as one (`[W₁; W₂; …]`, outputs side by side): one
@@ -801,24 +570,12 @@ impl Linear {
     pub fn concat(layers: &[Linear]) -> Result<Self> {
         let weights: Vec<&Tensor> = layers.iter().map(|l| &l.params.weight).collect();
         let biases: Option<Vec<&Tensor>> = layers.iter().map(|l| l.params.bias.as_ref()).collect();
-        Self::new(
-            Tensor::cat(&weights, 0)?,
-            biases.map(|b| Tensor::cat(&b, 0)).transpose()?,
-        )
+        Self::new(Tensor::cat(&weights, 0)?, biases.map(|b| Tensor::cat(&b, 0)).transpose()?)
     }
 
     /// Loads `weight` and, when `with_bias`, `bias` from a `VarBuilder`.
-    pub fn load(
-        inp: usize,
-        out: usize,
-        with_bias: bool,
-        vb: candle_nn::VarBuilder,
-    ) -> Result<Self> {
-        let bias = if with_bias {
-            Some(vb.get(out, "bias")?)
-        } else {
-            None
-        };
+    pub fn load(inp: usize, out: usize, with_bias: bool, vb: candle_nn::VarBuilder) -> Result<Self> {
+        let bias = if with_bias { Some(vb.get(out, "bias")?) } else { None };
         Self::new(vb.get((out, inp), "weight")?, bias)
     }
 
@@ -835,12 +592,7 @@ impl Linear {
                 None => Ok(y),
             };
         }
-        x.contiguous()?.apply_op1(LinearOp {
-            inp,
-            out,
-            weight: p.flat_weight.clone(),
-            bias: p.flat_bias.clone(),
-        })
+        x.contiguous()?.apply_op1(LinearOp { inp, out, weight: p.flat_weight.clone(), bias: p.flat_bias.clone() })
     }
 }
 
@@ -865,26 +617,14 @@ impl CustomOp1 for LinearOp {
                 row.copy_from_slice(bias);
             }
         }
-        gemm_tt(
-            &mut y,
-            self.bias.is_some(),
-            x,
-            false,
-            &self.weight,
-            true,
-            (rows, self.inp, self.out),
-        );
+        gemm_tt(&mut y, self.bias.is_some(), x, false, &self.weight, true, (rows, self.inp, self.out));
         let mut dims = layout.shape().dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = self.out;
         Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let op = LinearInputGrad {
-            inp: self.inp,
-            out: self.out,
-            weight: self.weight.clone(),
-        };
+        let op = LinearInputGrad { inp: self.inp, out: self.out, weight: self.weight.clone() };
         Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&op)?))
     }
 }
@@ -904,15 +644,7 @@ impl CustomOp1 for LinearInputGrad {
         let g = contiguous_f32(storage, layout, "linear backward")?;
         let rows = g.len() / self.out;
         let mut dx = vec![0f32; rows * self.inp];
-        gemm_tt(
-            &mut dx,
-            false,
-            g,
-            false,
-            &self.weight,
-            false,
-            (rows, self.out, self.inp),
-        );
+        gemm_tt(&mut dx, false, g, false, &self.weight, false, (rows, self.out, self.inp));
         let mut dims = layout.shape().dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = self.inp;
         Ok((CpuStorage::F32(dx), Shape::from(dims)))
@@ -943,10 +675,7 @@ fn rows_chunk(n: usize) -> usize {
 }
 
 /// Rows of the last dimension, in parallel blocks of whole rows.
-fn rows_par<'a>(
-    out: &'a mut [f32],
-    n: usize,
-) -> impl IndexedParallelIterator<Item = &'a mut [f32]> {
+fn rows_par<'a>(out: &'a mut [f32], n: usize) -> impl IndexedParallelIterator<Item = &'a mut [f32]> {
     out.par_chunks_mut(rows_chunk(n))
 }
 
@@ -971,21 +700,12 @@ impl CustomOp1 for Softmax {
         let x = contiguous_f32(storage, layout, "softmax")?;
         let n = layout.shape().dims().last().copied().unwrap_or(1);
         let mut y = x.to_vec();
-        rows_par(&mut y, n).for_each(|block| {
-            block
-                .chunks_mut(n)
-                .for_each(|row| vecmath::softmax_in_place(row, self.divisor))
-        });
+        rows_par(&mut y, n).for_each(|block| block.chunks_mut(n).for_each(|row| vecmath::softmax_in_place(row, self.divisor)));
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(res.contiguous()?.apply_op2_no_bwd(
-            &grad_res.contiguous()?,
-            &SoftmaxBackward {
-                divisor: self.divisor,
-            },
-        )?))
+        Ok(Some(res.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxBackward { divisor: self.divisor })?))
     }
 }
 
@@ -999,25 +719,17 @@ impl CustomOp2 for SoftmaxBackward {
         "softmax-last-dim-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let y = contiguous_f32(s1, l1, "softmax backward")?;
         let g = contiguous_f32(s2, l2, "softmax backward")?;
         let n = l1.shape().dims().last().copied().unwrap_or(1);
         let mut dx = g.to_vec();
         let chunk = rows_chunk(n);
-        dx.par_chunks_mut(chunk)
-            .zip(y.par_chunks(chunk))
-            .for_each(|(block, yb)| {
-                for (row, yr) in block.chunks_mut(n).zip(yb.chunks(n)) {
-                    softmax_backward_row(row, yr, self.divisor);
-                }
-            });
+        dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk)).for_each(|(block, yb)| {
+            for (row, yr) in block.chunks_mut(n).zip(yb.chunks(n)) {
+                softmax_backward_row(row, yr, self.divisor);
+            }
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -1032,19 +744,11 @@ impl CustomOp2 for SoftmaxBackward {
 pub fn multi_head_attention(qkv: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, t, h3) = qkv.dims3()?;
     if heads == 0 || h3 % (3 * heads) != 0 {
-        candle_core::bail!(
-            "attention: packed projections {:?} do not split into q, k, v of {heads} heads",
-            qkv.dims()
-        );
+        candle_core::bail!("attention: packed projections {:?} do not split into q, k, v of {heads} heads", qkv.dims());
     }
     let (h, dh) = (h3 / 3, h3 / 3 / heads);
     if !qkv.device().is_cpu() {
-        let split = |i: usize| -> Result<Tensor> {
-            qkv.narrow(2, i * h, h)?
-                .reshape((b, t, heads, dh))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
+        let split = |i: usize| -> Result<Tensor> { qkv.narrow(2, i * h, h)?.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous() };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let probs = scaled_softmax_last_dim(&q.matmul(&k.t()?)?, (dh as f32).sqrt())?;
         return probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h));
@@ -1074,13 +778,7 @@ impl Attention {
         let (bi, head) = (task / self.heads, task % self.heads);
         let h = h3 / 3;
         let dh = h / self.heads;
-        HeadSlice {
-            t,
-            h,
-            dh,
-            packed: bi * t * h3 + head * dh,
-            merged: bi * t * h + head * dh,
-        }
+        HeadSlice { t, h, dh, packed: bi * t * h3 + head * dh, merged: bi * t * h + head * dh }
     }
 
     /// The probabilities `softmax(Q Kᵀ / √d)` `[t×t]` of one task.
@@ -1091,18 +789,9 @@ impl Attention {
         let (rs, ts) = (3 * s.h as isize, s.t as isize);
         let q = Mat(qkv.as_ptr().add(s.packed), rs, 1);
         let kt = Mat(qkv.as_ptr().add(s.packed + s.h), 1, rs);
-        gemm_strided(
-            (probs.as_mut_ptr(), ts, 1),
-            false,
-            q,
-            kt,
-            (s.t, s.dh, s.t),
-            gemm::Parallelism::None,
-        );
+        gemm_strided((probs.as_mut_ptr(), ts, 1), false, q, kt, (s.t, s.dh, s.t), gemm::Parallelism::None);
         let divisor = (s.dh as f32).sqrt();
-        probs
-            .chunks_mut(s.t)
-            .for_each(|row| vecmath::softmax_in_place(row, divisor));
+        probs.chunks_mut(s.t).for_each(|row| vecmath::softmax_in_place(row, divisor));
     }
 }
 
@@ -1141,10 +830,7 @@ impl CustomOp1 for Attention {
     }
 
     fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(qkv.contiguous()?.apply_op2_no_bwd(
-            &grad_res.contiguous()?,
-            &AttentionBackward(*self),
-        )?))
+        Ok(Some(qkv.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &AttentionBackward(*self))?))
     }
 }
 
@@ -1156,13 +842,7 @@ impl CustomOp2 for AttentionBackward {
         "multi-head-attention-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let qkv = contiguous_f32(s1, l1, "attention backward")?;
         let dout = contiguous_f32(s2, l2, "attention backward")?;
         let (b, t, h3) = l1.shape().dims3()?;
@@ -1182,44 +862,16 @@ impl CustomOp2 for AttentionBackward {
                     Attention::probabilities(qkv, s, probs);
                     let d_out = Mat(dout.as_ptr().add(s.merged), hs, 1);
                     // dV = Pᵀ dO
-                    gemm_strided(
-                        (base.add(s.packed + 2 * s.h), rs, 1),
-                        false,
-                        Mat(probs.as_ptr(), 1, ts),
-                        d_out,
-                        (t, t, s.dh),
-                        gemm::Parallelism::None,
-                    );
+                    gemm_strided((base.add(s.packed + 2 * s.h), rs, 1), false, Mat(probs.as_ptr(), 1, ts), d_out, (t, t, s.dh), gemm::Parallelism::None);
                     // dP = dO Vᵀ
-                    gemm_strided(
-                        (dp.as_mut_ptr(), ts, 1),
-                        false,
-                        d_out,
-                        Mat(v.0, 1, rs),
-                        (t, s.dh, t),
-                        gemm::Parallelism::None,
-                    );
+                    gemm_strided((dp.as_mut_ptr(), ts, 1), false, d_out, Mat(v.0, 1, rs), (t, s.dh, t), gemm::Parallelism::None);
                     let divisor = (s.dh as f32).sqrt();
                     for (row, p) in dp.chunks_mut(t).zip(probs.chunks(t)) {
                         softmax_backward_row(row, p, divisor);
                     }
                     // dQ = dS K, dK = dSᵀ Q
-                    gemm_strided(
-                        (base.add(s.packed), rs, 1),
-                        false,
-                        Mat(dp.as_ptr(), ts, 1),
-                        k,
-                        (t, t, s.dh),
-                        gemm::Parallelism::None,
-                    );
-                    gemm_strided(
-                        (base.add(s.packed + s.h), rs, 1),
-                        false,
-                        Mat(dp.as_ptr(), 1, ts),
-                        q,
-                        (t, t, s.dh),
-                        gemm::Parallelism::None,
-                    );
+                    gemm_strided((base.add(s.packed), rs, 1), false, Mat(dp.as_ptr(), ts, 1), k, (t, t, s.dh), gemm::Parallelism::None);
+                    gemm_strided((base.add(s.packed + s.h), rs, 1), false, Mat(dp.as_ptr(), 1, ts), q, (t, t, s.dh), gemm::Parallelism::None);
                 }
             },
         );
@@ -1255,16 +907,8 @@ pub struct LayerNorm {
 impl LayerNorm {
     pub fn new(size: usize, eps: f64, vb: candle_nn::VarBuilder) -> Result<Self> {
         let (weight, bias) = (vb.get(size, "weight")?, vb.get(size, "bias")?);
-        let flat = |t: &Tensor| -> Result<Arc<Vec<f32>>> {
-            Ok(Arc::new(t.to_dtype(DType::F32)?.to_vec1()?))
-        };
-        Ok(Self {
-            flat_weight: flat(&weight)?,
-            flat_bias: flat(&bias)?,
-            weight,
-            bias,
-            eps,
-        })
+        let flat = |t: &Tensor| -> Result<Arc<Vec<f32>>> { Ok(Arc::new(t.to_dtype(DType::F32)?.to_vec1()?)) };
+        Ok(Self { flat_weight: flat(&weight)?, flat_bias: flat(&bias)?, weight, bias, eps })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -1277,15 +921,9 @@ impl LayerNorm {
             let centered = x.broadcast_sub(&mean)?;
             let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
             let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-            return normed
-                .broadcast_mul(&self.weight)?
-                .broadcast_add(&self.bias);
+            return normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias);
         }
-        x.contiguous()?.apply_op1(LayerNormOp {
-            weight: self.flat_weight.clone(),
-            bias: self.flat_bias.clone(),
-            eps: self.eps,
-        })
+        x.contiguous()?.apply_op1(LayerNormOp { weight: self.flat_weight.clone(), bias: self.flat_bias.clone(), eps: self.eps })
     }
 }
 
@@ -1324,14 +962,8 @@ impl CustomOp1 for LayerNormOp {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let op = LayerNormBackward {
-            weight: self.weight.clone(),
-            eps: self.eps,
-        };
-        Ok(Some(
-            arg.contiguous()?
-                .apply_op2_no_bwd(&grad_res.contiguous()?, &op)?,
-        ))
+        let op = LayerNormBackward { weight: self.weight.clone(), eps: self.eps };
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &op)?))
     }
 }
 
@@ -1346,41 +978,29 @@ impl CustomOp2 for LayerNormBackward {
         "layer-norm-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, "layer norm backward")?;
         let g = contiguous_f32(s2, l2, "layer norm backward")?;
         let n = self.weight.len();
         let mut dx = g.to_vec();
         let chunk = rows_chunk(n);
-        dx.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .for_each(|(block, xb)| {
-                let mut xhat = vec![0f32; n];
-                for (row, xr) in block.chunks_mut(n).zip(xb.chunks(n)) {
-                    let (mean, rstd) = row_moments(xr, self.eps);
-                    let (mut sum_g, mut sum_gx) = (0f64, 0f64);
-                    for ((d, xh), (&xv, &gamma)) in row
-                        .iter_mut()
-                        .zip(xhat.iter_mut())
-                        .zip(xr.iter().zip(self.weight.iter()))
-                    {
-                        *xh = (xv - mean) * rstd;
-                        *d *= gamma;
-                        sum_g += *d as f64;
-                        sum_gx += (*d * *xh) as f64;
-                    }
-                    let (mean_g, mean_gx) = ((sum_g / n as f64) as f32, (sum_gx / n as f64) as f32);
-                    for (d, xh) in row.iter_mut().zip(&xhat) {
-                        *d = (*d - mean_g - xh * mean_gx) * rstd;
-                    }
+        dx.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(block, xb)| {
+            let mut xhat = vec![0f32; n];
+            for (row, xr) in block.chunks_mut(n).zip(xb.chunks(n)) {
+                let (mean, rstd) = row_moments(xr, self.eps);
+                let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+                for ((d, xh), (&xv, &gamma)) in row.iter_mut().zip(xhat.iter_mut()).zip(xr.iter().zip(self.weight.iter())) {
+                    *xh = (xv - mean) * rstd;
+                    *d *= gamma;
+                    sum_g += *d as f64;
+                    sum_gx += (*d * *xh) as f64;
                 }
-            });
+                let (mean_g, mean_gx) = ((sum_g / n as f64) as f32, (sum_gx / n as f64) as f32);
+                for (d, xh) in row.iter_mut().zip(&xhat) {
+                    *d = (*d - mean_g - xh * mean_gx) * rstd;
+                }
+            }
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -1410,16 +1030,12 @@ impl CustomOp1 for Gelu {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout, "gelu")?;
         let mut y = x.to_vec();
-        y.par_chunks_mut(ELEMENTS_PER_TASK)
-            .for_each(|c| vecmath::gelu_in_place(c, self.exact));
+        y.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|c| vecmath::gelu_in_place(c, self.exact));
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(
-            &grad_res.contiguous()?,
-            &GeluBackward(*self),
-        )?))
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &GeluBackward(*self))?))
     }
 }
 
@@ -1430,21 +1046,13 @@ impl CustomOp2 for GeluBackward {
         "gelu-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, "gelu backward")?;
         let g = contiguous_f32(s2, l2, "gelu backward")?;
         let mut dx = g.to_vec();
-        dx.par_chunks_mut(ELEMENTS_PER_TASK)
-            .zip(x.par_chunks(ELEMENTS_PER_TASK))
-            .for_each(|(d, x)| {
-                vecmath::gelu_backward_in_place(x, d, self.0.exact);
-            });
+        dx.par_chunks_mut(ELEMENTS_PER_TASK).zip(x.par_chunks(ELEMENTS_PER_TASK)).for_each(|(d, x)| {
+            vecmath::gelu_backward_in_place(x, d, self.0.exact);
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

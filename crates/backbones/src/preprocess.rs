@@ -40,11 +40,7 @@ impl Preprocess {
         let mut channels = Vec::with_capacity(3 * h * w);
         for c in 0..3 {
             if self.imagenet_normalize {
-                channels.extend(
-                    pixels
-                        .iter()
-                        .map(|v| (v - IMAGENET_MEAN[c]) / IMAGENET_STD[c]),
-                );
+                channels.extend(pixels.iter().map(|v| (v - IMAGENET_MEAN[c]) / IMAGENET_STD[c]));
             } else {
                 channels.extend_from_slice(&pixels);
             }
@@ -66,11 +62,7 @@ pub fn shorter_side_size(h: usize, w: usize, size: usize) -> (usize, usize) {
 /// Antialiased bilinear resize of a row-major single-channel image (PyTorch's
 /// `_upsample_bilinear2d_aa`): a triangle filter whose support widens with the downscale
 /// factor, weights normalized per output pixel; separable, rows then columns.
-pub fn resize_bilinear_aa(
-    pixels: &[f32],
-    (h, w): (usize, usize),
-    (nh, nw): (usize, usize),
-) -> Vec<f32> {
+pub fn resize_bilinear_aa(pixels: &[f32], (h, w): (usize, usize), (nh, nw): (usize, usize)) -> Vec<f32> {
     let rows = aa_weights(h, nh);
     let cols = aa_weights(w, nw);
     // Horizontal pass: [h, w] -> [h, nw].
@@ -97,11 +89,7 @@ pub fn resize_bilinear_aa(
 /// For each output index: the first input index and the normalized filter weights.
 fn aa_weights(input: usize, output: usize) -> Vec<(usize, Vec<f32>)> {
     let scale = input as f64 / output as f64;
-    let (support, invscale) = if scale >= 1.0 {
-        (scale, 1.0 / scale)
-    } else {
-        (1.0, 1.0)
-    };
+    let (support, invscale) = if scale >= 1.0 { (scale, 1.0 / scale) } else { (1.0, 1.0) };
     (0..output)
         .map(|i| {
             let center = scale * (i as f64 + 0.5);

@@ -45,14 +45,7 @@ impl RandomInit {
 }
 
 impl SimpleBackend for RandomInit {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> Result<Tensor> {
         Tensor::from_vec(self.values(name, &s), s, dev)?.to_dtype(dtype)
     }
 
@@ -80,27 +73,16 @@ pub struct PartialRandom {
 impl PartialRandom {
     fn randomized(&self, name: &str) -> bool {
         let name = name.strip_prefix("vit.").unwrap_or(name);
-        self.prefixes
-            .iter()
-            .any(|p| name == p || name.starts_with(&format!("{p}.")))
+        self.prefixes.iter().any(|p| name == p || name.starts_with(&format!("{p}.")))
     }
 }
 
 impl SimpleBackend for PartialRandom {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        init: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, init: candle_nn::Init, dtype: DType, dev: &Device) -> Result<Tensor> {
         if self.randomized(name) {
             return self.random.get(s, name, init, dtype, dev);
         }
-        self.inner
-            .get_with_hints_dtype(s, name, init, dtype)?
-            .to_device(dev)
+        self.inner.get_with_hints_dtype(s, name, init, dtype)?.to_device(dev)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, _: &Device) -> Result<Tensor> {
@@ -114,7 +96,5 @@ impl SimpleBackend for PartialRandom {
 
 /// FNV-1a, a stable string hash (std's hasher may change between Rust releases).
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }

@@ -20,15 +20,7 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    fn new(
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        padding: usize,
-        conv: VarBuilder,
-        bn: VarBuilder,
-    ) -> Result<Self> {
+    fn new(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, conv: VarBuilder, bn: VarBuilder) -> Result<Self> {
         let w = conv.get((cout, cin, k, k), "weight")?;
         let gamma = bn.get(cout, "weight")?;
         let beta = bn.get(cout, "bias")?;
@@ -40,9 +32,7 @@ impl ConvBn {
         let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
         let weight = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
         let bias = beta.sub(&mean.mul(&scale)?)?;
-        Ok(Self {
-            conv: Conv2d::new(weight, Some(bias), stride, padding)?,
-        })
+        Ok(Self { conv: Conv2d::new(weight, Some(bias), stride, padding)? })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -50,12 +40,7 @@ impl ConvBn {
     }
 
     /// `relu(conv(x) + residual)` with the add and the ReLU fused into the convolution.
-    fn forward_relu(
-        &self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        mode: ReluMode,
-    ) -> Result<Tensor> {
+    fn forward_relu(&self, x: &Tensor, residual: Option<&Tensor>, mode: ReluMode) -> Result<Tensor> {
         self.conv.forward_fused(x, residual, Some(mode))
     }
 }
@@ -77,11 +62,7 @@ impl BasicBlock {
         } else {
             None
         };
-        Ok(Self {
-            conv1,
-            conv2,
-            downsample,
-        })
+        Ok(Self { conv1, conv2, downsample })
     }
 
     fn forward(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
@@ -113,10 +94,7 @@ impl ResNet18 {
         for (i, cout) in [64, 128, 256, 512].into_iter().enumerate() {
             let vb_layer = vb.pp(format!("layer{}", i + 1));
             let stride = if i == 0 { 1 } else { 2 };
-            let blocks = vec![
-                BasicBlock::new(cin, cout, stride, vb_layer.pp(0))?,
-                BasicBlock::new(cout, cout, 1, vb_layer.pp(1))?,
-            ];
+            let blocks = vec![BasicBlock::new(cin, cout, stride, vb_layer.pp(0))?, BasicBlock::new(cout, cout, 1, vb_layer.pp(1))?];
             layers.push(blocks);
             cin = cout;
         }
@@ -136,10 +114,7 @@ impl ResNet18 {
     /// after its last ReLU.
     pub fn forward_to_stage(&self, x: &Tensor, stage: usize, mode: ReluMode) -> Result<Tensor> {
         if stage >= Self::STAGES {
-            candle_core::bail!(
-                "ResNet-18 has stages 0..{} (layer1..layer4), asked for {stage}",
-                Self::STAGES - 1
-            );
+            candle_core::bail!("ResNet-18 has stages 0..{} (layer1..layer4), asked for {stage}", Self::STAGES - 1);
         }
         let mut x = self.stem.forward_relu(x, None, mode)?;
         x = max_pool2d(&x, 3, 2, 1)?;
@@ -151,12 +126,7 @@ impl ResNet18 {
 
     /// Continues from the output of stage `stage` through the later stages to the 512-d
     /// penultimate features (global average pooling of `layer4`).
-    pub fn features_from_stage(
-        &self,
-        activation: &Tensor,
-        stage: usize,
-        mode: ReluMode,
-    ) -> Result<Tensor> {
+    pub fn features_from_stage(&self, activation: &Tensor, stage: usize, mode: ReluMode) -> Result<Tensor> {
         let mut x = activation.clone();
         for block in self.layers.iter().skip(stage + 1).flatten() {
             x = block.forward(&x, mode)?;

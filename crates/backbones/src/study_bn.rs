@@ -36,20 +36,8 @@ impl BatchNorm2d {
     }
 
     /// From explicit tensors (`[C]` each), with PyTorch's defaults (momentum 0.1, eps 1e-5).
-    pub fn from_tensors(
-        weight: Tensor,
-        bias: Tensor,
-        running_mean: Tensor,
-        running_var: Tensor,
-    ) -> Self {
-        Self {
-            weight,
-            bias,
-            running_mean,
-            running_var,
-            momentum: 0.1,
-            eps: 1e-5,
-        }
+    pub fn from_tensors(weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor) -> Self {
+        Self { weight, bias, running_mean, running_var, momentum: 0.1, eps: 1e-5 }
     }
 
     fn affine(&self, x: &Tensor, mean: &Tensor, var: &Tensor) -> Result<Tensor> {
@@ -57,8 +45,7 @@ impl BatchNorm2d {
         let shape = (1, c, 1, 1);
         let scale = self.weight.div(&(var + self.eps)?.sqrt()?)?;
         let shift = self.bias.sub(&mean.mul(&scale)?)?;
-        x.broadcast_mul(&scale.reshape(shape)?)?
-            .broadcast_add(&shift.reshape(shape)?)
+        x.broadcast_mul(&scale.reshape(shape)?)?.broadcast_add(&shift.reshape(shape)?)
     }
 
     /// Training mode: normalise `[B, C, H, W]` with the batch's per-channel mean and biased
@@ -75,11 +62,7 @@ impl BatchNorm2d {
         let centred = flat.broadcast_sub(&mean.unsqueeze(1)?)?;
         let biased = centred.sqr()?.mean(D::Minus1)?;
         let unbiased = (&biased * (n as f64 / (n - 1) as f64))?;
-        let (mean, biased, unbiased) = (
-            mean.to_dtype(x.dtype())?,
-            biased.to_dtype(x.dtype())?,
-            unbiased.to_dtype(x.dtype())?,
-        );
+        let (mean, biased, unbiased) = (mean.to_dtype(x.dtype())?, biased.to_dtype(x.dtype())?, unbiased.to_dtype(x.dtype())?);
         let y = self.affine(x, &mean, &biased)?;
         let m = self.momentum;
         self.running_mean = ((&self.running_mean * (1.0 - m))? + (mean * m)?)?;
@@ -100,24 +83,8 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    fn new(
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        padding: usize,
-        conv: VarBuilder,
-        bn: VarBuilder,
-    ) -> Result<Self> {
-        Ok(Self {
-            conv: Conv2d::new(
-                conv.get((cout, cin, k, k), "weight")?,
-                None,
-                stride,
-                padding,
-            )?,
-            bn: BatchNorm2d::new(cout, bn)?,
-        })
+    fn new(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, conv: VarBuilder, bn: VarBuilder) -> Result<Self> {
+        Ok(Self { conv: Conv2d::new(conv.get((cout, cin, k, k), "weight")?, None, stride, padding)?, bn: BatchNorm2d::new(cout, bn)? })
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -177,10 +144,7 @@ impl StudyBnResNet18 {
     /// Loads the weights of `source` (hub, folder, file or `random:<seed>`).
     pub fn load(source: &crate::WeightSource) -> crate::Result<Self> {
         let weights = crate::load_weights(source, &candle_core::Device::Cpu)?;
-        Self::new(weights.vb).map_err(|e| crate::BackboneError::Weights {
-            source_name: source.to_string(),
-            message: e.to_string(),
-        })
+        Self::new(weights.vb).map_err(|e| crate::BackboneError::Weights { source_name: source.to_string(), message: e.to_string() })
     }
 
     /// The 512-d features of `[B, 3, H, W]`; `train` uses and updates batch statistics.
@@ -221,11 +185,7 @@ impl StudyBnResNet18 {
     /// Restores statistics taken by [`Self::running_stats`].
     pub fn load_running_stats(&mut self, stats: &HashMap<String, Tensor>) -> Result<()> {
         let get = |name: &str, bn: &mut BatchNorm2d| -> Result<()> {
-            let find = |k: String| {
-                stats.get(&k).cloned().ok_or_else(|| {
-                    candle_core::Error::msg(format!("running statistics lack `{k}`"))
-                })
-            };
+            let find = |k: String| stats.get(&k).cloned().ok_or_else(|| candle_core::Error::msg(format!("running statistics lack `{k}`")));
             bn.running_mean = find(format!("{name}.running_mean"))?;
             bn.running_var = find(format!("{name}.running_var"))?;
             Ok(())

@@ -19,14 +19,10 @@ impl SimdLevel {
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
                 return Self::Avx512;
             }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                 return Self::Avx2Fma;
             }
         }
@@ -47,12 +43,7 @@ impl SimdLevel {
 pub fn cpu_description() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
+        .and_then(|text| text.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_owned()))
         .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
     #[allow(unused_mut)]
     let mut features: Vec<&str> = Vec::new();
@@ -66,12 +57,7 @@ pub fn cpu_description() -> String {
             features.push(name);
         }
     }
-    format!(
-        "CPU: {model} [{}], kernels: {}, threads: {}",
-        features.join(" "),
-        level().as_str(),
-        rayon::current_num_threads()
-    )
+    format!("CPU: {model} [{}], kernels: {}, threads: {}", features.join(" "), level().as_str(), rayon::current_num_threads())
 }
 
 fn level() -> SimdLevel {
@@ -149,8 +135,7 @@ fn gelu_derivative<const FMA: bool>(x: f32, exact: bool) -> f32 {
     } else {
         let inner = SQRT_2_OVER_PI * fma::<FMA>(0.044_715 * x * x, x, x);
         let t = tanh::<FMA>(inner);
-        0.5 * (1.0 + t)
-            + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * fma::<FMA>(3.0 * 0.044_715 * x, x, 1.0)
+        0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * fma::<FMA>(3.0 * 0.044_715 * x, x, 1.0)
     }
 }
 
@@ -283,18 +268,8 @@ mod tests {
     #[test]
     fn erf_is_abramowitz_stegun_7_1_26() {
         // Reference values of erf; the formula's absolute error is below 1.5e-7.
-        for (x, want) in [
-            (0.0f32, 0.0f64),
-            (0.5, 0.520_499_877_8),
-            (1.0, 0.842_700_792_9),
-            (-1.5, -0.966_105_146_5),
-            (3.0, 0.999_977_909_5),
-        ] {
-            assert!(
-                (erf_f32(x) as f64 - want).abs() < 2e-7,
-                "erf({x}) = {} vs {want}",
-                erf_f32(x)
-            );
+        for (x, want) in [(0.0f32, 0.0f64), (0.5, 0.520_499_877_8), (1.0, 0.842_700_792_9), (-1.5, -0.966_105_146_5), (3.0, 0.999_977_909_5)] {
+            assert!((erf_f32(x) as f64 - want).abs() < 2e-7, "erf({x}) = {} vs {want}", erf_f32(x));
         }
     }
 
@@ -312,13 +287,8 @@ mod tests {
             assert_eq!(dispatched, fused);
         }
         for ((a, b), x) in plain.iter().zip(&fused).zip(&x) {
-            let exact = 0.5
-                * *x as f64
-                * (1.0 + candle_core::cpu::erf::erf_f64(*x as f64 / std::f64::consts::SQRT_2));
-            assert!(
-                (*a as f64 - exact).abs() < 2e-7 * (1.0 + x.abs() as f64),
-                "{x}: {a} vs {exact}"
-            );
+            let exact = 0.5 * *x as f64 * (1.0 + candle_core::cpu::erf::erf_f64(*x as f64 / std::f64::consts::SQRT_2));
+            assert!((*a as f64 - exact).abs() < 2e-7 * (1.0 + x.abs() as f64), "{x}: {a} vs {exact}");
             assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()));
         }
     }

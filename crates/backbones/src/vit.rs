@@ -56,24 +56,15 @@ impl VitConfig {
     }
 
     pub fn from_file(path: &Path) -> std::result::Result<Self, BackboneError> {
-        let err = |message: String| BackboneError::Config {
-            path: path.to_owned(),
-            message,
-        };
+        let err = |message: String| BackboneError::Config { path: path.to_owned(), message };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let config: Self = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
         Activation::parse(&config.hidden_act).map_err(err)?;
         if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
-            return Err(err(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                config.hidden_size, config.num_attention_heads
-            )));
+            return Err(err(format!("hidden_size {} is not a multiple of num_attention_heads {}", config.hidden_size, config.num_attention_heads)));
         }
         if config.patch_size == 0 || config.image_size % config.patch_size != 0 {
-            return Err(err(format!(
-                "image_size {} is not a multiple of patch_size {}",
-                config.image_size, config.patch_size
-            )));
+            return Err(err(format!("image_size {} is not a multiple of patch_size {}", config.image_size, config.patch_size)));
         }
         // Bounds well above any ViT on the hub, so that a corrupt config cannot ask for
         // terabytes of weights.
@@ -88,19 +79,13 @@ impl VitConfig {
             }
         }
         if config.num_channels != 3 {
-            return Err(err(format!(
-                "num_channels {} (the slices are given as 3 channels)",
-                config.num_channels
-            )));
+            return Err(err(format!("num_channels {} (the slices are given as 3 channels)", config.num_channels)));
         }
         if config.grid() * config.grid() > 65_536 {
             return Err(err(format!("{}² patches are too many", config.grid())));
         }
         if !(config.layer_norm_eps > 0.0 && config.layer_norm_eps.is_finite()) {
-            return Err(err(format!(
-                "layer_norm_eps {} must be a positive number",
-                config.layer_norm_eps
-            )));
+            return Err(err(format!("layer_norm_eps {} must be a positive number", config.layer_norm_eps)));
         }
         Ok(config)
     }
@@ -126,9 +111,7 @@ impl Activation {
             "gelu" => Ok(Self::GeluErf),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Self::GeluTanh),
             "relu" => Ok(Self::Relu),
-            other => Err(format!(
-                "hidden_act `{other}` is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)"
-            )),
+            other => Err(format!("hidden_act `{other}` is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)")),
         }
     }
 
@@ -162,8 +145,7 @@ impl Attention {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.output
-            .forward(&multi_head_attention(&self.qkv.forward(x)?, self.heads)?)
+        self.output.forward(&multi_head_attention(&self.qkv.forward(x)?, self.heads)?)
     }
 }
 
@@ -184,31 +166,16 @@ impl Block {
             layernorm_before: LayerNorm::new(h, eps, vb.pp("layernorm_before"))?,
             attention: Attention::new(cfg, vb.pp("attention"))?,
             layernorm_after: LayerNorm::new(h, eps, vb.pp("layernorm_after"))?,
-            intermediate: Linear::load(
-                h,
-                cfg.intermediate_size,
-                true,
-                vb.pp("intermediate").pp("dense"),
-            )?,
+            intermediate: Linear::load(h, cfg.intermediate_size, true, vb.pp("intermediate").pp("dense"))?,
             output: Linear::load(cfg.intermediate_size, h, true, vb.pp("output").pp("dense"))?,
             act,
         })
     }
 
     /// The block from its `layernorm_before` output on; `residual` is the block's input.
-    fn forward_from_norm(
-        &self,
-        normed: &Tensor,
-        residual: &Tensor,
-        mode: ReluMode,
-    ) -> Result<Tensor> {
+    fn forward_from_norm(&self, normed: &Tensor, residual: &Tensor, mode: ReluMode) -> Result<Tensor> {
         let h = (residual + self.attention.forward(normed)?)?;
-        let mlp = self.act.forward(
-            &self
-                .intermediate
-                .forward(&self.layernorm_after.forward(&h)?)?,
-            mode,
-        )?;
+        let mlp = self.act.forward(&self.intermediate.forward(&self.layernorm_after.forward(&h)?)?, mode)?;
         h + self.output.forward(&mlp)?
     }
 
@@ -245,28 +212,15 @@ pub struct Vit {
 impl Vit {
     pub fn new(config: &VitConfig, vb: VarBuilder) -> Result<Self> {
         let act = Activation::parse(&config.hidden_act).map_err(candle_core::Error::msg)?;
-        let vb = if !vb.contains_tensor("vit.embeddings.cls_token")
-            && vb.contains_tensor("embeddings.cls_token")
-        {
-            vb
-        } else {
-            vb.pp("vit")
-        };
+        let vb = if !vb.contains_tensor("vit.embeddings.cls_token") && vb.contains_tensor("embeddings.cls_token") { vb } else { vb.pp("vit") };
         let (h, p, c) = (config.hidden_size, config.patch_size, config.num_channels);
         let emb = vb.pp("embeddings");
         let proj = emb.pp("patch_embeddings").pp("projection");
         let tokens = config.grid() * config.grid() + 1;
-        let blocks = (0..config.num_hidden_layers)
-            .map(|i| Block::new(config, act, vb.pp("encoder").pp("layer").pp(i)))
-            .collect::<Result<_>>()?;
+        let blocks = (0..config.num_hidden_layers).map(|i| Block::new(config, act, vb.pp("encoder").pp("layer").pp(i))).collect::<Result<_>>()?;
         Ok(Self {
             config: config.clone(),
-            patch_embed: Conv2d::new(
-                proj.get((h, c, p, p), "weight")?,
-                Some(proj.get(h, "bias")?),
-                p,
-                0,
-            )?,
+            patch_embed: Conv2d::new(proj.get((h, c, p, p), "weight")?, Some(proj.get(h, "bias")?), p, 0)?,
             cls_token: emb.get((1, 1, h), "cls_token")?,
             position_embeddings: emb.get((1, tokens, h), "position_embeddings")?,
             blocks,
@@ -286,9 +240,7 @@ impl Vit {
         }
         let patches = self.patch_embed.forward(x)?;
         let patches = patches.flatten_from(2)?.transpose(1, 2)?;
-        let cls = self
-            .cls_token
-            .broadcast_as((b, 1, self.config.hidden_size))?;
+        let cls = self.cls_token.broadcast_as((b, 1, self.config.hidden_size))?;
         Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embeddings)
     }
 
@@ -300,12 +252,10 @@ impl Vit {
     /// Runs up to block `block`'s `layernorm_before` (0-based) and returns its output split for
     /// Grad-CAM.
     pub fn forward_to_target(&self, x: &Tensor, block: usize, mode: ReluMode) -> Result<VitSplit> {
-        let target = self.blocks.get(block).ok_or_else(|| {
-            candle_core::Error::msg(format!(
-                "ViT has blocks 0..{}, asked for {block}",
-                self.blocks.len().saturating_sub(1)
-            ))
-        })?;
+        let target = self
+            .blocks
+            .get(block)
+            .ok_or_else(|| candle_core::Error::msg(format!("ViT has blocks 0..{}, asked for {block}", self.blocks.len().saturating_sub(1))))?;
         let mut h = self.embed(x)?;
         for earlier in &self.blocks[..block] {
             h = earlier.forward(&h, mode)?;
@@ -314,29 +264,13 @@ impl Vit {
         let (b, t, d) = normed.dims3()?;
         let g = self.config.grid();
         let cls = normed.narrow(1, 0, 1)?;
-        let map = normed
-            .narrow(1, 1, t - 1)?
-            .transpose(1, 2)?
-            .reshape((b, d, g, g))?;
-        Ok(VitSplit {
-            block,
-            map,
-            cls,
-            residual: h,
-        })
+        let map = normed.narrow(1, 1, t - 1)?.transpose(1, 2)?.reshape((b, d, g, g))?;
+        Ok(VitSplit { block, map, cls, residual: h })
     }
 
     /// Continues from a (possibly modified) target activation to the features `[B, D]`.
-    pub fn features_from_target(
-        &self,
-        map: &Tensor,
-        split: &VitSplit,
-        mode: ReluMode,
-    ) -> Result<Tensor> {
-        let target = self
-            .blocks
-            .get(split.block)
-            .ok_or_else(|| candle_core::Error::msg("ViT split at a block it does not have"))?;
+    pub fn features_from_target(&self, map: &Tensor, split: &VitSplit, mode: ReluMode) -> Result<Tensor> {
+        let target = self.blocks.get(split.block).ok_or_else(|| candle_core::Error::msg("ViT split at a block it does not have"))?;
         let (b, d, g, _) = map.dims4()?;
         let tokens = map.reshape((b, d, g * g))?.transpose(1, 2)?;
         // A split of one image serves any number of modified maps of it (Ablation-CAM's

@@ -17,10 +17,7 @@ use crate::random_init::{RandomInit, RANDOM_INIT_VERSION};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WeightSource {
     /// A hub repository, `org/name` or `org/name@revision` (default revision `main`).
-    Hub {
-        repo: String,
-        revision: Option<String>,
-    },
+    Hub { repo: String, revision: Option<String> },
     /// A folder holding `model.safetensors` and, for ViT, `config.json`.
     Folder(PathBuf),
     /// A single `.safetensors` file (ResNet needs no config).
@@ -35,10 +32,7 @@ impl FromStr for WeightSource {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || BackboneError::BadSource(s.to_owned());
         if let Some(seed) = s.strip_prefix("random:") {
-            return seed
-                .parse()
-                .map(|seed| WeightSource::Random { seed })
-                .map_err(|_| bad());
+            return seed.parse().map(|seed| WeightSource::Random { seed }).map_err(|_| bad());
         }
         let path = Path::new(s);
         if path.is_dir() {
@@ -47,44 +41,26 @@ impl FromStr for WeightSource {
         if path.is_file() {
             return Ok(WeightSource::File(path.to_owned()));
         }
-        let looks_like_path =
-            s.starts_with('.') || s.starts_with('/') || s.ends_with(".safetensors");
+        let looks_like_path = s.starts_with('.') || s.starts_with('/') || s.ends_with(".safetensors");
         let (repo, revision) = match s.split_once('@') {
             Some((repo, rev)) if !rev.is_empty() => (repo, Some(rev.to_owned())),
             Some(_) => return Err(bad()),
             None => (s, None),
         };
         let parts: Vec<&str> = repo.split('/').collect();
-        let valid_id = parts.len() == 2
-            && parts.iter().all(|p| {
-                !p.is_empty()
-                    && p.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            });
+        let valid_id = parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
         if looks_like_path || !valid_id {
-            return Err(BackboneError::Weights {
-                source_name: s.to_owned(),
-                message: "no such file or folder, and not a hub id (org/name[@revision])".into(),
-            });
+            return Err(BackboneError::Weights { source_name: s.to_owned(), message: "no such file or folder, and not a hub id (org/name[@revision])".into() });
         }
-        Ok(WeightSource::Hub {
-            repo: repo.to_owned(),
-            revision,
-        })
+        Ok(WeightSource::Hub { repo: repo.to_owned(), revision })
     }
 }
 
 impl fmt::Display for WeightSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WeightSource::Hub {
-                repo,
-                revision: Some(rev),
-            } => write!(f, "{repo}@{rev}"),
-            WeightSource::Hub {
-                repo,
-                revision: None,
-            } => write!(f, "{repo}"),
+            WeightSource::Hub { repo, revision: Some(rev) } => write!(f, "{repo}@{rev}"),
+            WeightSource::Hub { repo, revision: None } => write!(f, "{repo}"),
             WeightSource::Folder(p) | WeightSource::File(p) => write!(f, "{}", p.display()),
             WeightSource::Random { seed } => write!(f, "random:{seed}"),
         }
@@ -128,28 +104,13 @@ pub fn hub_cache() -> hf_hub::Cache {
 /// network needed) and are downloaded into it otherwise.
 pub fn load_weights(source: &WeightSource, device: &Device) -> Result<LoadedWeights> {
     let name = source.to_string();
-    let weights_err = |message: String| BackboneError::Weights {
-        source_name: name.clone(),
-        message,
-    };
+    let weights_err = |message: String| BackboneError::Weights { source_name: name.clone(), message };
     let (model, config) = match source {
         WeightSource::Random { seed } => {
-            let vb = VarBuilder::from_backend(
-                Box::new(RandomInit { seed: *seed }),
-                DTYPE,
-                device.clone(),
-            );
+            let vb = VarBuilder::from_backend(Box::new(RandomInit { seed: *seed }), DTYPE, device.clone());
             let digest = sha256_hex(format!("{name}|{RANDOM_INIT_VERSION}").as_bytes());
-            let identity = WeightsIdentity {
-                source: name.clone(),
-                digest,
-                random: true,
-            };
-            return Ok(LoadedWeights {
-                vb,
-                config: None,
-                identity,
-            });
+            let identity = WeightsIdentity { source: name.clone(), digest, random: true };
+            return Ok(LoadedWeights { vb, config: None, identity });
         }
         WeightSource::File(path) => (path.clone(), None),
         WeightSource::Folder(dir) => {
@@ -166,53 +127,28 @@ pub fn load_weights(source: &WeightSource, device: &Device) -> Result<LoadedWeig
                 .build()
                 .map_err(|e| weights_err(format!("cannot set up the hub client: {e}")))?;
             let rev = revision.clone().unwrap_or_else(|| "main".to_owned());
-            let hub_repo = api.repo(hf_hub::Repo::with_revision(
-                repo.clone(),
-                hf_hub::RepoType::Model,
-                rev,
-            ));
-            let model = hub_repo.get("model.safetensors").map_err(|e| {
-                weights_err(format!(
-                    "model.safetensors is neither in the hub cache ({}) nor downloadable: {e}",
-                    hub_cache().path().display()
-                ))
-            })?;
+            let hub_repo = api.repo(hf_hub::Repo::with_revision(repo.clone(), hf_hub::RepoType::Model, rev));
+            let model = hub_repo
+                .get("model.safetensors")
+                .map_err(|e| weights_err(format!("model.safetensors is neither in the hub cache ({}) nor downloadable: {e}", hub_cache().path().display())))?;
             (model, hub_repo.get("config.json").ok())
         }
     };
-    let bytes = std::fs::read(&model)
-        .map_err(|e| weights_err(format!("cannot read {}: {e}", model.display())))?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
-        weights_err(format!(
-            "{} is not a valid safetensors file: {e}",
-            model.display()
-        ))
-    })?;
+    let bytes = std::fs::read(&model).map_err(|e| weights_err(format!("cannot read {}: {e}", model.display())))?;
+    let tensors =
+        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| weights_err(format!("{} is not a valid safetensors file: {e}", model.display())))?;
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     for key in names {
-        if let Some((count, first)) =
-            tgc_explain::non_finite(&tensors[key]).map_err(|e| weights_err(e.to_string()))?
-        {
+        if let Some((count, first)) = tgc_explain::non_finite(&tensors[key]).map_err(|e| weights_err(e.to_string()))? {
             return Err(weights_err(format!("{}: tensor `{key}` holds {count} NaN or infinite value(s), first at flat index {first}", model.display())));
         }
     }
     tracing::debug!(source = %name, file = %model.display(), tensors = tensors.len(), "weights loaded");
-    let identity = WeightsIdentity {
-        source: name,
-        digest: sha256_hex(&bytes),
-        random: false,
-    };
-    Ok(LoadedWeights {
-        vb: VarBuilder::from_tensors(tensors, DTYPE, device),
-        config,
-        identity,
-    })
+    let identity = WeightsIdentity { source: name, digest: sha256_hex(&bytes), random: false };
+    Ok(LoadedWeights { vb: VarBuilder::from_tensors(tensors, DTYPE, device), config, identity })
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

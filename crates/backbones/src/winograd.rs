@@ -59,8 +59,7 @@ impl WinogradKernel {
             for c in 0..c_in {
                 for a in 0..3 {
                     for b in 0..3 {
-                        flipped[(c * c_out + k) * 9 + a * 3 + b] =
-                            weight[(k * c_in + c) * 9 + (2 - a) * 3 + (2 - b)];
+                        flipped[(c * c_out + k) * 9 + a * 3 + b] = weight[(k * c_in + c) * 9 + (2 - a) * 3 + (2 - b)];
                     }
                 }
             }
@@ -71,15 +70,7 @@ impl WinogradKernel {
     /// `out = epilogue(conv(x) + bias)` for `x` `[batch, C_in, h, w]`, stride 1, padding 1,
     /// output `[batch, C_out, h, w]`; the epilogue adds `residual` (same shape as the output)
     /// and applies ReLU when asked.
-    pub(crate) fn conv(
-        &self,
-        x: &[f32],
-        batch: usize,
-        (h, w): (usize, usize),
-        bias: Option<&[f32]>,
-        residual: Option<&[f32]>,
-        relu: bool,
-    ) -> Vec<f32> {
+    pub(crate) fn conv(&self, x: &[f32], batch: usize, (h, w): (usize, usize), bias: Option<&[f32]>, residual: Option<&[f32]>, relu: bool) -> Vec<f32> {
         let (c_in, c_out) = (self.c_in, self.c_out);
         assert_eq!(x.len(), batch * c_in * h * w, "winograd input size");
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
@@ -107,24 +98,16 @@ impl WinogradKernel {
                     rows_t.load(plane, (h, w), ty);
                     for xi in 0..16 {
                         // SAFETY: (ξ, c, tile row r) is written by the one task of channel c.
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                v_ptr.get().add((xi * c_in + c) * tiles + r * tw),
-                                tw,
-                            )
-                        };
+                        let dst = unsafe { std::slice::from_raw_parts_mut(v_ptr.get().add((xi * c_in + c) * tiles + r * tw), tw) };
                         rows_t.column_transform(xi, dst);
                     }
                 }
             });
             // 16 products M_ξ = U_ξ · V_ξ, one per task.
-            m.par_chunks_mut(c_out * tiles)
-                .zip(v.par_chunks(c_in * tiles))
-                .enumerate()
-                .for_each(|(xi, (mx, vx))| {
-                    let ux = &self.u[xi * c_out * c_in..(xi + 1) * c_out * c_in];
-                    crate::ops::gemm_serial(mx, ux, vx, (c_out, c_in, tiles));
-                });
+            m.par_chunks_mut(c_out * tiles).zip(v.par_chunks(c_in * tiles)).enumerate().for_each(|(xi, (mx, vx))| {
+                let ux = &self.u[xi * c_out * c_in..(xi + 1) * c_out * c_in];
+                crate::ops::gemm_serial(mx, ux, vx, (c_out, c_in, tiles));
+            });
             // Output transform, bias and epilogue, output channels in parallel.
             let m = &*m;
             (0..c_out).into_par_iter().for_each(|k| {
@@ -134,10 +117,7 @@ impl WinogradKernel {
                 for r in 0..rows {
                     let (b, ty) = ((first + r) / th, (first + r) % th);
                     let base = (b * c_out + k) * h * w;
-                    let mx: [&[f32]; 16] = std::array::from_fn(|xi| {
-                        &m[(xi * c_out + k) * tiles + r * tw
-                            ..(xi * c_out + k) * tiles + (r + 1) * tw]
-                    });
+                    let mx: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * c_out + k) * tiles + r * tw..(xi * c_out + k) * tiles + (r + 1) * tw]);
                     output_rows(&mx, &mut y, tw);
                     for i in 0..2 {
                         let oy = 2 * ty + i;
@@ -145,13 +125,8 @@ impl WinogradKernel {
                             continue;
                         }
                         // SAFETY: output row (b, k, oy) belongs to channel k's task and tile row r.
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut(out_ptr.get().add(base + oy * w), w)
-                        };
-                        let (even, odd) = (
-                            &y[(2 * i) * tw..(2 * i + 1) * tw],
-                            &y[(2 * i + 1) * tw..(2 * i + 2) * tw],
-                        );
+                        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(base + oy * w), w) };
+                        let (even, odd) = (&y[(2 * i) * tw..(2 * i + 1) * tw], &y[(2 * i + 1) * tw..(2 * i + 2) * tw]);
                         for (pair, (&e, &o)) in dst.chunks_mut(2).zip(even.iter().zip(odd)) {
                             pair[0] = e + bias;
                             if let Some(p) = pair.get_mut(1) {
@@ -159,9 +134,7 @@ impl WinogradKernel {
                             }
                         }
                         if let Some(res) = residual {
-                            for (d, v) in
-                                dst.iter_mut().zip(&res[base + oy * w..base + (oy + 1) * w])
-                            {
+                            for (d, v) in dst.iter_mut().zip(&res[base + oy * w..base + (oy + 1) * w]) {
                                 *d += v;
                             }
                         }
@@ -194,13 +167,7 @@ struct RowTransform {
 impl RowTransform {
     fn new(tw: usize) -> Self {
         let zeros = || -> [Vec<f32>; 4] { std::array::from_fn(|_| vec![0.0; tw + 1]) };
-        Self {
-            even: zeros(),
-            odd: zeros(),
-            rows_even: zeros(),
-            rows_odd: zeros(),
-            tw,
-        }
+        Self { even: zeros(), odd: zeros(), rows_even: zeros(), rows_odd: zeros(), tw }
     }
 
     /// Loads the input rows `2·ty − 1 … 2·ty + 2` (zeros outside the plane) and applies `Bᵀ`.
@@ -242,22 +209,10 @@ impl RowTransform {
         let (o0, o1) = (&self.odd[i][..tw], &self.odd[i][1..=tw]);
         // Tile tx reads padded columns 2tx … 2tx + 3 = e0, o0, e1, o1.
         match j {
-            0 => dst
-                .iter_mut()
-                .zip(e0.iter().zip(e1))
-                .for_each(|(d, (a, c))| *d = a - c),
-            1 => dst
-                .iter_mut()
-                .zip(o0.iter().zip(e1))
-                .for_each(|(d, (b, c))| *d = b + c),
-            2 => dst
-                .iter_mut()
-                .zip(o0.iter().zip(e1))
-                .for_each(|(d, (b, c))| *d = c - b),
-            _ => dst
-                .iter_mut()
-                .zip(o0.iter().zip(o1))
-                .for_each(|(d, (b, e))| *d = b - e),
+            0 => dst.iter_mut().zip(e0.iter().zip(e1)).for_each(|(d, (a, c))| *d = a - c),
+            1 => dst.iter_mut().zip(o0.iter().zip(e1)).for_each(|(d, (b, c))| *d = b + c),
+            2 => dst.iter_mut().zip(o0.iter().zip(e1)).for_each(|(d, (b, c))| *d = c - b),
+            _ => dst.iter_mut().zip(o0.iter().zip(o1)).for_each(|(d, (b, e))| *d = b - e),
         }
     }
 }
@@ -284,15 +239,7 @@ mod tests {
     use super::*;
 
     /// Direct 3×3, stride 1, padding 1 convolution, in f64.
-    fn direct(
-        x: &[f32],
-        wt: &[f32],
-        batch: usize,
-        c_in: usize,
-        c_out: usize,
-        h: usize,
-        w: usize,
-    ) -> Vec<f64> {
+    fn direct(x: &[f32], wt: &[f32], batch: usize, c_in: usize, c_out: usize, h: usize, w: usize) -> Vec<f64> {
         let mut out = vec![0f64; batch * c_out * h * w];
         for b in 0..batch {
             for k in 0..c_out {
@@ -302,14 +249,11 @@ mod tests {
                         for c in 0..c_in {
                             for a in 0..3 {
                                 for e in 0..3 {
-                                    let (iy, ix) =
-                                        (y as isize + a as isize - 1, xx as isize + e as isize - 1);
+                                    let (iy, ix) = (y as isize + a as isize - 1, xx as isize + e as isize - 1);
                                     if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                         continue;
                                     }
-                                    s += x[((b * c_in + c) * h + iy as usize) * w + ix as usize]
-                                        as f64
-                                        * wt[((k * c_in + c) * 3 + a) * 3 + e] as f64;
+                                    s += x[((b * c_in + c) * h + iy as usize) * w + ix as usize] as f64 * wt[((k * c_in + c) * 3 + a) * 3 + e] as f64;
                                 }
                             }
                         }
@@ -335,30 +279,15 @@ mod tests {
 
     #[test]
     fn matches_the_direct_convolution_on_odd_and_even_sizes() {
-        for (batch, c_in, c_out, h, w) in [
-            (2, 3, 5, 7, 6),
-            (1, 4, 2, 1, 1),
-            (3, 2, 3, 4, 9),
-            (1, 1, 1, 2, 3),
-        ] {
+        for (batch, c_in, c_out, h, w) in [(2, 3, 5, 7, 6), (1, 4, 2, 1, 1), (3, 2, 3, 4, 9), (1, 1, 1, 2, 3)] {
             let x = pseudo(batch * c_in * h * w, 1);
             let wt = pseudo(c_out * c_in * 9, 2);
             let bias = pseudo(c_out, 3);
             let expected = direct(&x, &wt, batch, c_in, c_out, h, w);
-            let got = WinogradKernel::new(&wt, c_out, c_in).conv(
-                &x,
-                batch,
-                (h, w),
-                Some(&bias),
-                None,
-                false,
-            );
+            let got = WinogradKernel::new(&wt, c_out, c_in).conv(&x, batch, (h, w), Some(&bias), None, false);
             for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
                 let e = e + bias[(i / (h * w)) % c_out] as f64;
-                assert!(
-                    (*g as f64 - e).abs() < 1e-5,
-                    "{batch}x{c_in}x{h}x{w} -> {c_out}: [{i}] {g} vs {e}"
-                );
+                assert!((*g as f64 - e).abs() < 1e-5, "{batch}x{c_in}x{h}x{w} -> {c_out}: [{i}] {g} vs {e}");
             }
         }
     }
@@ -376,10 +305,7 @@ mod tests {
             assert!((f - (p + r).max(0.0)).abs() < 1e-6);
             clamped += usize::from(p + r < 0.0);
         }
-        assert!(
-            clamped > 0 && clamped < plain.len(),
-            "the test must exercise both sides of the ReLU"
-        );
+        assert!(clamped > 0 && clamped < plain.len(), "the test must exercise both sides of the ReLU");
     }
 
     #[test]
@@ -390,19 +316,9 @@ mod tests {
         let g = pseudo(batch * c_out * h * w, 8);
         let wt = pseudo(c_out * c_in * 9, 9);
         let y = WinogradKernel::new(&wt, c_out, c_in).conv(&x, batch, (h, w), None, None, false);
-        let xt = WinogradKernel::new_transposed(&wt, c_out, c_in).conv(
-            &g,
-            batch,
-            (h, w),
-            None,
-            None,
-            false,
-        );
+        let xt = WinogradKernel::new_transposed(&wt, c_out, c_in).conv(&g, batch, (h, w), None, None, false);
         let lhs: f64 = y.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
         let rhs: f64 = x.iter().zip(&xt).map(|(a, b)| *a as f64 * *b as f64).sum();
-        assert!(
-            (lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0),
-            "{lhs} vs {rhs}"
-        );
+        assert!((lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
     }
 }

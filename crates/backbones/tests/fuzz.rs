@@ -12,10 +12,7 @@ use tgc_backbones::vit::VitConfig;
 use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, WeightSource};
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { failure_persistence: None, ..ProptestConfig::default() }
 }
 
 fn valid_features() -> Vec<u8> {
@@ -92,33 +89,20 @@ proptest! {
 #[test]
 fn head_checkpoints_load_or_name_the_file() {
     // One backbone for every case (loading it is the slow part).
-    let backbone = Backbone::load(
-        BackboneKind::ResNet18,
-        &WeightSource::Random { seed: 1 },
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    let backbone = Backbone::load(BackboneKind::ResNet18, &WeightSource::Random { seed: 1 }, &LoadOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let valid = {
         let path = dir.path().join("valid.safetensors");
         let w = Tensor::zeros((2, 512), candle_core::DType::F32, &Device::Cpu).unwrap();
         let b = Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap();
-        candle_core::safetensors::save(&[("weight", w), ("bias", b)].into_iter().collect(), &path)
-            .unwrap();
+        candle_core::safetensors::save(&[("weight", w), ("bias", b)].into_iter().collect(), &path).unwrap();
         std::fs::read(path).unwrap()
     };
     let mut runner = proptest::test_runner::TestRunner::new(config());
-    let strategy = (
-        prop::collection::vec((0.0f64..1.0, any::<u8>()), 0..10),
-        prop::option::of(0.0f64..1.0),
-    );
+    let strategy = (prop::collection::vec((0.0f64..1.0, any::<u8>()), 0..10), prop::option::of(0.0f64..1.0));
     runner
         .run(&strategy, |(edits, truncate)| {
-            let path = write(
-                dir.path(),
-                "head.safetensors",
-                &mutate(&valid, &edits, truncate),
-            );
+            let path = write(dir.path(), "head.safetensors", &mutate(&valid, &edits, truncate));
             match Classifier::load_head(backbone.clone(), &path) {
                 Ok(c) => prop_assert!(tgc_explain::non_finite(c.head_weight()).unwrap().is_none()),
                 Err(e) => prop_assert!(e.to_string().contains("head.safetensors"), "{}", e),

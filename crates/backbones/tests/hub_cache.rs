@@ -13,23 +13,10 @@ fn hub_ids_load_from_the_cache_offline() {
     let tmp = cache.path().join("vit.safetensors");
     write_safetensors(&tmp, &tiny_vit_tensors(1, 2, 3));
     vit.extend(std::fs::read(&tmp).unwrap());
-    write_hub_cache(
-        cache.path(),
-        "tiny/vit",
-        "main",
-        &[
-            ("model.safetensors", vit),
-            ("config.json", tiny_vit_config_json(1).into_bytes()),
-        ],
-    );
+    write_hub_cache(cache.path(), "tiny/vit", "main", &[("model.safetensors", vit), ("config.json", tiny_vit_config_json(1).into_bytes())]);
     let resnet_file = cache.path().join("r.safetensors");
     write_safetensors(&resnet_file, &resnet18_tensors(4, 1));
-    write_hub_cache(
-        cache.path(),
-        "tiny/resnet",
-        "v1",
-        &[("model.safetensors", std::fs::read(&resnet_file).unwrap())],
-    );
+    write_hub_cache(cache.path(), "tiny/resnet", "v1", &[("model.safetensors", std::fs::read(&resnet_file).unwrap())]);
 
     std::env::set_var("HF_HUB_CACHE", cache.path());
     // Any download attempt goes to a closed local port and fails at once.
@@ -48,13 +35,6 @@ fn hub_ids_load_from_the_cache_offline() {
 
     // A revision that is not cached cannot be fetched here: the error names the file and cache.
     let source: WeightSource = "tiny/resnet@v2".parse().unwrap();
-    let err = Backbone::load(BackboneKind::ResNet18, &source, &LoadOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("tiny/resnet@v2")
-            && err.contains("model.safetensors")
-            && err.contains("hub cache"),
-        "{err}"
-    );
+    let err = Backbone::load(BackboneKind::ResNet18, &source, &LoadOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("tiny/resnet@v2") && err.contains("model.safetensors") && err.contains("hub cache"), "{err}");
 }

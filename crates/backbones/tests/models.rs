@@ -6,9 +6,7 @@ mod common;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::VarBuilder;
 use common::*;
-use tgc_backbones::{
-    Backbone, BackboneKind, LoadOptions, Randomize, ReluMode, TargetLayer, WeightSource,
-};
+use tgc_backbones::{Backbone, BackboneKind, LoadOptions, Randomize, ReluMode, TargetLayer, WeightSource};
 
 fn cpu() -> LoadOptions {
     LoadOptions::default()
@@ -24,17 +22,8 @@ fn resnet_folder(dir: &std::path::Path) -> std::collections::HashMap<String, Ten
 fn resnet_matches_candle_transformers() {
     let dir = tempfile::tempdir().unwrap();
     let tensors = resnet_folder(dir.path());
-    let ours = tgc_backbones::resnet::ResNet18::new(VarBuilder::from_tensors(
-        tensors.clone(),
-        DType::F32,
-        &Device::Cpu,
-    ))
-    .unwrap();
-    let theirs = candle_transformers::models::resnet::resnet18(
-        10,
-        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    let ours = tgc_backbones::resnet::ResNet18::new(VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu)).unwrap();
+    let theirs = candle_transformers::models::resnet::resnet18(10, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)).unwrap();
     let x = rand_tensor(&[2, 3, 64, 64], 1.0, 11).abs().unwrap();
     let a = ours.logits(&x).unwrap().unwrap();
     let b = theirs.forward(&x).unwrap();
@@ -48,22 +37,14 @@ fn vit_matches_candle_transformers() {
     let tensors = tiny_vit_tensors(2, 5, 2);
     let cfg_json = tiny_vit_config_json(2);
     let cfg: tgc_backbones::vit::VitConfig = serde_json::from_str(&cfg_json).unwrap();
-    let ours = tgc_backbones::vit::Vit::new(
-        &cfg,
-        VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    let theirs_cfg: candle_transformers::models::vit::Config =
-        serde_json::from_str(&cfg_json).unwrap();
+    let ours = tgc_backbones::vit::Vit::new(&cfg, VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu)).unwrap();
+    let theirs_cfg: candle_transformers::models::vit::Config = serde_json::from_str(&cfg_json).unwrap();
     let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
     let theirs = candle_transformers::models::vit::Model::new(&theirs_cfg, 5, vb).unwrap();
     let x = rand_tensor(&[2, 3, 32, 32], 1.0, 12);
     let features = ours.features(&x, ReluMode::Standard).unwrap();
     assert_eq!(features.dims(), &[2, 32]);
-    let head = candle_nn::Linear::new(
-        tensors["classifier.weight"].clone(),
-        Some(tensors["classifier.bias"].clone()),
-    );
+    let head = candle_nn::Linear::new(tensors["classifier.weight"].clone(), Some(tensors["classifier.bias"].clone()));
     let a = head.forward(&features).unwrap();
     let b = theirs.forward(&x).unwrap();
     let diff = max_rel_diff(&a, &b, 1e-3);
@@ -74,198 +55,90 @@ fn vit_matches_candle_transformers() {
 fn split_forward_continues_to_the_same_features() {
     let dir = tempfile::tempdir().unwrap();
     resnet_folder(dir.path());
-    let resnet = Backbone::load(
-        BackboneKind::ResNet18,
-        &WeightSource::Folder(dir.path().to_owned()),
-        &cpu(),
-    )
-    .unwrap();
+    let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Folder(dir.path().to_owned()), &cpu()).unwrap();
     let x = rand_tensor(&[1, 3, 256, 256], 1.0, 3).abs().unwrap();
     let target = resnet.forward_to_target(&x, ReluMode::Standard).unwrap();
     assert_eq!(target.map().dims(), &[1, 512, 8, 8]);
-    let via_split = resnet
-        .features_from_target(target.map(), &target, ReluMode::Standard)
-        .unwrap();
+    let via_split = resnet.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
     assert!(max_rel_diff(&via_split, &resnet.features(&x).unwrap(), 1e-3) < 1e-6);
 
     let vit_dir = tempfile::tempdir().unwrap();
-    write_safetensors(
-        &vit_dir.path().join("model.safetensors"),
-        &tiny_vit_tensors(3, 2, 5),
-    );
+    write_safetensors(&vit_dir.path().join("model.safetensors"), &tiny_vit_tensors(3, 2, 5));
     std::fs::write(vit_dir.path().join("config.json"), tiny_vit_config_json(3)).unwrap();
-    let vit = Backbone::load(
-        BackboneKind::Vit,
-        &WeightSource::Folder(vit_dir.path().to_owned()),
-        &cpu(),
-    )
-    .unwrap();
+    let vit = Backbone::load(BackboneKind::Vit, &WeightSource::Folder(vit_dir.path().to_owned()), &cpu()).unwrap();
     assert_eq!(vit.feature_dim(), 32);
     let x = rand_tensor(&[2, 3, 32, 32], 1.0, 4);
     let target = vit.forward_to_target(&x, ReluMode::Standard).unwrap();
     assert_eq!(target.map().dims(), &[2, 32, 4, 4]);
-    let via_split = vit
-        .features_from_target(target.map(), &target, ReluMode::Standard)
-        .unwrap();
+    let via_split = vit.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
     assert!(max_rel_diff(&via_split, &vit.features(&x).unwrap(), 1e-3) < 1e-5);
 
     // Every other layer: the split continues to the same features, the maps have the layer's size.
-    for (layer, dims) in [
-        ("layer1", [1, 64, 64, 64]),
-        ("layer2", [1, 128, 32, 32]),
-        ("layer3", [1, 256, 16, 16]),
-    ] {
-        let r = resnet
-            .clone()
-            .with_target_layer(layer.parse().unwrap())
-            .unwrap();
+    for (layer, dims) in [("layer1", [1, 64, 64, 64]), ("layer2", [1, 128, 32, 32]), ("layer3", [1, 256, 16, 16])] {
+        let r = resnet.clone().with_target_layer(layer.parse().unwrap()).unwrap();
         assert_eq!(r.target_layer_name(), layer);
         let x = rand_tensor(&[1, 3, 256, 256], 1.0, 3).abs().unwrap();
         let target = r.forward_to_target(&x, ReluMode::Standard).unwrap();
         assert_eq!(target.map().dims(), &dims, "{layer}");
-        let via_split = r
-            .features_from_target(target.map(), &target, ReluMode::Standard)
-            .unwrap();
-        assert!(
-            max_rel_diff(&via_split, &r.features(&x).unwrap(), 1e-3) < 1e-6,
-            "{layer}"
-        );
+        let via_split = r.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
+        assert!(max_rel_diff(&via_split, &r.features(&x).unwrap(), 1e-3) < 1e-6, "{layer}");
     }
-    let first = vit
-        .clone()
-        .with_target_layer("block0".parse().unwrap())
-        .unwrap();
+    let first = vit.clone().with_target_layer("block0".parse().unwrap()).unwrap();
     let target = first.forward_to_target(&x, ReluMode::Standard).unwrap();
     assert_eq!(target.map().dims(), &[2, 32, 4, 4]);
-    let via_split = first
-        .features_from_target(target.map(), &target, ReluMode::Standard)
-        .unwrap();
+    let via_split = first.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
     assert!(max_rel_diff(&via_split, &vit.features(&x).unwrap(), 1e-3) < 1e-5);
     // Layers a model does not have are refused by name.
-    assert!(resnet
-        .clone()
-        .with_target_layer(TargetLayer::Index(4))
-        .unwrap_err()
-        .to_string()
-        .contains("layer5"));
-    assert!(vit
-        .clone()
-        .with_target_layer("block3".parse().unwrap())
-        .unwrap_err()
-        .to_string()
-        .contains("block 3"));
+    assert!(resnet.clone().with_target_layer(TargetLayer::Index(4)).unwrap_err().to_string().contains("layer5"));
+    assert!(vit.clone().with_target_layer("block3".parse().unwrap()).unwrap_err().to_string().contains("block 3"));
     assert!("layer0".parse::<TargetLayer>().is_err() && "conv".parse::<TargetLayer>().is_err());
 }
 
 #[test]
 fn vit_input_gradient_matches_finite_differences() {
     let dir = tempfile::tempdir().unwrap();
-    write_safetensors(
-        &dir.path().join("model.safetensors"),
-        &tiny_vit_tensors(2, 2, 8),
-    );
+    write_safetensors(&dir.path().join("model.safetensors"), &tiny_vit_tensors(2, 2, 8));
     std::fs::write(dir.path().join("config.json"), tiny_vit_config_json(2)).unwrap();
-    let vit = Backbone::load(
-        BackboneKind::Vit,
-        &WeightSource::Folder(dir.path().to_owned()),
-        &cpu(),
-    )
-    .unwrap();
+    let vit = Backbone::load(BackboneKind::Vit, &WeightSource::Folder(dir.path().to_owned()), &cpu()).unwrap();
     let w = rand_tensor(&[1, 32], 1.0, 9);
     let f = |x: &Tensor| vit.features(x).unwrap().mul(&w).unwrap().sum_all().unwrap();
     let x0 = rand_tensor(&[1, 3, 32, 32], 1.0, 10);
     let x = Var::from_tensor(&x0).unwrap();
-    let g: Vec<f32> = f(x.as_tensor())
-        .backward()
-        .unwrap()
-        .get(x.as_tensor())
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let g: Vec<f32> = f(x.as_tensor()).backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let base: Vec<f32> = x0.flatten_all().unwrap().to_vec1().unwrap();
     let eps = 1e-2;
     for i in (0..base.len()).step_by(97) {
         let (mut p, mut m) = (base.clone(), base.clone());
         p[i] += eps;
         m[i] -= eps;
-        let fp = f(&Tensor::from_vec(p, x0.dims(), &Device::Cpu).unwrap())
-            .to_scalar::<f32>()
-            .unwrap();
-        let fm = f(&Tensor::from_vec(m, x0.dims(), &Device::Cpu).unwrap())
-            .to_scalar::<f32>()
-            .unwrap();
+        let fp = f(&Tensor::from_vec(p, x0.dims(), &Device::Cpu).unwrap()).to_scalar::<f32>().unwrap();
+        let fm = f(&Tensor::from_vec(m, x0.dims(), &Device::Cpu).unwrap()).to_scalar::<f32>().unwrap();
         let fd = (fp - fm) / (2.0 * eps);
-        assert!(
-            (fd - g[i]).abs() < 1e-2 * (1.0 + fd.abs()),
-            "pixel {i}: fd {fd} vs grad {}",
-            g[i]
-        );
+        assert!((fd - g[i]).abs() < 1e-2 * (1.0 + fd.abs()), "pixel {i}: fd {fd} vs grad {}", g[i]);
     }
 }
 
 #[test]
 fn resnet_backpropagates_to_the_input_and_to_layer4() {
-    let resnet = Backbone::load(
-        BackboneKind::ResNet18,
-        &WeightSource::Random { seed: 3 },
-        &cpu(),
-    )
-    .unwrap();
+    let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Random { seed: 3 }, &cpu()).unwrap();
     assert!(resnet.is_random());
     let x = Var::from_tensor(&rand_tensor(&[1, 3, 64, 64], 1.0, 1).abs().unwrap()).unwrap();
-    let target = resnet
-        .forward_to_target(x.as_tensor(), ReluMode::Standard)
-        .unwrap();
+    let target = resnet.forward_to_target(x.as_tensor(), ReluMode::Standard).unwrap();
     let a = Var::from_tensor(target.map()).unwrap();
-    let y = resnet
-        .features_from_target(a.as_tensor(), &target, ReluMode::Standard)
-        .unwrap()
-        .sum_all()
-        .unwrap();
+    let y = resnet.features_from_target(a.as_tensor(), &target, ReluMode::Standard).unwrap().sum_all().unwrap();
     let grads = y.backward().unwrap();
     // d(sum of pooled features)/dA = 1/(h·w) everywhere.
-    let ga: Vec<f32> = grads
-        .get(a.as_tensor())
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    assert!(
-        ga.iter().all(|&v| (v - 1.0 / 4.0).abs() < 1e-7),
-        "{:?}",
-        &ga[..4]
-    );
-    let gx = resnet
-        .features(x.as_tensor())
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let ga: Vec<f32> = grads.get(a.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert!(ga.iter().all(|&v| (v - 1.0 / 4.0).abs() < 1e-7), "{:?}", &ga[..4]);
+    let gx = resnet.features(x.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
     let gx = gx.get(x.as_tensor()).unwrap();
     assert_eq!(gx.dims(), &[1, 3, 64, 64]);
-    assert!(
-        gx.abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            > 0.0
-    );
+    assert!(gx.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
 }
 
 #[test]
 fn guided_mode_changes_resnet_gradients_only() {
-    let resnet = Backbone::load(
-        BackboneKind::ResNet18,
-        &WeightSource::Random { seed: 4 },
-        &cpu(),
-    )
-    .unwrap();
+    let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Random { seed: 4 }, &cpu()).unwrap();
     let x0 = rand_tensor(&[1, 3, 64, 64], 1.0, 2).abs().unwrap();
     let w = rand_tensor(&[1, 512], 1.0, 3);
     let grad = |mode| {
@@ -277,29 +150,14 @@ fn guided_mode_changes_resnet_gradients_only() {
     };
     let (fs, gs) = grad(ReluMode::Standard);
     let (fg, gg) = grad(ReluMode::Guided);
-    assert!(
-        max_rel_diff(&fs, &fg, 1e-3) < 1e-7,
-        "guided mode must not change the forward pass"
-    );
-    assert!(
-        max_rel_diff(&gs, &gg, 1e-6) > 1e-3,
-        "guided gradients should differ"
-    );
+    assert!(max_rel_diff(&fs, &fg, 1e-3) < 1e-7, "guided mode must not change the forward pass");
+    assert!(max_rel_diff(&gs, &gg, 1e-6) > 1e-3, "guided gradients should differ");
 }
 
 #[test]
 fn random_weights_are_deterministic_per_seed() {
     let x = rand_tensor(&[1, 3, 32, 32], 1.0, 5).abs().unwrap();
-    let f = |seed| {
-        Backbone::load(
-            BackboneKind::ResNet18,
-            &WeightSource::Random { seed },
-            &cpu(),
-        )
-        .unwrap()
-        .features(&x)
-        .unwrap()
-    };
+    let f = |seed| Backbone::load(BackboneKind::ResNet18, &WeightSource::Random { seed }, &cpu()).unwrap().features(&x).unwrap();
     assert!(max_rel_diff(&f(1), &f(1), 1e-6) == 0.0);
     assert!(max_rel_diff(&f(1), &f(2), 1e-6) > 1e-3);
 }
@@ -318,9 +176,7 @@ fn single_safetensors_file_loads_resnet() {
 }
 
 fn load_err(kind: BackboneKind, source: &WeightSource) -> String {
-    Backbone::load(kind, source, &cpu())
-        .unwrap_err()
-        .to_string()
+    Backbone::load(kind, source, &cpu()).unwrap_err().to_string()
 }
 
 #[test]
@@ -329,10 +185,7 @@ fn missing_key_is_named() {
     let mut tensors = resnet18_tensors(10, 1);
     tensors.remove("layer3.1.bn2.running_var");
     write_safetensors(&dir.path().join("model.safetensors"), &tensors);
-    let err = load_err(
-        BackboneKind::ResNet18,
-        &WeightSource::Folder(dir.path().to_owned()),
-    );
+    let err = load_err(BackboneKind::ResNet18, &WeightSource::Folder(dir.path().to_owned()));
     assert!(err.contains("layer3.1.bn2.running_var"), "{err}");
 }
 
@@ -340,47 +193,25 @@ fn missing_key_is_named() {
 fn wrong_shape_names_key_and_both_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let mut tensors = resnet18_tensors(10, 1);
-    tensors.insert(
-        "layer2.0.conv1.weight".into(),
-        rand_tensor(&[128, 64, 5, 5], 0.1, 1),
-    );
+    tensors.insert("layer2.0.conv1.weight".into(), rand_tensor(&[128, 64, 5, 5], 0.1, 1));
     write_safetensors(&dir.path().join("model.safetensors"), &tensors);
-    let err = load_err(
-        BackboneKind::ResNet18,
-        &WeightSource::Folder(dir.path().to_owned()),
-    );
+    let err = load_err(BackboneKind::ResNet18, &WeightSource::Folder(dir.path().to_owned()));
     assert!(err.contains("layer2.0.conv1.weight"), "{err}");
-    assert!(
-        err.contains("[128, 64, 3, 3]") && err.contains("[128, 64, 5, 5]"),
-        "{err}"
-    );
+    assert!(err.contains("[128, 64, 3, 3]") && err.contains("[128, 64, 5, 5]"), "{err}");
 }
 
 #[test]
 fn vit_config_problems_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    write_safetensors(
-        &dir.path().join("model.safetensors"),
-        &tiny_vit_tensors(1, 2, 1),
-    );
+    write_safetensors(&dir.path().join("model.safetensors"), &tiny_vit_tensors(1, 2, 1));
     let source = WeightSource::Folder(dir.path().to_owned());
     assert!(load_err(BackboneKind::Vit, &source).contains("config.json"));
-    std::fs::write(
-        dir.path().join("config.json"),
-        tiny_vit_config_json(1).replace("\"gelu\"", "\"swish\""),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("config.json"), tiny_vit_config_json(1).replace("\"gelu\"", "\"swish\"")).unwrap();
     let err = load_err(BackboneKind::Vit, &source);
-    assert!(
-        err.contains("config.json") && err.contains("swish"),
-        "{err}"
-    );
+    assert!(err.contains("config.json") && err.contains("swish"), "{err}");
     std::fs::write(dir.path().join("config.json"), "{\"hidden_size\": 32}").unwrap();
     let err = load_err(BackboneKind::Vit, &source);
-    assert!(
-        err.contains("config.json") && err.contains("num_hidden_layers"),
-        "{err}"
-    );
+    assert!(err.contains("config.json") && err.contains("num_hidden_layers"), "{err}");
     // A config with more layers than the weights hold: the first missing key is named.
     std::fs::write(dir.path().join("config.json"), tiny_vit_config_json(2)).unwrap();
     let err = load_err(BackboneKind::Vit, &source);
@@ -389,55 +220,28 @@ fn vit_config_problems_are_named() {
 
 #[test]
 fn bad_sources_and_files() {
-    for bad in [
-        "random:abc",
-        "random:",
-        "org/name@",
-        "not a repo",
-        "a/b/c",
-        "./missing.safetensors",
-        "/no/such/dir",
-    ] {
+    for bad in ["random:abc", "random:", "org/name@", "not a repo", "a/b/c", "./missing.safetensors", "/no/such/dir"] {
         assert!(bad.parse::<WeightSource>().is_err(), "{bad}");
     }
+    assert_eq!("random:42".parse::<WeightSource>().unwrap(), WeightSource::Random { seed: 42 });
     assert_eq!(
-        "random:42".parse::<WeightSource>().unwrap(),
-        WeightSource::Random { seed: 42 }
-    );
-    assert_eq!(
-        "google/vit-base-patch16-224@abc"
-            .parse::<WeightSource>()
-            .unwrap(),
-        WeightSource::Hub {
-            repo: "google/vit-base-patch16-224".into(),
-            revision: Some("abc".into())
-        }
+        "google/vit-base-patch16-224@abc".parse::<WeightSource>().unwrap(),
+        WeightSource::Hub { repo: "google/vit-base-patch16-224".into(), revision: Some("abc".into()) }
     );
     assert!("resnet50".parse::<BackboneKind>().is_err());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("model.safetensors");
     std::fs::write(&file, b"definitely not safetensors").unwrap();
     let err = load_err(BackboneKind::ResNet18, &WeightSource::File(file));
-    assert!(
-        err.contains("model.safetensors") && err.contains("not a valid safetensors"),
-        "{err}"
-    );
+    assert!(err.contains("model.safetensors") && err.contains("not a valid safetensors"), "{err}");
     let empty = tempfile::tempdir().unwrap();
-    let err = load_err(
-        BackboneKind::ResNet18,
-        &WeightSource::Folder(empty.path().to_owned()),
-    );
+    let err = load_err(BackboneKind::ResNet18, &WeightSource::Folder(empty.path().to_owned()));
     assert!(err.contains("model.safetensors not found"), "{err}");
 }
 
 #[test]
 fn features_refuse_wrong_input_shapes() {
-    let resnet = Backbone::load(
-        BackboneKind::ResNet18,
-        &WeightSource::Random { seed: 1 },
-        &cpu(),
-    )
-    .unwrap();
+    let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Random { seed: 1 }, &cpu()).unwrap();
     let x = Tensor::zeros((1, 1, 32, 32), DType::F32, &Device::Cpu).unwrap();
     let err = resnet.features(&x).unwrap_err().to_string();
     assert!(err.contains("[1, 1, 32, 32]"), "{err}");
@@ -449,91 +253,38 @@ fn randomizing_a_prefix_changes_exactly_those_weights() {
     resnet_folder(dir.path());
     let source = WeightSource::Folder(dir.path().to_owned());
     let load = |prefixes: &[&str]| {
-        let randomize = Randomize {
-            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
-            seed: 5,
-        };
-        Backbone::load(
-            BackboneKind::ResNet18,
-            &source,
-            &LoadOptions {
-                randomize: Some(randomize),
-                ..cpu()
-            },
-        )
-        .unwrap()
+        let randomize = Randomize { prefixes: prefixes.iter().map(|p| p.to_string()).collect(), seed: 5 };
+        Backbone::load(BackboneKind::ResNet18, &source, &LoadOptions { randomize: Some(randomize), ..cpu() }).unwrap()
     };
     let original = Backbone::load(BackboneKind::ResNet18, &source, &cpu()).unwrap();
     let x = rand_tensor(&[1, 3, 64, 64], 1.0, 9).abs().unwrap();
     let features = |b: &Backbone| b.features(&x).unwrap();
     // `fc` does not feed the features, and `layer4x` is not the prefix `layer4`: unchanged.
-    assert_eq!(
-        max_rel_diff(
-            &features(&load(&["fc", "layer4x"])),
-            &features(&original),
-            1e-3
-        ),
-        0.0
-    );
+    assert_eq!(max_rel_diff(&features(&load(&["fc", "layer4x"])), &features(&original), 1e-3), 0.0);
     // Re-drawing layer4 changes the features, but leaves layer3's output untouched.
     let r4 = load(&["layer4"]);
     assert!(max_rel_diff(&features(&r4), &features(&original), 1e-3) > 0.1);
-    let at3 = |b: &Backbone| {
-        b.clone()
-            .with_target_layer("layer3".parse().unwrap())
-            .unwrap()
-            .forward_to_target(&x, ReluMode::Standard)
-            .unwrap()
-            .map()
-            .clone()
-    };
+    let at3 = |b: &Backbone| b.clone().with_target_layer("layer3".parse().unwrap()).unwrap().forward_to_target(&x, ReluMode::Standard).unwrap().map().clone();
     assert_eq!(max_rel_diff(&at3(&r4), &at3(&original), 1e-3), 0.0);
     assert!(max_rel_diff(&at3(&load(&["layer4", "layer3"])), &at3(&original), 1e-3) > 0.1);
     // The cascade names its stages from the top down.
-    let names: Vec<String> = original
-        .randomization_cascade()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let names: Vec<String> = original.randomization_cascade().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["layer4", "layer3", "layer2", "layer1", "stem"]);
 
     // A 3-block ViT: the last block with the final norm, then each block, then the embeddings;
     // randomising them all changes the features.
     let vit_dir = tempfile::tempdir().unwrap();
-    write_safetensors(
-        &vit_dir.path().join("model.safetensors"),
-        &tiny_vit_tensors(3, 2, 5),
-    );
+    write_safetensors(&vit_dir.path().join("model.safetensors"), &tiny_vit_tensors(3, 2, 5));
     std::fs::write(vit_dir.path().join("config.json"), tiny_vit_config_json(3)).unwrap();
     let vit_source = WeightSource::Folder(vit_dir.path().to_owned());
     let vit = Backbone::load(BackboneKind::Vit, &vit_source, &cpu()).unwrap();
     let cascade = vit.randomization_cascade();
-    assert_eq!(
-        cascade.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-        ["block2", "block1", "block0", "embeddings"]
-    );
+    assert_eq!(cascade.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["block2", "block1", "block0", "embeddings"]);
     assert_eq!(cascade[0].1, ["encoder.layer.2", "layernorm"]);
     let all: Vec<String> = cascade.iter().flat_map(|(_, p)| p.clone()).collect();
-    let randomized = Backbone::load(
-        BackboneKind::Vit,
-        &vit_source,
-        &LoadOptions {
-            randomize: Some(Randomize {
-                prefixes: all,
-                seed: 1,
-            }),
-            ..cpu()
-        },
-    )
-    .unwrap();
+    let randomized = Backbone::load(BackboneKind::Vit, &vit_source, &LoadOptions { randomize: Some(Randomize { prefixes: all, seed: 1 }), ..cpu() }).unwrap();
     let x = rand_tensor(&[1, 3, 32, 32], 1.0, 4);
-    assert!(
-        max_rel_diff(
-            &randomized.features(&x).unwrap(),
-            &vit.features(&x).unwrap(),
-            1e-3
-        ) > 0.1
-    );
+    assert!(max_rel_diff(&randomized.features(&x).unwrap(), &vit.features(&x).unwrap(), 1e-3) > 0.1);
 }
 
 #[test]
@@ -544,13 +295,7 @@ fn train_mode_batch_norm_by_hand() {
     let mut bn = BatchNorm2d::from_tensors(t(&[2.0]), t(&[1.0]), t(&[0.0]), t(&[1.0]));
     // Batch [2, 1, 1, 2] = 1, 2, 3, 4: mean 2.5, biased variance 1.25, unbiased 5/3.
     let x = Tensor::from_slice(&[1f32, 2.0, 3.0, 4.0], (2, 1, 1, 2), &Device::Cpu).unwrap();
-    let y: Vec<f32> = bn
-        .forward_train(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let y: Vec<f32> = bn.forward_train(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     for (yi, xi) in y.iter().zip([1f32, 2.0, 3.0, 4.0]) {
         let expected = 2.0 * (xi - 2.5) / (1.25f32 + 1e-5).sqrt() + 1.0;
         assert!((yi - expected).abs() < 1e-5, "{y:?}");
@@ -558,18 +303,9 @@ fn train_mode_batch_norm_by_hand() {
     // Running: 0.9·0 + 0.1·2.5 = 0.25; 0.9·1 + 0.1·5/3 = 1.0666…
     let rm: Vec<f32> = bn.running_mean.to_vec1().unwrap();
     let rv: Vec<f32> = bn.running_var.to_vec1().unwrap();
-    assert!(
-        (rm[0] - 0.25).abs() < 1e-6 && (rv[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6,
-        "{rm:?} {rv:?}"
-    );
+    assert!((rm[0] - 0.25).abs() < 1e-6 && (rv[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6, "{rm:?} {rv:?}");
     // Eval mode now normalises with the drifted statistics.
-    let e: Vec<f32> = bn
-        .forward_eval(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let e: Vec<f32> = bn.forward_eval(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let expected = 2.0 * (1.0 - 0.25) / (rv[0] + 1e-5).sqrt() + 1.0;
     assert!((e[0] - expected).abs() < 1e-5, "{e:?}");
     // A second batch moves the statistics again: 0.9·0.25 + 0.1·mean.
@@ -592,32 +328,14 @@ fn study_bn_resnet_in_eval_mode_is_the_frozen_resnet() {
     let mut study = StudyBnResNet18::load(&source).unwrap();
     let x = rand_tensor(&[2, 3, 64, 64], 1.0, 12).abs().unwrap();
     let before = study.running_stats();
-    assert!(
-        max_rel_diff(
-            &study.features(&x, false).unwrap(),
-            &frozen.features(&x).unwrap(),
-            1e-3
-        ) < 1e-5
-    );
+    assert!(max_rel_diff(&study.features(&x, false).unwrap(), &frozen.features(&x).unwrap(), 1e-3) < 1e-5);
     assert_eq!(study.running_stats().len(), 2 * (1 + 16 + 3));
     // Training mode drifts the statistics, and eval features change with them; restoring the
     // saved statistics gives the frozen features back.
     study.features(&x, true).unwrap();
-    assert!(
-        max_rel_diff(
-            &study.features(&x, false).unwrap(),
-            &frozen.features(&x).unwrap(),
-            1e-3
-        ) > 1e-3
-    );
+    assert!(max_rel_diff(&study.features(&x, false).unwrap(), &frozen.features(&x).unwrap(), 1e-3) > 1e-3);
     study.load_running_stats(&before).unwrap();
-    assert!(
-        max_rel_diff(
-            &study.features(&x, false).unwrap(),
-            &frozen.features(&x).unwrap(),
-            1e-3
-        ) < 1e-5
-    );
+    assert!(max_rel_diff(&study.features(&x, false).unwrap(), &frozen.features(&x).unwrap(), 1e-3) < 1e-5);
 }
 
 #[test]
@@ -627,24 +345,10 @@ fn non_finite_weights_are_refused_by_name() {
     let w = tensors["layer2.0.conv1.weight"].clone();
     let mut v: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
     v[7] = f32::INFINITY;
-    tensors.insert(
-        "layer2.0.conv1.weight".into(),
-        Tensor::from_vec(v, w.shape(), &Device::Cpu).unwrap(),
-    );
+    tensors.insert("layer2.0.conv1.weight".into(), Tensor::from_vec(v, w.shape(), &Device::Cpu).unwrap());
     write_safetensors(&dir.path().join("model.safetensors"), &tensors);
-    let err = Backbone::load(
-        BackboneKind::ResNet18,
-        &WeightSource::Folder(dir.path().to_owned()),
-        &cpu(),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        err.contains("`layer2.0.conv1.weight`")
-            && err.contains("first at flat index 7")
-            && err.contains("model.safetensors"),
-        "{err}"
-    );
+    let err = Backbone::load(BackboneKind::ResNet18, &WeightSource::Folder(dir.path().to_owned()), &cpu()).unwrap_err().to_string();
+    assert!(err.contains("`layer2.0.conv1.weight`") && err.contains("first at flat index 7") && err.contains("model.safetensors"), "{err}");
 }
 
 #[test]
@@ -652,17 +356,9 @@ fn default_checkpoints_are_those_listed_in_models_backbones_json() {
     // models/backbones.json documents the defaults at the workspace root; the crate compiles
     // them in without reading outside its folder. The two must agree.
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/backbones.json");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    for (key, kind) in [
-        ("resnet18", tgc_backbones::BackboneKind::ResNet18),
-        ("vit", tgc_backbones::BackboneKind::Vit),
-    ] {
-        assert_eq!(
-            json[key]["hub_id"].as_str(),
-            Some(kind.default_weights()),
-            "{key}"
-        );
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (key, kind) in [("resnet18", tgc_backbones::BackboneKind::ResNet18), ("vit", tgc_backbones::BackboneKind::Vit)] {
+        assert_eq!(json[key]["hub_id"].as_str(), Some(kind.default_weights()), "{key}");
     }
 }
 
@@ -681,7 +377,10 @@ fn the_classifier_is_a_model_with_the_backbones_layers() {
     let at0 = GradCam::new("block0").attribute(&model, &x, &[1]).unwrap();
     let at2 = GradCam::default().attribute(&model, &x, &[1]).unwrap();
     assert_eq!(at0.layer_attribution.as_ref().unwrap().dims(), &[1, 4, 4]);
-    assert_ne!(at0.layer_attribution.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), at2.layer_attribution.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    assert_ne!(
+        at0.layer_attribution.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        at2.layer_attribution.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
     let err = GradCam::new("block7").attribute(&model, &x, &[1]).unwrap_err().to_string();
     assert!(err.contains("block0, block1, block2"), "{err}");
     // Ablation-CAM's ablations of one image run as one batch (the ViT's class token and

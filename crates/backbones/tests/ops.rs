@@ -4,10 +4,7 @@ mod common;
 
 use candle_core::{Device, Tensor, Var};
 use common::rand_tensor;
-use tgc_backbones::ops::{
-    gelu, max_pool2d, multi_head_attention, relu, scaled_softmax_last_dim, softmax_last_dim,
-    LayerNorm, ReluMode,
-};
+use tgc_backbones::ops::{gelu, max_pool2d, multi_head_attention, relu, scaled_softmax_last_dim, softmax_last_dim, LayerNorm, ReluMode};
 
 fn t(v: &[f32], shape: &[usize]) -> Tensor {
     Tensor::from_slice(v, shape, &Device::Cpu).unwrap()
@@ -20,10 +17,7 @@ fn vec(x: &Tensor) -> Vec<f32> {
 #[test]
 fn max_pool_pads_with_minus_infinity() {
     // All negative: zero padding would give 0 at the borders; −∞ padding keeps the true max.
-    let x = t(
-        &[-1., -2., -3., -4., -5., -6., -7., -8., -9.],
-        &[1, 1, 3, 3],
-    );
+    let x = t(&[-1., -2., -3., -4., -5., -6., -7., -8., -9.], &[1, 1, 3, 3]);
     let y = max_pool2d(&x, 3, 2, 1).unwrap();
     assert_eq!(y.dims(), &[1, 1, 2, 2]);
     // Window (0,0) covers rows 0..2, cols 0..2 of the input; (0,1) cols 1..3; and so on.
@@ -43,10 +37,7 @@ fn max_pool_output_size_matches_pytorch() {
 fn max_pool_gradient_goes_to_the_first_maximum() {
     // Ties everywhere (zeros after a ReLU): PyTorch routes each window's gradient to the first
     // maximal element in row-major order, not split among ties.
-    let x = Var::from_tensor(
-        &Tensor::zeros((1, 1, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap(),
-    )
-    .unwrap();
+    let x = Var::from_tensor(&Tensor::zeros((1, 1, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap();
     let y = max_pool2d(x.as_tensor(), 3, 2, 1).unwrap();
     let grads = y.sum_all().unwrap().backward().unwrap();
     let g = vec(grads.get(x.as_tensor()).unwrap());
@@ -62,20 +53,9 @@ fn max_pool_gradient_goes_to_the_first_maximum() {
 fn max_pool_gradient_matches_finite_differences() {
     let x0 = rand_tensor(&[2, 3, 7, 6], 1.0, 3);
     let w = rand_tensor(&[2, 3, 4, 3], 1.0, 4);
-    let loss = |x: &Tensor| {
-        max_pool2d(x, 3, 2, 1)
-            .unwrap()
-            .mul(&w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-    };
+    let loss = |x: &Tensor| max_pool2d(x, 3, 2, 1).unwrap().mul(&w).unwrap().sum_all().unwrap();
     let x = Var::from_tensor(&x0).unwrap();
-    let g = vec(loss(x.as_tensor())
-        .backward()
-        .unwrap()
-        .get(x.as_tensor())
-        .unwrap());
+    let g = vec(loss(x.as_tensor()).backward().unwrap().get(x.as_tensor()).unwrap());
     let base = vec(&x0);
     let eps = 1e-3;
     for i in (0..base.len()).step_by(7) {
@@ -85,11 +65,7 @@ fn max_pool_gradient_matches_finite_differences() {
         minus[i] -= eps;
         let f = |v: Vec<f32>| loss(&t(&v, x0.dims())).to_scalar::<f32>().unwrap();
         let fd = (f(plus) - f(minus)) / (2.0 * eps);
-        assert!(
-            (fd - g[i]).abs() < 1e-2,
-            "element {i}: fd {fd} vs grad {}",
-            g[i]
-        );
+        assert!((fd - g[i]).abs() < 1e-2, "element {i}: fd {fd} vs grad {}", g[i]);
     }
 }
 
@@ -97,30 +73,17 @@ fn max_pool_gradient_matches_finite_differences() {
 fn guided_relu_clamps_negative_gradients() {
     let x = Var::from_tensor(&t(&[-1.0, 2.0, 3.0, 0.5], &[4])).unwrap();
     let upstream = t(&[5.0, -4.0, 6.0, 0.25], &[4]);
-    for (mode, expected) in [
-        (ReluMode::Standard, vec![0.0, -4.0, 6.0, 0.25]),
-        (ReluMode::Guided, vec![0.0, 0.0, 6.0, 0.25]),
-    ] {
+    for (mode, expected) in [(ReluMode::Standard, vec![0.0, -4.0, 6.0, 0.25]), (ReluMode::Guided, vec![0.0, 0.0, 6.0, 0.25])] {
         let y = relu(x.as_tensor(), mode).unwrap();
         assert_eq!(vec(&y), vec![0.0, 2.0, 3.0, 0.5]);
-        let grads = y
-            .mul(&upstream)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let grads = y.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
         assert_eq!(vec(grads.get(x.as_tensor()).unwrap()), expected, "{mode:?}");
     }
 }
 
 fn check_fd(f: &dyn Fn(&Tensor) -> Tensor, x0: &Tensor, tol: f32) {
     let x = Var::from_tensor(x0).unwrap();
-    let g = vec(f(x.as_tensor())
-        .backward()
-        .unwrap()
-        .get(x.as_tensor())
-        .unwrap());
+    let g = vec(f(x.as_tensor()).backward().unwrap().get(x.as_tensor()).unwrap());
     let base = vec(x0);
     let eps = 1e-2;
     for i in 0..base.len() {
@@ -130,11 +93,7 @@ fn check_fd(f: &dyn Fn(&Tensor) -> Tensor, x0: &Tensor, tol: f32) {
         let fp = f(&t(&p, x0.dims())).to_scalar::<f32>().unwrap();
         let fm = f(&t(&m, x0.dims())).to_scalar::<f32>().unwrap();
         let fd = (fp - fm) / (2.0 * eps);
-        assert!(
-            (fd - g[i]).abs() <= tol * (1.0 + fd.abs()),
-            "element {i}: fd {fd} vs grad {}",
-            g[i]
-        );
+        assert!((fd - g[i]).abs() <= tol * (1.0 + fd.abs()), "element {i}: fd {fd} vs grad {}", g[i]);
     }
 }
 
@@ -143,35 +102,17 @@ fn softmax_values_and_gradient() {
     let x = t(&[1.0, 2.0, 3.0], &[1, 3]);
     let s = vec(&softmax_last_dim(&x).unwrap());
     let z = 1f32.exp() + 2f32.exp() + 3f32.exp();
-    for (a, b) in s
-        .iter()
-        .zip([1f32.exp() / z, 2f32.exp() / z, 3f32.exp() / z])
-    {
+    for (a, b) in s.iter().zip([1f32.exp() / z, 2f32.exp() / z, 3f32.exp() / z]) {
         assert!((a - b).abs() < 1e-6);
     }
     let w = rand_tensor(&[3, 5], 1.0, 9);
-    check_fd(
-        &|x| {
-            softmax_last_dim(x)
-                .unwrap()
-                .mul(&w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-        },
-        &rand_tensor(&[3, 5], 1.0, 8),
-        2e-3,
-    );
+    check_fd(&|x| softmax_last_dim(x).unwrap().mul(&w).unwrap().sum_all().unwrap(), &rand_tensor(&[3, 5], 1.0, 8), 2e-3);
 }
 
 #[test]
 fn layer_norm_values_and_gradient() {
     let vb = candle_nn::VarBuilder::from_tensors(
-        [
-            ("weight".to_string(), t(&[1.0, 2.0, 0.5, 1.0], &[4])),
-            ("bias".to_string(), t(&[0.0, 0.1, 0.0, -1.0], &[4])),
-        ]
-        .into(),
+        [("weight".to_string(), t(&[1.0, 2.0, 0.5, 1.0], &[4])), ("bias".to_string(), t(&[0.0, 0.1, 0.0, -1.0], &[4]))].into(),
         candle_core::DType::F32,
         &Device::Cpu,
     );
@@ -179,21 +120,12 @@ fn layer_norm_values_and_gradient() {
     // x = [1, 2, 3, 4]: mean 2.5, biased variance 1.25.
     let y = vec(&ln.forward(&t(&[1.0, 2.0, 3.0, 4.0], &[1, 4])).unwrap());
     let sd = (1.25f32 + 1e-5).sqrt();
-    let expected = [
-        -1.5 / sd,
-        2.0 * -0.5 / sd + 0.1,
-        0.5 * 0.5 / sd,
-        1.5 / sd - 1.0,
-    ];
+    let expected = [-1.5 / sd, 2.0 * -0.5 / sd + 0.1, 0.5 * 0.5 / sd, 1.5 / sd - 1.0];
     for (a, b) in y.iter().zip(expected) {
         assert!((a - b).abs() < 1e-5, "{y:?}");
     }
     let w = rand_tensor(&[2, 4], 1.0, 5);
-    check_fd(
-        &|x| ln.forward(x).unwrap().mul(&w).unwrap().sum_all().unwrap(),
-        &rand_tensor(&[2, 4], 1.0, 6),
-        5e-3,
-    );
+    check_fd(&|x| ln.forward(x).unwrap().mul(&w).unwrap().sum_all().unwrap(), &rand_tensor(&[2, 4], 1.0, 6), 5e-3);
 }
 
 #[test]
@@ -207,11 +139,7 @@ fn gelu_is_the_exact_erf_form_and_differentiable() {
     assert!((vec(&tanh)[0] - 0.841_192_0).abs() < 1e-6);
     let w = rand_tensor(&[3, 4], 1.0, 3);
     for exact in [true, false] {
-        check_fd(
-            &|x| gelu(x, exact).unwrap().mul(&w).unwrap().sum_all().unwrap(),
-            &rand_tensor(&[3, 4], 2.0, 2),
-            2e-3,
-        );
+        check_fd(&|x| gelu(x, exact).unwrap().mul(&w).unwrap().sum_all().unwrap(), &rand_tensor(&[3, 4], 2.0, 2), 2e-3);
     }
 }
 
@@ -224,33 +152,13 @@ fn scaled_softmax_divides_before_normalising_and_scales_its_gradient() {
         assert!((a - b).abs() < 1e-7);
     }
     let w = rand_tensor(&[2, 3, 5], 1.0, 12);
-    check_fd(
-        &|x| {
-            scaled_softmax_last_dim(x, 3.0)
-                .unwrap()
-                .mul(&w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-        },
-        &x,
-        2e-3,
-    );
+    check_fd(&|x| scaled_softmax_last_dim(x, 3.0).unwrap().mul(&w).unwrap().sum_all().unwrap(), &x, 2e-3);
 }
 
 #[test]
 fn im2col_conv_equals_candle_conv_and_its_gradient_matches_finite_differences() {
     use tgc_backbones::ops::conv2d;
-    for (k, stride, padding, size) in [
-        (3, 1, 1, 7),
-        (7, 2, 3, 9),
-        (1, 2, 0, 6),
-        (4, 4, 0, 8),
-        (3, 2, 1, 8),
-        (3, 1, 0, 6),
-        (2, 3, 1, 7),
-        (3, 1, 2, 5),
-    ] {
+    for (k, stride, padding, size) in [(3, 1, 1, 7), (7, 2, 3, 9), (1, 2, 0, 6), (4, 4, 0, 8), (3, 2, 1, 8), (3, 1, 0, 6), (2, 3, 1, 7), (3, 1, 2, 5)] {
         let x0 = rand_tensor(&[2, 3, size, size + 1], 1.0, k as u64);
         let w = rand_tensor(&[4, 3, k, k], 0.5, 100 + k as u64);
         let ours = conv2d(&x0, &w, stride, padding).unwrap();
@@ -261,20 +169,9 @@ fn im2col_conv_equals_candle_conv_and_its_gradient_matches_finite_differences() 
         // (candle's own conv backward returns a wrongly sized gradient when
         // (size + 2p − k) is not a multiple of the stride, so the reference is finite differences.)
         let u = rand_tensor(theirs.dims(), 1.0, 7);
-        let loss = |x: &Tensor| {
-            conv2d(x, &w, stride, padding)
-                .unwrap()
-                .mul(&u)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-        };
+        let loss = |x: &Tensor| conv2d(x, &w, stride, padding).unwrap().mul(&u).unwrap().sum_all().unwrap();
         let x = Var::from_tensor(&x0).unwrap();
-        let g = vec(loss(x.as_tensor())
-            .backward()
-            .unwrap()
-            .get(x.as_tensor())
-            .unwrap());
+        let g = vec(loss(x.as_tensor()).backward().unwrap().get(x.as_tensor()).unwrap());
         assert_eq!(g.len(), x0.elem_count());
         let base = vec(&x0);
         let eps = 1e-2;
@@ -282,14 +179,8 @@ fn im2col_conv_equals_candle_conv_and_its_gradient_matches_finite_differences() 
             let (mut p, mut m) = (base.clone(), base.clone());
             p[i] += eps;
             m[i] -= eps;
-            let fd = (loss(&t(&p, x0.dims())).to_scalar::<f32>().unwrap()
-                - loss(&t(&m, x0.dims())).to_scalar::<f32>().unwrap())
-                / (2.0 * eps);
-            assert!(
-                (fd - g[i]).abs() < 2e-3 * (1.0 + fd.abs()),
-                "k {k} s {stride} p {padding} element {i}: fd {fd} vs grad {}",
-                g[i]
-            );
+            let fd = (loss(&t(&p, x0.dims())).to_scalar::<f32>().unwrap() - loss(&t(&m, x0.dims())).to_scalar::<f32>().unwrap()) / (2.0 * eps);
+            assert!((fd - g[i]).abs() < 2e-3 * (1.0 + fd.abs()), "k {k} s {stride} p {padding} element {i}: fd {fd} vs grad {}", g[i]);
         }
     }
 }
@@ -301,25 +192,13 @@ fn linear_matches_a_matrix_product_and_its_input_gradient() {
     let b = rand_tensor(&[5], 1.0, 2);
     let x0 = rand_tensor(&[2, 3, 4], 1.0, 3);
     let lin = Linear::new(w.clone(), Some(b.clone())).unwrap();
-    let expected = x0
-        .broadcast_matmul(&w.t().unwrap())
-        .unwrap()
-        .broadcast_add(&b)
-        .unwrap();
+    let expected = x0.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
     let y = lin.forward(&x0).unwrap();
     assert_eq!(y.dims(), &[2, 3, 5]);
     assert!(common::max_rel_diff(&y, &expected, 1e-3) < 1e-6);
     let u = rand_tensor(&[2, 3, 5], 1.0, 4);
     let x = Var::from_tensor(&x0).unwrap();
-    let g = lin
-        .forward(x.as_tensor())
-        .unwrap()
-        .mul(&u)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let g = lin.forward(x.as_tensor()).unwrap().mul(&u).unwrap().sum_all().unwrap().backward().unwrap();
     // d/dx Σ u·(x Wᵀ + b) = u · W.
     let expected_grad = u.broadcast_matmul(&w).unwrap();
     assert!(common::max_rel_diff(g.get(x.as_tensor()).unwrap(), &expected_grad, 1e-3) < 1e-6);
@@ -332,13 +211,7 @@ fn max_pool_propagates_nan_like_pytorch() {
     let x = Var::from_tensor(&t(&[1.0, f32::NAN, f32::NAN, 5.0], &[1, 1, 2, 2])).unwrap();
     let y = max_pool2d(x.as_tensor(), 2, 2, 0).unwrap();
     assert!(vec(&y)[0].is_nan());
-    let g = vec(y
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap()
-        .get(x.as_tensor())
-        .unwrap());
+    let g = vec(y.sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap());
     assert_eq!(g, vec![0.0, 0.0, 1.0, 0.0]);
 }
 
@@ -346,65 +219,32 @@ fn max_pool_propagates_nan_like_pytorch() {
 fn fused_attention_equals_the_composed_ops_forward_and_backward() {
     let (b, t, heads, dh) = (2, 5, 3, 4);
     let h = heads * dh;
-    let (q0, k0, v0) = (
-        rand_tensor(&[b, t, h], 1.0, 21),
-        rand_tensor(&[b, t, h], 1.0, 22),
-        rand_tensor(&[b, t, h], 1.0, 23),
-    );
+    let (q0, k0, v0) = (rand_tensor(&[b, t, h], 1.0, 21), rand_tensor(&[b, t, h], 1.0, 22), rand_tensor(&[b, t, h], 1.0, 23));
     let w = rand_tensor(&[b, t, h], 1.0, 24);
     let composed = |q: &Tensor, k: &Tensor, v: &Tensor| -> Tensor {
-        let split = |x: &Tensor| {
-            x.reshape((b, t, heads, dh))
-                .unwrap()
-                .transpose(1, 2)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-        };
+        let split = |x: &Tensor| x.reshape((b, t, heads, dh)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
         let (q, k, v) = (split(q), split(k), split(v));
         let scores = (q.matmul(&k.t().unwrap()).unwrap() / (dh as f64).sqrt()).unwrap();
         let max = scores.max_keepdim(candle_core::D::Minus1).unwrap().detach();
         let e = scores.broadcast_sub(&max).unwrap().exp().unwrap();
-        let p = e
-            .broadcast_div(&e.sum_keepdim(candle_core::D::Minus1).unwrap())
-            .unwrap();
-        p.matmul(&v)
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .reshape((b, t, h))
-            .unwrap()
+        let p = e.broadcast_div(&e.sum_keepdim(candle_core::D::Minus1).unwrap()).unwrap();
+        p.matmul(&v).unwrap().transpose(1, 2).unwrap().reshape((b, t, h)).unwrap()
     };
     let grads = |f: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor| {
-        let (q, k, v) = (
-            Var::from_tensor(&q0).unwrap(),
-            Var::from_tensor(&k0).unwrap(),
-            Var::from_tensor(&v0).unwrap(),
-        );
+        let (q, k, v) = (Var::from_tensor(&q0).unwrap(), Var::from_tensor(&k0).unwrap(), Var::from_tensor(&v0).unwrap());
         let out = f(q.as_tensor(), k.as_tensor(), v.as_tensor());
         let g = out.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
-        (
-            vec(&out),
-            [q, k, v].map(|x| vec(g.get(x.as_tensor()).unwrap())),
-        )
+        (vec(&out), [q, k, v].map(|x| vec(g.get(x.as_tensor()).unwrap())))
     };
-    let (fused_out, fused_grads) = grads(&|q, k, v| {
-        multi_head_attention(&Tensor::cat(&[q, k, v], 2).unwrap(), heads).unwrap()
-    });
+    let (fused_out, fused_grads) = grads(&|q, k, v| multi_head_attention(&Tensor::cat(&[q, k, v], 2).unwrap(), heads).unwrap());
     let (want_out, want_grads) = grads(&composed);
     let close = |a: &[f32], b: &[f32], what: &str| {
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() < 1e-5 * (1.0 + y.abs()),
-                "{what}[{i}]: {x} vs {y}"
-            );
+            assert!((x - y).abs() < 1e-5 * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
         }
     };
     close(&fused_out, &want_out, "output");
-    for (name, (a, b)) in ["dq", "dk", "dv"]
-        .iter()
-        .zip(fused_grads.iter().zip(&want_grads))
-    {
+    for (name, (a, b)) in ["dq", "dk", "dv"].iter().zip(fused_grads.iter().zip(&want_grads)) {
         assert!(b.iter().any(|v| v.abs() > 1e-3), "{name} must not vanish");
         close(a, b, name);
     }

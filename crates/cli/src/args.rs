@@ -7,21 +7,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use tgc_backbones::{
-    Backbone, BackboneKind, Classifier, LoadOptions, Randomize, TargetLayer, WeightSource,
-};
+use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, Randomize, TargetLayer, WeightSource};
 use tgc_data::{train_test_split, Dataset, Label, PatientId, Side};
 use tgc_explain::{
-    Baselines, Cam, CamKind, FeatureAblation, GradCam, GradientShap, GradientShapConfig,
-    GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients, IntegratedGradientsConfig,
-    Method, NoiseTunnel, NoiseTunnelType, Occlusion, Saliency,
+    Baselines, Cam, CamKind, FeatureAblation, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
+    IntegratedGradientsConfig, Method, NoiseTunnel, NoiseTunnelType, Occlusion, Saliency,
 };
 
 /// The weights a command uses: the given source, or the backbone's default hub id.
-pub fn weights_or_default(
-    kind: BackboneKind,
-    weights: Option<WeightSource>,
-) -> Result<WeightSource> {
+pub fn weights_or_default(kind: BackboneKind, weights: Option<WeightSource>) -> Result<WeightSource> {
     match weights {
         Some(w) => Ok(w),
         None => Ok(kind.default_weights().parse()?),
@@ -29,17 +23,9 @@ pub fn weights_or_default(
 }
 
 /// Loads a backbone and says on screen when its weights are random.
-pub fn load_backbone(
-    kind: BackboneKind,
-    source: &WeightSource,
-    imagenet_normalize: bool,
-) -> Result<Backbone> {
-    let options = LoadOptions {
-        imagenet_normalize,
-        ..LoadOptions::default()
-    };
-    let backbone = Backbone::load(kind, source, &options)
-        .with_context(|| format!("loading {kind} weights from {source}"))?;
+pub fn load_backbone(kind: BackboneKind, source: &WeightSource, imagenet_normalize: bool) -> Result<Backbone> {
+    let options = LoadOptions { imagenet_normalize, ..LoadOptions::default() };
+    let backbone = Backbone::load(kind, source, &options).with_context(|| format!("loading {kind} weights from {source}"))?;
     if backbone.is_random() {
         println!("NOTE: {kind} uses RANDOM-INIT weights ({source}); results are not those of a pretrained model");
     }
@@ -109,48 +95,24 @@ impl ModelArgs {
             });
         };
         let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).with_context(|| {
-            format!("--run {}: reading {}", dir.display(), config_path.display())
-        })?;
-        let config: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", config_path.display()))?;
+        let text = std::fs::read_to_string(&config_path).with_context(|| format!("--run {}: reading {}", dir.display(), config_path.display()))?;
+        let config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config_path.display()))?;
         let field = |path: &[&str]| -> Result<&serde_json::Value> {
             path.iter()
                 .try_fold(&config, |v, k| v.get(k))
-                .with_context(|| {
-                    format!(
-                        "{} has no `{}` (written by an older tgc? re-run training)",
-                        config_path.display(),
-                        path.join(".")
-                    )
-                })
+                .with_context(|| format!("{} has no `{}` (written by an older tgc? re-run training)", config_path.display(), path.join(".")))
         };
         let text_of = |path: &[&str]| -> Result<String> {
-            field(path)?.as_str().map(str::to_owned).with_context(|| {
-                format!(
-                    "{}: `{}` is not a string",
-                    config_path.display(),
-                    path.join(".")
-                )
-            })
+            field(path)?.as_str().map(str::to_owned).with_context(|| format!("{}: `{}` is not a string", config_path.display(), path.join(".")))
         };
-        let kind: BackboneKind = text_of(&["run", "backbone"])?
-            .parse()
-            .with_context(|| format!("{}: run.backbone", config_path.display()))?;
+        let kind: BackboneKind = text_of(&["run", "backbone"])?.parse().with_context(|| format!("{}: run.backbone", config_path.display()))?;
         if let Some(given) = self.backbone {
             if given != kind {
-                bail!(
-                    "--backbone {given} but the run {} used {kind}",
-                    dir.display()
-                );
+                bail!("--backbone {given} but the run {} used {kind}", dir.display());
             }
         }
-        let source: WeightSource = text_of(&["run", "weights"])?
-            .parse()
-            .with_context(|| format!("{}: run.weights", config_path.display()))?;
-        let imagenet_normalize = field(&["run", "imagenet_normalize"])?
-            .as_bool()
-            .unwrap_or(false);
+        let source: WeightSource = text_of(&["run", "weights"])?.parse().with_context(|| format!("{}: run.weights", config_path.display()))?;
+        let imagenet_normalize = field(&["run", "imagenet_normalize"])?.as_bool().unwrap_or(false);
         if field(&["run", "backbone_bn"]).ok().and_then(|v| v.as_str()) == Some("study") {
             println!(
                 "NOTE: {} trained with the study's BatchNorm; explanations use the backbone's pretrained statistics, not the drifted ones in backbone_bn.safetensors",
@@ -162,14 +124,7 @@ impl ModelArgs {
                 .as_array()
                 .with_context(|| format!("{}: `{key}` is not a list", config_path.display()))?
                 .iter()
-                .map(|p| {
-                    p.as_u64().map(PatientId::new).with_context(|| {
-                        format!(
-                            "{}: `{key}` holds {p}, not a patient number",
-                            config_path.display()
-                        )
-                    })
-                })
+                .map(|p| p.as_u64().map(PatientId::new).with_context(|| format!("{}: `{key}` holds {p}, not a patient number", config_path.display())))
                 .collect()
         };
         let mut train_patients = patients("train_patients")?;
@@ -184,11 +139,7 @@ impl ModelArgs {
             checkpoint,
             imagenet_normalize,
             layer: self.layer,
-            run: Some(RunRecord {
-                dir: dir.clone(),
-                train_patients,
-                test_patients: patients("test_patients")?,
-            }),
+            run: Some(RunRecord { dir: dir.clone(), train_patients, test_patients: patients("test_patients")? }),
         })
     }
 }
@@ -197,28 +148,16 @@ impl ModelChoice {
     /// The backbone at the chosen target layer (announcing random weights on screen).
     pub fn load_backbone(&self) -> Result<Backbone> {
         let backbone = load_backbone(self.kind, &self.source, self.imagenet_normalize)?;
-        backbone
-            .with_target_layer(self.layer)
-            .with_context(|| format!("--layer {}", self.layer))
+        backbone.with_target_layer(self.layer).with_context(|| format!("--layer {}", self.layer))
     }
 
     /// The same backbone with the weights under `randomize.prefixes` re-drawn at random.
     pub fn load_randomized_backbone(&self, randomize: Randomize) -> Result<Backbone> {
         let what = format!("{:?}", randomize.prefixes);
-        let options = LoadOptions {
-            imagenet_normalize: self.imagenet_normalize,
-            randomize: Some(randomize),
-            ..LoadOptions::default()
-        };
-        let backbone = Backbone::load(self.kind, &self.source, &options).with_context(|| {
-            format!(
-                "loading {} weights from {} with {what} re-randomized",
-                self.kind, self.source
-            )
-        })?;
-        backbone
-            .with_target_layer(self.layer)
-            .with_context(|| format!("--layer {}", self.layer))
+        let options = LoadOptions { imagenet_normalize: self.imagenet_normalize, randomize: Some(randomize), ..LoadOptions::default() };
+        let backbone = Backbone::load(self.kind, &self.source, &options)
+            .with_context(|| format!("loading {} weights from {} with {what} re-randomized", self.kind, self.source))?;
+        backbone.with_target_layer(self.layer).with_context(|| format!("--layer {}", self.layer))
     }
 }
 
@@ -270,9 +209,7 @@ impl MethodName {
 
     /// The command-line spelling (`guided-gradcam`, …).
     pub fn cli_name(self) -> String {
-        self.to_possible_value()
-            .map(|v| v.get_name().to_owned())
-            .unwrap_or_default()
+        self.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
     }
 }
 
@@ -305,13 +242,7 @@ impl std::str::FromStr for BaselinesArg {
 #[derive(Args, Debug, Clone)]
 pub struct MethodArgs {
     /// Methods, comma-separated.
-    #[arg(
-        long,
-        alias = "methods",
-        value_enum,
-        value_delimiter = ',',
-        default_value = "gradient-shap,gradcam,guided-gradcam,guided-backprop"
-    )]
+    #[arg(long, alias = "methods", value_enum, value_delimiter = ',', default_value = "gradient-shap,gradcam,guided-gradcam,guided-backprop")]
     pub method: Vec<MethodName>,
     /// GradientSHAP baselines: zeros (the all-zero image), zeros-and-input ({input·0,
     /// input·1}, Captum's tutorial), uniform (8 images of U[0, 1) noise), gaussian (8 images of
@@ -370,10 +301,7 @@ pub enum NoiseTunnelName {
 impl MethodArgs {
     /// Every method of `--method`, in order, with its settings.
     pub fn methods(&self) -> Result<Vec<(MethodName, Method)>> {
-        self.method
-            .iter()
-            .map(|&m| Ok((m, self.method(m)?)))
-            .collect()
+        self.method.iter().map(|&m| Ok((m, self.method(m)?))).collect()
     }
 
     /// The title of a method in figures and tables, naming the noise tunnel when there is one.
@@ -427,33 +355,25 @@ impl MethodArgs {
             MethodName::Gradcam => Method::GradCam(GradCam::default()),
             MethodName::GuidedBackprop => Method::GuidedBackprop(GuidedBackprop),
             MethodName::GuidedGradcam => Method::GuidedGradCam(GuidedGradCam::default()),
-            MethodName::GradientShap => {
-                Method::GradientShap(GradientShap::new(GradientShapConfig {
-                    n_samples: self.samples,
-                    stdevs: self.stdevs,
-                    baselines: self.baselines()?,
-                    seed: self.sampling_seed,
-                    batch_size: self.internal_batch_size,
-                }))
-            }
+            MethodName::GradientShap => Method::GradientShap(GradientShap::new(GradientShapConfig {
+                n_samples: self.samples,
+                stdevs: self.stdevs,
+                baselines: self.baselines()?,
+                seed: self.sampling_seed,
+                batch_size: self.internal_batch_size,
+            })),
             MethodName::Saliency => Method::Saliency(Saliency),
             MethodName::InputXGradient => Method::InputXGradient(InputXGradient),
-            MethodName::IntegratedGradients => {
-                Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig {
-                    steps: self.steps,
-                    internal_batch_size: self.internal_batch_size,
-                    ..Default::default()
-                }))
-            }
+            MethodName::IntegratedGradients => Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig {
+                steps: self.steps,
+                internal_batch_size: self.internal_batch_size,
+                ..Default::default()
+            })),
             MethodName::Occlusion => {
                 if self.window == 0 || self.stride == 0 {
                     bail!("--window and --stride must be at least 1 pixel");
                 }
-                Method::Occlusion(Occlusion {
-                    window: (self.window, self.window),
-                    stride: (self.stride, self.stride),
-                    ..Default::default()
-                })
+                Method::Occlusion(Occlusion { window: (self.window, self.window), stride: (self.stride, self.stride), ..Default::default() })
             }
             MethodName::FeatureAblation => {
                 if self.grid == 0 {
@@ -477,24 +397,12 @@ impl MethodArgs {
         Ok(match &self.baselines {
             BaselinesArg::Zeros => Baselines::Zeros,
             BaselinesArg::ZerosAndInput => Baselines::ZerosAndInput,
-            BaselinesArg::Uniform => Baselines::Uniform {
-                count: 8,
-                low: 0.0,
-                high: 1.0,
-                seed,
-            },
-            BaselinesArg::Gaussian => Baselines::Gaussian {
-                count: 8,
-                mean: 0.5,
-                std: 0.25,
-                seed,
-            },
+            BaselinesArg::Uniform => Baselines::Uniform { count: 8, low: 0.0, high: 1.0, seed },
+            BaselinesArg::Gaussian => Baselines::Gaussian { count: 8, mean: 0.5, std: 0.25, seed },
             BaselinesArg::File(path) => {
-                let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
-                    .with_context(|| format!("reading baselines {}", path.display()))?;
-                let t = tensors.get("baselines").with_context(|| {
-                    format!("{} has no `baselines` tensor [N, 3, H, W]", path.display())
-                })?;
+                let tensors =
+                    candle_core::safetensors::load(path, &candle_core::Device::Cpu).with_context(|| format!("reading baselines {}", path.display()))?;
+                let t = tensors.get("baselines").with_context(|| format!("{} has no `baselines` tensor [N, 3, H, W]", path.display()))?;
                 Baselines::Images(t.clone())
             }
         })
@@ -529,22 +437,12 @@ impl SelectionArgs {
         let indices: Vec<usize> = match (self.split, run) {
             (SplitName::All, _) => (0..dataset.len()).collect(),
             (side, Some(run)) => {
-                let set = if side == SplitName::Test {
-                    &run.test_patients
-                } else {
-                    &run.train_patients
-                };
-                let picked: Vec<usize> = (0..dataset.len())
-                    .filter(|&i| set.contains(&dataset.records()[i].patient))
-                    .collect();
+                let set = if side == SplitName::Test { &run.test_patients } else { &run.train_patients };
+                let picked: Vec<usize> = (0..dataset.len()).filter(|&i| set.contains(&dataset.records()[i].patient)).collect();
                 if picked.is_empty() {
                     bail!(
                         "none of the {} patients of the run {} is in this data folder",
-                        if side == SplitName::Test {
-                            "test"
-                        } else {
-                            "training"
-                        },
+                        if side == SplitName::Test { "test" } else { "training" },
                         run.dir.display()
                     );
                 }
@@ -552,25 +450,12 @@ impl SelectionArgs {
             }
             (side, None) => {
                 let s = train_test_split(&dataset.patients(), 0.2, self.split_seed)?;
-                s.indices(
-                    dataset,
-                    if side == SplitName::Test {
-                        Side::Test
-                    } else {
-                        Side::Train
-                    },
-                )
+                s.indices(dataset, if side == SplitName::Test { Side::Test } else { Side::Train })
             }
         };
         let mut picked = Vec::new();
         for label in [Label::Healthy, Label::Disease] {
-            picked.extend(
-                indices
-                    .iter()
-                    .copied()
-                    .filter(|&i| dataset.records()[i].label == label)
-                    .take(self.samples_per_class),
-            );
+            picked.extend(indices.iter().copied().filter(|&i| dataset.records()[i].label == label).take(self.samples_per_class));
         }
         Ok(picked)
     }
@@ -584,6 +469,5 @@ pub fn open_data(path: &Path) -> Result<Dataset> {
 /// The backbone of `choice` with its trained head.
 pub fn load_classifier(choice: &ModelChoice) -> Result<Classifier> {
     let backbone = choice.load_backbone()?;
-    Classifier::load_head(backbone, &choice.checkpoint)
-        .with_context(|| format!("loading head {}", choice.checkpoint.display()))
+    Classifier::load_head(backbone, &choice.checkpoint).with_context(|| format!("loading head {}", choice.checkpoint.display()))
 }

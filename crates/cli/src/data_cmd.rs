@@ -54,19 +54,12 @@ pub enum DataCommand {
 
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
-        DataCommand::Stats {
-            data,
-            plot: plot_path,
-            manifest: manifest_path,
-        } => {
+        DataCommand::Stats { data, plot: plot_path, manifest: manifest_path } => {
             let dataset = open(&data)?;
             let sizes = dataset.validate()?;
             let stats = Stats::of(&dataset);
             if phantom::is_phantom(&data) {
-                println!(
-                    "synthetic phantom data set (not patient data): {}",
-                    data.display()
-                );
+                println!("synthetic phantom data set (not patient data): {}", data.display());
             } else {
                 println!("data set: {}", data.display());
             }
@@ -82,22 +75,12 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 println!("manifest written to {}", path.display());
             }
         }
-        DataCommand::Split {
-            data,
-            seed,
-            test_fraction,
-            out,
-        } => {
+        DataCommand::Split { data, seed, test_fraction, out } => {
             let dataset = open(&data)?;
             let split = train_test_split(&dataset.patients(), test_fraction, seed)?;
             for side in [Side::Train, Side::Test] {
                 let indices = split.indices(&dataset, side);
-                let count = |label: Label| {
-                    indices
-                        .iter()
-                        .filter(|&&i| dataset.records()[i].label == label)
-                        .count()
-                };
+                let count = |label: Label| indices.iter().filter(|&&i| dataset.records()[i].label == label).count();
                 let patients = match side {
                     Side::Train => &split.train,
                     Side::Test => &split.test,
@@ -118,27 +101,10 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 println!("manifest written to {}", path.display());
             }
         }
-        DataCommand::Synth {
-            out,
-            patients,
-            seed,
-            size,
-            max_visits,
-        } => {
-            let config = phantom::PhantomConfig {
-                patients,
-                seed,
-                size,
-                max_visits,
-                ..Default::default()
-            };
-            let images = phantom::generate(&out, &config)
-                .with_context(|| format!("generating phantoms in {}", out.display()))?;
-            println!(
-                "wrote {} synthetic phantom images of {patients} patients ({size}x{size}) and their masks to {}",
-                images.len(),
-                out.display()
-            );
+        DataCommand::Synth { out, patients, seed, size, max_visits } => {
+            let config = phantom::PhantomConfig { patients, seed, size, max_visits, ..Default::default() };
+            let images = phantom::generate(&out, &config).with_context(|| format!("generating phantoms in {}", out.display()))?;
+            println!("wrote {} synthetic phantom images of {patients} patients ({size}x{size}) and their masks to {}", images.len(), out.display());
         }
     }
     Ok(())

@@ -72,105 +72,52 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     };
     match (&args.input, &args.data) {
         (Some(input), None) => {
-            let image =
-                read_nifti(input).with_context(|| format!("reading {}", input.display()))?;
+            let image = read_nifti(input).with_context(|| format!("reading {}", input.display()))?;
             let x = model.backbone.preprocess(&image)?.unsqueeze(0)?;
             let target = match args.target {
                 Some(t) => t,
                 None => model.logits(&x)?.argmax(1)?.to_vec1::<u32>()?[0] as usize,
             };
             let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone()).collect();
-            let results = tgc_explain::Method::attribute_all(&all, &model, &x, &[target])
-                .with_context(|| format!("explaining {}", input.display()))?;
+            let results = tgc_explain::Method::attribute_all(&all, &model, &x, &[target]).with_context(|| format!("explaining {}", input.display()))?;
             for ((m, method), a) in methods.iter().zip(results) {
-                let out = if methods.len() == 1 {
-                    args.out.clone()
-                } else {
-                    with_method_suffix(&args.out, method.name())
-                };
+                let out = if methods.len() == 1 { args.out.clone() } else { with_method_suffix(&args.out, method.name()) };
                 save_attribution(&out, &a, meta(method, target, input))?;
                 if let Some(png) = &args.png {
-                    let png = if methods.len() == 1 {
-                        png.clone()
-                    } else {
-                        with_method_suffix(png, method.name())
-                    };
+                    let png = if methods.len() == 1 { png.clone() } else { with_method_suffix(png, method.name()) };
                     save_png(&overlay_of(&x, &a)?, &png)?;
                 }
-                println!(
-                    "{} of {} (target {target}) written to {}",
-                    args.methods.title(*m),
-                    input.display(),
-                    out.display()
-                );
+                println!("{} of {} (target {target}) written to {}", args.methods.title(*m), input.display(), out.display());
             }
         }
         (None, Some(data)) => {
             let dataset = open_data(data)?;
             let picked = args.selection.pick(&dataset, choice.run.as_ref())?;
-            std::fs::create_dir_all(&args.out)
-                .with_context(|| format!("creating {}", args.out.display()))?;
+            std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
             let bar = progress::bar((picked.len() * methods.len()) as u64, "explaining");
             let mut rows = Vec::new();
             for &i in &picked {
                 let record = &dataset.records()[i];
-                let x = model
-                    .backbone
-                    .preprocess(&dataset.load_image(i)?)?
-                    .unsqueeze(0)?;
+                let x = model.backbone.preprocess(&dataset.load_image(i)?)?.unsqueeze(0)?;
                 let target = args.target.unwrap_or(record.label.index());
-                let stem = record
-                    .path
-                    .file_name()
-                    .map(|n| {
-                        n.to_string_lossy()
-                            .replace(".nii.gz", "")
-                            .replace(".nii", "")
-                    })
-                    .unwrap_or_default();
+                let stem = record.path.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "").replace(".nii", "")).unwrap_or_default();
                 let mut maps = Vec::new();
-                let all: Vec<tgc_explain::Method> =
-                    methods.iter().map(|(_, m)| m.clone()).collect();
-                let results = tgc_explain::Method::attribute_all(&all, &model, &x, &[target])
-                    .with_context(|| format!("explaining {}", record.path.display()))?;
+                let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone()).collect();
+                let results =
+                    tgc_explain::Method::attribute_all(&all, &model, &x, &[target]).with_context(|| format!("explaining {}", record.path.display()))?;
                 for ((m, method), a) in methods.iter().zip(results) {
                     let name = method.name();
-                    save_attribution(
-                        &args.out.join(format!("{stem}.{name}.safetensors")),
-                        &a,
-                        meta(method, target, &record.path),
-                    )?;
-                    save_png(
-                        &overlay_of(&x, &a)?,
-                        &args.out.join(format!("{stem}.{name}.png")),
-                    )?;
+                    save_attribution(&args.out.join(format!("{stem}.{name}.safetensors")), &a, meta(method, target, &record.path))?;
+                    save_png(&overlay_of(&x, &a)?, &args.out.join(format!("{stem}.{name}.png")))?;
                     maps.push((args.methods.title(*m), a));
                     bar.inc(1);
                 }
-                rows.push(Explained {
-                    label: Some(record.label),
-                    input: x,
-                    maps,
-                });
+                rows.push(Explained { label: Some(record.label), input: x, maps });
             }
             bar.finish_and_clear();
             let grid = args.out.join("grid.png");
-            plot::attribution_grid(
-                &rows,
-                &grid,
-                &format!(
-                    "{}{}",
-                    kind.display_name(),
-                    if random { " (RANDOM-INIT weights)" } else { "" }
-                ),
-            )?;
-            println!(
-                "{} slices × {} methods explained into {} (grid: {})",
-                picked.len(),
-                methods.len(),
-                args.out.display(),
-                grid.display()
-            );
+            plot::attribution_grid(&rows, &grid, &format!("{}{}", kind.display_name(), if random { " (RANDOM-INIT weights)" } else { "" }))?;
+            println!("{} slices × {} methods explained into {} (grid: {})", picked.len(), methods.len(), args.out.display(), grid.display());
         }
         _ => bail!("give either --input FILE or --data DIR"),
     }
@@ -182,37 +129,20 @@ pub fn run(args: ExplainArgs) -> Result<()> {
 
 /// `OUT.safetensors` → `OUT.<method>.safetensors` when several methods share one name.
 fn with_method_suffix(path: &Path, method: &str) -> PathBuf {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_extension(format!("{method}.{ext}"))
 }
 
 /// Writes `attribution` (without the batch dimension), `logits` (when computed; always, for
 /// results of `attribute_all`) and, for Grad-CAM methods, `layer_attribution` [h, w].
-fn save_attribution(
-    path: &Path,
-    a: &tgc_explain::Attribution,
-    metadata: HashMap<String, String>,
-) -> Result<()> {
-    let mut tensors = vec![(
-        "attribution",
-        a.attribution.squeeze(0)?.to_device(&Device::Cpu)?,
-    )];
+fn save_attribution(path: &Path, a: &tgc_explain::Attribution, metadata: HashMap<String, String>) -> Result<()> {
+    let mut tensors = vec![("attribution", a.attribution.squeeze(0)?.to_device(&Device::Cpu)?)];
     if let Some(logits) = &a.logits {
         tensors.push(("logits", logits.squeeze(0)?.to_device(&Device::Cpu)?));
     }
     if let Some(layer) = &a.layer_attribution {
-        tensors.push((
-            "layer_attribution",
-            layer.squeeze(0)?.to_device(&Device::Cpu)?,
-        ));
+        tensors.push(("layer_attribution", layer.squeeze(0)?.to_device(&Device::Cpu)?));
     }
-    let bytes = tgc_backbones::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), metadata)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tgc_data::write_atomic(path, |w| {
-        std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())
-    })
-    .with_context(|| format!("writing {}", path.display()))
+    let bytes = tgc_backbones::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), metadata).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tgc_data::write_atomic(path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())).with_context(|| format!("writing {}", path.display()))
 }

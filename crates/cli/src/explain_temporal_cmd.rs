@@ -8,9 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
 use tgc_data::PatientId;
-use tgc_explain::{
-    GradCam, GuidedGradCam, InputXGradient, IntegratedGradients, IntegratedGradientsConfig, Method,
-};
+use tgc_explain::{GradCam, GuidedGradCam, InputXGradient, IntegratedGradients, IntegratedGradientsConfig, Method};
 use tgc_temporal::explain_temporal::{step_importance, Visits};
 use tgc_temporal::model::Head;
 
@@ -35,13 +33,7 @@ pub struct ExplainTemporalArgs {
     #[arg(long)]
     pub target: Option<usize>,
     /// Per-visit maps through the temporal model, comma-separated: gradcam, guided-gradcam.
-    #[arg(
-        long,
-        alias = "methods",
-        value_enum,
-        value_delimiter = ',',
-        default_value = "gradcam,guided-gradcam"
-    )]
+    #[arg(long, alias = "methods", value_enum, value_delimiter = ',', default_value = "gradcam,guided-gradcam")]
     pub method: Vec<MethodName>,
     /// Integrated Gradients steps for the time-step importance.
     #[arg(long, default_value_t = 50)]
@@ -51,137 +43,70 @@ pub struct ExplainTemporalArgs {
 }
 
 pub fn run(args: ExplainTemporalArgs) -> Result<()> {
-    if let Some(m) = args
-        .method
-        .iter()
-        .find(|m| !matches!(m, MethodName::Gradcam | MethodName::GuidedGradcam))
-    {
-        bail!(
-            "--method {}: explain-temporal draws per-visit maps with gradcam and guided-gradcam",
-            m.cli_name()
-        );
+    if let Some(m) = args.method.iter().find(|m| !matches!(m, MethodName::Gradcam | MethodName::GuidedGradcam)) {
+        bail!("--method {}: explain-temporal draws per-visit maps with gradcam and guided-gradcam", m.cli_name());
     }
     if !args.method.contains(&MethodName::Gradcam) {
         bail!("--method must include gradcam (the strip figure shows it)");
     }
     let choice = args.model.resolve()?;
-    let patient = PatientId::parse(&args.patient)
-        .with_context(|| format!("--patient {}: expected OAS30001 or 30001", args.patient))?;
+    let patient = PatientId::parse(&args.patient).with_context(|| format!("--patient {}: expected OAS30001 or 30001", args.patient))?;
     let dataset = open_data(&args.data)?;
     let visits = dataset.visits_of(&patient);
     if visits.is_empty() {
         bail!("patient {patient} has no images in {}", args.data.display());
     }
     let upto: Vec<usize> = match args.day {
-        Some(d) => visits
-            .iter()
-            .copied()
-            .filter(|&i| dataset.records()[i].day <= d)
-            .collect(),
+        Some(d) => visits.iter().copied().filter(|&i| dataset.records()[i].day <= d).collect(),
         None => visits.clone(),
     };
-    let Some(&current) = upto.last() else {
-        bail!(
-            "patient {patient} has no visit on or before day {}",
-            args.day.unwrap_or(0)
-        )
-    };
+    let Some(&current) = upto.last() else { bail!("patient {patient} has no visit on or before day {}", args.day.unwrap_or(0)) };
     if let Some(d) = args.day {
         if dataset.records()[current].day != d {
-            bail!(
-                "patient {patient} has no visit on day {d} (visits: {:?})",
-                visits
-                    .iter()
-                    .map(|&i| dataset.records()[i].day)
-                    .collect::<Vec<_>>()
-            );
+            bail!("patient {patient} has no visit on day {d} (visits: {:?})", visits.iter().map(|&i| dataset.records()[i].day).collect::<Vec<_>>());
         }
     }
     let checkpoint = &choice.checkpoint;
-    let state = candle_core::safetensors::load(checkpoint, &Device::Cpu)
-        .with_context(|| format!("reading {}", checkpoint.display()))?;
-    let head = Head::from_state_dict(&state)
-        .with_context(|| format!("reading the temporal model {}", checkpoint.display()))?;
+    let state = candle_core::safetensors::load(checkpoint, &Device::Cpu).with_context(|| format!("reading {}", checkpoint.display()))?;
+    let head = Head::from_state_dict(&state).with_context(|| format!("reading the temporal model {}", checkpoint.display()))?;
     if !matches!(head, Head::Dnn(_)) {
-        bail!(
-            "{} is a linear probe, not a temporal DNN checkpoint",
-            checkpoint.display()
-        );
+        bail!("{} is a linear probe, not a temporal DNN checkpoint", checkpoint.display());
     }
     let backbone = choice.load_backbone()?;
     let dim = backbone.feature_dim();
     let width = head.input_width()?;
     if width % dim != 0 {
-        bail!(
-            "{} takes {width} inputs, not a multiple of the {dim} features of {}",
-            checkpoint.display(),
-            choice.kind
-        );
+        bail!("{} takes {width} inputs, not a multiple of the {dim} features of {}", checkpoint.display(), choice.kind);
     }
     let used = &upto[upto.len().saturating_sub(width / dim)..];
-    let images = used
-        .iter()
-        .map(|&i| dataset.load_image(i))
-        .collect::<tgc_data::Result<Vec<_>>>()?;
+    let images = used.iter().map(|&i| dataset.load_image(i)).collect::<tgc_data::Result<Vec<_>>>()?;
     let input = backbone.preprocess_batch(&images)?;
     let visits = Visits::new(&backbone, &head, &input)?;
     let seq_len = visits.seq_len();
     let sequence = visits.sequence()?;
-    let logits: Vec<f32> = head
-        .forward_eval(&Tensor::from_slice(&sequence, (1, width), &Device::Cpu)?)?
-        .flatten_all()?
-        .to_vec1()?;
+    let logits: Vec<f32> = head.forward_eval(&Tensor::from_slice(&sequence, (1, width), &Device::Cpu)?)?.flatten_all()?.to_vec1()?;
     let target = args.target.unwrap_or(usize::from(logits[1] > logits[0]));
     if target > 1 {
         bail!("--target must be 0 or 1");
     }
-    let ig_method =
-        Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig {
-            steps: args.steps,
-            ..Default::default()
-        }));
+    let ig_method = Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig { steps: args.steps, ..Default::default() }));
     let ig = step_importance(&head, &sequence, dim, target, &ig_method)?;
-    let ixg = step_importance(
-        &head,
-        &sequence,
-        dim,
-        target,
-        &Method::InputXGradient(InputXGradient),
-    )?;
+    let ixg = step_importance(&head, &sequence, dim, target, &Method::InputXGradient(InputXGradient))?;
     let k = used.len();
     let cam = visits.attribute(&Method::GradCam(GradCam::default()), &input, target)?;
     let guided = if args.method.contains(&MethodName::GuidedGradcam) {
-        Some(visits.attribute(
-            &Method::GuidedGradCam(GuidedGradCam::default()),
-            &input,
-            target,
-        )?)
+        Some(visits.attribute(&Method::GuidedGradCam(GuidedGradCam::default()), &input, target)?)
     } else {
         None
     };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let days: Vec<i64> = used
-        .iter()
-        .map(|&i| dataset.records()[i].day as i64)
-        .collect();
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let days: Vec<i64> = used.iter().map(|&i| dataset.records()[i].day as i64).collect();
     let cpu = Device::Cpu;
     let mut tensors = vec![
         ("gradcam", cam.attribution.clone()),
-        (
-            "layer_attribution",
-            cam.layer_attribution
-                .clone()
-                .context("Grad-CAM layer map")?,
-        ),
-        (
-            "step_importance_ig",
-            Tensor::from_slice(&ig, seq_len, &cpu)?,
-        ),
-        (
-            "step_importance_ixg",
-            Tensor::from_slice(&ixg, seq_len, &cpu)?,
-        ),
+        ("layer_attribution", cam.layer_attribution.clone().context("Grad-CAM layer map")?),
+        ("step_importance_ig", Tensor::from_slice(&ig, seq_len, &cpu)?),
+        ("step_importance_ixg", Tensor::from_slice(&ixg, seq_len, &cpu)?),
         ("logits", Tensor::from_slice(&logits, 2, &cpu)?),
         ("days", Tensor::from_slice(&days, k, &cpu)?),
     ];
@@ -204,40 +129,20 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
     if let Some(run) = &choice.run {
         metadata.insert("run".to_owned(), run.dir.display().to_string());
     }
-    let file = args.out.join(format!(
-        "{patient}_d{:04}.safetensors",
-        dataset.records()[current].day
-    ));
-    let bytes = tgc_backbones::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), metadata)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tgc_data::write_atomic(&file, |w| {
-        std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())
-    })?;
+    let file = args.out.join(format!("{patient}_d{:04}.safetensors", dataset.records()[current].day));
+    let bytes = tgc_backbones::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), metadata).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tgc_data::write_atomic(&file, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string()))?;
     let strip = file.with_extension("png");
     let title = format!(
         "{patient}: temporal {} prediction {} (p = {:.2}){}",
         choice.kind.display_name(),
         if target == 1 { "disease" } else { "healthy" },
         softmax(&logits)[target],
-        if backbone.is_random() {
-            " — RANDOM-INIT backbone"
-        } else {
-            ""
-        }
+        if backbone.is_random() { " — RANDOM-INIT backbone" } else { "" }
     );
     plot::temporal_strip(&input, &cam, &days, &ig, &strip, &title)?;
-    println!(
-        "temporal explanation of {patient} ({k} of {seq_len} steps real) written to {} and {}",
-        file.display(),
-        strip.display()
-    );
-    println!(
-        "time-step importance (IG, oldest first): {}",
-        ig.iter()
-            .map(|v| format!("{v:.4}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("temporal explanation of {patient} ({k} of {seq_len} steps real) written to {} and {}", file.display(), strip.display());
+    println!("time-step importance (IG, oldest first): {}", ig.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(", "));
     if backbone.is_random() {
         println!("NOTE: explanations of a RANDOM-INIT backbone");
     }

@@ -42,27 +42,16 @@ pub struct ExtractArgs {
 
 pub fn run(args: ExtractArgs) -> Result<()> {
     let source = weights_or_default(args.backbone, args.weights)?;
-    let dataset = Dataset::open(&args.data)
-        .with_context(|| format!("reading data folder {}", args.data.display()))?;
+    let dataset = Dataset::open(&args.data).with_context(|| format!("reading data folder {}", args.data.display()))?;
     let backbone = load_backbone(args.backbone, &source, args.imagenet_normalize)?;
-    let config = ExtractConfig {
-        batch_size: args.batch_size,
-        cache_dir: if args.no_cache {
-            None
-        } else {
-            Some(args.cache_dir.unwrap_or_else(default_cache_dir))
-        },
-    };
+    let config =
+        ExtractConfig { batch_size: args.batch_size, cache_dir: if args.no_cache { None } else { Some(args.cache_dir.unwrap_or_else(default_cache_dir)) } };
     let bar = progress::bar(dataset.len() as u64, &format!("{} features", args.backbone));
     let start = Instant::now();
-    let (features, cached) = extract_features(&backbone, &dataset, &config, |done| {
-        bar.set_position(done as u64)
-    })
-    .with_context(|| format!("extracting {} features", args.backbone))?;
+    let (features, cached) = extract_features(&backbone, &dataset, &config, |done| bar.set_position(done as u64))
+        .with_context(|| format!("extracting {} features", args.backbone))?;
     bar.finish_and_clear();
-    features
-        .save(&args.out)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    features.save(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "{} features [{} x {}] of {} written to {} ({} from cache, {:.1} s){}",
         args.backbone,
@@ -72,11 +61,7 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         args.out.display(),
         cached,
         start.elapsed().as_secs_f64(),
-        if backbone.is_random() {
-            " [random-init weights]"
-        } else {
-            ""
-        }
+        if backbone.is_random() { " [random-init weights]" } else { "" }
     );
     Ok(())
 }

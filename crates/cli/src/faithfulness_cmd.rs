@@ -9,9 +9,7 @@ use clap::{Args, ValueEnum};
 
 use tgc_backbones::{resize_bilinear_aa, Classifier, Randomize, WeightSource};
 use tgc_data::{phantom, read_nifti, write_atomic};
-use tgc_explain::faithfulness::{
-    deletion_insertion_many, energy_in_mask, pointing_hit, spearman, ssim, Baseline, CurveConfig,
-};
+use tgc_explain::faithfulness::{deletion_insertion_many, energy_in_mask, pointing_hit, spearman, ssim, Baseline, CurveConfig};
 use tgc_explain::render::normalized_magnitude;
 use tgc_explain::Method;
 
@@ -85,18 +83,9 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     let random = model.backbone.is_random();
     // The randomization check: the same backbone with a re-randomized head (seeded).
     let (w, b) = (model.head_weight(), model.head_bias());
-    let vb = tgc_backbones::load_weights(
-        &WeightSource::Random {
-            seed: args.randomization_seed ^ 0x0DD5EED,
-        },
-        &Device::Cpu,
-    )?
-    .vb;
-    let random_head = Classifier::new(
-        model.backbone.clone(),
-        vb.get(w.shape(), "randomized_head.weight")?,
-        Tensor::zeros(b.shape(), DType::F32, &Device::Cpu)?,
-    )?;
+    let vb = tgc_backbones::load_weights(&WeightSource::Random { seed: args.randomization_seed ^ 0x0DD5EED }, &Device::Cpu)?.vb;
+    let random_head =
+        Classifier::new(model.backbone.clone(), vb.get(w.shape(), "randomized_head.weight")?, Tensor::zeros(b.shape(), DType::F32, &Device::Cpu)?)?;
     let dataset = open_data(&args.data)?;
     let picked = args.selection.pick(&dataset, choice.run.as_ref())?;
     let is_phantom = phantom::is_phantom(&args.data);
@@ -119,56 +108,31 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     // model are kept for the randomisation cascade.
     let mut batches: Vec<SliceBatch> = Vec::new();
     for chunk in picked.chunks(IMAGES_PER_BATCH) {
-        let (mut xs, mut targets, mut images, mut masks) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut xs, mut targets, mut images, mut masks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for &i in chunk {
             let record = &dataset.records()[i];
-            let x = model
-                .backbone
-                .preprocess(&dataset.load_image(i)?)?
-                .unsqueeze(0)?;
+            let x = model.backbone.preprocess(&dataset.load_image(i)?)?.unsqueeze(0)?;
             let (_, _, h, w) = x.dims4()?;
             masks.push(if is_phantom {
                 let m = read_nifti(&phantom::mask_path(&args.data, record.label, &record.path))?;
                 let resized = resize_bilinear_aa(m.pixels(), (m.height(), m.width()), (h, w));
-                Some(
-                    resized
-                        .iter()
-                        .map(|&v| if v > 0.5 { 1.0 } else { 0.0 })
-                        .collect::<Vec<f32>>(),
-                )
+                Some(resized.iter().map(|&v| if v > 0.5 { 1.0 } else { 0.0 }).collect::<Vec<f32>>())
             } else {
                 None
             });
             targets.push(record.label.index());
-            images.push(
-                record
-                    .path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
+            images.push(record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             xs.push(x);
         }
-        let mut batch = SliceBatch {
-            input: Tensor::cat(&xs, 0)?,
-            targets,
-            images,
-            maps: Vec::new(),
-        };
+        let mut batch = SliceBatch { input: Tensor::cat(&xs, 0)?, targets, images, maps: Vec::new() };
         let (_, _, h, w) = batch.input.dims4()?;
         let names = || batch.images.join(", ");
         let started = std::time::Instant::now();
-        let trained = Method::attribute_all(&method_list, &model, &batch.input, &batch.targets)
-            .with_context(|| format!("explaining {}", names()))?;
-        tracing::debug!(
-            seconds = started.elapsed().as_secs_f64(),
-            slices = chunk.len(),
-            "explained with the trained model"
-        );
+        let trained = Method::attribute_all(&method_list, &model, &batch.input, &batch.targets).with_context(|| format!("explaining {}", names()))?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), slices = chunk.len(), "explained with the trained model");
         bar.inc(chunk.len() as u64);
-        let head = Method::attribute_all(&method_list, &random_head, &batch.input, &batch.targets)
-            .with_context(|| format!("explaining {} (random head)", names()))?;
+        let head =
+            Method::attribute_all(&method_list, &random_head, &batch.input, &batch.targets).with_context(|| format!("explaining {} (random head)", names()))?;
         bar.inc(chunk.len() as u64);
         for (j, x) in xs.iter().enumerate() {
             let (image, target) = (&batch.images[j], batch.targets[j]);
@@ -186,16 +150,12 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
                     spearman: head_rho,
                     ssim: ssim(&map, &other_map, h, w),
                 });
-                raws.push((
-                    head_rho,
-                    one.abs()?.sum(0)?.flatten_all()?.to_vec1::<f32>()?,
-                ));
+                raws.push((head_rho, one.abs()?.sum(0)?.flatten_all()?.to_vec1::<f32>()?));
                 maps.push(map);
             }
             let importances: Vec<&[f32]> = raws.iter().map(|(_, raw)| raw.as_slice()).collect();
             let started = std::time::Instant::now();
-            let curves = deletion_insertion_many(&model, x, &importances, target, &curve)
-                .with_context(|| format!("deletion/insertion curves of {image}"))?;
+            let curves = deletion_insertion_many(&model, x, &importances, target, &curve).with_context(|| format!("deletion/insertion curves of {image}"))?;
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), %image, "deletion/insertion curves");
             for (((name, _), (head_rho, raw)), curves) in methods.iter().zip(&raws).zip(curves) {
                 rows.push(Row {
@@ -217,23 +177,15 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     let mut prefixes: Vec<String> = Vec::new();
     for (stage, stage_prefixes) in &cascade {
         prefixes.extend(stage_prefixes.iter().cloned());
-        let randomize = Randomize {
-            prefixes: prefixes.clone(),
-            seed: args.randomization_seed ^ 0xCA5CADE,
-        };
+        let randomize = Randomize { prefixes: prefixes.clone(), seed: args.randomization_seed ^ 0xCA5CADE };
         let started = std::time::Instant::now();
         let backbone = choice.load_randomized_backbone(randomize)?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), %stage, "re-randomised backbone loaded");
-        let stage_model = Classifier::new(
-            backbone,
-            random_head.head_weight().clone(),
-            random_head.head_bias().clone(),
-        )?;
+        let stage_model = Classifier::new(backbone, random_head.head_weight().clone(), random_head.head_bias().clone())?;
         for batch in &batches {
             let (_, _, h, w) = batch.input.dims4()?;
             let started = std::time::Instant::now();
-            let results =
-                Method::attribute_all(&method_list, &stage_model, &batch.input, &batch.targets)?;
+            let results = Method::attribute_all(&method_list, &stage_model, &batch.input, &batch.targets)?;
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), %stage, slices = batch.images.len(), "explained with the re-randomised model");
             for (j, (image, maps)) in batch.images.iter().zip(&batch.maps).enumerate() {
                 for (((name, _), map), a) in methods.iter().zip(maps).zip(&results) {
@@ -251,8 +203,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
     let mut csv = String::from("method,image,deletion_auc,insertion_auc,randomization_spearman,energy_in_region,pointing_hit\n");
     for r in &rows {
@@ -269,10 +220,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     }
     let write = |name: &str, text: &str| {
         let path = args.out.join(name);
-        write_atomic(&path, |w| {
-            std::io::Write::write_all(w, text.as_bytes()).map_err(|e| e.to_string())
-        })
-        .with_context(|| format!("writing {}", path.display()))
+        write_atomic(&path, |w| std::io::Write::write_all(w, text.as_bytes()).map_err(|e| e.to_string())).with_context(|| format!("writing {}", path.display()))
     };
     write("faithfulness.csv", &csv)?;
     let mean = |v: Vec<f64>| {
@@ -300,39 +248,16 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         let ins = mean(of.iter().map(|r| r.insertion as f64).collect());
         let rnd = mean(of.iter().filter_map(|r| r.randomization).collect());
         let en = mean(of.iter().filter_map(|r| r.energy).collect());
-        let hit = mean(
-            of.iter()
-                .filter_map(|r| r.hit.map(|h| f64::from(u8::from(h))))
-                .collect(),
-        );
+        let hit = mean(of.iter().filter_map(|r| r.hit.map(|h| f64::from(u8::from(h)))).collect());
         let cell = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
-            args.methods.title(m),
-            cell(del),
-            cell(ins),
-            cell(rnd),
-            cell(en),
-            cell(hit)
-        ));
-        summary.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
-            args.methods.title(m),
-            opt(del),
-            opt(ins),
-            opt(rnd),
-            opt(en),
-            opt(hit),
-            of.len()
-        ));
+        md.push_str(&format!("| {} | {} | {} | {} | {} | {} |\n", args.methods.title(m), cell(del), cell(ins), cell(rnd), cell(en), cell(hit)));
+        summary.push_str(&format!("{},{},{},{},{},{},{}\n", args.methods.title(m), opt(del), opt(ins), opt(rnd), opt(en), opt(hit), of.len()));
     }
     if !is_phantom {
         md.push_str("\nEnergy in region and pointing game need ground-truth masks (synthetic phantoms only).\n");
     }
     // The cascade: one column per stage, mean Spearman ρ / SSIM with the trained model's map.
-    let stages: Vec<String> = std::iter::once("head".to_owned())
-        .chain(cascade.iter().map(|(s, _)| s.clone()))
-        .collect();
+    let stages: Vec<String> = std::iter::once("head".to_owned()).chain(cascade.iter().map(|(s, _)| s.clone())).collect();
     md.push_str(&format!(
         "\nModel-parameter randomisation, cascading from the top (Adebayo et al. 2018): each column re-randomises the head and every stage to its left as well; \
          cells are the mean Spearman ρ / SSIM of the map with the trained model's (lower = the method depends on those weights; a method that stays near 1 does not).\n\n\
@@ -342,35 +267,20 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     ));
     let mut cascade_csv = String::from("method,image,stage,spearman,ssim\n");
     for r in &cascade_rows {
-        cascade_csv.push_str(&format!(
-            "{},{},{},{},{}\n",
-            args.methods.title(r.method),
-            r.image,
-            r.stage,
-            opt(r.spearman),
-            opt(r.ssim)
-        ));
+        cascade_csv.push_str(&format!("{},{},{},{},{}\n", args.methods.title(r.method), r.image, r.stage, opt(r.spearman), opt(r.ssim)));
     }
     for &(m, _) in &methods {
         let cells: Vec<String> = stages
             .iter()
             .map(|stage| {
-                let of: Vec<&CascadeRow> = cascade_rows
-                    .iter()
-                    .filter(|r| r.method == m && &r.stage == stage)
-                    .collect();
+                let of: Vec<&CascadeRow> = cascade_rows.iter().filter(|r| r.method == m && &r.stage == stage).collect();
                 let rho = mean(of.iter().filter_map(|r| r.spearman).collect());
                 let ss = mean(of.iter().filter_map(|r| r.ssim).collect());
-                let f =
-                    |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "n/a".into());
+                let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "n/a".into());
                 format!("{} / {}", f(rho), f(ss))
             })
             .collect();
-        md.push_str(&format!(
-            "| {} | {} |\n",
-            args.methods.title(m),
-            cells.join(" | ")
-        ));
+        md.push_str(&format!("| {} | {} |\n", args.methods.title(m), cells.join(" | ")));
     }
     write("randomization.csv", &cascade_csv)?;
     write("summary.csv", &summary)?;

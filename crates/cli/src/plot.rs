@@ -25,14 +25,7 @@ pub const OVERLAY_SIGN: Sign = Sign::AbsoluteValue;
 pub fn overlay_of(x: &Tensor, a: &tgc_explain::Attribution) -> Result<image::RgbImage> {
     let slice: Vec<f32> = x.squeeze(0)?.get(0)?.flatten_all()?.to_vec1()?;
     let (values, h, w) = normalize_attr(&a.attribution.squeeze(0)?, OVERLAY_SIGN, 2.0)?;
-    Ok(blended_heat_map(
-        &slice,
-        &values,
-        h,
-        w,
-        OVERLAY_SIGN.colormap(),
-        0.5,
-    ))
+    Ok(blended_heat_map(&slice, &values, h, w, OVERLAY_SIGN.colormap(), 0.5))
 }
 
 /// DejaVu Sans, shipped with the binary so that charts render the same on every machine.
@@ -48,14 +41,8 @@ fn register_font() {
 
 /// Saves an RGB buffer as PNG.
 pub fn save_png(path: &Path, width: u32, height: u32, rgb: Vec<u8>) -> Result<()> {
-    let image = image::RgbImage::from_raw(width, height, rgb)
-        .ok_or_else(|| anyhow!("internal: RGB buffer does not match {width}x{height}"))?;
-    write_atomic(path, |w| {
-        image
-            .write_to(w, image::ImageFormat::Png)
-            .map_err(|e| e.to_string())
-    })
-    .with_context(|| format!("writing {}", path.display()))
+    let image = image::RgbImage::from_raw(width, height, rgb).ok_or_else(|| anyhow!("internal: RGB buffer does not match {width}x{height}"))?;
+    write_atomic(path, |w| image.write_to(w, image::ImageFormat::Png).map_err(|e| e.to_string())).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Bar chart of the number of images per history length.
@@ -73,24 +60,12 @@ pub fn history_histogram(stats: &Stats, path: &Path) -> Result<()> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d(
-                (1..max_len).into_segmented(),
-                0..(max_count + max_count / 10 + 1),
-            )
+            .build_cartesian_2d((1..max_len).into_segmented(), 0..(max_count + max_count / 10 + 1))
             .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_desc("visits up to and including the image")
-            .y_desc("images")
-            .draw()
-            .map_err(draw_err)?;
+        chart.configure_mesh().disable_x_mesh().x_desc("visits up to and including the image").y_desc("images").draw().map_err(draw_err)?;
         chart
             .draw_series(
-                Histogram::vertical(&chart)
-                    .style(RGBColor(49, 104, 142).filled())
-                    .margin(6)
-                    .data(stats.history_len.iter().map(|(&len, &count)| (len, count))),
+                Histogram::vertical(&chart).style(RGBColor(49, 104, 142).filled()).margin(6).data(stats.history_len.iter().map(|(&len, &count)| (len, count))),
             )
             .map_err(draw_err)?;
         root.present().map_err(draw_err)?;
@@ -107,10 +82,7 @@ pub fn history(history: &[tgc_temporal::train::Epoch], path: &Path, title: &str)
         let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         let max_epoch = history.len().max(2) - 1;
-        let finite = history
-            .iter()
-            .flat_map(|e| [e.train_loss, e.selection_loss])
-            .filter(|v| v.is_finite());
+        let finite = history.iter().flat_map(|e| [e.train_loss, e.selection_loss]).filter(|v| v.is_finite());
         let max_loss = finite.fold(0.0f64, f64::max).max(1e-3) * 1.05;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
@@ -119,45 +91,19 @@ pub fn history(history: &[tgc_temporal::train::Epoch], path: &Path, title: &str)
             .y_label_area_size(56)
             .build_cartesian_2d(0..max_epoch, 0.0..max_loss)
             .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("cross-entropy")
-            .draw()
-            .map_err(draw_err)?;
+        chart.configure_mesh().x_desc("epoch").y_desc("cross-entropy").draw().map_err(draw_err)?;
         let series = [
-            (
-                "train loss",
-                RGBColor(49, 104, 142),
-                history
-                    .iter()
-                    .map(|e| (e.epoch, e.train_loss))
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                "selection loss",
-                RGBColor(230, 97, 1),
-                history
-                    .iter()
-                    .map(|e| (e.epoch, e.selection_loss))
-                    .collect::<Vec<_>>(),
-            ),
+            ("train loss", RGBColor(49, 104, 142), history.iter().map(|e| (e.epoch, e.train_loss)).collect::<Vec<_>>()),
+            ("selection loss", RGBColor(230, 97, 1), history.iter().map(|e| (e.epoch, e.selection_loss)).collect::<Vec<_>>()),
         ];
         for (name, color, points) in series {
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(draw_err)?
                 .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(draw_err)?;
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(draw_err)?;
         root.present().map_err(draw_err)?;
     }
     save_png(path, width, height, buffer)
@@ -167,9 +113,7 @@ pub fn history(history: &[tgc_temporal::train::Epoch], path: &Path, title: &str)
 /// overlay, a colour bar on the right.
 pub fn attribution_grid(rows: &[Explained], path: &Path, title: &str) -> Result<()> {
     register_font();
-    let Some(first) = rows.first() else {
-        anyhow::bail!("no slices to draw")
-    };
+    let Some(first) = rows.first() else { anyhow::bail!("no slices to draw") };
     let (_, _, th, tw) = first.input.dims4()?;
     let (th, tw) = (th as u32, tw as u32);
     let columns = 1 + first.maps.len() as u32;
@@ -187,32 +131,16 @@ pub fn attribution_grid(rows: &[Explained], path: &Path, title: &str) -> Result<
         image::imageops::replace(&mut canvas, &grey, pad as i64, y as i64);
         for (c, (_, attribution)) in row.maps.iter().enumerate() {
             let tile = overlay_of(&row.input, attribution)?;
-            image::imageops::replace(
-                &mut canvas,
-                &tile,
-                (pad + (c as u32 + 1) * (tw + pad)) as i64,
-                y as i64,
-            );
+            image::imageops::replace(&mut canvas, &tile, (pad + (c as u32 + 1) * (tw + pad)) as i64, y as i64);
         }
     }
-    let bar =
-        tgc_explain::render::colour_bar(16, height - header - 2 * pad, OVERLAY_SIGN.colormap());
-    image::imageops::replace(
-        &mut canvas,
-        &bar,
-        (width - bar_w + 8) as i64,
-        (header + pad) as i64,
-    );
+    let bar = tgc_explain::render::colour_bar(16, height - header - 2 * pad, OVERLAY_SIGN.colormap());
+    image::imageops::replace(&mut canvas, &bar, (width - bar_w + 8) as i64, (header + pad) as i64);
     let mut rgb = canvas.into_raw();
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
-        let text = |s: &str, x: u32, y: u32, size: u32| {
-            root.draw(&Text::new(
-                s.to_owned(),
-                (x as i32, y as i32),
-                ("sans-serif", size).into_font().color(&BLACK),
-            ))
-        };
+        let text =
+            |s: &str, x: u32, y: u32, size: u32| root.draw(&Text::new(s.to_owned(), (x as i32, y as i32), ("sans-serif", size).into_font().color(&BLACK)));
         text(title, pad, 4, 20).map_err(draw_err)?;
         text("Sample", pad, 32, 16).map_err(draw_err)?;
         for (c, (m, _)) in first.maps.iter().enumerate() {
@@ -221,12 +149,7 @@ pub fn attribution_grid(rows: &[Explained], path: &Path, title: &str) -> Result<
         for (r, row) in rows.iter().enumerate() {
             if let Some(label) = row.label {
                 let y = header + r as u32 * (th + pad) + 4;
-                root.draw(&Text::new(
-                    label.to_string(),
-                    (pad as i32 + 4, y as i32),
-                    ("sans-serif", 14).into_font().color(&YELLOW),
-                ))
-                .map_err(draw_err)?;
+                root.draw(&Text::new(label.to_string(), (pad as i32 + 4, y as i32), ("sans-serif", 14).into_font().color(&YELLOW))).map_err(draw_err)?;
             }
         }
         text("high", width - bar_w + 28, header + pad, 13).map_err(draw_err)?;
@@ -238,14 +161,7 @@ pub fn attribution_grid(rows: &[Explained], path: &Path, title: &str) -> Result<
 
 /// The temporal strip: each real visit's overlay labelled with its day, then a bar chart of
 /// the time-step importance (all `seq_len` steps, padded ones included).
-pub fn temporal_strip(
-    input: &candle_core::Tensor,
-    cam: &tgc_explain::Attribution,
-    days: &[i64],
-    importance: &[f32],
-    path: &Path,
-    title: &str,
-) -> Result<()> {
+pub fn temporal_strip(input: &candle_core::Tensor, cam: &tgc_explain::Attribution, days: &[i64], importance: &[f32], path: &Path, title: &str) -> Result<()> {
     register_font();
     let (k, _, th, tw) = input.dims4()?;
     let (th, tw) = (th as u32, tw as u32);
@@ -254,55 +170,28 @@ pub fn temporal_strip(
     let height = header + th + pad + chart_h;
     let mut canvas = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
     for v in 0..k {
-        let visit = tgc_explain::Attribution {
-            attribution: cam.attribution.narrow(0, v, 1)?,
-            layer_attribution: None,
-            logits: cam.logits.clone(),
-        };
+        let visit = tgc_explain::Attribution { attribution: cam.attribution.narrow(0, v, 1)?, layer_attribution: None, logits: cam.logits.clone() };
         let tile = overlay_of(&input.narrow(0, v, 1)?, &visit)?;
-        image::imageops::replace(
-            &mut canvas,
-            &tile,
-            (pad + v as u32 * (tw + pad)) as i64,
-            header as i64,
-        );
+        image::imageops::replace(&mut canvas, &tile, (pad + v as u32 * (tw + pad)) as i64, header as i64);
     }
     let mut rgb = canvas.into_raw();
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
-        root.draw(&Text::new(
-            title.to_owned(),
-            (pad as i32, 4),
-            ("sans-serif", 18).into_font().color(&BLACK),
-        ))
-        .map_err(draw_err)?;
+        root.draw(&Text::new(title.to_owned(), (pad as i32, 4), ("sans-serif", 18).into_font().color(&BLACK))).map_err(draw_err)?;
         for (v, day) in days.iter().enumerate() {
             let x = (pad + v as u32 * (tw + pad)) as i32;
-            root.draw(&Text::new(
-                format!("visit {} — day {day}", v + 1),
-                (x, 32),
-                ("sans-serif", 15).into_font().color(&BLACK),
-            ))
-            .map_err(draw_err)?;
+            root.draw(&Text::new(format!("visit {} — day {day}", v + 1), (x, 32), ("sans-serif", 15).into_font().color(&BLACK))).map_err(draw_err)?;
         }
         let lower = root.split_vertically(header + th + pad).1;
         let n = importance.len();
-        let (lo, hi) = importance
-            .iter()
-            .fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = importance.iter().fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
         let span = (hi - lo).max(1e-6);
         let mut chart = ChartBuilder::on(&lower)
-            .caption(
-                "time-step importance (Integrated Gradients; padded steps are 0)",
-                ("sans-serif", 14),
-            )
+            .caption("time-step importance (Integrated Gradients; padded steps are 0)", ("sans-serif", 14))
             .margin(8)
             .x_label_area_size(28)
             .y_label_area_size(60)
-            .build_cartesian_2d(
-                (0..n.saturating_sub(1)).into_segmented(),
-                (lo - 0.1 * span)..(hi + 0.1 * span),
-            )
+            .build_cartesian_2d((0..n.saturating_sub(1)).into_segmented(), (lo - 0.1 * span)..(hi + 0.1 * span))
             .map_err(draw_err)?;
         chart
             .configure_mesh()
@@ -315,18 +204,8 @@ pub fn temporal_strip(
             .map_err(draw_err)?;
         chart
             .draw_series(importance.iter().enumerate().map(|(i, &v)| {
-                let color = if v >= 0.0 {
-                    RGBColor(33, 145, 140)
-                } else {
-                    RGBColor(230, 97, 1)
-                };
-                Rectangle::new(
-                    [
-                        (SegmentValue::Exact(i), 0.0),
-                        (SegmentValue::Exact(i + 1), v),
-                    ],
-                    color.filled(),
-                )
+                let color = if v >= 0.0 { RGBColor(33, 145, 140) } else { RGBColor(230, 97, 1) };
+                Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v)], color.filled())
             }))
             .map_err(draw_err)?;
         root.present().map_err(draw_err)?;

@@ -106,9 +106,7 @@ pub fn run(args: TrainProbeArgs) -> Result<()> {
 /// features row, for `--backbone-bn study`.
 fn study_backbone(features: &FeatureSet, args: &TrainProbeArgs) -> Result<StudyBackbone> {
     if args.common.protocol != Protocol::Original {
-        anyhow::bail!(
-            "--backbone-bn study is a mode of the study's protocol: add --protocol original"
-        );
+        anyhow::bail!("--backbone-bn study is a mode of the study's protocol: add --protocol original");
     }
     let meta = |k: &str| features.metadata.get(k).cloned();
     if meta("backbone").as_deref() != Some("resnet18") {
@@ -118,9 +116,7 @@ fn study_backbone(features: &FeatureSet, args: &TrainProbeArgs) -> Result<StudyB
             meta("backbone").unwrap_or_else(|| "unknown".into())
         );
     }
-    let source: WeightSource = meta("weights")
-        .context("the features file does not name its weights")?
-        .parse()?;
+    let source: WeightSource = meta("weights").context("the features file does not name its weights")?.parse()?;
     let data = match (&args.data, meta("data")) {
         (Some(d), _) => d.clone(),
         (None, Some(d)) => PathBuf::from(d),
@@ -129,43 +125,21 @@ fn study_backbone(features: &FeatureSet, args: &TrainProbeArgs) -> Result<StudyB
         }
     };
     let dataset = open_data(&data)?;
-    let by_key: HashMap<(u64, i64), usize> = dataset
-        .records()
-        .iter()
-        .enumerate()
-        .map(|(i, r)| ((r.patient.number(), i64::from(r.day)), i))
-        .collect();
-    let preprocess = Preprocess {
-        resize_shorter_to: None,
-        imagenet_normalize: meta("imagenet_normalize").as_deref() == Some("true"),
-    };
+    let by_key: HashMap<(u64, i64), usize> = dataset.records().iter().enumerate().map(|(i, r)| ((r.patient.number(), i64::from(r.day)), i)).collect();
+    let preprocess = Preprocess { resize_shorter_to: None, imagenet_normalize: meta("imagenet_normalize").as_deref() == Some("true") };
     let bar = progress::bar(features.len() as u64, "loading slices");
     let mut images = Vec::with_capacity(features.len());
     for (&p, &d) in features.patient_id.iter().zip(&features.day) {
         let &i = by_key
             .get(&(u64::try_from(p).unwrap_or(u64::MAX), d))
-            .with_context(|| {
-                format!(
-                    "{} has no slice of patient {p} day {d} named in {}",
-                    data.display(),
-                    args.common.features.display()
-                )
-            })?;
+            .with_context(|| format!("{} has no slice of patient {p} day {d} named in {}", data.display(), args.common.features.display()))?;
         images.push(preprocess.apply(&dataset.load_image(i)?, &candle_core::Device::Cpu)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let net = StudyBnResNet18::load(&source)
-        .with_context(|| format!("loading ResNet-18 weights {source}"))?;
-    println!(
-        "study BatchNorm: the backbone runs in training mode every batch ({} slices of {})",
-        images.len(),
-        data.display()
-    );
-    Ok(StudyBackbone {
-        net,
-        images: candle_core::Tensor::stack(&images, 0)?,
-    })
+    let net = StudyBnResNet18::load(&source).with_context(|| format!("loading ResNet-18 weights {source}"))?;
+    println!("study BatchNorm: the backbone runs in training mode every batch ({} slices of {})", images.len(), data.display());
+    Ok(StudyBackbone { net, images: candle_core::Tensor::stack(&images, 0)? })
 }
 
 /// `tgc train-temporal`: the temporal DNN and, unless `--no-baselines`, what the visit pattern
@@ -175,33 +149,20 @@ pub fn run_temporal(args: TrainTemporalArgs) -> Result<()> {
     let features = load_features(&args.common.features)?;
     let mut heads = vec![HeadKind::Dnn { seq_len }];
     if !args.no_baselines {
-        heads.extend([
-            HeadKind::HistoryOnly { seq_len },
-            HeadKind::EarlierVisitRule,
-        ]);
+        heads.extend([HeadKind::HistoryOnly { seq_len }, HeadKind::EarlierVisitRule]);
     }
-    let summaries = heads
-        .into_iter()
-        .map(|h| run_one(&features, &args.common, h, None))
-        .collect::<Result<Vec<_>>>()?;
+    let summaries = heads.into_iter().map(|h| run_one(&features, &args.common, h, None)).collect::<Result<Vec<_>>>()?;
     print!("{}", report::markdown_table(&summaries));
     if let Some(reading) = report::confound_reading(&summaries) {
         println!("{reading}\n");
-        let path = args.common.out.join(format!(
-            "{}_confound.md",
-            model_name(&features, HeadKind::Dnn { seq_len })
-        ));
-        tgc_data::write_atomic(&path, |w| {
-            std::io::Write::write_all(w, format!("{reading}\n").as_bytes())
-                .map_err(|e| e.to_string())
-        })?;
+        let path = args.common.out.join(format!("{}_confound.md", model_name(&features, HeadKind::Dnn { seq_len })));
+        tgc_data::write_atomic(&path, |w| std::io::Write::write_all(w, format!("{reading}\n").as_bytes()).map_err(|e| e.to_string()))?;
     }
     Ok(())
 }
 
 fn load_features(path: &Path) -> Result<FeatureSet> {
-    let features =
-        FeatureSet::load(path).with_context(|| format!("reading features {}", path.display()))?;
+    let features = FeatureSet::load(path).with_context(|| format!("reading features {}", path.display()))?;
     if features.orientation() != Some(tgc_data::ORIENTATION) {
         tracing::warn!(
             features = %path.display(),
@@ -220,20 +181,12 @@ fn load_features(path: &Path) -> Result<FeatureSet> {
 }
 
 /// One model over every iteration: per-iteration files, the summary files, the summary.
-fn run_one(
-    features: &FeatureSet,
-    args: &TrainArgs,
-    head: HeadKind,
-    study: Option<&StudyBackbone>,
-) -> Result<report::Summary> {
+fn run_one(features: &FeatureSet, args: &TrainArgs, head: HeadKind, study: Option<&StudyBackbone>) -> Result<report::Summary> {
     let mut config = ExperimentConfig::new(head);
     config.iterations = args.iterations;
     config.seed = args.seed;
     config.protocol = args.protocol;
-    config.bootstrap = BootstrapConfig {
-        draws: args.bootstrap_draws,
-        seed: args.bootstrap_seed,
-    };
+    config.bootstrap = BootstrapConfig { draws: args.bootstrap_draws, seed: args.bootstrap_seed };
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         anyhow::bail!("--lr must be a positive number, got {}", args.lr);
     }
@@ -241,36 +194,17 @@ fn run_one(
     if let Some(epochs) = args.epochs {
         config.train.max_epochs = epochs;
     }
-    let model = if study.is_some() {
-        format!("{}_study_bn", model_name(features, head))
-    } else {
-        model_name(features, head)
-    };
+    let model = if study.is_some() { format!("{}_study_bn", model_name(features, head)) } else { model_name(features, head) };
     let info = RunInfo {
         model: model.clone(),
         protocol: args.protocol,
-        backbone: features
-            .metadata
-            .get("backbone")
-            .cloned()
-            .unwrap_or_else(|| "unknown".into()),
+        backbone: features.metadata.get("backbone").cloned().unwrap_or_else(|| "unknown".into()),
         random_weights: features.random_weights(),
-        weights: features
-            .metadata
-            .get("weights")
-            .cloned()
-            .unwrap_or_else(|| "unknown".into()),
-        imagenet_normalize: features
-            .metadata
-            .get("imagenet_normalize")
-            .is_some_and(|v| v == "true"),
+        weights: features.metadata.get("weights").cloned().unwrap_or_else(|| "unknown".into()),
+        imagenet_normalize: features.metadata.get("imagenet_normalize").is_some_and(|v| v == "true"),
         features: args.features.display().to_string(),
         eval_unit: args.eval_unit,
-        backbone_bn: if study.is_some() {
-            "study".into()
-        } else {
-            "frozen".into()
-        },
+        backbone_bn: if study.is_some() { "study".into() } else { "frozen".into() },
     };
     let bar = progress::bar(config.iterations as u64, &model);
     let results = run_experiment_with(features, &config, study, |it| {
@@ -280,21 +214,9 @@ fn run_one(
             plot::history(
                 &it.outcome.history,
                 &dir.join("history.png"),
-                &format!(
-                    "{model} iteration {} ({}){}",
-                    it.index,
-                    info.protocol,
-                    if info.random_weights {
-                        ", RANDOM-INIT backbone"
-                    } else {
-                        ""
-                    }
-                ),
+                &format!("{model} iteration {} ({}){}", it.index, info.protocol, if info.random_weights { ", RANDOM-INIT backbone" } else { "" }),
             )
-            .map_err(|e| tgc_temporal::TrainError::Write {
-                path: dir.join("history.png"),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| tgc_temporal::TrainError::Write { path: dir.join("history.png"), message: e.to_string() })?;
         }
         bar.inc(1);
         Ok(())
@@ -304,10 +226,6 @@ fn run_one(
     let summary = report::summarize(&results, &info)?;
     let model_dir = args.out.join(&model);
     report::write_summary(&model_dir, &results, &summary)?;
-    println!(
-        "{} results written to {}",
-        report::display_model(&model),
-        model_dir.display()
-    );
+    println!("{} results written to {}", report::display_model(&model), model_dir.display());
     Ok(summary)
 }

@@ -12,10 +12,7 @@ pub fn write_atomic<F>(path: &Path, write: F) -> Result<()>
 where
     F: FnOnce(&mut BufWriter<File>) -> std::result::Result<(), String>,
 {
-    let err = |message: String| DataError::Write {
-        path: path.to_owned(),
-        message,
-    };
+    let err = |message: String| DataError::Write { path: path.to_owned(), message };
     let tmp = temp_path(path);
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| e.to_string())?;
@@ -37,9 +34,6 @@ where
 pub fn temp_path(path: &Path) -> PathBuf {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".tmp-{}-{n}-{name}", std::process::id()))
 }

@@ -53,10 +53,7 @@ impl Dataset {
 
     /// Builds a data set from (path, patient, day, label) entries, checking that no
     /// (patient, day) appears twice and filling in history lengths.
-    pub fn from_entries(
-        root: &Path,
-        mut entries: Vec<(PathBuf, PatientId, u32, Label)>,
-    ) -> Result<Self> {
+    pub fn from_entries(root: &Path, mut entries: Vec<(PathBuf, PatientId, u32, Label)>) -> Result<Self> {
         entries.sort_by(|a, b| (&a.1, a.2, &a.0).cmp(&(&b.1, b.2, &b.0)));
         for pair in entries.windows(2) {
             if pair[0].1 == pair[1].1 && pair[0].2 == pair[1].2 {
@@ -73,19 +70,10 @@ impl Dataset {
             .map(|(path, patient, day, label)| {
                 let count = visits_so_far.entry(patient).or_default();
                 *count += 1;
-                Record {
-                    path,
-                    day,
-                    label,
-                    history_len: *count,
-                    patient,
-                }
+                Record { path, day, label, history_len: *count, patient }
             })
             .collect();
-        Ok(Self {
-            root: root.to_owned(),
-            records,
-        })
+        Ok(Self { root: root.to_owned(), records })
     }
 
     pub fn root(&self) -> &Path {
@@ -106,12 +94,7 @@ impl Dataset {
 
     /// Reads the image of record `index`.
     pub fn load_image(&self, index: usize) -> Result<Image> {
-        let record = self.records.get(index).ok_or_else(|| {
-            DataError::InvalidArgument(format!(
-                "record {index} out of range ({} records)",
-                self.len()
-            ))
-        })?;
+        let record = self.records.get(index).ok_or_else(|| DataError::InvalidArgument(format!("record {index} out of range ({} records)", self.len())))?;
         read_nifti(&record.path)
     }
 
@@ -136,38 +119,22 @@ impl Dataset {
 
     /// Indices of the records of one patient, in ascending day order.
     pub fn visits_of(&self, patient: &PatientId) -> Vec<usize> {
-        (0..self.len())
-            .filter(|&i| &self.records[i].patient == patient)
-            .collect()
+        (0..self.len()).filter(|&i| &self.records[i].patient == patient).collect()
     }
 }
 
-fn scan_class_folder(
-    folder: &Path,
-    label: Label,
-    found: &mut Vec<(PathBuf, PatientId, u32, Label)>,
-) -> Result<()> {
-    let read_err = |e: std::io::Error| DataError::Read {
-        path: folder.to_owned(),
-        message: e.to_string(),
-    };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(folder)
-        .map_err(read_err)?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()
-        .map_err(read_err)?;
+fn scan_class_folder(folder: &Path, label: Label, found: &mut Vec<(PathBuf, PatientId, u32, Label)>) -> Result<()> {
+    let read_err = |e: std::io::Error| DataError::Read { path: folder.to_owned(), message: e.to_string() };
+    let mut paths: Vec<PathBuf> =
+        std::fs::read_dir(folder).map_err(read_err)?.map(|entry| entry.map(|e| e.path())).collect::<std::io::Result<_>>().map_err(read_err)?;
     paths.sort();
     for path in paths {
         if !path.is_file() || !is_nifti(&path) {
             tracing::warn!(path = %path.display(), "skipping: not a NIfTI file");
             continue;
         }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let (patient, day) =
-            parse_file_name(&name).ok_or_else(|| DataError::BadFileName { path: path.clone() })?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let (patient, day) = parse_file_name(&name).ok_or_else(|| DataError::BadFileName { path: path.clone() })?;
         found.push((path, patient, day, label));
     }
     Ok(())

@@ -13,26 +13,15 @@ pub enum DataError {
     #[error("cannot parse file name {path}: expected affined_OAS3<patient>_MR_d<day>.nii[.gz]")]
     BadFileName { path: PathBuf },
     #[error("{what} appears twice: {first} and {second}")]
-    Duplicate {
-        what: String,
-        first: PathBuf,
-        second: PathBuf,
-    },
+    Duplicate { what: String, first: PathBuf, second: PathBuf },
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
     #[error("{path}: unsupported NIfTI datatype {datatype} (only real scalar types are accepted)")]
     UnsupportedDatatype { path: PathBuf, datatype: String },
-    #[error(
-        "{path}: expected a 2-D slice (or a 3-D volume with one slice), found dimensions {dims:?}"
-    )]
+    #[error("{path}: expected a 2-D slice (or a 3-D volume with one slice), found dimensions {dims:?}")]
     NotASlice { path: PathBuf, dims: Vec<usize> },
     #[error("{path}: {count} voxel(s) are NaN or infinite, first at (row {row}, column {col})")]
-    NonFinite {
-        path: PathBuf,
-        count: usize,
-        row: usize,
-        col: usize,
-    },
+    NonFinite { path: PathBuf, count: usize, row: usize, col: usize },
     #[error("cannot write {path}: {message}")]
     Write { path: PathBuf, message: String },
     #[error("invalid split: {0}")]

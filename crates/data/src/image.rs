@@ -32,17 +32,9 @@ impl Image {
     /// Wraps row-major pixels; the length must be `height * width`.
     pub fn new(height: usize, width: usize, pixels: Vec<f32>) -> Result<Self> {
         if height == 0 || width == 0 || pixels.len() != height * width {
-            return Err(DataError::InvalidArgument(format!(
-                "image of {height}x{width} needs {} pixels, got {}",
-                height * width,
-                pixels.len()
-            )));
+            return Err(DataError::InvalidArgument(format!("image of {height}x{width} needs {} pixels, got {}", height * width, pixels.len())));
         }
-        Ok(Self {
-            height,
-            width,
-            pixels,
-        })
+        Ok(Self { height, width, pixels })
     }
 
     pub fn height(&self) -> usize {
@@ -79,33 +71,21 @@ const MAX_DECOMPRESSED: u64 = 256 << 20;
 /// Accepts 2-D images and 3-D volumes whose third dimension is 1. Refuses complex and RGB data,
 /// more than one slice, more than [`MAX_VOXELS`], and NaN or infinite voxels.
 pub fn read_nifti(path: &Path) -> Result<Image> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::Read {
-        path: path.to_owned(),
-        message: format!("cannot read: {e}"),
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| DataError::Read { path: path.to_owned(), message: format!("cannot read: {e}") })?;
     decode_nifti(path, &bytes)
 }
 
 /// [`read_nifti`] of a file's bytes already in memory (`path` names it in errors and decides,
 /// by its `.gz` ending, whether the bytes are gzip-compressed).
 pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<Image> {
-    let read_err = |message: String| DataError::Read {
-        path: path.to_owned(),
-        message,
-    };
+    let read_err = |message: String| DataError::Read { path: path.to_owned(), message };
     let decompressed;
     let data: &[u8] = if path.to_string_lossy().ends_with(".gz") {
         let mut out = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(flate2::read::GzDecoder::new(bytes), MAX_DECOMPRESSED + 1),
-            &mut out,
-        )
-        .map_err(|e| read_err(describe_nifti_error(&nifti::NiftiError::Io(e))))?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(flate2::read::GzDecoder::new(bytes), MAX_DECOMPRESSED + 1), &mut out)
+            .map_err(|e| read_err(describe_nifti_error(&nifti::NiftiError::Io(e))))?;
         if out.len() as u64 > MAX_DECOMPRESSED {
-            return Err(read_err(format!(
-                "decompresses to more than {} MiB, too large for a slice",
-                MAX_DECOMPRESSED >> 20
-            )));
+            return Err(read_err(format!("decompresses to more than {} MiB, too large for a slice", MAX_DECOMPRESSED >> 20)));
         }
         decompressed = out;
         &decompressed
@@ -115,35 +95,23 @@ pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<Image> {
     check_header(data).map_err(read_err)?;
     // The header was checked above; the crate is still third-party code reading outside bytes,
     // so a panic inside it becomes this file's error rather than the program's end.
-    let parsed = std::panic::catch_unwind(|| {
-        nifti::InMemNiftiObject::from_reader(std::io::Cursor::new(data))
-    })
-    .map_err(|_| read_err("the NIfTI reader failed on this file's header or data".to_owned()))?;
+    let parsed = std::panic::catch_unwind(|| nifti::InMemNiftiObject::from_reader(std::io::Cursor::new(data)))
+        .map_err(|_| read_err("the NIfTI reader failed on this file's header or data".to_owned()))?;
     let object = parsed.map_err(|e| read_err(describe_nifti_error(&e)))?;
     let volume = object.into_volume();
     let datatype = volume.data_type();
     if !is_real_scalar(datatype) {
-        return Err(DataError::UnsupportedDatatype {
-            path: path.to_owned(),
-            datatype: format!("{datatype:?}"),
-        });
+        return Err(DataError::UnsupportedDatatype { path: path.to_owned(), datatype: format!("{datatype:?}") });
     }
     let dims: Vec<usize> = volume.dim().iter().map(|&d| d as usize).collect();
     // NIfTI dims are (nx, ny[, 1]); SimpleITK's array is [ny][nx].
     let (width, height) = match dims.as_slice() {
         [nx, ny] | [nx, ny, 1] => (*nx, *ny),
-        _ => {
-            return Err(DataError::NotASlice {
-                path: path.to_owned(),
-                dims,
-            })
-        }
+        _ => return Err(DataError::NotASlice { path: path.to_owned(), dims }),
     };
-    let mut array = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        volume.into_ndarray::<f32>()
-    }))
-    .map_err(|_| read_err("the NIfTI reader failed on this file's data".to_owned()))?
-    .map_err(|e| read_err(describe_nifti_error(&e)))?;
+    let mut array = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| volume.into_ndarray::<f32>()))
+        .map_err(|_| read_err("the NIfTI reader failed on this file's data".to_owned()))?
+        .map_err(|e| read_err(describe_nifti_error(&e)))?;
     if array.ndim() == 3 {
         array = array.index_axis_move(Axis(2), 0);
     }
@@ -158,10 +126,7 @@ pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<Image> {
 /// `image[j][i]`); gzip-compressed when the name ends in `.gz`.
 /// The file appears complete or not at all (written beside it, then renamed).
 pub fn write_nifti(path: &Path, image: &Image) -> Result<()> {
-    let write_err = |message: String| DataError::Write {
-        path: path.to_owned(),
-        message,
-    };
+    let write_err = |message: String| DataError::Write { path: path.to_owned(), message };
     // The writer takes `array[[i, j]]` = voxel (i, j): the transpose of the row-major image.
     let array = Array2::from_shape_vec((image.height, image.width), image.pixels.clone())
         .map_err(|e| write_err(e.to_string()))?
@@ -201,22 +166,15 @@ fn check_header(data: &[u8]) -> std::result::Result<(), String> {
     };
     let rank = i16_at(40);
     if !(1..=7).contains(&rank) {
-        return Err(format!(
-            "header claims {rank} dimensions (NIfTI allows 1 to 7)"
-        ));
+        return Err(format!("header claims {rank} dimensions (NIfTI allows 1 to 7)"));
     }
     let dims: Vec<i16> = (1..=rank as usize).map(|k| i16_at(40 + 2 * k)).collect();
     if dims.iter().any(|&d| d < 1) {
         return Err(format!("header claims dimensions {dims:?}"));
     }
-    let voxels = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
-        .unwrap_or(usize::MAX);
+    let voxels = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize)).unwrap_or(usize::MAX);
     if voxels > MAX_VOXELS {
-        return Err(format!(
-            "header claims {dims:?} = {voxels} voxels, more than the {MAX_VOXELS} a slice may have"
-        ));
+        return Err(format!("header claims {dims:?} = {voxels} voxels, more than the {MAX_VOXELS} a slice may have"));
     }
     let datatype = i16_at(70);
     // Bytes per voxel of each NIfTI-1 datatype code.
@@ -228,18 +186,11 @@ fn check_header(data: &[u8]) -> std::result::Result<(), String> {
         32 | 64 | 1024 | 1280 => 8,
         1536 | 1792 => 16,
         2048 => 32,
-        other => {
-            return Err(format!(
-                "header claims datatype code {other}, which NIfTI-1 does not define"
-            ))
-        }
+        other => return Err(format!("header claims datatype code {other}, which NIfTI-1 does not define")),
     };
     let bitpix = i16_at(72);
     if bitpix as i32 != 8 * size as i32 {
-        return Err(format!(
-            "header claims {bitpix} bits per voxel for datatype code {datatype} ({} expected)",
-            8 * size
-        ));
+        return Err(format!("header claims {bitpix} bits per voxel for datatype code {datatype} ({} expected)", 8 * size));
     }
     let f32_at = |o: usize| {
         let b = [data[o], data[o + 1], data[o + 2], data[o + 3]];
@@ -251,46 +202,31 @@ fn check_header(data: &[u8]) -> std::result::Result<(), String> {
     };
     let offset = f32_at(108);
     if !(offset.is_finite() && offset >= 348.0 && offset <= data.len() as f32) {
-        return Err(format!(
-            "header's vox_offset {offset} lies outside the file"
-        ));
+        return Err(format!("header's vox_offset {offset} lies outside the file"));
     }
     let needed = offset as usize + voxels * size;
     if needed > data.len() {
-        return Err(format!(
-            "file is truncated (unexpected end of data): {} bytes, the header needs {needed}",
-            data.len()
-        ));
+        return Err(format!("file is truncated (unexpected end of data): {} bytes, the header needs {needed}", data.len()));
     }
     Ok(())
 }
 
 fn is_real_scalar(t: NiftiType) -> bool {
     use NiftiType::*;
-    matches!(
-        t,
-        Uint8 | Int8 | Uint16 | Int16 | Uint32 | Int32 | Uint64 | Int64 | Float32 | Float64
-    )
+    matches!(t, Uint8 | Int8 | Uint16 | Int16 | Uint32 | Int32 | Uint64 | Int64 | Float32 | Float64)
 }
 
 fn check_finite(path: &Path, width: usize, pixels: &[f32]) -> Result<()> {
     let mut bad = pixels.iter().enumerate().filter(|(_, v)| !v.is_finite());
     if let Some((first, _)) = bad.next() {
-        return Err(DataError::NonFinite {
-            path: path.to_owned(),
-            count: 1 + bad.count(),
-            row: first / width,
-            col: first % width,
-        });
+        return Err(DataError::NonFinite { path: path.to_owned(), count: 1 + bad.count(), row: first / width, col: first % width });
     }
     Ok(())
 }
 
 fn describe_nifti_error(e: &nifti::NiftiError) -> String {
     match e {
-        nifti::NiftiError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "file is truncated (unexpected end of data)".to_owned()
-        }
+        nifti::NiftiError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => "file is truncated (unexpected end of data)".to_owned(),
         nifti::NiftiError::Io(io) => format!("{io} (corrupt gzip stream or unreadable file?)"),
         nifti::NiftiError::InvalidFormat => "not a NIfTI-1 file (bad magic code)".to_owned(),
         other => other.to_string(),

@@ -14,22 +14,12 @@ use crate::split::Split;
 /// column holds nulls.
 pub fn manifest(dataset: &Dataset, split: Option<&Split>) -> Result<DataFrame> {
     let records = dataset.records();
-    let path: Vec<String> = records
-        .iter()
-        .map(|r| r.path.display().to_string())
-        .collect();
+    let path: Vec<String> = records.iter().map(|r| r.path.display().to_string()).collect();
     let patient: Vec<u64> = records.iter().map(|r| r.patient.number()).collect();
     let day: Vec<u32> = records.iter().map(|r| r.day).collect();
     let label: Vec<u32> = records.iter().map(|r| r.label.index() as u32).collect();
     let history: Vec<u32> = records.iter().map(|r| r.history_len as u32).collect();
-    let side: Vec<Option<&str>> = records
-        .iter()
-        .map(|r| {
-            split
-                .and_then(|s| s.side_of(&r.patient))
-                .map(|s| s.as_str())
-        })
-        .collect();
+    let side: Vec<Option<&str>> = records.iter().map(|r| split.and_then(|s| s.side_of(&r.patient)).map(|s| s.as_str())).collect();
     let columns = vec![
         Column::new("path".into(), path),
         Column::new("patient_id".into(), patient),
@@ -43,28 +33,11 @@ pub fn manifest(dataset: &Dataset, split: Option<&Split>) -> Result<DataFrame> {
 
 /// Writes a data frame as CSV (with header) or Parquet, chosen by the file extension.
 pub fn write_table(frame: &DataFrame, path: &Path) -> Result<()> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let mut frame = frame.clone();
     match ext.as_str() {
-        "csv" => write_atomic(path, |w| {
-            CsvWriter::new(w)
-                .include_header(true)
-                .finish(&mut frame)
-                .map_err(|e| e.to_string())
-        }),
-        "parquet" => write_atomic(path, |w| {
-            ParquetWriter::new(w)
-                .finish(&mut frame)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }),
-        _ => Err(DataError::InvalidArgument(format!(
-            "{}: table files must end in .csv or .parquet",
-            path.display()
-        ))),
+        "csv" => write_atomic(path, |w| CsvWriter::new(w).include_header(true).finish(&mut frame).map_err(|e| e.to_string())),
+        "parquet" => write_atomic(path, |w| ParquetWriter::new(w).finish(&mut frame).map(|_| ()).map_err(|e| e.to_string())),
+        _ => Err(DataError::InvalidArgument(format!("{}: table files must end in .csv or .parquet", path.display()))),
     }
 }

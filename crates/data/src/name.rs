@@ -75,19 +75,14 @@ impl fmt::Display for Label {
 
 /// Whether a path looks like a NIfTI image (`.nii` or `.nii.gz`).
 pub fn is_nifti(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
 /// Parses `affined_OAS<patient>_MR_d<day>.nii[.gz]` into patient and day (OASIS-3 ids start
 /// with 3: `affined_OAS30001_MR_d0129`).
 pub fn parse_file_name(file_name: &str) -> Option<(PatientId, u32)> {
-    let stem = file_name
-        .strip_suffix(".nii.gz")
-        .or_else(|| file_name.strip_suffix(".nii"))?;
+    let stem = file_name.strip_suffix(".nii.gz").or_else(|| file_name.strip_suffix(".nii"))?;
     let rest = stem.strip_prefix("affined_OAS")?;
     let (patient, day) = rest.split_once("_MR_d")?;
     if day.is_empty() || day.len() > 9 || !day.bytes().all(|b| b.is_ascii_digit()) {

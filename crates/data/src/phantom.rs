@@ -34,13 +34,7 @@ pub struct PhantomConfig {
 
 impl Default for PhantomConfig {
     fn default() -> Self {
-        Self {
-            patients: 20,
-            seed: 0,
-            size: 256,
-            max_visits: 4,
-            noise: 0.03,
-        }
+        Self { patients: 20, seed: 0, size: 256, max_visits: 4, noise: 0.03 }
     }
 }
 
@@ -71,36 +65,20 @@ pub fn mask_path(root: &Path, label: Label, image_path: &Path) -> PathBuf {
 /// Generates `config.patients` patients (alternately disease and healthy) into `root`.
 pub fn generate(root: &Path, config: &PhantomConfig) -> Result<Vec<PhantomImage>> {
     if config.patients < 4 {
-        return Err(DataError::InvalidArgument(format!(
-            "phantoms need at least 4 patients (2 per class) for a stratified split, got {}",
-            config.patients
-        )));
+        return Err(DataError::InvalidArgument(format!("phantoms need at least 4 patients (2 per class) for a stratified split, got {}", config.patients)));
     }
     if config.size < 16 || config.max_visits == 0 {
-        return Err(DataError::InvalidArgument(format!(
-            "phantom size must be ≥ 16 and max visits ≥ 1 (got {} and {})",
-            config.size, config.max_visits
-        )));
+        return Err(DataError::InvalidArgument(format!("phantom size must be ≥ 16 and max visits ≥ 1 (got {} and {})", config.size, config.max_visits)));
     }
     for label in Label::ALL {
-        for dir in [
-            root.join(label.folder()),
-            root.join("masks").join(label.folder()),
-        ] {
-            std::fs::create_dir_all(&dir).map_err(|e| DataError::Write {
-                path: dir.clone(),
-                message: e.to_string(),
-            })?;
+        for dir in [root.join(label.folder()), root.join("masks").join(label.folder())] {
+            std::fs::create_dir_all(&dir).map_err(|e| DataError::Write { path: dir.clone(), message: e.to_string() })?;
         }
     }
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut out = Vec::new();
     for p in 0..config.patients {
-        let label = if p % 2 == 0 {
-            Label::Disease
-        } else {
-            Label::Healthy
-        };
+        let label = if p % 2 == 0 { Label::Disease } else { Label::Healthy };
         let patient = PatientId::new(30_001 + p as u64);
         let anatomy = Anatomy {
             center: (rng.random_range(-0.03..0.03), rng.random_range(-0.03..0.03)),
@@ -122,13 +100,7 @@ pub fn generate(root: &Path, config: &PhantomConfig) -> Result<Vec<PhantomImage>
             let mask_file = mask_path(root, label, &path);
             write_nifti(&path, &image)?;
             write_nifti(&mask_file, &mask)?;
-            out.push(PhantomImage {
-                path,
-                mask_path: mask_file,
-                patient,
-                day,
-                label,
-            });
+            out.push(PhantomImage { path, mask_path: mask_file, patient, day, label });
             day += rng.random_range(300..900);
         }
     }
@@ -137,9 +109,7 @@ pub fn generate(root: &Path, config: &PhantomConfig) -> Result<Vec<PhantomImage>
          patients={} seed={} size={} max_visits={} noise={}\n",
         config.patients, config.seed, config.size, config.max_visits, config.noise
     );
-    write_atomic(&root.join("phantom.txt"), |w| {
-        std::io::Write::write_all(w, note.as_bytes()).map_err(|e| e.to_string())
-    })?;
+    write_atomic(&root.join("phantom.txt"), |w| std::io::Write::write_all(w, note.as_bytes()).map_err(|e| e.to_string()))?;
     Ok(out)
 }
 
@@ -148,19 +118,10 @@ pub fn is_phantom(root: &Path) -> bool {
     root.join("phantom.txt").is_file()
 }
 
-fn render(
-    anatomy: &Anatomy,
-    growth: f32,
-    config: &PhantomConfig,
-    rng: &mut ChaCha8Rng,
-) -> Result<(Image, Image)> {
+fn render(anatomy: &Anatomy, growth: f32, config: &PhantomConfig, rng: &mut ChaCha8Rng) -> Result<(Image, Image)> {
     let n = config.size;
-    let noise = Normal::new(0.0f32, config.noise.max(0.0))
-        .map_err(|e| DataError::InvalidArgument(format!("noise: {e}")))?;
-    let (vr, vc) = (
-        anatomy.ventricle.0 * growth.sqrt(),
-        anatomy.ventricle.1 * growth,
-    );
+    let noise = Normal::new(0.0f32, config.noise.max(0.0)).map_err(|e| DataError::InvalidArgument(format!("noise: {e}")))?;
+    let (vr, vc) = (anatomy.ventricle.0 * growth.sqrt(), anatomy.ventricle.1 * growth);
     let mut pixels = Vec::with_capacity(n * n);
     let mut mask = Vec::with_capacity(n * n);
     for row in 0..n {
@@ -186,11 +147,7 @@ fn render(
             } else {
                 0.68
             };
-            let value = if r > 1.0 {
-                base
-            } else {
-                base + noise.sample(rng)
-            };
+            let value = if r > 1.0 { base } else { base + noise.sample(rng) };
             pixels.push(value.clamp(0.0, 1.0));
             mask.push(if in_ventricle && r <= 0.86 { 1.0 } else { 0.0 });
         }

@@ -15,9 +15,7 @@ pub struct SeqLen(NonZeroUsize);
 
 impl SeqLen {
     pub fn new(len: usize) -> Result<Self> {
-        NonZeroUsize::new(len)
-            .map(Self)
-            .ok_or_else(|| DataError::InvalidArgument("sequence length must be at least 1".into()))
+        NonZeroUsize::new(len).map(Self).ok_or_else(|| DataError::InvalidArgument("sequence length must be at least 1".into()))
     }
 
     pub fn get(self) -> usize {
@@ -35,10 +33,7 @@ pub struct Sequence {
 impl Sequence {
     /// 1.0 for real steps, 0.0 for padding.
     pub fn mask(&self) -> Vec<f32> {
-        self.steps
-            .iter()
-            .map(|s| if s.is_some() { 1.0 } else { 0.0 })
-            .collect()
+        self.steps.iter().map(|s| if s.is_some() { 1.0 } else { 0.0 }).collect()
     }
 
     /// Number of real (not padded) steps.
@@ -62,10 +57,7 @@ impl Sequence {
 /// Builds the sequence of every item from its (patient, day) key.
 ///
 /// Items may come in any order; two items of one patient on the same day are an error.
-pub fn build_sequences<P: Eq + Hash + Clone + std::fmt::Debug>(
-    keys: &[(P, u32)],
-    seq_len: SeqLen,
-) -> Result<Vec<Sequence>> {
+pub fn build_sequences<P: Eq + Hash + Clone + std::fmt::Debug>(keys: &[(P, u32)], seq_len: SeqLen) -> Result<Vec<Sequence>> {
     let mut by_patient: HashMap<&P, Vec<usize>> = HashMap::new();
     for (i, (patient, _)) in keys.iter().enumerate() {
         by_patient.entry(patient).or_default().push(i);
@@ -73,10 +65,7 @@ pub fn build_sequences<P: Eq + Hash + Clone + std::fmt::Debug>(
     for visits in by_patient.values_mut() {
         visits.sort_by_key(|&i| keys[i].1);
         if let Some(w) = visits.windows(2).find(|w| keys[w[0]].1 == keys[w[1]].1) {
-            return Err(DataError::InvalidArgument(format!(
-                "patient {:?} has two items on day {} (items {} and {})",
-                keys[w[0]].0, keys[w[0]].1, w[0], w[1]
-            )));
+            return Err(DataError::InvalidArgument(format!("patient {:?} has two items on day {} (items {} and {})", keys[w[0]].0, keys[w[0]].1, w[0], w[1])));
         }
     }
     let len = seq_len.get();
@@ -85,10 +74,7 @@ pub fn build_sequences<P: Eq + Hash + Clone + std::fmt::Debug>(
         .enumerate()
         .map(|(i, (patient, _))| {
             let visits = &by_patient[patient];
-            let pos = visits
-                .iter()
-                .position(|&v| v == i)
-                .expect("item is among its patient's visits");
+            let pos = visits.iter().position(|&v| v == i).expect("item is among its patient's visits");
             let history = &visits[(pos + 1).saturating_sub(len)..=pos];
             let mut steps = vec![None; len - history.len()];
             steps.extend(history.iter().map(|&v| Some(v)));
@@ -102,11 +88,7 @@ mod tests {
     use super::*;
 
     fn seqs(keys: &[(&str, u32)], len: usize) -> Vec<Vec<Option<usize>>> {
-        build_sequences(keys, SeqLen::new(len).unwrap())
-            .unwrap()
-            .into_iter()
-            .map(|s| s.steps)
-            .collect()
+        build_sequences(keys, SeqLen::new(len).unwrap()).unwrap().into_iter().map(|s| s.steps).collect()
     }
 
     #[test]
@@ -129,9 +111,7 @@ mod tests {
 
     #[test]
     fn mask_and_gather() {
-        let s = Sequence {
-            steps: vec![None, Some(1), Some(0)],
-        };
+        let s = Sequence { steps: vec![None, Some(1), Some(0)] };
         assert_eq!(s.mask(), vec![0.0, 1.0, 1.0]);
         assert_eq!(s.real_steps(), 2);
         let features = [1.0, 2.0, 3.0, 4.0];

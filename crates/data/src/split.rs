@@ -53,9 +53,7 @@ impl Split {
             Side::Train => &self.train,
             Side::Test => &self.test,
         };
-        (0..dataset.len())
-            .filter(|&i| set.contains(&dataset.records()[i].patient))
-            .collect()
+        (0..dataset.len()).filter(|&i| set.contains(&dataset.records()[i].patient)).collect()
     }
 }
 
@@ -63,21 +61,12 @@ impl Split {
 ///
 /// Each class contributes `round(test_fraction · n)` patients to the test side, clamped to
 /// 1..=n−1 so that both sides see both classes; a class with fewer than two patients is an error.
-pub fn train_test_split(
-    patients: &BTreeMap<PatientId, Label>,
-    test_fraction: f64,
-    seed: u64,
-) -> Result<Split> {
+pub fn train_test_split(patients: &BTreeMap<PatientId, Label>, test_fraction: f64, seed: u64) -> Result<Split> {
     if !(test_fraction > 0.0 && test_fraction < 1.0) {
-        return Err(DataError::InvalidArgument(format!(
-            "test fraction must lie strictly between 0 and 1, got {test_fraction}"
-        )));
+        return Err(DataError::InvalidArgument(format!("test fraction must lie strictly between 0 and 1, got {test_fraction}")));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut split = Split {
-        train: BTreeSet::new(),
-        test: BTreeSet::new(),
-    };
+    let mut split = Split { train: BTreeSet::new(), test: BTreeSet::new() };
     for (label, mut members) in by_label(patients, 2)? {
         members.shuffle(&mut rng);
         let n = members.len();
@@ -91,15 +80,9 @@ pub fn train_test_split(
 
 /// Splits patients into `k` folds, each class spread evenly over the folds; fold `i`'s test side
 /// is its own patients, its train side all others. Every fold's test side holds both classes.
-pub fn stratified_k_fold(
-    patients: &BTreeMap<PatientId, Label>,
-    k: usize,
-    seed: u64,
-) -> Result<Vec<Split>> {
+pub fn stratified_k_fold(patients: &BTreeMap<PatientId, Label>, k: usize, seed: u64) -> Result<Vec<Split>> {
     if k < 2 {
-        return Err(DataError::InvalidArgument(format!(
-            "K-fold needs k ≥ 2, got {k}"
-        )));
+        return Err(DataError::InvalidArgument(format!("K-fold needs k ≥ 2, got {k}")));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut folds: Vec<BTreeSet<PatientId>> = vec![BTreeSet::new(); k];
@@ -113,25 +96,15 @@ pub fn stratified_k_fold(
         }
     }
     let all: BTreeSet<PatientId> = patients.keys().cloned().collect();
-    Ok(folds
-        .into_iter()
-        .map(|test| Split {
-            train: all.difference(&test).cloned().collect(),
-            test,
-        })
-        .collect())
+    Ok(folds.into_iter().map(|test| Split { train: all.difference(&test).cloned().collect(), test }).collect())
 }
 
 /// Patients grouped by label (in id order), each class required to have `min` patients.
-fn by_label(
-    patients: &BTreeMap<PatientId, Label>,
-    min: usize,
-) -> Result<Vec<(Label, Vec<PatientId>)>> {
+fn by_label(patients: &BTreeMap<PatientId, Label>, min: usize) -> Result<Vec<(Label, Vec<PatientId>)>> {
     Label::ALL
         .iter()
         .map(|&label| {
-            let members: Vec<PatientId> =
-                patients.iter().filter(|(_, &l)| l == label).map(|(p, _)| *p).collect();
+            let members: Vec<PatientId> = patients.iter().filter(|(_, &l)| l == label).map(|(p, _)| *p).collect();
             if members.len() < min {
                 return Err(DataError::Split(format!(
                     "class {label} has {} patient(s); at least {min} are needed so that every side holds both classes",

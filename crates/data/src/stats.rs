@@ -40,14 +40,8 @@ impl Stats {
         let mut history_len_by_label = BTreeMap::new();
         let mut earlier_visit_rule_correct = 0;
         for r in dataset.records() {
-            *history_len_by_label
-                .entry((r.label, r.history_len))
-                .or_default() += 1;
-            let predicted = if r.history_len > 1 {
-                Label::Healthy
-            } else {
-                Label::Disease
-            };
+            *history_len_by_label.entry((r.label, r.history_len)).or_default() += 1;
+            let predicted = if r.history_len > 1 { Label::Healthy } else { Label::Disease };
             earlier_visit_rule_correct += usize::from(predicted == r.label);
             let entry = per_label.entry(r.label).or_default();
             entry.0 += 1;
@@ -55,19 +49,8 @@ impl Stats {
             *visits.entry(r.patient).or_default() += 1;
             *history_len.entry(r.history_len).or_default() += 1;
         }
-        let counts = |label| {
-            per_label
-                .get(&label)
-                .map(|(images, patients)| ClassCounts {
-                    images: *images,
-                    patients: patients.len(),
-                })
-                .unwrap_or_default()
-        };
-        let patients_in_both = match (
-            per_label.get(&Label::Healthy),
-            per_label.get(&Label::Disease),
-        ) {
+        let counts = |label| per_label.get(&label).map(|(images, patients)| ClassCounts { images: *images, patients: patients.len() }).unwrap_or_default();
+        let patients_in_both = match (per_label.get(&Label::Healthy), per_label.get(&Label::Disease)) {
             (Some((_, h)), Some((_, d))) => h.intersection(d).count(),
             _ => 0,
         };
@@ -104,59 +87,28 @@ impl Stats {
 
     /// The largest number of visits of one patient.
     pub fn max_visits(&self) -> usize {
-        self.visits_per_patient
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(0)
+        self.visits_per_patient.keys().next_back().copied().unwrap_or(0)
     }
 }
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{:<10} {:>7} {:>9}", "class", "images", "patients")?;
-        writeln!(
-            f,
-            "{:<10} {:>7} {:>9}",
-            "disease", self.disease.images, self.disease.patients
-        )?;
-        writeln!(
-            f,
-            "{:<10} {:>7} {:>9}",
-            "healthy", self.healthy.images, self.healthy.patients
-        )?;
+        writeln!(f, "{:<10} {:>7} {:>9}", "disease", self.disease.images, self.disease.patients)?;
+        writeln!(f, "{:<10} {:>7} {:>9}", "healthy", self.healthy.images, self.healthy.patients)?;
         writeln!(f, "{:<10} {:>7} {:>9}", "total", self.images, self.patients)?;
         if self.patients_in_both > 0 {
             writeln!(f, "patients in both classes: {}", self.patients_in_both)?;
         }
-        writeln!(
-            f,
-            "patients with a single visit: {}; most visits of one patient: {}",
-            self.single_visit_patients(),
-            self.max_visits()
-        )?;
+        writeln!(f, "patients with a single visit: {}; most visits of one patient: {}", self.single_visit_patients(), self.max_visits())?;
         writeln!(f, "\n{:<12} {:>9}", "visits", "patients")?;
         for (n, count) in &self.visits_per_patient {
             writeln!(f, "{n:<12} {count:>9}")?;
         }
-        writeln!(
-            f,
-            "\n{:<12} {:>9} {:>9} {:>9}",
-            "history len", "images", "disease", "healthy"
-        )?;
+        writeln!(f, "\n{:<12} {:>9} {:>9} {:>9}", "history len", "images", "disease", "healthy")?;
         for (n, count) in &self.history_len {
-            let of = |label| {
-                self.history_len_by_label
-                    .get(&(label, *n))
-                    .copied()
-                    .unwrap_or(0)
-            };
-            writeln!(
-                f,
-                "{n:<12} {count:>9} {:>9} {:>9}",
-                of(Label::Disease),
-                of(Label::Healthy)
-            )?;
+            let of = |label| self.history_len_by_label.get(&(label, *n)).copied().unwrap_or(0);
+            writeln!(f, "{n:<12} {count:>9} {:>9} {:>9}", of(Label::Disease), of(Label::Healthy))?;
         }
         writeln!(
             f,

@@ -24,10 +24,7 @@ fn missing_class_folder() {
     let dir = tempfile::tempdir().unwrap();
     put(dir.path(), "disease", "0001", 1);
     let err = open_err(dir.path());
-    assert!(
-        matches!(&err, DataError::MissingClassFolder { path } if path.ends_with("healthy")),
-        "{err}"
-    );
+    assert!(matches!(&err, DataError::MissingClassFolder { path } if path.ends_with("healthy")), "{err}");
 }
 
 #[test]
@@ -37,10 +34,7 @@ fn empty_class_folder() {
     std::fs::create_dir(dir.path().join("healthy")).unwrap();
     std::fs::write(dir.path().join("healthy/notes.txt"), "x").unwrap();
     let err = open_err(dir.path());
-    assert!(
-        matches!(&err, DataError::EmptyClassFolder { path } if path.ends_with("healthy")),
-        "{err}"
-    );
+    assert!(matches!(&err, DataError::EmptyClassFolder { path } if path.ends_with("healthy")), "{err}");
 }
 
 #[test]
@@ -48,10 +42,7 @@ fn file_name_that_does_not_parse() {
     let dir = small_dataset();
     std::fs::write(dir.path().join("disease/scan_17.nii.gz"), b"").unwrap();
     let err = open_err(dir.path());
-    assert!(
-        matches!(&err, DataError::BadFileName { path } if path.ends_with("scan_17.nii.gz")),
-        "{err}"
-    );
+    assert!(matches!(&err, DataError::BadFileName { path } if path.ends_with("scan_17.nii.gz")), "{err}");
 }
 
 #[test]
@@ -61,10 +52,7 @@ fn same_patient_and_day_in_both_folders() {
     let err = open_err(dir.path());
     assert!(matches!(err, DataError::Duplicate { .. }), "{err}");
     let text = err.to_string();
-    assert!(
-        text.contains("OAS30001 day 10") && text.contains("healthy") && text.contains("disease"),
-        "{text}"
-    );
+    assert!(text.contains("OAS30001 day 10") && text.contains("healthy") && text.contains("disease"), "{text}");
 }
 
 fn read_err(path: &Path) -> DataError {
@@ -81,16 +69,9 @@ fn valid_nii_bytes(dir: &Path) -> Vec<u8> {
 fn corrupt_gzip() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("affined_OAS30001_MR_d0001.nii.gz");
-    std::fs::write(
-        &path,
-        b"\x1f\x8b\x08\x00garbage that is not deflate data at all",
-    )
-    .unwrap();
+    std::fs::write(&path, b"\x1f\x8b\x08\x00garbage that is not deflate data at all").unwrap();
     let err = read_err(&path);
-    assert!(
-        matches!(&err, DataError::Read { path: p, .. } if p == &path),
-        "{err}"
-    );
+    assert!(matches!(&err, DataError::Read { path: p, .. } if p == &path), "{err}");
     assert!(err.to_string().contains("affined_OAS30001_MR_d0001.nii.gz"));
 }
 
@@ -101,10 +82,7 @@ fn truncated_file() {
     let path = dir.path().join("truncated.nii");
     std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
     let err = read_err(&path);
-    assert!(
-        err.to_string().contains("truncated.nii") && err.to_string().contains("truncated"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("truncated.nii") && err.to_string().contains("truncated"), "{err}");
 }
 
 #[test]
@@ -137,10 +115,7 @@ fn unsupported_datatype() {
     let path = dir.path().join("rgb.nii");
     std::fs::write(&path, &bytes).unwrap();
     let err = read_err(&path);
-    assert!(
-        matches!(&err, DataError::UnsupportedDatatype { datatype, .. } if datatype.contains("Rgb24")),
-        "{err}"
-    );
+    assert!(matches!(&err, DataError::UnsupportedDatatype { datatype, .. } if datatype.contains("Rgb24")), "{err}");
 }
 
 #[test]
@@ -148,14 +123,9 @@ fn more_than_one_slice() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("volume.nii");
     let volume = ndarray::Array3::<f32>::zeros((4, 4, 3));
-    nifti::writer::WriterOptions::new(&path)
-        .write_nifti(&volume)
-        .unwrap();
+    nifti::writer::WriterOptions::new(&path).write_nifti(&volume).unwrap();
     let err = read_err(&path);
-    assert!(
-        matches!(&err, DataError::NotASlice { dims, .. } if dims == &vec![4, 4, 3]),
-        "{err}"
-    );
+    assert!(matches!(&err, DataError::NotASlice { dims, .. } if dims == &vec![4, 4, 3]), "{err}");
 }
 
 #[test]
@@ -163,9 +133,7 @@ fn a_single_slice_volume_is_accepted_with_integer_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("slice.nii.gz");
     let volume = ndarray::Array3::<i16>::from_shape_fn((2, 3, 1), |(x, y, _)| (10 * x + y) as i16);
-    nifti::writer::WriterOptions::new(&path)
-        .write_nifti(&volume)
-        .unwrap();
+    nifti::writer::WriterOptions::new(&path).write_nifti(&volume).unwrap();
     // nx = 2, ny = 3: three rows (j) of two columns (i), image[r][c] = 10c + r.
     let image = read_nifti(&path).unwrap();
     assert_eq!((image.height(), image.width()), (3, 2));
@@ -181,34 +149,17 @@ fn nan_and_infinite_voxels() {
     pixels[7] = f32::INFINITY;
     write_nifti(&path, &Image::new(3, 4, pixels).unwrap()).unwrap();
     let err = read_err(&path);
-    assert!(
-        matches!(
-            err,
-            DataError::NonFinite {
-                count: 2,
-                row: 1,
-                col: 1,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::NonFinite { count: 2, row: 1, col: 1, .. }), "{err}");
 }
 
 #[test]
 fn validate_names_the_bad_file_in_a_data_set() {
     let dir = small_dataset();
     let bad = dir.path().join("healthy/affined_OAS30004_MR_d0050.nii.gz");
-    std::fs::File::create(&bad)
-        .unwrap()
-        .write_all(b"not gzip")
-        .unwrap();
+    std::fs::File::create(&bad).unwrap().write_all(b"not gzip").unwrap();
     let ds = Dataset::open(dir.path()).unwrap();
     let err = ds.validate().unwrap_err();
-    assert!(
-        err.to_string().contains("affined_OAS30004_MR_d0050.nii.gz"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("affined_OAS30004_MR_d0050.nii.gz"), "{err}");
 }
 
 #[test]

@@ -8,26 +8,17 @@ use std::io::Write;
 use std::path::Path;
 
 use proptest::prelude::*;
-use tgc_data::{
-    decode_nifti, file_name, parse_file_name, write_nifti, Image, PatientId, MAX_VOXELS,
-};
+use tgc_data::{decode_nifti, file_name, parse_file_name, write_nifti, Image, PatientId, MAX_VOXELS};
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { failure_persistence: None, ..ProptestConfig::default() }
 }
 
 /// A valid 5×3 float32 slice, as written by tgc.
 fn valid_nii() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.nii");
-    write_nifti(
-        &path,
-        &Image::new(3, 5, (0..15).map(|i| i as f32 / 15.0).collect()).unwrap(),
-    )
-    .unwrap();
+    write_nifti(&path, &Image::new(3, 5, (0..15).map(|i| i as f32 / 15.0).collect()).unwrap()).unwrap();
     std::fs::read(path).unwrap()
 }
 
@@ -46,10 +37,7 @@ fn check(name: &str, bytes: &[u8]) {
             assert_eq!(image.pixels().len(), image.height() * image.width());
             assert!(image.pixels().iter().all(|v| v.is_finite()));
         }
-        Err(e) => assert!(
-            e.to_string().contains(name),
-            "error does not name the file: {e}"
-        ),
+        Err(e) => assert!(e.to_string().contains(name), "error does not name the file: {e}"),
     }
 }
 
@@ -62,11 +50,7 @@ fn edits() -> impl Strategy<Value = Vec<(f64, bool, u8)>> {
 fn mutate(base: &[u8], edits: &[(f64, bool, u8)], truncate: Option<f64>) -> Vec<u8> {
     let mut bytes = base.to_vec();
     for &(at, in_header, value) in edits {
-        let span = if in_header {
-            352.min(bytes.len())
-        } else {
-            bytes.len()
-        };
+        let span = if in_header { 352.min(bytes.len()) } else { bytes.len() };
         let i = ((at * span as f64) as usize).min(bytes.len() - 1);
         bytes[i] = value;
     }
@@ -137,13 +121,8 @@ fn regression_bitpix_disagreeing_with_the_datatype() {
     // the nifti crate panic ("Inconsistent raw data size") instead of returning an error.
     let mut bytes = valid_nii();
     bytes[72] = 1;
-    let err = decode_nifti(Path::new("bitpix.nii"), &bytes)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("bitpix.nii") && err.contains("bits per voxel"),
-        "{err}"
-    );
+    let err = decode_nifti(Path::new("bitpix.nii"), &bytes).unwrap_err().to_string();
+    assert!(err.contains("bitpix.nii") && err.contains("bits per voxel"), "{err}");
 }
 
 #[test]
@@ -160,8 +139,6 @@ fn regression_vox_offset_nan_and_negative_dims() {
     for k in 1..8 {
         bytes[40 + 2 * k..42 + 2 * k].copy_from_slice(&i16::MAX.to_le_bytes());
     }
-    let err = decode_nifti(Path::new("huge.nii"), &bytes)
-        .unwrap_err()
-        .to_string();
+    let err = decode_nifti(Path::new("huge.nii"), &bytes).unwrap_err().to_string();
     assert!(err.contains("huge.nii") && err.contains("voxels"), "{err}");
 }

@@ -34,10 +34,7 @@ fn nifti_bytes(dims: &[i16], voxels: &[f32]) -> Vec<u8> {
 
 fn write_file(path: &Path, bytes: &[u8]) {
     if path.to_string_lossy().ends_with(".gz") {
-        let mut enc = flate2::write::GzEncoder::new(
-            std::fs::File::create(path).unwrap(),
-            flate2::Compression::default(),
-        );
+        let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::default());
         enc.write_all(bytes).unwrap();
         enc.finish().unwrap();
     } else {
@@ -52,12 +49,7 @@ const VOXELS: [f32; 6] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
 #[test]
 fn slices_read_as_simpleitk_arrays() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, dims) in [
-        ("flat.nii", &[3i16, 2][..]),
-        ("flat.nii.gz", &[3, 2][..]),
-        ("volume.nii", &[3, 2, 1][..]),
-        ("volume.nii.gz", &[3, 2, 1][..]),
-    ] {
+    for (name, dims) in [("flat.nii", &[3i16, 2][..]), ("flat.nii.gz", &[3, 2][..]), ("volume.nii", &[3, 2, 1][..]), ("volume.nii.gz", &[3, 2, 1][..])] {
         let path = dir.path().join(name);
         write_file(&path, &nifti_bytes(dims, &VOXELS));
         let image = read_nifti(&path).unwrap();
@@ -78,13 +70,7 @@ fn written_slices_have_width_as_the_first_axis() {
     let dim = |k: usize| i16::from_le_bytes([bytes[40 + 2 * k], bytes[41 + 2 * k]]);
     assert_eq!((dim(0), dim(1), dim(2)), (2, 3, 2));
     let offset = f32::from_le_bytes(bytes[108..112].try_into().unwrap()) as usize;
-    let data: Vec<f32> = bytes[offset..offset + 24]
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let data: Vec<f32> = bytes[offset..offset + 24].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(data, VOXELS);
-    assert_eq!(
-        read_nifti(&path).unwrap(),
-        Image::new(2, 3, VOXELS.to_vec()).unwrap()
-    );
+    assert_eq!(read_nifti(&path).unwrap(), Image::new(2, 3, VOXELS.to_vec()).unwrap());
 }

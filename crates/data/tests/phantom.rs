@@ -2,13 +2,7 @@ use tgc_data::phantom::{generate, is_phantom, mask_path, PhantomConfig};
 use tgc_data::{read_nifti, Dataset, Label, Stats};
 
 fn config(patients: usize, seed: u64) -> PhantomConfig {
-    PhantomConfig {
-        patients,
-        seed,
-        size: 48,
-        max_visits: 3,
-        ..Default::default()
-    }
+    PhantomConfig { patients, seed, size: 48, max_visits: 3, ..Default::default() }
 }
 
 #[test]
@@ -35,11 +29,7 @@ fn phantoms_load_as_a_data_set_with_masks() {
                 n += 1;
             }
         }
-        assert!(
-            n > 0 && inside / (n as f32) < 0.2,
-            "mask mean {}",
-            inside / n as f32
-        );
+        assert!(n > 0 && inside / (n as f32) < 0.2, "mask mean {}", inside / n as f32);
     }
 }
 
@@ -47,20 +37,9 @@ fn phantoms_load_as_a_data_set_with_masks() {
 fn disease_ventricles_are_larger_and_grow_with_day() {
     let dir = tempfile::tempdir().unwrap();
     let images = generate(dir.path(), &config(12, 5)).unwrap();
-    let area = |i: &tgc_data::phantom::PhantomImage| {
-        read_nifti(&i.mask_path)
-            .unwrap()
-            .pixels()
-            .iter()
-            .filter(|&&v| v == 1.0)
-            .count()
-    };
+    let area = |i: &tgc_data::phantom::PhantomImage| read_nifti(&i.mask_path).unwrap().pixels().iter().filter(|&&v| v == 1.0).count();
     let mean = |label| {
-        let areas: Vec<usize> = images
-            .iter()
-            .filter(|i| i.label == label)
-            .map(area)
-            .collect();
+        let areas: Vec<usize> = images.iter().filter(|i| i.label == label).map(area).collect();
         areas.iter().sum::<usize>() as f64 / areas.len() as f64
     };
     assert!(mean(Label::Disease) > 1.3 * mean(Label::Healthy));

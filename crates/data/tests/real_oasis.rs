@@ -39,10 +39,6 @@ fn real_data_split_is_stratified() {
     let Some(ds) = oasis() else { return };
     let patients = ds.patients();
     let split = train_test_split(&patients, 0.2, 7).unwrap();
-    let healthy = split
-        .test
-        .iter()
-        .filter(|p| patients[*p] == Label::Healthy)
-        .count();
+    let healthy = split.test.iter().filter(|p| patients[*p] == Label::Healthy).count();
     assert_eq!((split.test.len(), healthy), (11, 2));
 }

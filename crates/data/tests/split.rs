@@ -6,11 +6,7 @@ use tgc_data::{stratified_k_fold, train_test_split, DataError, Label, PatientId}
 fn oasis_like() -> BTreeMap<PatientId, Label> {
     (0..53)
         .map(|i| {
-            let label = if i < 43 {
-                Label::Disease
-            } else {
-                Label::Healthy
-            };
+            let label = if i < 43 { Label::Disease } else { Label::Healthy };
             (PatientId::new(30_001 + i as u64 * 3), label)
         })
         .collect()
@@ -38,26 +34,16 @@ fn split_is_deterministic_per_seed() {
     let patients = oasis_like();
     let a = train_test_split(&patients, 0.2, 11).unwrap();
     assert_eq!(a, train_test_split(&patients, 0.2, 11).unwrap());
-    let others: Vec<_> = (12..16)
-        .map(|s| train_test_split(&patients, 0.2, s).unwrap())
-        .collect();
-    assert!(
-        others.iter().any(|b| b.test != a.test),
-        "different seeds should give different splits"
-    );
+    let others: Vec<_> = (12..16).map(|s| train_test_split(&patients, 0.2, s).unwrap()).collect();
+    assert!(others.iter().any(|b| b.test != a.test), "different seeds should give different splits");
 }
 
 #[test]
 fn tiny_classes_keep_one_patient_on_each_side() {
-    let patients: BTreeMap<_, _> = [
-        ("0001", Label::Disease),
-        ("0002", Label::Disease),
-        ("0003", Label::Healthy),
-        ("0004", Label::Healthy),
-    ]
-    .into_iter()
-    .map(|(p, l)| (PatientId::parse(p).unwrap(), l))
-    .collect();
+    let patients: BTreeMap<_, _> = [("0001", Label::Disease), ("0002", Label::Disease), ("0003", Label::Healthy), ("0004", Label::Healthy)]
+        .into_iter()
+        .map(|(p, l)| (PatientId::parse(p).unwrap(), l))
+        .collect();
     let split = train_test_split(&patients, 0.05, 0).unwrap();
     assert_eq!(split.test.len(), 2);
     assert_eq!(count(&split.test, &patients, Label::Healthy), 1);
@@ -67,20 +53,11 @@ fn tiny_classes_keep_one_patient_on_each_side() {
 fn split_errors() {
     let patients = oasis_like();
     for bad in [0.0, 1.0, -0.1, f64::NAN] {
-        assert!(matches!(
-            train_test_split(&patients, bad, 0),
-            Err(DataError::InvalidArgument(_))
-        ));
+        assert!(matches!(train_test_split(&patients, bad, 0), Err(DataError::InvalidArgument(_))));
     }
-    let one_healthy: BTreeMap<_, _> = oasis_like()
-        .into_iter()
-        .filter(|(p, l)| *l == Label::Disease || p.number() == 30130)
-        .collect();
+    let one_healthy: BTreeMap<_, _> = oasis_like().into_iter().filter(|(p, l)| *l == Label::Disease || p.number() == 30130).collect();
     let err = train_test_split(&one_healthy, 0.2, 0).unwrap_err();
-    assert!(
-        err.to_string().contains("class healthy has 1 patient"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("class healthy has 1 patient"), "{err}");
 }
 
 #[test]

@@ -8,9 +8,7 @@
 //! that varies), class 0 has none. A network that learnt the task should point at the square.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{
-    conv2d, linear, loss, Conv2d, Conv2dConfig, Linear, Optimizer, VarBuilder, VarMap,
-};
+use candle_nn::{conv2d, linear, loss, Conv2d, Conv2dConfig, Linear, Optimizer, VarBuilder, VarMap};
 use tgc_explain::render::{blended_heat_map, normalize_attr, save_png, Sign};
 use tgc_explain::{GradCam, IntegratedGradients, Method, Model, Occlusion, ReluMode, Split};
 
@@ -23,15 +21,8 @@ struct SmallCnn {
 
 impl SmallCnn {
     fn new(vb: VarBuilder) -> candle_core::Result<Self> {
-        let same = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        Ok(Self {
-            conv1: conv2d(1, 8, 3, same, vb.pp("conv1"))?,
-            conv2: conv2d(8, 16, 3, same, vb.pp("conv2"))?,
-            fc: linear(16, 2, vb.pp("fc"))?,
-        })
+        let same = Conv2dConfig { padding: 1, ..Default::default() };
+        Ok(Self { conv1: conv2d(1, 8, 3, same, vb.pp("conv1"))?, conv2: conv2d(8, 16, 3, same, vb.pp("conv2"))?, fc: linear(16, 2, vb.pp("fc"))? })
     }
 
     // Every ReLU goes through `tgc_explain::relu` so that guided backpropagation can change its
@@ -63,12 +54,7 @@ impl Model for SmallCnn {
         vec!["conv1".into(), "conv2".into()]
     }
 
-    fn split<'a>(
-        &'a self,
-        layer: &str,
-        x: &Tensor,
-        mode: ReluMode,
-    ) -> candle_core::Result<Split<'a>> {
+    fn split<'a>(&'a self, layer: &str, x: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
         let a1 = self.conv1(x, mode)?;
         match layer {
             "conv1" => Ok(Split::new(a1, move |a| self.head(&self.conv2(a, mode)?))),
@@ -84,11 +70,7 @@ impl Model for SmallCnn {
 
 /// `n` images `[n, 1, 32, 32]`, their labels, and where each square's corner is, from a small
 /// deterministic generator.
-fn data(
-    n: usize,
-    seed: u64,
-    device: &Device,
-) -> candle_core::Result<(Tensor, Tensor, Vec<(usize, usize)>)> {
+fn data(n: usize, seed: u64, device: &Device) -> candle_core::Result<(Tensor, Tensor, Vec<(usize, usize)>)> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {
         state ^= state << 13;
@@ -96,11 +78,7 @@ fn data(
         state ^= state << 17;
         (state >> 40) as f32 / (1u64 << 24) as f32
     };
-    let (mut pixels, mut labels, mut corners) = (
-        Vec::with_capacity(n * 1024),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
+    let (mut pixels, mut labels, mut corners) = (Vec::with_capacity(n * 1024), Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
         let label = (i % 2) as u32;
         let (y0, x0) = (2 + (next() * 20.0) as usize, 2 + (next() * 20.0) as usize);
@@ -113,11 +91,7 @@ fn data(
         labels.push(label);
         corners.push((y0, x0));
     }
-    Ok((
-        Tensor::from_vec(pixels, (n, 1, 32, 32), device)?,
-        Tensor::from_vec(labels, n, device)?,
-        corners,
-    ))
+    Ok((Tensor::from_vec(pixels, (n, 1, 32, 32), device)?, Tensor::from_vec(labels, n, device)?, corners))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -141,14 +115,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let (test_x, test_y, corners) = data(8, 2, &device)?;
-    let predicted = model
-        .forward(&test_x, ReluMode::Standard)?
-        .argmax(D::Minus1)?;
-    let right = predicted
-        .eq(&test_y)?
-        .to_dtype(DType::F32)?
-        .sum_all()?
-        .to_scalar::<f32>()?;
+    let predicted = model.forward(&test_x, ReluMode::Standard)?.argmax(D::Minus1)?;
+    let right = predicted.eq(&test_y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
     println!("test accuracy: {right}/8");
 
     // Explain one class-1 image for class 1.
@@ -156,38 +124,18 @@ fn main() -> anyhow::Result<()> {
     let methods = [
         Method::GradCam(GradCam::new(layer)),
         Method::IntegratedGradients(IntegratedGradients::default()),
-        Method::Occlusion(Occlusion {
-            window: (4, 4),
-            stride: (2, 2),
-            ..Default::default()
-        }),
+        Method::Occlusion(Occlusion { window: (4, 4), stride: (2, 2), ..Default::default() }),
     ];
     let slice: Vec<f32> = image.flatten_all()?.to_vec1()?;
-    for (method, result) in
-        methods
-            .iter()
-            .zip(Method::attribute_all(&methods, &model, &image, &[1])?)
-    {
-        let (values, h, w) =
-            normalize_attr(&result.attribution.squeeze(0)?, Sign::AbsoluteValue, 2.0)?;
+    for (method, result) in methods.iter().zip(Method::attribute_all(&methods, &model, &image, &[1])?) {
+        let (values, h, w) = normalize_attr(&result.attribution.squeeze(0)?, Sign::AbsoluteValue, 2.0)?;
         let path = out.join(format!("{}.png", method.name()));
-        save_png(
-            &blended_heat_map(&slice, &values, h, w, Sign::AbsoluteValue.colormap(), 0.5),
-            &path,
-        )?;
+        save_png(&blended_heat_map(&slice, &values, h, w, Sign::AbsoluteValue.colormap(), 0.5), &path)?;
         // How much of the map lies on the square (1/16 of the image).
         let (y0, x0) = corners[1];
-        let on_square: f32 = (y0..y0 + 8)
-            .flat_map(|y| (x0..x0 + 8).map(move |x| y * 32 + x))
-            .map(|i| values[i])
-            .sum();
+        let on_square: f32 = (y0..y0 + 8).flat_map(|y| (x0..x0 + 8).map(move |x| y * 32 + x)).map(|i| values[i]).sum();
         let total: f32 = values.iter().sum();
-        println!(
-            "{:<22} {:>5.1} % of the map on the square → {}",
-            method.name(),
-            100.0 * on_square / total.max(f32::MIN_POSITIVE),
-            path.display()
-        );
+        println!("{:<22} {:>5.1} % of the map on the square → {}", method.name(), 100.0 * on_square / total.max(f32::MIN_POSITIVE), path.display());
     }
     Ok(())
 }

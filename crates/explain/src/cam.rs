@@ -24,9 +24,7 @@ use candle_core::{Tensor, Var};
 
 use crate::error::{ExplainError, Result};
 use crate::interpolate::{resize, Interpolation};
-use crate::methods::{
-    check, resolve_layer, split_at, target_column, target_sum, upsample_map, Attribution,
-};
+use crate::methods::{check, resolve_layer, split_at, target_column, target_sum, upsample_map, Attribution};
 use crate::model::{Model, ReluMode, Split};
 
 /// Which CAM.
@@ -69,10 +67,7 @@ impl CamKind {
     }
 
     fn needs_gradient(self) -> bool {
-        !matches!(
-            self,
-            CamKind::EigenCam | CamKind::ScoreCam | CamKind::AblationCam
-        )
+        !matches!(self, CamKind::EigenCam | CamKind::ScoreCam | CamKind::AblationCam)
     }
 }
 
@@ -88,46 +83,30 @@ pub struct Cam {
 
 impl Cam {
     pub fn new(kind: CamKind) -> Self {
-        Self {
-            kind,
-            layer: None,
-            batch_size: if kind == CamKind::AblationCam { 32 } else { 16 },
-        }
+        Self { kind, layer: None, batch_size: if kind == CamKind::AblationCam { 32 } else { 16 } }
     }
 
     /// The same method at the named layer.
     pub fn at(self, layer: impl Into<String>) -> Self {
-        Self {
-            layer: Some(layer.into()),
-            ..self
-        }
+        Self { layer: Some(layer.into()), ..self }
     }
 
     /// The layer map `[B, …layer spatial]` (before ReLU) and the logits.
-    pub fn layer_map<M: Model + ?Sized>(
-        &self,
-        model: &M,
-        input: &Tensor,
-        targets: &[usize],
-    ) -> Result<(Tensor, Tensor)> {
+    pub fn layer_map<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<(Tensor, Tensor)> {
         check(input, targets)?;
         let layer = resolve_layer(model, self.layer.as_deref())?;
         let split = split_at(model, &layer, &input.detach(), ReluMode::Standard)?;
         let activation = split.activation.detach();
         let dims = activation.dims().to_vec();
         if dims.len() < 3 {
-            return Err(ExplainError::Invalid(format!(
-                "a CAM needs a layer [B, K, …spatial], got {dims:?} at `{layer}`"
-            )));
+            return Err(ExplainError::Invalid(format!("a CAM needs a layer [B, K, …spatial], got {dims:?} at `{layer}`")));
         }
         let (b, k) = (dims[0], dims[1]);
         let (logits, gradient) = if self.kind.needs_gradient() {
             let var = Var::from_tensor(&activation)?;
             let logits = split.rest(var.as_tensor())?;
             let grads = target_sum(&logits, targets, 1)?.backward()?;
-            let g = grads.get(var.as_tensor()).ok_or_else(|| {
-                ExplainError::Invalid(format!("the logits do not depend on layer `{layer}`"))
-            })?;
+            let g = grads.get(var.as_tensor()).ok_or_else(|| ExplainError::Invalid(format!("the logits do not depend on layer `{layer}`")))?;
             (logits.detach(), Some(to_vec(g)?))
         } else {
             (split.rest(&activation)?.detach(), None)
@@ -135,9 +114,7 @@ impl Cam {
         let a = to_vec(&activation)?;
         let hw: usize = dims[2..].iter().product();
         let mut maps = vec![0f32; b * hw];
-        let plane = |i: usize, c: usize| -> std::ops::Range<usize> {
-            (i * k + c) * hw..(i * k + c + 1) * hw
-        };
+        let plane = |i: usize, c: usize| -> std::ops::Range<usize> { (i * k + c) * hw..(i * k + c + 1) * hw };
         let weighted = |maps: &mut [f32], i: usize, weights: &[f32]| {
             for (c, wk) in weights.iter().enumerate() {
                 for (m, v) in maps[i * hw..(i + 1) * hw].iter_mut().zip(&a[plane(i, c)]) {
@@ -151,16 +128,8 @@ impl Cam {
                 for i in 0..b {
                     for c in 0..k {
                         let r = plane(i, c);
-                        for ((m, av), gv) in maps[i * hw..(i + 1) * hw]
-                            .iter_mut()
-                            .zip(&a[r.clone()])
-                            .zip(&g[r])
-                        {
-                            let gv = if self.kind == CamKind::LayerCam {
-                                gv.max(0.0)
-                            } else {
-                                *gv
-                            };
+                        for ((m, av), gv) in maps[i * hw..(i + 1) * hw].iter_mut().zip(&a[r.clone()]).zip(&g[r]) {
+                            let gv = if self.kind == CamKind::LayerCam { gv.max(0.0) } else { *gv };
                             *m += gv * av;
                         }
                     }
@@ -180,11 +149,7 @@ impl Cam {
                                 gc.iter()
                                     .map(|&g| {
                                         let (g2, g3) = (g * g, g * g * g);
-                                        let alpha = if g != 0.0 {
-                                            g2 / (2.0 * g2 + sum_a * g3 + 1e-6)
-                                        } else {
-                                            0.0
-                                        };
+                                        let alpha = if g != 0.0 { g2 / (2.0 * g2 + sum_a * g3 + 1e-6) } else { 0.0 };
                                         g.max(0.0) * alpha
                                     })
                                     .sum()
@@ -196,9 +161,7 @@ impl Cam {
             }
             CamKind::EigenCam | CamKind::EigenGradCam => {
                 let source: Vec<f32> = match (&self.kind, &gradient) {
-                    (CamKind::EigenGradCam, Some(g)) => {
-                        a.iter().zip(g).map(|(a, g)| a * g).collect()
-                    }
+                    (CamKind::EigenGradCam, Some(g)) => a.iter().zip(g).map(|(a, g)| a * g).collect(),
                     _ => a.clone(),
                 };
                 for i in 0..b {
@@ -211,13 +174,7 @@ impl Cam {
                 if spatial.len() != dims.len() - 2 {
                     return Err(ExplainError::Invalid(format!("Score-CAM masks an input {:?} with a layer {dims:?}: their spatial axes differ", input.dims())));
                 }
-                let up = to_vec(&resize(
-                    &activation,
-                    spatial,
-                    Interpolation::Linear {
-                        align_corners: true,
-                    },
-                )?)?;
+                let up = to_vec(&resize(&activation, spatial, Interpolation::Linear { align_corners: true })?)?;
                 let x = to_vec(&input.detach())?;
                 let c_in = input.dim(1)?;
                 let ihw: usize = spatial.iter().product();
@@ -228,18 +185,10 @@ impl Cam {
                         let mut batch = Vec::with_capacity(n * c_in * ihw);
                         for c in start..start + n {
                             let m = &up[(i * k + c) * ihw..(i * k + c + 1) * ihw];
-                            let (lo, hi) = m
-                                .iter()
-                                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                                    (lo.min(v), hi.max(v))
-                                });
+                            let (lo, hi) = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
                             for ch in 0..c_in {
                                 let xc = &x[(i * c_in + ch) * ihw..(i * c_in + ch + 1) * ihw];
-                                batch.extend(
-                                    xc.iter()
-                                        .zip(m)
-                                        .map(|(x, m)| x * ((m - lo) / (hi - lo + 1e-8))),
-                                );
+                                batch.extend(xc.iter().zip(m).map(|(x, m)| x * ((m - lo) / (hi - lo + 1e-8))));
                             }
                         }
                         let mut shape = input.dims().to_vec();
@@ -273,20 +222,12 @@ impl Cam {
                         // context allows it (ResNet's does; a context holding tensors of the
                         // image's batch, as the ViT's, does not). Otherwise, and for batches,
                         // each ablation runs with the batch's other rows around it.
-                        let batched = if b == 1 {
-                            split.rest(&batch).ok().filter(|o| o.dim(0).ok() == Some(n))
-                        } else {
-                            None
-                        };
+                        let batched = if b == 1 { split.rest(&batch).ok().filter(|o| o.dim(0).ok() == Some(n)) } else { None };
                         let out = match batched {
                             Some(out) => out,
                             None => ablate_in_batch(&split, &activation, i, &batch)?,
                         };
-                        weights.extend(
-                            target_column(&out, targets[i])?
-                                .into_iter()
-                                .map(|s| (orig - s) / orig),
-                        );
+                        weights.extend(target_column(&out, targets[i])?.into_iter().map(|s| (orig - s) / orig));
                     }
                     weighted(&mut maps, i, &weights);
                 }
@@ -297,37 +238,17 @@ impl Cam {
         Ok((Tensor::from_vec(maps, shape, input.device())?, logits))
     }
 
-    pub fn attribute<M: Model + ?Sized>(
-        &self,
-        model: &M,
-        input: &Tensor,
-        targets: &[usize],
-    ) -> Result<Attribution> {
+    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
         let (map, logits) = self.layer_map(model, input, targets)?;
-        let up = upsample_map(
-            &map.relu()?,
-            input,
-            Interpolation::Linear {
-                align_corners: false,
-            },
-        )?;
-        Ok(Attribution {
-            attribution: up,
-            layer_attribution: Some(map),
-            logits: Some(logits),
-        })
+        let up = upsample_map(&map.relu()?, input, Interpolation::Linear { align_corners: false })?;
+        Ok(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(logits) })
     }
 }
 
 /// Ablations of image `i` of a batch whose rest of the pass is bound to the batch: each
 /// ablated activation replaces row `i` of the batch's activation, and row `i` of the output is
 /// kept.
-fn ablate_in_batch(
-    split: &Split<'_>,
-    activation: &Tensor,
-    i: usize,
-    ablated: &Tensor,
-) -> Result<Tensor> {
+fn ablate_in_batch(split: &Split<'_>, activation: &Tensor, i: usize, ablated: &Tensor) -> Result<Tensor> {
     let b = activation.dim(0)?;
     let mut rows = Vec::new();
     for j in 0..ablated.dim(0)? {
@@ -346,9 +267,7 @@ fn ablate_in_batch(
 }
 
 fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1()?)
+    Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?)
 }
 
 fn softmax(v: &[f32]) -> Vec<f32> {
@@ -379,18 +298,12 @@ fn projection_2d(activation: &[f32], k: usize, hw: usize) -> Vec<f32> {
     let mut gram = vec![0f64; n * n];
     for i in 0..n {
         for j in i..n {
-            let s: f64 = if by_positions {
-                (0..k).map(|c| x[i * k + c] * x[j * k + c]).sum()
-            } else {
-                (0..hw).map(|p| x[p * k + i] * x[p * k + j]).sum()
-            };
+            let s: f64 = if by_positions { (0..k).map(|c| x[i * k + c] * x[j * k + c]).sum() } else { (0..hw).map(|p| x[p * k + i] * x[p * k + j]).sum() };
             gram[i * n + j] = s;
             gram[j * n + i] = s;
         }
     }
-    let mut v: Vec<f64> = (0..n)
-        .map(|i| 1.0 + (i as f64 * 0.618_033_988_7).fract())
-        .collect();
+    let mut v: Vec<f64> = (0..n).map(|i| 1.0 + (i as f64 * 0.618_033_988_7).fract()).collect();
     let mut lambda = 0f64;
     for _ in 0..2000 {
         let mut next = vec![0f64; n];
@@ -410,17 +323,9 @@ fn projection_2d(activation: &[f32], k: usize, hw: usize) -> Vec<f32> {
             break;
         }
     }
-    let mut projection: Vec<f64> = if by_positions {
-        v.iter().map(|u| u * lambda.sqrt()).collect()
-    } else {
-        (0..hw)
-            .map(|p| (0..k).map(|c| x[p * k + c] * v[c]).sum())
-            .collect()
-    };
-    let largest = projection
-        .iter()
-        .copied()
-        .fold(0f64, |m, a| if a.abs() > m.abs() { a } else { m });
+    let mut projection: Vec<f64> =
+        if by_positions { v.iter().map(|u| u * lambda.sqrt()).collect() } else { (0..hw).map(|p| (0..k).map(|c| x[p * k + c] * v[c]).sum()).collect() };
+    let largest = projection.iter().copied().fold(0f64, |m, a| if a.abs() > m.abs() { a } else { m });
     if largest < 0.0 {
         projection.iter_mut().for_each(|a| *a = -*a);
     }
@@ -442,18 +347,13 @@ mod tests {
         let p = projection_2d(&act, 3, hw);
         // Centred: c0 − 3 and c1 − 6; projection = ±(c0' + 2 c1')/√5 (a singular vector's
         // sign is a convention).
-        let want: Vec<f32> = (0..hw)
-            .map(|i| ((c0[i] - 3.0) + 2.0 * (c1[i] - 6.0)) / 5f32.sqrt())
-            .collect();
+        let want: Vec<f32> = (0..hw).map(|i| ((c0[i] - 3.0) + 2.0 * (c1[i] - 6.0)) / 5f32.sqrt()).collect();
         let sign = if p[0] * want[0] < 0.0 { -1.0 } else { 1.0 };
         for (got, want) in p.iter().zip(&want) {
             assert!((got - sign * want).abs() < 1e-5, "{p:?} vs ±{want:?}");
         }
         // The convention: the largest magnitude is positive.
-        let largest = p
-            .iter()
-            .copied()
-            .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+        let largest = p.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
         assert!(largest > 0.0);
         // More positions than channels takes the other Gram matrix: same answer.
         let wide: Vec<f32> = (0..2 * 7).map(|i| ((i * 7 % 5) as f32).sin()).collect();

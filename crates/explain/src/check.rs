@@ -7,9 +7,7 @@ use candle_core::{DType, Tensor};
 pub fn non_finite(t: &Tensor) -> candle_core::Result<Option<(usize, usize)>> {
     let values: Vec<f32> = match t.dtype() {
         DType::F32 => t.flatten_all()?.to_vec1()?,
-        DType::F16 | DType::BF16 | DType::F64 => {
-            t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?
-        }
+        DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
         _ => return Ok(None),
     };
     let mut bad = values.iter().enumerate().filter(|(_, v)| !v.is_finite());

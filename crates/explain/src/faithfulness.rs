@@ -29,11 +29,7 @@ pub struct CurveConfig {
 
 impl Default for CurveConfig {
     fn default() -> Self {
-        Self {
-            steps: 20,
-            baseline: Baseline::Zero,
-            batch_size: 16,
-        }
+        Self { steps: 20, baseline: Baseline::Zero, batch_size: 16 }
     }
 }
 
@@ -68,13 +64,7 @@ fn trapezoid(ys: &[f32]) -> f32 {
 /// insertion (reveal them on the baseline) curves of one image `[1, C, H, W]` for a map of
 /// `H·W` importances. Pixels are removed in all channels at once; ties keep row-major order.
 /// Each curve's `steps + 1` images are evaluated in batches.
-pub fn deletion_insertion<M: Model + ?Sized>(
-    model: &M,
-    input: &Tensor,
-    importance: &[f32],
-    target: usize,
-    config: &CurveConfig,
-) -> Result<Curves> {
+pub fn deletion_insertion<M: Model + ?Sized>(model: &M, input: &Tensor, importance: &[f32], target: usize, config: &CurveConfig) -> Result<Curves> {
     Ok(deletion_insertion_many(model, input, &[importance], target, config)?.remove(0))
 }
 
@@ -111,9 +101,7 @@ pub fn deletion_insertion_many<M: Model + ?Sized>(
         })
         .collect();
     let steps = config.steps;
-    let counts: Vec<usize> = (0..=steps)
-        .map(|s| (s * h * w + steps / 2) / steps)
-        .collect();
+    let counts: Vec<usize> = (0..=steps).map(|s| (s * h * w + steps / 2) / steps).collect();
     // The images to evaluate: 0 = the input, 1 = the baseline, then for each map the interior
     // points (steps 1 .. steps−1) of its deletion curve and of its insertion curve.
     let interior = steps - 1;
@@ -153,18 +141,9 @@ pub fn deletion_insertion_many<M: Model + ?Sized>(
     Ok((0..importances.len())
         .map(|m| {
             let own = &probs[2 + m * 2 * interior..2 + (m + 1) * 2 * interior];
-            let deletion = std::iter::once(at_input)
-                .chain(own[..interior].iter().copied())
-                .chain(std::iter::once(at_base))
-                .collect();
-            let insertion = std::iter::once(at_base)
-                .chain(own[interior..].iter().copied())
-                .chain(std::iter::once(at_input))
-                .collect();
-            Curves {
-                deletion,
-                insertion,
-            }
+            let deletion = std::iter::once(at_input).chain(own[..interior].iter().copied()).chain(std::iter::once(at_base)).collect();
+            let insertion = std::iter::once(at_base).chain(own[interior..].iter().copied()).chain(std::iter::once(at_input)).collect();
+            Curves { deletion, insertion }
         })
         .collect())
 }
@@ -172,9 +151,7 @@ pub fn deletion_insertion_many<M: Model + ?Sized>(
 fn softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
     let m = logits.max_keepdim(D::Minus1)?;
     let e = logits.broadcast_sub(&m)?.exp()?;
-    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?
-        .to_dtype(DType::F32)?
-        .to_vec2()?)
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?.to_dtype(DType::F32)?.to_vec2()?)
 }
 
 /// Separable Gaussian blur with reflected borders, per channel (kernel radius 3σ).
@@ -183,9 +160,7 @@ pub fn gaussian_blur(x: &[f32], c: usize, h: usize, w: usize, sigma: f32) -> Vec
         return x.to_vec();
     }
     let r = (3.0 * sigma).ceil() as isize;
-    let kernel: Vec<f32> = (-r..=r)
-        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
-        .collect();
+    let kernel: Vec<f32> = (-r..=r).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
     let total: f32 = kernel.iter().sum();
     let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
     let mut out = x.to_vec();
@@ -222,11 +197,7 @@ where
                     .enumerate()
                     .map(|(k, &kv)| {
                         let d = k as isize - r;
-                        kv * if horizontal {
-                            src[y * w + reflect_index(x as isize + d, w)]
-                        } else {
-                            src[reflect_index(y as isize + d, h) * w + x]
-                        }
+                        kv * if horizontal { src[y * w + reflect_index(x as isize + d, w)] } else { src[reflect_index(y as isize + d, h) * w + x] }
                     })
                     .sum();
             }
@@ -247,9 +218,7 @@ pub fn ssim(a: &[f32], b: &[f32], h: usize, w: usize) -> Option<f64> {
         return None;
     }
     let kernel: Vec<f64> = {
-        let k: Vec<f64> = (0..=2 * RADIUS)
-            .map(|i| (-0.5 * ((i as f64 - RADIUS as f64) / 1.5).powi(2)).exp())
-            .collect();
+        let k: Vec<f64> = (0..=2 * RADIUS).map(|i| (-0.5 * ((i as f64 - RADIUS as f64) / 1.5).powi(2)).exp()).collect();
         let sum: f64 = k.iter().sum();
         k.iter().map(|v| v / sum).collect()
     };
@@ -258,24 +227,15 @@ pub fn ssim(a: &[f32], b: &[f32], h: usize, w: usize) -> Option<f64> {
     let y: Vec<f64> = b.iter().map(|&v| v as f64).collect();
     let product = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(u, v)| u * v).collect::<Vec<f64>>();
     let (ux, uy) = (filter(&x), filter(&y));
-    let (uxx, uyy, uxy) = (
-        filter(&product(&x, &x)),
-        filter(&product(&y, &y)),
-        filter(&product(&x, &y)),
-    );
+    let (uxx, uyy, uxy) = (filter(&product(&x, &x)), filter(&product(&y, &y)), filter(&product(&x, &y)));
     let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
     let mut total = 0.0;
     let mut count = 0usize;
     for r in RADIUS..h - RADIUS {
         for c in RADIUS..w - RADIUS {
             let i = r * w + c;
-            let (vx, vy, vxy) = (
-                uxx[i] - ux[i] * ux[i],
-                uyy[i] - uy[i] * uy[i],
-                uxy[i] - ux[i] * uy[i],
-            );
-            total += ((2.0 * ux[i] * uy[i] + c1) * (2.0 * vxy + c2))
-                / ((ux[i] * ux[i] + uy[i] * uy[i] + c1) * (vx + vy + c2));
+            let (vx, vy, vxy) = (uxx[i] - ux[i] * ux[i], uyy[i] - uy[i] * uy[i], uxy[i] - ux[i] * uy[i]);
+            total += ((2.0 * ux[i] * uy[i] + c1) * (2.0 * vxy + c2)) / ((ux[i] * ux[i] + uy[i] * uy[i] + c1) * (vx + vy + c2));
             count += 1;
         }
     }
@@ -321,23 +281,12 @@ fn ranks(v: &[f32]) -> Vec<f64> {
 /// Fraction of the map's total |value| that lies inside the mask (mask > 0.5).
 pub fn energy_in_mask(map: &[f32], mask: &[f32]) -> Option<f64> {
     let total: f64 = map.iter().map(|v| v.abs() as f64).sum();
-    (total > 0.0).then(|| {
-        map.iter()
-            .zip(mask)
-            .filter(|(_, m)| **m > 0.5)
-            .map(|(v, _)| v.abs() as f64)
-            .sum::<f64>()
-            / total
-    })
+    (total > 0.0).then(|| map.iter().zip(mask).filter(|(_, m)| **m > 0.5).map(|(v, _)| v.abs() as f64).sum::<f64>() / total)
 }
 
 /// Pointing game: whether the map's maximum |value| lies inside the mask.
 pub fn pointing_hit(map: &[f32], mask: &[f32]) -> bool {
-    map.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-        .map(|(i, _)| mask[i] > 0.5)
-        .unwrap_or(false)
+    map.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).map(|(i, _)| mask[i] > 0.5).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -347,9 +296,7 @@ mod tests {
     #[test]
     fn ssim_known_answers() {
         let (h, w) = (16, 20);
-        let x: Vec<f32> = (0..h * w)
-            .map(|i| ((i * 37 % 101) as f32) / 100.0)
-            .collect();
+        let x: Vec<f32> = (0..h * w).map(|i| ((i * 37 % 101) as f32) / 100.0).collect();
         assert!((ssim(&x, &x, h, w).unwrap() - 1.0).abs() < 1e-12);
         // Two constant maps: no variance, so SSIM is the luminance term alone,
         // (2·0.5·0.25 + C1) / (0.5² + 0.25² + C1) with C1 = 1e-4.
@@ -362,9 +309,7 @@ mod tests {
         assert_eq!(ssim(&x[..100], &x[..100], 10, 10), None);
         // Reference values from scikit-image 0.26 `structural_similarity(x, y, data_range=1,
         // gaussian_weights=True, sigma=1.5, use_sample_covariance=False)` on the same maps.
-        let y: Vec<f32> = (0..h * w)
-            .map(|i| ((i * 53 + 7) % 97) as f32 / 96.0)
-            .collect();
+        let y: Vec<f32> = (0..h * w).map(|i| ((i * 53 + 7) % 97) as f32 / 96.0).collect();
         let got = ssim(&x, &y, h, w).unwrap();
         assert!((got - -0.012308245101859792).abs() < 1e-6, "{got}");
         let got = ssim(&x, &inv, h, w).unwrap();
@@ -400,9 +345,7 @@ mod tests {
     #[test]
     fn blur_keeps_constants_and_smooths_a_spike() {
         let flat = vec![2.0f32; 25];
-        assert!(gaussian_blur(&flat, 1, 5, 5, 1.0)
-            .iter()
-            .all(|v| (v - 2.0).abs() < 1e-5));
+        assert!(gaussian_blur(&flat, 1, 5, 5, 1.0).iter().all(|v| (v - 2.0).abs() < 1e-5));
         let mut spike = vec![0f32; 25];
         spike[12] = 1.0;
         let b = gaussian_blur(&spike, 1, 5, 5, 1.0);

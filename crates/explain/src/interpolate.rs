@@ -19,16 +19,10 @@ pub enum Interpolation {
 pub fn resize(map: &Tensor, size: &[usize], mode: Interpolation) -> Result<Tensor> {
     let dims = map.dims().to_vec();
     if size.is_empty() || dims.len() < size.len() || size.contains(&0) {
-        return Err(ExplainError::Invalid(format!(
-            "cannot resize the last {} axes of a {dims:?} map to {size:?}",
-            size.len()
-        )));
+        return Err(ExplainError::Invalid(format!("cannot resize the last {} axes of a {dims:?} map to {size:?}", size.len())));
     }
     let first = dims.len() - size.len();
-    let mut data: Vec<f32> = map
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1()?;
+    let mut data: Vec<f32> = map.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
     let mut shape = dims.clone();
     for (a, &out) in size.iter().enumerate() {
         let axis = first + a;
@@ -41,13 +35,7 @@ pub fn resize(map: &Tensor, size: &[usize], mode: Interpolation) -> Result<Tenso
 }
 
 /// One axis of a row-major array resized.
-fn resize_axis(
-    data: &[f32],
-    shape: &[usize],
-    axis: usize,
-    out: usize,
-    mode: Interpolation,
-) -> Vec<f32> {
+fn resize_axis(data: &[f32], shape: &[usize], axis: usize, out: usize, mode: Interpolation) -> Vec<f32> {
     let len = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
     let outer: usize = shape[..axis].iter().product();
@@ -77,10 +65,7 @@ fn resize_axis(
     let mut result = Vec::with_capacity(outer * out * inner);
     for block in data.chunks(len * inner).take(outer) {
         for &(i0, i1, l) in &taps {
-            let (a, b) = (
-                &block[i0 * inner..(i0 + 1) * inner],
-                &block[i1 * inner..(i1 + 1) * inner],
-            );
+            let (a, b) = (&block[i0 * inner..(i0 + 1) * inner], &block[i1 * inner..(i1 + 1) * inner]);
             result.extend(a.iter().zip(b).map(|(a, b)| a * (1.0 - l) + b * l));
         }
     }
@@ -89,25 +74,13 @@ fn resize_axis(
 
 /// Bilinear interpolation with `align_corners=False` (no antialiasing) over the last two dims.
 pub fn upsample_bilinear(map: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
-    resize(
-        map,
-        &[h, w],
-        Interpolation::Linear {
-            align_corners: false,
-        },
-    )
+    resize(map, &[h, w], Interpolation::Linear { align_corners: false })
 }
 
 /// Bilinear interpolation with `align_corners=True` (`torch.nn.UpsamplingBilinear2d`): the
 /// corner pixels of input and output coincide.
 pub fn upsample_bilinear_align_corners(map: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
-    resize(
-        map,
-        &[h, w],
-        Interpolation::Linear {
-            align_corners: true,
-        },
-    )
+    resize(map, &[h, w], Interpolation::Linear { align_corners: true })
 }
 
 /// Nearest-neighbour interpolation over the last two dims.
@@ -125,10 +98,7 @@ mod tests {
         // align_corners=False, 2 → 4: sources −0.25→0, 0.25, 0.75, 1.25→ clamp.
         let m = Tensor::new(&[[0f32, 4.0]], &Device::Cpu).unwrap();
         let up = upsample_bilinear(&m, (1, 4)).unwrap();
-        assert_eq!(
-            up.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            vec![0.0, 1.0, 3.0, 4.0]
-        );
+        assert_eq!(up.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0.0, 1.0, 3.0, 4.0]);
     }
 
     #[test]
@@ -136,10 +106,7 @@ mod tests {
         let m = Tensor::new(&[[1f32, 2.0]], &Device::Cpu).unwrap();
         let up = upsample_nearest(&m, (1, 5)).unwrap();
         // floor(o · 2/5): 0, 0, 0, 1, 1.
-        assert_eq!(
-            up.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            vec![1.0, 1.0, 1.0, 2.0, 2.0]
-        );
+        assert_eq!(up.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![1.0, 1.0, 1.0, 2.0, 2.0]);
     }
 
     #[test]
@@ -148,24 +115,14 @@ mod tests {
         // output is the same affine function of its (fractional) source coordinates.
         let v: Vec<f32> = (0..8).map(|i| i as f32).collect();
         let cube = Tensor::from_vec(v, (1, 2, 2, 2), &Device::Cpu).unwrap();
-        let up = resize(
-            &cube,
-            &[3, 3, 3],
-            Interpolation::Linear {
-                align_corners: true,
-            },
-        )
-        .unwrap();
+        let up = resize(&cube, &[3, 3, 3], Interpolation::Linear { align_corners: true }).unwrap();
         assert_eq!(up.dims(), &[1, 3, 3, 3]);
         let got = up.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for z in 0..3 {
             for y in 0..3 {
                 for x in 0..3 {
                     let want = (4 * z + 2 * y + x) as f32 * 0.5;
-                    assert!(
-                        (got[z * 9 + y * 3 + x] - want).abs() < 1e-6,
-                        "({z},{y},{x})"
-                    );
+                    assert!((got[z * 9 + y * 3 + x] - want).abs() < 1e-6, "({z},{y},{x})");
                 }
             }
         }

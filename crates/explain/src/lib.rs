@@ -79,13 +79,10 @@ pub mod render;
 pub use cam::{Cam, CamKind};
 pub use check::non_finite;
 pub use error::{ExplainError, Result};
-pub use interpolate::{
-    resize, upsample_bilinear, upsample_bilinear_align_corners, upsample_nearest, Interpolation,
-};
+pub use interpolate::{resize, upsample_bilinear, upsample_bilinear_align_corners, upsample_nearest, Interpolation};
 pub use methods::{
-    auto_batch_rows, Attribution, Baselines, GradCam, GradientShap, GradientShapConfig,
-    GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients, IntegratedGradientsConfig,
-    Method, Saliency, AUTO_BATCH_VALUES,
+    auto_batch_rows, Attribution, Baselines, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
+    IntegratedGradientsConfig, Method, Saliency, AUTO_BATCH_VALUES,
 };
 pub use model::{relu, FnModel, Model, ReluMode, Split};
 pub use noise_tunnel::{NoiseTunnel, NoiseTunnelType};

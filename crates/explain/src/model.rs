@@ -24,26 +24,16 @@ pub fn relu(x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
 
 /// Applies an identity-forward op (whose point is its backward) on any device: its kernel is
 /// CPU code, and the copies to and from the CPU are differentiable.
-fn apply_identity(
-    x: &Tensor,
-    op: impl CustomOp1 + Send + Sync + 'static,
-) -> candle_core::Result<Tensor> {
+fn apply_identity(x: &Tensor, op: impl CustomOp1 + Send + Sync + 'static) -> candle_core::Result<Tensor> {
     if x.device().is_cpu() {
         x.contiguous()?.apply_op1(op)
     } else {
-        x.to_device(&candle_core::Device::Cpu)?
-            .contiguous()?
-            .apply_op1(op)?
-            .to_device(x.device())
+        x.to_device(&candle_core::Device::Cpu)?.contiguous()?.apply_op1(op)?.to_device(x.device())
     }
 }
 
 /// The identity forward of [`GuidedGrad`] and [`Capture`]: a copy of the f32 input.
-fn identity_forward(
-    storage: &CpuStorage,
-    layout: &Layout,
-    what: &str,
-) -> candle_core::Result<(CpuStorage, Shape)> {
+fn identity_forward(storage: &CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<(CpuStorage, Shape)> {
     let data = match storage {
         CpuStorage::F32(v) => v.as_slice(),
         other => candle_core::bail!("{what}: only f32 is supported, got {:?}", other.dtype()),
@@ -64,20 +54,11 @@ impl CustomOp1 for GuidedGrad {
         "guided-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         identity_forward(storage, layout, "guided ReLU")
     }
 
-    fn bwd(
-        &self,
-        _arg: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad_res.relu()?))
     }
 }
@@ -118,12 +99,7 @@ pub trait Model {
 
     /// The pass to `layer` in `mode`: the activation there (channels on axis 1, then the
     /// spatial axes: `[B, K, h, w]` or `[B, K, d, h, w]`) and the rest of the pass.
-    fn split<'a>(
-        &'a self,
-        layer: &str,
-        input: &Tensor,
-        mode: ReluMode,
-    ) -> candle_core::Result<Split<'a>> {
+    fn split<'a>(&'a self, layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
         let _ = (input, mode);
         candle_core::bail!("this model exposes no layers (asked for `{layer}`)")
     }
@@ -151,12 +127,7 @@ impl<M: Model + ?Sized> Model for &M {
     fn default_layer(&self) -> Option<String> {
         (**self).default_layer()
     }
-    fn split<'a>(
-        &'a self,
-        layer: &str,
-        input: &Tensor,
-        mode: ReluMode,
-    ) -> candle_core::Result<Split<'a>> {
+    fn split<'a>(&'a self, layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
         (**self).split(layer, input, mode)
     }
     fn relu_free_after(&self, layer: &str) -> bool {
@@ -174,14 +145,8 @@ pub struct Split<'a> {
 }
 
 impl<'a> Split<'a> {
-    pub fn new(
-        activation: Tensor,
-        rest: impl Fn(&Tensor) -> candle_core::Result<Tensor> + 'a,
-    ) -> Self {
-        Self {
-            activation,
-            rest: Box::new(rest),
-        }
+    pub fn new(activation: Tensor, rest: impl Fn(&Tensor) -> candle_core::Result<Tensor> + 'a) -> Self {
+        Self { activation, rest: Box::new(rest) }
     }
 
     /// The logits from `activation` (the split's own, or one derived from it).
@@ -192,9 +157,7 @@ impl<'a> Split<'a> {
 
 impl std::fmt::Debug for Split<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Split")
-            .field("activation", &self.activation.dims())
-            .finish_non_exhaustive()
+        f.debug_struct("Split").field("activation", &self.activation.dims()).finish_non_exhaustive()
     }
 }
 
@@ -243,20 +206,11 @@ impl CustomOp1 for Capture {
         "capture-gradient"
     }
 
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         identity_forward(storage, layout, "gradient capture")
     }
 
-    fn bwd(
-        &self,
-        _arg: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         if let Ok(mut slot) = (self.0).0.lock() {
             *slot = Some(grad_res.clone());
         }

@@ -44,38 +44,20 @@ pub struct NoiseTunnel {
 impl NoiseTunnel {
     /// Captum's defaults: SmoothGrad, 5 samples, standard deviation 1.
     pub fn new(inner: Method) -> Self {
-        Self {
-            inner,
-            kind: NoiseTunnelType::SmoothGrad,
-            samples: 5,
-            stdevs: 1.0,
-            seed: 0,
-        }
+        Self { inner, kind: NoiseTunnelType::SmoothGrad, samples: 5, stdevs: 1.0, seed: 0 }
     }
 
-    pub fn attribute<M: Model + ?Sized>(
-        &self,
-        model: &M,
-        input: &Tensor,
-        targets: &[usize],
-    ) -> Result<Attribution> {
+    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
         let b = input.dim(0)?;
         if targets.len() != b {
-            return Err(ExplainError::Invalid(format!(
-                "{} targets for a batch of {b}",
-                targets.len()
-            )));
+            return Err(ExplainError::Invalid(format!("{} targets for a batch of {b}", targets.len())));
         }
         if self.samples == 0 || !(self.stdevs >= 0.0 && self.stdevs.is_finite()) {
-            return Err(ExplainError::Invalid(format!(
-                "NoiseTunnel needs samples ≥ 1 and a finite stdevs ≥ 0, got {} and {}",
-                self.samples, self.stdevs
-            )));
+            return Err(ExplainError::Invalid(format!("NoiseTunnel needs samples ≥ 1 and a finite stdevs ≥ 0, got {} and {}", self.samples, self.stdevs)));
         }
         let x: Vec<f32> = input.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let per_image = x.len() / b.max(1);
-        let noise =
-            Normal::new(0.0f32, self.stdevs).map_err(|e| ExplainError::Invalid(e.to_string()))?;
+        let noise = Normal::new(0.0f32, self.stdevs).map_err(|e| ExplainError::Invalid(e.to_string()))?;
         let n = self.samples;
         // Rows: image-major, n noisy copies each, run in chunks sized to memory.
         let rows_per_chunk = auto_batch_rows(per_image);
@@ -84,28 +66,19 @@ impl NoiseTunnel {
         let mut sums: Vec<Vec<f64>> = Vec::new();
         let mut squares: Vec<Vec<f64>> = Vec::new();
         let mut out_dims: Option<Vec<usize>> = None;
-        let mut rngs: Vec<ChaCha8Rng> = (0..b)
-            .map(|_| ChaCha8Rng::seed_from_u64(self.seed))
-            .collect();
+        let mut rngs: Vec<ChaCha8Rng> = (0..b).map(|_| ChaCha8Rng::seed_from_u64(self.seed)).collect();
         let all: Vec<(usize, usize)> = (0..b).flat_map(|i| (0..n).map(move |s| (i, s))).collect();
         for chunk in all.chunks(rows_per_chunk) {
             let mut noisy = Vec::with_capacity(chunk.len() * per_image);
             for &(i, _) in chunk {
                 let rng = &mut rngs[i];
-                noisy.extend(
-                    x[i * per_image..(i + 1) * per_image]
-                        .iter()
-                        .map(|v| v + noise.sample(rng)),
-                );
+                noisy.extend(x[i * per_image..(i + 1) * per_image].iter().map(|v| v + noise.sample(rng)));
             }
             let mut dims = input.dims().to_vec();
             dims[0] = chunk.len();
             let batch = Tensor::from_vec(noisy, dims, input.device())?;
             let chunk_targets: Vec<usize> = chunk.iter().map(|&(i, _)| targets[i]).collect();
-            let a = self
-                .inner
-                .attribute(model, &batch, &chunk_targets)?
-                .attribution;
+            let a = self.inner.attribute(model, &batch, &chunk_targets)?.attribution;
             let per_row = a.elem_count() / chunk.len();
             if out_dims.is_none() {
                 sums = vec![vec![0.0; per_row]; b];
@@ -138,10 +111,6 @@ impl NoiseTunnel {
             })
             .collect();
         let dims = out_dims.expect("at least one chunk ran");
-        Ok(Attribution {
-            attribution: Tensor::from_vec(combined, dims, input.device())?,
-            layer_attribution: None,
-            logits: None,
-        })
+        Ok(Attribution { attribution: Tensor::from_vec(combined, dims, input.device())?, layer_attribution: None, logits: None })
     }
 }

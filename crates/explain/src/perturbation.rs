@@ -26,12 +26,7 @@ pub struct Occlusion {
 impl Default for Occlusion {
     /// A 16×16 window moved by 8 pixels, baseline 0.
     fn default() -> Self {
-        Self {
-            window: (16, 16),
-            stride: (8, 8),
-            baseline: 0.0,
-            batch_size: 16,
-        }
+        Self { window: (16, 16), stride: (8, 8), baseline: 0.0, batch_size: 16 }
     }
 }
 
@@ -62,21 +57,14 @@ pub struct FeatureAblation {
 impl Default for FeatureAblation {
     /// One feature per element, baseline 0.
     fn default() -> Self {
-        Self {
-            mask: FeatureMask::Elements,
-            baseline: 0.0,
-            batch_size: 16,
-        }
+        Self { mask: FeatureMask::Elements, baseline: 0.0, batch_size: 16 }
     }
 }
 
 impl FeatureAblation {
     /// `grid × grid` pixel blocks over all channels.
     pub fn grid(grid: usize) -> Self {
-        Self {
-            mask: FeatureMask::Grid(grid),
-            ..Self::default()
-        }
+        Self { mask: FeatureMask::Grid(grid), ..Self::default() }
     }
 }
 
@@ -84,14 +72,8 @@ impl FeatureAblation {
 type Region = Vec<usize>;
 
 /// Every element of the `[y0, y1) × [x0, x1)` rectangle of a `c × h × w` image, all channels.
-fn rectangle(
-    (c, h, w): (usize, usize, usize),
-    (y0, y1): (usize, usize),
-    (x0, x1): (usize, usize),
-) -> Region {
-    (0..c)
-        .flat_map(|ch| (y0..y1).flat_map(move |y| (x0..x1).map(move |x| (ch * h + y) * w + x)))
-        .collect()
+fn rectangle((c, h, w): (usize, usize, usize), (y0, y1): (usize, usize), (x0, x1): (usize, usize)) -> Region {
+    (0..c).flat_map(|ch| (y0..y1).flat_map(move |y| (x0..x1).map(move |x| (ch * h + y) * w + x))).collect()
 }
 
 /// Perturbs every region of every sample, and gives each element the average drop
@@ -130,13 +112,7 @@ fn attribute_regions<M: Model + ?Sized>(
             }
             let mut shape = input.dims().to_vec();
             shape[0] = chunk.len();
-            let scores = target_column(
-                &model.forward(
-                    &Tensor::from_vec(batch, shape, input.device())?,
-                    ReluMode::Standard,
-                )?,
-                target,
-            )?;
+            let scores = target_column(&model.forward(&Tensor::from_vec(batch, shape, input.device())?, ReluMode::Standard)?, target)?;
             for (region, score) in chunk.iter().zip(scores) {
                 for &e in region {
                     own[e] += original - score;
@@ -147,92 +123,49 @@ fn attribute_regions<M: Model + ?Sized>(
             *v = if n > 0 { *v / n as f32 } else { 0.0 };
         }
     }
-    Ok(Attribution {
-        attribution: Tensor::from_vec(out, input.dims(), input.device())?,
-        layer_attribution: None,
-        logits: Some(logits),
-    })
+    Ok(Attribution { attribution: Tensor::from_vec(out, input.dims(), input.device())?, layer_attribution: None, logits: Some(logits) })
 }
 
 impl Occlusion {
-    pub fn attribute<M: Model + ?Sized>(
-        &self,
-        model: &M,
-        input: &Tensor,
-        targets: &[usize],
-    ) -> Result<Attribution> {
+    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
         let (_, h, w) = check_image(input, targets, "Occlusion")?;
         let c = input.dim(1)?;
         let ((wh, ww), (sh, sw)) = (self.window, self.stride);
         if wh == 0 || ww == 0 || sh == 0 || sw == 0 || wh > h || ww > w {
-            return Err(ExplainError::Invalid(format!(
-                "Occlusion window {:?} / stride {:?} do not fit a {h}×{w} input",
-                self.window, self.stride
-            )));
+            return Err(ExplainError::Invalid(format!("Occlusion window {:?} / stride {:?} do not fit a {h}×{w} input", self.window, self.stride)));
         }
         // Captum's shift counts: 1 + ⌊(size − window) / stride⌋ per axis.
         let mut regions = Vec::new();
         for y in 0..=(h - wh) / sh {
             for x in 0..=(w - ww) / sw {
-                regions.push(rectangle(
-                    (c, h, w),
-                    (y * sh, y * sh + wh),
-                    (x * sw, x * sw + ww),
-                ));
+                regions.push(rectangle((c, h, w), (y * sh, y * sh + wh), (x * sw, x * sw + ww)));
             }
         }
-        attribute_regions(
-            model,
-            input,
-            targets,
-            &regions,
-            self.baseline,
-            self.batch_size,
-        )
+        attribute_regions(model, input, targets, &regions, self.baseline, self.batch_size)
     }
 }
 
 impl FeatureAblation {
-    pub fn attribute<M: Model + ?Sized>(
-        &self,
-        model: &M,
-        input: &Tensor,
-        targets: &[usize],
-    ) -> Result<Attribution> {
+    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
         check(input, targets)?;
         let per_sample: usize = input.dims()[1..].iter().product();
         let regions: Vec<Region> = match &self.mask {
             FeatureMask::Elements => (0..per_sample).map(|e| vec![e]).collect(),
-            FeatureMask::Grid(0) => {
-                return Err(ExplainError::Invalid(
-                    "Feature Ablation needs a grid of at least 1 pixel".into(),
-                ))
-            }
+            FeatureMask::Grid(0) => return Err(ExplainError::Invalid("Feature Ablation needs a grid of at least 1 pixel".into())),
             FeatureMask::Grid(g) => {
                 let (_, h, w) = check_image(input, targets, "Feature Ablation on a grid")?;
                 let c = input.dim(1)?;
                 let mut regions = Vec::new();
                 for y in (0..h).step_by(*g) {
                     for x in (0..w).step_by(*g) {
-                        regions.push(rectangle(
-                            (c, h, w),
-                            (y, (y + g).min(h)),
-                            (x, (x + g).min(w)),
-                        ));
+                        regions.push(rectangle((c, h, w), (y, (y + g).min(h)), (x, (x + g).min(w))));
                     }
                 }
                 regions
             }
             FeatureMask::Ids(ids) => mask_regions(ids, input)?,
         };
-        attribute_regions(
-            model,
-            input,
-            targets,
-            &regions,
-            self.baseline,
-            self.batch_size,
-        )
+        attribute_regions(model, input, targets, &regions, self.baseline, self.batch_size)
     }
 }
 
@@ -240,28 +173,17 @@ impl FeatureAblation {
 fn mask_regions(ids: &Tensor, input: &Tensor) -> Result<Vec<Region>> {
     let mut sample = input.dims().to_vec();
     sample[0] = 1;
-    let squeezed = if ids.rank() == sample.len() {
-        ids.clone()
-    } else {
-        ids.unsqueeze(0)?
-    };
+    let squeezed = if ids.rank() == sample.len() { ids.clone() } else { ids.unsqueeze(0)? };
     let flat: Vec<f64> = squeezed
         .broadcast_as(sample.as_slice())
-        .map_err(|_| {
-            ExplainError::Invalid(format!(
-                "a feature mask {:?} does not broadcast to one sample {sample:?}",
-                ids.dims()
-            ))
-        })?
+        .map_err(|_| ExplainError::Invalid(format!("a feature mask {:?} does not broadcast to one sample {sample:?}", ids.dims())))?
         .to_dtype(DType::F64)?
         .flatten_all()?
         .to_vec1()?;
     let mut by_id: std::collections::BTreeMap<i64, Region> = std::collections::BTreeMap::new();
     for (e, &id) in flat.iter().enumerate() {
         if id.fract() != 0.0 || !id.is_finite() {
-            return Err(ExplainError::Invalid(format!(
-                "a feature mask holds integer ids, found {id} at flat index {e}"
-            )));
+            return Err(ExplainError::Invalid(format!("a feature mask holds integer ids, found {id} at flat index {e}")));
         }
         by_id.entry(id as i64).or_default().push(e);
     }

@@ -72,10 +72,7 @@ mod tests {
         // ∫₀¹ x^k dx = 1/(k+1), exact up to degree 99.
         for k in [1, 7, 40, 99] {
             let s: f64 = a.iter().zip(&w).map(|(x, w)| w * x.powi(k)).sum();
-            assert!(
-                (s - 1.0 / (k as f64 + 1.0)).abs() < 1e-12,
-                "degree {k}: {s}"
-            );
+            assert!((s - 1.0 / (k as f64 + 1.0)).abs() < 1e-12, "degree {k}: {s}");
         }
         assert!(a.windows(2).all(|p| p[0] < p[1]));
     }

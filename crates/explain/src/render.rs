@@ -25,11 +25,7 @@ pub fn viridis(t: f32) -> [u8; 3] {
         [189, 223, 38],
         [253, 231, 37],
     ];
-    let x = if t.is_finite() {
-        t.clamp(0.0, 1.0) * 10.0
-    } else {
-        0.0
-    };
+    let x = if t.is_finite() { t.clamp(0.0, 1.0) * 10.0 } else { 0.0 };
     let i = (x.floor() as usize).min(9);
     let f = x - i as f32;
     let mut out = [0u8; 3];
@@ -71,46 +67,25 @@ impl Sign {
 /// cumulative sum of the sorted magnitudes reaches `100 − outlier_perc` % of their total
 /// (`_cumulative_sum_threshold`) and clipped to [−1, 1]. An all-zero map stays zero (Captum
 /// refuses a zero scale). Input `[C, H, W]` or `[H, W]`; output row-major `h·w`.
-pub fn normalize_attr(
-    attribution: &Tensor,
-    sign: Sign,
-    outlier_perc: f32,
-) -> Result<(Vec<f32>, usize, usize)> {
+pub fn normalize_attr(attribution: &Tensor, sign: Sign, outlier_perc: f32) -> Result<(Vec<f32>, usize, usize)> {
     if !(0.0..=100.0).contains(&outlier_perc) {
-        return Err(ExplainError::Invalid(format!(
-            "outlier_perc must be in [0, 100], got {outlier_perc}"
-        )));
+        return Err(ExplainError::Invalid(format!("outlier_perc must be in [0, 100], got {outlier_perc}")));
     }
     let a = attribution.to_dtype(candle_core::DType::F32)?;
     let a = match a.rank() {
         2 => a,
         3 => a.sum(0)?,
-        _ => {
-            return Err(ExplainError::Invalid(format!(
-                "an attribution to render is [C, H, W] or [H, W], got {:?}",
-                a.dims()
-            )))
-        }
+        _ => return Err(ExplainError::Invalid(format!("an attribution to render is [C, H, W] or [H, W], got {:?}", a.dims()))),
     };
     let (h, w) = a.dims2()?;
     let combined: Vec<f32> = a.flatten_all()?.to_vec1()?;
     if let Some(bad) = combined.iter().position(|v| !v.is_finite()) {
-        return Err(ExplainError::Invalid(format!(
-            "attribution has a non-finite value at pixel ({}, {})",
-            bad / w,
-            bad % w
-        )));
+        return Err(ExplainError::Invalid(format!("attribution has a non-finite value at pixel ({}, {})", bad / w, bad % w)));
     }
     let values: Vec<f32> = match sign {
         Sign::All => combined,
-        Sign::Positive => combined
-            .iter()
-            .map(|&v| if v > 0.0 { v } else { 0.0 })
-            .collect(),
-        Sign::Negative => combined
-            .iter()
-            .map(|&v| if v < 0.0 { v } else { 0.0 })
-            .collect(),
+        Sign::Positive => combined.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect(),
+        Sign::Negative => combined.iter().map(|&v| if v < 0.0 { v } else { 0.0 }).collect(),
         Sign::AbsoluteValue => combined.iter().map(|v| v.abs()).collect(),
     };
     let magnitudes: Vec<f32> = values.iter().map(|v| v.abs()).collect();
@@ -118,16 +93,7 @@ pub fn normalize_attr(
     if sign == Sign::Negative {
         threshold = -threshold;
     }
-    let norm = values
-        .iter()
-        .map(|v| {
-            if threshold != 0.0 {
-                (v / threshold).clamp(-1.0, 1.0)
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let norm = values.iter().map(|v| if threshold != 0.0 { (v / threshold).clamp(-1.0, 1.0) } else { 0.0 }).collect();
     Ok((norm, h, w))
 }
 
@@ -172,47 +138,18 @@ impl Colormap {
     /// The colour of a normalized value (`[−1, 1]` for `RdWhGn`, `[0, 1]` otherwise).
     pub fn colour(self, v: f32) -> [u8; 3] {
         // ColorBrewer's nine stops, as matplotlib's `_Blues_data` etc. list them.
-        const BLUES: [[u8; 3]; 9] = [
-            [247, 251, 255],
-            [222, 235, 247],
-            [198, 219, 239],
-            [158, 202, 225],
-            [107, 174, 214],
-            [66, 146, 198],
-            [33, 113, 181],
-            [8, 81, 156],
-            [8, 48, 107],
-        ];
-        const GREENS: [[u8; 3]; 9] = [
-            [247, 252, 245],
-            [229, 245, 224],
-            [199, 233, 192],
-            [161, 217, 155],
-            [116, 196, 118],
-            [65, 171, 93],
-            [35, 139, 69],
-            [0, 109, 44],
-            [0, 68, 27],
-        ];
-        const REDS: [[u8; 3]; 9] = [
-            [255, 245, 240],
-            [254, 224, 210],
-            [252, 187, 161],
-            [252, 146, 114],
-            [251, 106, 74],
-            [239, 59, 44],
-            [203, 24, 29],
-            [165, 15, 21],
-            [103, 0, 13],
-        ];
+        const BLUES: [[u8; 3]; 9] =
+            [[247, 251, 255], [222, 235, 247], [198, 219, 239], [158, 202, 225], [107, 174, 214], [66, 146, 198], [33, 113, 181], [8, 81, 156], [8, 48, 107]];
+        const GREENS: [[u8; 3]; 9] =
+            [[247, 252, 245], [229, 245, 224], [199, 233, 192], [161, 217, 155], [116, 196, 118], [65, 171, 93], [35, 139, 69], [0, 109, 44], [0, 68, 27]];
+        const REDS: [[u8; 3]; 9] =
+            [[255, 245, 240], [254, 224, 210], [252, 187, 161], [252, 146, 114], [251, 106, 74], [239, 59, 44], [203, 24, 29], [165, 15, 21], [103, 0, 13]];
         const RD_WH_GN: [[u8; 3]; 3] = [[255, 0, 0], [255, 255, 255], [0, 128, 0]];
         match self {
             Colormap::Blues => interpolate(&BLUES, v),
             Colormap::Greens => interpolate(&GREENS, v),
             Colormap::Reds => interpolate(&REDS, v),
-            Colormap::RdWhGn => {
-                interpolate(&RD_WH_GN, if v.is_finite() { (v + 1.0) / 2.0 } else { 0.5 })
-            }
+            Colormap::RdWhGn => interpolate(&RD_WH_GN, if v.is_finite() { (v + 1.0) / 2.0 } else { 0.5 }),
             Colormap::Viridis => viridis(v),
         }
     }
@@ -221,11 +158,7 @@ impl Colormap {
 /// Linear interpolation between equally spaced stops over [0, 1].
 fn interpolate(stops: &[[u8; 3]], t: f32) -> [u8; 3] {
     let segments = (stops.len() - 1) as f32;
-    let x = if t.is_finite() {
-        t.clamp(0.0, 1.0) * segments
-    } else {
-        0.0
-    };
+    let x = if t.is_finite() { t.clamp(0.0, 1.0) * segments } else { 0.0 };
     let i = (x.floor() as usize).min(stops.len() - 2);
     let f = x - i as f32;
     let mut out = [0u8; 3];
@@ -237,29 +170,18 @@ fn interpolate(stops: &[[u8; 3]], t: f32) -> [u8; 3] {
 
 /// `visualize_image_attr(method="blended_heat_map")`: the slice in grey with the colour map
 /// drawn over it at `alpha_overlay` (Captum's default 0.5).
-pub fn blended_heat_map(
-    slice: &[f32],
-    values: &[f32],
-    h: usize,
-    w: usize,
-    colormap: Colormap,
-    alpha_overlay: f32,
-) -> RgbImage {
+pub fn blended_heat_map(slice: &[f32], values: &[f32], h: usize, w: usize, colormap: Colormap, alpha_overlay: f32) -> RgbImage {
     let a = alpha_overlay.clamp(0.0, 1.0);
     RgbImage::from_fn(w as u32, h as u32, |x, y| {
         let i = y as usize * w + x as usize;
         let grey = slice[i].clamp(0.0, 1.0) * 255.0;
-        Rgb(colormap
-            .colour(values[i])
-            .map(|c| ((1.0 - a) * grey + a * c as f32).round() as u8))
+        Rgb(colormap.colour(values[i]).map(|c| ((1.0 - a) * grey + a * c as f32).round() as u8))
     })
 }
 
 /// The heat map of normalized values (`h·w`, row-major) in viridis.
 pub fn heatmap(values: &[f32], h: usize, w: usize) -> RgbImage {
-    RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        Rgb(viridis(values[y as usize * w + x as usize]))
-    })
+    RgbImage::from_fn(w as u32, h as u32, |x, y| Rgb(viridis(values[y as usize * w + x as usize])))
 }
 
 /// The slice in grey with the heat map blended over it where the attribution is strong:
@@ -286,21 +208,13 @@ pub fn masked(slice: &[f32], values: &[f32], h: usize, w: usize) -> RgbImage {
 /// A vertical colour bar (`height` tall, `width` wide) of `colormap` over [0, 1], high values
 /// at the top.
 pub fn colour_bar(width: u32, height: u32, colormap: Colormap) -> RgbImage {
-    RgbImage::from_fn(width, height, |_, y| {
-        Rgb(colormap.colour(1.0 - y as f32 / (height.max(2) - 1) as f32))
-    })
+    RgbImage::from_fn(width, height, |_, y| Rgb(colormap.colour(1.0 - y as f32 / (height.max(2) - 1) as f32)))
 }
 
 /// Writes a PNG through a temporary file renamed into place.
 pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
-    let err = |message: String| ExplainError::Write {
-        path: path.to_owned(),
-        message,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let err = |message: String| ExplainError::Write { path: path.to_owned(), message };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
     let result = image
         .save_with_format(&tmp, image::ImageFormat::Png)
@@ -332,12 +246,7 @@ mod tests {
         // Pixel 0: channels +3 and −3 cancel (a per-channel |·| would give 6). Pixels 1..4 are
         // 1, 2, 3, 4. Sorted magnitudes 0 1 2 3 4, cumulative 0 1 3 6 10: 98 % of 10 is 9.8,
         // first reached at 4, so the scale is 4.
-        let t = Tensor::from_vec(
-            vec![3f32, 1.0, 2.0, 3.0, 4.0, -3.0, 0.0, 0.0, 0.0, 0.0],
-            (2, 1, 5),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let t = Tensor::from_vec(vec![3f32, 1.0, 2.0, 3.0, 4.0, -3.0, 0.0, 0.0, 0.0, 0.0], (2, 1, 5), &Device::Cpu).unwrap();
         let (n, h, w) = normalize_attr(&t, Sign::AbsoluteValue, 2.0).unwrap();
         assert_eq!((h, w), (1, 5));
         assert_eq!(n, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
@@ -366,20 +275,14 @@ mod tests {
         let t = Tensor::from_vec(vec![-4f32, -1.0, 2.0, 6.0], (1, 1, 4), &Device::Cpu).unwrap();
         let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
         let (all, _, _) = normalize_attr(&t, Sign::All, 2.0).unwrap();
-        assert!(
-            close(&all, &[-4.0 / 6.0, -1.0 / 6.0, 2.0 / 6.0, 1.0]),
-            "{all:?}"
-        );
+        assert!(close(&all, &[-4.0 / 6.0, -1.0 / 6.0, 2.0 / 6.0, 1.0]), "{all:?}");
         let (pos, _, _) = normalize_attr(&t, Sign::Positive, 2.0).unwrap();
         assert!(close(&pos, &[0.0, 0.0, 2.0 / 6.0, 1.0]), "{pos:?}");
         let (neg, _, _) = normalize_attr(&t, Sign::Negative, 2.0).unwrap();
         assert!(close(&neg, &[1.0, 0.25, 0.0, 0.0]), "{neg:?}");
         // An all-zero map stays zero; a NaN is refused.
         let zero = Tensor::zeros((2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(
-            normalize_attr(&zero, Sign::All, 2.0).unwrap().0,
-            vec![0.0; 4]
-        );
+        assert_eq!(normalize_attr(&zero, Sign::All, 2.0).unwrap().0, vec![0.0; 4]);
         let nan = Tensor::from_vec(vec![f32::NAN, 1.0], (1, 2), &Device::Cpu).unwrap();
         assert!(normalize_attr(&nan, Sign::All, 2.0).is_err());
     }
@@ -401,9 +304,6 @@ mod tests {
         let img = overlay(&[0.5, 0.5], &[0.0, 1.0], 1, 2, 0.6);
         assert_eq!(img.get_pixel(0, 0).0, [128, 128, 128]);
         assert_ne!(img.get_pixel(1, 0).0, [128, 128, 128]);
-        assert_eq!(
-            masked(&[0.5, 1.0], &[0.0, 1.0], 1, 2).get_pixel(1, 0).0,
-            [255, 255, 255]
-        );
+        assert_eq!(masked(&[0.5, 1.0], &[0.0, 1.0], 1, 2).get_pixel(1, 0).0, [255, 255, 255]);
     }
 }

@@ -10,19 +10,14 @@ fn input(seed: u64, b: usize) -> Tensor {
     let toy = Toy::new(seed, false);
     // Reuse the toy's generator for an input [b, 1, 6, 6].
     let w = v(&toy.conv_w);
-    let vals: Vec<f32> = (0..b * 36)
-        .map(|i| w[i % w.len()] * 3.0 + (i as f32 * 0.37).sin())
-        .collect();
+    let vals: Vec<f32> = (0..b * 36).map(|i| w[i % w.len()] * 3.0 + (i as f32 * 0.37).sin()).collect();
     Tensor::from_vec(vals, (b, 1, 6, 6), &Device::Cpu).unwrap()
 }
 
 fn close(a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len());
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!(
-            (x - y).abs() <= tol * (1.0 + y.abs()),
-            "element {i}: {x} vs {y}"
-        );
+        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "element {i}: {x} vs {y}");
     }
 }
 
@@ -47,11 +42,7 @@ fn grad_cam_by_hand() {
         close(&v(&layer), &expected, 1e-5);
         // Same resolution: the upsampled map is ReLU(map).
         assert_eq!(out.attribution.dims(), &[1, 1, 6, 6]);
-        close(
-            &v(&out.attribution),
-            &expected.iter().map(|e| e.max(0.0)).collect::<Vec<_>>(),
-            1e-5,
-        );
+        close(&v(&out.attribution), &expected.iter().map(|e| e.max(0.0)).collect::<Vec<_>>(), 1e-5);
         assert_eq!(out.logits.unwrap().dims(), &[1, 2]);
     }
 }
@@ -61,10 +52,7 @@ fn saliency_and_input_x_gradient_match_finite_differences() {
     let toy = Toy::new(3, true);
     let x = input(4, 1);
     let sal = v(&Saliency.attribute(&toy, &x, &[1]).unwrap().attribution);
-    let ixg = v(&InputXGradient
-        .attribute(&toy, &x, &[1])
-        .unwrap()
-        .attribution);
+    let ixg = v(&InputXGradient.attribute(&toy, &x, &[1]).unwrap().attribution);
     let base = v(&x);
     let f = |vals: Vec<f32>| -> f32 {
         let t = Tensor::from_vec(vals, (1, 1, 6, 6), &Device::Cpu).unwrap();
@@ -76,16 +64,8 @@ fn saliency_and_input_x_gradient_match_finite_differences() {
         p[i] += eps;
         m[i] -= eps;
         let fd = (f(p) - f(m)) / (2.0 * eps);
-        assert!(
-            (sal[i] - fd.abs()).abs() < 2e-3,
-            "pixel {i}: saliency {} vs |fd| {}",
-            sal[i],
-            fd.abs()
-        );
-        assert!(
-            (ixg[i] - base[i] * fd).abs() < 2e-3 * (1.0 + base[i].abs()),
-            "pixel {i}"
-        );
+        assert!((sal[i] - fd.abs()).abs() < 2e-3, "pixel {i}: saliency {} vs |fd| {}", sal[i], fd.abs());
+        assert!((ixg[i] - base[i] * fd).abs() < 2e-3 * (1.0 + base[i].abs()), "pixel {i}");
     }
 }
 
@@ -93,34 +73,20 @@ fn saliency_and_input_x_gradient_match_finite_differences() {
 fn integrated_gradients_are_complete() {
     let toy = Toy::new(5, true);
     let x = input(6, 2);
-    let ig = IntegratedGradients::new(IntegratedGradientsConfig {
-        steps: 50,
-        internal_batch_size: Some(7),
-        baseline: None,
-    });
+    let ig = IntegratedGradients::new(IntegratedGradientsConfig { steps: 50, internal_batch_size: Some(7), baseline: None });
     let out = ig.attribute(&toy, &x, &[0, 1]).unwrap();
     let f = v(&toy.forward(&x, ReluMode::Standard).unwrap());
-    let f0 = v(&toy
-        .forward(&x.zeros_like().unwrap(), ReluMode::Standard)
-        .unwrap());
+    let f0 = v(&toy.forward(&x.zeros_like().unwrap(), ReluMode::Standard).unwrap());
     let sums: Vec<f32> = v(&out.attribution.sum((1, 2, 3)).unwrap());
     for (b, t) in [(0usize, 0usize), (1, 1)] {
         let delta = f[b * 2 + t] - f0[b * 2 + t];
-        assert!(
-            (sums[b] - delta).abs() < 1e-2 * (1.0 + delta.abs()),
-            "image {b}: Σ attribution {} vs f(x) − f(0) {delta}",
-            sums[b]
-        );
+        assert!((sums[b] - delta).abs() < 1e-2 * (1.0 + delta.abs()), "image {b}: Σ attribution {} vs f(x) − f(0) {delta}", sums[b]);
     }
     // Without ReLU the model is affine, so the rule is exact.
     let linear = Toy::new(5, false);
-    let out = IntegratedGradients::default()
-        .attribute(&linear, &x, &[1, 0])
-        .unwrap();
+    let out = IntegratedGradients::default().attribute(&linear, &x, &[1, 0]).unwrap();
     let f = v(&linear.forward(&x, ReluMode::Standard).unwrap());
-    let f0 = v(&linear
-        .forward(&x.zeros_like().unwrap(), ReluMode::Standard)
-        .unwrap());
+    let f0 = v(&linear.forward(&x.zeros_like().unwrap(), ReluMode::Standard).unwrap());
     let sums: Vec<f32> = v(&out.attribution.sum((1, 2, 3)).unwrap());
     assert!((sums[0] - (f[1] - f0[1])).abs() < 1e-4);
     assert!((sums[1] - (f[2] - f0[2])).abs() < 1e-4);
@@ -131,11 +97,7 @@ fn gradient_shap_on_an_affine_model_is_input_times_gradient() {
     // For f(x) = a·x + c and a zero baseline, (x − 0)·∇f = x·a whatever α is.
     let linear = Toy::new(7, false);
     let x = input(8, 2);
-    let shap = GradientShap::new(GradientShapConfig {
-        n_samples: 5,
-        seed: 3,
-        ..Default::default()
-    });
+    let shap = GradientShap::new(GradientShapConfig { n_samples: 5, seed: 3, ..Default::default() });
     let a = shap.attribute(&linear, &x, &[0, 1]).unwrap();
     let ixg = InputXGradient.attribute(&linear, &x, &[0, 1]).unwrap();
     close(&v(&a.attribution), &v(&ixg.attribution), 1e-5);
@@ -145,46 +107,21 @@ fn gradient_shap_on_an_affine_model_is_input_times_gradient() {
 fn gradient_shap_is_seeded_and_batch_independent() {
     let toy = Toy::new(9, true);
     let x = input(10, 2);
-    let cfg = GradientShapConfig {
-        n_samples: 4,
-        stdevs: 0.1,
-        seed: 11,
-        ..Default::default()
-    };
-    let a = GradientShap::new(cfg.clone())
-        .attribute(&toy, &x, &[1, 1])
-        .unwrap();
-    let b = GradientShap::new(cfg.clone())
-        .attribute(&toy, &x, &[1, 1])
-        .unwrap();
+    let cfg = GradientShapConfig { n_samples: 4, stdevs: 0.1, seed: 11, ..Default::default() };
+    let a = GradientShap::new(cfg.clone()).attribute(&toy, &x, &[1, 1]).unwrap();
+    let b = GradientShap::new(cfg.clone()).attribute(&toy, &x, &[1, 1]).unwrap();
     assert_eq!(v(&a.attribution), v(&b.attribution));
-    let chunked = GradientShap::new(GradientShapConfig {
-        batch_size: Some(3),
-        ..cfg.clone()
-    })
-    .attribute(&toy, &x, &[1, 1])
-    .unwrap();
+    let chunked = GradientShap::new(GradientShapConfig { batch_size: Some(3), ..cfg.clone() }).attribute(&toy, &x, &[1, 1]).unwrap();
     close(&v(&a.attribution), &v(&chunked.attribution), 1e-6);
     // Each image's map is the same explained alone as in the batch.
-    let second = GradientShap::new(cfg.clone())
-        .attribute(&toy, &x.narrow(0, 1, 1).unwrap(), &[1])
-        .unwrap();
-    close(
-        &v(&a.attribution.narrow(0, 1, 1).unwrap()),
-        &v(&second.attribution),
-        1e-6,
-    );
-    let other = GradientShap::new(GradientShapConfig { seed: 12, ..cfg })
-        .attribute(&toy, &x, &[1, 1])
-        .unwrap();
+    let second = GradientShap::new(cfg.clone()).attribute(&toy, &x.narrow(0, 1, 1).unwrap(), &[1]).unwrap();
+    close(&v(&a.attribution.narrow(0, 1, 1).unwrap()), &v(&second.attribution), 1e-6);
+    let other = GradientShap::new(GradientShapConfig { seed: 12, ..cfg }).attribute(&toy, &x, &[1, 1]).unwrap();
     assert_ne!(v(&a.attribution), v(&other.attribution));
     // Baselines from a set: a single baseline equal to the input gives zero attribution.
-    let same = GradientShap::new(GradientShapConfig {
-        baselines: Baselines::Images(x.narrow(0, 0, 1).unwrap()),
-        ..Default::default()
-    })
-    .attribute(&toy, &x.narrow(0, 0, 1).unwrap(), &[0])
-    .unwrap();
+    let same = GradientShap::new(GradientShapConfig { baselines: Baselines::Images(x.narrow(0, 0, 1).unwrap()), ..Default::default() })
+        .attribute(&toy, &x.narrow(0, 0, 1).unwrap(), &[0])
+        .unwrap();
     assert!(v(&same.attribution).iter().all(|&a| a == 0.0));
 }
 
@@ -201,52 +138,17 @@ fn gradient_shap_with_a_zero_baseline_converges_to_integrated_gradients() {
     // ReLU toy with biases is not linear along the path, so Input×Gradient is far from both.
     let toy = Toy::new(21, true);
     let x = input(22, 1);
-    let ig = IntegratedGradients::new(IntegratedGradientsConfig {
-        steps: 64,
-        ..Default::default()
-    })
-    .attribute(&toy, &x, &[1])
-    .unwrap();
+    let ig = IntegratedGradients::new(IntegratedGradientsConfig { steps: 64, ..Default::default() }).attribute(&toy, &x, &[1]).unwrap();
     let ig = v(&ig.attribution);
-    let ixg = v(&InputXGradient
-        .attribute(&toy, &x, &[1])
-        .unwrap()
-        .attribution);
-    assert!(
-        rel_l2(&ixg, &ig) > 0.2,
-        "the toy is too linear for this test: {}",
-        rel_l2(&ixg, &ig)
-    );
-    let config = GradientShapConfig {
-        n_samples: 4000,
-        stdevs: 0.0,
-        baselines: Baselines::Zeros,
-        seed: 5,
-        batch_size: Some(500),
-    };
-    let shap = v(&GradientShap::new(config.clone())
-        .attribute(&toy, &x, &[1])
-        .unwrap()
-        .attribution);
-    assert!(
-        rel_l2(&shap, &ig) < 0.03,
-        "GradientSHAP vs IG: {}",
-        rel_l2(&shap, &ig)
-    );
+    let ixg = v(&InputXGradient.attribute(&toy, &x, &[1]).unwrap().attribution);
+    assert!(rel_l2(&ixg, &ig) > 0.2, "the toy is too linear for this test: {}", rel_l2(&ixg, &ig));
+    let config = GradientShapConfig { n_samples: 4000, stdevs: 0.0, baselines: Baselines::Zeros, seed: 5, batch_size: Some(500) };
+    let shap = v(&GradientShap::new(config.clone()).attribute(&toy, &x, &[1]).unwrap().attribution);
+    assert!(rel_l2(&shap, &ig) < 0.03, "GradientSHAP vs IG: {}", rel_l2(&shap, &ig));
     // With {0, x} as baselines, half the draws take b = x and contribute (x − x)·∇ = 0: IG / 2.
-    let half = v(&GradientShap::new(GradientShapConfig {
-        baselines: Baselines::ZerosAndInput,
-        ..config
-    })
-    .attribute(&toy, &x, &[1])
-    .unwrap()
-    .attribution);
+    let half = v(&GradientShap::new(GradientShapConfig { baselines: Baselines::ZerosAndInput, ..config }).attribute(&toy, &x, &[1]).unwrap().attribution);
     let ig_half: Vec<f32> = ig.iter().map(|a| a / 2.0).collect();
-    assert!(
-        rel_l2(&half, &ig_half) < 0.06,
-        "{}",
-        rel_l2(&half, &ig_half)
-    );
+    assert!(rel_l2(&half, &ig_half) < 0.06, "{}", rel_l2(&half, &ig_half));
 }
 
 #[test]
@@ -254,51 +156,16 @@ fn noise_baselines_are_seeded_and_checked() {
     let toy = Toy::new(9, true);
     let x = input(10, 1);
     let run = |b: Baselines| {
-        GradientShap::new(GradientShapConfig {
-            n_samples: 6,
-            baselines: b,
-            seed: 1,
-            ..Default::default()
-        })
-        .attribute(&toy, &x, &[0])
-        .map(|a| v(&a.attribution))
+        GradientShap::new(GradientShapConfig { n_samples: 6, baselines: b, seed: 1, ..Default::default() }).attribute(&toy, &x, &[0]).map(|a| v(&a.attribution))
     };
-    let u = |seed| Baselines::Uniform {
-        count: 3,
-        low: 0.0,
-        high: 1.0,
-        seed,
-    };
+    let u = |seed| Baselines::Uniform { count: 3, low: 0.0, high: 1.0, seed };
     assert_eq!(run(u(4)).unwrap(), run(u(4)).unwrap());
     assert_ne!(run(u(4)).unwrap(), run(u(5)).unwrap());
-    let g = Baselines::Gaussian {
-        count: 2,
-        mean: 0.5,
-        std: 0.1,
-        seed: 4,
-    };
+    let g = Baselines::Gaussian { count: 2, mean: 0.5, std: 0.1, seed: 4 };
     assert_ne!(run(g).unwrap(), run(u(4)).unwrap());
-    assert!(run(Baselines::Uniform {
-        count: 3,
-        low: 1.0,
-        high: 1.0,
-        seed: 0
-    })
-    .is_err());
-    assert!(run(Baselines::Uniform {
-        count: 0,
-        low: 0.0,
-        high: 1.0,
-        seed: 0
-    })
-    .is_err());
-    assert!(run(Baselines::Gaussian {
-        count: 1,
-        mean: 0.0,
-        std: -1.0,
-        seed: 0
-    })
-    .is_err());
+    assert!(run(Baselines::Uniform { count: 3, low: 1.0, high: 1.0, seed: 0 }).is_err());
+    assert!(run(Baselines::Uniform { count: 0, low: 0.0, high: 1.0, seed: 0 }).is_err());
+    assert!(run(Baselines::Gaussian { count: 1, mean: 0.0, std: -1.0, seed: 0 }).is_err());
 }
 
 #[test]
@@ -310,22 +177,13 @@ fn batched_equals_one_at_a_time() {
         Method::GradCam(GradCam::default()),
         Method::GuidedGradCam(GuidedGradCam::default()),
         Method::Saliency(Saliency),
-        Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig {
-            steps: 8,
-            ..Default::default()
-        })),
+        Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig { steps: 8, ..Default::default() })),
     ];
     for m in methods {
         let all = m.attribute(&toy, &x, &targets).unwrap();
         for i in 0..3 {
-            let one = m
-                .attribute(&toy, &x.narrow(0, i, 1).unwrap(), &targets[i..i + 1])
-                .unwrap();
-            close(
-                &v(&all.attribution.narrow(0, i, 1).unwrap()),
-                &v(&one.attribution),
-                1e-5,
-            );
+            let one = m.attribute(&toy, &x.narrow(0, i, 1).unwrap(), &targets[i..i + 1]).unwrap();
+            close(&v(&all.attribution.narrow(0, i, 1).unwrap()), &v(&one.attribution), 1e-5);
         }
     }
 }
@@ -337,47 +195,24 @@ fn guided_backprop_by_hand() {
     // same toy with the target row of fc_w clamped at zero.
     let toy = Toy::new(19, true);
     let x = input(20, 1);
-    let gb = v(&GuidedBackprop
-        .attribute(&toy, &x, &[1])
-        .unwrap()
-        .attribution);
+    let gb = v(&GuidedBackprop.attribute(&toy, &x, &[1]).unwrap().attribution);
     let mut clamped = Toy::new(19, true);
     clamped.fc_w = toy.fc_w.relu().unwrap();
     let var = candle_core::Var::from_tensor(&x).unwrap();
-    let y = clamped
-        .forward(var.as_tensor(), ReluMode::Standard)
-        .unwrap()
-        .narrow(1, 1, 1)
-        .unwrap()
-        .sum_all()
-        .unwrap();
+    let y = clamped.forward(var.as_tensor(), ReluMode::Standard).unwrap().narrow(1, 1, 1).unwrap().sum_all().unwrap();
     let expected = v(y.backward().unwrap().get(var.as_tensor()).unwrap());
     close(&gb, &expected, 1e-6);
     let plain = v(&Saliency.attribute(&toy, &x, &[1]).unwrap().attribution);
-    assert!(
-        gb.iter()
-            .zip(&plain)
-            .any(|(g, p)| (g.abs() - p).abs() > 1e-4),
-        "guided must differ from the plain gradient"
-    );
+    assert!(gb.iter().zip(&plain).any(|(g, p)| (g.abs() - p).abs() > 1e-4), "guided must differ from the plain gradient");
 }
 
 #[test]
 fn guided_grad_cam_is_guided_backprop_times_nearest_cam() {
     let toy = Toy::new(15, true);
     let x = input(16, 1);
-    let gb = v(&GuidedBackprop
-        .attribute(&toy, &x, &[0])
-        .unwrap()
-        .attribution);
-    let cam = v(&GradCam::default()
-        .attribute(&toy, &x, &[0])
-        .unwrap()
-        .attribution);
-    let ggc = v(&GuidedGradCam::default()
-        .attribute(&toy, &x, &[0])
-        .unwrap()
-        .attribution);
+    let gb = v(&GuidedBackprop.attribute(&toy, &x, &[0]).unwrap().attribution);
+    let cam = v(&GradCam::default().attribute(&toy, &x, &[0]).unwrap().attribution);
+    let ggc = v(&GuidedGradCam::default().attribute(&toy, &x, &[0]).unwrap().attribution);
     let expected: Vec<f32> = gb.iter().zip(&cam).map(|(g, c)| g * c).collect();
     close(&ggc, &expected, 1e-6);
 }
@@ -388,8 +223,7 @@ struct Pooled(Toy);
 
 impl Model for Pooled {
     fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.0
-            .from_layer(&self.0.to_layer(input, mode)?.avg_pool2d(2)?)
+        self.0.from_layer(&self.0.to_layer(input, mode)?.avg_pool2d(2)?)
     }
 
     fn supports_guided(&self) -> bool {
@@ -400,16 +234,8 @@ impl Model for Pooled {
         vec!["pool".into()]
     }
 
-    fn split<'a>(
-        &'a self,
-        _layer: &str,
-        input: &Tensor,
-        mode: ReluMode,
-    ) -> candle_core::Result<Split<'a>> {
-        Ok(Split::new(
-            self.0.to_layer(input, mode)?.avg_pool2d(2)?,
-            |a| self.0.from_layer(a),
-        ))
+    fn split<'a>(&'a self, _layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
+        Ok(Split::new(self.0.to_layer(input, mode)?.avg_pool2d(2)?, |a| self.0.from_layer(a)))
     }
 }
 
@@ -429,8 +255,7 @@ fn bilinear_by_hand(map: &[f32], n: usize, m: usize) -> Vec<f32> {
         for x in 0..m {
             let (x0, x1, fx) = src(x);
             let at = |r: usize, c: usize| map[r * n + c];
-            out[y * m + x] = (1.0 - fy) * ((1.0 - fx) * at(y0, x0) + fx * at(y0, x1))
-                + fy * ((1.0 - fx) * at(y1, x0) + fx * at(y1, x1));
+            out[y * m + x] = (1.0 - fy) * ((1.0 - fx) * at(y0, x0) + fx * at(y0, x1)) + fy * ((1.0 - fx) * at(y1, x0) + fx * at(y1, x1));
         }
     }
     out
@@ -438,9 +263,7 @@ fn bilinear_by_hand(map: &[f32], n: usize, m: usize) -> Vec<f32> {
 
 /// PyTorch's `interpolate(mode="nearest")`: source index ⌊d·n/m⌋.
 fn nearest_by_hand(map: &[f32], n: usize, m: usize) -> Vec<f32> {
-    (0..m * m)
-        .map(|i| map[(i / m) * n / m * n + (i % m) * n / m])
-        .collect()
+    (0..m * m).map(|i| map[(i / m) * n / m * n + (i % m) * n / m]).collect()
 }
 
 #[test]
@@ -450,10 +273,7 @@ fn grad_cam_at_a_downsampled_layer_upsamples_bilinearly_and_guided_grad_cam_by_n
     let target = 0;
     let out = GradCam::default().attribute(&model, &x, &[target]).unwrap();
     // ∂y/∂A_k(i, j) = fc_w[target, k] / 9 on the 3×3 layer.
-    let a = model
-        .split("pool", &x, ReluMode::Standard)
-        .unwrap()
-        .activation;
+    let a = model.split("pool", &x, ReluMode::Standard).unwrap().activation;
     let (fc, av) = (v(&model.0.fc_w), v(&a));
     let mut map = vec![0f32; 9];
     for k in 0..4 {
@@ -463,27 +283,15 @@ fn grad_cam_at_a_downsampled_layer_upsamples_bilinearly_and_guided_grad_cam_by_n
     }
     close(&v(&out.layer_attribution.unwrap()), &map, 1e-5);
     let relu_map: Vec<f32> = map.iter().map(|m| m.max(0.0)).collect();
-    assert!(
-        relu_map.iter().any(|&m| m > 0.0) && relu_map.iter().any(|&m| m == 0.0),
-        "the test needs a map with both signs: {map:?}"
-    );
+    assert!(relu_map.iter().any(|&m| m > 0.0) && relu_map.iter().any(|&m| m == 0.0), "the test needs a map with both signs: {map:?}");
     let bilinear = bilinear_by_hand(&relu_map, 3, 6);
     let nearest = nearest_by_hand(&relu_map, 3, 6);
-    assert!(
-        rel_l2(&nearest, &bilinear) > 0.05,
-        "bilinear and nearest must differ for this test to mean anything"
-    );
+    assert!(rel_l2(&nearest, &bilinear) > 0.05, "bilinear and nearest must differ for this test to mean anything");
     assert_eq!(out.attribution.dims(), &[1, 1, 6, 6]);
     close(&v(&out.attribution), &bilinear, 1e-5);
 
-    let gb = v(&GuidedBackprop
-        .attribute(&model, &x, &[target])
-        .unwrap()
-        .attribution);
-    let ggc = v(&GuidedGradCam::default()
-        .attribute(&model, &x, &[target])
-        .unwrap()
-        .attribution);
+    let gb = v(&GuidedBackprop.attribute(&model, &x, &[target]).unwrap().attribution);
+    let ggc = v(&GuidedGradCam::default().attribute(&model, &x, &[target]).unwrap().attribution);
     let expected: Vec<f32> = gb.iter().zip(&nearest).map(|(g, c)| g * c).collect();
     close(&ggc, &expected, 1e-5);
 }
@@ -494,21 +302,10 @@ fn re_randomizing_the_head_changes_grad_cam() {
     let trained = Toy::new(17, true);
     let mut other = Toy::new(17, true);
     other.fc_w = Toy::new(99, true).fc_w;
-    let a = v(&GradCam::default()
-        .attribute(&trained, &x, &[1])
-        .unwrap()
-        .layer_attribution
-        .unwrap());
-    let b = v(&GradCam::default()
-        .attribute(&other, &x, &[1])
-        .unwrap()
-        .layer_attribution
-        .unwrap());
+    let a = v(&GradCam::default().attribute(&trained, &x, &[1]).unwrap().layer_attribution.unwrap());
+    let b = v(&GradCam::default().attribute(&other, &x, &[1]).unwrap().layer_attribution.unwrap());
     let diff: f32 = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).sum();
-    assert!(
-        diff > 1e-2,
-        "maps should change when the head is re-randomized"
-    );
+    assert!(diff > 1e-2, "maps should change when the head is re-randomized");
 }
 
 #[test]
@@ -516,23 +313,9 @@ fn non_finite_results_are_errors_naming_the_method() {
     let mut toy = Toy::new(1, true);
     toy.fc_b = Tensor::from_vec(vec![f32::NAN, 0.0], 2, &Device::Cpu).unwrap();
     let x = input(1, 1);
-    for method in [
-        Method::GradCam(GradCam::default()),
-        Method::Saliency(Saliency),
-    ] {
+    for method in [Method::GradCam(GradCam::default()), Method::Saliency(Saliency)] {
         let err = method.attribute(&toy, &x, &[1]).unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                ExplainError::NonFinite {
-                    what: "logits",
-                    count: 1,
-                    first: 0,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(&err, ExplainError::NonFinite { what: "logits", count: 1, first: 0, .. }), "{err}");
         assert!(err.to_string().starts_with(method.name()), "{err}");
     }
 }
@@ -541,29 +324,15 @@ fn non_finite_results_are_errors_naming_the_method() {
 fn bad_arguments() {
     let toy = Toy::new(1, true);
     let x = input(1, 2);
-    assert!(GradCam::default()
-        .attribute(&toy, &x, &[0])
-        .unwrap_err()
-        .to_string()
-        .contains("1 targets for a batch of 2"));
-    assert!(Saliency
-        .attribute(&toy, &x, &[0, 2])
-        .unwrap_err()
-        .to_string()
-        .contains("target class 2"));
+    assert!(GradCam::default().attribute(&toy, &x, &[0]).unwrap_err().to_string().contains("1 targets for a batch of 2"));
+    assert!(Saliency.attribute(&toy, &x, &[0, 2]).unwrap_err().to_string().contains("target class 2"));
     let flat = Tensor::zeros((2, 36), DType::F32, &Device::Cpu).unwrap();
     assert!(Saliency.attribute(&toy, &flat, &[0, 0]).is_err());
     let bad_base = GradientShap::new(GradientShapConfig {
-        baselines: Baselines::Images(
-            Tensor::zeros((1, 1, 5, 5), DType::F32, &Device::Cpu).unwrap(),
-        ),
+        baselines: Baselines::Images(Tensor::zeros((1, 1, 5, 5), DType::F32, &Device::Cpu).unwrap()),
         ..Default::default()
     });
-    assert!(bad_base
-        .attribute(&toy, &x, &[0, 0])
-        .unwrap_err()
-        .to_string()
-        .contains("baselines"));
+    assert!(bad_base.attribute(&toy, &x, &[0, 0]).unwrap_err().to_string().contains("baselines"));
 }
 
 #[test]
@@ -586,23 +355,13 @@ fn deletion_and_insertion_on_a_model_with_a_known_answer() {
         }
     }
     let x = Tensor::from_vec(px, (1, 1, 6, 6), &Device::Cpu).unwrap();
-    let cfg = CurveConfig {
-        steps: 4,
-        baseline: Baseline::Zero,
-        batch_size: 2,
-    };
+    let cfg = CurveConfig { steps: 4, baseline: Baseline::Zero, batch_size: 2 };
     let good = deletion_insertion(&toy, &x, &map, 1, &cfg).unwrap();
     // Deleting the bright quarter first (9 of 36 pixels = step 1) drops to the all-zero image.
     let p0 = good.deletion[0];
     assert!(p0 > 0.5);
-    assert!(
-        good.deletion[1..].iter().all(|&p| (p - 0.5).abs() < 1e-6),
-        "{good:?}"
-    );
-    assert!(
-        good.insertion[1..].iter().all(|&p| (p - p0).abs() < 1e-6),
-        "{good:?}"
-    );
+    assert!(good.deletion[1..].iter().all(|&p| (p - 0.5).abs() < 1e-6), "{good:?}");
+    assert!(good.insertion[1..].iter().all(|&p| (p - p0).abs() < 1e-6), "{good:?}");
     let reversed: Vec<f32> = map.iter().map(|m| 1.0 - m).collect();
     let bad = deletion_insertion(&toy, &x, &reversed, 1, &cfg).unwrap();
     assert!(good.deletion_auc() < bad.deletion_auc());
@@ -631,10 +390,7 @@ fn grad_cam_energy_lies_in_the_region_that_carries_the_evidence() {
         }
     }
     let x = Tensor::from_vec(px, (1, 1, 6, 6), &Device::Cpu).unwrap();
-    let cam = v(&GradCam::default()
-        .attribute(&toy, &x, &[1])
-        .unwrap()
-        .attribution);
+    let cam = v(&GradCam::default().attribute(&toy, &x, &[1]).unwrap().attribution);
     assert_eq!(energy_in_mask(&cam, &mask), Some(1.0));
     assert!(pointing_hit(&cam, &mask));
 }
@@ -676,15 +432,8 @@ impl Model for Counting {
         vec!["conv".into()]
     }
 
-    fn split<'a>(
-        &'a self,
-        _layer: &str,
-        input: &Tensor,
-        mode: ReluMode,
-    ) -> candle_core::Result<Split<'a>> {
-        Ok(Split::new(self.to_layer(input, mode)?, move |a| {
-            self.from_layer(a, mode)
-        }))
+    fn split<'a>(&'a self, _layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
+        Ok(Split::new(self.to_layer(input, mode)?, move |a| self.from_layer(a, mode)))
     }
 
     fn relu_free_after(&self, _layer: &str) -> bool {
@@ -700,59 +449,31 @@ fn all_methods() -> Vec<Method> {
         Method::Saliency(Saliency),
         Method::InputXGradient(InputXGradient),
         Method::GradientShap(GradientShap::default()),
-        Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig {
-            steps: 8,
-            ..Default::default()
-        })),
+        Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig { steps: 8, ..Default::default() })),
     ]
 }
 
 #[test]
 fn methods_asked_together_share_passes_and_equal_the_methods_run_alone() {
     for relu_after_layer in [false, true] {
-        let model = Counting {
-            toy: Toy::new(5, !relu_after_layer),
-            relu_after_layer,
-            relu_free: !relu_after_layer,
-            lower_passes: 0.into(),
-        };
+        let model = Counting { toy: Toy::new(5, !relu_after_layer), relu_after_layer, relu_free: !relu_after_layer, lower_passes: 0.into() };
         let x = input(2, 2);
         let targets = [1, 0];
         let methods = all_methods();
-        let alone: Vec<Attribution> = methods
-            .iter()
-            .map(|m| m.attribute(&model, &x, &targets).unwrap())
-            .collect();
+        let alone: Vec<Attribution> = methods.iter().map(|m| m.attribute(&model, &x, &targets).unwrap()).collect();
         model.lower_passes.set(0);
         let together = Method::attribute_all(&methods, &model, &x, &targets).unwrap();
         let logits = alone[0].logits.clone().unwrap();
         for ((m, a), t) in methods.iter().zip(&alone).zip(&together) {
-            assert_eq!(
-                v(&a.attribution),
-                v(&t.attribution),
-                "{} (ReLU after the layer: {relu_after_layer})",
-                m.name()
-            );
-            assert_eq!(
-                v(t.logits.as_ref().unwrap()),
-                v(&logits),
-                "{} logits",
-                m.name()
-            );
-            assert_eq!(
-                a.layer_attribution.as_ref().map(v),
-                t.layer_attribution.as_ref().map(v)
-            );
+            assert_eq!(v(&a.attribution), v(&t.attribution), "{} (ReLU after the layer: {relu_after_layer})", m.name());
+            assert_eq!(v(t.logits.as_ref().unwrap()), v(&logits), "{} logits", m.name());
+            assert_eq!(a.layer_attribution.as_ref().map(v), t.layer_attribution.as_ref().map(v));
         }
         // Lower passes: Grad-CAM/Guided Backprop/Guided Grad-CAM one (two when a ReLU after the
         // layer makes the Grad-CAM pass separate), Saliency + Input×Gradient one, GradientSHAP
         // one, Integrated Gradients one (8 steps in one batch).
         let expected = if relu_after_layer { 5 } else { 4 };
-        assert_eq!(
-            model.lower_passes.get(),
-            expected,
-            "ReLU after the layer: {relu_after_layer}"
-        );
+        assert_eq!(model.lower_passes.get(), expected, "ReLU after the layer: {relu_after_layer}");
     }
 }
 
@@ -760,34 +481,15 @@ fn methods_asked_together_share_passes_and_equal_the_methods_run_alone() {
 fn the_relu_free_claim_matters_when_a_relu_follows_the_layer() {
     // With a ReLU after the layer the guided gradient at the layer differs from Grad-CAM's:
     // claiming otherwise would change the Grad-CAM map, which is why the claim defaults to false.
-    let honest = Counting {
-        toy: Toy::new(7, false),
-        relu_after_layer: true,
-        relu_free: false,
-        lower_passes: 0.into(),
-    };
-    let liar = Counting {
-        toy: Toy::new(7, false),
-        relu_after_layer: true,
-        relu_free: true,
-        lower_passes: 0.into(),
-    };
+    let honest = Counting { toy: Toy::new(7, false), relu_after_layer: true, relu_free: false, lower_passes: 0.into() };
+    let liar = Counting { toy: Toy::new(7, false), relu_after_layer: true, relu_free: true, lower_passes: 0.into() };
     let x = input(3, 1);
-    let methods = [
-        Method::GradCam(GradCam::default()),
-        Method::GuidedBackprop(GuidedBackprop),
-    ];
+    let methods = [Method::GradCam(GradCam::default()), Method::GuidedBackprop(GuidedBackprop)];
     let right = Method::attribute_all(&methods, &honest, &x, &[0]).unwrap();
     let wrong = Method::attribute_all(&methods, &liar, &x, &[0]).unwrap();
     let alone = GradCam::default().attribute(&honest, &x, &[0]).unwrap();
-    assert_eq!(
-        v(right[0].layer_attribution.as_ref().unwrap()),
-        v(alone.layer_attribution.as_ref().unwrap())
-    );
-    assert_ne!(
-        v(wrong[0].layer_attribution.as_ref().unwrap()),
-        v(alone.layer_attribution.as_ref().unwrap())
-    );
+    assert_eq!(v(right[0].layer_attribution.as_ref().unwrap()), v(alone.layer_attribution.as_ref().unwrap()));
+    assert_ne!(v(wrong[0].layer_attribution.as_ref().unwrap()), v(alone.layer_attribution.as_ref().unwrap()));
 }
 
 #[test]
@@ -796,25 +498,14 @@ fn curves_of_several_maps_equal_each_curve_evaluated_image_by_image() {
     let toy = Toy::new(9, true);
     let x = input(4, 1);
     let xs = v(&x);
-    let maps: Vec<Vec<f32>> = (0..3)
-        .map(|m| (0..36).map(|p| ((p * (m + 3)) % 11) as f32).collect())
-        .collect();
+    let maps: Vec<Vec<f32>> = (0..3).map(|m| (0..36).map(|p| ((p * (m + 3)) % 11) as f32).collect()).collect();
     let steps = 5;
-    let cfg = CurveConfig {
-        steps,
-        baseline: Baseline::Blur { sigma_px: 1 },
-        batch_size: 4,
-    };
+    let cfg = CurveConfig { steps, baseline: Baseline::Blur { sigma_px: 1 }, batch_size: 4 };
     let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
     let curves = deletion_insertion_many(&toy, &x, &refs, 1, &cfg).unwrap();
     let base = tgc_explain::faithfulness::gaussian_blur(&xs, 1, 6, 6, 1.0);
     let prob = |img: &[f32]| -> f32 {
-        let logits = toy
-            .forward(
-                &Tensor::from_vec(img.to_vec(), (1, 1, 6, 6), &Device::Cpu).unwrap(),
-                ReluMode::Standard,
-            )
-            .unwrap();
+        let logits = toy.forward(&Tensor::from_vec(img.to_vec(), (1, 1, 6, 6), &Device::Cpu).unwrap(), ReluMode::Standard).unwrap();
         let l = v(&logits);
         1.0 / (1.0 + (l[0] - l[1]).exp())
     };
@@ -828,18 +519,9 @@ fn curves_of_several_maps_equal_each_curve_evaluated_image_by_image() {
                 del[p] = base[p];
                 ins[p] = xs[p];
             }
-            assert!(
-                (got.deletion[s] - prob(&del)).abs() < 1e-6,
-                "deletion step {s}"
-            );
-            assert!(
-                (got.insertion[s] - prob(&ins)).abs() < 1e-6,
-                "insertion step {s}"
-            );
+            assert!((got.deletion[s] - prob(&del)).abs() < 1e-6, "deletion step {s}");
+            assert!((got.insertion[s] - prob(&ins)).abs() < 1e-6, "insertion step {s}");
         }
     }
-    assert_ne!(
-        curves[0].deletion, curves[1].deletion,
-        "different maps must give different curves"
-    );
+    assert_ne!(curves[0].deletion, curves[1].deletion, "different maps must give different curves");
 }

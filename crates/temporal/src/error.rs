@@ -14,10 +14,7 @@ pub enum TrainError {
     #[error("table: {0}")]
     Table(#[from] polars::error::PolarsError),
     #[error("cannot write {path}: {message}")]
-    Write {
-        path: std::path::PathBuf,
-        message: String,
-    },
+    Write { path: std::path::PathBuf, message: String },
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -25,9 +25,7 @@ impl std::str::FromStr for EvalUnit {
         match s {
             "image" => Ok(Self::Image),
             "patient" => Ok(Self::Patient),
-            other => Err(crate::error::TrainError::Invalid(format!(
-                "unknown evaluation unit `{other}` (image or patient)"
-            ))),
+            other => Err(crate::error::TrainError::Invalid(format!("unknown evaluation unit `{other}` (image or patient)"))),
         }
     }
 }
@@ -55,10 +53,7 @@ pub struct TestRows {
 
 impl TestRows {
     fn subset(&self, keep: &[usize]) -> (Vec<[f32; 2]>, Vec<u8>) {
-        (
-            keep.iter().map(|&i| self.logits[i]).collect(),
-            keep.iter().map(|&i| self.labels[i]).collect(),
-        )
+        (keep.iter().map(|&i| self.logits[i]).collect(), keep.iter().map(|&i| self.labels[i]).collect())
     }
 }
 
@@ -75,11 +70,7 @@ impl Stratum {
     fn of(rows: &TestRows, keep: &[usize]) -> Self {
         let (logits, labels) = rows.subset(keep);
         let disease = labels.iter().filter(|&&y| y == 1).count();
-        Self {
-            healthy: labels.len() - disease,
-            disease,
-            metrics: evaluate(&logits, &labels),
-        }
+        Self { healthy: labels.len() - disease, disease, metrics: evaluate(&logits, &labels) }
     }
 
     /// Whether both classes are present (otherwise the AUC is undefined).
@@ -104,10 +95,7 @@ pub struct BootstrapConfig {
 
 impl Default for BootstrapConfig {
     fn default() -> Self {
-        Self {
-            draws: 1000,
-            seed: 0,
-        }
+        Self { draws: 1000, seed: 0 }
     }
 }
 
@@ -141,25 +129,10 @@ pub struct Evaluation {
 pub fn evaluate_test(rows: &TestRows, bootstrap: BootstrapConfig) -> Evaluation {
     let all: Vec<usize> = (0..rows.labels.len()).collect();
     let (logits, labels) = rows.subset(&all);
-    let last: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|&i| {
-            !all.iter()
-                .any(|&j| rows.patients[j] == rows.patients[i] && rows.days[j] > rows.days[i])
-        })
-        .collect();
+    let last: Vec<usize> = all.iter().copied().filter(|&i| !all.iter().any(|&j| rows.patients[j] == rows.patients[i] && rows.days[j] > rows.days[i])).collect();
     let (pl, py) = rows.subset(&last);
-    let none: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|&i| rows.earlier_visits[i] == 0)
-        .collect();
-    let some: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|&i| rows.earlier_visits[i] > 0)
-        .collect();
+    let none: Vec<usize> = all.iter().copied().filter(|&i| rows.earlier_visits[i] == 0).collect();
+    let some: Vec<usize> = all.iter().copied().filter(|&i| rows.earlier_visits[i] > 0).collect();
     Evaluation {
         image: evaluate(&logits, &labels),
         patient: evaluate(&pl, &py),
@@ -174,19 +147,9 @@ pub fn patient_bootstrap(rows: &TestRows, config: BootstrapConfig) -> Bootstrap 
     let mut patients: Vec<u64> = rows.patients.clone();
     patients.sort_unstable();
     patients.dedup();
-    let rows_of: Vec<Vec<usize>> = patients
-        .iter()
-        .map(|p| {
-            (0..rows.patients.len())
-                .filter(|&i| rows.patients[i] == *p)
-                .collect()
-        })
-        .collect();
+    let rows_of: Vec<Vec<usize>> = patients.iter().map(|p| (0..rows.patients.len()).filter(|&i| rows.patients[i] == *p).collect()).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let (mut accuracies, mut aucs) = (
-        Vec::with_capacity(config.draws),
-        Vec::with_capacity(config.draws),
-    );
+    let (mut accuracies, mut aucs) = (Vec::with_capacity(config.draws), Vec::with_capacity(config.draws));
     if !patients.is_empty() {
         for _ in 0..config.draws {
             let mut keep = Vec::new();
@@ -194,11 +157,7 @@ pub fn patient_bootstrap(rows: &TestRows, config: BootstrapConfig) -> Bootstrap 
                 keep.extend_from_slice(&rows_of[rng.random_range(0..patients.len())]);
             }
             let (logits, labels) = rows.subset(&keep);
-            let correct = logits
-                .iter()
-                .zip(&labels)
-                .filter(|(l, &y)| u8::from(l[1] > l[0]) == y)
-                .count();
+            let correct = logits.iter().zip(&labels).filter(|(l, &y)| u8::from(l[1] > l[0]) == y).count();
             accuracies.push(correct as f64 / labels.len() as f64);
             let scores: Vec<f64> = logits.iter().map(|l| (l[1] - l[0]) as f64).collect();
             if let Some(a) = roc_auc(&scores, &labels) {
@@ -206,15 +165,7 @@ pub fn patient_bootstrap(rows: &TestRows, config: BootstrapConfig) -> Bootstrap 
             }
         }
     }
-    Bootstrap {
-        draws: config.draws,
-        accuracy: interval(&mut accuracies),
-        auc: if aucs.len() * 2 >= config.draws.max(1) {
-            interval(&mut aucs)
-        } else {
-            None
-        },
-    }
+    Bootstrap { draws: config.draws, accuracy: interval(&mut accuracies), auc: if aucs.len() * 2 >= config.draws.max(1) { interval(&mut aucs) } else { None } }
 }
 
 /// The 2.5th and 97.5th percentiles (NumPy's default linear interpolation).
@@ -228,10 +179,7 @@ fn interval(values: &mut [f64]) -> Option<Interval> {
         let (i, f) = (pos.floor() as usize, pos - pos.floor());
         values[i] + f * (values[(i + 1).min(values.len() - 1)] - values[i])
     };
-    Some(Interval {
-        lo: at(0.025),
-        hi: at(0.975),
-    })
+    Some(Interval { lo: at(0.025), hi: at(0.975) })
 }
 
 #[cfg(test)]
@@ -260,29 +208,13 @@ mod tests {
             rows.labels.push(0);
             rows.patients.push(patient);
             rows.days.push(d);
-            rows.earlier_visits
-                .push(if patient == 1 { d as usize } else { 0 });
+            rows.earlier_visits.push(if patient == 1 { d as usize } else { 0 });
         }
-        let b = patient_bootstrap(
-            &rows,
-            BootstrapConfig {
-                draws: 2000,
-                seed: 3,
-            },
-        );
+        let b = patient_bootstrap(&rows, BootstrapConfig { draws: 2000, seed: 3 });
         assert_eq!(b.accuracy, Some(Interval { lo: 0.0, hi: 1.0 }));
         // One class only: no AUC in any draw.
         assert_eq!(b.auc, None);
-        assert_eq!(
-            b,
-            patient_bootstrap(
-                &rows,
-                BootstrapConfig {
-                    draws: 2000,
-                    seed: 3
-                }
-            )
-        );
+        assert_eq!(b, patient_bootstrap(&rows, BootstrapConfig { draws: 2000, seed: 3 }));
     }
 
     #[test]

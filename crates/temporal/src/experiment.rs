@@ -37,9 +37,7 @@ impl FromStr for Protocol {
         match s {
             "holdout" => Ok(Self::Holdout),
             "original" => Ok(Self::Original),
-            other => Err(TrainError::Invalid(format!(
-                "unknown protocol `{other}` (holdout or original)"
-            ))),
+            other => Err(TrainError::Invalid(format!("unknown protocol `{other}` (holdout or original)"))),
         }
     }
 }
@@ -155,11 +153,7 @@ pub struct Iteration {
 }
 
 /// Runs every iteration; `on_iteration` sees each as it finishes (for files and progress).
-pub fn run_experiment(
-    features: &FeatureSet,
-    config: &ExperimentConfig,
-    on_iteration: impl FnMut(&Iteration) -> Result<()>,
-) -> Result<Vec<Iteration>> {
+pub fn run_experiment(features: &FeatureSet, config: &ExperimentConfig, on_iteration: impl FnMut(&Iteration) -> Result<()>) -> Result<Vec<Iteration>> {
     run_experiment_with(features, config, None, on_iteration)
 }
 
@@ -178,105 +172,60 @@ pub fn run_experiment_with(
     }
     if let Some(s) = study {
         if config.head != HeadKind::Probe {
-            return Err(TrainError::Invalid(
-                "the study's BatchNorm mode trains the linear probe only".into(),
-            ));
+            return Err(TrainError::Invalid("the study's BatchNorm mode trains the linear probe only".into()));
         }
         if s.images.dim(0)? != features.len() {
-            return Err(TrainError::Invalid(format!(
-                "{} images for {} feature rows",
-                s.images.dim(0)?,
-                features.len()
-            )));
+            return Err(TrainError::Invalid(format!("{} images for {} feature rows", s.images.dim(0)?, features.len())));
         }
     }
     let inputs = Inputs::new(features, config.head)?;
     let mut results = Vec::new();
     for index in 0..config.iterations {
         let seed = iteration_seed(config.seed, index);
-        let outer =
-            train_test_split(&inputs.patients, config.test_fraction, seed).map_err(|e| {
-                TrainError::Split(format!(
-                    "iteration {index}: cannot split patients into train and test: {e}"
-                ))
-            })?;
+        let outer = train_test_split(&inputs.patients, config.test_fraction, seed)
+            .map_err(|e| TrainError::Split(format!("iteration {index}: cannot split patients into train and test: {e}")))?;
         let (fit, selection_side) = match config.protocol {
             Protocol::Original => (outer.train.clone(), outer.test.clone()),
             Protocol::Holdout => {
-                let train_patients: BTreeMap<PatientId, Label> = inputs
-                    .patients
-                    .iter()
-                    .filter(|(p, _)| outer.train.contains(*p))
-                    .map(|(p, l)| (p.clone(), *l))
-                    .collect();
+                let train_patients: BTreeMap<PatientId, Label> =
+                    inputs.patients.iter().filter(|(p, _)| outer.train.contains(*p)).map(|(p, l)| (p.clone(), *l)).collect();
                 let inner = train_test_split(&train_patients, config.validation_fraction, seed ^ 0x5EED)
                     .map_err(|e| TrainError::Split(format!("iteration {index}: cannot carve a validation split from the training patients: {e}")))?;
                 (inner.train, inner.test)
             }
         };
-        let fit_split = Split {
-            train: fit.clone(),
-            test: selection_side.clone(),
-        };
+        let fit_split = Split { train: fit.clone(), test: selection_side.clone() };
         let (mut train_set, train_rows) = inputs.samples(|p| fit_split.train.contains(p))?;
         let (mut selection_set, selection_rows) = inputs.samples(|p| fit_split.test.contains(p))?;
         let (mut test_set, test_rows) = inputs.samples(|p| outer.test.contains(p))?;
         let mut backbone_bn = None;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (outcome, logits_of, state): (
-            TrainOutcome,
-            Box<dyn Fn(&Samples) -> Result<Vec<[f32; 2]>>>,
-            _,
-        ) = match config.head {
+        let (outcome, logits_of, state): (TrainOutcome, Box<dyn Fn(&Samples) -> Result<Vec<[f32; 2]>>>, _) = match config.head {
             HeadKind::EarlierVisitRule => {
-                let outcome = TrainOutcome {
-                    history: Vec::new(),
-                    best_epoch: 0,
-                    stopped_early: false,
-                };
+                let outcome = TrainOutcome { history: Vec::new(), best_epoch: 0, stopped_early: false };
                 (outcome, Box::new(rule_logits), HashMap::new())
             }
             kind => {
                 let mut head = match kind {
                     HeadKind::Probe => Head::Probe(LinearProbe::new(inputs.width, &mut rng)?),
-                    _ => Head::Dnn(TemporalDnn::new(
-                        inputs.width,
-                        config.hidden,
-                        config.dropout,
-                        &mut rng,
-                    )?),
+                    _ => Head::Dnn(TemporalDnn::new(inputs.width, config.hidden, config.dropout, &mut rng)?),
                 };
                 let outcome = match study {
-                    None => train(
-                        &mut head,
-                        &train_set,
-                        &selection_set,
-                        &config.train,
-                        &mut rng,
-                    )?,
+                    None => train(&mut head, &train_set, &selection_set, &config.train, &mut rng)?,
                     Some(backbone) => {
-                        let mut study_inputs = StudyBnInputs::new(
-                            backbone,
-                            (train_rows.clone(), train_set.y.clone()),
-                            (selection_rows.clone(), selection_set.y.clone()),
-                        );
-                        let outcome =
-                            train_with(&mut head, &mut study_inputs, &config.train, &mut rng)?;
+                        let mut study_inputs =
+                            StudyBnInputs::new(backbone, (train_rows.clone(), train_set.y.clone()), (selection_rows.clone(), selection_set.y.clone()));
+                        let outcome = train_with(&mut head, &mut study_inputs, &config.train, &mut rng)?;
                         // Every evaluation sees the statistics restored with the best head.
                         train_set = study_inputs.eval_samples(&train_rows, &train_set.y)?;
-                        selection_set =
-                            study_inputs.eval_samples(&selection_rows, &selection_set.y)?;
+                        selection_set = study_inputs.eval_samples(&selection_rows, &selection_set.y)?;
                         test_set = study_inputs.eval_samples(&test_rows, &test_set.y)?;
                         backbone_bn = Some(study_inputs.net.running_stats());
                         outcome
                     }
                 };
                 let state = head.state_dict()?;
-                (
-                    outcome,
-                    Box::new(move |s: &Samples| head_logits(&head, s)),
-                    state,
-                )
+                (outcome, Box::new(move |s: &Samples| head_logits(&head, s)), state)
             }
         };
         let metrics = |s: &Samples| -> Result<Metrics> {
@@ -288,22 +237,13 @@ pub fn run_experiment_with(
         };
         let mut rows = inputs.test_rows(&test_rows);
         rows.logits = logits_of(&test_set)?;
-        let bootstrap = BootstrapConfig {
-            seed: config.bootstrap.seed ^ seed,
-            ..config.bootstrap
-        };
-        let names = |set: &std::collections::BTreeSet<PatientId>| {
-            set.iter().map(|p| p.number()).collect::<Vec<_>>()
-        };
+        let bootstrap = BootstrapConfig { seed: config.bootstrap.seed ^ seed, ..config.bootstrap };
+        let names = |set: &std::collections::BTreeSet<PatientId>| set.iter().map(|p| p.number()).collect::<Vec<_>>();
         let iteration = Iteration {
             index,
             seed,
             train_patients: names(&fit),
-            validation_patients: if config.protocol == Protocol::Holdout {
-                names(&selection_side)
-            } else {
-                Vec::new()
-            },
+            validation_patients: if config.protocol == Protocol::Holdout { names(&selection_side) } else { Vec::new() },
             test_patients: names(&outer.test),
             train_metrics: metrics(&train_set)?,
             selection_metrics: metrics(&selection_set)?,
@@ -313,12 +253,7 @@ pub fn run_experiment_with(
             backbone_bn,
             outcome,
         };
-        tracing::debug!(
-            iteration = index,
-            accuracy = iteration.test_metrics.accuracy,
-            loss = iteration.test_metrics.loss,
-            "iteration done"
-        );
+        tracing::debug!(iteration = index, accuracy = iteration.test_metrics.accuracy, loss = iteration.test_metrics.loss, "iteration done");
         on_iteration(&iteration)?;
         results.push(iteration);
     }
@@ -353,76 +288,40 @@ struct Inputs {
 impl Inputs {
     fn new(features: &FeatureSet, head: HeadKind) -> Result<Self> {
         if features.is_empty() || features.dim == 0 {
-            return Err(TrainError::Invalid(
-                "the features file holds no samples".into(),
-            ));
+            return Err(TrainError::Invalid("the features file holds no samples".into()));
         }
         let mut labels = Vec::with_capacity(features.len());
         let mut patient_of = Vec::with_capacity(features.len());
         for (i, (&l, &p)) in features.label.iter().zip(&features.patient_id).enumerate() {
-            let label =
-                Label::from_index(usize::try_from(l).unwrap_or(usize::MAX)).ok_or_else(|| {
-                    TrainError::Invalid(format!("sample {i} has label {l}; labels must be 0 or 1"))
-                })?;
+            let label = Label::from_index(usize::try_from(l).unwrap_or(usize::MAX))
+                .ok_or_else(|| TrainError::Invalid(format!("sample {i} has label {l}; labels must be 0 or 1")))?;
             labels.push(label.index() as u8);
-            let id = u64::try_from(p)
-                .map(PatientId::new)
-                .map_err(|_| TrainError::Invalid(format!("sample {i} has patient id {p}")))?;
+            let id = u64::try_from(p).map(PatientId::new).map_err(|_| TrainError::Invalid(format!("sample {i} has patient id {p}")))?;
             patient_of.push(id);
         }
         // A patient's stratification label is that of the latest visit.
         let mut latest: BTreeMap<PatientId, (i64, Label)> = BTreeMap::new();
         for i in 0..features.len() {
             let label = Label::from_index(labels[i] as usize).expect("checked above");
-            let entry = latest
-                .entry(patient_of[i])
-                .or_insert((features.day[i], label));
+            let entry = latest.entry(patient_of[i]).or_insert((features.day[i], label));
             if features.day[i] >= entry.0 {
                 *entry = (features.day[i], label);
             }
         }
         let patients = latest.into_iter().map(|(p, (_, l))| (p, l)).collect();
-        let earlier_visits: Vec<usize> = (0..features.len())
-            .map(|i| {
-                (0..features.len())
-                    .filter(|&j| {
-                        patient_of[j] == patient_of[i] && features.day[j] < features.day[i]
-                    })
-                    .count()
-            })
-            .collect();
+        let earlier_visits: Vec<usize> =
+            (0..features.len()).map(|i| (0..features.len()).filter(|&j| patient_of[j] == patient_of[i] && features.day[j] < features.day[i]).count()).collect();
         let sequences = |seq_len: SeqLen, values: &[f32]| -> Result<Vec<f32>> {
-            let keys: Vec<(PatientId, u32)> = patient_of
-                .iter()
-                .zip(&features.day)
-                .map(|(p, &d)| (*p, u32::try_from(d).unwrap_or(u32::MAX)))
-                .collect();
-            Ok(build_sequences(&keys, seq_len)?
-                .iter()
-                .flat_map(|s| s.gather(values, features.dim))
-                .collect())
+            let keys: Vec<(PatientId, u32)> = patient_of.iter().zip(&features.day).map(|(p, &d)| (*p, u32::try_from(d).unwrap_or(u32::MAX))).collect();
+            Ok(build_sequences(&keys, seq_len)?.iter().flat_map(|s| s.gather(values, features.dim)).collect())
         };
         let (rows, width) = match head {
             HeadKind::Probe => (features.features.clone(), features.dim),
-            HeadKind::Dnn { seq_len } => (
-                sequences(seq_len, &features.features)?,
-                seq_len.get() * features.dim,
-            ),
-            HeadKind::HistoryOnly { seq_len } => (
-                sequences(seq_len, &vec![1.0; features.features.len()])?,
-                seq_len.get() * features.dim,
-            ),
+            HeadKind::Dnn { seq_len } => (sequences(seq_len, &features.features)?, seq_len.get() * features.dim),
+            HeadKind::HistoryOnly { seq_len } => (sequences(seq_len, &vec![1.0; features.features.len()])?, seq_len.get() * features.dim),
             HeadKind::EarlierVisitRule => (earlier_visits.iter().map(|&e| e as f32).collect(), 1),
         };
-        Ok(Self {
-            rows,
-            width,
-            labels,
-            patient_of,
-            days: features.day.clone(),
-            earlier_visits,
-            patients,
-        })
+        Ok(Self { rows, width, labels, patient_of, days: features.day.clone(), earlier_visits, patients })
     }
 
     /// The rows of the patients `keep` accepts, and their indices.

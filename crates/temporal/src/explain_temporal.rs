@@ -22,15 +22,8 @@ pub struct SequenceModel<'a> {
 
 impl Model for SequenceModel<'_> {
     fn forward(&self, input: &Tensor, _mode: ReluMode) -> candle_core::Result<Tensor> {
-        let (b, t, f) = input.dims3().map_err(|_| {
-            to_candle(format!(
-                "a visit sequence is [B, T, F], got {:?}",
-                input.dims()
-            ))
-        })?;
-        self.head
-            .forward_eval(&input.reshape((b, t * f))?)
-            .map_err(to_candle)
+        let (b, t, f) = input.dims3().map_err(|_| to_candle(format!("a visit sequence is [B, T, F], got {:?}", input.dims())))?;
+        self.head.forward_eval(&input.reshape((b, t * f))?).map_err(to_candle)
     }
 
     fn supports_guided(&self) -> bool {
@@ -43,18 +36,9 @@ impl Model for SequenceModel<'_> {
 /// sequence, Input×Gradient, …). `sequence` is `[seq_len · dim]` with zeros for padded steps,
 /// whose importance under IG and Input×Gradient is then exactly zero (their input equals the
 /// baseline).
-pub fn step_importance(
-    head: &Head,
-    sequence: &[f32],
-    dim: usize,
-    target: usize,
-    method: &Method,
-) -> Result<Vec<f32>> {
+pub fn step_importance(head: &Head, sequence: &[f32], dim: usize, target: usize, method: &Method) -> Result<Vec<f32>> {
     if dim == 0 || sequence.len() % dim != 0 || target > 1 {
-        return Err(TrainError::Invalid(format!(
-            "a sequence of {} values is not steps of {dim} (target {target})",
-            sequence.len()
-        )));
+        return Err(TrainError::Invalid(format!("a sequence of {} values is not steps of {dim} (target {target})", sequence.len())));
     }
     let steps = sequence.len() / dim;
     let x = Tensor::from_slice(sequence, (1, steps, dim), &candle_core::Device::Cpu)?;
@@ -62,11 +46,7 @@ pub fn step_importance(
         .attribute(&SequenceModel { head }, &x, &[target])
         .map_err(|e| TrainError::Invalid(format!("{} on the visit sequence: {e}", method.name())))?
         .attribution;
-    Ok(attribution
-        .sum(2)?
-        .flatten_all()?
-        .to_dtype(DType::F32)?
-        .to_vec1()?)
+    Ok(attribution.sum(2)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
 }
 
 /// A patient's real visits (time order, k ≤ seq_len) with their backbone features, for
@@ -87,20 +67,10 @@ impl<'a> Visits<'a> {
         let width = head.input_width()?;
         let k = images.dim(0)?;
         if width % dim != 0 || k == 0 || k > width / dim {
-            return Err(TrainError::Invalid(format!(
-                "{k} visits of {dim} features for a temporal model of {width} inputs"
-            )));
+            return Err(TrainError::Invalid(format!("{k} visits of {dim} features for a temporal model of {width} inputs")));
         }
-        let features = backbone
-            .features(images)
-            .map_err(|e| TrainError::Invalid(e.to_string()))?
-            .detach();
-        Ok(Self {
-            backbone,
-            head,
-            seq_len: width / dim,
-            features,
-        })
+        let features = backbone.features(images).map_err(|e| TrainError::Invalid(e.to_string()))?.detach();
+        Ok(Self { backbone, head, seq_len: width / dim, features })
     }
 
     pub fn seq_len(&self) -> usize {
@@ -119,31 +89,17 @@ impl<'a> Visits<'a> {
     /// visit), the other visits held at their recorded features.
     pub fn visit(&self, visit: usize) -> Result<VisitModel<'_>> {
         if visit >= self.features.dim(0)? {
-            return Err(TrainError::Invalid(format!(
-                "visit {visit} of {}",
-                self.features.dim(0)?
-            )));
+            return Err(TrainError::Invalid(format!("visit {visit} of {}", self.features.dim(0)?)));
         }
-        Ok(VisitModel {
-            visits: self,
-            visit,
-        })
+        Ok(VisitModel { visits: self, visit })
     }
 
     /// `method` for every visit, each with its own model ([`Visits::visit`]), joined along the
     /// batch axis: row `j` is visit `j`'s map.
-    pub fn attribute(
-        &self,
-        method: &Method,
-        images: &Tensor,
-        target: usize,
-    ) -> Result<Attribution> {
+    pub fn attribute(&self, method: &Method, images: &Tensor, target: usize) -> Result<Attribution> {
         let k = self.features.dim(0)?;
         if images.dim(0)? != k {
-            return Err(TrainError::Invalid(format!(
-                "{} images for {k} visits",
-                images.dim(0)?
-            )));
+            return Err(TrainError::Invalid(format!("{} images for {k} visits", images.dim(0)?)));
         }
         let mut rows = Vec::with_capacity(k);
         for j in 0..k {
@@ -182,18 +138,10 @@ impl VisitModel<'_> {
         let b = features.dim(0)?;
         let mut parts = Vec::new();
         if v.seq_len > k {
-            parts.push(Tensor::zeros(
-                (b, v.seq_len - k, d),
-                features.dtype(),
-                features.device(),
-            )?);
+            parts.push(Tensor::zeros((b, v.seq_len - k, d), features.dtype(), features.device())?);
         }
         let held = |start: usize, len: usize| -> candle_core::Result<Tensor> {
-            v.features
-                .narrow(0, start, len)?
-                .unsqueeze(0)?
-                .broadcast_as((b, len, d))?
-                .contiguous()
+            v.features.narrow(0, start, len)?.unsqueeze(0)?.broadcast_as((b, len, d))?.contiguous()
         };
         if self.visit > 0 {
             parts.push(held(0, self.visit)?);
@@ -209,13 +157,7 @@ impl VisitModel<'_> {
 
 impl Model for VisitModel<'_> {
     fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.logits(
-            &self
-                .visits
-                .backbone
-                .features_with(input, mode)
-                .map_err(to_candle)?,
-        )
+        self.logits(&self.visits.backbone.features_with(input, mode).map_err(to_candle)?)
     }
 
     /// The backbone's ReLUs follow the mode; the temporal head has none.
@@ -231,30 +173,15 @@ impl Model for VisitModel<'_> {
         Some(self.visits.backbone.target_layer_name())
     }
 
-    fn split<'a>(
-        &'a self,
-        layer: &str,
-        input: &Tensor,
-        mode: ReluMode,
-    ) -> candle_core::Result<Split<'a>> {
+    fn split<'a>(&'a self, layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
         let layer: TargetLayer = layer.parse().map_err(to_candle)?;
         let backbone = self.visits.backbone;
-        let target = backbone
-            .forward_to_layer(input, layer, mode)
-            .map_err(to_candle)?;
+        let target = backbone.forward_to_layer(input, layer, mode).map_err(to_candle)?;
         let activation = target.map().clone();
-        Ok(Split::new(activation, move |a| {
-            self.logits(
-                &backbone
-                    .features_from_target(a, &target, mode)
-                    .map_err(to_candle)?,
-            )
-        }))
+        Ok(Split::new(activation, move |a| self.logits(&backbone.features_from_target(a, &target, mode).map_err(to_candle)?)))
     }
 
     fn relu_free_after(&self, layer: &str) -> bool {
-        layer
-            .parse()
-            .is_ok_and(|l| self.visits.backbone.relu_free_after(l))
+        layer.parse().is_ok_and(|l| self.visits.backbone.relu_free_after(l))
     }
 }

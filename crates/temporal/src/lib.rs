@@ -16,9 +16,6 @@ pub mod study_bn;
 pub mod train;
 
 pub use error::{Result, TrainError};
-pub use experiment::{
-    model_name, run_experiment, run_experiment_with, ExperimentConfig, HeadKind, Iteration,
-    Protocol,
-};
+pub use experiment::{model_name, run_experiment, run_experiment_with, ExperimentConfig, HeadKind, Iteration, Protocol};
 pub use metrics::Metrics;
 pub use train::{TrainConfig, TrainOutcome};

@@ -39,11 +39,7 @@ pub fn evaluate(logits: &[[f32; 2]], labels: &[u8]) -> Metrics {
     }
     Metrics {
         loss: if n > 0 { loss / n as f64 } else { f64::NAN },
-        accuracy: if n > 0 {
-            correct as f64 / n as f64
-        } else {
-            f64::NAN
-        },
+        accuracy: if n > 0 { correct as f64 / n as f64 } else { f64::NAN },
         f1: f1(tp, fp, fn_),
         auc: roc_auc(&scores, labels),
         samples: n,
@@ -62,18 +58,8 @@ pub fn f1(tp: usize, fp: usize, fn_: usize) -> f64 {
 /// ROC AUC as the Mann–Whitney statistic: the probability that a random positive scores above
 /// a random negative, ties counted half. `None` when either class is absent.
 pub fn roc_auc(scores: &[f64], labels: &[u8]) -> Option<f64> {
-    let pos: Vec<f64> = scores
-        .iter()
-        .zip(labels)
-        .filter(|(_, &y)| y == 1)
-        .map(|(s, _)| *s)
-        .collect();
-    let neg: Vec<f64> = scores
-        .iter()
-        .zip(labels)
-        .filter(|(_, &y)| y != 1)
-        .map(|(s, _)| *s)
-        .collect();
+    let pos: Vec<f64> = scores.iter().zip(labels).filter(|(_, &y)| y == 1).map(|(s, _)| *s).collect();
+    let neg: Vec<f64> = scores.iter().zip(labels).filter(|(_, &y)| y != 1).map(|(s, _)| *s).collect();
     if pos.is_empty() || neg.is_empty() {
         return None;
     }

@@ -14,19 +14,14 @@ use crate::error::{Result, TrainError};
 /// PyTorch's default `nn.Linear` initialisation: U(±1/√fan_in) for weight and bias.
 fn linear_init(out: usize, inp: usize, rng: &mut ChaCha8Rng) -> Result<(Var, Var)> {
     let bound = 1.0 / (inp as f32).sqrt();
-    let d =
-        Uniform::new_inclusive(-bound, bound).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let d = Uniform::new_inclusive(-bound, bound).map_err(|e| TrainError::Invalid(e.to_string()))?;
     let w: Vec<f32> = (0..out * inp).map(|_| d.sample(rng)).collect();
     let b: Vec<f32> = (0..out).map(|_| d.sample(rng)).collect();
-    Ok((
-        Var::from_vec(w, (out, inp), &Device::Cpu)?,
-        Var::from_vec(b, out, &Device::Cpu)?,
-    ))
+    Ok((Var::from_vec(w, (out, inp), &Device::Cpu)?, Var::from_vec(b, out, &Device::Cpu)?))
 }
 
 fn linear(x: &Tensor, w: &Var, b: &Var) -> Result<Tensor> {
-    Ok(x.matmul(&w.as_tensor().t()?)?
-        .broadcast_add(b.as_tensor())?)
+    Ok(x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?)
 }
 
 /// `Linear(D → 2)` on frozen-backbone features.
@@ -64,10 +59,7 @@ impl TemporalDnn {
         let cpu = Device::Cpu;
         Ok(Self {
             fc1,
-            bn: (
-                Var::ones(hidden, DType::F32, &cpu)?,
-                Var::zeros(hidden, DType::F32, &cpu)?,
-            ),
+            bn: (Var::ones(hidden, DType::F32, &cpu)?, Var::zeros(hidden, DType::F32, &cpu)?),
             running_mean: Tensor::zeros(hidden, DType::F32, &cpu)?,
             running_var: Tensor::ones(hidden, DType::F32, &cpu)?,
             fc2,
@@ -91,9 +83,7 @@ impl Head {
             }
         }
         let var = |k: &str| -> Result<Var> {
-            let t = state
-                .get(k)
-                .ok_or_else(|| TrainError::Invalid(format!("checkpoint lacks `{k}`")))?;
+            let t = state.get(k).ok_or_else(|| TrainError::Invalid(format!("checkpoint lacks `{k}`")))?;
             Ok(Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(&cpu)?)?)
         };
         if state.contains_key("fc1.weight") {
@@ -109,32 +99,19 @@ impl Head {
                 momentum: 0.1,
                 eps: 1e-5,
             };
-            for (name, t) in [
-                ("fc1.bias", dnn.fc1.1.as_tensor()),
-                ("bn.weight", dnn.bn.0.as_tensor()),
-                ("bn.running_mean", &dnn.running_mean),
-            ] {
+            for (name, t) in [("fc1.bias", dnn.fc1.1.as_tensor()), ("bn.weight", dnn.bn.0.as_tensor()), ("bn.running_mean", &dnn.running_mean)] {
                 if t.dims() != [hidden] {
-                    return Err(TrainError::Invalid(format!(
-                        "checkpoint `{name}` has shape {:?}, expected [{hidden}]",
-                        t.dims()
-                    )));
+                    return Err(TrainError::Invalid(format!("checkpoint `{name}` has shape {:?}, expected [{hidden}]", t.dims())));
                 }
             }
             dnn.running_var = dnn.running_var.contiguous()?;
             let var: Vec<f32> = dnn.running_var.flatten_all()?.to_vec1()?;
             if let Some(i) = var.iter().position(|&v| v < 0.0) {
-                return Err(TrainError::Invalid(format!(
-                    "checkpoint `bn.running_var` is negative at {i} ({}); a variance cannot be",
-                    var[i]
-                )));
+                return Err(TrainError::Invalid(format!("checkpoint `bn.running_var` is negative at {i} ({}); a variance cannot be", var[i])));
             }
             Ok(Head::Dnn(dnn))
         } else {
-            Ok(Head::Probe(LinearProbe {
-                weight: var("weight")?,
-                bias: var("bias")?,
-            }))
+            Ok(Head::Probe(LinearProbe { weight: var("weight")?, bias: var("bias")? }))
         }
     }
 
@@ -179,34 +156,20 @@ impl Head {
                 let h = linear(x, &m.fc1.0, &m.fc1.1)?;
                 let n = h.dim(0)?;
                 if n < 2 {
-                    return Err(TrainError::Invalid(
-                        "BatchNorm1d needs at least 2 samples per training batch".into(),
-                    ));
+                    return Err(TrainError::Invalid("BatchNorm1d needs at least 2 samples per training batch".into()));
                 }
                 let mean = h.mean_keepdim(0)?;
                 let centered = h.broadcast_sub(&mean)?;
                 let var = centered.sqr()?.mean_keepdim(0)?;
                 let normed = centered.broadcast_div(&(&var + m.eps)?.sqrt()?)?;
-                let h = normed
-                    .broadcast_mul(m.bn.0.as_tensor())?
-                    .broadcast_add(m.bn.1.as_tensor())?;
+                let h = normed.broadcast_mul(m.bn.0.as_tensor())?.broadcast_add(m.bn.1.as_tensor())?;
                 // Running statistics use the unbiased variance, as PyTorch does.
                 let unbiased = (var.squeeze(0)?.detach() * (n as f64 / (n as f64 - 1.0)))?;
-                m.running_mean = ((&m.running_mean * (1.0 - m.momentum))?
-                    + (mean.squeeze(0)?.detach() * m.momentum)?)?;
-                m.running_var =
-                    ((&m.running_var * (1.0 - m.momentum))? + (unbiased * m.momentum)?)?;
+                m.running_mean = ((&m.running_mean * (1.0 - m.momentum))? + (mean.squeeze(0)?.detach() * m.momentum)?)?;
+                m.running_var = ((&m.running_var * (1.0 - m.momentum))? + (unbiased * m.momentum)?)?;
                 let h = if m.dropout > 0.0 {
                     let keep = 1.0 - m.dropout;
-                    let mask: Vec<f32> = (0..h.elem_count())
-                        .map(|_| {
-                            if rng.random::<f32>() < keep {
-                                1.0 / keep
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect();
+                    let mask: Vec<f32> = (0..h.elem_count()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
                     let mask = Tensor::from_vec(mask, h.shape(), &Device::Cpu)?;
                     (h * mask)?
                 } else {
@@ -220,14 +183,7 @@ impl Head {
     pub fn vars(&self) -> Vec<Var> {
         match self {
             Head::Probe(p) => vec![p.weight.clone(), p.bias.clone()],
-            Head::Dnn(m) => vec![
-                m.fc1.0.clone(),
-                m.fc1.1.clone(),
-                m.bn.0.clone(),
-                m.bn.1.clone(),
-                m.fc2.0.clone(),
-                m.fc2.1.clone(),
-            ],
+            Head::Dnn(m) => vec![m.fc1.0.clone(), m.fc1.1.clone(), m.bn.0.clone(), m.bn.1.clone(), m.fc2.0.clone(), m.fc2.1.clone()],
         }
     }
 
@@ -260,11 +216,7 @@ impl Head {
 
     /// Restores a state saved by [`Head::state_dict`].
     pub fn load_state_dict(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let get = |k: &str| {
-            state
-                .get(k)
-                .ok_or_else(|| TrainError::Invalid(format!("checkpoint lacks `{k}`")))
-        };
+        let get = |k: &str| state.get(k).ok_or_else(|| TrainError::Invalid(format!("checkpoint lacks `{k}`")));
         match self {
             Head::Probe(p) => {
                 p.weight.set(get("weight")?)?;

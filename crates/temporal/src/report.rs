@@ -44,17 +44,12 @@ impl RunInfo {
 }
 
 fn write_text(path: &Path, text: &str) -> Result<()> {
-    write_atomic(path, |w| {
-        std::io::Write::write_all(w, text.as_bytes()).map_err(|e| e.to_string())
-    })?;
+    write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()).map_err(|e| e.to_string()))?;
     Ok(())
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| TrainError::Write {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| TrainError::Write { path: path.to_owned(), message: e.to_string() })?;
     write_text(path, &(text + "\n"))
 }
 
@@ -64,23 +59,12 @@ pub fn iteration_dir(out: &Path, model: &str, index: usize) -> PathBuf {
 }
 
 /// Writes one iteration's files into `dir` (created if needed).
-pub fn write_iteration(
-    dir: &Path,
-    info: &RunInfo,
-    config: &ExperimentConfig,
-    it: &Iteration,
-) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::Write {
-        path: dir.to_owned(),
-        message: e.to_string(),
-    })?;
+pub fn write_iteration(dir: &Path, info: &RunInfo, config: &ExperimentConfig, it: &Iteration) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::Write { path: dir.to_owned(), message: e.to_string() })?;
     let head = match config.head {
         HeadKind::Probe => "linear_probe".to_owned(),
         HeadKind::Dnn { seq_len } => format!("temporal_dnn(seq_len={})", seq_len.get()),
-        HeadKind::HistoryOnly { seq_len } => format!(
-            "temporal_dnn(seq_len={}) on constant visit features (history only)",
-            seq_len.get()
-        ),
+        HeadKind::HistoryOnly { seq_len } => format!("temporal_dnn(seq_len={}) on constant visit features (history only)", seq_len.get()),
         HeadKind::EarlierVisitRule => "earlier-visit rule (no model)".to_owned(),
     };
     write_json(
@@ -123,10 +107,7 @@ pub fn write_iteration(
     )?;
     let mut csv = String::from("epoch,train_loss,selection_loss,lr\n");
     for e in &it.outcome.history {
-        csv.push_str(&format!(
-            "{},{},{},{}\n",
-            e.epoch, e.train_loss, e.selection_loss, e.lr
-        ));
+        csv.push_str(&format!("{},{},{},{}\n", e.epoch, e.train_loss, e.selection_loss, e.lr));
     }
     write_text(&dir.join("history.csv"), &csv)?;
     if let Some(stats) = &it.backbone_bn {
@@ -139,17 +120,11 @@ pub fn write_iteration(
 }
 
 fn auc_note(m: &Metrics) -> Option<&'static str> {
-    m.auc
-        .is_none()
-        .then_some("AUC undefined: the test split holds a single class")
+    m.auc.is_none().then_some("AUC undefined: the test split holds a single class")
 }
 
 /// Writes a state dict as safetensors with the run's identity in the metadata.
-pub fn save_checkpoint(
-    path: &Path,
-    state: &HashMap<String, candle_core::Tensor>,
-    info: &RunInfo,
-) -> Result<()> {
+pub fn save_checkpoint(path: &Path, state: &HashMap<String, candle_core::Tensor>, info: &RunInfo) -> Result<()> {
     let metadata = HashMap::from([
         ("model".to_owned(), info.model.clone()),
         ("protocol".to_owned(), info.protocol.to_string()),
@@ -160,13 +135,8 @@ pub fn save_checkpoint(
     let mut names: Vec<&String> = state.keys().collect();
     names.sort();
     let bytes = safetensors_bytes(names.into_iter().map(|k| (k.as_str(), &state[k])), metadata)
-        .map_err(|message| TrainError::Write {
-            path: path.to_owned(),
-            message,
-        })?;
-    write_atomic(path, |w| {
-        std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())
-    })?;
+        .map_err(|message| TrainError::Write { path: path.to_owned(), message })?;
+    write_atomic(path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string()))?;
     Ok(())
 }
 
@@ -217,19 +187,8 @@ impl StratumSummary {
         Self {
             healthy: strata.iter().map(|s| s.healthy).sum(),
             disease: strata.iter().map(|s| s.disease).sum(),
-            accuracy: mean_std(
-                &strata
-                    .iter()
-                    .filter(|s| s.metrics.samples > 0)
-                    .map(|s| s.metrics.accuracy)
-                    .collect::<Vec<_>>(),
-            ),
-            auc: opt_mean_std(
-                &strata
-                    .iter()
-                    .filter_map(|s| s.metrics.auc)
-                    .collect::<Vec<_>>(),
-            ),
+            accuracy: mean_std(&strata.iter().filter(|s| s.metrics.samples > 0).map(|s| s.metrics.accuracy).collect::<Vec<_>>()),
+            auc: opt_mean_std(&strata.iter().filter_map(|s| s.metrics.auc).collect::<Vec<_>>()),
         }
     }
 }
@@ -240,11 +199,7 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
         return (f64::NAN, f64::NAN);
     }
     let m = v.iter().sum::<f64>() / v.len() as f64;
-    let sd = if v.len() > 1 {
-        (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
-    } else {
-        0.0
-    };
+    let sd = if v.len() > 1 { (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt() } else { 0.0 };
     (m, sd)
 }
 
@@ -254,154 +209,39 @@ fn opt_mean_std(v: &[f64]) -> Option<(f64, f64)> {
 
 impl PartialEq for RunInfo {
     fn eq(&self, other: &Self) -> bool {
-        self.model == other.model
-            && self.protocol == other.protocol
-            && self.random_weights == other.random_weights
+        self.model == other.model && self.protocol == other.protocol && self.random_weights == other.random_weights
     }
 }
 
 /// Per-iteration metrics as a data frame (the AUC column is null where undefined).
 pub fn iterations_frame(results: &[Iteration]) -> Result<DataFrame> {
     let n = results.len();
-    let col = |f: fn(&Metrics) -> f64| {
-        results
-            .iter()
-            .map(|r| f(&r.test_metrics))
-            .collect::<Vec<f64>>()
-    };
+    let col = |f: fn(&Metrics) -> f64| results.iter().map(|r| f(&r.test_metrics)).collect::<Vec<f64>>();
     Ok(DataFrame::new(
         n,
         vec![
-            Column::new(
-                "iteration".into(),
-                results.iter().map(|r| r.index as u32).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "seed".into(),
-                results.iter().map(|r| r.seed).collect::<Vec<_>>(),
-            ),
+            Column::new("iteration".into(), results.iter().map(|r| r.index as u32).collect::<Vec<_>>()),
+            Column::new("seed".into(), results.iter().map(|r| r.seed).collect::<Vec<_>>()),
             Column::new("loss".into(), col(|m| m.loss)),
             Column::new("accuracy".into(), col(|m| m.accuracy)),
             Column::new("f1".into(), col(|m| m.f1)),
-            Column::new(
-                "auc".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_metrics.auc)
-                    .collect::<Vec<Option<f64>>>(),
-            ),
-            Column::new(
-                "test_samples".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_metrics.samples as u32)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "accuracy_ci_lo".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_evaluation.bootstrap.accuracy.map(|i| i.lo))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "accuracy_ci_hi".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_evaluation.bootstrap.accuracy.map(|i| i.hi))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "auc_ci_lo".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_evaluation.bootstrap.auc.map(|i| i.lo))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "auc_ci_hi".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_evaluation.bootstrap.auc.map(|i| i.hi))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "patient_accuracy".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_evaluation.patient.accuracy)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "patient_f1".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_evaluation.patient.f1)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "patient_auc".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_evaluation.patient.auc)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "test_patients".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_evaluation.patient.samples as u32)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "no_history_images".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_evaluation.no_history.metrics.samples as u32)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "no_history_accuracy".into(),
-                results
-                    .iter()
-                    .map(|r| finite(r.test_evaluation.no_history.metrics.accuracy))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "no_history_auc".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_evaluation.no_history.metrics.auc)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "with_history_images".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_evaluation.with_history.metrics.samples as u32)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "with_history_accuracy".into(),
-                results
-                    .iter()
-                    .map(|r| finite(r.test_evaluation.with_history.metrics.accuracy))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "with_history_auc".into(),
-                results
-                    .iter()
-                    .map(|r| r.test_evaluation.with_history.metrics.auc)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "best_epoch".into(),
-                results
-                    .iter()
-                    .map(|r| r.outcome.best_epoch as u32)
-                    .collect::<Vec<_>>(),
-            ),
+            Column::new("auc".into(), results.iter().map(|r| r.test_metrics.auc).collect::<Vec<Option<f64>>>()),
+            Column::new("test_samples".into(), results.iter().map(|r| r.test_metrics.samples as u32).collect::<Vec<_>>()),
+            Column::new("accuracy_ci_lo".into(), results.iter().map(|r| r.test_evaluation.bootstrap.accuracy.map(|i| i.lo)).collect::<Vec<_>>()),
+            Column::new("accuracy_ci_hi".into(), results.iter().map(|r| r.test_evaluation.bootstrap.accuracy.map(|i| i.hi)).collect::<Vec<_>>()),
+            Column::new("auc_ci_lo".into(), results.iter().map(|r| r.test_evaluation.bootstrap.auc.map(|i| i.lo)).collect::<Vec<_>>()),
+            Column::new("auc_ci_hi".into(), results.iter().map(|r| r.test_evaluation.bootstrap.auc.map(|i| i.hi)).collect::<Vec<_>>()),
+            Column::new("patient_accuracy".into(), results.iter().map(|r| r.test_evaluation.patient.accuracy).collect::<Vec<_>>()),
+            Column::new("patient_f1".into(), results.iter().map(|r| r.test_evaluation.patient.f1).collect::<Vec<_>>()),
+            Column::new("patient_auc".into(), results.iter().map(|r| r.test_evaluation.patient.auc).collect::<Vec<_>>()),
+            Column::new("test_patients".into(), results.iter().map(|r| r.test_evaluation.patient.samples as u32).collect::<Vec<_>>()),
+            Column::new("no_history_images".into(), results.iter().map(|r| r.test_evaluation.no_history.metrics.samples as u32).collect::<Vec<_>>()),
+            Column::new("no_history_accuracy".into(), results.iter().map(|r| finite(r.test_evaluation.no_history.metrics.accuracy)).collect::<Vec<_>>()),
+            Column::new("no_history_auc".into(), results.iter().map(|r| r.test_evaluation.no_history.metrics.auc).collect::<Vec<_>>()),
+            Column::new("with_history_images".into(), results.iter().map(|r| r.test_evaluation.with_history.metrics.samples as u32).collect::<Vec<_>>()),
+            Column::new("with_history_accuracy".into(), results.iter().map(|r| finite(r.test_evaluation.with_history.metrics.accuracy)).collect::<Vec<_>>()),
+            Column::new("with_history_auc".into(), results.iter().map(|r| r.test_evaluation.with_history.metrics.auc).collect::<Vec<_>>()),
+            Column::new("best_epoch".into(), results.iter().map(|r| r.outcome.best_epoch as u32).collect::<Vec<_>>()),
         ],
     )?)
 }
@@ -425,126 +265,51 @@ pub fn summarize(results: &[Iteration], info: &RunInfo) -> Result<Summary> {
         accuracy: stats("accuracy")?.unwrap_or(nan),
         f1: stats("f1")?.unwrap_or(nan),
         auc: stats("auc")?,
-        auc_defined: results
-            .iter()
-            .filter(|r| r.test_metrics.auc.is_some())
-            .count(),
-        test_patients: results
-            .iter()
-            .map(|r| r.test_evaluation.patient.samples)
-            .sum(),
+        auc_defined: results.iter().filter(|r| r.test_metrics.auc.is_some()).count(),
+        test_patients: results.iter().map(|r| r.test_evaluation.patient.samples).sum(),
         patient_accuracy: stats("patient_accuracy")?.unwrap_or(nan),
         patient_f1: stats("patient_f1")?.unwrap_or(nan),
         patient_auc: stats("patient_auc")?,
-        accuracy_ci: stats("accuracy_ci_lo")?
-            .zip(stats("accuracy_ci_hi")?)
-            .map(|(lo, hi)| (lo.0, hi.0)),
-        auc_ci: stats("auc_ci_lo")?
-            .zip(stats("auc_ci_hi")?)
-            .map(|(lo, hi)| (lo.0, hi.0)),
-        no_history: StratumSummary::of(
-            &results
-                .iter()
-                .map(|r| &r.test_evaluation.no_history)
-                .collect::<Vec<_>>(),
-        ),
-        with_history: StratumSummary::of(
-            &results
-                .iter()
-                .map(|r| &r.test_evaluation.with_history)
-                .collect::<Vec<_>>(),
-        ),
+        accuracy_ci: stats("accuracy_ci_lo")?.zip(stats("accuracy_ci_hi")?).map(|(lo, hi)| (lo.0, hi.0)),
+        auc_ci: stats("auc_ci_lo")?.zip(stats("auc_ci_hi")?).map(|(lo, hi)| (lo.0, hi.0)),
+        no_history: StratumSummary::of(&results.iter().map(|r| &r.test_evaluation.no_history).collect::<Vec<_>>()),
+        with_history: StratumSummary::of(&results.iter().map(|r| &r.test_evaluation.with_history).collect::<Vec<_>>()),
     })
 }
 
 /// `results.csv`: one row per summary.
 pub fn summaries_frame(summaries: &[Summary]) -> Result<DataFrame> {
-    let o =
-        |g: &dyn Fn(&Summary) -> Option<f64>| summaries.iter().map(g).collect::<Vec<Option<f64>>>();
-    let count =
-        |g: fn(&Summary) -> usize| summaries.iter().map(|s| g(s) as u32).collect::<Vec<u32>>();
+    let o = |g: &dyn Fn(&Summary) -> Option<f64>| summaries.iter().map(g).collect::<Vec<Option<f64>>>();
+    let count = |g: fn(&Summary) -> usize| summaries.iter().map(|s| g(s) as u32).collect::<Vec<u32>>();
     // A (first, second) pair per summary as the columns `<name>_<first>` and `<name>_<second>`
     // (`mean`/`std`, or `lo`/`hi` for an interval).
     let pair = |name: &str, (a, b): (&str, &str), g: fn(&Summary) -> Option<(f64, f64)>| {
-        [
-            Column::new(format!("{name}_{a}").into(), o(&|s| g(s).map(|p| p.0))),
-            Column::new(format!("{name}_{b}").into(), o(&|s| g(s).map(|p| p.1))),
-        ]
+        [Column::new(format!("{name}_{a}").into(), o(&|s| g(s).map(|p| p.0))), Column::new(format!("{name}_{b}").into(), o(&|s| g(s).map(|p| p.1)))]
     };
     let ms = ("mean", "std");
     let mut columns = vec![
-        Column::new(
-            "model".into(),
-            summaries
-                .iter()
-                .map(|s| s.info.model.clone())
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "protocol".into(),
-            summaries
-                .iter()
-                .map(|s| s.info.protocol.to_string())
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "backbone_weights".into(),
-            summaries
-                .iter()
-                .map(|s| {
-                    if s.info.random_weights {
-                        "random"
-                    } else {
-                        "pretrained"
-                    }
-                })
-                .collect::<Vec<_>>(),
-        ),
+        Column::new("model".into(), summaries.iter().map(|s| s.info.model.clone()).collect::<Vec<_>>()),
+        Column::new("protocol".into(), summaries.iter().map(|s| s.info.protocol.to_string()).collect::<Vec<_>>()),
+        Column::new("backbone_weights".into(), summaries.iter().map(|s| if s.info.random_weights { "random" } else { "pretrained" }).collect::<Vec<_>>()),
         Column::new("iterations".into(), count(|s| s.iterations)),
     ];
     columns.extend(pair("loss", ms, |s| Some(s.loss)));
     columns.extend(pair("accuracy", ms, |s| Some(s.accuracy)));
     columns.extend(pair("f1", ms, |s| Some(s.f1)));
     columns.extend(pair("auc", ms, |s| s.auc));
-    columns.push(Column::new(
-        "auc_defined_iterations".into(),
-        count(|s| s.auc_defined),
-    ));
+    columns.push(Column::new("auc_defined_iterations".into(), count(|s| s.auc_defined)));
     columns.extend(pair("accuracy_ci", ("lo", "hi"), |s| s.accuracy_ci));
     columns.extend(pair("auc_ci", ("lo", "hi"), |s| s.auc_ci));
-    columns.push(Column::new(
-        "test_patients".into(),
-        count(|s| s.test_patients),
-    ));
+    columns.push(Column::new("test_patients".into(), count(|s| s.test_patients)));
     columns.extend(pair("patient_accuracy", ms, |s| Some(s.patient_accuracy)));
     columns.extend(pair("patient_f1", ms, |s| Some(s.patient_f1)));
     columns.extend(pair("patient_auc", ms, |s| s.patient_auc));
-    for (name, stratum) in [
-        (
-            "no_history",
-            (|s: &Summary| &s.no_history) as fn(&Summary) -> &StratumSummary,
-        ),
-        ("with_history", |s: &Summary| &s.with_history),
-    ] {
-        columns.push(Column::new(
-            format!("{name}_images").into(),
-            summaries
-                .iter()
-                .map(|s| (stratum(s).healthy + stratum(s).disease) as u32)
-                .collect::<Vec<_>>(),
-        ));
-        columns.push(Column::new(
-            format!("{name}_accuracy_mean").into(),
-            o(&|s| Some(stratum(s).accuracy.0)),
-        ));
-        columns.push(Column::new(
-            format!("{name}_accuracy_std").into(),
-            o(&|s| Some(stratum(s).accuracy.1)),
-        ));
-        columns.push(Column::new(
-            format!("{name}_auc_mean").into(),
-            o(&|s| stratum(s).auc.map(|a| a.0)),
-        ));
+    for (name, stratum) in [("no_history", (|s: &Summary| &s.no_history) as fn(&Summary) -> &StratumSummary), ("with_history", |s: &Summary| &s.with_history)] {
+        columns
+            .push(Column::new(format!("{name}_images").into(), summaries.iter().map(|s| (stratum(s).healthy + stratum(s).disease) as u32).collect::<Vec<_>>()));
+        columns.push(Column::new(format!("{name}_accuracy_mean").into(), o(&|s| Some(stratum(s).accuracy.0))));
+        columns.push(Column::new(format!("{name}_accuracy_std").into(), o(&|s| Some(stratum(s).accuracy.1))));
+        columns.push(Column::new(format!("{name}_auc_mean").into(), o(&|s| stratum(s).auc.map(|a| a.0))));
     }
     Ok(DataFrame::new(summaries.len(), columns)?)
 }
@@ -575,8 +340,7 @@ fn pm((m, sd): (f64, f64)) -> String {
 }
 
 fn ci(c: Option<(f64, f64)>) -> String {
-    c.map(|(lo, hi)| format!("[{lo:.2}, {hi:.2}]"))
-        .unwrap_or_else(|| "n/a".to_owned())
+    c.map(|(lo, hi)| format!("[{lo:.2}, {hi:.2}]")).unwrap_or_else(|| "n/a".to_owned())
 }
 
 /// The study's table (Model | Loss | Accuracy | F1-score | AUC, mean ± std over iterations)
@@ -592,23 +356,13 @@ pub fn markdown_table(summaries: &[Summary]) -> String {
         }
     }
     for (protocol, random, unit) in groups {
-        let weights = if random {
-            "RANDOM-INIT backbone weights (not pretrained)"
-        } else {
-            "pretrained backbone weights"
-        };
+        let weights = if random { "RANDOM-INIT backbone weights (not pretrained)" } else { "pretrained backbone weights" };
         let selection = match protocol {
             Protocol::Holdout => "model selection on a patient-level validation split; test evaluated once",
             Protocol::Original => "the study's protocol: early stopping and LR schedule watch the test split (optimistic)",
         };
-        let of: Vec<&Summary> = summaries
-            .iter()
-            .filter(|s| {
-                s.info.protocol == protocol
-                    && s.info.random_weights == random
-                    && s.info.eval_unit == unit
-            })
-            .collect();
+        let of: Vec<&Summary> =
+            summaries.iter().filter(|s| s.info.protocol == protocol && s.info.random_weights == random && s.info.eval_unit == unit).collect();
         let counted = match unit {
             EvalUnit::Image => "every test image",
             EvalUnit::Patient => "each test patient once, at the last visit",
@@ -642,7 +396,9 @@ pub fn markdown_table(summaries: &[Summary]) -> String {
         }
         out.push('\n');
         if of.iter().any(|s| s.auc_defined < s.iterations) {
-            out.push_str("\\* AUC averaged over the iterations whose test split holds both classes. † undefined in every iteration (single-class test splits).\n");
+            out.push_str(
+                "\\* AUC averaged over the iterations whose test split holds both classes. † undefined in every iteration (single-class test splits).\n",
+            );
         }
         out.push_str("\nBy visit history (test images; counts summed over iterations; AUC only where a stratum holds both classes):\n\n");
         out.push_str("| Model | No earlier visit: images (healthy/disease) | Accuracy | AUC | ≥ 1 earlier visit: images (healthy/disease) | Accuracy | AUC |\n|---|---|---|---|---|---|---|\n");
@@ -653,21 +409,9 @@ pub fn markdown_table(summaries: &[Summary]) -> String {
                     None if st.healthy == 0 || st.disease == 0 => "one class only".to_owned(),
                     None => "n/a".to_owned(),
                 };
-                format!(
-                    "{} ({}/{}) | {} | {}",
-                    st.healthy + st.disease,
-                    st.healthy,
-                    st.disease,
-                    pm(st.accuracy),
-                    auc
-                )
+                format!("{} ({}/{}) | {} | {}", st.healthy + st.disease, st.healthy, st.disease, pm(st.accuracy), auc)
             };
-            out.push_str(&format!(
-                "| {} | {} | {} |\n",
-                display_model(&s.info.model),
-                stratum(&s.no_history),
-                stratum(&s.with_history)
-            ));
+            out.push_str(&format!("| {} | {} | {} |\n", display_model(&s.info.model), stratum(&s.no_history), stratum(&s.with_history)));
         }
         out.push('\n');
     }
@@ -689,11 +433,7 @@ pub fn confound_reading(summaries: &[Summary]) -> Option<String> {
         EvalUnit::Image => |s| s.accuracy,
         EvalUnit::Patient => |s| s.patient_accuracy,
     };
-    let counted = if dnn.info.eval_unit == EvalUnit::Image {
-        "test images"
-    } else {
-        "test patients (last visits)"
-    };
+    let counted = if dnn.info.eval_unit == EvalUnit::Image { "test images" } else { "test patients (last visits)" };
     let (m, sd) = acc(dnn);
     let mut text = format!(
         "**Visit-count confound** ({} protocol, accuracy over {counted}, mean ± std over {} iterations). {} reaches {}.",
@@ -740,20 +480,8 @@ pub fn confound_reading(summaries: &[Summary]) -> Option<String> {
 
 /// Writes `DIR/<model>/iterations.csv`, `results.csv` and `results.md` for one experiment.
 pub fn write_summary(model_dir: &Path, results: &[Iteration], summary: &Summary) -> Result<()> {
-    std::fs::create_dir_all(model_dir).map_err(|e| TrainError::Write {
-        path: model_dir.to_owned(),
-        message: e.to_string(),
-    })?;
-    tgc_data::write_table(
-        &iterations_frame(results)?,
-        &model_dir.join("iterations.csv"),
-    )?;
-    tgc_data::write_table(
-        &summaries_frame(std::slice::from_ref(summary))?,
-        &model_dir.join("results.csv"),
-    )?;
-    write_text(
-        &model_dir.join("results.md"),
-        &markdown_table(std::slice::from_ref(summary)),
-    )
+    std::fs::create_dir_all(model_dir).map_err(|e| TrainError::Write { path: model_dir.to_owned(), message: e.to_string() })?;
+    tgc_data::write_table(&iterations_frame(results)?, &model_dir.join("iterations.csv"))?;
+    tgc_data::write_table(&summaries_frame(std::slice::from_ref(summary))?, &model_dir.join("results.csv"))?;
+    write_text(&model_dir.join("results.md"), &markdown_table(std::slice::from_ref(summary)))
 }

@@ -14,14 +14,7 @@ pub struct ReduceLrOnPlateau {
 
 impl ReduceLrOnPlateau {
     pub fn new(factor: f64, patience: usize, min_lr: f64) -> Self {
-        Self {
-            factor,
-            patience,
-            min_lr,
-            threshold: 1e-4,
-            best: f64::INFINITY,
-            bad_epochs: 0,
-        }
+        Self { factor, patience, min_lr, threshold: 1e-4, best: f64::INFINITY, bad_epochs: 0 }
     }
 
     /// Records an epoch's loss and returns the learning rate to use next.
@@ -64,12 +57,7 @@ pub enum Verdict {
 
 impl EarlyStopping {
     pub fn new(patience: usize) -> Self {
-        Self {
-            patience,
-            best: f64::INFINITY,
-            best_epoch: None,
-            waited: 0,
-        }
+        Self { patience, best: f64::INFINITY, best_epoch: None, waited: 0 }
     }
 
     pub fn step(&mut self, epoch: usize, loss: f64) -> Verdict {
@@ -106,13 +94,7 @@ mod tests {
         let mut s = ReduceLrOnPlateau::new(0.1, 3, 1e-6);
         let mut lr = 1e-3;
         // 1.0 sets the best; three non-improving epochs are tolerated, the fourth reduces.
-        for (loss, expected) in [
-            (1.0, 1e-3),
-            (1.0, 1e-3),
-            (0.99995, 1e-3),
-            (1.2, 1e-3),
-            (1.1, 1e-4),
-        ] {
+        for (loss, expected) in [(1.0, 1e-3), (1.0, 1e-3), (0.99995, 1e-3), (1.2, 1e-3), (1.1, 1e-4)] {
             lr = s.step(loss, lr);
             assert!((lr - expected).abs() < 1e-15, "loss {loss}: lr {lr}");
         }

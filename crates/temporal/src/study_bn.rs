@@ -35,30 +35,14 @@ pub struct StudyBnInputs<'a> {
 const EVAL_BATCH: usize = 8;
 
 impl<'a> StudyBnInputs<'a> {
-    pub fn new(
-        backbone: &'a StudyBackbone,
-        train: (Vec<usize>, Vec<u8>),
-        selection: (Vec<usize>, Vec<u8>),
-    ) -> Self {
+    pub fn new(backbone: &'a StudyBackbone, train: (Vec<usize>, Vec<u8>), selection: (Vec<usize>, Vec<u8>)) -> Self {
         let net = backbone.net.clone();
         let best = net.running_stats();
-        Self {
-            net,
-            images: &backbone.images,
-            train_rows: train.0,
-            train_labels: train.1,
-            selection_rows: selection.0,
-            selection_labels: selection.1,
-            best,
-        }
+        Self { net, images: &backbone.images, train_rows: train.0, train_labels: train.1, selection_rows: selection.0, selection_labels: selection.1, best }
     }
 
     fn rows(&self, rows: &[usize]) -> Result<Tensor> {
-        let idx = Tensor::from_vec(
-            rows.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-            rows.len(),
-            &Device::Cpu,
-        )?;
+        let idx = Tensor::from_vec(rows.iter().map(|&i| i as u32).collect::<Vec<_>>(), rows.len(), &Device::Cpu)?;
         Ok(self.images.index_select(&idx, 0)?)
     }
 
@@ -84,9 +68,7 @@ impl EpochInputs for StudyBnInputs<'_> {
     fn train_batch(&mut self, batch: &[usize]) -> Result<Tensor> {
         let rows: Vec<usize> = batch.iter().map(|&i| self.train_rows[i]).collect();
         let x = self.rows(&rows)?;
-        self.net
-            .features(&x, true)
-            .map_err(|e| TrainError::Invalid(format!("backbone in training mode: {e}")))
+        self.net.features(&x, true).map_err(|e| TrainError::Invalid(format!("backbone in training mode: {e}")))
     }
 
     fn selection(&mut self) -> Result<Samples> {

@@ -46,10 +46,7 @@ impl TrainConfig {
 
     /// The temporal DNN: at most 100 epochs, otherwise the same.
     pub fn dnn() -> Self {
-        Self {
-            max_epochs: 100,
-            ..Self::probe()
-        }
+        Self { max_epochs: 100, ..Self::probe() }
     }
 }
 
@@ -63,16 +60,9 @@ pub struct Samples {
 impl Samples {
     pub fn new(rows: Vec<f32>, width: usize, y: Vec<u8>) -> Result<Self> {
         if width == 0 || rows.len() != width * y.len() {
-            return Err(TrainError::Invalid(format!(
-                "{} values do not make {} rows of width {width}",
-                rows.len(),
-                y.len()
-            )));
+            return Err(TrainError::Invalid(format!("{} values do not make {} rows of width {width}", rows.len(), y.len())));
         }
-        Ok(Self {
-            x: Tensor::from_vec(rows, (y.len(), width), &Device::Cpu)?,
-            y,
-        })
+        Ok(Self { x: Tensor::from_vec(rows, (y.len(), width), &Device::Cpu)?, y })
     }
 
     pub fn len(&self) -> usize {
@@ -139,11 +129,7 @@ impl EpochInputs for FixedInputs<'_> {
     }
 
     fn train_batch(&mut self, batch: &[usize]) -> Result<Tensor> {
-        let idx = Tensor::from_vec(
-            batch.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-            batch.len(),
-            &Device::Cpu,
-        )?;
+        let idx = Tensor::from_vec(batch.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch.len(), &Device::Cpu)?;
         Ok(self.train.x.index_select(&idx, 0)?)
     }
 
@@ -153,60 +139,27 @@ impl EpochInputs for FixedInputs<'_> {
 }
 
 /// Trains `head` on `train`, selecting by the loss on `selection`; restores the best epoch.
-pub fn train(
-    head: &mut Head,
-    train: &Samples,
-    selection: &Samples,
-    config: &TrainConfig,
-    rng: &mut ChaCha8Rng,
-) -> Result<TrainOutcome> {
+pub fn train(head: &mut Head, train: &Samples, selection: &Samples, config: &TrainConfig, rng: &mut ChaCha8Rng) -> Result<TrainOutcome> {
     if train.is_empty() || selection.is_empty() {
-        return Err(TrainError::Invalid(
-            "training and selection sets must not be empty".into(),
-        ));
+        return Err(TrainError::Invalid("training and selection sets must not be empty".into()));
     }
     train_with(head, &mut FixedInputs { train, selection }, config, rng)
 }
 
 /// [`train`] over inputs that may change from batch to batch and epoch to epoch.
-pub fn train_with(
-    head: &mut Head,
-    inputs: &mut dyn EpochInputs,
-    config: &TrainConfig,
-    rng: &mut ChaCha8Rng,
-) -> Result<TrainOutcome> {
+pub fn train_with(head: &mut Head, inputs: &mut dyn EpochInputs, config: &TrainConfig, rng: &mut ChaCha8Rng) -> Result<TrainOutcome> {
     let n_train = inputs.train_labels().len();
     if n_train == 0 {
-        return Err(TrainError::Invalid(
-            "the training set must not be empty".into(),
-        ));
+        return Err(TrainError::Invalid("the training set must not be empty".into()));
     }
-    let params = ParamsAdamW {
-        lr: config.lr,
-        beta1: config.beta1,
-        beta2: config.beta2,
-        eps: config.eps,
-        weight_decay: 0.0,
-    };
+    let params = ParamsAdamW { lr: config.lr, beta1: config.beta1, beta2: config.beta2, eps: config.eps, weight_decay: 0.0 };
     let mut opt = AdamW::new(head.vars(), params)?;
-    let mut plateau = ReduceLrOnPlateau::new(
-        config.plateau_factor,
-        config.plateau_patience,
-        config.min_lr,
-    );
+    let mut plateau = ReduceLrOnPlateau::new(config.plateau_factor, config.plateau_patience, config.min_lr);
     let mut stopper = EarlyStopping::new(config.early_stopping_patience);
     let mut best_state = head.state_dict()?;
     let mut history = Vec::new();
     let mut stopped_early = false;
-    let labels = Tensor::from_vec(
-        inputs
-            .train_labels()
-            .iter()
-            .map(|&v| v as u32)
-            .collect::<Vec<_>>(),
-        n_train,
-        &Device::Cpu,
-    )?;
+    let labels = Tensor::from_vec(inputs.train_labels().iter().map(|&v| v as u32).collect::<Vec<_>>(), n_train, &Device::Cpu)?;
     let mut order: Vec<usize> = (0..n_train).collect();
     let is_dnn = matches!(head, Head::Dnn(_));
     for epoch in 0..config.max_epochs {
@@ -217,20 +170,14 @@ pub fn train_with(
             if is_dnn && batch.len() < 2 {
                 continue;
             }
-            let idx = Tensor::from_vec(
-                batch.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-                batch.len(),
-                &Device::Cpu,
-            )?;
+            let idx = Tensor::from_vec(batch.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch.len(), &Device::Cpu)?;
             let x = inputs.train_batch(batch)?;
             let y = labels.index_select(&idx, 0)?;
             let logits = head.forward_train(&x, rng)?;
             let loss = cross_entropy(&logits, &y)?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
-                return Err(TrainError::Invalid(format!(
-                    "training diverged: the loss is {value} in epoch {epoch} (lower --lr?)"
-                )));
+                return Err(TrainError::Invalid(format!("training diverged: the loss is {value} in epoch {epoch} (lower --lr?)")));
             }
             opt.backward_step(&loss)?;
             loss_sum += value * batch.len() as f64;
@@ -238,25 +185,12 @@ pub fn train_with(
         }
         let selection = inputs.selection()?;
         if selection.is_empty() {
-            return Err(TrainError::Invalid(
-                "the selection set must not be empty".into(),
-            ));
+            return Err(TrainError::Invalid("the selection set must not be empty".into()));
         }
         let selection_loss = eval_metrics(head, &selection)?.loss;
         let lr = opt.learning_rate();
-        history.push(Epoch {
-            epoch,
-            train_loss: loss_sum / seen.max(1) as f64,
-            selection_loss,
-            lr,
-        });
-        tracing::debug!(
-            epoch,
-            train_loss = loss_sum / seen.max(1) as f64,
-            selection_loss,
-            lr,
-            "epoch"
-        );
+        history.push(Epoch { epoch, train_loss: loss_sum / seen.max(1) as f64, selection_loss, lr });
+        tracing::debug!(epoch, train_loss = loss_sum / seen.max(1) as f64, selection_loss, lr, "epoch");
         opt.set_learning_rate(plateau.step(selection_loss, lr));
         match stopper.step(epoch, selection_loss) {
             Verdict::Improved => {
@@ -272,9 +206,5 @@ pub fn train_with(
     }
     head.load_state_dict(&best_state)?;
     inputs.restore_best()?;
-    Ok(TrainOutcome {
-        history,
-        best_epoch: stopper.best_epoch().unwrap_or(0),
-        stopped_early,
-    })
+    Ok(TrainOutcome { history, best_epoch: stopper.best_epoch().unwrap_or(0), stopped_early })
 }

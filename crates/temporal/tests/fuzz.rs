@@ -53,13 +53,7 @@ fn regression_negative_running_variance_is_refused() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let head = Head::Dnn(TemporalDnn::new(6, 4, 0.1, &mut rng).unwrap());
     let mut state = head.state_dict().unwrap();
-    state.insert(
-        "bn.running_var".into(),
-        Tensor::from_vec(vec![1.0f32, -0.5, 1.0, 1.0], 4, &Device::Cpu).unwrap(),
-    );
+    state.insert("bn.running_var".into(), Tensor::from_vec(vec![1.0f32, -0.5, 1.0, 1.0], 4, &Device::Cpu).unwrap());
     let err = Head::from_state_dict(&state).unwrap_err().to_string();
-    assert!(
-        err.contains("bn.running_var") && err.contains("negative"),
-        "{err}"
-    );
+    assert!(err.contains("bn.running_var") && err.contains("negative"), "{err}");
 }

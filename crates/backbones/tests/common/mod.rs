@@ -12,24 +12,14 @@ pub fn rand_tensor(shape: &[usize], std: f32, seed: u64) -> Tensor {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let n: usize = shape.iter().product();
     let d = Normal::new(0.0f32, std).unwrap();
-    Tensor::from_vec(
-        (0..n).map(|_| d.sample(&mut rng)).collect::<Vec<_>>(),
-        shape,
-        &Device::Cpu,
-    )
-    .unwrap()
+    Tensor::from_vec((0..n).map(|_| d.sample(&mut rng)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
 }
 
 fn positive(shape: &[usize], seed: u64) -> Tensor {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let n: usize = shape.iter().product();
     let d = Uniform::new(0.5f32, 1.5).unwrap();
-    Tensor::from_vec(
-        (0..n).map(|_| d.sample(&mut rng)).collect::<Vec<_>>(),
-        shape,
-        &Device::Cpu,
-    )
-    .unwrap()
+    Tensor::from_vec((0..n).map(|_| d.sample(&mut rng)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
 }
 
 /// Every tensor of torchvision's ResNet-18 state dict (with `num_batches_tracked`), `classes` outputs.
@@ -40,33 +30,16 @@ pub fn resnet18_tensors(classes: usize, seed: u64) -> HashMap<String, Tensor> {
         s += 1;
         s
     };
-    let conv = |t: &mut HashMap<String, Tensor>,
-                name: &str,
-                cout: usize,
-                cin: usize,
-                k: usize,
-                seed: u64| {
+    let conv = |t: &mut HashMap<String, Tensor>, name: &str, cout: usize, cin: usize, k: usize, seed: u64| {
         let std = (2.0 / (cin * k * k) as f32).sqrt();
-        t.insert(
-            format!("{name}.weight"),
-            rand_tensor(&[cout, cin, k, k], std, seed),
-        );
+        t.insert(format!("{name}.weight"), rand_tensor(&[cout, cin, k, k], std, seed));
     };
     let bn = |t: &mut HashMap<String, Tensor>, name: &str, c: usize, seed: u64| {
         t.insert(format!("{name}.weight"), positive(&[c], seed));
         t.insert(format!("{name}.bias"), rand_tensor(&[c], 0.1, seed + 1000));
-        t.insert(
-            format!("{name}.running_mean"),
-            rand_tensor(&[c], 0.1, seed + 2000),
-        );
+        t.insert(format!("{name}.running_mean"), rand_tensor(&[c], 0.1, seed + 2000));
         t.insert(format!("{name}.running_var"), positive(&[c], seed + 3000));
-        t.insert(
-            format!("{name}.num_batches_tracked"),
-            Tensor::new(&[7i64], &Device::Cpu)
-                .unwrap()
-                .squeeze(0)
-                .unwrap(),
-        );
+        t.insert(format!("{name}.num_batches_tracked"), Tensor::new(&[7i64], &Device::Cpu).unwrap().squeeze(0).unwrap());
     };
     conv(&mut t, "conv1", 64, 3, 7, next());
     bn(&mut t, "bn1", 64, next());
@@ -86,10 +59,7 @@ pub fn resnet18_tensors(classes: usize, seed: u64) -> HashMap<String, Tensor> {
         }
         cin = cout;
     }
-    t.insert(
-        "fc.weight".into(),
-        rand_tensor(&[classes, 512], 0.04, next()),
-    );
+    t.insert("fc.weight".into(), rand_tensor(&[classes, 512], 0.04, next()));
     t.insert("fc.bias".into(), rand_tensor(&[classes], 0.04, next()));
     t
 }
@@ -111,32 +81,13 @@ pub fn tiny_vit_tensors(layers: usize, classes: usize, seed: u64) -> HashMap<Str
     let mut s = seed;
     let mut put = |t: &mut HashMap<String, Tensor>, name: String, shape: &[usize], std: f32| {
         s += 1;
-        let v = if name.contains("layernorm") && name.ends_with("weight") {
-            positive(shape, s)
-        } else {
-            rand_tensor(shape, std, s)
-        };
+        let v = if name.contains("layernorm") && name.ends_with("weight") { positive(shape, s) } else { rand_tensor(shape, std, s) };
         t.insert(name, v);
     };
     put(&mut t, "vit.embeddings.cls_token".into(), &[1, 1, h], 0.5);
-    put(
-        &mut t,
-        "vit.embeddings.position_embeddings".into(),
-        &[1, tokens, h],
-        0.5,
-    );
-    put(
-        &mut t,
-        "vit.embeddings.patch_embeddings.projection.weight".into(),
-        &[h, 3, p, p],
-        0.1,
-    );
-    put(
-        &mut t,
-        "vit.embeddings.patch_embeddings.projection.bias".into(),
-        &[h],
-        0.1,
-    );
+    put(&mut t, "vit.embeddings.position_embeddings".into(), &[1, tokens, h], 0.5);
+    put(&mut t, "vit.embeddings.patch_embeddings.projection.weight".into(), &[h, 3, p, p], 0.1);
+    put(&mut t, "vit.embeddings.patch_embeddings.projection.bias".into(), &[h], 0.1);
     for l in 0..layers {
         let b = format!("vit.encoder.layer.{l}");
         for n in ["layernorm_before", "layernorm_after"] {
@@ -144,37 +95,12 @@ pub fn tiny_vit_tensors(layers: usize, classes: usize, seed: u64) -> HashMap<Str
             put(&mut t, format!("{b}.{n}.bias"), &[h], 0.1);
         }
         for n in ["query", "key", "value"] {
-            put(
-                &mut t,
-                format!("{b}.attention.attention.{n}.weight"),
-                &[h, h],
-                0.2,
-            );
-            put(
-                &mut t,
-                format!("{b}.attention.attention.{n}.bias"),
-                &[h],
-                0.1,
-            );
+            put(&mut t, format!("{b}.attention.attention.{n}.weight"), &[h, h], 0.2);
+            put(&mut t, format!("{b}.attention.attention.{n}.bias"), &[h], 0.1);
         }
-        put(
-            &mut t,
-            format!("{b}.attention.output.dense.weight"),
-            &[h, h],
-            0.2,
-        );
-        put(
-            &mut t,
-            format!("{b}.attention.output.dense.bias"),
-            &[h],
-            0.1,
-        );
-        put(
-            &mut t,
-            format!("{b}.intermediate.dense.weight"),
-            &[i, h],
-            0.2,
-        );
+        put(&mut t, format!("{b}.attention.output.dense.weight"), &[h, h], 0.2);
+        put(&mut t, format!("{b}.attention.output.dense.bias"), &[h], 0.1);
+        put(&mut t, format!("{b}.intermediate.dense.weight"), &[i, h], 0.2);
         put(&mut t, format!("{b}.intermediate.dense.bias"), &[i], 0.1);
         put(&mut t, format!("{b}.output.dense.weight"), &[h, i], 0.2);
         put(&mut t, format!("{b}.output.dense.bias"), &[h], 0.1);
@@ -192,12 +118,7 @@ pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) {
 
 /// Lays files out as the hub cache does: `models--org--name/refs/<rev>` holding the commit,
 /// `snapshots/<commit>/<file>`. Returns the cache root.
-pub fn write_hub_cache(
-    cache: &Path,
-    repo: &str,
-    revision: &str,
-    files: &[(&str, Vec<u8>)],
-) -> PathBuf {
+pub fn write_hub_cache(cache: &Path, repo: &str, revision: &str, files: &[(&str, Vec<u8>)]) -> PathBuf {
     let folder = cache.join(format!("models--{}", repo.replace('/', "--")));
     let commit = "0123456789abcdef0123456789abcdef01234567";
     std::fs::create_dir_all(folder.join("refs")).unwrap();
@@ -216,9 +137,5 @@ pub fn max_rel_diff(a: &Tensor, b: &Tensor, floor: f32) -> f32 {
     let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(floor, |m, v| m.max(v.abs()));
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-        / scale
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
 }

@@ -6,15 +6,11 @@ use tgc_explain::{relu, Model, ReluMode, Split};
 
 /// Deterministic values in [−0.5, 0.5) from a linear congruential generator.
 pub fn pseudo(shape: &[usize], seed: u64) -> Tensor {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n)
         .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         })
         .collect();
@@ -53,9 +49,7 @@ impl Toy {
 
     /// The pass to the layer `conv`.
     pub fn to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        let pre = input
-            .conv2d(&self.conv_w, 1, 1, 1, 1)?
-            .broadcast_add(&self.conv_b)?;
+        let pre = input.conv2d(&self.conv_w, 1, 1, 1, 1)?.broadcast_add(&self.conv_b)?;
         if self.relu {
             relu(&pre, mode)
         } else {
@@ -65,9 +59,7 @@ impl Toy {
 
     /// The pass from the layer `conv` to the logits.
     pub fn from_layer(&self, a: &Tensor) -> candle_core::Result<Tensor> {
-        a.mean((2, 3))?
-            .matmul(&self.fc_w.t()?)?
-            .broadcast_add(&self.fc_b)
+        a.mean((2, 3))?.matmul(&self.fc_w.t()?)?.broadcast_add(&self.fc_b)
     }
 }
 
@@ -84,18 +76,11 @@ impl Model for Toy {
         vec!["conv".into()]
     }
 
-    fn split<'a>(
-        &'a self,
-        layer: &str,
-        input: &Tensor,
-        mode: ReluMode,
-    ) -> candle_core::Result<Split<'a>> {
+    fn split<'a>(&'a self, layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
         if layer != "conv" {
             candle_core::bail!("no layer `{layer}`");
         }
-        Ok(Split::new(self.to_layer(input, mode)?, |a| {
-            self.from_layer(a)
-        }))
+        Ok(Split::new(self.to_layer(input, mode)?, |a| self.from_layer(a)))
     }
 
     fn relu_free_after(&self, _layer: &str) -> bool {
