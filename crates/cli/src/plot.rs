@@ -144,7 +144,10 @@ pub fn attribution_grid(rows: &[Explained], path: &Path, title: &str) -> Result<
         text(title, pad, 4, 20).map_err(draw_err)?;
         text("Sample", pad, 32, 16).map_err(draw_err)?;
         for (c, (m, _)) in first.maps.iter().enumerate() {
-            text(m, pad + (c as u32 + 1) * (tw + pad), 32, 16).map_err(draw_err)?;
+            // The largest size up to 16 at which the title fits its column.
+            let fits = |size: u32| root.estimate_text_size(m, &("sans-serif", size).into_font().into()).is_ok_and(|(w, _)| w <= tw);
+            let size = (8..=16).rev().find(|&s| fits(s)).unwrap_or(8);
+            text(m, pad + (c as u32 + 1) * (tw + pad), 32, size).map_err(draw_err)?;
         }
         for (r, row) in rows.iter().enumerate() {
             if let Some(label) = row.label {
