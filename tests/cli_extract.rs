@@ -3,7 +3,7 @@
 mod common;
 
 use common::{text, tgc};
-use tgc_backbones::extract::FeatureSet;
+use tgc_data::FeatureSet;
 
 #[test]
 fn extract_writes_features_and_reuses_the_cache() {

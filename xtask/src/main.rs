@@ -116,13 +116,12 @@ impl Runner {
     }
 }
 
+/// Writes `path` (creating its folder) through tgc-data's temporary-file-and-rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = path.with_extension("tmp-xtask");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    Ok(tgc_data::write_atomic(path, |w| std::io::Write::write_all(w, bytes).map_err(|e| e.to_string()))?)
 }
 
 fn s(v: impl ToString) -> String {

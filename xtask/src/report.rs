@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
+use polars::prelude::{Column, DataFrame};
 
 use crate::{write_atomic, BACKBONES};
 
@@ -29,11 +30,9 @@ pub fn test_patients_with_history(dir: &Path, manifest: &Path) -> Result<Vec<Str
         .filter_map(|p| p.as_u64().map(|n| n.to_string()))
         .collect();
     let mut visits: HashMap<String, usize> = HashMap::new();
-    for line in read(manifest)?.lines().skip(1) {
-        // Columns: path, patient_id, day, label, history_len, split (paths hold no commas here).
-        if let Some(p) = line.rsplitn(6, ',').nth(4) {
-            *visits.entry(p.to_owned()).or_default() += 1;
-        }
+    for row in table(manifest)?.1 {
+        let patient = row.get("patient_id").ok_or_else(|| anyhow!("{} has no patient_id column", manifest.display()))?;
+        *visits.entry(patient.clone()).or_default() += 1;
     }
     let mut ranked: Vec<(usize, String)> = test.into_iter().filter_map(|p| visits.get(&p).map(|&n| (n, p))).collect();
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -46,14 +45,9 @@ pub fn test_patients_with_history(dir: &Path, manifest: &Path) -> Result<Vec<Str
     Ok(ranked.into_iter().map(|(_, p)| p).collect())
 }
 
-/// One CSV file as a header and rows of named fields.
-fn table(path: &Path) -> Result<(String, Vec<HashMap<String, String>>)> {
-    let text = read(path)?;
-    let mut lines = text.lines();
-    let header = lines.next().ok_or_else(|| anyhow!("{} is empty", path.display()))?.to_owned();
-    let names: Vec<&str> = header.split(',').collect();
-    let rows = lines.map(|l| names.iter().map(|n| n.to_string()).zip(l.split(',').map(str::to_owned)).collect()).collect();
-    Ok((header, rows))
+/// One CSV file as its column names and rows of named text cells.
+fn table(path: &Path) -> Result<(Vec<String>, Vec<HashMap<String, String>>)> {
+    Ok(tgc_data::read_table(path)?)
 }
 
 fn num(row: &HashMap<String, String>, key: &str) -> Option<f64> {
@@ -99,8 +93,8 @@ pub fn write(out: &Path, protocols: &[&str], random: bool, synthetic: bool, stud
     );
     let mut md = format!("# TemporalGradCam reproduction\n\n{provenance}\n\n");
     let mut html_tables = String::new();
-    let mut csv_header = None;
-    let mut csv = String::new();
+    let mut csv_header: Option<Vec<String>> = None;
+    let mut csv_rows: Vec<HashMap<String, String>> = Vec::new();
     for p in protocols {
         let what = if *p == "holdout" {
             "holdout: selection on a patient-level validation split, test evaluated once"
@@ -129,11 +123,8 @@ pub fn write(out: &Path, protocols: &[&str], random: bool, synthetic: bool, stud
         for model in TABLE_MODELS {
             let path = out.join("runs").join(p).join(model).join("results.csv");
             let (header, rows) = table(&path)?;
-            let row = rows.into_iter().next().ok_or_else(|| anyhow!("{} has no row", path.display()))?;
-            for line in read(&path)?.lines().skip(1) {
-                csv.push_str(line);
-                csv.push('\n');
-            }
+            let row = rows.first().cloned().ok_or_else(|| anyhow!("{} has no row", path.display()))?;
+            csv_rows.extend(rows);
             csv_header.get_or_insert(header);
             let ours: Vec<String> = METRICS.iter().map(|(m, _)| cell(&row, m)).collect();
             let theirs: Vec<String> =
@@ -208,7 +199,12 @@ pub fn write(out: &Path, protocols: &[&str], random: bool, synthetic: bool, stud
         html_faith.push_str("</table>");
     }
     write_atomic(&out.join("results.md"), md.as_bytes())?;
-    write_atomic(&out.join("results.csv"), format!("{}\n{csv}", csv_header.unwrap_or_default()).as_bytes())?;
+    let columns: Vec<Column> = csv_header
+        .unwrap_or_default()
+        .iter()
+        .map(|name| Column::new(name.into(), csv_rows.iter().map(|r| r.get(name).cloned()).collect::<Vec<Option<String>>>()))
+        .collect();
+    tgc_data::write_table(&DataFrame::new(csv_rows.len(), columns)?, &out.join("results.csv"))?;
 
     // Figures: copies under figures/ so that the report's links stay inside OUT.
     let figures = out.join("figures");

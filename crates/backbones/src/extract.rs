@@ -1,12 +1,11 @@
-//! Batched feature extraction over a data set, with a per-image cache, and the features file
-//! format (`features` [N, D] f32, `patient_id` (the study's integer id), `day`, `label` [N] i64,
-//! metadata naming the backbone, its weights and the slice orientation).
+//! Batched feature extraction over a data set, with a per-image cache, into a
+//! [`tgc_data::FeatureSet`] (the features file format lives with the data).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use tgc_data::{write_atomic, Dataset};
+use tgc_data::{write_atomic, Dataset, FeatureSet};
 
 use crate::backbone::Backbone;
 use crate::error::{BackboneError, Result};
@@ -36,80 +35,6 @@ pub fn default_cache_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("tgc").join("features")
-}
-
-/// Features of every image of a data set, in record order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeatureSet {
-    /// Row-major `[n, dim]`.
-    pub features: Vec<f32>,
-    pub dim: usize,
-    pub patient_id: Vec<i64>,
-    pub day: Vec<i64>,
-    pub label: Vec<i64>,
-    /// `backbone`, `weights`, `weights_digest`, `random_weights`, `data`, … as strings.
-    pub metadata: HashMap<String, String>,
-}
-
-impl FeatureSet {
-    pub fn len(&self) -> usize {
-        self.label.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.label.is_empty()
-    }
-
-    /// Whether the backbone that made these features had random weights.
-    pub fn random_weights(&self) -> bool {
-        self.metadata.get("random_weights").map(|v| v == "true").unwrap_or(false)
-    }
-
-    /// The slice orientation the features were computed in (`tgc_data::ORIENTATION` today;
-    /// `None` for files written before it was recorded, which read slices transposed).
-    pub fn orientation(&self) -> Option<&str> {
-        self.metadata.get("orientation").map(String::as_str)
-    }
-
-    /// Writes the safetensors file atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let n = self.len();
-        let cpu = Device::Cpu;
-        let tensors = [
-            ("features", Tensor::from_slice(&self.features, (n, self.dim), &cpu)?),
-            ("patient_id", Tensor::from_slice(&self.patient_id, n, &cpu)?),
-            ("day", Tensor::from_slice(&self.day, n, &cpu)?),
-            ("label", Tensor::from_slice(&self.label, n, &cpu)?),
-        ];
-        let bytes = crate::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), self.metadata.clone())
-            .map_err(|message| BackboneError::Cache { path: path.to_owned(), message })?;
-        write_atomic(path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string()))?;
-        Ok(())
-    }
-
-    /// Reads a features file, checking that every tensor is there with consistent lengths.
-    pub fn load(path: &Path) -> Result<Self> {
-        let err = |message: String| BackboneError::Weights { source_name: path.display().to_string(), message };
-        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
-        let metadata = meta.metadata().clone().unwrap_or_default();
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| err(e.to_string()))?;
-        let get = |name: &str| tensors.get(name).ok_or_else(|| err(format!("missing tensor `{name}`")));
-        let features = get("features")?;
-        let (n, dim) = features.dims2().map_err(|_| err(format!("`features` must be [N, D], got {:?}", features.dims())))?;
-        let ints = |name: &str| -> Result<Vec<i64>> {
-            let t = get(name)?;
-            if t.dims() != [n] {
-                return Err(err(format!("`{name}` has shape {:?}, expected [{n}] like `features`", t.dims())));
-            }
-            Ok(t.to_dtype(DType::I64)?.to_vec1()?)
-        };
-        let features: Vec<f32> = features.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        if let Some(bad) = features.iter().position(|v| !v.is_finite()) {
-            return Err(err(format!("`features` row {} holds a NaN or infinite value (column {})", bad / dim.max(1), bad % dim.max(1))));
-        }
-        Ok(Self { features, dim, patient_id: ints("patient_id")?, day: ints("day")?, label: ints("label")?, metadata })
-    }
 }
 
 /// Computes (or fetches from the cache) the features of every record, in batches.
@@ -240,7 +165,7 @@ fn write_cached(dir: &Path, key: &str, row: &[f32]) {
     let result = std::fs::create_dir_all(dir).map_err(|e| e.to_string()).and_then(|()| {
         let t = Tensor::from_slice(row, row.len(), &Device::Cpu).map_err(|e| e.to_string())?;
         let meta = HashMap::from([("sha256".to_owned(), row_checksum(row))]);
-        let bytes = crate::safetensors_bytes([("features", &t)], meta)?;
+        let bytes = tgc_data::safetensors_bytes([("features", &t)], meta)?;
         write_atomic(&path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())).map_err(|e| e.to_string())
     });
     if let Err(e) = result {

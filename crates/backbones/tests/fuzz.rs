@@ -7,9 +7,9 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use proptest::prelude::*;
-use tgc_backbones::extract::FeatureSet;
 use tgc_backbones::vit::VitConfig;
 use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, WeightSource};
+use tgc_data::FeatureSet;
 
 fn config() -> ProptestConfig {
     ProptestConfig { failure_persistence: None, ..ProptestConfig::default() }

@@ -143,6 +143,6 @@ fn save_attribution(path: &Path, a: &tgc_explain::Attribution, metadata: HashMap
     if let Some(layer) = &a.layer_attribution {
         tensors.push(("layer_attribution", layer.squeeze(0)?.to_device(&Device::Cpu)?));
     }
-    let bytes = tgc_backbones::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), metadata).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bytes = tgc_data::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), metadata).map_err(|e| anyhow::anyhow!("{e}"))?;
     tgc_data::write_atomic(path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())).with_context(|| format!("writing {}", path.display()))
 }

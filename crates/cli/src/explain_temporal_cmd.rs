@@ -130,7 +130,7 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
         metadata.insert("run".to_owned(), run.dir.display().to_string());
     }
     let file = args.out.join(format!("{patient}_d{:04}.safetensors", dataset.records()[current].day));
-    let bytes = tgc_backbones::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), metadata).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bytes = tgc_data::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), metadata).map_err(|e| anyhow::anyhow!("{e}"))?;
     tgc_data::write_atomic(&file, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string()))?;
     let strip = file.with_extension("png");
     let title = format!(

@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 
+use polars::prelude::{Column, DataFrame};
 use tgc_backbones::{resize_bilinear_aa, Classifier, Randomize, WeightSource};
-use tgc_data::{phantom, read_nifti, write_atomic};
+use tgc_data::{phantom, read_nifti, write_atomic, write_table};
 use tgc_explain::faithfulness::{deletion_insertion_many, energy_in_mask, pointing_hit, spearman, ssim, Baseline, CurveConfig};
 use tgc_explain::render::normalized_magnitude;
 use tgc_explain::Method;
@@ -204,25 +205,25 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
-    let mut csv = String::from("method,image,deletion_auc,insertion_auc,randomization_spearman,energy_in_region,pointing_hit\n");
-    for r in &rows {
-        csv.push_str(&format!(
-            "{},{},{:.6},{:.6},{},{},{}\n",
-            args.methods.title(r.method),
-            r.image,
-            r.deletion,
-            r.insertion,
-            opt(r.randomization),
-            opt(r.energy),
-            r.hit.map(|h| u8::from(h).to_string()).unwrap_or_default()
-        ));
-    }
-    let write = |name: &str, text: &str| {
+    let title = |m| args.methods.title(m).to_owned();
+    let write = |name: &str, columns: Vec<Column>| -> Result<()> {
         let path = args.out.join(name);
-        write_atomic(&path, |w| std::io::Write::write_all(w, text.as_bytes()).map_err(|e| e.to_string())).with_context(|| format!("writing {}", path.display()))
+        let height = columns.first().map_or(0, |c| c.len());
+        let frame = DataFrame::new(height, columns).with_context(|| format!("building {}", path.display()))?;
+        write_table(&frame, &path).with_context(|| format!("writing {}", path.display()))
     };
-    write("faithfulness.csv", &csv)?;
+    write(
+        "faithfulness.csv",
+        vec![
+            Column::new("method".into(), rows.iter().map(|r| title(r.method)).collect::<Vec<_>>()),
+            Column::new("image".into(), rows.iter().map(|r| r.image.clone()).collect::<Vec<_>>()),
+            Column::new("deletion_auc".into(), rows.iter().map(|r| r.deletion as f64).collect::<Vec<_>>()),
+            Column::new("insertion_auc".into(), rows.iter().map(|r| r.insertion as f64).collect::<Vec<_>>()),
+            Column::new("randomization_spearman".into(), rows.iter().map(|r| r.randomization).collect::<Vec<_>>()),
+            Column::new("energy_in_region".into(), rows.iter().map(|r| r.energy).collect::<Vec<_>>()),
+            Column::new("pointing_hit".into(), rows.iter().map(|r| r.hit.map(u32::from)).collect::<Vec<_>>()),
+        ],
+    )?;
     let mean = |v: Vec<f64>| {
         if v.is_empty() {
             None
@@ -241,7 +242,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         format!("{:?}", args.baseline).to_lowercase()
     );
     md.push_str("| Method | Deletion AUC ↓ | Insertion AUC ↑ | Randomization ρ ↓ | Energy in region ↑ | Pointing game ↑ |\n|---|---|---|---|---|---|\n");
-    let mut summary = String::from("method,deletion_auc,insertion_auc,randomization_spearman,energy_in_region,pointing_hit_rate,slices\n");
+    let mut summary: Vec<(String, [Option<f64>; 5], u64)> = Vec::new();
     for &(m, _) in &methods {
         let of: Vec<&Row> = rows.iter().filter(|r| r.method == m).collect();
         let del = mean(of.iter().map(|r| r.deletion as f64).collect());
@@ -251,7 +252,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         let hit = mean(of.iter().filter_map(|r| r.hit.map(|h| f64::from(u8::from(h)))).collect());
         let cell = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
         md.push_str(&format!("| {} | {} | {} | {} | {} | {} |\n", args.methods.title(m), cell(del), cell(ins), cell(rnd), cell(en), cell(hit)));
-        summary.push_str(&format!("{},{},{},{},{},{},{}\n", args.methods.title(m), opt(del), opt(ins), opt(rnd), opt(en), opt(hit), of.len()));
+        summary.push((title(m), [del, ins, rnd, en, hit], of.len() as u64));
     }
     if !is_phantom {
         md.push_str("\nEnergy in region and pointing game need ground-truth masks (synthetic phantoms only).\n");
@@ -265,10 +266,6 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         stages.join(" | "),
         "---|".repeat(stages.len())
     ));
-    let mut cascade_csv = String::from("method,image,stage,spearman,ssim\n");
-    for r in &cascade_rows {
-        cascade_csv.push_str(&format!("{},{},{},{},{}\n", args.methods.title(r.method), r.image, r.stage, opt(r.spearman), opt(r.ssim)));
-    }
     for &(m, _) in &methods {
         let cells: Vec<String> = stages
             .iter()
@@ -282,9 +279,31 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             .collect();
         md.push_str(&format!("| {} | {} |\n", args.methods.title(m), cells.join(" | ")));
     }
-    write("randomization.csv", &cascade_csv)?;
-    write("summary.csv", &summary)?;
-    write("faithfulness.md", &md)?;
+    write(
+        "randomization.csv",
+        vec![
+            Column::new("method".into(), cascade_rows.iter().map(|r| title(r.method)).collect::<Vec<_>>()),
+            Column::new("image".into(), cascade_rows.iter().map(|r| r.image.clone()).collect::<Vec<_>>()),
+            Column::new("stage".into(), cascade_rows.iter().map(|r| r.stage.clone()).collect::<Vec<_>>()),
+            Column::new("spearman".into(), cascade_rows.iter().map(|r| r.spearman).collect::<Vec<_>>()),
+            Column::new("ssim".into(), cascade_rows.iter().map(|r| r.ssim).collect::<Vec<_>>()),
+        ],
+    )?;
+    let measure = |i: usize| summary.iter().map(|(_, v, _)| v[i]).collect::<Vec<_>>();
+    write(
+        "summary.csv",
+        vec![
+            Column::new("method".into(), summary.iter().map(|(m, _, _)| m.clone()).collect::<Vec<_>>()),
+            Column::new("deletion_auc".into(), measure(0)),
+            Column::new("insertion_auc".into(), measure(1)),
+            Column::new("randomization_spearman".into(), measure(2)),
+            Column::new("energy_in_region".into(), measure(3)),
+            Column::new("pointing_hit_rate".into(), measure(4)),
+            Column::new("slices".into(), summary.iter().map(|(_, _, n)| *n).collect::<Vec<_>>()),
+        ],
+    )?;
+    let path = args.out.join("faithfulness.md");
+    write_atomic(&path, |w| std::io::Write::write_all(w, md.as_bytes()).map_err(|e| e.to_string())).with_context(|| format!("writing {}", path.display()))?;
     print!("{md}");
     println!("written to {}", args.out.display());
     Ok(())

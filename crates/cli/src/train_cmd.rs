@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::collections::HashMap;
-use tgc_backbones::extract::FeatureSet;
+use tgc_data::FeatureSet;
 use tgc_data::SeqLen;
 use tgc_temporal::evaluation::{BootstrapConfig, EvalUnit};
 use tgc_temporal::report::{self, RunInfo};

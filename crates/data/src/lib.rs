@@ -6,20 +6,26 @@
 mod atomic;
 mod dataset;
 mod error;
+mod features;
 mod image;
 mod manifest;
 mod name;
 pub mod phantom;
+mod safetensors_file;
 mod sequence;
 mod split;
 mod stats;
+mod table;
 
 pub use atomic::write_atomic;
 pub use dataset::{Dataset, Record};
 pub use error::{DataError, Result};
+pub use features::FeatureSet;
 pub use image::{decode_nifti, read_nifti, write_nifti, Image, MAX_VOXELS, ORIENTATION};
-pub use manifest::{manifest, write_table};
+pub use manifest::manifest;
 pub use name::{file_name, parse_file_name, Label, PatientId};
+pub use safetensors_file::safetensors_bytes;
 pub use sequence::{build_sequences, SeqLen, Sequence};
 pub use split::{stratified_k_fold, train_test_split, Side, Split};
 pub use stats::{ClassCounts, Stats};
+pub use table::{read_table, write_table};

@@ -1,13 +1,10 @@
 //! The manifest: one row per image (path, patient_id, day, label, history_len, split) as a
-//! polars `DataFrame`, exported to CSV or Parquet.
-
-use std::path::Path;
+//! polars `DataFrame`, exported to CSV or Parquet with [`crate::write_table`].
 
 use polars::prelude::*;
 
-use crate::atomic::write_atomic;
 use crate::dataset::Dataset;
-use crate::error::{DataError, Result};
+use crate::error::Result;
 use crate::split::Split;
 
 /// Builds the manifest. `split` fills the `split` column with `train`/`test`; without one the
@@ -29,15 +26,4 @@ pub fn manifest(dataset: &Dataset, split: Option<&Split>) -> Result<DataFrame> {
         Column::new("split".into(), side),
     ];
     Ok(DataFrame::new(records.len(), columns)?)
-}
-
-/// Writes a data frame as CSV (with header) or Parquet, chosen by the file extension.
-pub fn write_table(frame: &DataFrame, path: &Path) -> Result<()> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let mut frame = frame.clone();
-    match ext.as_str() {
-        "csv" => write_atomic(path, |w| CsvWriter::new(w).include_header(true).finish(&mut frame).map_err(|e| e.to_string())),
-        "parquet" => write_atomic(path, |w| ParquetWriter::new(w).finish(&mut frame).map(|_| ()).map_err(|e| e.to_string())),
-        _ => Err(DataError::InvalidArgument(format!("{}: table files must end in .csv or .parquet", path.display()))),
-    }
 }

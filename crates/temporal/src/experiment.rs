@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use tgc_backbones::extract::FeatureSet;
+use tgc_data::FeatureSet;
 use tgc_data::{build_sequences, train_test_split, Label, PatientId, SeqLen, Split};
 
 use crate::error::{Result, TrainError};

@@ -105,11 +105,17 @@ pub fn write_iteration(dir: &Path, info: &RunInfo, config: &ExperimentConfig, it
             "evaluation": it.test_evaluation,
         }),
     )?;
-    let mut csv = String::from("epoch,train_loss,selection_loss,lr\n");
-    for e in &it.outcome.history {
-        csv.push_str(&format!("{},{},{},{}\n", e.epoch, e.train_loss, e.selection_loss, e.lr));
-    }
-    write_text(&dir.join("history.csv"), &csv)?;
+    let history = &it.outcome.history;
+    let frame = DataFrame::new(
+        history.len(),
+        vec![
+            Column::new("epoch".into(), history.iter().map(|e| e.epoch as u64).collect::<Vec<_>>()),
+            Column::new("train_loss".into(), history.iter().map(|e| e.train_loss).collect::<Vec<_>>()),
+            Column::new("selection_loss".into(), history.iter().map(|e| e.selection_loss).collect::<Vec<_>>()),
+            Column::new("lr".into(), history.iter().map(|e| e.lr).collect::<Vec<_>>()),
+        ],
+    )?;
+    tgc_data::write_table(&frame, &dir.join("history.csv"))?;
     if let Some(stats) = &it.backbone_bn {
         save_checkpoint(&dir.join("backbone_bn.safetensors"), stats, info)?;
     }
@@ -144,7 +150,7 @@ fn safetensors_bytes<'a>(
     tensors: impl Iterator<Item = (&'a str, &'a candle_core::Tensor)>,
     metadata: HashMap<String, String>,
 ) -> std::result::Result<Vec<u8>, String> {
-    tgc_backbones::safetensors_bytes(tensors, metadata)
+    tgc_data::safetensors_bytes(tensors, metadata)
 }
 
 /// Mean ± standard deviation of each metric over iterations.

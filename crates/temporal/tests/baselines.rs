@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use tgc_backbones::extract::FeatureSet;
+use tgc_data::FeatureSet;
 use tgc_data::SeqLen;
 use tgc_temporal::{run_experiment, ExperimentConfig, HeadKind};
 

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tgc_backbones::extract::FeatureSet;
+use tgc_data::FeatureSet;
 use tgc_data::SeqLen;
 use tgc_temporal::model::{Head, LinearProbe, TemporalDnn};
 use tgc_temporal::train::{train, Samples, TrainConfig};

@@ -5,11 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::Tensor;
+use safetensors::View;
 
-/// Serializes tensors and metadata as safetensors with a canonical (sorted) header.
-pub fn safetensors_bytes<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>, metadata: HashMap<String, String>) -> Result<Vec<u8>, String> {
-    let mut named: Vec<(&str, &Tensor)> = tensors.into_iter().collect();
+/// Serializes tensors (anything the `safetensors` crate can view: candle's `Tensor`, a
+/// `TensorView` of raw bytes) and metadata as safetensors with a canonical (sorted) header.
+pub fn safetensors_bytes<'a, V: View>(tensors: impl IntoIterator<Item = (&'a str, V)>, metadata: HashMap<String, String>) -> Result<Vec<u8>, String> {
+    let mut named: Vec<(&str, V)> = tensors.into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(b.0));
     let bytes = safetensors::serialize(named, Some(metadata)).map_err(|e| e.to_string())?;
     canonical_header(&bytes)
@@ -45,20 +46,25 @@ fn canonical_header(bytes: &[u8]) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
+    use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
+
     use super::*;
 
     #[test]
     fn equal_contents_give_equal_bytes_and_a_readable_file() {
-        let a = Tensor::new(&[1f32, 2.0, 3.0], &candle_core::Device::Cpu).unwrap();
-        let b = Tensor::new(&[7i64], &candle_core::Device::Cpu).unwrap();
+        let a_bytes: Vec<u8> = [1f32, 2.0, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b_bytes = 7i64.to_le_bytes();
+        let a = TensorView::new(Dtype::F32, vec![3], &a_bytes).unwrap();
+        let b = TensorView::new(Dtype::I64, vec![1], &b_bytes).unwrap();
         let meta = || (0..20).map(|i| (format!("key{i}"), format!("value{i}"))).collect::<HashMap<_, _>>();
-        let first = safetensors_bytes([("a", &a), ("b", &b)], meta()).unwrap();
+        let first = safetensors_bytes([("a", a.clone()), ("b", b.clone())], meta()).unwrap();
         for _ in 0..5 {
             // Fresh HashMaps iterate in other orders; the bytes stay the same.
-            assert_eq!(safetensors_bytes([("b", &b), ("a", &a)], meta()).unwrap(), first);
+            assert_eq!(safetensors_bytes([("b", b.clone()), ("a", a.clone())], meta()).unwrap(), first);
         }
-        let loaded = candle_core::safetensors::load_buffer(&first, &candle_core::Device::Cpu).unwrap();
-        assert_eq!(loaded["a"].to_vec1::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
+        let loaded = safetensors::SafeTensors::deserialize(&first).unwrap();
+        assert_eq!(loaded.tensor("a").unwrap().data(), a_bytes.as_slice());
         let (_, m) = safetensors::SafeTensors::read_metadata(&first).unwrap();
         assert_eq!(m.metadata().as_ref().unwrap()["key13"], "value13");
     }
