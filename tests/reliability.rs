@@ -52,7 +52,15 @@ fn two_processes_share_one_cache() {
     let second = extract_cmd(&data, &b, &cache, None).spawn().unwrap();
     let (first, second) = (first.wait_with_output().unwrap(), second.wait_with_output().unwrap());
     assert!(first.status.success() && second.status.success(), "{}\n{}", text(&first), text(&second));
-    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "the two processes wrote different features");
+    let (ab, bb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    if ab != bb {
+        let n = u64::from_le_bytes(ab[..8].try_into().unwrap()) as usize;
+        let m = u64::from_le_bytes(bb[..8].try_into().unwrap()) as usize;
+        eprintln!("A: {}\nB: {}", String::from_utf8_lossy(&ab[8..8 + n]), String::from_utf8_lossy(&bb[8..8 + m]));
+        let first = ab.iter().zip(&bb).position(|(x, y)| x != y);
+        eprintln!("lengths {} {}, first difference at {first:?}", ab.len(), bb.len());
+    }
+    assert!(ab == bb, "the two processes wrote different features");
     let n = tgc_data::Dataset::open(&data).unwrap().len();
     assert_eq!(assert_cache_consistent(&cache), n);
     // A third run is served entirely from that cache and agrees byte for byte.

@@ -363,6 +363,23 @@ impl Backbone {
         })
     }
 
+    /// ViT features with every block's attention probabilities through `tap` (see
+    /// [`Vit::features_tapped`]), and the patch grid; `None` for ResNet, which has no attention.
+    pub fn features_with_attention(
+        &self,
+        input: &Tensor,
+        tap: &mut dyn FnMut(usize, &Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<Option<(Tensor, (usize, usize))>> {
+        check_input(input)?;
+        Ok(match &self.net {
+            Net::ResNet(_) => None,
+            Net::Vit(v) => {
+                let g = v.config().grid();
+                Some((v.features_tapped(input, ReluMode::Standard, tap)?, (g, g)))
+            }
+        })
+    }
+
     /// Features of a batch computed through the given ReLU mode (guided backprop).
     pub fn features_with(&self, input: &Tensor, mode: ReluMode) -> Result<Tensor> {
         let target = self.forward_to_target(input, mode)?;

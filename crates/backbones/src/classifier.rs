@@ -108,4 +108,15 @@ impl Model for Classifier {
     fn relu_free_after(&self, layer: &str) -> bool {
         layer.parse().is_ok_and(|l| self.backbone.relu_free_after(l))
     }
+
+    fn forward_attention(
+        &self,
+        input: &Tensor,
+        tap: &mut dyn FnMut(usize, &Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Option<(Tensor, (usize, usize))>> {
+        match self.backbone.features_with_attention(input, tap).map_err(to_candle)? {
+            Some((features, grid)) => Ok(Some((self.head(&features).map_err(to_candle)?, grid))),
+            None => Ok(None),
+        }
+    }
 }

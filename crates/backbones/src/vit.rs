@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::error::BackboneError;
-use crate::ops::{gelu, multi_head_attention, relu, Conv2d, LayerNorm, Linear, ReluMode};
+use crate::ops::{gelu, multi_head_attention, relu, scaled_softmax_last_dim, Conv2d, LayerNorm, Linear, ReluMode};
 
 /// The fields of a Hugging Face ViT `config.json` that shape the model.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -147,6 +147,22 @@ impl Attention {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.output.forward(&multi_head_attention(&self.qkv.forward(x)?, self.heads)?)
     }
+
+    /// The same attention with its probabilities `softmax(QKᵀ/√d)` `[B, heads, T, T]` as a
+    /// tensor of the graph, passed through `tap` (which may record it or hook its gradient)
+    /// before they weight the values.
+    fn forward_tapped(&self, x: &Tensor, tap: &mut dyn FnMut(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        let qkv = self.qkv.forward(x)?;
+        let (b, t, width) = qkv.dims3()?;
+        let hidden = width / 3;
+        let d = hidden / self.heads;
+        let part = |i: usize| -> Result<Tensor> { qkv.narrow(2, i * hidden, hidden)?.reshape((b, t, self.heads, d))?.transpose(1, 2)?.contiguous() };
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let probs = scaled_softmax_last_dim(&q.matmul(&k.t()?.contiguous()?)?, (d as f32).sqrt())?;
+        let probs = tap(&probs)?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, hidden))?;
+        self.output.forward(&out)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +197,13 @@ impl Block {
 
     fn forward(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
         self.forward_from_norm(&self.layernorm_before.forward(x)?, x, mode)
+    }
+
+    /// [`Block::forward`] with the attention probabilities through `tap`.
+    fn forward_tapped(&self, x: &Tensor, mode: ReluMode, tap: &mut dyn FnMut(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        let h = (x + self.attention.forward_tapped(&self.layernorm_before.forward(x)?, tap)?)?;
+        let mlp = self.act.forward(&self.intermediate.forward(&self.layernorm_after.forward(&h)?)?, mode)?;
+        h + self.output.forward(&mlp)?
     }
 }
 
@@ -289,6 +312,18 @@ impl Vit {
         let mut h = target.forward_from_norm(&normed, &residual, mode)?;
         for later in &self.blocks[split.block + 1..] {
             h = later.forward(&h, mode)?;
+        }
+        self.layernorm.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)
+    }
+
+    /// The features with every block's attention probabilities `[B, heads, T, T]` passed
+    /// through `tap(block, probs)` (token 0 is the class token, tokens 1.. the patches in
+    /// row-major order); what `tap` returns is what weights the values. The probabilities are
+    /// computed by composed ops here, not by the fused attention.
+    pub fn features_tapped(&self, x: &Tensor, mode: ReluMode, tap: &mut dyn FnMut(usize, &Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        let mut h = self.embed(x)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            h = block.forward_tapped(&h, mode, &mut |probs| tap(i, probs))?;
         }
         self.layernorm.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)
     }

@@ -394,3 +394,56 @@ fn the_classifier_is_a_model_with_the_backbones_layers() {
     assert_eq!(logits.dims(), &[3, 2]);
     assert!(max_rel_diff(&logits.narrow(0, 2, 1).unwrap(), &split.rest(&split.activation).unwrap(), 1e-3) < 1e-6);
 }
+
+#[test]
+fn the_vit_exposes_its_attention_for_rollout_and_chefer() {
+    use tgc_explain::{AttentionRollout, Chefer, HeadFusion, Model};
+    let vit_dir = tempfile::tempdir().unwrap();
+    write_safetensors(&vit_dir.path().join("model.safetensors"), &tiny_vit_tensors(3, 2, 5));
+    std::fs::write(vit_dir.path().join("config.json"), tiny_vit_config_json(3)).unwrap();
+    let vit = Backbone::load(BackboneKind::Vit, &WeightSource::Folder(vit_dir.path().to_owned()), &cpu()).unwrap();
+    let x = rand_tensor(&[2, 3, 32, 32], 1.0, 11);
+    // The composed attention of the tapped pass gives the fused pass's features; every
+    // probability row sums to one.
+    let mut seen = Vec::new();
+    let (tapped, grid) = vit
+        .features_with_attention(&x, &mut |block, probs| {
+            seen.push((block, probs.clone()));
+            Ok(probs.clone())
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(grid, (4, 4));
+    assert!(max_rel_diff(&tapped, &vit.features(&x).unwrap(), 1e-3) < 1e-5);
+    assert_eq!(seen.iter().map(|(b, _)| *b).collect::<Vec<_>>(), vec![0, 1, 2]);
+    for (_, probs) in &seen {
+        assert_eq!(probs.dims()[..2], [2, 4]);
+        assert_eq!(probs.dims()[2..], [17, 17]);
+        let sums: Vec<f32> = probs.sum(3).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
+    }
+    let model = tgc_backbones::Classifier::new(vit, rand_tensor(&[2, 32], 0.5, 7), rand_tensor(&[2], 0.1, 8)).unwrap();
+    for out in [
+        AttentionRollout { head_fusion: HeadFusion::Max, discard_ratio: 0.1 }.attribute(&model, &x, &[0, 1]).unwrap(),
+        Chefer.attribute(&model, &x, &[0, 1]).unwrap(),
+    ] {
+        assert_eq!(out.attribution.dims(), &[2, 1, 32, 32]);
+        let map = out.layer_attribution.unwrap();
+        assert_eq!(map.dims(), &[2, 4, 4]);
+        let values: Vec<f32> = map.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(values.iter().all(|v| v.is_finite() && *v >= 0.0) && values.iter().any(|v| *v > 0.0), "{values:?}");
+        let logits = out.logits.unwrap();
+        assert!(max_rel_diff(&logits, &model.forward(&x, ReluMode::Standard).unwrap(), 1e-3) < 1e-5);
+    }
+    // Chefer's gradients are the target's: another target gives another map.
+    let a = Chefer.attribute(&model, &x, &[0, 0]).unwrap().layer_attribution.unwrap();
+    let b = Chefer.attribute(&model, &x, &[1, 1]).unwrap().layer_attribution.unwrap();
+    assert!(max_rel_diff(&a, &b, 1e-3) > 1e-3);
+    // ResNet has no attention.
+    let dir = tempfile::tempdir().unwrap();
+    resnet_folder(dir.path());
+    let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Folder(dir.path().to_owned()), &cpu()).unwrap();
+    let resnet = tgc_backbones::Classifier::new(resnet, rand_tensor(&[2, 512], 0.1, 3), rand_tensor(&[2], 0.1, 4)).unwrap();
+    let err = Chefer.attribute(&resnet, &rand_tensor(&[1, 3, 64, 64], 1.0, 5), &[0]).unwrap_err().to_string();
+    assert!(err.contains("attention"), "{err}");
+}

@@ -12,7 +12,8 @@
 //! Methods: [`GradCam`], [`GuidedBackprop`], [`GuidedGradCam`], [`GradientShap`], [`Saliency`],
 //! [`InputXGradient`], [`IntegratedGradients`], the CAM family ([`Cam`]: HiResCAM, Grad-CAM++,
 //! XGrad-CAM, LayerCAM, EigenCAM, EigenGradCAM, Score-CAM, Ablation-CAM), [`Occlusion`],
-//! [`FeatureAblation`] and [`NoiseTunnel`] around any of them; [`Method::attribute_all`] runs
+//! [`FeatureAblation`], [`NoiseTunnel`] around any of them, and for transformers
+//! [`AttentionRollout`] and [`Chefer`]; [`Method::attribute_all`] runs
 //! several sharing their passes. Rendering (colormaps, overlays, PNG) lives in [`render`]
 //! behind the default `render` feature. This crate knows nothing of any data set.
 //!
@@ -63,6 +64,7 @@
 //! with Grad-CAM, Integrated Gradients and Occlusion, saved as PNGs — is
 //! `cargo run --release -p tgc-explain --example own_cnn` (see the crate's README).
 
+mod attention;
 mod cam;
 mod check;
 mod error;
@@ -76,6 +78,7 @@ mod quadrature;
 #[cfg(feature = "render")]
 pub mod render;
 
+pub use attention::{AttentionRollout, Chefer, HeadFusion};
 pub use cam::{Cam, CamKind};
 pub use check::non_finite;
 pub use error::{ExplainError, Result};

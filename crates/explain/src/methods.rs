@@ -12,7 +12,7 @@ use crate::error::{ExplainError, Result};
 use crate::interpolate::{resize, Interpolation};
 use crate::model::{Model, ReluMode};
 use crate::quadrature::gauss_legendre_unit;
-use crate::{Cam, FeatureAblation, NoiseTunnel, Occlusion};
+use crate::{AttentionRollout, Cam, Chefer, FeatureAblation, NoiseTunnel, Occlusion};
 
 /// The result of a method.
 #[derive(Debug, Clone)]
@@ -43,6 +43,10 @@ pub enum Method {
     FeatureAblation(FeatureAblation),
     /// A method under Captum's `NoiseTunnel`.
     NoiseTunnel(Box<NoiseTunnel>),
+    /// Attention rollout over a transformer's blocks.
+    AttentionRollout(AttentionRollout),
+    /// Chefer et al.'s gradient-weighted attention relevance.
+    Chefer(Chefer),
 }
 
 impl Method {
@@ -66,6 +70,8 @@ impl Method {
             Method::Occlusion(m) => m.attribute(model, input, targets),
             Method::FeatureAblation(m) => m.attribute(model, input, targets),
             Method::NoiseTunnel(m) => m.attribute(model, input, targets),
+            Method::AttentionRollout(m) => m.attribute(model, input, targets),
+            Method::Chefer(m) => m.attribute(model, input, targets),
         }
     }
 
@@ -159,6 +165,8 @@ impl Method {
             Method::Occlusion(_) => "occlusion",
             Method::FeatureAblation(_) => "feature-ablation",
             Method::NoiseTunnel(nt) => interned(format!("{}-{}", nt.inner.name(), nt.kind.name())),
+            Method::AttentionRollout(_) => "attention-rollout",
+            Method::Chefer(_) => "chefer",
         }
     }
 }

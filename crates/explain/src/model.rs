@@ -112,6 +112,21 @@ pub trait Model {
         let _ = layer;
         false
     }
+
+    /// Opt-in: a transformer's attention, for [`crate::AttentionRollout`] and
+    /// [`crate::Chefer`]. Runs the forward pass with every block's attention probabilities
+    /// `[B, heads, T, T]` passed through `tap(block, probs)`, in block order, going on with what
+    /// `tap` returns (the methods record the probabilities and hook their gradient). Token 0
+    /// is the class token and tokens `1..=h·w` the patches of an `h × w` grid, row-major.
+    /// Returns the logits and the grid; `None` (the default) for a model without attention.
+    fn forward_attention(
+        &self,
+        input: &Tensor,
+        tap: &mut dyn FnMut(usize, &Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Option<(Tensor, (usize, usize))>> {
+        let _ = (input, tap);
+        Ok(None)
+    }
 }
 
 impl<M: Model + ?Sized> Model for &M {
@@ -132,6 +147,13 @@ impl<M: Model + ?Sized> Model for &M {
     }
     fn relu_free_after(&self, layer: &str) -> bool {
         (**self).relu_free_after(layer)
+    }
+    fn forward_attention(
+        &self,
+        input: &Tensor,
+        tap: &mut dyn FnMut(usize, &Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Option<(Tensor, (usize, usize))>> {
+        (**self).forward_attention(input, tap)
     }
 }
 
