@@ -67,6 +67,16 @@ pub const BACKBONES: [(&str, &str); 2] = [("resnet18", "ResNet"), ("vit", "ViT")
 const MORE_METHODS: &str = "hirescam,gradcam++,xgradcam,layercam,eigencam,ablationcam,feature-ablation";
 const MORE_METHODS_QUICK: &str = "hirescam,gradcam++,xgradcam,layercam,eigencam,feature-ablation";
 
+/// The second grid's methods for a backbone: the ViT's adds its attention explanations.
+fn more_methods(backbone: &str, quick: bool) -> String {
+    let common = if quick { MORE_METHODS_QUICK } else { MORE_METHODS };
+    if backbone == "vit" {
+        format!("attention-rollout,chefer,{common}")
+    } else {
+        common.to_owned()
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Task::Reproduce(args) => reproduce(args),
@@ -299,7 +309,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
                 s("--samples-per-class"),
                 s(per_class),
                 s("--method"),
-                s(if quick { MORE_METHODS_QUICK } else { MORE_METHODS }),
+                s(more_methods(b, quick)),
                 s("--grid"),
                 s(if quick { 64 } else { 32 }),
                 s("--out"),

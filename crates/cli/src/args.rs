@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, Randomize, TargetLayer, WeightSource};
 use tgc_data::{train_test_split, Dataset, Label, PatientId, Side};
 use tgc_explain::{
-    Baselines, Cam, CamKind, FeatureAblation, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
+    AttentionRollout, Baselines, Cam, CamKind, Chefer, HeadFusion, FeatureAblation, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
     IntegratedGradientsConfig, Method, NoiseTunnel, NoiseTunnelType, Occlusion, Saliency,
 };
 
@@ -181,6 +181,8 @@ pub enum MethodName {
     Eigengradcam,
     Occlusion,
     FeatureAblation,
+    AttentionRollout,
+    Chefer,
 }
 
 impl MethodName {
@@ -204,6 +206,8 @@ impl MethodName {
             Self::Eigengradcam => "EigenGradCAM",
             Self::Occlusion => "Occlusion",
             Self::FeatureAblation => "Feature Ablation",
+            Self::AttentionRollout => "Attention Rollout",
+            Self::Chefer => "Chefer et al.",
         }
     }
 
@@ -287,6 +291,21 @@ pub struct MethodArgs {
     /// NoiseTunnel: standard deviation of the Gaussian noise added to the input.
     #[arg(long, default_value_t = 0.1)]
     pub nt_stdevs: f32,
+    /// Attention rollout (ViT): how each block's heads are fused.
+    #[arg(long, value_enum, default_value = "mean")]
+    pub head_fusion: HeadFusionName,
+    /// Attention rollout (ViT): the fraction of each block's fused attention entries, the lowest,
+    /// set to zero (the class token's attention to itself is kept).
+    #[arg(long, default_value_t = 0.0)]
+    pub discard_ratio: f32,
+}
+
+/// Attention rollout's head fusion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HeadFusionName {
+    Mean,
+    Max,
+    Min,
 }
 
 /// Captum's `nt_type`.
@@ -302,6 +321,16 @@ impl MethodArgs {
     /// Every method of `--method`, in order, with its settings.
     pub fn methods(&self) -> Result<Vec<(MethodName, Method)>> {
         self.method.iter().map(|&m| Ok((m, self.method(m)?))).collect()
+    }
+
+    /// Refuses methods the backbone cannot give: the attention methods need the ViT.
+    pub fn check_backbone(&self, kind: BackboneKind) -> Result<()> {
+        if kind != BackboneKind::Vit {
+            if let Some(m) = self.method.iter().find(|m| matches!(m, MethodName::AttentionRollout | MethodName::Chefer)) {
+                bail!("--method {} explains a transformer's attention: it needs --backbone vit, not {kind}", m.cli_name());
+            }
+        }
+        Ok(())
     }
 
     /// The title of a method in figures and tables, naming the noise tunnel when there is one.
@@ -389,6 +418,18 @@ impl MethodArgs {
             MethodName::Ablationcam => cam(CamKind::AblationCam)?,
             MethodName::Eigencam => cam(CamKind::EigenCam)?,
             MethodName::Eigengradcam => cam(CamKind::EigenGradCam)?,
+            MethodName::AttentionRollout => {
+                if !(0.0..1.0).contains(&self.discard_ratio) {
+                    bail!("--discard-ratio must be in [0, 1), got {}", self.discard_ratio);
+                }
+                let head_fusion = match self.head_fusion {
+                    HeadFusionName::Mean => HeadFusion::Mean,
+                    HeadFusionName::Max => HeadFusion::Max,
+                    HeadFusionName::Min => HeadFusion::Min,
+                };
+                Method::AttentionRollout(AttentionRollout { head_fusion, discard_ratio: self.discard_ratio })
+            }
+            MethodName::Chefer => Method::Chefer(Chefer),
         })
     }
 

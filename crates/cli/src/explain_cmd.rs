@@ -49,6 +49,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         }
     }
     let choice = args.model.resolve()?;
+    args.methods.check_backbone(choice.kind)?;
     let model = load_classifier(&choice)?;
     let random = model.backbone.is_random();
     let kind = choice.kind;

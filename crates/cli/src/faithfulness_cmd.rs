@@ -80,6 +80,7 @@ struct Row {
 
 pub fn run(args: FaithfulnessArgs) -> Result<()> {
     let choice = args.model.resolve()?;
+    args.methods.check_backbone(choice.kind)?;
     let model = load_classifier(&choice)?;
     let random = model.backbone.is_random();
     // The randomization check: the same backbone with a re-randomized head (seeded).
