@@ -1,5 +1,11 @@
-//! Is a map evidence? Deletion and insertion curves, the model-randomization check as a rank
-//! correlation, and — where the truth is known — energy inside a region and the pointing game.
+//! Is a map evidence? Deletion and insertion curves, ROAD (removal with noisy linear
+//! imputation), the model-randomization check as a rank correlation, the map's sparseness
+//! (Gini index) and complexity (entropy), and — where the truth is known — energy inside a
+//! region and the pointing game.
+
+mod road;
+
+pub use road::{noisy_linear_imputation, road, Road, RoadConfig};
 
 use candle_core::{DType, Tensor, D};
 
@@ -278,6 +284,34 @@ fn ranks(v: &[f32]) -> Vec<f64> {
     r
 }
 
+/// Sparseness (Chalasani et al. 2020, as Quantus computes it): the Gini index of the map's
+/// |values| (each + 1e-7), `Σ_i (2i − n − 1) a_(i) / (n Σ a)` over the values in increasing
+/// order. 0 for a uniform map, towards 1 when one value holds everything (higher = sparser).
+pub fn sparseness(map: &[f32]) -> Option<f64> {
+    if map.is_empty() {
+        return None;
+    }
+    let mut a: Vec<f64> = map.iter().map(|v| v.abs() as f64 + 1e-7).collect();
+    a.sort_by(f64::total_cmp);
+    let n = a.len() as f64;
+    let weighted: f64 = a.iter().enumerate().map(|(i, v)| (2.0 * (i as f64 + 1.0) - n - 1.0) * v).sum();
+    Some(weighted / (n * a.iter().sum::<f64>()))
+}
+
+/// Complexity (Bhatt et al. 2020, as Quantus computes it): the entropy (natural log) of the
+/// map's |values| normalised to sum to one. 0 when one value holds everything, ln n for a
+/// uniform map (lower = simpler); `None` for an all-zero map.
+pub fn complexity(map: &[f32]) -> Option<f64> {
+    let total: f64 = map.iter().map(|v| v.abs() as f64).sum();
+    (total > 0.0).then(|| {
+        map.iter()
+            .map(|v| v.abs() as f64 / total)
+            .filter(|&p| p > 0.0)
+            .map(|p| -p * p.ln())
+            .sum()
+    })
+}
+
 /// Fraction of the map's total |value| that lies inside the mask (mask > 0.5).
 pub fn energy_in_mask(map: &[f32], mask: &[f32]) -> Option<f64> {
     let total: f64 = map.iter().map(|v| v.abs() as f64).sum();
@@ -324,6 +358,24 @@ mod tests {
         let r = spearman(&[1.0, 5.0, 5.0, 9.0], &[1.0, 2.0, 3.0, 4.0]).unwrap();
         assert!((r - 4.5 / (4.5f64 * 5.0).sqrt()).abs() < 1e-12);
         assert_eq!(spearman(&[1.0, 1.0], &[1.0, 2.0]), None);
+    }
+
+    #[test]
+    fn sparseness_and_complexity_known_answers() {
+        let n = 100;
+        let uniform = vec![0.5f32; n];
+        let mut one = vec![0f32; n];
+        one[17] = -3.0;
+        assert!(sparseness(&uniform).unwrap().abs() < 1e-9);
+        // One value of 3 among zeros: (n − 1)/n, up to the 1e-7 added to every value.
+        assert!((sparseness(&one).unwrap() - (n as f64 - 1.0) / n as f64).abs() < 1e-5);
+        assert!((complexity(&uniform).unwrap() - (n as f64).ln()).abs() < 1e-12);
+        assert_eq!(complexity(&one), Some(0.0));
+        assert!((complexity(&[1.0, -1.0, 0.0]).unwrap() - 2f64.ln()).abs() < 1e-12);
+        // Values 1, 2, 3: Gini = (−2·1 + 0·2 + 2·3)/(3·6) = 4/18.
+        assert!((sparseness(&[3.0, 1.0, 2.0]).unwrap() - 4.0 / 18.0).abs() < 1e-6);
+        assert_eq!(complexity(&[0.0; 4]), None);
+        assert_eq!(sparseness(&[]), None);
     }
 
     #[test]
