@@ -350,6 +350,8 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
                 s(shap_samples.min(20)),
                 s("--curve-steps"),
                 s(if quick { 5 } else { 20 }),
+                s("--road-percentiles"),
+                s(if quick { "50" } else { "20,40,60,80" }),
                 s("--out"),
                 path(&out.join("faithfulness").join(b)),
             ],

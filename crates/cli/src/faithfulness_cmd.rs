@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use polars::prelude::{Column, DataFrame};
 use tgc_backbones::{resize_bilinear_aa, Classifier, Randomize, WeightSource};
 use tgc_data::{phantom, read_nifti, write_atomic, write_table};
-use tgc_explain::faithfulness::{deletion_insertion_many, energy_in_mask, pointing_hit, spearman, ssim, Baseline, CurveConfig};
+use tgc_explain::faithfulness::{complexity, deletion_insertion_many, energy_in_mask, pointing_hit, road, sparseness, spearman, ssim, Baseline, CurveConfig, RoadConfig};
 use tgc_explain::render::normalized_magnitude;
 use tgc_explain::Method;
 
@@ -41,6 +41,12 @@ pub struct FaithfulnessArgs {
     pub randomization_seed: u64,
     #[arg(long, value_enum, default_value = "zero")]
     pub baseline: BaselineName,
+    /// ROAD: percentages of the pixels removed (and imputed), most and least relevant first.
+    #[arg(long, value_delimiter = ',', default_value = "10,20,30,40,50,60,70,80,90")]
+    pub road_percentiles: Vec<f32>,
+    /// Skip ROAD (its imputations and forward passes).
+    #[arg(long)]
+    pub no_road: bool,
     /// Output folder for faithfulness.csv (per slice), summary.csv and faithfulness.md.
     #[arg(long)]
     pub out: PathBuf,
@@ -76,6 +82,11 @@ struct Row {
     randomization: Option<f64>,
     energy: Option<f64>,
     hit: Option<bool>,
+    /// Mean target probability over ROAD's percentiles, most / least relevant removed first.
+    road_morf: Option<f64>,
+    road_lerf: Option<f64>,
+    sparseness: Option<f64>,
+    complexity: Option<f64>,
 }
 
 pub fn run(args: FaithfulnessArgs) -> Result<()> {
@@ -99,6 +110,10 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         },
         batch_size: 16,
     };
+    if !args.no_road && args.road_percentiles.iter().any(|p| !(*p > 0.0 && *p < 100.0)) {
+        anyhow::bail!("--road-percentiles must lie strictly between 0 and 100, got {:?}", args.road_percentiles);
+    }
+    let road_config = RoadConfig { percentiles: args.road_percentiles.iter().map(|p| p / 100.0).collect(), seed: args.randomization_seed, ..RoadConfig::default() };
     let methods = args.methods.methods()?;
     let method_list: Vec<Method> = methods.iter().map(|(_, m)| m.clone()).collect();
     let cascade = model.backbone.randomization_cascade();
@@ -160,7 +175,19 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             let curves = deletion_insertion_many(&model, x, &importances, target, &curve).with_context(|| format!("deletion/insertion curves of {image}"))?;
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), %image, "deletion/insertion curves");
             for (((name, _), (head_rho, raw)), curves) in methods.iter().zip(&raws).zip(curves) {
+                let road_result = if args.no_road {
+                    None
+                } else {
+                    let started = std::time::Instant::now();
+                    let r = road(&model, x, raw, target, &road_config).with_context(|| format!("ROAD of {image}, {}", name.title()))?;
+                    tracing::debug!(seconds = started.elapsed().as_secs_f64(), %image, method = name.title(), "ROAD");
+                    Some(r)
+                };
                 rows.push(Row {
+                    road_morf: road_result.as_ref().map(|r| r.morf_mean() as f64),
+                    road_lerf: road_result.as_ref().map(|r| r.lerf_mean() as f64),
+                    sparseness: sparseness(raw),
+                    complexity: complexity(raw),
                     method: *name,
                     image: image.clone(),
                     deletion: curves.deletion_auc(),
@@ -223,6 +250,10 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             Column::new("randomization_spearman".into(), rows.iter().map(|r| r.randomization).collect::<Vec<_>>()),
             Column::new("energy_in_region".into(), rows.iter().map(|r| r.energy).collect::<Vec<_>>()),
             Column::new("pointing_hit".into(), rows.iter().map(|r| r.hit.map(u32::from)).collect::<Vec<_>>()),
+            Column::new("road_morf".into(), rows.iter().map(|r| r.road_morf).collect::<Vec<_>>()),
+            Column::new("road_lerf".into(), rows.iter().map(|r| r.road_lerf).collect::<Vec<_>>()),
+            Column::new("sparseness".into(), rows.iter().map(|r| r.sparseness).collect::<Vec<_>>()),
+            Column::new("complexity".into(), rows.iter().map(|r| r.complexity).collect::<Vec<_>>()),
         ],
     )?;
     let mean = |v: Vec<f64>| {
@@ -242,8 +273,11 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         args.curve_steps,
         format!("{:?}", args.baseline).to_lowercase()
     );
-    md.push_str("| Method | Deletion AUC ↓ | Insertion AUC ↑ | Randomization ρ ↓ | Energy in region ↑ | Pointing game ↑ |\n|---|---|---|---|---|---|\n");
-    let mut summary: Vec<(String, [Option<f64>; 5], u64)> = Vec::new();
+    md.push_str(
+        "| Method | Deletion AUC ↓ | Insertion AUC ↑ | ROAD MoRF ↓ | ROAD LeRF ↑ | Randomization ρ ↓ | Energy in region ↑ | Pointing game ↑ | Sparseness | Complexity |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut summary: Vec<(String, [Option<f64>; 9], u64)> = Vec::new();
     for &(m, _) in &methods {
         let of: Vec<&Row> = rows.iter().filter(|r| r.method == m).collect();
         let del = mean(of.iter().map(|r| r.deletion as f64).collect());
@@ -251,10 +285,31 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         let rnd = mean(of.iter().filter_map(|r| r.randomization).collect());
         let en = mean(of.iter().filter_map(|r| r.energy).collect());
         let hit = mean(of.iter().filter_map(|r| r.hit.map(|h| f64::from(u8::from(h)))).collect());
+        let morf = mean(of.iter().filter_map(|r| r.road_morf).collect());
+        let lerf = mean(of.iter().filter_map(|r| r.road_lerf).collect());
+        let sparse = mean(of.iter().filter_map(|r| r.sparseness).collect());
+        let complex = mean(of.iter().filter_map(|r| r.complexity).collect());
         let cell = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
-        md.push_str(&format!("| {} | {} | {} | {} | {} | {} |\n", args.methods.title(m), cell(del), cell(ins), cell(rnd), cell(en), cell(hit)));
-        summary.push((title(m), [del, ins, rnd, en, hit], of.len() as u64));
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            args.methods.title(m),
+            cell(del),
+            cell(ins),
+            cell(morf),
+            cell(lerf),
+            cell(rnd),
+            cell(en),
+            cell(hit),
+            cell(sparse),
+            cell(complex)
+        ));
+        summary.push((title(m), [del, ins, rnd, en, hit, morf, lerf, sparse, complex], of.len() as u64));
     }
+    md.push_str(&format!(
+        "\nROAD: mean target probability after removing {} % of the pixels, most (MoRF) or least (LeRF) relevant first, filled in by noisy linear imputation. \
+         Sparseness: Gini index of the map (higher = more concentrated); Complexity: entropy of the normalised map (lower = simpler).\n",
+        if args.no_road { "(skipped)".to_owned() } else { args.road_percentiles.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ") }
+    ));
     if !is_phantom {
         md.push_str("\nEnergy in region and pointing game need ground-truth masks (synthetic phantoms only).\n");
     }
@@ -301,6 +356,10 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             Column::new("energy_in_region".into(), measure(3)),
             Column::new("pointing_hit_rate".into(), measure(4)),
             Column::new("slices".into(), summary.iter().map(|(_, _, n)| *n).collect::<Vec<_>>()),
+            Column::new("road_morf".into(), measure(5)),
+            Column::new("road_lerf".into(), measure(6)),
+            Column::new("sparseness".into(), measure(7)),
+            Column::new("complexity".into(), measure(8)),
         ],
     )?;
     let path = args.out.join("faithfulness.md");
