@@ -79,26 +79,7 @@ pub fn read_nifti(path: &Path) -> Result<Image> {
 /// by its `.gz` ending, whether the bytes are gzip-compressed).
 pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<Image> {
     let read_err = |message: String| DataError::Read { path: path.to_owned(), message };
-    let decompressed;
-    let data: &[u8] = if path.to_string_lossy().ends_with(".gz") {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(flate2::read::GzDecoder::new(bytes), MAX_DECOMPRESSED + 1), &mut out)
-            .map_err(|e| read_err(describe_nifti_error(&nifti::NiftiError::Io(e))))?;
-        if out.len() as u64 > MAX_DECOMPRESSED {
-            return Err(read_err(format!("decompresses to more than {} MiB, too large for a slice", MAX_DECOMPRESSED >> 20)));
-        }
-        decompressed = out;
-        &decompressed
-    } else {
-        bytes
-    };
-    check_header(data).map_err(read_err)?;
-    // The header was checked above; the crate is still third-party code reading outside bytes,
-    // so a panic inside it becomes this file's error rather than the program's end.
-    let parsed = std::panic::catch_unwind(|| nifti::InMemNiftiObject::from_reader(std::io::Cursor::new(data)))
-        .map_err(|_| read_err("the NIfTI reader failed on this file's header or data".to_owned()))?;
-    let object = parsed.map_err(|e| read_err(describe_nifti_error(&e)))?;
-    let volume = object.into_volume();
+    let volume = parse_nifti(path, bytes)?.into_volume();
     let datatype = volume.data_type();
     if !is_real_scalar(datatype) {
         return Err(DataError::UnsupportedDatatype { path: path.to_owned(), datatype: format!("{datatype:?}") });
@@ -120,6 +101,32 @@ pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<Image> {
     let pixels: Vec<f32> = array.reversed_axes().iter().copied().collect();
     check_finite(path, width, &pixels)?;
     Image::new(height, width, pixels).map_err(|e| read_err(e.to_string()))
+}
+
+/// A NIfTI file's bytes (gzip-compressed when `path` ends in `.gz`), bounded and header-checked
+/// before the third-party reader sees them.
+pub(crate) fn parse_nifti(path: &Path, bytes: &[u8]) -> Result<nifti::InMemNiftiObject> {
+    let read_err = |message: String| DataError::Read { path: path.to_owned(), message };
+    let decompressed;
+    let data: &[u8] = if path.to_string_lossy().ends_with(".gz") {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(flate2::read::GzDecoder::new(bytes), MAX_DECOMPRESSED + 1), &mut out)
+            .map_err(|e| read_err(describe_nifti_error(&nifti::NiftiError::Io(e))))?;
+        if out.len() as u64 > MAX_DECOMPRESSED {
+            return Err(read_err(format!("decompresses to more than {} MiB, too large for a slice", MAX_DECOMPRESSED >> 20)));
+        }
+        decompressed = out;
+        &decompressed
+    } else {
+        bytes
+    };
+    check_header(data).map_err(read_err)?;
+    // The header was checked above; the crate is still third-party code reading outside bytes,
+    // so a panic inside it becomes this file's error rather than the program's end.
+    let parsed = std::panic::catch_unwind(|| nifti::InMemNiftiObject::from_reader(std::io::Cursor::new(data)))
+        .map_err(|_| read_err("the NIfTI reader failed on this file's header or data".to_owned()))?;
+    let object = parsed.map_err(|e| read_err(describe_nifti_error(&e)))?;
+    Ok(object)
 }
 
 /// Writes a 2-D image as float32 NIfTI (dims `nx = width`, `ny = height`, voxel `(i, j)` =
@@ -211,7 +218,7 @@ fn check_header(data: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn is_real_scalar(t: NiftiType) -> bool {
+pub(crate) fn is_real_scalar(t: NiftiType) -> bool {
     use NiftiType::*;
     matches!(t, Uint8 | Int8 | Uint16 | Int16 | Uint32 | Int32 | Uint64 | Int64 | Float32 | Float64)
 }
@@ -224,7 +231,7 @@ fn check_finite(path: &Path, width: usize, pixels: &[f32]) -> Result<()> {
     Ok(())
 }
 
-fn describe_nifti_error(e: &nifti::NiftiError) -> String {
+pub(crate) fn describe_nifti_error(e: &nifti::NiftiError) -> String {
     match e {
         nifti::NiftiError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => "file is truncated (unexpected end of data)".to_owned(),
         nifti::NiftiError::Io(io) => format!("{io} (corrupt gzip stream or unreadable file?)"),

@@ -16,6 +16,7 @@ mod sequence;
 mod split;
 mod stats;
 mod table;
+mod volume;
 
 pub use atomic::write_atomic;
 pub use dataset::{Dataset, Record};
@@ -29,3 +30,4 @@ pub use sequence::{build_sequences, SeqLen, Sequence};
 pub use split::{stratified_k_fold, train_test_split, Side, Split};
 pub use stats::{ClassCounts, Stats};
 pub use table::{read_table, write_table};
+pub use volume::{read_nifti_volume, write_nifti_volume, Volume};
