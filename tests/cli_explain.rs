@@ -435,3 +435,44 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
     let md = std::fs::read_to_string(fout.join("faithfulness.md")).unwrap();
     assert!(md.contains("| Method | head | layer4 | layer3 | layer2 | layer1 | stem |"), "{md}");
 }
+
+#[test]
+fn explain_a_volume_with_the_3d_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    // A 12 × 16 × 16 volume with a bright block.
+    let (d, h, w) = (12, 16, 16);
+    let voxels: Vec<f32> = (0..d * h * w)
+        .map(|i| if (4..8).contains(&(i / (h * w))) && (5..9).contains(&(i / w % h)) && (6..12).contains(&(i % w)) { 100.0 } else { 10.0 })
+        .collect();
+    let vol = dir.path().join("vol.nii.gz");
+    tgc_data::write_nifti_volume(&vol, &tgc_data::Volume::new((d, h, w), voxels).unwrap()).unwrap();
+    let out = dir.path().join("maps");
+    let text =
+        ok(tgc(&["explain", "--volume", s_(&vol), "--volume-weights", "random:3", "--method", "gradcam,saliency,guided-gradcam", "--out", s_(&out)], &cache));
+    assert!(text.contains("RANDOM-INIT"), "{text}");
+    for method in ["gradcam", "saliency", "guided-gradcam"] {
+        let map = tgc_data::read_nifti_volume(&out.join(format!("vol.{method}.nii.gz"))).unwrap();
+        assert_eq!(map.dims(), (d, h, w), "{method}");
+        assert!(map.voxels.iter().all(|v| v.is_finite()) && map.voxels.iter().any(|v| *v != 0.0), "{method}");
+        assert!(out.join(format!("vol.{method}.png")).is_file());
+        let (tensors, meta) = load_with_metadata(&out.join(format!("vol.{method}.safetensors")));
+        assert_eq!(tensors["attribution"].dims(), &[1, d, h, w]);
+        assert_eq!(meta["random_weights"], "true");
+        assert_eq!(meta["layer"], "block2");
+    }
+    let (tensors, _) = load_with_metadata(&out.join("vol.gradcam.safetensors"));
+    assert_eq!(tensors["layer_attribution"].dims(), &[6, 8, 8], "block2 is at half resolution");
+    // What the volume path refuses, by name.
+    let o = tgc(&["explain", "--volume", s_(&vol), "--method", "gradcam", "--out", s_(&out)], &cache);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--volume-weights"));
+    let o = tgc(&["explain", "--volume", s_(&vol), "--volume-weights", "random:3", "--method", "occlusion", "--out", s_(&out)], &cache);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("[B, C, H, W]"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o =
+        tgc(&["explain", "--volume", s_(&vol), "--volume-weights", "random:3", "--volume-layer", "block9", "--method", "gradcam", "--out", s_(&out)], &cache);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("stem, block1, down, block2"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = tgc(&["explain", "--volume", s_(&vol), "--volume-weights", "random:3", "--backbone", "vit", "--out", s_(&out)], &cache);
+    assert_eq!(o.status.code(), Some(2), "--volume excludes the 2-D model's flags");
+}

@@ -190,7 +190,17 @@ pub fn write(out: &Path, protocols: &[&str], random: bool, synthetic: bool, stud
         let _ = write!(html_faith, "<p>{}</p><table><tr><th>Method</th><th>Deletion AUC ↓</th><th>Insertion AUC ↑</th><th>ROAD MoRF ↓</th><th>ROAD LeRF ↑</th><th>Randomization ρ ↓</th><th>Energy in region ↑</th><th>Pointing game ↑</th><th>Sparseness</th><th>Complexity</th></tr>", escape(text.lines().next().unwrap_or("")));
         for r in rows {
             let _ = write!(html_faith, "<tr><td>{}</td>", escape(&r["method"]));
-            for k in ["deletion_auc", "insertion_auc", "road_morf", "road_lerf", "randomization_spearman", "energy_in_region", "pointing_hit_rate", "sparseness", "complexity"] {
+            for k in [
+                "deletion_auc",
+                "insertion_auc",
+                "road_morf",
+                "road_lerf",
+                "randomization_spearman",
+                "energy_in_region",
+                "pointing_hit_rate",
+                "sparseness",
+                "complexity",
+            ] {
                 let v = num(&r, k).map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
                 let _ = write!(html_faith, "<td>{v}</td>");
             }

@@ -23,6 +23,6 @@ pub use backbone::{Backbone, BackboneKind, LoadOptions, Randomize, TargetActivat
 pub use classifier::Classifier;
 pub use error::{BackboneError, Result};
 pub use ops::ReluMode;
-pub use resnet3d::ResNet3d;
 pub use preprocess::{resize_bilinear_aa, shorter_side_size, Preprocess};
+pub use resnet3d::ResNet3d;
 pub use weights::{hub_cache, load_weights, LoadedWeights, WeightSource, WeightsIdentity};

@@ -10,8 +10,8 @@ use clap::{Args, ValueEnum};
 use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, Randomize, TargetLayer, WeightSource};
 use tgc_data::{train_test_split, Dataset, Label, PatientId, Side};
 use tgc_explain::{
-    AttentionRollout, Baselines, Cam, CamKind, Chefer, HeadFusion, FeatureAblation, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
-    IntegratedGradientsConfig, Method, NoiseTunnel, NoiseTunnelType, Occlusion, Saliency,
+    AttentionRollout, Baselines, Cam, CamKind, Chefer, FeatureAblation, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, HeadFusion,
+    InputXGradient, IntegratedGradients, IntegratedGradientsConfig, Method, NoiseTunnel, NoiseTunnelType, Occlusion, Saliency,
 };
 
 /// The weights a command uses: the given source, or the backbone's default hub id.
@@ -40,14 +40,14 @@ pub struct ModelArgs {
     #[arg(long, conflicts_with_all = ["model", "weights"])]
     pub run: Option<PathBuf>,
     /// resnet18 or vit (given by --run otherwise).
-    #[arg(long, required_unless_present = "run")]
+    #[arg(long)]
     pub backbone: Option<BackboneKind>,
     /// Backbone weights: hub id, folder, .safetensors file or random:<seed> (default: the
     /// backbone's hub id).
     #[arg(long)]
     pub weights: Option<WeightSource>,
     /// Checkpoint of the head (`tgc train`) or temporal DNN (`tgc train-temporal`).
-    #[arg(long, alias = "head", required_unless_present = "run")]
+    #[arg(long, alias = "head")]
     pub model: Option<PathBuf>,
     /// Normalize inputs with the ImageNet mean and standard deviation (off in the study; with
     /// --run, taken from the run).

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
-use tgc_data::read_nifti;
+use tgc_backbones::{ResNet3d, WeightSource};
+use tgc_data::{read_nifti, read_nifti_volume, write_nifti_volume};
 use tgc_explain::render::save_png;
 
 use crate::args::{load_classifier, open_data, MethodArgs, ModelArgs, SelectionArgs};
@@ -38,6 +39,16 @@ pub struct ExplainArgs {
     /// Overlay PNG for --input.
     #[arg(long)]
     pub png: Option<PathBuf>,
+    /// A 3-D NIfTI volume, explained with the 3-D model of `--volume-weights` (`--out` is then
+    /// a folder: a NIfTI map, a safetensors file and a PNG of three orthogonal slices per method).
+    #[arg(long, conflicts_with_all = ["input", "data", "run", "backbone", "model", "weights"])]
+    pub volume: Option<PathBuf>,
+    /// Weights of the 3-D model (tgc_backbones::ResNet3d): a .safetensors file, or random:<seed>.
+    #[arg(long, requires = "volume")]
+    pub volume_weights: Option<WeightSource>,
+    /// The 3-D model's layer for the layer methods: stem, block1, down or block2.
+    #[arg(long, default_value = "block2", requires = "volume")]
+    pub volume_layer: String,
 }
 
 /// Loads the backbone (saying so on screen when its weights are random) and the probe head.
@@ -47,6 +58,9 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         if t > 1 {
             bail!("--target must be 0 (healthy) or 1 (disease), got {t}");
         }
+    }
+    if let Some(volume) = &args.volume {
+        return explain_volume(&args, volume);
     }
     let choice = args.model.resolve()?;
     args.methods.check_backbone(choice.kind)?;
@@ -124,6 +138,58 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     }
     if random {
         println!("NOTE: explanations of a RANDOM-INIT backbone");
+    }
+    Ok(())
+}
+
+/// `tgc explain --volume`: every method on one volume with the 3-D model. The volume is scaled
+/// to [0, 1] (min–max) as the model's input `[1, 1, D, H, W]`.
+fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
+    let source = args.volume_weights.clone().context("--volume needs --volume-weights FILE.safetensors or random:<seed>")?;
+    let model = ResNet3d::load(&source).with_context(|| format!("loading the 3-D model from {source}"))?;
+    if model.is_random() {
+        tracing::warn!(source = %source, "RANDOM-INIT 3-D model weights: outputs are not those of a trained model");
+        println!("NOTE: the 3-D model uses RANDOM-INIT weights ({source}); its explanations say nothing about a trained model");
+    }
+    let volume = read_nifti_volume(path).with_context(|| format!("reading {}", path.display()))?;
+    let (d, h, w) = volume.dims();
+    let (lo, hi) = volume.voxels.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let scaled: Vec<f32> = volume.voxels.iter().map(|v| (v - lo) / (hi - lo).max(f32::MIN_POSITIVE)).collect();
+    let x = candle_core::Tensor::from_vec(scaled, (1, 1, d, h, w), &Device::Cpu)?;
+    let methods = args.methods.methods()?;
+    let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone().with_layer(&args.volume_layer)).collect();
+    let logits = tgc_explain::Model::forward(&model, &x, tgc_explain::ReluMode::Standard)?;
+    let target = match args.target {
+        Some(t) => t,
+        None => logits.argmax(1)?.to_vec1::<u32>()?[0] as usize,
+    };
+    let results = tgc_explain::Method::attribute_all(&all, &model, &x, &[target]).with_context(|| format!("explaining {}", path.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let stem = path.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "").replace(".nii", "")).unwrap_or_default();
+    for ((m, method), a) in methods.iter().zip(&results) {
+        let name = method.name();
+        // One channel in, so every map is [1, 1, D, H, W] (the layer methods' too).
+        let map: Vec<f32> = a.attribution.flatten_all()?.to_vec1()?;
+        let nifti = args.out.join(format!("{stem}.{name}.nii.gz"));
+        write_nifti_volume(&nifti, &volume.with_voxels(map.clone())?)?;
+        let meta = HashMap::from([
+            ("method".to_owned(), name.to_owned()),
+            ("model".to_owned(), "resnet3d".to_owned()),
+            ("weights".to_owned(), source.to_string()),
+            ("random_weights".to_owned(), model.is_random().to_string()),
+            ("layer".to_owned(), args.volume_layer.clone()),
+            ("target".to_owned(), target.to_string()),
+            ("input".to_owned(), path.display().to_string()),
+            ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
+        ]);
+        save_attribution(&args.out.join(format!("{stem}.{name}.safetensors")), a, meta)?;
+        // The slices through the map's largest |value|.
+        let peak = map.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).map(|(i, _)| i).unwrap_or(0);
+        let at = (peak / (h * w), peak / w % h, peak % w);
+        let png = args.out.join(format!("{stem}.{name}.png"));
+        let title = format!("{} of {stem}, target {target}{}", args.methods.title(*m), if model.is_random() { " — RANDOM-INIT 3-D model" } else { "" });
+        plot::orthogonal_slices(&volume, &map, at, &png, &title)?;
+        println!("{} of {} (target {target}) written to {} and {}", args.methods.title(*m), path.display(), nifti.display(), png.display());
     }
     Ok(())
 }

@@ -10,7 +10,9 @@ use clap::{Args, ValueEnum};
 use polars::prelude::{Column, DataFrame};
 use tgc_backbones::{resize_bilinear_aa, Classifier, Randomize, WeightSource};
 use tgc_data::{phantom, read_nifti, write_atomic, write_table};
-use tgc_explain::faithfulness::{complexity, deletion_insertion_many, energy_in_mask, pointing_hit, road, sparseness, spearman, ssim, Baseline, CurveConfig, RoadConfig};
+use tgc_explain::faithfulness::{
+    complexity, deletion_insertion_many, energy_in_mask, pointing_hit, road, sparseness, spearman, ssim, Baseline, CurveConfig, RoadConfig,
+};
 use tgc_explain::render::normalized_magnitude;
 use tgc_explain::Method;
 
@@ -113,7 +115,8 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     if !args.no_road && args.road_percentiles.iter().any(|p| !(*p > 0.0 && *p < 100.0)) {
         anyhow::bail!("--road-percentiles must lie strictly between 0 and 100, got {:?}", args.road_percentiles);
     }
-    let road_config = RoadConfig { percentiles: args.road_percentiles.iter().map(|p| p / 100.0).collect(), seed: args.randomization_seed, ..RoadConfig::default() };
+    let road_config =
+        RoadConfig { percentiles: args.road_percentiles.iter().map(|p| p / 100.0).collect(), seed: args.randomization_seed, ..RoadConfig::default() };
     let methods = args.methods.methods()?;
     let method_list: Vec<Method> = methods.iter().map(|(_, m)| m.clone()).collect();
     let cascade = model.backbone.randomization_cascade();

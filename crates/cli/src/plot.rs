@@ -28,6 +28,54 @@ pub fn overlay_of(x: &Tensor, a: &tgc_explain::Attribution) -> Result<image::Rgb
     Ok(blended_heat_map(&slice, &values, h, w, OVERLAY_SIGN.colormap(), 0.5))
 }
 
+/// Three orthogonal slices of a volume `[D, H, W]` through `at` = (z, y, x) — axial (z fixed),
+/// coronal (y fixed), sagittal (x fixed) — each with the map blended over it (the map
+/// normalised over the whole volume, as the overlays of slices are), side by side under a title.
+pub fn orthogonal_slices(volume: &tgc_data::Volume, map: &[f32], at: (usize, usize, usize), path: &Path, title: &str) -> Result<()> {
+    register_font();
+    let (d, h, w) = volume.dims();
+    let lo = volume.voxels.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = volume.voxels.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let grey: Vec<f32> = volume.voxels.iter().map(|v| (v - lo) / (hi - lo).max(f32::MIN_POSITIVE)).collect();
+    let (values, _, _) = normalize_attr(&Tensor::from_slice(map, (1, d * h, w), &candle_core::Device::Cpu)?, OVERLAY_SIGN, 2.0)?;
+    let at_voxel = |z: usize, y: usize, x: usize| (z * h + y) * w + x;
+    let plane = |rows: usize, cols: usize, index: &dyn Fn(usize, usize) -> usize| -> image::RgbImage {
+        let g: Vec<f32> = (0..rows * cols).map(|i| grey[index(i / cols, i % cols)]).collect();
+        let v: Vec<f32> = (0..rows * cols).map(|i| values[index(i / cols, i % cols)]).collect();
+        blended_heat_map(&g, &v, rows, cols, OVERLAY_SIGN.colormap(), 0.5)
+    };
+    let (z0, y0, x0) = at;
+    let panels = [
+        (format!("axial z = {z0}"), plane(h, w, &|r, c| at_voxel(z0, r, c))),
+        (format!("coronal y = {y0}"), plane(d, w, &|r, c| at_voxel(r, y0, c))),
+        (format!("sagittal x = {x0}"), plane(d, h, &|r, c| at_voxel(r, c, x0))),
+    ];
+    // Small volumes are shown larger, nearest neighbour.
+    let scale = (256 / h.max(w).max(d).max(1)).max(1) as u32;
+    let (pad, header) = (8u32, 52u32);
+    let width = panels.iter().map(|(_, p)| p.width() * scale + pad).sum::<u32>() + pad;
+    let height = header + panels.iter().map(|(_, p)| p.height() * scale).max().unwrap_or(0) + pad;
+    let mut canvas = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    let mut x = pad;
+    for (_, p) in &panels {
+        let big = image::imageops::resize(p, p.width() * scale, p.height() * scale, image::imageops::FilterType::Nearest);
+        image::imageops::replace(&mut canvas, &big, x as i64, header as i64);
+        x += big.width() + pad;
+    }
+    let mut rgb = canvas.into_raw();
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        root.draw(&Text::new(title.to_owned(), (pad as i32, 4), ("sans-serif", 16).into_font().color(&BLACK))).map_err(draw_err)?;
+        let mut x = pad;
+        for (label, p) in &panels {
+            root.draw(&Text::new(label.clone(), (x as i32, 30), ("sans-serif", 14).into_font().color(&BLACK))).map_err(draw_err)?;
+            x += p.width() * scale + pad;
+        }
+        root.present().map_err(draw_err)?;
+    }
+    save_png(path, width, height, rgb)
+}
+
 /// DejaVu Sans, shipped with the binary so that charts render the same on every machine.
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 

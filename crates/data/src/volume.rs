@@ -71,7 +71,12 @@ pub fn read_nifti_volume(path: &Path) -> Result<Volume> {
     let voxels: Vec<f32> = array.reversed_axes().iter().copied().collect();
     if let Some(first) = voxels.iter().position(|v| !v.is_finite()) {
         let count = voxels.iter().filter(|v| !v.is_finite()).count();
-        return Err(read_err(format!("{count} voxel(s) are NaN or infinite, first at (slice {}, row {}, column {})", first / (nx * ny), first / nx % ny, first % nx)));
+        return Err(read_err(format!(
+            "{count} voxel(s) are NaN or infinite, first at (slice {}, row {}, column {})",
+            first / (nx * ny),
+            first / nx % ny,
+            first % nx
+        )));
     }
     // The values are already scaled: a map written with this header must not be scaled again.
     header.scl_slope = 1.0;

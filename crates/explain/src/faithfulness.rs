@@ -303,13 +303,7 @@ pub fn sparseness(map: &[f32]) -> Option<f64> {
 /// uniform map (lower = simpler); `None` for an all-zero map.
 pub fn complexity(map: &[f32]) -> Option<f64> {
     let total: f64 = map.iter().map(|v| v.abs() as f64).sum();
-    (total > 0.0).then(|| {
-        map.iter()
-            .map(|v| v.abs() as f64 / total)
-            .filter(|&p| p > 0.0)
-            .map(|p| -p * p.ln())
-            .sum()
-    })
+    (total > 0.0).then(|| map.iter().map(|v| v.abs() as f64 / total).filter(|&p| p > 0.0).map(|p| -p * p.ln()).sum())
 }
 
 /// Fraction of the map's total |value| that lies inside the mask (mask > 0.5).

@@ -141,6 +141,22 @@ impl Method {
             .collect()
     }
 
+    /// The same method explaining `layer` when it is a layer method (Grad-CAM, Guided
+    /// Grad-CAM, the CAM family, and such a method under a noise tunnel); others unchanged.
+    pub fn with_layer(self, layer: &str) -> Method {
+        let layer = Some(layer.to_owned());
+        match self {
+            Method::GradCam(_) => Method::GradCam(GradCam { layer }),
+            Method::GuidedGradCam(_) => Method::GuidedGradCam(GuidedGradCam { layer }),
+            Method::Cam(c) => Method::Cam(Cam { layer, ..c }),
+            Method::NoiseTunnel(nt) => {
+                let inner = nt.inner.clone().with_layer(layer.as_deref().unwrap_or_default());
+                Method::NoiseTunnel(Box::new(NoiseTunnel { inner, ..*nt }))
+            }
+            other => other,
+        }
+    }
+
     /// A NaN or infinity in the logits or the attribution is an error naming the method.
     fn checked(&self, out: Attribution) -> Result<Attribution> {
         for (what, t) in [("logits", out.logits.as_ref()), ("attribution", Some(&out.attribution))] {

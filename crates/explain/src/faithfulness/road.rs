@@ -8,9 +8,9 @@
 
 use candle_core::Tensor;
 use rand::SeedableRng;
-use rayon::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
 
 use crate::error::{ExplainError, Result};
 use crate::methods::check_target;
@@ -57,8 +57,16 @@ impl Road {
 }
 
 /// The 8-neighbourhood and its weights.
-const NEIGHBOURS: [(isize, isize, f64); 8] =
-    [(1, 1, 1.0 / 12.0), (0, 1, 1.0 / 6.0), (-1, 1, 1.0 / 12.0), (1, -1, 1.0 / 12.0), (0, -1, 1.0 / 6.0), (-1, -1, 1.0 / 12.0), (1, 0, 1.0 / 6.0), (-1, 0, 1.0 / 6.0)];
+const NEIGHBOURS: [(isize, isize, f64); 8] = [
+    (1, 1, 1.0 / 12.0),
+    (0, 1, 1.0 / 6.0),
+    (-1, 1, 1.0 / 12.0),
+    (1, -1, 1.0 / 12.0),
+    (0, -1, 1.0 / 6.0),
+    (-1, -1, 1.0 / 12.0),
+    (1, 0, 1.0 / 6.0),
+    (-1, 0, 1.0 / 6.0),
+];
 
 /// One `c × h × w` image with the pixels where `removed` is true (all channels) replaced by
 /// noisy linear imputation. Channels that are equal are solved once.
