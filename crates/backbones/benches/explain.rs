@@ -145,7 +145,7 @@ fn main() -> anyhow::Result<()> {
                 Method::GradientShap(GradientShap::default()),
                 Method::IntegratedGradients(ig),
                 Method::Occlusion(Occlusion::default()),
-                Method::FeatureAblation(FeatureAblation::default()),
+                Method::FeatureAblation(FeatureAblation::grid(16)),
                 Method::NoiseTunnel(Box::new(NoiseTunnel {
                     inner: Method::Saliency(Saliency),
                     kind: NoiseTunnelType::SmoothGrad,
@@ -157,7 +157,12 @@ fn main() -> anyhow::Result<()> {
             .into_iter()
             .chain(CamKind::ALL.map(|k| Method::Cam(Cam::new(k))))
             .collect(),
-            BackboneKind::Vit => vec![Method::GuidedBackprop(GuidedBackprop), Method::GradientShap(GradientShap::default())],
+            BackboneKind::Vit => vec![
+                Method::GuidedBackprop(GuidedBackprop),
+                Method::GradientShap(GradientShap::default()),
+                Method::AttentionRollout(AttentionRollout::default()),
+                Method::Chefer(Chefer),
+            ],
         };
         for m in methods {
             let label = match m.name() {
