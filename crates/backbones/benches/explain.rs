@@ -123,6 +123,9 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: setting an option is allowed at any time.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let iters: usize = std::env::var("TGC_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    // `TGC_BENCH_ONLY=vit.chefer` runs the methods whose figure name contains it (forward passes
+    // always run).
+    let only = std::env::var("TGC_BENCH_ONLY").ok();
     println!("{}", tgc_backbones::vecmath::cpu_description());
     let mut torch = Torch::start();
     let mut figures: Vec<Figure> = Vec::new();
@@ -170,6 +173,9 @@ fn main() -> anyhow::Result<()> {
                 "guided-gradcam" => "guided-grad-cam",
                 other => other,
             };
+            if only.as_deref().is_some_and(|o| !format!("{name}.{label}").contains(o)) {
+                continue;
+            }
             // The methods of hundreds of forward passes run once after the warm-up.
             let slow = matches!(m, Method::Occlusion(_) | Method::FeatureAblation(_)) || matches!(m, Method::Cam(Cam { kind: CamKind::ScoreCam, .. }));
             let runs = if slow {
