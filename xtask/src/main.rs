@@ -273,48 +273,25 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     for (b, model) in BACKBONES {
         let probe_dir = path(&out.join("runs").join(p0).join(model).join("0"));
         let per_class = if quick { 1 } else { 2 };
+        // The test slices of the run, the same for both explanation steps.
+        let slices = [s("--run"), probe_dir.clone(), s("--data"), path(&data), s("--split"), s("test"), s("--samples-per-class"), s(per_class)];
+        let explain = |method_args: &[String], folder: &str| -> Vec<String> {
+            let mut args = vec![s("explain")];
+            args.extend(slices.iter().cloned());
+            args.extend(method_args.iter().cloned());
+            args.extend([s("--out"), path(&out.join(folder).join(b))]);
+            args
+        };
         runner.step(
             &format!("explain-{b}"),
-            &[
-                s("explain"),
-                s("--run"),
-                probe_dir.clone(),
-                s("--data"),
-                path(&data),
-                s("--split"),
-                s("test"),
-                s("--samples-per-class"),
-                s(per_class),
-                s("--samples"),
-                s(shap_samples),
-                s("--method"),
-                s("gradient-shap,gradcam,guided-gradcam,guided-backprop"),
-                s("--out"),
-                path(&out.join("explanations").join(b)),
-            ],
+            &explain(&[s("--samples"), s(shap_samples), s("--method"), s("gradient-shap,gradcam,guided-gradcam,guided-backprop")], "explanations"),
         )?;
         // The library's other methods on the same slices, for the report's second grid: the
         // CAM family at the same layer (Score-CAM left out: one forward per channel), and
         // Feature Ablation on 32-pixel blocks.
         runner.step(
             &format!("explain-more-{b}"),
-            &[
-                s("explain"),
-                s("--run"),
-                probe_dir.clone(),
-                s("--data"),
-                path(&data),
-                s("--split"),
-                s("test"),
-                s("--samples-per-class"),
-                s(per_class),
-                s("--method"),
-                s(more_methods(b, quick)),
-                s("--grid"),
-                s(if quick { 64 } else { 32 }),
-                s("--out"),
-                path(&out.join("explanations-more").join(b)),
-            ],
+            &explain(&[s("--method"), s(more_methods(b, quick)), s("--grid"), s(if quick { 64 } else { 32 })], "explanations-more"),
         )?;
         let dnn_dir = out.join("runs").join(p0).join(format!("{model}_seq_3")).join("0");
         let patients = report::test_patients_with_history(&dnn_dir, &out.join("manifest.csv"))?;

@@ -1,11 +1,13 @@
 //! A small 3-D ResNet-style classifier for volumes `[B, 1, D, H, W]`, to explain volumes from
 //! the command line (`tgc explain --volume`) and in tests:
 //!
-//!     stem   conv 3³ (1 → 8) + ReLU
-//!     block1 conv 3³ (8 → 8) + ReLU, conv 3³ (8 → 8), + input, ReLU
-//!     down   conv 3³ stride 2 (8 → 16) + ReLU
-//!     block2 conv 3³ (16 → 16) + ReLU, conv 3³ (16 → 16), + input, ReLU
-//!     head   mean over D, H, W; fc (16 → 2)
+//! ```text
+//! stem   conv 3³ (1 → 8) + ReLU
+//! block1 conv 3³ (8 → 8) + ReLU, conv 3³ (8 → 8), + input, ReLU
+//! down   conv 3³ stride 2 (8 → 16) + ReLU
+//! block2 conv 3³ (16 → 16) + ReLU, conv 3³ (16 → 16), + input, ReLU
+//! head   mean over D, H, W; fc (16 → 2)
+//! ```
 //!
 //! Checkpoint keys: `stem.{weight,bias}`, `block1.conv1.*`, `block1.conv2.*`, `down.*`,
 //! `block2.conv1.*`, `block2.conv2.*`, `fc.{weight,bias}` (convolution weights

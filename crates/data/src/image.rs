@@ -90,17 +90,24 @@ pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<Image> {
         [nx, ny] | [nx, ny, 1] => (*nx, *ny),
         _ => return Err(DataError::NotASlice { path: path.to_owned(), dims }),
     };
+    let pixels = voxels_in_array_order(path, volume, 2)?;
+    check_finite(path, width, &pixels)?;
+    Image::new(height, width, pixels).map_err(|e| read_err(e.to_string()))
+}
+
+/// The voxels of a volume whose first `rank` axes are its extent (trailing axes of length 1
+/// dropped), as float32 in SimpleITK's array order: the axes reversed, so the last NIfTI axis
+/// varies slowest and the first (i) fastest.
+pub(crate) fn voxels_in_array_order(path: &Path, volume: nifti::InMemNiftiVolume, rank: usize) -> Result<Vec<f32>> {
+    let read_err = |message: String| DataError::Read { path: path.to_owned(), message };
     let mut array = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| volume.into_ndarray::<f32>()))
         .map_err(|_| read_err("the NIfTI reader failed on this file's data".to_owned()))?
         .map_err(|e| read_err(describe_nifti_error(&e)))?;
-    if array.ndim() == 3 {
-        array = array.index_axis_move(Axis(2), 0);
+    while array.ndim() > rank {
+        let last = array.ndim() - 1;
+        array = array.index_axis_move(Axis(last), 0);
     }
-    // `array[[i, j]]` is voxel (i, j); reversing the axes and walking in logical order visits
-    // row j = 0 first, i fastest within it.
-    let pixels: Vec<f32> = array.reversed_axes().iter().copied().collect();
-    check_finite(path, width, &pixels)?;
-    Image::new(height, width, pixels).map_err(|e| read_err(e.to_string()))
+    Ok(array.reversed_axes().iter().copied().collect())
 }
 
 /// A NIfTI file's bytes (gzip-compressed when `path` ends in `.gz`), bounded and header-checked

@@ -5,12 +5,12 @@
 
 use std::path::Path;
 
-use ndarray::{Array3, Axis};
-use nifti::{IntoNdArray, NiftiHeader, NiftiObject, NiftiVolume};
+use ndarray::Array3;
+use nifti::{NiftiHeader, NiftiObject, NiftiVolume};
 
 use crate::atomic::temp_path;
 use crate::error::{DataError, Result};
-use crate::image::{describe_nifti_error, is_real_scalar, parse_nifti};
+use crate::image::{describe_nifti_error, is_real_scalar, parse_nifti, voxels_in_array_order};
 
 /// A single-channel volume, row-major `[depth, height, width]`, with the header it came with.
 #[derive(Debug, Clone)]
@@ -61,14 +61,7 @@ pub fn read_nifti_volume(path: &Path) -> Result<Volume> {
         [nx, ny, nz] | [nx, ny, nz, 1] => (*nx, *ny, *nz),
         _ => return Err(read_err(format!("expected a 3-D volume, found dimensions {dims:?}"))),
     };
-    let mut array = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| volume.into_ndarray::<f32>()))
-        .map_err(|_| read_err("the NIfTI reader failed on this file's data".to_owned()))?
-        .map_err(|e| read_err(describe_nifti_error(&e)))?;
-    if array.ndim() == 4 {
-        array = array.index_axis_move(Axis(3), 0);
-    }
-    // `array[[i, j, k]]`; reversed, the logical order visits k, then j, then i fastest.
-    let voxels: Vec<f32> = array.reversed_axes().iter().copied().collect();
+    let voxels = voxels_in_array_order(path, volume, 3)?;
     if let Some(first) = voxels.iter().position(|v| !v.is_finite()) {
         let count = voxels.iter().filter(|v| !v.is_finite()).count();
         return Err(read_err(format!(
