@@ -232,7 +232,12 @@ pub fn write(out: &Path, protocols: &[&str], random: bool, synthetic: bool, stud
         gallery.push((name, format!("Interpreting test samples, {model}")));
         let name = format!("interpretation_more_{b}.png");
         copy(&out.join("explanations-more").join(b).join("grid.png"), &figures.join(&name))?;
-        gallery.push((name, format!("The CAM family and Feature Ablation on the same samples, {model}")));
+        let what = if b == "vit" {
+            "Attention rollout, Chefer et al., the gradient CAMs, EigenCAM and Feature Ablation"
+        } else {
+            "The CAM family and Feature Ablation"
+        };
+        gallery.push((name, format!("{what} on the same samples, {model}")));
         let strips = out.join("temporal").join(b);
         if let Ok(entries) = std::fs::read_dir(&strips) {
             let mut pngs: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "png")).collect();
