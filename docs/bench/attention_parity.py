@@ -9,7 +9,7 @@ Python that has torch, transformers and safetensors):
         --out /tmp/attcheck/$(basename $f .nii.gz).safetensors; done
     python docs/bench/attention_parity.py compare SLICES… [--head-fusion F --discard-ratio R]
 """
-import sys, gzip, struct, numpy as np, torch
+import sys, os, gzip, struct, numpy as np, torch
 import torch.nn.functional as F
 from safetensors.torch import save_file, load_file
 
@@ -26,15 +26,8 @@ if '--discard-ratio' in args:
     i = args.index('--discard-ratio'); ratio = float(args[i + 1]); del args[i:i + 2]
 torch.set_num_threads(2)
 
-def read(path):
-    b = gzip.open(path).read() if path.endswith('.gz') else open(path, 'rb').read()
-    dims = struct.unpack('<8h', b[40:56]); dt = struct.unpack('<h', b[70:72])[0]
-    off = int(struct.unpack('<f', b[108:112])[0]); slope, inter = struct.unpack('<ff', b[112:120])
-    typ = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64, 512: np.uint16}[dt]
-    nx, ny = dims[1], dims[2]
-    a = np.frombuffer(b, dtype=typ, count=nx * ny, offset=off).astype(np.float64)
-    if slope != 0: a = a * slope + inter
-    return a.reshape(ny, nx).astype(np.float32)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nifti_slice import read
 
 from transformers import ViTModel
 vit = ViTModel.from_pretrained('/tmp/vitdir', add_pooling_layer=False, attn_implementation='eager').eval()

@@ -10,7 +10,7 @@ Python that has torch, torchvision, captum, grad-cam and safetensors):
         --out /tmp/camcheck/$(basename $f .nii.gz).safetensors; done
     python docs/bench/cam_parity.py compare SLICES…
 """
-import sys, gzip, struct, numpy as np, torch, torchvision
+import sys, os, gzip, struct, numpy as np, torch, torchvision
 from safetensors.torch import save_file, load_file
 
 if sys.argv[1] == 'head':
@@ -19,15 +19,8 @@ if sys.argv[1] == 'head':
     sys.exit(0)
 torch.set_num_threads(2)
 
-def read(path):
-    b = gzip.open(path).read() if path.endswith('.gz') else open(path, 'rb').read()
-    dims = struct.unpack('<8h', b[40:56]); dt = struct.unpack('<h', b[70:72])[0]
-    off = int(struct.unpack('<f', b[108:112])[0]); slope, inter = struct.unpack('<ff', b[112:120])
-    typ = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64, 512: np.uint16}[dt]
-    nx, ny = dims[1], dims[2]
-    a = np.frombuffer(b, dtype=typ, count=nx * ny, offset=off).astype(np.float64)
-    if slope != 0: a = a * slope + inter
-    return a.reshape(ny, nx).astype(np.float32)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nifti_slice import read
 
 model = torchvision.models.resnet18()
 sd = load_file('/tmp/r18.safetensors'); model.load_state_dict({k: v for k, v in sd.items() if not k.startswith('fc.')}, strict=False)

@@ -46,15 +46,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 torch.set_num_threads(2)
-def read(path):
-    b = gzip.open(path).read() if path.endswith('.gz') else open(path, 'rb').read()
-    dims = struct.unpack('<8h', b[40:56]); dt = struct.unpack('<h', b[70:72])[0]
-    off = int(struct.unpack('<f', b[108:112])[0]); slope, inter = struct.unpack('<ff', b[112:120])
-    typ = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64, 512: np.uint16}[dt]
-    nx, ny = dims[1], dims[2]
-    a = np.frombuffer(b, dtype=typ, count=nx * ny, offset=off).astype(np.float64)
-    if slope != 0: a = a * slope + inter
-    return a.reshape(ny, nx).astype(np.float32)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nifti_slice import read
 files = sorted(glob.glob(sys.argv[2] + '/*/*.nii*'))
 def key(p):
     m = re.search(r'OAS3(\d+)_MR_d(\d+)', p); return (30000 + int(m.group(1)) if len(m.group(1)) == 4 else int('3' + m.group(1)), int(m.group(2)))

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use ndarray::{Array2, Axis};
+use ndarray::Axis;
 use nifti::{IntoNdArray, NiftiObject, NiftiType, NiftiVolume};
 
 use crate::atomic::temp_path;
@@ -140,15 +140,23 @@ pub(crate) fn parse_nifti(path: &Path, bytes: &[u8]) -> Result<nifti::InMemNifti
 /// `image[j][i]`); gzip-compressed when the name ends in `.gz`.
 /// The file appears complete or not at all (written beside it, then renamed).
 pub fn write_nifti(path: &Path, image: &Image) -> Result<()> {
+    write_in_array_order(path, &[image.height, image.width], &image.pixels, None)
+}
+
+/// Writes row-major values in SimpleITK's array order (`shape` slowest axis first) as float32
+/// NIfTI — the writer takes `array[[i, j, …]]` = voxel (i, j, …), the axes reversed — with
+/// `header`'s geometry when given; through a temporary file renamed into place.
+pub(crate) fn write_in_array_order(path: &Path, shape: &[usize], values: &[f32], header: Option<&nifti::NiftiHeader>) -> Result<()> {
     let write_err = |message: String| DataError::Write { path: path.to_owned(), message };
-    // The writer takes `array[[i, j]]` = voxel (i, j): the transpose of the row-major image.
-    let array = Array2::from_shape_vec((image.height, image.width), image.pixels.clone())
-        .map_err(|e| write_err(e.to_string()))?
-        .reversed_axes()
-        .as_standard_layout()
-        .into_owned();
+    let array =
+        ndarray::ArrayD::from_shape_vec(shape, values.to_vec()).map_err(|e| write_err(e.to_string()))?.reversed_axes().as_standard_layout().into_owned();
     let tmp = temp_path(path);
-    let written = nifti::writer::WriterOptions::new(&tmp)
+    let options = nifti::writer::WriterOptions::new(&tmp);
+    let options = match header {
+        Some(h) => options.reference_header(h),
+        None => options,
+    };
+    let written = options
         .write_nifti(&array)
         .map_err(|e| write_err(describe_nifti_error(&e)))
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| write_err(e.to_string())));

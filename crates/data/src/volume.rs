@@ -5,12 +5,10 @@
 
 use std::path::Path;
 
-use ndarray::Array3;
 use nifti::{NiftiHeader, NiftiObject, NiftiVolume};
 
-use crate::atomic::temp_path;
 use crate::error::{DataError, Result};
-use crate::image::{describe_nifti_error, is_real_scalar, parse_nifti, voxels_in_array_order};
+use crate::image::{is_real_scalar, parse_nifti, voxels_in_array_order, write_in_array_order};
 
 /// A single-channel volume, row-major `[depth, height, width]`, with the header it came with.
 #[derive(Debug, Clone)]
@@ -81,26 +79,7 @@ pub fn read_nifti_volume(path: &Path) -> Result<Volume> {
 /// overlays the original), or a plain one; gzip-compressed when the name ends in `.gz`. The
 /// file appears complete or not at all.
 pub fn write_nifti_volume(path: &Path, volume: &Volume) -> Result<()> {
-    let write_err = |message: String| DataError::Write { path: path.to_owned(), message };
-    let array = Array3::from_shape_vec((volume.depth, volume.height, volume.width), volume.voxels.clone())
-        .map_err(|e| write_err(e.to_string()))?
-        .reversed_axes()
-        .as_standard_layout()
-        .into_owned();
-    let tmp = temp_path(path);
-    let options = nifti::writer::WriterOptions::new(&tmp);
-    let options = match &volume.header {
-        Some(h) => options.reference_header(h),
-        None => options,
-    };
-    let written = options
-        .write_nifti(&array)
-        .map_err(|e| write_err(describe_nifti_error(&e)))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| write_err(e.to_string())));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    write_in_array_order(path, &[volume.depth, volume.height, volume.width], &volume.voxels, volume.header.as_ref())
 }
 
 #[cfg(test)]
