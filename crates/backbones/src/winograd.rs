@@ -106,17 +106,7 @@ impl WinogradKernel {
             // 16 products M_ξ = U_ξ · V_ξ, one per task.
             m.par_chunks_mut(c_out * tiles).zip(v.par_chunks(c_in * tiles)).enumerate().for_each(|(xi, (mx, vx))| {
                 let ux = &self.u[xi * c_out * c_in..(xi + 1) * c_out * c_in];
-                if tiles == 1 {
-                    // One column would take the matrix-product crate's vector path, whose sums
-                    // round differently: a zero column keeps an image's result the same alone
-                    // as in a batch, to the bit.
-                    let padded: Vec<f32> = vx.iter().flat_map(|&v| [v, 0.0]).collect();
-                    let mut out = vec![0f32; 2 * c_out];
-                    crate::ops::gemm_serial(&mut out, ux, &padded, (c_out, c_in, 2));
-                    mx.iter_mut().zip(out.chunks(2)).for_each(|(d, pair)| *d = pair[0]);
-                } else {
-                    crate::ops::gemm_serial(mx, ux, vx, (c_out, c_in, tiles));
-                }
+                crate::ops::gemm_serial(mx, ux, vx, (c_out, c_in, tiles));
             });
             // Output transform, bias and epilogue, output channels in parallel.
             let m = &*m;

@@ -155,7 +155,8 @@ fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
     let (d, h, w) = volume.dims();
     let (lo, hi) = volume.voxels.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let scaled: Vec<f32> = volume.voxels.iter().map(|v| (v - lo) / (hi - lo).max(f32::MIN_POSITIVE)).collect();
-    let x = candle_core::Tensor::from_vec(scaled, (1, 1, d, h, w), &Device::Cpu)?;
+    let x = candle_core::Tensor::from_vec(scaled.clone(), (1, 1, d, h, w), &Device::Cpu)?;
+    let scaled = volume.with_voxels(scaled)?;
     let methods = args.methods.methods()?;
     let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone().with_layer(&args.volume_layer)).collect();
     let logits = tgc_explain::Model::forward(&model, &x, tgc_explain::ReluMode::Standard)?;
@@ -188,7 +189,7 @@ fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
         let at = (peak / (h * w), peak / w % h, peak % w);
         let png = args.out.join(format!("{stem}.{name}.png"));
         let title = format!("{} of {stem}, target {target}{}", args.methods.title(*m), if model.is_random() { " — RANDOM-INIT 3-D model" } else { "" });
-        plot::orthogonal_slices(&volume, &map, at, &png, &title)?;
+        plot::orthogonal_slices(&scaled, &map, at, &png, &title)?;
         println!("{} of {} (target {target}) written to {} and {}", args.methods.title(*m), path.display(), nifti.display(), png.display());
     }
     Ok(())

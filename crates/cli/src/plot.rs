@@ -28,15 +28,14 @@ pub fn overlay_of(x: &Tensor, a: &tgc_explain::Attribution) -> Result<image::Rgb
     Ok(blended_heat_map(&slice, &values, h, w, OVERLAY_SIGN.colormap(), 0.5))
 }
 
-/// Three orthogonal slices of a volume `[D, H, W]` through `at` = (z, y, x) — axial (z fixed),
-/// coronal (y fixed), sagittal (x fixed) — each with the map blended over it (the map
-/// normalised over the whole volume, as the overlays of slices are), side by side under a title.
+/// Three orthogonal slices of a volume `[D, H, W]` scaled to [0, 1] through `at` = (z, y, x) —
+/// axial (z fixed), coronal (y fixed), sagittal (x fixed) — each with the map blended over it
+/// (the map normalised over the whole volume, as the overlays of slices are), side by side
+/// under a title.
 pub fn orthogonal_slices(volume: &tgc_data::Volume, map: &[f32], at: (usize, usize, usize), path: &Path, title: &str) -> Result<()> {
     register_font();
     let (d, h, w) = volume.dims();
-    let lo = volume.voxels.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = volume.voxels.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let grey: Vec<f32> = volume.voxels.iter().map(|v| (v - lo) / (hi - lo).max(f32::MIN_POSITIVE)).collect();
+    let grey = &volume.voxels;
     let (values, _, _) = normalize_attr(&Tensor::from_slice(map, (1, d * h, w), &candle_core::Device::Cpu)?, OVERLAY_SIGN, 2.0)?;
     let at_voxel = |z: usize, y: usize, x: usize| (z * h + y) * w + x;
     let plane = |rows: usize, cols: usize, index: &dyn Fn(usize, usize) -> usize| -> image::RgbImage {

@@ -128,21 +128,7 @@ pub fn deletion_insertion_many<M: Model + ?Sized>(
             }
         }
     };
-    let mut probs = Vec::with_capacity(total);
-    let chunk = config.batch_size.max(1);
-    let mut start = 0;
-    while start < total {
-        let len = chunk.min(total - start);
-        let mut images = vec![0f32; len * x.len()];
-        for (i, img) in images.chunks_mut(x.len()).enumerate() {
-            build(start + i, img);
-        }
-        let batch = Tensor::from_vec(images, (len, c, h, w), input.device())?;
-        let logits = model.forward(&batch, ReluMode::Standard)?;
-        check_target(target, logits.dim(1)?)?;
-        probs.extend(softmax_rows(&logits)?.iter().map(|row| row[target]));
-        start += len;
-    }
+    let probs = target_probabilities(model, total, (c, h, w), input.device(), target, config.batch_size, build)?;
     let (at_input, at_base) = (probs[0], probs[1]);
     Ok((0..importances.len())
         .map(|m| {
@@ -152,6 +138,35 @@ pub fn deletion_insertion_many<M: Model + ?Sized>(
             Curves { deletion, insertion }
         })
         .collect())
+}
+
+/// The target's softmax probability for `count` images `[c, h, w]`, each written by
+/// `build(index, image)` only when its batch of `batch_size` runs.
+fn target_probabilities<M: Model + ?Sized>(
+    model: &M,
+    count: usize,
+    (c, h, w): (usize, usize, usize),
+    device: &candle_core::Device,
+    target: usize,
+    batch_size: usize,
+    build: impl Fn(usize, &mut [f32]),
+) -> Result<Vec<f32>> {
+    let per_image = c * h * w;
+    let chunk = batch_size.max(1);
+    let mut probs = Vec::with_capacity(count);
+    let mut start = 0;
+    while start < count {
+        let len = chunk.min(count - start);
+        let mut images = vec![0f32; len * per_image];
+        for (i, img) in images.chunks_mut(per_image).enumerate() {
+            build(start + i, img);
+        }
+        let logits = model.forward(&Tensor::from_vec(images, (len, c, h, w), device)?, ReluMode::Standard)?;
+        check_target(target, logits.dim(1)?)?;
+        probs.extend(softmax_rows(&logits)?.iter().map(|row| row[target]));
+        start += len;
+    }
+    Ok(probs)
 }
 
 fn softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {

@@ -13,8 +13,7 @@ use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
 use crate::error::{ExplainError, Result};
-use crate::methods::check_target;
-use crate::model::{Model, ReluMode};
+use crate::model::Model;
 
 /// Settings of [`road`].
 #[derive(Debug, Clone, PartialEq)]
@@ -197,13 +196,8 @@ pub fn road<M: Model + ?Sized>(model: &M, input: &Tensor, importance: &[f32], ta
             noisy_linear_imputation(&x, (c, h, w), &removed, config.noise, &mut rng)
         })
         .collect::<Result<_>>()?;
-    let mut probs = Vec::with_capacity(images.len());
-    for chunk in images.chunks(config.batch_size.max(1)) {
-        let batch = Tensor::from_vec(chunk.concat(), (chunk.len(), c, h, w), input.device())?;
-        let logits = model.forward(&batch, ReluMode::Standard)?;
-        check_target(target, logits.dim(1)?)?;
-        probs.extend(super::softmax_rows(&logits)?.iter().map(|row| row[target]));
-    }
+    let probs =
+        super::target_probabilities(model, images.len(), (c, h, w), input.device(), target, config.batch_size, |j, img| img.copy_from_slice(&images[j]))?;
     Ok(Road { morf: probs[..n].to_vec(), lerf: probs[n..].to_vec() })
 }
 
