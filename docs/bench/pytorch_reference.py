@@ -149,7 +149,8 @@ def main():
             timed(entry)
             print(f"{name} {timed(entry):.1f}")
         return
-    print(f"ready torch {torch.__version__} threads {torch.get_num_threads()}", flush=True)
+    capability = torch.backends.cpu.get_cpu_capability()
+    print(f"ready torch {torch.__version__} threads {torch.get_num_threads()} ATen {capability}", flush=True)
     take_peak_rss_mib()
     for line in sys.stdin:
         request = line.strip()

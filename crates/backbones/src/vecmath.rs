@@ -16,7 +16,18 @@ pub enum SimdLevel {
 }
 
 impl SimdLevel {
+    /// The best level this CPU has, lowered (never raised) by `TGC_SIMD=avx2|baseline`: an
+    /// AVX-512 machine then runs the AVX2 kernels an AVX2-only machine would (for benchmarks).
     pub fn detect() -> Self {
+        let cap = std::env::var("TGC_SIMD").ok().and_then(|v| Self::parse(&v));
+        match cap {
+            Some(cap) => Self::of_cpu().min(cap),
+            None => Self::of_cpu(),
+        }
+    }
+
+    /// The best level this CPU supports.
+    pub fn of_cpu() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
@@ -27,6 +38,30 @@ impl SimdLevel {
             }
         }
         Self::Baseline
+    }
+
+    /// `avx512`, `avx2` or `baseline` (any case); other names are not levels.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "avx512" | "avx-512" => Some(Self::Avx512),
+            "avx2" | "avx2+fma" => Some(Self::Avx2Fma),
+            "baseline" | "none" => Some(Self::Baseline),
+            _ => None,
+        }
+    }
+
+    /// The lower of two levels.
+    fn min(self, other: Self) -> Self {
+        let rank = |l: Self| match l {
+            Self::Baseline => 0,
+            Self::Avx2Fma => 1,
+            Self::Avx512 => 2,
+        };
+        if rank(other) < rank(self) {
+            other
+        } else {
+            self
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -250,6 +285,16 @@ pub fn erf_f32(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_simd_cap_only_lowers_the_level() {
+        assert_eq!(SimdLevel::parse("AVX2"), Some(SimdLevel::Avx2Fma));
+        assert_eq!(SimdLevel::parse("avx-512"), Some(SimdLevel::Avx512));
+        assert_eq!(SimdLevel::parse("sse9"), None);
+        assert_eq!(SimdLevel::Avx512.min(SimdLevel::Avx2Fma), SimdLevel::Avx2Fma);
+        assert_eq!(SimdLevel::Avx2Fma.min(SimdLevel::Avx512), SimdLevel::Avx2Fma);
+        assert_eq!(SimdLevel::Baseline.min(SimdLevel::Avx512), SimdLevel::Baseline);
+    }
 
     #[test]
     fn exp_is_within_two_ulp_and_keeps_the_edges() {
