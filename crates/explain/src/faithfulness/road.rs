@@ -92,15 +92,19 @@ pub fn noisy_linear_imputation(image: &[f32], (c, h, w): (usize, usize, usize), 
         })
     };
     let diagonal: Vec<f64> = unknown.iter().map(|&p| neighbours(p).map(|(_, wt)| wt).sum()).collect();
+    // The off-diagonal entries, row by row (compressed rows): each unknown's removed neighbours
+    // as (their unknown's index, weight), so that applying A is one pass over a flat list.
+    let mut starts = Vec::with_capacity(unknown.len() + 1);
+    let mut entries: Vec<(u32, f64)> = Vec::with_capacity(8 * unknown.len());
+    starts.push(0);
+    for &p in &unknown {
+        entries.extend(neighbours(p).filter(|(q, _)| removed[*q]).map(|(q, wt)| (index[q] as u32, wt)));
+        starts.push(entries.len());
+    }
     let apply = |x: &[f64], out: &mut [f64]| {
-        for (i, &p) in unknown.iter().enumerate() {
-            let mut s = diagonal[i] * x[i];
-            for (q, wt) in neighbours(p) {
-                if removed[q] {
-                    s -= wt * x[index[q]];
-                }
-            }
-            out[i] = s;
+        for (i, o) in out.iter_mut().enumerate() {
+            let row = &entries[starts[i]..starts[i + 1]];
+            *o = diagonal[i] * x[i] - row.iter().map(|&(j, wt)| wt * x[j as usize]).sum::<f64>();
         }
     };
     let mut out = image.to_vec();
@@ -137,24 +141,28 @@ fn conjugate_gradient(apply: &dyn Fn(&[f64], &mut [f64]), b: &[f64], diagonal: &
     let mut rz: f64 = r.iter().zip(&z).map(|(a, b)| a * b).sum();
     let target = 1e-14 * b.iter().map(|v| v * v).sum::<f64>().max(f64::MIN_POSITIVE);
     let mut ap = vec![0f64; n];
+    if r.iter().map(|v| v * v).sum::<f64>() <= target {
+        return x;
+    }
     for _ in 0..10 * n.max(10) {
-        if r.iter().map(|v| v * v).sum::<f64>() <= target {
-            break;
-        }
         apply(&p, &mut ap);
         let pap: f64 = p.iter().zip(&ap).map(|(a, b)| a * b).sum();
         if pap <= 0.0 {
             break;
         }
         let alpha = rz / pap;
+        // One pass: the step, the new residual, its preconditioned form and both dot products.
+        let (mut rz_next, mut rr) = (0f64, 0f64);
         for i in 0..n {
             x[i] += alpha * p[i];
             r[i] -= alpha * ap[i];
-        }
-        for i in 0..n {
             z[i] = r[i] / diagonal[i];
+            rz_next += r[i] * z[i];
+            rr += r[i] * r[i];
         }
-        let rz_next: f64 = r.iter().zip(&z).map(|(a, b)| a * b).sum();
+        if rr <= target {
+            break;
+        }
         let beta = rz_next / rz;
         rz = rz_next;
         for i in 0..n {
