@@ -607,6 +607,27 @@ impl Linear {
     }
 }
 
+/// `x · Wᵀ + b` for row-major rows `x` `[rows, inp]` and `W` `[out, inp]`.
+fn linear_rows(x: &[f32], weight: &[f32], bias: Option<&[f32]>, (inp, out): (usize, usize)) -> Vec<f32> {
+    let rows = x.len() / inp;
+    let mut y = vec![0f32; rows * out];
+    if let Some(bias) = bias {
+        for row in y.chunks_mut(out) {
+            row.copy_from_slice(bias);
+        }
+    }
+    gemm_tt(&mut y, bias.is_some(), x, false, weight, true, (rows, inp, out));
+    y
+}
+
+/// The input gradient `g · W` of [`linear_rows`] for `g` `[rows, out]`.
+fn linear_input_grad_rows(g: &[f32], weight: &[f32], (inp, out): (usize, usize)) -> Vec<f32> {
+    let rows = g.len() / out;
+    let mut dx = vec![0f32; rows * inp];
+    gemm_tt(&mut dx, false, g, false, weight, false, (rows, out, inp));
+    dx
+}
+
 struct LinearOp {
     inp: usize,
     out: usize,
@@ -621,14 +642,7 @@ impl CustomOp1 for LinearOp {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout, "linear")?;
-        let rows = x.len() / self.inp;
-        let mut y = vec![0f32; rows * self.out];
-        if let Some(bias) = &self.bias {
-            for row in y.chunks_mut(self.out) {
-                row.copy_from_slice(bias);
-            }
-        }
-        gemm_tt(&mut y, self.bias.is_some(), x, false, &self.weight, true, (rows, self.inp, self.out));
+        let y = linear_rows(x, &self.weight, self.bias.as_deref().map(Vec::as_slice), (self.inp, self.out));
         let mut dims = layout.shape().dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = self.out;
         Ok((CpuStorage::F32(y), Shape::from(dims)))
@@ -653,9 +667,7 @@ impl CustomOp1 for LinearInputGrad {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = contiguous_f32(storage, layout, "linear backward")?;
-        let rows = g.len() / self.out;
-        let mut dx = vec![0f32; rows * self.inp];
-        gemm_tt(&mut dx, false, g, false, &self.weight, false, (rows, self.out, self.inp));
+        let dx = linear_input_grad_rows(g, &self.weight, (self.inp, self.out));
         let mut dims = layout.shape().dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = self.inp;
         Ok((CpuStorage::F32(dx), Shape::from(dims)))
@@ -804,16 +816,9 @@ impl Attention {
         let divisor = (s.dh as f32).sqrt();
         probs.chunks_mut(s.t).for_each(|row| vecmath::softmax_in_place(row, divisor));
     }
-}
 
-impl CustomOp1 for Attention {
-    fn name(&self) -> &'static str {
-        "multi-head-attention"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let qkv = contiguous_f32(storage, layout, "attention")?;
-        let (b, t, h3) = layout.shape().dims3()?;
+    /// The merged context `[B, T, H]` of packed projections `qkv` `[B, T, 3H]`.
+    fn forward_rows(&self, qkv: &[f32], (b, t, h3): (usize, usize, usize)) -> Vec<f32> {
         let h = h3 / 3;
         let mut out = vec![0f32; b * t * h];
         let out_ptr = SharedPtr(out.as_mut_ptr());
@@ -837,7 +842,53 @@ impl CustomOp1 for Attention {
                 }
             },
         );
-        Ok((CpuStorage::F32(out), Shape::from((b, t, h))))
+        out
+    }
+
+    /// The packed gradient `[dQ | dK | dV]` `[B, T, 3H]` from the context's gradient `dout`.
+    fn backward_rows(&self, qkv: &[f32], dout: &[f32], (b, t, h3): (usize, usize, usize)) -> Vec<f32> {
+        let mut grads = vec![0f32; b * t * h3];
+        let ptr = SharedPtr(grads.as_mut_ptr());
+        let (rs, hs, ts) = (h3 as isize, (h3 / 3) as isize, t as isize);
+        (0..b * self.heads).into_par_iter().for_each_init(
+            || (vec![0f32; t * t], vec![0f32; t * t]),
+            |(probs, dp), task| {
+                let s = self.slice((t, h3), task);
+                let at = |offset: usize| Mat(qkv.as_ptr().wrapping_add(offset), rs, 1);
+                let (q, k, v) = (at(s.packed), at(s.packed + s.h), at(s.packed + 2 * s.h));
+                let base = ptr.get();
+                // SAFETY: qkv and grads are [B, T, 3H], dout [B, T, H]; the task writes only
+                // its own head's columns of its own batch item in each third of `grads`.
+                unsafe {
+                    Self::probabilities(qkv, s, probs);
+                    let d_out = Mat(dout.as_ptr().add(s.merged), hs, 1);
+                    // dV = Pᵀ dO
+                    gemm_strided((base.add(s.packed + 2 * s.h), rs, 1), false, Mat(probs.as_ptr(), 1, ts), d_out, (t, t, s.dh), gemm::Parallelism::None);
+                    // dP = dO Vᵀ
+                    gemm_strided((dp.as_mut_ptr(), ts, 1), false, d_out, Mat(v.0, 1, rs), (t, s.dh, t), gemm::Parallelism::None);
+                    let divisor = (s.dh as f32).sqrt();
+                    for (row, p) in dp.chunks_mut(t).zip(probs.chunks(t)) {
+                        softmax_backward_row(row, p, divisor);
+                    }
+                    // dQ = dS K, dK = dSᵀ Q
+                    gemm_strided((base.add(s.packed), rs, 1), false, Mat(dp.as_ptr(), ts, 1), k, (t, t, s.dh), gemm::Parallelism::None);
+                    gemm_strided((base.add(s.packed + s.h), rs, 1), false, Mat(dp.as_ptr(), 1, ts), q, (t, t, s.dh), gemm::Parallelism::None);
+                }
+            },
+        );
+        grads
+    }
+}
+
+impl CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "multi-head-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(storage, layout, "attention")?;
+        let (b, t, h3) = layout.shape().dims3()?;
+        Ok((CpuStorage::F32(self.forward_rows(qkv, (b, t, h3))), Shape::from((b, t, h3 / 3))))
     }
 
     fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -856,37 +907,7 @@ impl CustomOp2 for AttentionBackward {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let qkv = contiguous_f32(s1, l1, "attention backward")?;
         let dout = contiguous_f32(s2, l2, "attention backward")?;
-        let (b, t, h3) = l1.shape().dims3()?;
-        let mut grads = vec![0f32; b * t * h3];
-        let ptr = SharedPtr(grads.as_mut_ptr());
-        let (rs, hs, ts) = (h3 as isize, (h3 / 3) as isize, t as isize);
-        (0..b * self.0.heads).into_par_iter().for_each_init(
-            || (vec![0f32; t * t], vec![0f32; t * t]),
-            |(probs, dp), task| {
-                let s = self.0.slice((t, h3), task);
-                let at = |offset: usize| Mat(qkv.as_ptr().wrapping_add(offset), rs, 1);
-                let (q, k, v) = (at(s.packed), at(s.packed + s.h), at(s.packed + 2 * s.h));
-                let base = ptr.get();
-                // SAFETY: qkv and grads are [B, T, 3H], dout [B, T, H]; the task writes only
-                // its own head's columns of its own batch item in each third of `grads`.
-                unsafe {
-                    Attention::probabilities(qkv, s, probs);
-                    let d_out = Mat(dout.as_ptr().add(s.merged), hs, 1);
-                    // dV = Pᵀ dO
-                    gemm_strided((base.add(s.packed + 2 * s.h), rs, 1), false, Mat(probs.as_ptr(), 1, ts), d_out, (t, t, s.dh), gemm::Parallelism::None);
-                    // dP = dO Vᵀ
-                    gemm_strided((dp.as_mut_ptr(), ts, 1), false, d_out, Mat(v.0, 1, rs), (t, s.dh, t), gemm::Parallelism::None);
-                    let divisor = (s.dh as f32).sqrt();
-                    for (row, p) in dp.chunks_mut(t).zip(probs.chunks(t)) {
-                        softmax_backward_row(row, p, divisor);
-                    }
-                    // dQ = dS K, dK = dSᵀ Q
-                    gemm_strided((base.add(s.packed), rs, 1), false, Mat(dp.as_ptr(), ts, 1), k, (t, t, s.dh), gemm::Parallelism::None);
-                    gemm_strided((base.add(s.packed + s.h), rs, 1), false, Mat(dp.as_ptr(), 1, ts), q, (t, t, s.dh), gemm::Parallelism::None);
-                }
-            },
-        );
-        Ok((CpuStorage::F32(grads), l1.shape().clone()))
+        Ok((CpuStorage::F32(self.0.backward_rows(qkv, dout, l1.shape().dims3()?)), l1.shape().clone()))
     }
 }
 
@@ -944,6 +965,46 @@ struct LayerNormOp {
     eps: f64,
 }
 
+/// LayerNorm of every row of `x` (rows of `weight.len()`), rows in parallel.
+fn layer_norm_rows(x: &[f32], weight: &[f32], bias: &[f32], eps: f64) -> Vec<f32> {
+    let n = weight.len();
+    let mut y = x.to_vec();
+    rows_par(&mut y, n).for_each(|block| {
+        for row in block.chunks_mut(n) {
+            let (mean, rstd) = row_moments(row, eps);
+            for ((v, g), b) in row.iter_mut().zip(weight.iter()).zip(bias.iter()) {
+                *v = (*v - mean) * rstd * g + b;
+            }
+        }
+    });
+    y
+}
+
+/// The input gradient of [`layer_norm_rows`] for the rows' gradient `g`.
+fn layer_norm_backward_rows(x: &[f32], g: &[f32], weight: &[f32], eps: f64) -> Vec<f32> {
+    let n = weight.len();
+    let mut dx = g.to_vec();
+    let chunk = rows_chunk(n);
+    dx.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(block, xb)| {
+        let mut xhat = vec![0f32; n];
+        for (row, xr) in block.chunks_mut(n).zip(xb.chunks(n)) {
+            let (mean, rstd) = row_moments(xr, eps);
+            let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+            for ((d, xh), (&xv, &gamma)) in row.iter_mut().zip(xhat.iter_mut()).zip(xr.iter().zip(weight.iter())) {
+                *xh = (xv - mean) * rstd;
+                *d *= gamma;
+                sum_g += *d as f64;
+                sum_gx += (*d * *xh) as f64;
+            }
+            let (mean_g, mean_gx) = ((sum_g / n as f64) as f32, (sum_gx / n as f64) as f32);
+            for (d, xh) in row.iter_mut().zip(&xhat) {
+                *d = (*d - mean_g - xh * mean_gx) * rstd;
+            }
+        }
+    });
+    dx
+}
+
 /// Mean and `1/√(var + eps)` of one row, accumulated in f64.
 fn row_moments(row: &[f32], eps: f64) -> (f32, f32) {
     let n = row.len() as f64;
@@ -959,17 +1020,7 @@ impl CustomOp1 for LayerNormOp {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout, "layer norm")?;
-        let n = self.weight.len();
-        let mut y = x.to_vec();
-        rows_par(&mut y, n).for_each(|block| {
-            for row in block.chunks_mut(n) {
-                let (mean, rstd) = row_moments(row, self.eps);
-                for ((v, g), b) in row.iter_mut().zip(self.weight.iter()).zip(self.bias.iter()) {
-                    *v = (*v - mean) * rstd * g + b;
-                }
-            }
-        });
-        Ok((CpuStorage::F32(y), layout.shape().clone()))
+        Ok((CpuStorage::F32(layer_norm_rows(x, &self.weight, &self.bias, self.eps)), layout.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -992,27 +1043,7 @@ impl CustomOp2 for LayerNormBackward {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, "layer norm backward")?;
         let g = contiguous_f32(s2, l2, "layer norm backward")?;
-        let n = self.weight.len();
-        let mut dx = g.to_vec();
-        let chunk = rows_chunk(n);
-        dx.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(block, xb)| {
-            let mut xhat = vec![0f32; n];
-            for (row, xr) in block.chunks_mut(n).zip(xb.chunks(n)) {
-                let (mean, rstd) = row_moments(xr, self.eps);
-                let (mut sum_g, mut sum_gx) = (0f64, 0f64);
-                for ((d, xh), (&xv, &gamma)) in row.iter_mut().zip(xhat.iter_mut()).zip(xr.iter().zip(self.weight.iter())) {
-                    *xh = (xv - mean) * rstd;
-                    *d *= gamma;
-                    sum_g += *d as f64;
-                    sum_gx += (*d * *xh) as f64;
-                }
-                let (mean_g, mean_gx) = ((sum_g / n as f64) as f32, (sum_gx / n as f64) as f32);
-                for (d, xh) in row.iter_mut().zip(&xhat) {
-                    *d = (*d - mean_g - xh * mean_gx) * rstd;
-                }
-            }
-        });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        Ok((CpuStorage::F32(layer_norm_backward_rows(x, g, &self.weight, self.eps)), l1.shape().clone()))
     }
 }
 
@@ -1033,6 +1064,20 @@ struct Gelu {
 
 const ELEMENTS_PER_TASK: usize = 1 << 14;
 
+/// GELU of every element, in parallel blocks.
+fn gelu_rows(x: &[f32], exact: bool) -> Vec<f32> {
+    let mut y = x.to_vec();
+    y.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|c| vecmath::gelu_in_place(c, exact));
+    y
+}
+
+/// The input gradient of [`gelu_rows`] at `x` for the gradient `g`.
+fn gelu_backward_rows(x: &[f32], g: &[f32], exact: bool) -> Vec<f32> {
+    let mut dx = g.to_vec();
+    dx.par_chunks_mut(ELEMENTS_PER_TASK).zip(x.par_chunks(ELEMENTS_PER_TASK)).for_each(|(d, x)| vecmath::gelu_backward_in_place(x, d, exact));
+    dx
+}
+
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
         "gelu"
@@ -1040,9 +1085,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout, "gelu")?;
-        let mut y = x.to_vec();
-        y.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|c| vecmath::gelu_in_place(c, self.exact));
-        Ok((CpuStorage::F32(y), layout.shape().clone()))
+        Ok((CpuStorage::F32(gelu_rows(x, self.exact)), layout.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -1060,13 +1103,143 @@ impl CustomOp2 for GeluBackward {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, "gelu backward")?;
         let g = contiguous_f32(s2, l2, "gelu backward")?;
-        let mut dx = g.to_vec();
-        dx.par_chunks_mut(ELEMENTS_PER_TASK).zip(x.par_chunks(ELEMENTS_PER_TASK)).for_each(|(d, x)| {
-            vecmath::gelu_backward_in_place(x, d, self.0.exact);
-        });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        Ok((CpuStorage::F32(gelu_backward_rows(x, g, self.0.exact)), l1.shape().clone()))
     }
 }
 
 /// Tensors this crate computes with are f32.
 pub const DTYPE: DType = DType::F32;
+
+/// A pre-LayerNorm transformer encoder block as one op (ViT's layer):
+/// `h = x + W_o·Attn(W_qkv·LN₁(x))`, `y = h + W₂·GELU(W₁·LN₂(h))`. The forward keeps what its
+/// backward needs (the projections `[Q | K | V]`, the residual `h`, the MLP's pre-activation)
+/// and the backward forms the input gradient through the whole block, so the autograd graph
+/// holds one node per block instead of a dozen — without a zero-filled gradient buffer, an
+/// accumulation and a residual add for every inner tensor. Same operations in the same order
+/// as the layers applied one by one (sums commute), so the same results.
+#[derive(Debug, Clone)]
+pub struct EncoderBlock {
+    pub layernorm_before: LayerNorm,
+    pub qkv: Linear,
+    pub output: Linear,
+    pub layernorm_after: LayerNorm,
+    pub intermediate: Linear,
+    pub mlp_output: Linear,
+    pub heads: usize,
+    /// The exact (erf) GELU, else the tanh approximation.
+    pub exact_gelu: bool,
+}
+
+/// What the block's backward reads, kept by its forward.
+struct EncoderSaved {
+    qkv: Vec<f32>,
+    h: Vec<f32>,
+    pre_activation: Vec<f32>,
+}
+
+impl EncoderBlock {
+    /// The block on `x` `[B, T, H]` (CPU tensors; elsewhere apply the layers one by one).
+    pub fn forward(self: &Arc<Self>, x: &Tensor) -> Result<Tensor> {
+        let hidden = self.hidden();
+        if x.rank() != 3 || x.dim(2)? != hidden || !x.device().is_cpu() {
+            candle_core::bail!("encoder block: input {:?} on {:?} is not [B, T, {hidden}] on the CPU", x.dims(), x.device().location());
+        }
+        x.contiguous()?.apply_op1(EncoderBlockOp { block: self.clone(), saved: Arc::new(OnceLock::new()) })
+    }
+
+    fn hidden(&self) -> usize {
+        self.layernorm_before.flat_weight.len()
+    }
+
+    fn intermediate_size(&self) -> usize {
+        self.intermediate.params.flat_weight.len() / self.hidden()
+    }
+
+    fn run(&self, x: &[f32], (b, t): (usize, usize)) -> (Vec<f32>, EncoderSaved) {
+        let (hd, inter) = (self.hidden(), self.intermediate_size());
+        let linear = |l: &Linear, v: &[f32], dims| linear_rows(v, &l.params.flat_weight, l.params.flat_bias.as_deref().map(Vec::as_slice), dims);
+        let (ln1, ln2) = (&self.layernorm_before, &self.layernorm_after);
+        let qkv = linear(&self.qkv, &layer_norm_rows(x, &ln1.flat_weight, &ln1.flat_bias, ln1.eps), (hd, 3 * hd));
+        let context = Attention { heads: self.heads }.forward_rows(&qkv, (b, t, 3 * hd));
+        let mut h = linear(&self.output, &context, (hd, hd));
+        add_in_place(&mut h, x);
+        let pre_activation = linear(&self.intermediate, &layer_norm_rows(&h, &ln2.flat_weight, &ln2.flat_bias, ln2.eps), (hd, inter));
+        let mut y = linear(&self.mlp_output, &gelu_rows(&pre_activation, self.exact_gelu), (inter, hd));
+        add_in_place(&mut y, &h);
+        (y, EncoderSaved { qkv, h, pre_activation })
+    }
+
+    fn input_gradient(&self, x: &[f32], saved: &EncoderSaved, dy: &[f32], (b, t): (usize, usize)) -> Vec<f32> {
+        let (hd, inter) = (self.hidden(), self.intermediate_size());
+        let (ln1, ln2) = (&self.layernorm_before, &self.layernorm_after);
+        let d_act = linear_input_grad_rows(dy, &self.mlp_output.params.flat_weight, (inter, hd));
+        let d_pre = gelu_backward_rows(&saved.pre_activation, &d_act, self.exact_gelu);
+        let d_norm2 = linear_input_grad_rows(&d_pre, &self.intermediate.params.flat_weight, (hd, inter));
+        let mut dh = layer_norm_backward_rows(&saved.h, &d_norm2, &ln2.flat_weight, ln2.eps);
+        add_in_place(&mut dh, dy);
+        let d_context = linear_input_grad_rows(&dh, &self.output.params.flat_weight, (hd, hd));
+        let d_qkv = Attention { heads: self.heads }.backward_rows(&saved.qkv, &d_context, (b, t, 3 * hd));
+        let d_norm1 = linear_input_grad_rows(&d_qkv, &self.qkv.params.flat_weight, (hd, 3 * hd));
+        let mut dx = layer_norm_backward_rows(x, &d_norm1, &ln1.flat_weight, ln1.eps);
+        add_in_place(&mut dx, &dh);
+        dx
+    }
+}
+
+/// `acc += v`, elementwise, in parallel blocks.
+fn add_in_place(acc: &mut [f32], v: &[f32]) {
+    acc.par_chunks_mut(ELEMENTS_PER_TASK).zip(v.par_chunks(ELEMENTS_PER_TASK)).for_each(|(a, v)| a.iter_mut().zip(v).for_each(|(a, v)| *a += v));
+}
+
+struct EncoderBlockOp {
+    block: Arc<EncoderBlock>,
+    saved: Arc<OnceLock<EncoderSaved>>,
+}
+
+impl CustomOp1 for EncoderBlockOp {
+    fn name(&self) -> &'static str {
+        "encoder-block"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, "encoder block")?;
+        let (b, t, _) = layout.shape().dims3()?;
+        let (y, saved) = self.block.run(x, (b, t));
+        // Kept only while the output is part of a graph being differentiated: without
+        // gradient tracking candle drops this op, and the activations with it.
+        let _ = self.saved.set(saved);
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let op = EncoderBlockBackward { block: self.block.clone(), saved: self.saved.clone() };
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &op)?))
+    }
+}
+
+/// (block input x, output gradient) → the input gradient of [`EncoderBlockOp`].
+struct EncoderBlockBackward {
+    block: Arc<EncoderBlock>,
+    saved: Arc<OnceLock<EncoderSaved>>,
+}
+
+impl CustomOp2 for EncoderBlockBackward {
+    fn name(&self) -> &'static str {
+        "encoder-block-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "encoder block backward")?;
+        let dy = contiguous_f32(s2, l2, "encoder block backward")?;
+        let (b, t, _) = l1.shape().dims3()?;
+        let recomputed;
+        let saved = match self.saved.get() {
+            Some(saved) => saved,
+            None => {
+                recomputed = self.block.run(x, (b, t)).1;
+                &recomputed
+            }
+        };
+        Ok((CpuStorage::F32(self.block.input_gradient(x, saved, dy, (b, t))), l1.shape().clone()))
+    }
+}

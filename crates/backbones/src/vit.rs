@@ -5,13 +5,14 @@
 //! Checkpoints of a bare `ViTModel` (no `vit.` prefix) load too. Sizes come from `config.json`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::error::BackboneError;
-use crate::ops::{gelu, multi_head_attention, relu, scaled_softmax_last_dim, Conv2d, LayerNorm, Linear, ReluMode};
+use crate::ops::{gelu, multi_head_attention, relu, scaled_softmax_last_dim, Conv2d, EncoderBlock, LayerNorm, Linear, ReluMode};
 
 /// The fields of a Hugging Face ViT `config.json` that shape the model.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -173,19 +174,41 @@ struct Block {
     intermediate: Linear,
     output: Linear,
     act: Activation,
+    /// The same layers as one op (GELU blocks on the CPU): what `forward` runs.
+    fused: Option<Arc<EncoderBlock>>,
 }
 
 impl Block {
     fn new(cfg: &VitConfig, act: Activation, vb: VarBuilder) -> Result<Self> {
         let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
-        Ok(Self {
+        let mut block = Self {
             layernorm_before: LayerNorm::new(h, eps, vb.pp("layernorm_before"))?,
             attention: Attention::new(cfg, vb.pp("attention"))?,
             layernorm_after: LayerNorm::new(h, eps, vb.pp("layernorm_after"))?,
             intermediate: Linear::load(h, cfg.intermediate_size, true, vb.pp("intermediate").pp("dense"))?,
             output: Linear::load(cfg.intermediate_size, h, true, vb.pp("output").pp("dense"))?,
             act,
-        })
+            fused: None,
+        };
+        // ReLU blocks keep the layer-by-layer graph: their guided mode acts inside the block.
+        let exact_gelu = match act {
+            Activation::GeluErf => Some(true),
+            Activation::GeluTanh => Some(false),
+            Activation::Relu => None,
+        };
+        block.fused = exact_gelu.map(|exact_gelu| {
+            Arc::new(EncoderBlock {
+                layernorm_before: block.layernorm_before.clone(),
+                qkv: block.attention.qkv.clone(),
+                output: block.attention.output.clone(),
+                layernorm_after: block.layernorm_after.clone(),
+                intermediate: block.intermediate.clone(),
+                mlp_output: block.output.clone(),
+                heads: block.attention.heads,
+                exact_gelu,
+            })
+        });
+        Ok(block)
     }
 
     /// The block from its `layernorm_before` output on; `residual` is the block's input.
@@ -196,7 +219,10 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        self.forward_from_norm(&self.layernorm_before.forward(x)?, x, mode)
+        match &self.fused {
+            Some(fused) if x.device().is_cpu() => fused.forward(x),
+            _ => self.forward_from_norm(&self.layernorm_before.forward(x)?, x, mode),
+        }
     }
 
     /// [`Block::forward`] with the attention probabilities through `tap`.
@@ -336,5 +362,71 @@ impl Vit {
             h = block.forward(&h, mode)?;
         }
         self.layernorm.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    /// A block of random weights (non-trivial LayerNorm scales and shifts, biases).
+    fn block(act: &str) -> Block {
+        let cfg = VitConfig {
+            hidden_size: 16,
+            num_attention_heads: 4,
+            intermediate_size: 40,
+            layer_norm_eps: 1e-6,
+            hidden_act: act.into(),
+            ..VitConfig::vit_base_patch16_224()
+        };
+        let mut tensors = std::collections::HashMap::new();
+        let mut put = |name: &str, shape: &[usize], mean: f64| {
+            let t = (Tensor::randn(0f32, 0.3, shape, &Device::Cpu).unwrap() + mean).unwrap();
+            tensors.insert(name.to_owned(), t);
+        };
+        for part in ["query", "key", "value"] {
+            put(&format!("attention.attention.{part}.weight"), &[16, 16], 0.0);
+            put(&format!("attention.attention.{part}.bias"), &[16], 0.0);
+        }
+        put("attention.output.dense.weight", &[16, 16], 0.0);
+        put("attention.output.dense.bias", &[16], 0.0);
+        for ln in ["layernorm_before", "layernorm_after"] {
+            put(&format!("{ln}.weight"), &[16], 1.0);
+            put(&format!("{ln}.bias"), &[16], 0.0);
+        }
+        put("intermediate.dense.weight", &[40, 16], 0.0);
+        put("intermediate.dense.bias", &[40], 0.0);
+        put("output.dense.weight", &[16, 40], 0.0);
+        put("output.dense.bias", &[16], 0.0);
+        let act = Activation::parse(act).unwrap();
+        Block::new(&cfg, act, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)).unwrap()
+    }
+
+    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    }
+
+    #[test]
+    fn the_fused_block_gives_the_layers_values_and_input_gradient() {
+        for act in ["gelu", "gelu_new"] {
+            let block = block(act);
+            assert!(block.fused.is_some());
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 7, 16), &Device::Cpu).unwrap()).unwrap();
+            let weights = Tensor::randn(0f32, 1.0, (2, 7, 16), &Device::Cpu).unwrap();
+            let fused = block.forward(x.as_tensor(), ReluMode::Standard).unwrap();
+            let layers = block.forward_from_norm(&block.layernorm_before.forward(x.as_tensor()).unwrap(), x.as_tensor(), ReluMode::Standard).unwrap();
+            assert!(max_abs(&fused, &layers) < 1e-6, "{act}: values differ by {}", max_abs(&fused, &layers));
+            let grad = |y: &Tensor| y.mul(&weights).unwrap().sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().clone();
+            let (g_fused, g_layers) = (grad(&fused), grad(&layers));
+            let scale: f32 = g_layers.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+            assert!(scale > 0.1, "{act}: a gradient to compare");
+            assert!(max_abs(&g_fused, &g_layers) < 1e-5 * scale, "{act}: gradients differ by {}", max_abs(&g_fused, &g_layers));
+        }
+    }
+
+    #[test]
+    fn relu_blocks_keep_their_layers() {
+        assert!(block("relu").fused.is_none());
     }
 }
