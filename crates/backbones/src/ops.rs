@@ -24,6 +24,30 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Res
     }
 }
 
+/// A backward kernel as a candle op on (the tensor it reads, the output gradient): `f` maps
+/// their contiguous values to the input gradient, shaped as the first.
+struct Backward<F> {
+    name: &'static str,
+    f: F,
+}
+
+impl<F: Fn(&[f32], &[f32], &Shape) -> Result<Vec<f32>>> CustomOp2 for Backward<F> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let saved = contiguous_f32(s1, l1, self.name)?;
+        let grad = contiguous_f32(s2, l2, self.name)?;
+        Ok((CpuStorage::F32((self.f)(saved, grad, l1.shape())?), l1.shape().clone()))
+    }
+}
+
+/// Runs the backward kernel `f` on `saved` and `grad` (see [`Backward`]).
+fn backward(name: &'static str, saved: &Tensor, grad: &Tensor, f: impl Fn(&[f32], &[f32], &Shape) -> Result<Vec<f32>>) -> Result<Tensor> {
+    saved.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &Backward { name, f })
+}
+
 /// 2-D max-pooling over `[B, C, H, W]` with PyTorch's semantics: implicit −∞ padding, output
 /// size `floor((H + 2p − k) / s) + 1`, and the gradient routed to the first maximum of each
 /// window in row-major order (as `torch.nn.functional.max_pool2d` does on CPU).
@@ -728,32 +752,17 @@ impl CustomOp1 for Softmax {
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(res.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxBackward { divisor: self.divisor })?))
-    }
-}
-
-/// (softmax output y, gradient g) → `y ⊙ (g − Σ g ⊙ y) / divisor`.
-struct SoftmaxBackward {
-    divisor: f32,
-}
-
-impl CustomOp2 for SoftmaxBackward {
-    fn name(&self) -> &'static str {
-        "softmax-last-dim-backward"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let y = contiguous_f32(s1, l1, "softmax backward")?;
-        let g = contiguous_f32(s2, l2, "softmax backward")?;
-        let n = l1.shape().dims().last().copied().unwrap_or(1);
-        let mut dx = g.to_vec();
-        let chunk = rows_chunk(n);
-        dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk)).for_each(|(block, yb)| {
-            for (row, yr) in block.chunks_mut(n).zip(yb.chunks(n)) {
-                softmax_backward_row(row, yr, self.divisor);
-            }
-        });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        Ok(Some(backward("softmax-last-dim-backward", res, grad_res, |y, g, shape| {
+            let n = shape.dims().last().copied().unwrap_or(1);
+            let mut dx = g.to_vec();
+            let chunk = rows_chunk(n);
+            dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk)).for_each(|(block, yb)| {
+                for (row, yr) in block.chunks_mut(n).zip(yb.chunks(n)) {
+                    softmax_backward_row(row, yr, self.divisor);
+                }
+            });
+            Ok(dx)
+        })?))
     }
 }
 
@@ -892,22 +901,7 @@ impl CustomOp1 for Attention {
     }
 
     fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(qkv.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &AttentionBackward(*self))?))
-    }
-}
-
-/// (packed qkv, gradient of the context) → the packed gradient `[dQ | dK | dV]`.
-struct AttentionBackward(Attention);
-
-impl CustomOp2 for AttentionBackward {
-    fn name(&self) -> &'static str {
-        "multi-head-attention-backward"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let qkv = contiguous_f32(s1, l1, "attention backward")?;
-        let dout = contiguous_f32(s2, l2, "attention backward")?;
-        Ok((CpuStorage::F32(self.0.backward_rows(qkv, dout, l1.shape().dims3()?)), l1.shape().clone()))
+        Ok(Some(backward("multi-head-attention-backward", qkv, grad_res, |qkv, dout, shape| Ok(self.backward_rows(qkv, dout, shape.dims3()?)))?))
     }
 }
 
@@ -1024,26 +1018,7 @@ impl CustomOp1 for LayerNormOp {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let op = LayerNormBackward { weight: self.weight.clone(), eps: self.eps };
-        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &op)?))
-    }
-}
-
-/// (input x, gradient g) → the input gradient of [`LayerNormOp`].
-struct LayerNormBackward {
-    weight: Arc<Vec<f32>>,
-    eps: f64,
-}
-
-impl CustomOp2 for LayerNormBackward {
-    fn name(&self) -> &'static str {
-        "layer-norm-backward"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "layer norm backward")?;
-        let g = contiguous_f32(s2, l2, "layer norm backward")?;
-        Ok((CpuStorage::F32(layer_norm_backward_rows(x, g, &self.weight, self.eps)), l1.shape().clone()))
+        Ok(Some(backward("layer-norm-backward", arg, grad_res, |x, g, _| Ok(layer_norm_backward_rows(x, g, &self.weight, self.eps)))?))
     }
 }
 
@@ -1089,21 +1064,7 @@ impl CustomOp1 for Gelu {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &GeluBackward(*self))?))
-    }
-}
-
-struct GeluBackward(Gelu);
-
-impl CustomOp2 for GeluBackward {
-    fn name(&self) -> &'static str {
-        "gelu-backward"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "gelu backward")?;
-        let g = contiguous_f32(s2, l2, "gelu backward")?;
-        Ok((CpuStorage::F32(gelu_backward_rows(x, g, self.0.exact)), l1.shape().clone()))
+        Ok(Some(backward("gelu-backward", arg, grad_res, |x, g, _| Ok(gelu_backward_rows(x, g, self.exact)))?))
     }
 }
 
@@ -1212,34 +1173,17 @@ impl CustomOp1 for EncoderBlockOp {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let op = EncoderBlockBackward { block: self.block.clone(), saved: self.saved.clone() };
-        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &op)?))
-    }
-}
-
-/// (block input x, output gradient) → the input gradient of [`EncoderBlockOp`].
-struct EncoderBlockBackward {
-    block: Arc<EncoderBlock>,
-    saved: Arc<OnceLock<EncoderSaved>>,
-}
-
-impl CustomOp2 for EncoderBlockBackward {
-    fn name(&self) -> &'static str {
-        "encoder-block-backward"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "encoder block backward")?;
-        let dy = contiguous_f32(s2, l2, "encoder block backward")?;
-        let (b, t, _) = l1.shape().dims3()?;
-        let recomputed;
-        let saved = match self.saved.get() {
-            Some(saved) => saved,
-            None => {
-                recomputed = self.block.run(x, (b, t)).1;
-                &recomputed
-            }
-        };
-        Ok((CpuStorage::F32(self.block.input_gradient(x, saved, dy, (b, t))), l1.shape().clone()))
+        Ok(Some(backward("encoder-block-backward", arg, grad_res, |x, dy, shape| {
+            let (b, t, _) = shape.dims3()?;
+            let recomputed;
+            let saved = match self.saved.get() {
+                Some(saved) => saved,
+                None => {
+                    recomputed = self.block.run(x, (b, t)).1;
+                    &recomputed
+                }
+            };
+            Ok(self.block.input_gradient(x, saved, dy, (b, t)))
+        })?))
     }
 }
