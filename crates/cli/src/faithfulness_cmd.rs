@@ -145,39 +145,25 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             xs.push(x);
         }
         let mut batch = SliceBatch { input: Tensor::cat(&xs, 0)?, targets, images, maps: Vec::new() };
-        let (_, _, h, w) = batch.input.dims4()?;
-        let names = || batch.images.join(", ");
         let started = std::time::Instant::now();
-        let trained = Method::attribute_all(&method_list, &model, &batch.input, &batch.targets).with_context(|| format!("explaining {}", names()))?;
+        let trained =
+            Method::attribute_all(&method_list, &model, &batch.input, &batch.targets).with_context(|| format!("explaining {}", batch.images.join(", ")))?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), slices = chunk.len(), "explained with the trained model");
-        bar.inc(chunk.len() as u64);
-        let head =
-            Method::attribute_all(&method_list, &random_head, &batch.input, &batch.targets).with_context(|| format!("explaining {} (random head)", names()))?;
         bar.inc(chunk.len() as u64);
         for (j, x) in xs.iter().enumerate() {
             let (image, target) = (&batch.images[j], batch.targets[j]);
             let mut maps = Vec::new();
             let mut raws = Vec::new();
-            for (((name, _), a), r) in methods.iter().zip(&trained).zip(&head) {
+            for a in &trained {
                 let one = a.attribution.get(j)?;
-                let (map, _, _) = normalized_magnitude(&one)?;
-                let (other_map, _, _) = normalized_magnitude(&r.attribution.get(j)?)?;
-                let head_rho = spearman(&map, &other_map);
-                cascade_rows.push(CascadeRow {
-                    method: *name,
-                    image: image.clone(),
-                    stage: "head".into(),
-                    spearman: head_rho,
-                    ssim: ssim(&map, &other_map, h, w),
-                });
-                raws.push((head_rho, one.abs()?.sum(0)?.flatten_all()?.to_vec1::<f32>()?));
-                maps.push(map);
+                maps.push(normalized_magnitude(&one)?.0);
+                raws.push(one.abs()?.sum(0)?.flatten_all()?.to_vec1::<f32>()?);
             }
-            let importances: Vec<&[f32]> = raws.iter().map(|(_, raw)| raw.as_slice()).collect();
+            let importances: Vec<&[f32]> = raws.iter().map(Vec::as_slice).collect();
             let started = std::time::Instant::now();
             let curves = deletion_insertion_many(&model, x, &importances, target, &curve).with_context(|| format!("deletion/insertion curves of {image}"))?;
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), %image, "deletion/insertion curves");
-            for (((name, _), (head_rho, raw)), curves) in methods.iter().zip(&raws).zip(curves) {
+            for (((name, _), raw), curves) in methods.iter().zip(&raws).zip(curves) {
                 let road_result = if args.no_road {
                     None
                 } else {
@@ -195,7 +181,8 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
                     image: image.clone(),
                     deletion: curves.deletion_auc(),
                     insertion: curves.insertion_auc(),
-                    randomization: *head_rho,
+                    // The re-randomised head's ρ, filled in by the cascade's first stage.
+                    randomization: None,
                     energy: masks[j].as_ref().and_then(|m| energy_in_mask(raw, m)),
                     hit: masks[j].as_ref().map(|m| pointing_hit(raw, m)),
                 });
@@ -207,17 +194,22 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     // The cascade (Adebayo et al. 2018): the head and then the backbone re-randomised from the
     // top down, cumulatively; each stage's maps compared with the trained model's.
     let mut prefixes: Vec<String> = Vec::new();
-    for (stage, stage_prefixes) in &cascade {
-        prefixes.extend(stage_prefixes.iter().cloned());
-        let randomize = Randomize { prefixes: prefixes.clone(), seed: args.randomization_seed ^ 0xCA5CADE };
-        let started = std::time::Instant::now();
-        let backbone = choice.load_randomized_backbone(randomize)?;
-        tracing::debug!(seconds = started.elapsed().as_secs_f64(), %stage, "re-randomised backbone loaded");
-        let stage_model = Classifier::new(backbone, random_head.head_weight().clone(), random_head.head_bias().clone())?;
+    for (index, stage) in std::iter::once("head").chain(cascade.iter().map(|(stage, _)| stage.as_str())).enumerate() {
+        let stage_model = if index == 0 {
+            random_head.clone()
+        } else {
+            prefixes.extend(cascade[index - 1].1.iter().cloned());
+            let randomize = Randomize { prefixes: prefixes.clone(), seed: args.randomization_seed ^ 0xCA5CADE };
+            let started = std::time::Instant::now();
+            let backbone = choice.load_randomized_backbone(randomize)?;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), %stage, "re-randomised backbone loaded");
+            Classifier::new(backbone, random_head.head_weight().clone(), random_head.head_bias().clone())?
+        };
         for batch in &batches {
             let (_, _, h, w) = batch.input.dims4()?;
             let started = std::time::Instant::now();
-            let results = Method::attribute_all(&method_list, &stage_model, &batch.input, &batch.targets)?;
+            let results = Method::attribute_all(&method_list, &stage_model, &batch.input, &batch.targets)
+                .with_context(|| format!("explaining {} (re-randomised {stage})", batch.images.join(", ")))?;
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), %stage, slices = batch.images.len(), "explained with the re-randomised model");
             for (j, (image, maps)) in batch.images.iter().zip(&batch.maps).enumerate() {
                 for (((name, _), map), a) in methods.iter().zip(maps).zip(&results) {
@@ -225,7 +217,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
                     cascade_rows.push(CascadeRow {
                         method: *name,
                         image: image.clone(),
-                        stage: stage.clone(),
+                        stage: stage.to_owned(),
                         spearman: spearman(map, &other),
                         ssim: ssim(map, &other, h, w),
                     });
@@ -235,6 +227,9 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    for row in &mut rows {
+        row.randomization = cascade_rows.iter().find(|c| c.stage == "head" && c.method == row.method && c.image == row.image).and_then(|c| c.spearman);
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let title = |m| args.methods.title(m).to_owned();
     let write = |name: &str, columns: Vec<Column>| -> Result<()> {
