@@ -7,7 +7,8 @@
 //! the same run: `docs/bench/pytorch_reference.py` serves requests, and every repetition times
 //! ours and then theirs, so both see the same machine (the noise of these machines drifts
 //! within minutes). The table shows the best of `TGC_BENCH_ITERS` (default 3) repetitions of
-//! each and the ratio tgc / PyTorch.
+//! each, the ratio of the two bests, and the median of the per-repetition ratios (each pair
+//! timed back to back, so a slow spell of the machine slows both sides of a pair).
 
 use std::time::Instant;
 
@@ -102,6 +103,18 @@ struct Figure {
     ours_mib: Option<f64>,
     torch_ms: Option<f64>,
     torch_mib: Option<f64>,
+    /// The median over repetitions of ours / theirs, each pair measured back to back: robust
+    /// to the machine's noise drifting between repetitions, which the two bests are not.
+    paired_ratio: Option<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
 }
 
 fn measure(name: String, iters: usize, per_call: usize, torch: &mut Option<Torch>, mut ours: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Figure> {
@@ -111,17 +124,19 @@ fn measure(name: String, iters: usize, per_call: usize, torch: &mut Option<Torch
         t.ask("peak");
     }
     take_peak_rss_mib();
-    let (mut ours_ms, mut torch_ms) = (f64::MAX, None::<f64>);
+    let (mut ours_ms, mut torch_ms, mut ratios) = (f64::MAX, None::<f64>, Vec::new());
     for _ in 0..iters {
         let start = Instant::now();
         ours()?;
-        ours_ms = ours_ms.min(start.elapsed().as_secs_f64() * 1e3 / per_call as f64);
-        if let Some(ms) = theirs.as_mut().and_then(|t| t.ask(&name)) {
-            torch_ms = Some(torch_ms.map_or(ms, |m| m.min(ms)));
+        let ms = start.elapsed().as_secs_f64() * 1e3 / per_call as f64;
+        ours_ms = ours_ms.min(ms);
+        if let Some(theirs_ms) = theirs.as_mut().and_then(|t| t.ask(&name)) {
+            torch_ms = Some(torch_ms.map_or(theirs_ms, |m| m.min(theirs_ms)));
+            ratios.push(ms / theirs_ms);
         }
     }
     let torch_mib = theirs.as_mut().and_then(|t| t.ask("peak"));
-    Ok(Figure { name, ours_ms, ours_mib: take_peak_rss_mib(), torch_ms, torch_mib })
+    Ok(Figure { name, ours_ms, ours_mib: take_peak_rss_mib(), torch_ms, torch_mib, paired_ratio: median(ratios) })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -194,15 +209,19 @@ fn main() -> anyhow::Result<()> {
             figures.push(measure(format!("{name}.{label}"), runs, 1, &mut torch, || Ok(m.attribute(&model, &x, &[1]).map(drop)?))?);
         }
     }
-    println!("\n{:<32} {:>12} {:>12} {:>10} {:>14} {:>14}", "work (ms per image)", "PyTorch", "tgc", "tgc/torch", "torch peak MiB", "tgc peak MiB");
+    println!(
+        "\n{:<32} {:>12} {:>12} {:>10} {:>13} {:>14} {:>14}",
+        "work (ms per image)", "PyTorch", "tgc", "tgc/torch", "paired median", "torch peak MiB", "tgc peak MiB"
+    );
     let fmt = |v: Option<f64>, digits: usize| v.map_or("—".to_owned(), |v| format!("{v:.digits$}"));
     for f in &figures {
         println!(
-            "{:<32} {:>12} {:>12.1} {:>10} {:>14} {:>14}",
+            "{:<32} {:>12} {:>12.1} {:>10} {:>13} {:>14} {:>14}",
             f.name,
             fmt(f.torch_ms, 1),
             f.ours_ms,
             fmt(f.torch_ms.map(|t| f.ours_ms / t), 2),
+            fmt(f.paired_ratio, 2),
             fmt(f.torch_mib, 0),
             fmt(f.ours_mib, 0)
         );
