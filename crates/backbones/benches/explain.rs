@@ -49,7 +49,7 @@ impl Torch {
         command.arg(script).arg("--serve").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
         // `TGC_SIMD=avx2` caps our kernels at AVX2 + FMA; PyTorch's ATen, oneDNN and MKL get
         // the same cap, so an AVX-512 machine measures both sides' AVX2 code paths.
-        if std::env::var("TGC_SIMD").is_ok_and(|v| v.eq_ignore_ascii_case("avx2")) {
+        if tgc_backbones::vecmath::SimdLevel::cap() == Some(tgc_backbones::vecmath::SimdLevel::Avx2Fma) {
             command.env("ATEN_CPU_CAPABILITY", "avx2").env("ONEDNN_MAX_CPU_ISA", "AVX2").env("MKL_ENABLE_INSTRUCTIONS", "AVX2");
         }
         let spawned = command.spawn();

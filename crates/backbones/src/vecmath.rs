@@ -7,23 +7,27 @@
 //! Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7), the formula PyTorch's vectorised CPU
 //! kernels use for `erf` and hence for the exact GELU.
 
-/// The instruction set the kernels run with on this CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The instruction set the kernels run with on this CPU, ordered from the least to the most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SimdLevel {
-    Avx512,
-    Avx2Fma,
     Baseline,
+    Avx2Fma,
+    Avx512,
 }
 
 impl SimdLevel {
     /// The best level this CPU has, lowered (never raised) by `TGC_SIMD=avx2|baseline`: an
     /// AVX-512 machine then runs the AVX2 kernels an AVX2-only machine would (for benchmarks).
     pub fn detect() -> Self {
-        let cap = std::env::var("TGC_SIMD").ok().and_then(|v| Self::parse(&v));
-        match cap {
+        match Self::cap() {
             Some(cap) => Self::of_cpu().min(cap),
             None => Self::of_cpu(),
         }
+    }
+
+    /// The level `TGC_SIMD` names, if it names one.
+    pub fn cap() -> Option<Self> {
+        std::env::var("TGC_SIMD").ok().and_then(|v| Self::parse(&v))
     }
 
     /// The best level this CPU supports.
@@ -47,20 +51,6 @@ impl SimdLevel {
             "avx2" | "avx2+fma" => Some(Self::Avx2Fma),
             "baseline" | "none" => Some(Self::Baseline),
             _ => None,
-        }
-    }
-
-    /// The lower of two levels.
-    fn min(self, other: Self) -> Self {
-        let rank = |l: Self| match l {
-            Self::Baseline => 0,
-            Self::Avx2Fma => 1,
-            Self::Avx512 => 2,
-        };
-        if rank(other) < rank(self) {
-            other
-        } else {
-            self
         }
     }
 
