@@ -85,35 +85,54 @@ impl MaxPool2d {
         window_out("max_pool2d", size, self.kernel, self.stride, self.padding)
     }
 
+    /// The input indices `lo..hi` that output index `o` covers along an axis of `size` (the
+    /// padding clipped off; never empty, since the padding is at most half the kernel).
+    fn window(&self, o: usize, size: usize) -> std::ops::Range<usize> {
+        let start = (o * self.stride) as isize - self.padding as isize;
+        start.max(0) as usize..((start + self.kernel as isize) as usize).min(size)
+    }
+
     /// Calls `visit(output_index, input_index_of_window_max)` for every output element of one
-    /// `h × w` plane (indices local to the plane). Ties keep the first maximum in row-major
-    /// order; a NaN wins and a later NaN replaces it, as in PyTorch's CPU kernel.
+    /// `h × w` plane (indices local to the plane). As PyTorch's CPU kernel: the index starts at
+    /// the window's first element and the maximum at −∞, and an element replaces them when it
+    /// is greater or NaN (ties keep the first maximum in row-major order; a later NaN wins).
+    /// The updates are selects, not branches: on real activations they are unpredictable.
     fn plane_argmax(&self, plane: &[f32], (h, w): (usize, usize), (oh, ow): (usize, usize), mut visit: impl FnMut(usize, usize)) {
+        let cols: Vec<std::ops::Range<usize>> = (0..ow).map(|ox| self.window(ox, w)).collect();
         for oy in 0..oh {
-            for ox in 0..ow {
-                let y0 = (oy * self.stride) as isize - self.padding as isize;
-                let x0 = (ox * self.stride) as isize - self.padding as isize;
+            let ys = self.window(oy, h);
+            for (ox, xs) in cols.iter().enumerate() {
+                let mut arg = ys.start * w + xs.start;
                 let mut best = f32::NEG_INFINITY;
-                let mut arg = usize::MAX;
-                for ky in 0..self.kernel as isize {
-                    let y = y0 + ky;
-                    if y < 0 || y >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..self.kernel as isize {
-                        let xx = x0 + kx;
-                        if xx < 0 || xx >= w as isize {
-                            continue;
-                        }
-                        let idx = y as usize * w + xx as usize;
-                        let v = plane[idx];
-                        if v > best || v.is_nan() || arg == usize::MAX {
-                            best = v;
-                            arg = idx;
-                        }
+                for y in ys.clone() {
+                    for (x, &v) in plane[y * w..(y + 1) * w][xs.clone()].iter().enumerate() {
+                        let take = v > best || v.is_nan();
+                        best = if take { v } else { best };
+                        arg = if take { y * w + xs.start + x } else { arg };
                     }
                 }
                 visit(oy * ow + ox, arg);
+            }
+        }
+    }
+
+    /// The window maxima of one plane into `dst` (rows of `ow`), as rows then columns: the
+    /// maximum of each row's windows first (`rows`, `h × ow`), then of those over each
+    /// window's rows. A NaN anywhere in a window gives NaN; ties are equal values, so the
+    /// order does not change the result of [`MaxPool2d::plane_argmax`]'s rule.
+    fn plane_max(&self, plane: &[f32], (h, w): (usize, usize), ow: usize, rows: &mut Vec<f32>, dst: &mut [f32]) {
+        let max = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
+        rows.resize(h * ow, 0.0);
+        let cols: Vec<std::ops::Range<usize>> = (0..ow).map(|ox| self.window(ox, w)).collect();
+        for (src, dst) in plane.chunks(w).zip(rows.chunks_mut(ow)) {
+            for (d, xs) in dst.iter_mut().zip(&cols) {
+                *d = src[xs.clone()].iter().fold(f32::NEG_INFINITY, |m, &v| max(m, v));
+            }
+        }
+        for (oy, d) in dst.chunks_mut(ow).enumerate() {
+            d.fill(f32::NEG_INFINITY);
+            for y in self.window(oy, h) {
+                d.iter_mut().zip(&rows[y * ow..(y + 1) * ow]).for_each(|(d, &v)| *d = max(*d, v));
             }
         }
     }
@@ -130,8 +149,8 @@ impl CustomOp1 for MaxPool2d {
         let (oh, ow) = (self.out_size(dims.2)?, self.out_size(dims.3)?);
         let (h, w) = (dims.2, dims.3);
         let mut out = vec![0f32; dims.0 * dims.1 * oh * ow];
-        out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(dst, plane)| {
-            self.plane_argmax(plane, (h, w), (oh, ow), |o, i| dst[o] = plane[i]);
+        out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each_init(Vec::new, |rows, (dst, plane)| {
+            self.plane_max(plane, (h, w), ow, rows, dst);
         });
         Ok((CpuStorage::F32(out), Shape::from((dims.0, dims.1, oh, ow))))
     }
@@ -303,9 +322,29 @@ impl Geometry {
         lo..hi.max(lo)
     }
 
+    /// Whether this convolution runs in bands of output rows (see [`ConvOp::run_banded`]).
+    fn banded(&self) -> bool {
+        self.c_out * self.c_in * self.k * self.k * 4 <= BANDED_MAX_WEIGHT_BYTES
+    }
+
+    /// How one image's `oh` output rows are cut into bands: the ranges of output rows. A
+    /// band's columns stay near [`BAND_BYTES`], an image has at least [`MIN_BANDS`] (for two
+    /// threads at batch 1), and two bands with one between them never read the same input
+    /// row, so the input gradient can add every other band at once. They depend on the
+    /// geometry only, so an image gives the same bits alone or in a batch.
+    fn bands(&self, (oh, ow): (usize, usize)) -> Vec<std::ops::Range<usize>> {
+        let kk = self.c_in * self.k * self.k;
+        let count = (kk * oh * ow * 4).div_ceil(BAND_BYTES).max(MIN_BANDS).min(oh);
+        // Output rows o0..o0+R read input rows up to (o0 + R − 1)·s + k − 1 − p; the band after
+        // the next starts reading at (o0 + 2R)·s − p: apart when R·s > k − 1 − s.
+        let min_rows = if self.k > self.stride { (self.k - 1 - self.stride) / self.stride + 1 } else { 1 };
+        let rows = oh.div_ceil(count.max(1)).max(min_rows);
+        (0..oh).step_by(rows.max(1)).map(|o| o..(o + rows).min(oh)).collect()
+    }
+
     /// One image `[C_in, H, W]` → `cols` `[C_in·k·k, L]`, row `c·k·k + ky·k + kx`.
     fn im2col(&self, image: &[f32], cols: &mut [f32]) -> Result<()> {
-        let (h, w, k, s) = (self.h, self.w, self.k, self.stride);
+        let (h, w, k) = (self.h, self.w, self.k);
         let (oh, ow) = (self.out(h)?, self.out(w)?);
         let l = oh * ow;
         // One task per (channel, ky): k rows of `cols` each.
@@ -313,25 +352,67 @@ impl Geometry {
             let (c, ky) = (task / k, task % k);
             let plane = &image[c * h * w..(c + 1) * h * w];
             for kx in 0..k {
-                let row = &mut rows[kx * l..(kx + 1) * l];
-                let cols_ok = self.valid(kx, w, ow);
-                for oy in 0..oh {
-                    let dst = &mut row[oy * ow..(oy + 1) * ow];
-                    let Some(iy) = self.src(oy, ky, h) else {
-                        dst.fill(0.0);
-                        continue;
-                    };
-                    let src = &plane[iy * w..(iy + 1) * w];
-                    dst[..cols_ok.start].fill(0.0);
-                    dst[cols_ok.end..].fill(0.0);
-                    let first = cols_ok.start * s + kx - self.padding;
-                    for (j, d) in dst[cols_ok.clone()].iter_mut().enumerate() {
-                        *d = src[first + j * s];
-                    }
-                }
+                self.im2col_row(plane, (ky, kx), 0..oh, ow, &mut rows[kx * l..(kx + 1) * l]);
             }
         });
         Ok(())
+    }
+
+    /// The columns of output rows `oys` only, on the calling thread: `cols` `[C_in·k·k,
+    /// oys.len()·ow]`, the same rows as [`Geometry::im2col`].
+    fn im2col_band(&self, image: &[f32], oys: std::ops::Range<usize>, ow: usize, cols: &mut [f32]) {
+        let (h, w, k) = (self.h, self.w, self.k);
+        let n = oys.len() * ow;
+        for (row, dst) in cols.chunks_mut(n).enumerate() {
+            let (c, ky, kx) = (row / (k * k), row / k % k, row % k);
+            self.im2col_row(&image[c * h * w..(c + 1) * h * w], (ky, kx), oys.clone(), ow, dst);
+        }
+    }
+
+    /// One row of the columns: what kernel offset `(ky, kx)` reads from one input channel
+    /// `plane` for the output rows `oys` (`ow` values each), zero in the padding.
+    fn im2col_row(&self, plane: &[f32], (ky, kx): (usize, usize), oys: std::ops::Range<usize>, ow: usize, row: &mut [f32]) {
+        let (h, w, s) = (self.h, self.w, self.stride);
+        let cols_ok = self.valid(kx, w, ow);
+        for (oy, dst) in oys.zip(row.chunks_mut(ow)) {
+            let Some(iy) = self.src(oy, ky, h) else {
+                dst.fill(0.0);
+                continue;
+            };
+            let src = &plane[iy * w..(iy + 1) * w];
+            dst[..cols_ok.start].fill(0.0);
+            dst[cols_ok.end..].fill(0.0);
+            let first = cols_ok.start * s + kx - self.padding;
+            for (j, d) in dst[cols_ok.clone()].iter_mut().enumerate() {
+                *d = src[first + j * s];
+            }
+        }
+    }
+
+    /// The adjoint of [`Geometry::im2col_band`]: adds the columns of output rows `oys` into
+    /// one image `[C_in, H, W]` behind `image`, on the calling thread.
+    ///
+    /// # Safety
+    /// `image` points to `C_in·H·W` values, and no other thread touches the input rows that
+    /// these output rows read (see [`Geometry::bands`]) meanwhile.
+    unsafe fn col2im_band(&self, cols: &[f32], oys: std::ops::Range<usize>, ow: usize, image: *mut f32) {
+        let (h, w, k, s) = (self.h, self.w, self.k, self.stride);
+        let n = oys.len() * ow;
+        for (row, src) in cols.chunks(n).enumerate() {
+            let (c, ky, kx) = (row / (k * k), row / k % k, row % k);
+            let ok = self.valid(kx, w, ow);
+            let first = ok.start * s + kx - self.padding;
+            for (oy, src) in oys.clone().zip(src.chunks(ow)) {
+                let Some(iy) = self.src(oy, ky, h) else {
+                    continue;
+                };
+                // SAFETY: row `iy` of channel `c` lies inside the image; the caller keeps it ours.
+                let dst = unsafe { std::slice::from_raw_parts_mut(image.add((c * h + iy) * w), w) };
+                for (j, v) in src[ok.clone()].iter().enumerate() {
+                    dst[first + j * s] += v;
+                }
+            }
+        }
     }
 
     /// The adjoint of [`Geometry::im2col`]: adds `cols` back into one image `[C_in, H, W]`.
@@ -424,6 +505,15 @@ unsafe fn gemm_strided(dst: (*mut f32, isize, isize), accumulate: bool, a: Mat, 
     gemm::gemm(m, n, k, dst.0, dst.2, dst.1, accumulate, a.0, a.2, a.1, b.0, b.2, b.1, 1.0, 1.0, false, false, false, parallelism);
 }
 
+/// Convolutions whose kernel matrix is at most this large run in bands of output rows
+/// ([`ConvOp::run_banded`]); larger ones (`layer3`/`layer4`'s strided 3×3) build one image's
+/// columns and let the matrix product split the kernel rows between the threads, so that no
+/// thread packs the whole kernel for a few columns.
+const BANDED_MAX_WEIGHT_BYTES: usize = 512 << 10;
+/// Target size of one band's columns, and the fewest bands an image is cut into.
+const BAND_BYTES: usize = 512 << 10;
+const MIN_BANDS: usize = 4;
+
 /// Forward: per image, im2col then `out = bias + W · cols`, then the epilogue (residual add,
 /// ReLU). Applied as a one-input op without residual, as a two-input op with it.
 struct ConvOp {
@@ -444,6 +534,10 @@ impl ConvOp {
         }
         let (l, kk) = (oh * ow, g.c_in * g.k * g.k);
         let mut out = vec![0f32; batch * g.c_out * l];
+        if g.banded() {
+            self.run_banded(x, batch, residual, &mut out, (oh, ow));
+            return Ok((CpuStorage::F32(out), Shape::from((batch, g.c_out, oh, ow))));
+        }
         let mut cols = vec![0f32; kk * l];
         for (i, (image, dst)) in x.chunks(g.c_in * g.h * g.w).zip(out.chunks_mut(g.c_out * l)).enumerate() {
             g.im2col(image, &mut cols)?;
@@ -457,6 +551,53 @@ impl ConvOp {
             epilogue(dst, res, self.relu.is_some(), l);
         }
         Ok((CpuStorage::F32(out), Shape::from((batch, g.c_out, oh, ow))))
+    }
+
+    /// The forward of a convolution with a small kernel matrix and many output pixels (the
+    /// stem, the strided 1×1 and `layer2`'s strided 3×3): each task takes a band of one image's
+    /// output rows, builds that band's columns in a buffer that stays in cache and multiplies
+    /// on its own thread, so no image-sized column buffer is written and read back and a
+    /// single image keeps both cores busy. The bands depend on the geometry only, not on the
+    /// batch, so an image gives the same bits alone or in a batch.
+    fn run_banded(&self, x: &[f32], batch: usize, residual: Option<&[f32]>, out: &mut [f32], (oh, ow): (usize, usize)) {
+        let g = self.geometry;
+        let (l, kk, image_len) = (oh * ow, g.c_in * g.k * g.k, g.c_in * g.h * g.w);
+        let bands = g.bands((oh, ow));
+        let out_ptr = SharedPtr(out.as_mut_ptr());
+        (0..batch * bands.len()).into_par_iter().for_each_init(Vec::new, |cols: &mut Vec<f32>, task| {
+            let (b, oys) = (task / bands.len(), bands[task % bands.len()].clone());
+            let n = oys.len() * ow;
+            cols.resize(kk * n, 0.0);
+            g.im2col_band(&x[b * image_len..(b + 1) * image_len], oys.clone(), ow, cols);
+            let first = b * g.c_out * l + oys.start * ow;
+            // SAFETY: the task owns columns `oys` of image `b` in every channel row: the
+            // segments `first + c·l .. + n`, disjoint from every other task's.
+            let segment = |c: usize| unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(first + c * l), n) };
+            if let Some(bias) = &self.bias {
+                (0..g.c_out).for_each(|c| segment(c).fill(bias[c]));
+            }
+            // SAFETY: `c_out` rows of `n` values at stride `l` from `first` lie inside `out`
+            // (the segments above); `weight` is `[c_out × kk]` and `cols` `[kk × n]`.
+            unsafe {
+                gemm_strided(
+                    (out_ptr.get().add(first), l as isize, 1),
+                    self.bias.is_some(),
+                    Mat(self.weight.as_ptr(), kk as isize, 1),
+                    Mat(cols.as_ptr(), n as isize, 1),
+                    (g.c_out, kk, n),
+                    gemm::Parallelism::None,
+                )
+            };
+            for c in 0..g.c_out {
+                let dst = segment(c);
+                if let Some(r) = residual {
+                    dst.iter_mut().zip(&r[first + c * l..first + c * l + n]).for_each(|(d, v)| *d += v);
+                }
+                if self.relu.is_some() {
+                    dst.iter_mut().for_each(|d| *d = d.max(0.0));
+                }
+            }
+        });
     }
 
     /// The gradient at the convolution's output: `grad` masked where the ReLU was off (and
@@ -560,6 +701,42 @@ struct ConvInputGrad {
     winograd: Option<Arc<WinogradPair>>,
 }
 
+impl ConvInputGrad {
+    /// The input gradient band by band, as the forward of [`ConvOp::run_banded`]: each task
+    /// forms `Wᵀ · grad` for one band's output pixels in a buffer of its own and adds it into
+    /// the input rows the band read. Every other band runs at once (their input rows are
+    /// apart), then the rest.
+    fn banded(&self, grad: &[f32], batch: usize, input_grad: &mut [f32], (oh, ow): (usize, usize)) {
+        let g = self.geometry;
+        let (l, kk, image_len) = (oh * ow, g.c_in * g.k * g.k, g.c_in * g.h * g.w);
+        let bands = g.bands((oh, ow));
+        let ptr = SharedPtr(input_grad.as_mut_ptr());
+        for parity in 0..2 {
+            let tasks: Vec<(usize, std::ops::Range<usize>)> =
+                (0..batch).flat_map(|b| bands.iter().skip(parity).step_by(2).map(move |o| (b, o.clone()))).collect();
+            tasks.into_par_iter().for_each_init(Vec::new, |cols: &mut Vec<f32>, (b, oys)| {
+                let n = oys.len() * ow;
+                cols.resize(kk * n, 0.0);
+                let first = b * g.c_out * l + oys.start * ow;
+                // SAFETY: `weight` is `[c_out × kk]` (read transposed), `grad` holds `c_out`
+                // rows of `l` values per image, of which columns `first.. + n` belong to the band.
+                unsafe {
+                    gemm_strided(
+                        (cols.as_mut_ptr(), n as isize, 1),
+                        false,
+                        Mat(self.weight.as_ptr(), 1, kk as isize),
+                        Mat(grad.as_ptr().add(first), l as isize, 1),
+                        (kk, g.c_out, n),
+                        gemm::Parallelism::None,
+                    );
+                    // SAFETY: bands of one parity read disjoint input rows (`Geometry::bands`).
+                    g.col2im_band(cols, oys, ow, ptr.get().add(b * image_len));
+                }
+            });
+        }
+    }
+}
+
 impl CustomOp1 for ConvInputGrad {
     fn name(&self) -> &'static str {
         "conv2d-input-grad"
@@ -574,9 +751,14 @@ impl CustomOp1 for ConvInputGrad {
             let input_grad = kernel.conv(grad, b, (g.h, g.w), None, None, false);
             return Ok((CpuStorage::F32(input_grad), Shape::from((b, g.c_in, g.h, g.w))));
         }
-        let l = g.out(g.h)? * g.out(g.w)?;
+        let (oh, ow) = (g.out(g.h)?, g.out(g.w)?);
+        let l = oh * ow;
         let kk = g.c_in * g.k * g.k;
         let mut input_grad = vec![0f32; b * g.c_in * g.h * g.w];
+        if g.banded() {
+            self.banded(grad, b, &mut input_grad, (oh, ow));
+            return Ok((CpuStorage::F32(input_grad), Shape::from((b, g.c_in, g.h, g.w))));
+        }
         let mut cols = vec![0f32; kk * l];
         for (gout, dst) in grad.chunks(g.c_out * l).zip(input_grad.chunks_mut(g.c_in * g.h * g.w)) {
             gemm_into(&mut cols, false, &self.weight, true, gout, (kk, g.c_out, l));

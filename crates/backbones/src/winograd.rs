@@ -23,6 +23,8 @@ pub(crate) struct WinogradKernel {
 
 /// Tiles of one block of work: the block's transformed inputs and products stay near 8 MiB.
 const BLOCK_BYTES: usize = 8 << 20;
+/// The fewest transformed values one parallel task of a transform handles.
+const MIN_TASK_VALUES: usize = 4096;
 
 impl WinogradKernel {
     /// From a kernel `[C_out, C_in, 3, 3]` (row-major).
@@ -85,24 +87,29 @@ impl WinogradKernel {
         for first in (0..tile_rows).step_by(rows_per_block) {
             let rows = rows_per_block.min(tile_rows - first);
             let tiles = rows * tw;
+            // Channels per task: at least a few thousand values to transform, so that small
+            // maps (`layer4` at batch 1: 16 tiles a channel) are not one task a channel.
+            let min_len = (MIN_TASK_VALUES / (16 * tiles)).max(1);
             let v = &mut v[..16 * c_in * tiles];
             let m = &mut m[..16 * c_out * tiles];
             // Input transform: V_ξ[c][t] = (Bᵀ d B)_ξ, channels in parallel.
             let v_ptr = SharedPtr(v.as_mut_ptr());
-            (0..c_in).into_par_iter().for_each(|c| {
-                let v_ptr = &v_ptr;
-                let mut rows_t = RowTransform::new(tw);
-                for r in 0..rows {
-                    let (b, ty) = ((first + r) / th, (first + r) % th);
-                    let plane = &x[(b * c_in + c) * h * w..(b * c_in + c + 1) * h * w];
-                    rows_t.load(plane, (h, w), ty);
-                    for xi in 0..16 {
-                        // SAFETY: (ξ, c, tile row r) is written by the one task of channel c.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(v_ptr.get().add((xi * c_in + c) * tiles + r * tw), tw) };
-                        rows_t.column_transform(xi, dst);
+            (0..c_in).into_par_iter().with_min_len(min_len).for_each_init(
+                || RowTransform::new(tw),
+                |rows_t, c| {
+                    let v_ptr = &v_ptr;
+                    for r in 0..rows {
+                        let (b, ty) = ((first + r) / th, (first + r) % th);
+                        let plane = &x[(b * c_in + c) * h * w..(b * c_in + c + 1) * h * w];
+                        rows_t.load(plane, (h, w), ty);
+                        for xi in 0..16 {
+                            // SAFETY: (ξ, c, tile row r) is written by the one task of channel c.
+                            let dst = unsafe { std::slice::from_raw_parts_mut(v_ptr.get().add((xi * c_in + c) * tiles + r * tw), tw) };
+                            rows_t.column_transform(xi, dst);
+                        }
                     }
-                }
-            });
+                },
+            );
             // 16 products M_ξ = U_ξ · V_ξ, one per task.
             m.par_chunks_mut(c_out * tiles).zip(v.par_chunks(c_in * tiles)).enumerate().for_each(|(xi, (mx, vx))| {
                 let ux = &self.u[xi * c_out * c_in..(xi + 1) * c_out * c_in];
@@ -110,42 +117,44 @@ impl WinogradKernel {
             });
             // Output transform, bias and epilogue, output channels in parallel.
             let m = &*m;
-            (0..c_out).into_par_iter().for_each(|k| {
-                let out_ptr = &out_ptr;
-                let bias = bias.map_or(0.0, |b| b[k]);
-                let mut y = vec![0f32; 4 * tw];
-                for r in 0..rows {
-                    let (b, ty) = ((first + r) / th, (first + r) % th);
-                    let base = (b * c_out + k) * h * w;
-                    let mx: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * c_out + k) * tiles + r * tw..(xi * c_out + k) * tiles + (r + 1) * tw]);
-                    output_rows(&mx, &mut y, tw);
-                    for i in 0..2 {
-                        let oy = 2 * ty + i;
-                        if oy >= h {
-                            continue;
-                        }
-                        // SAFETY: output row (b, k, oy) belongs to channel k's task and tile row r.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(base + oy * w), w) };
-                        let (even, odd) = (&y[(2 * i) * tw..(2 * i + 1) * tw], &y[(2 * i + 1) * tw..(2 * i + 2) * tw]);
-                        for (pair, (&e, &o)) in dst.chunks_mut(2).zip(even.iter().zip(odd)) {
-                            pair[0] = e + bias;
-                            if let Some(p) = pair.get_mut(1) {
-                                *p = o + bias;
+            (0..c_out).into_par_iter().with_min_len(min_len).for_each_init(
+                || vec![0f32; 4 * tw],
+                |y, k| {
+                    let out_ptr = &out_ptr;
+                    let bias = bias.map_or(0.0, |b| b[k]);
+                    for r in 0..rows {
+                        let (b, ty) = ((first + r) / th, (first + r) % th);
+                        let base = (b * c_out + k) * h * w;
+                        let mx: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * c_out + k) * tiles + r * tw..(xi * c_out + k) * tiles + (r + 1) * tw]);
+                        output_rows(&mx, y, tw);
+                        for i in 0..2 {
+                            let oy = 2 * ty + i;
+                            if oy >= h {
+                                continue;
                             }
-                        }
-                        if let Some(res) = residual {
-                            for (d, v) in dst.iter_mut().zip(&res[base + oy * w..base + (oy + 1) * w]) {
-                                *d += v;
+                            // SAFETY: output row (b, k, oy) belongs to channel k's task and tile row r.
+                            let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(base + oy * w), w) };
+                            let (even, odd) = (&y[(2 * i) * tw..(2 * i + 1) * tw], &y[(2 * i + 1) * tw..(2 * i + 2) * tw]);
+                            for (pair, (&e, &o)) in dst.chunks_mut(2).zip(even.iter().zip(odd)) {
+                                pair[0] = e + bias;
+                                if let Some(p) = pair.get_mut(1) {
+                                    *p = o + bias;
+                                }
                             }
-                        }
-                        if relu {
-                            for d in dst.iter_mut() {
-                                *d = d.max(0.0);
+                            if let Some(res) = residual {
+                                for (d, v) in dst.iter_mut().zip(&res[base + oy * w..base + (oy + 1) * w]) {
+                                    *d += v;
+                                }
+                            }
+                            if relu {
+                                for d in dst.iter_mut() {
+                                    *d = d.max(0.0);
+                                }
                             }
                         }
                     }
-                }
-            });
+                },
+            );
         }
         out
     }

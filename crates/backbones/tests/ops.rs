@@ -158,9 +158,12 @@ fn scaled_softmax_divides_before_normalising_and_scales_its_gradient() {
 #[test]
 fn im2col_conv_equals_candle_conv_and_its_gradient_matches_finite_differences() {
     use tgc_backbones::ops::conv2d;
-    for (k, stride, padding, size) in [(3, 1, 1, 7), (7, 2, 3, 9), (1, 2, 0, 6), (4, 4, 0, 8), (3, 2, 1, 8), (3, 1, 0, 6), (2, 3, 1, 7), (3, 1, 2, 5)] {
-        let x0 = rand_tensor(&[2, 3, size, size + 1], 1.0, k as u64);
-        let w = rand_tensor(&[4, 3, k, k], 0.5, 100 + k as u64);
+    // Small kernels run in bands of output rows (the stem's 7×7/2 over 13 rows: three bands of
+    // at least three rows); a kernel matrix over 512 KiB (128 × 128 × 3 × 3) runs whole.
+    let cases = [(3, 1, 1, 7), (7, 2, 3, 9), (7, 2, 3, 25), (1, 2, 0, 6), (4, 4, 0, 8), (3, 2, 1, 8), (3, 1, 0, 6), (2, 3, 1, 7), (3, 1, 2, 5)];
+    for ((k, stride, padding, size), (c_in, c_out)) in cases.into_iter().map(|c| (c, (3, 4))).chain([((3, 2, 1, 6), (128, 128))]) {
+        let x0 = rand_tensor(&[2, c_in, size, size + 1], 1.0, k as u64);
+        let w = rand_tensor(&[c_out, c_in, k, k], 0.5 / (c_in as f32).sqrt(), 100 + k as u64);
         let ours = conv2d(&x0, &w, stride, padding).unwrap();
         let theirs = x0.conv2d(&w, padding, stride, 1, 1).unwrap();
         assert_eq!(ours.dims(), theirs.dims());
