@@ -61,6 +61,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    tgc_backbones::vecmath::park_candle_pool_workers();
     keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.verbose);
