@@ -218,6 +218,33 @@ impl Block {
         h + self.output.forward(&mlp)?
     }
 
+    /// [`Block::forward_from_norm`] for the class token alone, `[B, 1, D]`: all the last block
+    /// must give the features (the CLS token after the final LayerNorm). Every token's keys and
+    /// values are formed — the class token attends to all of them — but the attention, its
+    /// output projection, the MLP and the residual adds run for one row instead of `T`: three
+    /// quarters of the last block's products, the same function at the class token.
+    fn forward_from_norm_cls(&self, normed: &Tensor, residual: &Tensor, mode: ReluMode) -> Result<Tensor> {
+        let qkv = self.attention.qkv.forward(normed)?;
+        let (b, t, width) = qkv.dims3()?;
+        let (heads, hidden) = (self.attention.heads, width / 3);
+        let d = hidden / heads;
+        // [B, heads, rows, d] of Q (class token only), K or V.
+        let part = |i: usize, rows: usize| -> Result<Tensor> {
+            qkv.narrow(1, 0, rows)?.narrow(2, i * hidden, hidden)?.reshape((b, rows, heads, d))?.transpose(1, 2)?.contiguous()
+        };
+        let (q, k, v) = (part(0, 1)?, part(1, t)?, part(2, t)?);
+        let probs = scaled_softmax_last_dim(&q.matmul(&k.t()?.contiguous()?)?, (d as f32).sqrt())?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, 1, hidden))?;
+        let h = (residual.narrow(1, 0, 1)? + self.attention.output.forward(&context)?)?;
+        let mlp = self.act.forward(&self.intermediate.forward(&self.layernorm_after.forward(&h)?)?, mode)?;
+        h + self.output.forward(&mlp)?
+    }
+
+    /// [`Block::forward`] for the class token alone (see [`Block::forward_from_norm_cls`]).
+    fn forward_cls(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
+        self.forward_from_norm_cls(&self.layernorm_before.forward(x)?, x, mode)
+    }
+
     fn forward(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
         match &self.fused {
             Some(fused) if x.device().is_cpu() => fused.forward(x),
@@ -335,9 +362,20 @@ impl Vit {
             (split.cls.clone(), split.residual.clone())
         };
         let normed = Tensor::cat(&[&cls, &tokens], 1)?;
-        let mut h = target.forward_from_norm(&normed, &residual, mode)?;
-        for later in &self.blocks[split.block + 1..] {
-            h = later.forward(&h, mode)?;
+        let last = split.block + 1 == self.blocks.len();
+        let h = if last { target.forward_from_norm_cls(&normed, &residual, mode)? } else { target.forward_from_norm(&normed, &residual, mode)? };
+        self.finish(h, split.block + 1, mode)
+    }
+
+    /// From the input of block `first` (or, when `first` is past the last block, the class
+    /// token's output `[B, 1, D]`) to the features: the later blocks, the last one for the
+    /// class token only, then the final LayerNorm.
+    fn finish(&self, mut h: Tensor, first: usize, mode: ReluMode) -> Result<Tensor> {
+        if let Some((last, middle)) = self.blocks.get(first..).and_then(|rest| rest.split_last()) {
+            for block in middle {
+                h = block.forward(&h, mode)?;
+            }
+            h = last.forward_cls(&h, mode)?;
         }
         self.layernorm.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)
     }
@@ -357,11 +395,7 @@ impl Vit {
     /// The 768-d (B/16) features: the CLS token after the final LayerNorm. `mode` matters only
     /// for `hidden_act: relu`.
     pub fn features(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        let mut h = self.embed(x)?;
-        for block in &self.blocks {
-            h = block.forward(&h, mode)?;
-        }
-        self.layernorm.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)
+        self.finish(self.embed(x)?, 0, mode)
     }
 }
 
@@ -422,6 +456,28 @@ mod tests {
             let scale: f32 = g_layers.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
             assert!(scale > 0.1, "{act}: a gradient to compare");
             assert!(max_abs(&g_fused, &g_layers) < 1e-5 * scale, "{act}: gradients differ by {}", max_abs(&g_fused, &g_layers));
+        }
+    }
+
+    #[test]
+    fn the_class_token_path_gives_the_full_blocks_class_token_and_gradient() {
+        for act in ["gelu", "relu"] {
+            let block = block(act);
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 7, 16), &Device::Cpu).unwrap()).unwrap();
+            let weights = Tensor::randn(0f32, 1.0, (3, 1, 16), &Device::Cpu).unwrap();
+            for mode in [ReluMode::Standard, ReluMode::Guided] {
+                let full = block.forward(x.as_tensor(), mode).unwrap().narrow(1, 0, 1).unwrap();
+                let cls = block.forward_cls(x.as_tensor(), mode).unwrap();
+                assert_eq!(cls.dims(), [3, 1, 16]);
+                assert!(max_abs(&full, &cls) < 1e-5, "{act}: values differ by {}", max_abs(&full, &cls));
+                let grad = |y: &Tensor| y.mul(&weights).unwrap().sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().clone();
+                let (g_full, g_cls) = (grad(&full), grad(&cls));
+                let scale: f32 = g_full.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+                // Every token reaches the class token through the keys and values.
+                let token_6: f32 = g_cls.narrow(1, 6, 1).unwrap().abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+                assert!(scale > 0.1 && token_6 > 1e-3, "{act}: gradients to compare");
+                assert!(max_abs(&g_full, &g_cls) < 1e-5 * scale, "{act}: gradients differ by {}", max_abs(&g_full, &g_cls));
+            }
         }
     }
 
