@@ -213,10 +213,11 @@ fn main() -> anyhow::Result<()> {
             if only.as_deref().is_some_and(|o| !format!("{name}.{label}").contains(o)) {
                 continue;
             }
-            // The methods of hundreds of forward passes run once after the warm-up.
+            // The methods of hundreds of forward passes run twice after the warm-up: one call
+            // of tens of seconds is a single sample of a machine whose speed drifts.
             let slow = matches!(m, Method::Occlusion(_) | Method::FeatureAblation(_)) || matches!(m, Method::Cam(Cam { kind: CamKind::ScoreCam, .. }));
             let runs = if slow {
-                1
+                iters.min(2)
             } else if matches!(m, Method::IntegratedGradients(_)) {
                 iters.div_ceil(2)
             } else {
