@@ -123,9 +123,9 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 fn measure(name: String, iters: usize, per_call: usize, torch: &mut Option<Torch>, mut ours: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Figure> {
+    // Warm-up; work under a second is then timed on its second call in a row (module docs).
     let start = Instant::now();
-    ours()?; // warm-up
-             // Work under a second is timed on its second call in a row (see the module docs).
+    ours()?;
     let rerun = start.elapsed().as_secs_f64() < 1.0;
     let mut theirs = torch.as_mut().and_then(|t| t.ask(&name).map(|_| t));
     if let Some(t) = theirs.as_mut() {

@@ -510,8 +510,9 @@ unsafe fn gemm_strided(dst: (*mut f32, isize, isize), accumulate: bool, a: Mat, 
 /// columns and let the matrix product split the kernel rows between the threads, so that no
 /// thread packs the whole kernel for a few columns.
 const BANDED_MAX_WEIGHT_BYTES: usize = 512 << 10;
-/// Target size of one band's columns, and the fewest bands an image is cut into.
+/// Target size of one band's columns.
 const BAND_BYTES: usize = 512 << 10;
+/// The fewest bands an image is cut into (work for two threads at batch 1).
 const MIN_BANDS: usize = 4;
 
 /// Forward: per image, im2col then `out = bias + W · cols`, then the epilogue (residual add,
@@ -589,13 +590,7 @@ impl ConvOp {
                 )
             };
             for c in 0..g.c_out {
-                let dst = segment(c);
-                if let Some(r) = residual {
-                    dst.iter_mut().zip(&r[first + c * l..first + c * l + n]).for_each(|(d, v)| *d += v);
-                }
-                if self.relu.is_some() {
-                    dst.iter_mut().for_each(|d| *d = d.max(0.0));
-                }
+                epilogue_row(segment(c), residual.map(|r| &r[first + c * l..first + c * l + n]), self.relu.is_some());
             }
         });
     }
@@ -619,18 +614,18 @@ fn epilogue(dst: &mut [f32], residual: Option<&[f32]>, relu: bool, l: usize) {
     if residual.is_none() && !relu {
         return;
     }
-    dst.par_chunks_mut(l).enumerate().for_each(|(c, row)| {
-        if let Some(r) = residual {
-            for (d, v) in row.iter_mut().zip(&r[c * l..(c + 1) * l]) {
-                *d += v;
-            }
-        }
-        if relu {
-            for d in row.iter_mut() {
-                *d = d.max(0.0);
-            }
-        }
-    });
+    dst.par_chunks_mut(l).enumerate().for_each(|(c, row)| epilogue_row(row, residual.map(|r| &r[c * l..(c + 1) * l]), relu));
+}
+
+/// The convolutions' epilogue on one stretch of output: `dst += residual` (same length), then
+/// `relu`, in place.
+pub(crate) fn epilogue_row(dst: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+    if let Some(r) = residual {
+        dst.iter_mut().zip(r).for_each(|(d, v)| *d += v);
+    }
+    if relu {
+        dst.iter_mut().for_each(|d| *d = d.max(0.0));
+    }
 }
 
 impl CustomOp1 for ConvOp {

@@ -149,19 +149,23 @@ impl Attention {
         self.output.forward(&multi_head_attention(&self.qkv.forward(x)?, self.heads)?)
     }
 
-    /// The same attention with its probabilities `softmax(QKᵀ/√d)` `[B, heads, T, T]` as a
-    /// tensor of the graph, passed through `tap` (which may record it or hook its gradient)
-    /// before they weight the values.
-    fn forward_tapped(&self, x: &Tensor, tap: &mut dyn FnMut(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    /// The same attention as composed ops, for the queries of the first `queries` tokens (every
+    /// token's keys and values), with its probabilities `softmax(QKᵀ/√d)` `[B, heads, queries,
+    /// T]` as a tensor of the graph, passed through `tap` (which may record it or hook its
+    /// gradient) before they weight the values. Output `[B, queries, D]`.
+    fn forward_composed(&self, x: &Tensor, queries: usize, tap: &mut dyn FnMut(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
         let qkv = self.qkv.forward(x)?;
         let (b, t, width) = qkv.dims3()?;
         let hidden = width / 3;
         let d = hidden / self.heads;
-        let part = |i: usize| -> Result<Tensor> { qkv.narrow(2, i * hidden, hidden)?.reshape((b, t, self.heads, d))?.transpose(1, 2)?.contiguous() };
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        // [B, heads, rows, d] of Q, K or V over the first `rows` tokens.
+        let part = |i: usize, rows: usize| -> Result<Tensor> {
+            qkv.narrow(1, 0, rows)?.narrow(2, i * hidden, hidden)?.reshape((b, rows, self.heads, d))?.transpose(1, 2)?.contiguous()
+        };
+        let (q, k, v) = (part(0, queries)?, part(1, t)?, part(2, t)?);
         let probs = scaled_softmax_last_dim(&q.matmul(&k.t()?.contiguous()?)?, (d as f32).sqrt())?;
         let probs = tap(&probs)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, hidden))?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, queries, hidden))?;
         self.output.forward(&out)
     }
 }
@@ -213,7 +217,11 @@ impl Block {
 
     /// The block from its `layernorm_before` output on; `residual` is the block's input.
     fn forward_from_norm(&self, normed: &Tensor, residual: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        let h = (residual + self.attention.forward(normed)?)?;
+        self.mlp_residual((residual + self.attention.forward(normed)?)?, mode)
+    }
+
+    /// The block's second half: `h + MLP(layernorm_after(h))`, `h` the attention's residual sum.
+    fn mlp_residual(&self, h: Tensor, mode: ReluMode) -> Result<Tensor> {
         let mlp = self.act.forward(&self.intermediate.forward(&self.layernorm_after.forward(&h)?)?, mode)?;
         h + self.output.forward(&mlp)?
     }
@@ -224,20 +232,8 @@ impl Block {
     /// output projection, the MLP and the residual adds run for one row instead of `T`: three
     /// quarters of the last block's products, the same function at the class token.
     fn forward_from_norm_cls(&self, normed: &Tensor, residual: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        let qkv = self.attention.qkv.forward(normed)?;
-        let (b, t, width) = qkv.dims3()?;
-        let (heads, hidden) = (self.attention.heads, width / 3);
-        let d = hidden / heads;
-        // [B, heads, rows, d] of Q (class token only), K or V.
-        let part = |i: usize, rows: usize| -> Result<Tensor> {
-            qkv.narrow(1, 0, rows)?.narrow(2, i * hidden, hidden)?.reshape((b, rows, heads, d))?.transpose(1, 2)?.contiguous()
-        };
-        let (q, k, v) = (part(0, 1)?, part(1, t)?, part(2, t)?);
-        let probs = scaled_softmax_last_dim(&q.matmul(&k.t()?.contiguous()?)?, (d as f32).sqrt())?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, 1, hidden))?;
-        let h = (residual.narrow(1, 0, 1)? + self.attention.output.forward(&context)?)?;
-        let mlp = self.act.forward(&self.intermediate.forward(&self.layernorm_after.forward(&h)?)?, mode)?;
-        h + self.output.forward(&mlp)?
+        let attended = self.attention.forward_composed(normed, 1, &mut |probs| Ok(probs.clone()))?;
+        self.mlp_residual((residual.narrow(1, 0, 1)? + attended)?, mode)
     }
 
     /// [`Block::forward`] for the class token alone (see [`Block::forward_from_norm_cls`]).
@@ -254,9 +250,8 @@ impl Block {
 
     /// [`Block::forward`] with the attention probabilities through `tap`.
     fn forward_tapped(&self, x: &Tensor, mode: ReluMode, tap: &mut dyn FnMut(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-        let h = (x + self.attention.forward_tapped(&self.layernorm_before.forward(x)?, tap)?)?;
-        let mlp = self.act.forward(&self.intermediate.forward(&self.layernorm_after.forward(&h)?)?, mode)?;
-        h + self.output.forward(&mlp)?
+        let tokens = x.dim(1)?;
+        self.mlp_residual((x + self.attention.forward_composed(&self.layernorm_before.forward(x)?, tokens, tap)?)?, mode)
     }
 }
 

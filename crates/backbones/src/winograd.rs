@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use crate::ops::SharedPtr;
+use crate::ops::{epilogue_row, SharedPtr};
 
 /// Transformed weights `U_ξ = G g Gᵀ` of one 3×3 kernel `[C_out, C_in, 3, 3]`, stored as 16
 /// row-major `[C_out × C_in]` matrices.
@@ -141,16 +141,7 @@ impl WinogradKernel {
                                     *p = o + bias;
                                 }
                             }
-                            if let Some(res) = residual {
-                                for (d, v) in dst.iter_mut().zip(&res[base + oy * w..base + (oy + 1) * w]) {
-                                    *d += v;
-                                }
-                            }
-                            if relu {
-                                for d in dst.iter_mut() {
-                                    *d = d.max(0.0);
-                                }
-                            }
+                            epilogue_row(dst, residual.map(|r| &r[base + oy * w..base + (oy + 1) * w]), relu);
                         }
                     }
                 },
