@@ -160,8 +160,9 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: setting an option is allowed at any time.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let iters: usize = std::env::var("TGC_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    // `TGC_BENCH_ONLY=vit.chefer` runs the methods whose figure name contains it (forward passes
-    // always run).
+    // `TGC_BENCH_ONLY=vit.chefer` runs the methods whose figure name contains it, and
+    // `TGC_BENCH_ONLY=resnet18.saliency,vit.guided` those whose name contains any of the
+    // comma-separated parts (forward passes always run).
     let only = std::env::var("TGC_BENCH_ONLY").ok();
     println!("{}", tgc_backbones::vecmath::cpu_description());
     let mut torch = Torch::start();
@@ -210,7 +211,8 @@ fn main() -> anyhow::Result<()> {
                 "guided-gradcam" => "guided-grad-cam",
                 other => other,
             };
-            if only.as_deref().is_some_and(|o| !format!("{name}.{label}").contains(o)) {
+            let figure = format!("{name}.{label}");
+            if only.as_deref().is_some_and(|o| !o.split(',').any(|part| figure.contains(part))) {
                 continue;
             }
             // The methods of hundreds of forward passes run twice after the warm-up: one call
@@ -223,7 +225,7 @@ fn main() -> anyhow::Result<()> {
             } else {
                 iters
             };
-            figures.push(measure(format!("{name}.{label}"), runs, 1, &mut torch, || Ok(m.attribute(&model, &x, &[1]).map(drop)?))?);
+            figures.push(measure(figure, runs, 1, &mut torch, || Ok(m.attribute(&model, &x, &[1]).map(drop)?))?);
         }
     }
     println!(

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 pub use tgc_explain::{relu, ReluMode};
 
-use crate::vecmath;
+use crate::vecmath::{self, GemmKernel};
 use crate::winograd::WinogradKernel;
 
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
@@ -501,7 +501,76 @@ struct Mat(*const f32, isize, isize);
 /// # Safety
 /// Every index `(i, j)` in range must be in bounds of the buffers behind the pointers, and
 /// nothing else may write `dst` meanwhile.
-unsafe fn gemm_strided(dst: (*mut f32, isize, isize), accumulate: bool, a: Mat, b: Mat, (m, k, n): (usize, usize, usize), parallelism: gemm::Parallelism) {
+unsafe fn gemm_strided(dst: (*mut f32, isize, isize), accumulate: bool, a: Mat, b: Mat, dims: (usize, usize, usize), parallelism: gemm::Parallelism) {
+    gemm_with(crate::vecmath::gemm_kernel(), dst, accumulate, a, b, dims, parallelism)
+}
+
+/// [`gemm_strided`] with the given micro-kernels ([`GemmKernel`]), all positive strides.
+///
+/// The `gemm` crate picks its kernels from the CPU alone; its blocked driver is called here
+/// with the kernels of our choice, after the same normalisation its entry point makes (a
+/// destination with unit row stride is computed transposed).
+///
+/// # Safety
+/// As [`gemm_strided`]; a kernel the CPU lacks panics instead of running.
+unsafe fn gemm_with(
+    kernel: GemmKernel,
+    dst: (*mut f32, isize, isize),
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+    (m, k, n): (usize, usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use gemm_common::simd::{MixedSimd, V3, V4};
+        // `dst = dst + a·b` with dst (pointer, row stride, column stride).
+        let (dst, a, b, m, n) = if dst.2.abs() < dst.1.abs() {
+            // Transposed: dstᵀ = bᵀ·aᵀ, so the micro-kernels walk the destination's columns.
+            ((dst.0, dst.2, dst.1), Mat(b.0, b.2, b.1), Mat(a.0, a.2, a.1), n, m)
+        } else {
+            (dst, a, b, m, n)
+        };
+        macro_rules! blocked {
+            ($simd:ty, $lanes:literal, $kernels:path) => {{
+                use $kernels as uk;
+                let simd = <$simd as MixedSimd<f32, f32, f32, f32>>::try_new().expect("the CPU lacks the matrix product's instruction set");
+                gemm_common::gemm::gemm_basic_generic::<$simd, f32, $lanes, { uk::MR_DIV_N * $lanes }, { uk::NR }, { uk::MR_DIV_N }, { uk::H_M }, { uk::H_N }>(
+                    simd,
+                    m,
+                    n,
+                    k,
+                    dst.0,
+                    dst.2,
+                    dst.1,
+                    accumulate,
+                    a.0,
+                    a.2,
+                    a.1,
+                    b.0,
+                    b.2,
+                    b.1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    |x, y, z| x * y + z,
+                    &uk::UKR,
+                    &uk::H_UKR,
+                    false,
+                    parallelism,
+                )
+            }};
+        }
+        match kernel {
+            GemmKernel::Avx512 => return blocked!(V4, 16, gemm_f32::microkernel::avx512f::f32),
+            GemmKernel::Avx2Fma => return blocked!(V3, 8, gemm_f32::microkernel::fma::f32),
+            GemmKernel::Portable => {}
+        }
+    }
+    let _ = kernel;
     gemm::gemm(m, n, k, dst.0, dst.2, dst.1, accumulate, a.0, a.2, a.1, b.0, b.2, b.1, 1.0, 1.0, false, false, false, parallelism);
 }
 
@@ -1362,5 +1431,112 @@ impl CustomOp1 for EncoderBlockOp {
             };
             Ok(self.block.input_gradient(x, saved, dy, (b, t)))
         })?))
+    }
+}
+
+#[cfg(test)]
+mod gemm_tests {
+    use super::*;
+
+    /// The kernels this CPU can run.
+    fn kernels() -> Vec<GemmKernel> {
+        let mut kernels = vec![GemmKernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                kernels.push(GemmKernel::Avx2Fma);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(GemmKernel::Avx512);
+            } else {
+                println!("no AVX-512 on this CPU: its matrix-product kernels are not tested here");
+            }
+        }
+        kernels
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `a·b` in f64 with the bound `Σ|a||b|` of each element's rounding error's scale.
+    fn reference(a: &[f32], a_t: bool, b: &[f32], b_t: bool, (m, k, n): (usize, usize, usize)) -> (Vec<f64>, Vec<f64>) {
+        let at = |i: usize, p: usize| f64::from(if a_t { a[p * m + i] } else { a[i * k + p] });
+        let bt = |p: usize, j: usize| f64::from(if b_t { b[j * k + p] } else { b[p * n + j] });
+        let mut value = vec![0.0; m * n];
+        let mut scale = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for p in 0..k {
+                    value[i * n + j] += at(i, p) * bt(p, j);
+                    scale[i * n + j] += (at(i, p) * bt(p, j)).abs();
+                }
+            }
+        }
+        (value, scale)
+    }
+
+    #[test]
+    fn every_kernel_computes_the_product_in_every_layout() {
+        for kernel in kernels() {
+            for (case, &(m, k, n)) in [(1, 1, 1), (3, 5, 7), (1, 300, 2), (24, 300, 1), (17, 33, 16), (65, 130, 197), (197, 768, 64)].iter().enumerate() {
+                for (a_t, b_t, accumulate) in [(false, false, false), (true, false, false), (false, true, true), (true, true, true)] {
+                    let (a, b) = (random(m * k, case as u64), random(k * n, 100 + case as u64));
+                    let start = random(m * n, 200 + case as u64);
+                    let mut dst = start.clone();
+                    let mat_a = if a_t { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
+                    let mat_b = if b_t { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) };
+                    // SAFETY: row-major buffers of exactly these sizes and strides.
+                    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), n as isize, 1), accumulate, mat_a, mat_b, (m, k, n), gemm::Parallelism::Rayon(2)) };
+                    let (value, scale) = reference(&a, a_t, &b, b_t, (m, k, n));
+                    for i in 0..m * n {
+                        let expected = value[i] + if accumulate { f64::from(start[i]) } else { 0.0 };
+                        let error = (f64::from(dst[i]) - expected).abs();
+                        assert!(
+                            error <= 1e-6 * (scale[i] + 1.0),
+                            "{kernel:?} {m}×{k}×{n} a_t {a_t} b_t {b_t} acc {accumulate}: element {i} is {} not {expected}",
+                            dst[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A column's bits do not depend on how many columns are computed with it (Winograd's
+    /// tiles of one image give the same bits alone as in a batch), with every kernel.
+    #[test]
+    fn a_columns_result_does_not_depend_on_the_number_of_columns() {
+        let (m, k) = (64, 96);
+        let a = random(m * k, 1);
+        for kernel in kernels() {
+            let product = |n: usize| {
+                let b: Vec<f32> = random(k * 40, 2).chunks(40).flat_map(|row| row[..n].to_vec()).collect();
+                let mut dst = vec![0f32; m * n];
+                // SAFETY: row-major buffers of exactly these sizes and strides.
+                unsafe {
+                    gemm_with(
+                        kernel,
+                        (dst.as_mut_ptr(), n as isize, 1),
+                        false,
+                        Mat(a.as_ptr(), k as isize, 1),
+                        Mat(b.as_ptr(), n as isize, 1),
+                        (m, k, n),
+                        gemm::Parallelism::None,
+                    )
+                };
+                dst.chunks(n).map(|row| row[..2].to_vec()).collect::<Vec<_>>()
+            };
+            let two = product(2);
+            for n in [3, 6, 17, 40] {
+                assert_eq!(product(n), two, "{kernel:?}: the first two columns of {n} differ from two alone");
+            }
+        }
     }
 }
