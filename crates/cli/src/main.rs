@@ -65,6 +65,8 @@ fn main() -> std::process::ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // With -v: the CPU and the kernels chosen for it, for anyone comparing timings.
+    tracing::debug!("{}", tgc_backbones::vecmath::cpu_description());
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Extract(args) => extract_cmd::run(args),
