@@ -507,9 +507,10 @@ unsafe fn gemm_strided(dst: (*mut f32, isize, isize), accumulate: bool, a: Mat, 
 
 /// [`gemm_strided`] with the given micro-kernels ([`GemmKernel`]), all positive strides.
 ///
-/// The `gemm` crate picks its kernels from the CPU alone; its blocked driver is called here
-/// with the kernels of our choice, after the same normalisation its entry point makes (a
-/// destination with unit row stride is computed transposed).
+/// The `gemm` crate picks its kernels from the CPU alone; with the `avx512-gemm` feature its
+/// blocked driver is called here with the kernels of our choice, after the same normalisation
+/// its entry point makes (a destination with unit row stride is computed transposed). Without
+/// the feature every kernel is the crate's own dispatch (AVX2 + FMA on x86-64 CPUs with them).
 ///
 /// # Safety
 /// As [`gemm_strided`]; a kernel the CPU lacks panics instead of running.
@@ -522,7 +523,7 @@ unsafe fn gemm_with(
     (m, k, n): (usize, usize, usize),
     parallelism: gemm::Parallelism,
 ) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", feature = "avx512-gemm"))]
     {
         use gemm_common::simd::{MixedSimd, V3, V4};
         // `dst = dst + a·b` with dst (pointer, row stride, column stride).
@@ -1446,10 +1447,10 @@ mod gemm_tests {
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                 kernels.push(GemmKernel::Avx2Fma);
             }
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if cfg!(feature = "avx512-gemm") && std::arch::is_x86_feature_detected!("avx512f") {
                 kernels.push(GemmKernel::Avx512);
             } else {
-                println!("no AVX-512 on this CPU: its matrix-product kernels are not tested here");
+                println!("no AVX-512 matrix-product kernels here (the CPU lacks AVX-512 or the avx512-gemm feature is off): not tested");
             }
         }
         kernels

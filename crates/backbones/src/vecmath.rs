@@ -66,13 +66,14 @@ impl SimdLevel {
 /// The micro-kernels of the matrix products (the `gemm` crate's): 16-wide AVX-512 or 8-wide
 /// AVX2 + FMA ones, or the crate's own choice off x86-64.
 ///
-/// Both x86 kinds exist on every AVX-512 CPU, and which is faster depends on how the CPU
-/// executes 512-bit instructions: Intel's server cores have two 512-bit FMA units, so the
-/// AVX-512 kernels double the product's peak; AMD's Zen 4 splits each 512-bit operation into
-/// two 256-bit halves, and there the AVX2 kernels ran faster (ViT-B/16 forward 187 vs 205 ms
-/// an image at batch 8, Guided Backprop 417 vs 508–544 ms, 2 cores). So AVX-512 products run on
-/// Intel CPUs with AVX-512 and AVX2 ones elsewhere, unless `TGC_GEMM=avx512|avx2` says
-/// otherwise; `TGC_SIMD=avx2` caps them at AVX2 like the other kernels.
+/// The AVX-512 kernels exist in builds with the `avx512-gemm` feature (default). Which kind is
+/// faster depends on how the CPU executes 512-bit instructions: Intel's server cores have two
+/// 512-bit FMA units, and there the AVX-512 kernels ran 1.5–1.7× faster; AMD's Zen 4 splits
+/// each 512-bit operation into two 256-bit halves, and there the AVX2 kernels ran faster
+/// (ViT-B/16 forward 187 vs 205 ms an image at batch 8, Guided Backprop 417 vs 508–544 ms, 2
+/// cores). So, with the feature, AVX-512 products run on Intel CPUs with AVX-512 and AVX2 ones
+/// elsewhere, unless `TGC_GEMM=avx512|avx2` says otherwise; `TGC_SIMD=avx2` caps them at AVX2
+/// like the other kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmKernel {
     Avx512,
@@ -82,10 +83,11 @@ pub enum GemmKernel {
 }
 
 impl GemmKernel {
-    /// The kernels for this CPU, after `TGC_SIMD` and `TGC_GEMM` (the latter never raises the
-    /// kernels above what the CPU has). An unknown `TGC_GEMM` value is ignored with a warning.
+    /// The kernels for this CPU and build, after `TGC_SIMD` and `TGC_GEMM` (the latter never
+    /// raises the kernels above what the CPU and the build have). An unknown `TGC_GEMM` value is
+    /// ignored with a warning.
     pub fn detect() -> Self {
-        let simd = SimdLevel::detect();
+        let simd = if cfg!(feature = "avx512-gemm") { SimdLevel::detect() } else { SimdLevel::detect().min(SimdLevel::Avx2Fma) };
         let requested = std::env::var("TGC_GEMM").ok().and_then(|v| match SimdLevel::parse(&v) {
             Some(level) => Some(level),
             None => {
