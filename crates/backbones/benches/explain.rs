@@ -49,7 +49,9 @@ impl Torch {
             println!("(set TGC_BENCH_PYTHON to a python with torch, torchvision, captum and transformers for PyTorch's figures in the same run)");
             return None;
         };
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/bench/pytorch_reference.py");
+        // `TGC_BENCH_SCRIPT` names the script where the bench runs outside this checkout (a
+        // binary copied to another machine; `docs/bench/other_cpu.sh`).
+        let script = std::env::var("TGC_BENCH_SCRIPT").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/bench/pytorch_reference.py").to_owned());
         let mut command = std::process::Command::new(&python);
         command.arg(script).arg("--serve").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
         // `TGC_SIMD=avx2` caps our kernels at AVX2 + FMA; PyTorch's ATen, oneDNN and MKL get
