@@ -51,7 +51,8 @@ impl Torch {
         };
         // `TGC_BENCH_SCRIPT` names the script where the bench runs outside this checkout (a
         // binary copied to another machine; `docs/bench/other_cpu.sh`).
-        let script = std::env::var("TGC_BENCH_SCRIPT").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/bench/pytorch_reference.py").to_owned());
+        let script =
+            std::env::var("TGC_BENCH_SCRIPT").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/bench/pytorch_reference.py").to_owned());
         let mut command = std::process::Command::new(&python);
         command.arg(script).arg("--serve").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
         // `TGC_SIMD=avx2` caps our kernels at AVX2 + FMA; PyTorch's ATen, oneDNN and MKL get

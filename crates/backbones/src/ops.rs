@@ -502,15 +502,18 @@ struct Mat(*const f32, isize, isize);
 /// Every index `(i, j)` in range must be in bounds of the buffers behind the pointers, and
 /// nothing else may write `dst` meanwhile.
 unsafe fn gemm_strided(dst: (*mut f32, isize, isize), accumulate: bool, a: Mat, b: Mat, dims: (usize, usize, usize), parallelism: gemm::Parallelism) {
-    gemm_with(crate::vecmath::gemm_kernel(), dst, accumulate, a, b, dims, parallelism)
+    gemm_with(vecmath::gemm_kernel(), dst, accumulate, a, b, dims, parallelism)
 }
 
 /// [`gemm_strided`] with the given micro-kernels ([`GemmKernel`]), all positive strides.
 ///
 /// The `gemm` crate picks its kernels from the CPU alone; with the `avx512-gemm` feature its
 /// blocked driver is called here with the kernels of our choice, after the same normalisation
-/// its entry point makes (a destination with unit row stride is computed transposed). Without
-/// the feature every kernel is the crate's own dispatch (AVX2 + FMA on x86-64 CPUs with them).
+/// its entry point makes (a destination with unit row stride is computed transposed), and
+/// [`GemmKernel::Portable`] is the crate's scalar kernels, as its own dispatch gives a CPU
+/// without AVX2 + FMA (its dispatch itself would take the AVX-512 kernels on an AVX-512 CPU,
+/// above a `TGC_SIMD=baseline` cap). Without the feature, or off x86-64, every kernel is the
+/// crate's own dispatch (AVX2 + FMA on x86-64 CPUs with them).
 ///
 /// # Safety
 /// As [`gemm_strided`]; a kernel the CPU lacks panics instead of running.
@@ -525,7 +528,7 @@ unsafe fn gemm_with(
 ) {
     #[cfg(all(target_arch = "x86_64", feature = "avx512-gemm"))]
     {
-        use gemm_common::simd::{MixedSimd, V3, V4};
+        use gemm_common::simd::{MixedSimd, Scalar, V3, V4};
         // `dst = dst + a·b` with dst (pointer, row stride, column stride).
         let (dst, a, b, m, n) = if dst.2.abs() < dst.1.abs() {
             // Transposed: dstᵀ = bᵀ·aᵀ, so the micro-kernels walk the destination's columns.
@@ -566,13 +569,16 @@ unsafe fn gemm_with(
             }};
         }
         match kernel {
-            GemmKernel::Avx512 => return blocked!(V4, 16, gemm_f32::microkernel::avx512f::f32),
-            GemmKernel::Avx2Fma => return blocked!(V3, 8, gemm_f32::microkernel::fma::f32),
-            GemmKernel::Portable => {}
+            GemmKernel::Avx512 => blocked!(V4, 16, gemm_f32::microkernel::avx512f::f32),
+            GemmKernel::Avx2Fma => blocked!(V3, 8, gemm_f32::microkernel::fma::f32),
+            GemmKernel::Portable => blocked!(Scalar, 1, gemm_f32::microkernel::scalar::f32),
         }
     }
-    let _ = kernel;
-    gemm::gemm(m, n, k, dst.0, dst.2, dst.1, accumulate, a.0, a.2, a.1, b.0, b.2, b.1, 1.0, 1.0, false, false, false, parallelism);
+    #[cfg(not(all(target_arch = "x86_64", feature = "avx512-gemm")))]
+    {
+        let _ = kernel;
+        gemm::gemm(m, n, k, dst.0, dst.2, dst.1, accumulate, a.0, a.2, a.1, b.0, b.2, b.1, 1.0, 1.0, false, false, false, parallelism);
+    }
 }
 
 /// Convolutions whose kernel matrix is at most this large run in bands of output rows

@@ -78,7 +78,8 @@ impl SimdLevel {
 pub enum GemmKernel {
     Avx512,
     Avx2Fma,
-    /// The `gemm` crate's own dispatch (non-x86 targets, x86 without AVX2 + FMA).
+    /// The `gemm` crate's scalar kernels on x86-64 without AVX2 + FMA (or capped to
+    /// `baseline`); its own dispatch off x86-64 or without the `avx512-gemm` feature.
     Portable,
 }
 
