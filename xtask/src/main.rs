@@ -3,6 +3,7 @@
 //! marker per step records the exact command that produced them), then writes the report.
 
 mod report;
+mod steps;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use steps::{Inputs, Runner};
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -95,43 +97,27 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Runs steps, skipping those already complete, and records their timings.
-pub struct Runner {
-    tgc: PathBuf,
-    out: PathBuf,
-    pub timings: Vec<(String, f64, bool)>,
-}
-
-impl Runner {
-    /// Runs `tgc args…` as step `name` unless its marker says the same command already finished.
-    fn step(&mut self, name: &str, args: &[String]) -> Result<()> {
-        let marker = self.out.join(".done").join(format!("{name}.cmd"));
-        let command = args.join(" ");
-        if std::fs::read_to_string(&marker).map(|m| m == command).unwrap_or(false) {
-            println!("[skip] {name}: already complete");
-            self.timings.push((name.to_owned(), 0.0, true));
-            return Ok(());
-        }
-        println!("[run ] {name}: tgc {command}");
-        let start = Instant::now();
-        let status = Command::new(&self.tgc).args(args).status().with_context(|| format!("starting {}", self.tgc.display()))?;
-        if !status.success() {
-            bail!("step {name} failed ({status}): tgc {command}");
-        }
-        let secs = start.elapsed().as_secs_f64();
-        println!("[done] {name} in {secs:.1} s");
-        write_atomic(&marker, command.as_bytes())?;
-        self.timings.push((name.to_owned(), secs, false));
-        Ok(())
-    }
-}
-
 /// Writes `path` (creating its folder) through tgc-data's temporary-file-and-rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     Ok(tgc_data::write_atomic(path, |w| std::io::Write::write_all(w, bytes).map_err(|e| e.to_string()))?)
+}
+
+/// Removes everything under `dir` but the folders named in `keep` (the strips of patients an
+/// earlier configuration explained, or of an older layout).
+fn remove_other_folders(dir: &Path, keep: &[String]) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries {
+        let path = entry.with_context(|| format!("listing {}", dir.display()))?.path();
+        if path.is_dir() && keep.iter().any(|k| path.file_name().is_some_and(|n| n == k.as_str())) {
+            continue;
+        }
+        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        removed.with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn s(v: impl ToString) -> String {
@@ -171,14 +157,17 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
         bail!("building tgc failed");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let mut runner = Runner { tgc: target.join("release").join("tgc"), out: out.clone(), timings: Vec::new() };
+    let mut runner = Runner::new(target.join("release").join("tgc"), out.clone());
 
     // Data and weights.
     let (data, weights_resnet, weights_vit) = if args.synthetic {
         let data = out.join("data");
         let (patients, size) = if quick { ("12", "64") } else { ("24", "256") };
-        runner
-            .step("synth", &[s("data"), s("synth"), s("--out"), path(&data), s("--patients"), s(patients), s("--size"), s(size), s("--seed"), s(args.seed)])?;
+        runner.step(
+            "synth",
+            &[s("data"), s("synth"), s("--out"), path(&data), s("--patients"), s(patients), s("--size"), s(size), s("--seed"), s(args.seed)],
+            &Inputs { owns: Some(data.clone()), ..Inputs::default() },
+        )?;
         let random = format!("random:{}", args.seed);
         (data, args.weights_resnet.clone().unwrap_or_else(|| random.clone()), args.weights_vit.clone().unwrap_or(random))
     } else {
@@ -194,6 +183,9 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     }
     let figures = out.join("figures");
     std::fs::create_dir_all(&figures)?;
+    // Every step that reads the data reruns when its content changes.
+    runner.data = Some(steps::data_fingerprint(&data)?);
+    let reads_data = || Inputs { data: true, ..Inputs::default() };
 
     // 1. Data statistics.
     runner.step(
@@ -208,6 +200,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
             s("--manifest"),
             path(&out.join("manifest.csv")),
         ],
+        &reads_data(),
     )?;
 
     // 2. Features.
@@ -226,6 +219,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
             .step(
                 &format!("features-{b}"),
                 &[s("extract"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--data"), path(&data), s("--out"), path(&features)],
+                &reads_data(),
             )
             .map_err(|e| {
                 if w.starts_with("random:") {
@@ -260,8 +254,9 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
                 common.extend([s("--epochs"), s(10)]);
             }
             dnn.extend(common);
-            runner.step(&format!("train-{p}-{b}"), &probe)?;
-            runner.step(&format!("train-temporal-{p}-{b}"), &dnn)?;
+            let after_features = || Inputs { after: vec![format!("features-{b}")], ..Inputs::default() };
+            runner.step(&format!("train-{p}-{b}"), &probe, &after_features())?;
+            runner.step(&format!("train-temporal-{p}-{b}"), &dnn, &after_features())?;
         }
     }
 
@@ -270,7 +265,10 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     let p0 = protocols[0];
     // The runs' folders name the backbone, its weights and the test patients (`--run`).
     let shap_samples = if quick { 5 } else { 50 };
+    let mut temporal_patients: Vec<(&str, Vec<String>)> = Vec::new();
     for (b, model) in BACKBONES {
+        // The explanation steps read the probe of iteration 0 and the slices; each owns its folder.
+        let explains = |folder: &str| Inputs { after: vec![format!("train-{p0}-{b}")], data: true, owns: Some(out.join(folder).join(b)) };
         let probe_dir = path(&out.join("runs").join(p0).join(model).join("0"));
         let per_class = if quick { 1 } else { 2 };
         // The test slices of the run, the same for both explanation steps.
@@ -285,6 +283,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
         runner.step(
             &format!("explain-{b}"),
             &explain(&[s("--samples"), s(shap_samples), s("--method"), s("gradient-shap,gradcam,guided-gradcam,guided-backprop")], "explanations"),
+            &explains("explanations"),
         )?;
         // The library's other methods on the same slices, for the report's second grid: the
         // CAM family at the same layer (Score-CAM left out: one forward per channel), and
@@ -292,25 +291,22 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
         runner.step(
             &format!("explain-more-{b}"),
             &explain(&[s("--method"), s(more_methods(b, quick)), s("--grid"), s(if quick { 64 } else { 32 })], "explanations-more"),
+            &explains("explanations-more"),
         )?;
         let dnn_dir = out.join("runs").join(p0).join(format!("{model}_seq_3")).join("0");
-        let patients = report::test_patients_with_history(&dnn_dir, &out.join("manifest.csv"))?;
-        for patient in patients.iter().take(if quick { 1 } else { 3 }) {
+        let mut patients = report::test_patients_with_history(&dnn_dir, &out.join("manifest.csv"))?;
+        patients.truncate(if quick { 1 } else { 3 });
+        remove_other_folders(&out.join("temporal").join(b), &patients)?;
+        for patient in &patients {
+            // One folder a patient, so that a rerun leaves no strip of an earlier configuration.
+            let folder = out.join("temporal").join(b).join(patient);
             runner.step(
                 &format!("explain-temporal-{b}-{patient}"),
-                &[
-                    s("explain-temporal"),
-                    s("--run"),
-                    path(&dnn_dir),
-                    s("--data"),
-                    path(&data),
-                    s("--patient"),
-                    s(patient),
-                    s("--out"),
-                    path(&out.join("temporal").join(b)),
-                ],
+                &[s("explain-temporal"), s("--run"), path(&dnn_dir), s("--data"), path(&data), s("--patient"), s(patient), s("--out"), path(&folder)],
+                &Inputs { after: vec![format!("train-temporal-{p0}-{b}"), s("stats")], data: true, owns: Some(folder.clone()) },
             )?;
         }
+        temporal_patients.push((b, patients));
         runner.step(
             &format!("faithfulness-{b}"),
             &[
@@ -332,12 +328,13 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
                 s("--out"),
                 path(&out.join("faithfulness").join(b)),
             ],
+            &explains("faithfulness"),
         )?;
     }
 
     // 8. Report.
     let report_start = Instant::now();
-    report::write(&out, &protocols, random_weights || args.synthetic, args.synthetic, &root.join("xtask/study_results.csv"))?;
+    report::write(&out, &protocols, &temporal_patients, random_weights || args.synthetic, args.synthetic, &root.join("xtask/study_results.csv"))?;
     runner.timings.push(("report".into(), report_start.elapsed().as_secs_f64(), false));
     report::write_timings(&out, &runner.timings, start.elapsed().as_secs_f64())?;
     println!("report: {}", out.join("report.html").display());

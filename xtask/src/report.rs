@@ -82,8 +82,9 @@ fn interval(row: &HashMap<String, String>, metric: &str) -> String {
     }
 }
 
-/// Writes results.md, results.csv, figures/ and report.html.
-pub fn write(out: &Path, protocols: &[&str], random: bool, synthetic: bool, study_csv: &Path) -> Result<()> {
+/// Writes `results.md`, `results.csv`, the figures' copies under `figures/` and `report.html`;
+/// `temporal` names the patients whose strips each backbone's temporal steps wrote.
+pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], random: bool, synthetic: bool, study_csv: &Path) -> Result<()> {
     let (_, study_rows) = table(study_csv)?;
     let study: HashMap<String, HashMap<String, String>> = study_rows.into_iter().map(|r| (r["model"].clone(), r)).collect();
     let provenance = format!(
@@ -218,6 +219,13 @@ pub fn write(out: &Path, protocols: &[&str], random: bool, synthetic: bool, stud
 
     // Figures: copies under figures/ so that the report's links stay inside OUT.
     let figures = out.join("figures");
+    // The temporal strips of an earlier configuration's patients go; the others are overwritten.
+    for entry in std::fs::read_dir(&figures).with_context(|| format!("listing {}", figures.display()))? {
+        let path = entry?.path();
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("temporal_")) {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
     let mut gallery: Vec<(String, String)> = vec![("history_length.png".into(), "Images by history length".into())];
     for p in protocols {
         for model in MODELS {
@@ -238,8 +246,9 @@ pub fn write(out: &Path, protocols: &[&str], random: bool, synthetic: bool, stud
             "The CAM family and Feature Ablation"
         };
         gallery.push((name, format!("{what} on the same samples, {model}")));
-        let strips = out.join("temporal").join(b);
-        if let Ok(entries) = std::fs::read_dir(&strips) {
+        for patient in temporal.iter().filter(|(of, _)| *of == b).flat_map(|(_, patients)| patients) {
+            let strips = out.join("temporal").join(b).join(patient);
+            let entries = std::fs::read_dir(&strips).with_context(|| format!("listing {}", strips.display()))?;
             let mut pngs: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "png")).collect();
             pngs.sort();
             for png in pngs {

@@ -6,8 +6,13 @@ use std::path::Path;
 use std::process::Command;
 
 fn reproduce(out: &Path) -> String {
+    reproduce_with(out, &[])
+}
+
+fn reproduce_with(out: &Path, more: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["reproduce", "--synthetic", "--quick", "--out", out.to_str().unwrap()])
+        .args(more)
         .env("TGC_CACHE_DIR", out.join("cache"))
         .output()
         .expect("xtask runs");
@@ -99,6 +104,21 @@ fn synthetic_quick_reproduction() {
 
     // Kill and resume, with this run as the reference (one full run fewer on a 2-core CI).
     killed_runs_resume_to_the_same_results(dir.path(), &out);
+
+    // The same OUT with another setting reruns what reads its results, and nothing else.
+    let third = reproduce_with(&out, &["--iterations", "3"]);
+    let lines: Vec<&str> = third.lines().collect();
+    let says = |what: &str, step: &str| lines.iter().any(|l| l.starts_with(&format!("[{what}] {step}:")));
+    for step in ["synth", "stats", "features-resnet18", "features-vit"] {
+        assert!(says("skip", step), "{step} was not reused:\n{third}");
+    }
+    for step in ["train-holdout-resnet18", "train-temporal-holdout-vit"] {
+        assert!(says("run ", step) && !says("redo", step), "{step} did not rerun for its own command:\n{third}");
+    }
+    for step in ["explain-resnet18", "explain-more-vit", "faithfulness-resnet18", "faithfulness-vit"] {
+        assert!(says("redo", step) && says("run ", step), "{step} kept results of the earlier models:\n{third}");
+    }
+    assert!(lines.iter().any(|l| l.starts_with("[redo] explain-temporal-vit-")), "{third}");
 }
 
 #[test]
