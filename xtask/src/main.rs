@@ -177,7 +177,6 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
             args.weights_vit.clone().unwrap_or_else(|| "google/vit-base-patch16-224".into()),
         )
     };
-    let random_weights = weights_resnet.starts_with("random:") && weights_vit.starts_with("random:");
     if weights_resnet.starts_with("random:") || weights_vit.starts_with("random:") {
         println!("NOTE: RANDOM-INIT backbone weights (resnet18: {weights_resnet}, vit: {weights_vit}); every output says so");
     }
@@ -334,7 +333,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
 
     // 8. Report.
     let report_start = Instant::now();
-    report::write(&out, &protocols, &temporal_patients, random_weights || args.synthetic, args.synthetic, &root.join("xtask/study_results.csv"))?;
+    report::write(&out, &protocols, &temporal_patients, args.synthetic, &root.join("xtask/study_results.csv"))?;
     runner.timings.push(("report".into(), report_start.elapsed().as_secs_f64(), false));
     report::write_timings(&out, &runner.timings, start.elapsed().as_secs_f64())?;
     println!("report: {}", out.join("report.html").display());

@@ -82,16 +82,33 @@ fn interval(row: &HashMap<String, String>, metric: &str) -> String {
     }
 }
 
+/// The weights the probes of iteration 0 under `runs` (a protocol's folder) were trained on,
+/// per backbone, as a sentence, and whether any is random-init.
+fn weights_of_runs(runs: &Path) -> Result<(String, bool)> {
+    let mut random = false;
+    let mut weights = Vec::new();
+    for (_, model) in BACKBONES {
+        let dir = runs.join(model).join("0");
+        let run = &config(&dir)?["run"];
+        let source = run["weights"].as_str().ok_or_else(|| anyhow!("{}/config.json names no weights", dir.display()))?;
+        let is_random = run["random_weights"].as_bool().ok_or_else(|| anyhow!("{}/config.json does not say whether its weights are random", dir.display()))?;
+        random |= is_random;
+        weights.push(format!("{model} {} ({source})", if is_random { "RANDOM-INIT" } else { "pretrained" }));
+    }
+    let warning = if random { " RANDOM-INIT backbones are not pretrained: their numbers say nothing about the pretrained models." } else { "" };
+    Ok((format!("{}.{warning}", weights.join(", ")), random))
+}
+
 /// Writes `results.md`, `results.csv`, the figures' copies under `figures/` and `report.html`;
 /// `temporal` names the patients whose strips each backbone's temporal steps wrote.
-pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], random: bool, synthetic: bool, study_csv: &Path) -> Result<()> {
+///
+/// The weights each backbone's models were trained on are read from the runs themselves, so
+/// the provenance line is true per backbone whatever the command line said.
+pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], synthetic: bool, study_csv: &Path) -> Result<()> {
     let (_, study_rows) = table(study_csv)?;
     let study: HashMap<String, HashMap<String, String>> = study_rows.into_iter().map(|r| (r["model"].clone(), r)).collect();
-    let provenance = format!(
-        "Data: {}. Backbone weights: {}.",
-        if synthetic { "SYNTHETIC phantoms (not patient data)" } else { "OASIS_2D" },
-        if random { "RANDOM-INIT (not pretrained) — these numbers say nothing about the pretrained models" } else { "pretrained" }
-    );
+    let (weights, random) = weights_of_runs(&out.join("runs").join(protocols.first().copied().unwrap_or("holdout")))?;
+    let provenance = format!("Data: {}. Backbone weights: {weights}", if synthetic { "SYNTHETIC phantoms (not patient data)" } else { "OASIS_2D" });
     let mut md = format!("# TemporalGradCam reproduction\n\n{provenance}\n\n");
     let mut html_tables = String::new();
     let mut csv_header: Option<Vec<String>> = None;
@@ -292,4 +309,31 @@ pub fn write_timings(out: &Path, timings: &[(String, f64, bool)], total: f64) ->
         timings.iter().map(|(name, secs, skipped)| serde_json::json!({ "step": name, "seconds": secs, "skipped": skipped })).collect();
     let json = serde_json::json!({ "steps": steps, "total_seconds": total });
     write_atomic(&out.join("timings.json"), serde_json::to_string_pretty(&json)?.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_config(runs: &Path, model: &str, weights: &str, random: bool) {
+        let dir = runs.join(model).join("0");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), serde_json::json!({ "run": { "weights": weights, "random_weights": random } }).to_string()).unwrap();
+    }
+
+    #[test]
+    fn provenance_names_each_backbones_weights_from_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path();
+        run_config(runs, "ResNet", "random:1", true);
+        run_config(runs, "ViT", "google/vit-base-patch16-224", false);
+        let (text, random) = weights_of_runs(runs).unwrap();
+        assert!(random);
+        assert!(text.starts_with("ResNet RANDOM-INIT (random:1), ViT pretrained (google/vit-base-patch16-224). RANDOM-INIT backbones"), "{text}");
+        run_config(runs, "ResNet", "timm/resnet18.tv_in1k", false);
+        assert_eq!(weights_of_runs(runs).unwrap(), ("ResNet pretrained (timm/resnet18.tv_in1k), ViT pretrained (google/vit-base-patch16-224).".to_owned(), false));
+        std::fs::remove_file(runs.join("ViT/0/config.json")).unwrap();
+        let err = weights_of_runs(runs).unwrap_err();
+        assert!(format!("{err:#}").contains("ViT/0/config.json"), "{err:#}");
+    }
 }
