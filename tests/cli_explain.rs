@@ -319,6 +319,15 @@ fn explain_errors() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("nan_head.safetensors") && err.contains("`weight`") && err.contains("1024 NaN"), "{err}");
+    // A flag that contradicts the run is refused, not ignored.
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let config = r#"{"run": {"backbone": "resnet18", "weights": "random:1", "imagenet_normalize": false}, "train_patients": [], "validation_patients": [], "test_patients": []}"#;
+    std::fs::write(run.join("config.json"), config).unwrap();
+    let o = tgc(&["explain", "--run", run.to_str().unwrap(), "--imagenet-normalize", "--input", "x.nii.gz", "--method", "gradcam", "--out", "o"], cache);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--imagenet-normalize") && err.contains(run.to_str().unwrap()), "{err}");
 }
 
 #[test]

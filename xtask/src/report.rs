@@ -236,13 +236,7 @@ pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], s
 
     // Figures: copies under figures/ so that the report's links stay inside OUT.
     let figures = out.join("figures");
-    // The temporal strips of an earlier configuration's patients go; the others are overwritten.
-    for entry in std::fs::read_dir(&figures).with_context(|| format!("listing {}", figures.display()))? {
-        let path = entry?.path();
-        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("temporal_")) {
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        }
-    }
+    remove_copies(&figures)?;
     let mut gallery: Vec<(String, String)> = vec![("history_length.png".into(), "Images by history length".into())];
     for p in protocols {
         for model in MODELS {
@@ -294,6 +288,20 @@ pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], s
     write_atomic(&out.join("report.html"), html.as_bytes())
 }
 
+/// Removes the copies of strips and training histories under `figures` (an earlier
+/// configuration's may name other patients or another protocol); the report writes this
+/// configuration's anew. `history_length.png` is the stats step's own figure, not a copy.
+fn remove_copies(figures: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(figures).with_context(|| format!("listing {}", figures.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with("temporal_") || (name.starts_with("history_") && name != "history_length.png") {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn copy(from: &Path, to: &Path) -> Result<()> {
     let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
     write_atomic(to, &bytes)
@@ -322,6 +330,18 @@ mod tests {
     }
 
     #[test]
+    fn copies_of_strips_and_histories_are_removed_but_the_stats_figure_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["history_length.png", "history_original_ViT.png", "temporal_vit_OAS30004_d0015.png", "interpretation_vit.png"] {
+            std::fs::write(dir.path().join(name), b"png").unwrap();
+        }
+        remove_copies(dir.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["history_length.png", "interpretation_vit.png"]);
+    }
+
+    #[test]
     fn provenance_names_each_backbones_weights_from_its_runs() {
         let dir = tempfile::tempdir().unwrap();
         let runs = dir.path();
@@ -331,7 +351,10 @@ mod tests {
         assert!(random);
         assert!(text.starts_with("ResNet RANDOM-INIT (random:1), ViT pretrained (google/vit-base-patch16-224). RANDOM-INIT backbones"), "{text}");
         run_config(runs, "ResNet", "timm/resnet18.tv_in1k", false);
-        assert_eq!(weights_of_runs(runs).unwrap(), ("ResNet pretrained (timm/resnet18.tv_in1k), ViT pretrained (google/vit-base-patch16-224).".to_owned(), false));
+        assert_eq!(
+            weights_of_runs(runs).unwrap(),
+            ("ResNet pretrained (timm/resnet18.tv_in1k), ViT pretrained (google/vit-base-patch16-224).".to_owned(), false)
+        );
         std::fs::remove_file(runs.join("ViT/0/config.json")).unwrap();
         let err = weights_of_runs(runs).unwrap_err();
         assert!(format!("{err:#}").contains("ViT/0/config.json"), "{err:#}");

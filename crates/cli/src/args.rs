@@ -113,6 +113,9 @@ impl ModelArgs {
         }
         let source: WeightSource = text_of(&["run", "weights"])?.parse().with_context(|| format!("{}: run.weights", config_path.display()))?;
         let imagenet_normalize = field(&["run", "imagenet_normalize"])?.as_bool().unwrap_or(false);
+        if self.imagenet_normalize && !imagenet_normalize {
+            bail!("--imagenet-normalize but the run {} was trained on inputs without it (the run's setting is used; leave the flag out)", dir.display());
+        }
         if field(&["run", "backbone_bn"]).ok().and_then(|v| v.as_str()) == Some("study") {
             println!(
                 "NOTE: {} trained with the study's BatchNorm; explanations use the backbone's pretrained statistics, not the drifted ones in backbone_bn.safetensors",
