@@ -50,7 +50,7 @@ pub struct ModelArgs {
     #[arg(long, alias = "head")]
     pub model: Option<PathBuf>,
     /// Normalize inputs with the ImageNet mean and standard deviation (off in the study; with
-    /// --run, taken from the run).
+    /// --run, taken from the run, and refused when the run was trained without it).
     #[arg(long)]
     pub imagenet_normalize: bool,
     /// Layer of Grad-CAM and Guided Grad-CAM: layer1..layer4 for ResNet-18 (default layer4),
