@@ -1,6 +1,7 @@
 //! `cargo xtask reproduce`: the whole TemporalGradCam experiment in one command. Builds `tgc`
 //! in release and runs each step through it, skipping steps whose outputs are complete (a
-//! marker per step records the exact command that produced them), then writes the report.
+//! marker per step records the command and the inputs that produced them: `steps.rs`), then
+//! writes the report.
 
 mod report;
 mod steps;
