@@ -112,6 +112,19 @@ fn explain_one_slice_and_a_split() {
     // --run excludes naming the checkpoint or weights again.
     let o = tgc(&["explain", "--run", s_(&run), "--head", h, "--data", d, "--method", "gradcam", "--out", "o"], cache);
     assert_eq!(o.status.code(), Some(2));
+    // The run's test split of another data set with the same patient numbers (other phantoms)
+    // is refused, naming the slice; `--split all` of that folder is any folder's slices.
+    let other = dir.path().join("other-phantoms");
+    ok(tgc(&["data", "synth", "--out", s_(&other), "--patients", "10", "--size", "64", "--seed", "99", "--max-visits", "2"], cache));
+    let o = tgc(&["explain", "--run", s_(&run), "--data", s_(&other), "--split", "test", "--method", "gradcam", "--out", s_(&dir.path().join("o"))], cache);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("other-phantoms") && err.contains("another data set than the run's") && err.contains("f.safetensors"), "{err}");
+    let all = dir.path().join("all-maps");
+    ok(tgc(
+        &["explain", "--run", s_(&run), "--data", s_(&other), "--split", "all", "--samples-per-class", "1", "--method", "gradcam", "--out", s_(&all)],
+        cache,
+    ));
 
     let out_dir = dir.path().join("maps");
     let text = ok(tgc(

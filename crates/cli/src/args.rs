@@ -2,13 +2,13 @@
 //! `--weights`, `--model`, `--layer`), which methods and their settings, which slices — so that
 //! `explain`, `explain-temporal` and `faithfulness` spell them the same way.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, Randomize, TargetLayer, WeightSource};
-use tgc_data::{train_test_split, Dataset, Label, PatientId, Side};
+use tgc_data::{train_test_split, Dataset, FeatureSet, Label, PatientId, Side};
 use tgc_explain::{
     AttentionRollout, Baselines, Cam, CamKind, Chefer, FeatureAblation, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, HeadFusion,
     InputXGradient, IntegratedGradients, IntegratedGradientsConfig, Method, NoiseTunnel, NoiseTunnelType, Occlusion, Saliency,
@@ -66,6 +66,43 @@ pub struct RunRecord {
     pub dir: PathBuf,
     pub train_patients: BTreeSet<PatientId>,
     pub test_patients: BTreeSet<PatientId>,
+    /// The features file the run was trained on (`run.features`), whose rows name its images.
+    pub features: Option<PathBuf>,
+}
+
+impl RunRecord {
+    /// Errs when a picked slice is not among the images of the run's features file (the same
+    /// patient, day and label): `--data` then names another data set than the one the run was
+    /// trained and tested on, and its "test split" would be other images under the same
+    /// patient numbers. A features file that is gone is only warned about.
+    fn check_images(&self, dataset: &Dataset, picked: &[usize]) -> Result<()> {
+        let Some(path) = &self.features else { return Ok(()) };
+        let set = match FeatureSet::load(path) {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::warn!(run = %self.dir.display(), "cannot check the slices against the run's features file: {e}");
+                return Ok(());
+            }
+        };
+        let known: HashSet<(i64, i64, i64)> = (0..set.len()).map(|i| (set.patient_id[i], set.day[i], set.label[i])).collect();
+        for &i in picked {
+            let r = &dataset.records()[i];
+            if !known.contains(&(r.patient.number() as i64, i64::from(r.day), r.label.index() as i64)) {
+                bail!(
+                    "{} (patient {}, day {}, {}) is not among the images the run {} was trained and tested on ({}, extracted from {}): \
+                     --data names another data set than the run's",
+                    r.path.display(),
+                    r.patient.number(),
+                    r.day,
+                    r.label,
+                    self.dir.display(),
+                    path.display(),
+                    set.metadata.get("data").map_or("an unnamed folder", String::as_str)
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A model ready to load.
@@ -142,7 +179,12 @@ impl ModelArgs {
             checkpoint,
             imagenet_normalize,
             layer: self.layer,
-            run: Some(RunRecord { dir: dir.clone(), train_patients, test_patients: patients("test_patients")? }),
+            run: Some(RunRecord {
+                dir: dir.clone(),
+                train_patients,
+                test_patients: patients("test_patients")?,
+                features: field(&["run", "features"]).ok().and_then(|v| v.as_str()).map(PathBuf::from),
+            }),
         })
     }
 }
@@ -500,6 +542,10 @@ impl SelectionArgs {
         let mut picked = Vec::new();
         for label in [Label::Healthy, Label::Disease] {
             picked.extend(indices.iter().copied().filter(|&i| dataset.records()[i].label == label).take(self.samples_per_class));
+        }
+        // The run's split is of the images it was trained on; `all` may be any folder.
+        if let (Some(run), false) = (run, self.split == SplitName::All) {
+            run.check_images(dataset, &picked)?;
         }
         Ok(picked)
     }
