@@ -106,17 +106,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(tgc_data::write_atomic(path, |w| std::io::Write::write_all(w, bytes).map_err(|e| e.to_string()))?)
 }
 
-/// Removes everything under `dir` but the folders named in `keep` (the strips of patients an
-/// earlier configuration explained, or of an older layout).
-fn remove_other_folders(dir: &Path, keep: &[String]) -> Result<()> {
+/// Removes `path`, a file or a folder with all it holds; a path that is not there is fine.
+pub fn remove_path(path: &Path) -> Result<()> {
+    let removed = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
+        _ => Ok(()),
+    }
+}
+
+/// Removes the entries of `dir` (files and folders) whose name `unwanted` picks; a missing
+/// `dir` has none.
+pub fn remove_entries(dir: &Path, unwanted: impl Fn(&str) -> bool) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     for entry in entries {
         let path = entry.with_context(|| format!("listing {}", dir.display()))?.path();
-        if path.is_dir() && keep.iter().any(|k| path.file_name().is_some_and(|n| n == k.as_str())) {
-            continue;
+        if path.file_name().is_some_and(|n| unwanted(&n.to_string_lossy())) {
+            remove_path(&path)?;
         }
-        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        removed.with_context(|| format!("removing {}", path.display()))?;
     }
     Ok(())
 }
@@ -296,7 +303,8 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
         let dnn_dir = out.join("runs").join(p0).join(format!("{model}_seq_3")).join("0");
         let mut patients = report::test_patients_with_history(&dnn_dir, &out.join("manifest.csv"))?;
         patients.truncate(if quick { 1 } else { 3 });
-        remove_other_folders(&out.join("temporal").join(b), &patients)?;
+        // The strips of patients an earlier configuration explained, or of an older layout.
+        remove_entries(&out.join("temporal").join(b), |name| !patients.iter().any(|p| p == name))?;
         for patient in &patients {
             // One folder a patient, so that a rerun leaves no strip of an earlier configuration.
             let folder = out.join("temporal").join(b).join(patient);

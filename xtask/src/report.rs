@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use polars::prelude::{Column, DataFrame};
 
-use crate::{write_atomic, BACKBONES};
+use crate::{remove_entries, write_atomic, BACKBONES};
 
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
@@ -292,14 +292,7 @@ pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], s
 /// configuration's may name other patients or another protocol); the report writes this
 /// configuration's anew. `history_length.png` is the stats step's own figure, not a copy.
 fn remove_copies(figures: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(figures).with_context(|| format!("listing {}", figures.display()))? {
-        let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.starts_with("temporal_") || (name.starts_with("history_") && name != "history_length.png") {
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        }
-    }
-    Ok(())
+    remove_entries(figures, |name| name.starts_with("temporal_") || (name.starts_with("history_") && name != "history_length.png"))
 }
 
 fn copy(from: &Path, to: &Path) -> Result<()> {

@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::write_atomic;
+use crate::{remove_path, write_atomic};
 
 /// What a step reads besides its command, and the folder it owns.
 #[derive(Default)]
@@ -78,15 +78,9 @@ impl Runner {
         }
         // An earlier run's marker goes first: a step killed after emptying its folder must not
         // look complete.
-        match std::fs::remove_file(&marker_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(|| format!("removing {}", marker_path.display())),
-            _ => {}
-        }
+        remove_path(&marker_path)?;
         if let Some(folder) = &inputs.owns {
-            match std::fs::remove_dir_all(folder) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(|| format!("emptying {}", folder.display())),
-                _ => {}
-            }
+            remove_path(folder)?;
         }
         println!("[run ] {name}: tgc {command}");
         let start = Instant::now();

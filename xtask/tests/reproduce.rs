@@ -5,12 +5,29 @@
 use std::path::Path;
 use std::process::Command;
 
+/// `xtask reproduce --synthetic --quick` into `out`, with `more` arguments, its feature cache
+/// inside `out`.
+fn reproduce_command(out: &Path, more: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command.args(["reproduce", "--synthetic", "--quick", "--out", out.to_str().unwrap()]).args(more).env("TGC_CACHE_DIR", out.join("cache"));
+    command
+}
+
+/// The reproduction in its own process group (so that [`kill_group`] reaches the `tgc` step it
+/// runs too), its standard error discarded.
+fn reproduce_in_group(out: &Path, more: &[&str], stdout: std::process::Stdio) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    reproduce_command(out, more).stdout(stdout).stderr(std::process::Stdio::null()).process_group(0).spawn().unwrap()
+}
+
+/// SIGKILLs the process group of `child` (started by [`reproduce_in_group`]) and reaps it.
+fn kill_group(child: &mut std::process::Child) {
+    Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status().unwrap();
+    child.wait().unwrap();
+}
+
 fn reproduce(out: &Path) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["reproduce", "--synthetic", "--quick", "--out", out.to_str().unwrap()])
-        .env("TGC_CACHE_DIR", out.join("cache"))
-        .output()
-        .expect("xtask runs");
+    let o = reproduce_command(out, &[]).output().expect("xtask runs");
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
     text
@@ -122,24 +139,15 @@ fn synthetic_quick_reproduction() {
 /// its whole process group once a line starts with `until` (or lets it finish); the lines read.
 fn reproduce_until(out: &Path, more: &[&str], until: &str) -> Vec<String> {
     use std::io::BufRead;
-    use std::os::unix::process::CommandExt;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["reproduce", "--synthetic", "--quick", "--out", out.to_str().unwrap()])
-        .args(more)
-        .env("TGC_CACHE_DIR", out.join("cache"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut child = reproduce_in_group(out, more, std::process::Stdio::piped());
     let mut lines = Vec::new();
     for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         let done = line.starts_with(until);
         lines.push(line);
         if done {
-            Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status().unwrap();
-            break;
+            kill_group(&mut child);
+            return lines;
         }
     }
     child.wait().unwrap();
@@ -194,23 +202,13 @@ fn assert_no_partial_files(dir: &Path) {
 /// Starts a reproduction in its own process group and SIGKILLs the whole group (xtask and the
 /// `tgc` step it runs) as soon as `ready` holds, or lets it finish.
 fn reproduce_killed_when(out: &Path, ready: impl Fn() -> bool) -> bool {
-    use std::os::unix::process::CommandExt;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["reproduce", "--synthetic", "--quick", "--out", out.to_str().unwrap()])
-        .env("TGC_CACHE_DIR", out.join("cache"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut child = reproduce_in_group(out, &[], std::process::Stdio::null());
     loop {
         if child.try_wait().unwrap().is_some() {
             return false;
         }
         if ready() {
-            let group = format!("-{}", child.id());
-            Command::new("kill").args(["-KILL", "--", &group]).status().unwrap();
-            child.wait().unwrap();
+            kill_group(&mut child);
             return true;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
