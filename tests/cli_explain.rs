@@ -304,7 +304,7 @@ fn explain_errors() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("head.safetensors") && err.contains("[2, 7]"), "{err}");
-    let o = tgc(&["explain", "--backbone", "resnet18", "--head", "h", "--input", "x", "--method", "lime", "--out", "o"], cache);
+    let o = tgc(&["explain", "--backbone", "resnet18", "--head", "h", "--input", "x", "--method", "nope", "--out", "o"], cache);
     assert_eq!(o.status.code(), Some(2));
     // A head full of NaN is refused, naming the file and the tensor.
     let nan_head = dir.path().join("nan_head.safetensors");

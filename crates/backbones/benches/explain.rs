@@ -182,34 +182,35 @@ fn main() -> anyhow::Result<()> {
         let ig = IntegratedGradients::new(IntegratedGradientsConfig { internal_batch_size: Some(25), ..Default::default() });
         let methods: Vec<Method> = match kind {
             BackboneKind::ResNet18 => vec![
-                Method::GradCam(GradCam::default()),
-                Method::GuidedBackprop(GuidedBackprop),
-                Method::GuidedGradCam(GuidedGradCam::default()),
-                Method::Saliency(Saliency),
-                Method::GradientShap(GradientShap::default()),
-                Method::IntegratedGradients(ig),
-                Method::Occlusion(Occlusion::default()),
-                Method::FeatureAblation(FeatureAblation::grid(16)),
-                Method::NoiseTunnel(Box::new(NoiseTunnel {
-                    inner: Method::Saliency(Saliency),
+                Method::new(GradCam::default()),
+                Method::new(GuidedBackprop),
+                Method::new(GuidedGradCam::default()),
+                Method::new(Saliency),
+                Method::new(GradientShap::default()),
+                Method::new(ig),
+                Method::new(Occlusion::default()),
+                Method::new(FeatureAblation::grid(16)),
+                Method::new(NoiseTunnel {
+                    inner: Method::new(Saliency),
                     kind: NoiseTunnelType::SmoothGrad,
                     samples: 10,
                     stdevs: 0.1,
                     seed: 0,
-                })),
+                }),
             ]
             .into_iter()
-            .chain(CamKind::ALL.map(|k| Method::Cam(Cam::new(k))))
+            .chain(CamKind::ALL.map(|k| Method::new(Cam::new(k))))
             .collect(),
             BackboneKind::Vit => vec![
-                Method::GuidedBackprop(GuidedBackprop),
-                Method::GradientShap(GradientShap::default()),
-                Method::AttentionRollout(AttentionRollout::default()),
-                Method::Chefer(Chefer),
+                Method::new(GuidedBackprop),
+                Method::new(GradientShap::default()),
+                Method::new(AttentionRollout::default()),
+                Method::new(Chefer),
             ],
         };
         for m in methods {
-            let label = match m.name() {
+            let name_of = m.name();
+            let label = match name_of.as_str() {
                 "gradcam" => "grad-cam",
                 "guided-gradcam" => "guided-grad-cam",
                 other => other,
@@ -220,10 +221,10 @@ fn main() -> anyhow::Result<()> {
             }
             // The methods of hundreds of forward passes run twice after the warm-up: one call
             // of tens of seconds is a single sample of a machine whose speed drifts.
-            let slow = matches!(m, Method::Occlusion(_) | Method::FeatureAblation(_)) || matches!(m, Method::Cam(Cam { kind: CamKind::ScoreCam, .. }));
+            let slow = matches!(name_of.as_str(), "occlusion" | "feature-ablation" | "scorecam");
             let runs = if slow {
                 iters.min(2)
-            } else if matches!(m, Method::IntegratedGradients(_)) {
+            } else if name_of == "integrated-gradients" {
                 iters.div_ceil(2)
             } else {
                 iters

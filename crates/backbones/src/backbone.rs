@@ -1,5 +1,5 @@
 //! One type over both backbones: load from a [`WeightSource`], preprocess, compute features,
-//! and split the forward pass at the explainers' target layer.
+//! and the forward pass with the explainers' marks.
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,10 +8,11 @@ use candle_core::{Device, Tensor};
 use tgc_data::Image;
 
 use crate::error::{BackboneError, Result};
-use crate::ops::ReluMode;
+use tgc_explain::Hooks;
+
 use crate::preprocess::Preprocess;
 use crate::resnet::ResNet18;
-use crate::vit::{Vit, VitConfig, VitSplit};
+use crate::vit::{Vit, VitConfig};
 use crate::weights::{load_weights, WeightSource, WeightsIdentity};
 
 /// The two backbones of the study.
@@ -133,25 +134,6 @@ impl fmt::Display for TargetLayer {
     }
 }
 
-/// The activation at the explainers' target layer, with what the rest of the pass needs.
-#[derive(Debug, Clone)]
-pub enum TargetActivation {
-    /// A ResNet stage's output `[B, C, h, w]` (0-based stage).
-    ResNet { map: Tensor, stage: usize },
-    /// A ViT block's `layernorm_before` output, patch tokens as a map.
-    Vit(VitSplit),
-}
-
-impl TargetActivation {
-    /// The activation as a `[B, C, h, w]` map.
-    pub fn map(&self) -> &Tensor {
-        match self {
-            Self::ResNet { map, .. } => map,
-            Self::Vit(s) => &s.map,
-        }
-    }
-}
-
 /// A frozen backbone in eval mode.
 #[derive(Debug, Clone)]
 pub struct Backbone {
@@ -241,16 +223,6 @@ impl Backbone {
         }
     }
 
-    /// Whether the pass after `layer` has no ReLU (so guided and standard gradients agree at
-    /// the layer): ResNet-18 at `layer4` (only pooling follows), a ViT whose activation is a
-    /// GELU.
-    pub fn relu_free_after(&self, layer: TargetLayer) -> bool {
-        match &self.net {
-            Net::ResNet(_) => self.layer_index(layer).is_ok_and(|i| i + 1 == ResNet18::STAGES),
-            Net::Vit(v) => v.config().hidden_act != "relu",
-        }
-    }
-
     /// The randomisation cascade (Adebayo et al.): checkpoint prefixes re-randomised at each
     /// stage after the head, from the top down, cumulatively. ResNet-18: `layer4`, then
     /// `layer3`, `layer2`, `layer1`, the stem; ViT: the last block, then down to about ¾, ½, ¼
@@ -330,60 +302,17 @@ impl Backbone {
 
     /// Penultimate features `[B, D]` of a preprocessed batch.
     pub fn features(&self, input: &Tensor) -> Result<Tensor> {
+        self.forward(input, &Hooks::none())
+    }
+
+    /// Penultimate features `[B, D]`, the pass marking its layers (`layer1`…`layer4`, or
+    /// `block0`…), ReLUs and attention in `hooks` for the explainers.
+    pub fn forward(&self, input: &Tensor, hooks: &Hooks) -> Result<Tensor> {
         check_input(input)?;
         Ok(match &self.net {
-            Net::ResNet(r) => r.features(input)?,
-            Net::Vit(v) => v.features(input, ReluMode::Standard)?,
+            Net::ResNet(r) => r.forward(input, hooks)?,
+            Net::Vit(v) => v.forward(input, hooks)?,
         })
-    }
-
-    /// Forward to the target layer (by default ResNet `layer4`; ViT last block's
-    /// `layernorm_before`; see [`Backbone::with_target_layer`]).
-    pub fn forward_to_target(&self, input: &Tensor, mode: ReluMode) -> Result<TargetActivation> {
-        self.forward_to_layer(input, self.target, mode)
-    }
-
-    /// Forward to `layer`.
-    pub fn forward_to_layer(&self, input: &Tensor, layer: TargetLayer, mode: ReluMode) -> Result<TargetActivation> {
-        check_input(input)?;
-        let index = self.layer_index(layer)?;
-        Ok(match &self.net {
-            Net::ResNet(r) => TargetActivation::ResNet { map: r.forward_to_stage(input, index, mode)?, stage: index },
-            Net::Vit(v) => TargetActivation::Vit(v.forward_to_target(input, index, mode)?),
-        })
-    }
-
-    /// Continues from `map` (the target activation, or a tensor derived from it with the same
-    /// shape) to the features `[B, D]`. `target` supplies the rest of the state.
-    pub fn features_from_target(&self, map: &Tensor, target: &TargetActivation, mode: ReluMode) -> Result<Tensor> {
-        Ok(match (&self.net, target) {
-            (Net::ResNet(r), TargetActivation::ResNet { stage, .. }) => r.features_from_stage(map, *stage, mode)?,
-            (Net::Vit(v), TargetActivation::Vit(split)) => v.features_from_target(map, split, mode)?,
-            _ => return Err(candle_core::Error::msg("target activation of another backbone").into()),
-        })
-    }
-
-    /// ViT features with every block's attention probabilities through `tap` (see
-    /// [`Vit::features_tapped`]), and the patch grid; `None` for ResNet, which has no attention.
-    pub fn features_with_attention(
-        &self,
-        input: &Tensor,
-        tap: &mut dyn FnMut(usize, &Tensor) -> candle_core::Result<Tensor>,
-    ) -> Result<Option<(Tensor, (usize, usize))>> {
-        check_input(input)?;
-        Ok(match &self.net {
-            Net::ResNet(_) => None,
-            Net::Vit(v) => {
-                let g = v.config().grid();
-                Some((v.features_tapped(input, ReluMode::Standard, tap)?, (g, g)))
-            }
-        })
-    }
-
-    /// Features of a batch computed through the given ReLU mode (guided backprop).
-    pub fn features_with(&self, input: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        let target = self.forward_to_target(input, mode)?;
-        self.features_from_target(target.map(), &target, mode)
     }
 }
 

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
-use tgc_explain::{Model, ReluMode, Split};
+use tgc_explain::{Hooks, Model};
 
-use crate::backbone::{Backbone, TargetLayer};
+use crate::backbone::Backbone;
 use crate::error::{BackboneError, Result};
 
 /// Backbone features followed by `Linear(D → classes)`.
@@ -75,16 +75,12 @@ fn to_candle(e: BackboneError) -> candle_core::Error {
     }
 }
 
-/// Logits of a preprocessed batch `[B, 3, H, W]`; guided ReLUs; the layers are the
-/// backbone's (`layer1`…`layer4`, `block0`…, also `last` or a bare block number), the default
-/// the backbone's target layer.
+/// Logits of a preprocessed batch `[B, 3, H, W]`, the backbone's marks (its layers, ReLUs and
+/// attention) for the explainers; the layers are the backbone's (`layer1`…`layer4`,
+/// `block0`…), the default the backbone's target layer.
 impl Model for Classifier {
-    fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.head(&self.backbone.features_with(input, mode).map_err(to_candle)?).map_err(to_candle)
-    }
-
-    fn supports_guided(&self) -> bool {
-        true
+    fn forward(&self, input: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+        self.head(&self.backbone.forward(input, hooks).map_err(to_candle)?).map_err(to_candle)
     }
 
     fn layers(&self) -> Vec<String> {
@@ -93,30 +89,5 @@ impl Model for Classifier {
 
     fn default_layer(&self) -> Option<String> {
         Some(self.backbone.target_layer_name())
-    }
-
-    fn split<'a>(&'a self, layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
-        let layer: TargetLayer = layer.parse().map_err(to_candle)?;
-        let target = self.backbone.forward_to_layer(input, layer, mode).map_err(to_candle)?;
-        let activation = target.map().clone();
-        Ok(Split::new(activation, move |a| {
-            let features = self.backbone.features_from_target(a, &target, mode).map_err(to_candle)?;
-            self.head(&features).map_err(to_candle)
-        }))
-    }
-
-    fn relu_free_after(&self, layer: &str) -> bool {
-        layer.parse().is_ok_and(|l| self.backbone.relu_free_after(l))
-    }
-
-    fn forward_attention(
-        &self,
-        input: &Tensor,
-        tap: &mut dyn FnMut(usize, &Tensor) -> candle_core::Result<Tensor>,
-    ) -> candle_core::Result<Option<(Tensor, (usize, usize))>> {
-        match self.backbone.features_with_attention(input, tap).map_err(to_candle)? {
-            Some((features, grid)) => Ok(Some((self.head(&features).map_err(to_candle)?, grid))),
-            None => Ok(None),
-        }
     }
 }

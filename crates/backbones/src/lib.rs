@@ -19,10 +19,10 @@ pub mod vit;
 mod weights;
 mod winograd;
 
-pub use backbone::{Backbone, BackboneKind, LoadOptions, Randomize, TargetActivation, TargetLayer};
+pub use backbone::{Backbone, BackboneKind, LoadOptions, Randomize, TargetLayer};
 pub use classifier::Classifier;
 pub use error::{BackboneError, Result};
-pub use ops::ReluMode;
+
 pub use preprocess::{resize_bilinear_aa, shorter_side_size, Preprocess};
 pub use resnet3d::ResNet3d;
 pub use weights::{hub_cache, load_weights, LoadedWeights, WeightSource, WeightsIdentity};

@@ -9,7 +9,9 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::ops::{max_pool2d, Conv2d, ReluMode};
+use tgc_explain::Hooks;
+
+use crate::ops::{max_pool2d, Conv2d};
 
 const BN_EPS: f64 = 1e-5;
 
@@ -39,9 +41,10 @@ impl ConvBn {
         self.conv.forward(x)
     }
 
-    /// `relu(conv(x) + residual)` with the add and the ReLU fused into the convolution.
-    fn forward_relu(&self, x: &Tensor, residual: Option<&Tensor>, mode: ReluMode) -> Result<Tensor> {
-        self.conv.forward_fused(x, residual, Some(mode))
+    /// `relu(conv(x) + residual)` with the add and the ReLU fused into the convolution (a ReLU
+    /// marked in `hooks`, whose backward rule the fused kernel follows).
+    fn forward_relu(&self, x: &Tensor, residual: Option<&Tensor>, hooks: &Hooks) -> Result<Tensor> {
+        self.conv.forward_fused(x, residual, Some(hooks.relu_mode()))
     }
 }
 
@@ -65,13 +68,14 @@ impl BasicBlock {
         Ok(Self { conv1, conv2, downsample })
     }
 
-    fn forward(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        let y = self.conv1.forward_relu(x, None, mode)?;
+    /// The block; torchvision's BasicBlock calls its ReLU twice, so two ReLUs are marked.
+    fn forward(&self, x: &Tensor, hooks: &Hooks) -> Result<Tensor> {
+        let y = self.conv1.forward_relu(x, None, hooks)?;
         let shortcut = match &self.downsample {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
-        self.conv2.forward_relu(&y, Some(&shortcut), mode)
+        self.conv2.forward_relu(&y, Some(&shortcut), hooks)
     }
 }
 
@@ -110,37 +114,23 @@ impl ResNet18 {
     /// Number of stages (`layer1` … `layer4`).
     pub const STAGES: usize = 4;
 
-    /// Stem and the stages up to `layer{stage + 1}` (0-based `stage`): that stage's output,
-    /// after its last ReLU.
-    pub fn forward_to_stage(&self, x: &Tensor, stage: usize, mode: ReluMode) -> Result<Tensor> {
-        if stage >= Self::STAGES {
-            candle_core::bail!("ResNet-18 has stages 0..{} (layer1..layer4), asked for {stage}", Self::STAGES - 1);
-        }
-        let mut x = self.stem.forward_relu(x, None, mode)?;
+    /// The 512-d penultimate features (global average pooling of `layer4`), the stages' outputs
+    /// (after their last ReLU) marked as layers `layer1` … `layer4`, every ReLU marked.
+    pub fn forward(&self, x: &Tensor, hooks: &Hooks) -> Result<Tensor> {
+        let mut x = self.stem.forward_relu(x, None, hooks)?;
         x = max_pool2d(&x, 3, 2, 1)?;
-        for block in self.layers[..=stage].iter().flatten() {
-            x = block.forward(&x, mode)?;
-        }
-        Ok(x)
-    }
-
-    /// Continues from the output of stage `stage` through the later stages to the 512-d
-    /// penultimate features (global average pooling of `layer4`).
-    pub fn features_from_stage(&self, activation: &Tensor, stage: usize, mode: ReluMode) -> Result<Tensor> {
-        let mut x = activation.clone();
-        for block in self.layers.iter().skip(stage + 1).flatten() {
-            x = block.forward(&x, mode)?;
+        for (i, stage) in self.layers.iter().enumerate() {
+            for block in stage {
+                x = block.forward(&x, hooks)?;
+            }
+            x = hooks.layer(&format!("layer{}", i + 1), &x)?;
         }
         x.mean((2, 3))
     }
 
-    /// The output of `layer4`, after its last ReLU.
-    pub fn forward_to_layer4(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        self.forward_to_stage(x, Self::STAGES - 1, mode)
-    }
-
+    /// The features of a plain pass.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_to_layer4(x, ReluMode::Standard)?.mean((2, 3))
+        self.forward(x, &Hooks::none())
     }
 
     /// The checkpoint's own classifier (`fc`) applied to features, when it has one.

@@ -16,7 +16,7 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
-use tgc_explain::{relu, Model, ReluMode, Split};
+use tgc_explain::{Hooks, Model};
 
 use crate::error::BackboneError;
 use crate::weights::{load_weights, WeightSource, WeightsIdentity};
@@ -68,9 +68,9 @@ impl Block3d {
         Ok(Self { conv1: Conv3d::load(c, c, 1, vb.pp("conv1"))?, conv2: Conv3d::load(c, c, 1, vb.pp("conv2"))? })
     }
 
-    fn forward(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        let h = relu(&self.conv1.forward(x)?, mode)?;
-        relu(&(self.conv2.forward(&h)? + x)?, mode)
+    fn forward(&self, x: &Tensor, hooks: &Hooks) -> Result<Tensor> {
+        let h = hooks.relu(&self.conv1.forward(x)?)?;
+        hooks.relu(&(self.conv2.forward(&h)? + x)?)
     }
 }
 
@@ -86,7 +86,7 @@ pub struct ResNet3d {
     identity: WeightsIdentity,
 }
 
-/// The split points, in forward order.
+/// The marked layers, in forward order.
 const LAYERS: [&str; 4] = ["stem", "block1", "down", "block2"];
 
 impl ResNet3d {
@@ -124,64 +124,23 @@ impl ResNet3d {
         self.identity.random
     }
 
-    /// The pass up to and including `layer`.
-    fn to_layer(&self, x: &Tensor, layer: usize, mode: ReluMode) -> Result<Tensor> {
+}
+
+/// Logits `[B, 2]` of volumes `[B, 1, D, H, W]`; layers `stem`, `block1`, `down`, `block2`.
+impl Model for ResNet3d {
+    fn forward(&self, x: &Tensor, hooks: &Hooks) -> Result<Tensor> {
         match x.dims() {
             [_, 1, _, _, _] => {}
             dims => candle_core::bail!("the 3-D model takes volumes [B, 1, D, H, W], got {dims:?}"),
         }
-        let mut h = relu(&self.stem.forward(x)?, mode)?;
-        if layer >= 1 {
-            h = self.block1.forward(&h, mode)?;
-        }
-        if layer >= 2 {
-            h = relu(&self.down.forward(&h)?, mode)?;
-        }
-        if layer >= 3 {
-            h = self.block2.forward(&h, mode)?;
-        }
-        Ok(h)
-    }
-
-    /// The pass after `layer` to the logits.
-    fn from_layer(&self, a: &Tensor, layer: usize, mode: ReluMode) -> Result<Tensor> {
-        let mut h = a.clone();
-        if layer < 1 {
-            h = self.block1.forward(&h, mode)?;
-        }
-        if layer < 2 {
-            h = relu(&self.down.forward(&h)?, mode)?;
-        }
-        if layer < 3 {
-            h = self.block2.forward(&h, mode)?;
-        }
+        let h = hooks.layer("stem", &hooks.relu(&self.stem.forward(x)?)?)?;
+        let h = hooks.layer("block1", &self.block1.forward(&h, hooks)?)?;
+        let h = hooks.layer("down", &hooks.relu(&self.down.forward(&h)?)?)?;
+        let h = hooks.layer("block2", &self.block2.forward(&h, hooks)?)?;
         h.flatten_from(2)?.mean(2)?.matmul(&self.fc_weight.t()?)?.broadcast_add(&self.fc_bias)
-    }
-
-    fn layer_index(layer: &str) -> Result<usize> {
-        LAYERS.iter().position(|l| *l == layer).ok_or_else(|| candle_core::Error::msg(format!("the 3-D model has no layer `{layer}` ({})", LAYERS.join(", "))))
-    }
-}
-
-impl Model for ResNet3d {
-    fn forward(&self, input: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        self.from_layer(&self.to_layer(input, LAYERS.len() - 1, mode)?, LAYERS.len() - 1, mode)
-    }
-
-    fn supports_guided(&self) -> bool {
-        true
     }
 
     fn layers(&self) -> Vec<String> {
         LAYERS.iter().map(|l| l.to_string()).collect()
-    }
-
-    fn split<'a>(&'a self, layer: &str, input: &Tensor, mode: ReluMode) -> Result<Split<'a>> {
-        let index = Self::layer_index(layer)?;
-        Ok(Split::new(self.to_layer(input, index, mode)?, move |a| self.from_layer(a, index, mode)))
-    }
-
-    fn relu_free_after(&self, layer: &str) -> bool {
-        layer == "block2"
     }
 }

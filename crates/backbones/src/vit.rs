@@ -12,7 +12,9 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::error::BackboneError;
-use crate::ops::{gelu, multi_head_attention, relu, scaled_softmax_last_dim, Conv2d, EncoderBlock, LayerNorm, Linear, ReluMode};
+use tgc_explain::Hooks;
+
+use crate::ops::{gelu, multi_head_attention, scaled_softmax_last_dim, Conv2d, EncoderBlock, LayerNorm, Linear};
 
 /// The fields of a Hugging Face ViT `config.json` that shape the model.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -116,11 +118,11 @@ impl Activation {
         }
     }
 
-    fn forward(self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
+    fn forward(self, x: &Tensor, hooks: &Hooks) -> Result<Tensor> {
         match self {
             Self::GeluErf => gelu(x, true),
             Self::GeluTanh => gelu(x, false),
-            Self::Relu => relu(x, mode),
+            Self::Relu => hooks.relu(x),
         }
     }
 }
@@ -216,13 +218,13 @@ impl Block {
     }
 
     /// The block from its `layernorm_before` output on; `residual` is the block's input.
-    fn forward_from_norm(&self, normed: &Tensor, residual: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        self.mlp_residual((residual + self.attention.forward(normed)?)?, mode)
+    fn forward_from_norm(&self, normed: &Tensor, residual: &Tensor, hooks: &Hooks) -> Result<Tensor> {
+        self.mlp_residual((residual + self.attention.forward(normed)?)?, hooks)
     }
 
     /// The block's second half: `h + MLP(layernorm_after(h))`, `h` the attention's residual sum.
-    fn mlp_residual(&self, h: Tensor, mode: ReluMode) -> Result<Tensor> {
-        let mlp = self.act.forward(&self.intermediate.forward(&self.layernorm_after.forward(&h)?)?, mode)?;
+    fn mlp_residual(&self, h: Tensor, hooks: &Hooks) -> Result<Tensor> {
+        let mlp = self.act.forward(&self.intermediate.forward(&self.layernorm_after.forward(&h)?)?, hooks)?;
         h + self.output.forward(&mlp)?
     }
 
@@ -231,42 +233,26 @@ impl Block {
     /// values are formed — the class token attends to all of them — but the attention, its
     /// output projection, the MLP and the residual adds run for one row instead of `T`: three
     /// quarters of the last block's products, the same function at the class token.
-    fn forward_from_norm_cls(&self, normed: &Tensor, residual: &Tensor, mode: ReluMode) -> Result<Tensor> {
+    fn forward_from_norm_cls(&self, normed: &Tensor, residual: &Tensor, hooks: &Hooks) -> Result<Tensor> {
         let attended = self.attention.forward_composed(normed, 1, &mut |probs| Ok(probs.clone()))?;
-        self.mlp_residual((residual.narrow(1, 0, 1)? + attended)?, mode)
+        self.mlp_residual((residual.narrow(1, 0, 1)? + attended)?, hooks)
     }
 
-    /// [`Block::forward`] for the class token alone (see [`Block::forward_from_norm_cls`]).
-    fn forward_cls(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        self.forward_from_norm_cls(&self.layernorm_before.forward(x)?, x, mode)
+    /// [`Block::forward_from_norm`] with the attention probabilities formed as tensors and
+    /// marked in `hooks` (patch grid `grid × grid`).
+    fn forward_from_norm_marked(&self, normed: &Tensor, residual: &Tensor, hooks: &Hooks, grid: usize) -> Result<Tensor> {
+        let tokens = normed.dim(1)?;
+        let attended = self.attention.forward_composed(normed, tokens, &mut |probs| hooks.attention(probs, (grid, grid)))?;
+        self.mlp_residual((residual + attended)?, hooks)
     }
 
-    fn forward(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
+    /// The whole block: one fused op for GELU blocks on the CPU, the layers otherwise.
+    fn forward(&self, x: &Tensor, hooks: &Hooks) -> Result<Tensor> {
         match &self.fused {
             Some(fused) if x.device().is_cpu() => fused.forward(x),
-            _ => self.forward_from_norm(&self.layernorm_before.forward(x)?, x, mode),
+            _ => self.forward_from_norm(&self.layernorm_before.forward(x)?, x, hooks),
         }
     }
-
-    /// [`Block::forward`] with the attention probabilities through `tap`.
-    fn forward_tapped(&self, x: &Tensor, mode: ReluMode, tap: &mut dyn FnMut(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-        let tokens = x.dim(1)?;
-        self.mlp_residual((x + self.attention.forward_composed(&self.layernorm_before.forward(x)?, tokens, tap)?)?, mode)
-    }
-}
-
-/// The activation at a block's `layernorm_before`, split for Grad-CAM: the patch tokens as a
-/// `[B, D, g, g]` map, plus what the rest of the forward pass needs.
-#[derive(Debug, Clone)]
-pub struct VitSplit {
-    /// The block (0-based) whose `layernorm_before` output this is.
-    pub block: usize,
-    /// Patch tokens (CLS dropped) as `[B, D, grid, grid]`.
-    pub map: Tensor,
-    /// The normalized CLS token, `[B, 1, D]`.
-    pub cls: Tensor,
-    /// The block's input (its residual stream), `[B, T, D]`.
-    pub residual: Tensor,
 }
 
 /// Vision Transformer encoder; features are the CLS token after the final LayerNorm.
@@ -320,77 +306,39 @@ impl Vit {
         self.blocks.len()
     }
 
-    /// Runs up to block `block`'s `layernorm_before` (0-based) and returns its output split for
-    /// Grad-CAM.
-    pub fn forward_to_target(&self, x: &Tensor, block: usize, mode: ReluMode) -> Result<VitSplit> {
-        let target = self
-            .blocks
-            .get(block)
-            .ok_or_else(|| candle_core::Error::msg(format!("ViT has blocks 0..{}, asked for {block}", self.blocks.len().saturating_sub(1))))?;
+    /// The features `[B, D]` (the CLS token after the final LayerNorm), every block's
+    /// `layernorm_before` output marked as layer `block<i>` (tokens, read by the layer methods
+    /// as a map of the patch tokens), its attention probabilities marked when a method watches
+    /// them, and its ReLUs marked (`hidden_act: relu`). Blocks nothing watches run fused; the
+    /// last block runs for the class token only unless the attention is watched.
+    pub fn forward(&self, x: &Tensor, hooks: &Hooks) -> Result<Tensor> {
         let mut h = self.embed(x)?;
-        for earlier in &self.blocks[..block] {
-            h = earlier.forward(&h, mode)?;
-        }
-        let normed = target.layernorm_before.forward(&h)?;
-        let (b, t, d) = normed.dims3()?;
         let g = self.config.grid();
-        let cls = normed.narrow(1, 0, 1)?;
-        let map = normed.narrow(1, 1, t - 1)?.transpose(1, 2)?.reshape((b, d, g, g))?;
-        Ok(VitSplit { block, map, cls, residual: h })
-    }
-
-    /// Continues from a (possibly modified) target activation to the features `[B, D]`.
-    pub fn features_from_target(&self, map: &Tensor, split: &VitSplit, mode: ReluMode) -> Result<Tensor> {
-        let target = self.blocks.get(split.block).ok_or_else(|| candle_core::Error::msg("ViT split at a block it does not have"))?;
-        let (b, d, g, _) = map.dims4()?;
-        let tokens = map.reshape((b, d, g * g))?.transpose(1, 2)?;
-        // A split of one image serves any number of modified maps of it (Ablation-CAM's
-        // batches): its class token and residual stream are repeated for each.
-        let (cls, residual) = if split.cls.dim(0)? == 1 && b > 1 {
-            let repeat = |t: &Tensor| -> Result<Tensor> {
-                let mut dims = t.dims().to_vec();
-                dims[0] = b;
-                t.broadcast_as(dims)?.contiguous()
-            };
-            (repeat(&split.cls)?, repeat(&split.residual)?)
-        } else {
-            (split.cls.clone(), split.residual.clone())
-        };
-        let normed = Tensor::cat(&[&cls, &tokens], 1)?;
-        let last = split.block + 1 == self.blocks.len();
-        let h = if last { target.forward_from_norm_cls(&normed, &residual, mode)? } else { target.forward_from_norm(&normed, &residual, mode)? };
-        self.finish(h, split.block + 1, mode)
-    }
-
-    /// From the input of block `first` (or, when `first` is past the last block, the class
-    /// token's output `[B, 1, D]`) to the features: the later blocks, the last one for the
-    /// class token only, then the final LayerNorm.
-    fn finish(&self, mut h: Tensor, first: usize, mode: ReluMode) -> Result<Tensor> {
-        if let Some((last, middle)) = self.blocks.get(first..).and_then(|rest| rest.split_last()) {
-            for block in middle {
-                h = block.forward(&h, mode)?;
-            }
-            h = last.forward_cls(&h, mode)?;
-        }
-        self.layernorm.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)
-    }
-
-    /// The features with every block's attention probabilities `[B, heads, T, T]` passed
-    /// through `tap(block, probs)` (token 0 is the class token, tokens 1.. the patches in
-    /// row-major order); what `tap` returns is what weights the values. The probabilities are
-    /// computed by composed ops here, not by the fused attention.
-    pub fn features_tapped(&self, x: &Tensor, mode: ReluMode, tap: &mut dyn FnMut(usize, &Tensor) -> Result<Tensor>) -> Result<Tensor> {
-        let mut h = self.embed(x)?;
+        let attention = hooks.watches_attention();
+        let last = self.blocks.len().saturating_sub(1);
         for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward_tapped(&h, mode, &mut |probs| tap(i, probs))?;
+            let name = format!("block{i}");
+            if i < last && !attention && !hooks.watches(&name) {
+                hooks.layer(&name, &h)?; // the mark, for listings: nothing watches it
+                h = block.forward(&h, hooks)?;
+                continue;
+            }
+            let normed = hooks.token_layer(&name, &block.layernorm_before.forward(&h)?, (g, g))?;
+            let residual = hooks.carry(&h)?;
+            h = if attention {
+                block.forward_from_norm_marked(&normed, &residual, hooks, g)?
+            } else if i == last {
+                block.forward_from_norm_cls(&normed, &residual, hooks)?
+            } else {
+                block.forward_from_norm(&normed, &residual, hooks)?
+            };
         }
         self.layernorm.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)
     }
 
-    /// The 768-d (B/16) features: the CLS token after the final LayerNorm. `mode` matters only
-    /// for `hidden_act: relu`.
-    pub fn features(&self, x: &Tensor, mode: ReluMode) -> Result<Tensor> {
-        self.finish(self.embed(x)?, 0, mode)
+    /// The features of a plain pass.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward(x, &Hooks::none())
     }
 }
 
@@ -398,6 +346,7 @@ impl Vit {
 mod tests {
     use super::*;
     use candle_core::{DType, Device, Var};
+    use tgc_explain::ReluMode;
 
     /// A block of random weights (non-trivial LayerNorm scales and shifts, biases).
     fn block(act: &str) -> Block {
@@ -443,8 +392,8 @@ mod tests {
             assert!(block.fused.is_some());
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 7, 16), &Device::Cpu).unwrap()).unwrap();
             let weights = Tensor::randn(0f32, 1.0, (2, 7, 16), &Device::Cpu).unwrap();
-            let fused = block.forward(x.as_tensor(), ReluMode::Standard).unwrap();
-            let layers = block.forward_from_norm(&block.layernorm_before.forward(x.as_tensor()).unwrap(), x.as_tensor(), ReluMode::Standard).unwrap();
+            let fused = block.forward(x.as_tensor(), &Hooks::none()).unwrap();
+            let layers = block.forward_from_norm(&block.layernorm_before.forward(x.as_tensor()).unwrap(), x.as_tensor(), &Hooks::none()).unwrap();
             assert!(max_abs(&fused, &layers) < 1e-6, "{act}: values differ by {}", max_abs(&fused, &layers));
             let grad = |y: &Tensor| y.mul(&weights).unwrap().sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().clone();
             let (g_fused, g_layers) = (grad(&fused), grad(&layers));
@@ -461,8 +410,10 @@ mod tests {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 7, 16), &Device::Cpu).unwrap()).unwrap();
             let weights = Tensor::randn(0f32, 1.0, (3, 1, 16), &Device::Cpu).unwrap();
             for mode in [ReluMode::Standard, ReluMode::Guided] {
-                let full = block.forward(x.as_tensor(), mode).unwrap().narrow(1, 0, 1).unwrap();
-                let cls = block.forward_cls(x.as_tensor(), mode).unwrap();
+                let hooks = || Hooks::none().with_relu_mode(mode);
+                let full = block.forward(x.as_tensor(), &hooks()).unwrap().narrow(1, 0, 1).unwrap();
+                let normed = block.layernorm_before.forward(x.as_tensor()).unwrap();
+                let cls = block.forward_from_norm_cls(&normed, x.as_tensor(), &hooks()).unwrap();
                 assert_eq!(cls.dims(), [3, 1, 16]);
                 assert!(max_abs(&full, &cls) < 1e-5, "{act}: values differ by {}", max_abs(&full, &cls));
                 let grad = |y: &Tensor| y.mul(&weights).unwrap().sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().clone();

@@ -6,7 +6,8 @@ mod common;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::VarBuilder;
 use common::*;
-use tgc_backbones::{Backbone, BackboneKind, LoadOptions, Randomize, ReluMode, TargetLayer, WeightSource};
+use tgc_backbones::{Backbone, BackboneKind, LoadOptions, Randomize, TargetLayer, WeightSource};
+use tgc_explain::{Attribute, Hooks, LayerGradient, ReluMode};
 
 fn cpu() -> LoadOptions {
     LoadOptions::default()
@@ -42,7 +43,7 @@ fn vit_matches_candle_transformers() {
     let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
     let theirs = candle_transformers::models::vit::Model::new(&theirs_cfg, 5, vb).unwrap();
     let x = rand_tensor(&[2, 3, 32, 32], 1.0, 12);
-    let features = ours.features(&x, ReluMode::Standard).unwrap();
+    let features = ours.features(&x).unwrap();
     assert_eq!(features.dims(), &[2, 32]);
     let head = candle_nn::Linear::new(tensors["classifier.weight"].clone(), Some(tensors["classifier.bias"].clone()));
     let a = head.forward(&features).unwrap();
@@ -51,16 +52,28 @@ fn vit_matches_candle_transformers() {
     assert!(diff < 1e-4, "relative difference {diff}");
 }
 
+/// A pass watching `layer`: its activation and the features it continued to.
+fn watched(backbone: &Backbone, layer: &str, x: &Tensor) -> (Tensor, Tensor) {
+    let hooks = Hooks::none().watch_layer(layer, LayerGradient::None);
+    let features = backbone.forward(x, &hooks).unwrap();
+    (hooks.layer_activation().unwrap(), features)
+}
+
 #[test]
-fn split_forward_continues_to_the_same_features() {
+fn a_watched_layer_continues_to_the_same_features() {
     let dir = tempfile::tempdir().unwrap();
     resnet_folder(dir.path());
     let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Folder(dir.path().to_owned()), &cpu()).unwrap();
     let x = rand_tensor(&[1, 3, 256, 256], 1.0, 3).abs().unwrap();
-    let target = resnet.forward_to_target(&x, ReluMode::Standard).unwrap();
-    assert_eq!(target.map().dims(), &[1, 512, 8, 8]);
-    let via_split = resnet.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
-    assert!(max_rel_diff(&via_split, &resnet.features(&x).unwrap(), 1e-3) < 1e-6);
+    let plain = Hooks::none();
+    let features = resnet.forward(&x, &plain).unwrap();
+    assert_eq!(plain.marked_layers(), ["layer1", "layer2", "layer3", "layer4"]);
+    assert_eq!(plain.relus_marked(), 17, "the stem's ReLU and two in each of the 8 blocks");
+    for (layer, dims) in [("layer1", [1, 64, 64, 64]), ("layer2", [1, 128, 32, 32]), ("layer3", [1, 256, 16, 16]), ("layer4", [1, 512, 8, 8])] {
+        let (a, f) = watched(&resnet, layer, &x);
+        assert_eq!(a.dims(), &dims, "{layer}");
+        assert_eq!(max_rel_diff(&f, &features, 1e-3), 0.0, "{layer}");
+    }
 
     let vit_dir = tempfile::tempdir().unwrap();
     write_safetensors(&vit_dir.path().join("model.safetensors"), &tiny_vit_tensors(3, 2, 5));
@@ -68,26 +81,11 @@ fn split_forward_continues_to_the_same_features() {
     let vit = Backbone::load(BackboneKind::Vit, &WeightSource::Folder(vit_dir.path().to_owned()), &cpu()).unwrap();
     assert_eq!(vit.feature_dim(), 32);
     let x = rand_tensor(&[2, 3, 32, 32], 1.0, 4);
-    let target = vit.forward_to_target(&x, ReluMode::Standard).unwrap();
-    assert_eq!(target.map().dims(), &[2, 32, 4, 4]);
-    let via_split = vit.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
-    assert!(max_rel_diff(&via_split, &vit.features(&x).unwrap(), 1e-3) < 1e-5);
-
-    // Every other layer: the split continues to the same features, the maps have the layer's size.
-    for (layer, dims) in [("layer1", [1, 64, 64, 64]), ("layer2", [1, 128, 32, 32]), ("layer3", [1, 256, 16, 16])] {
-        let r = resnet.clone().with_target_layer(layer.parse().unwrap()).unwrap();
-        assert_eq!(r.target_layer_name(), layer);
-        let x = rand_tensor(&[1, 3, 256, 256], 1.0, 3).abs().unwrap();
-        let target = r.forward_to_target(&x, ReluMode::Standard).unwrap();
-        assert_eq!(target.map().dims(), &dims, "{layer}");
-        let via_split = r.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
-        assert!(max_rel_diff(&via_split, &r.features(&x).unwrap(), 1e-3) < 1e-6, "{layer}");
+    for layer in ["block0", "block1", "block2"] {
+        let (a, f) = watched(&vit, layer, &x);
+        assert_eq!(a.dims(), &[2, 32, 4, 4], "{layer}");
+        assert!(max_rel_diff(&f, &vit.features(&x).unwrap(), 1e-3) < 1e-5, "{layer}");
     }
-    let first = vit.clone().with_target_layer("block0".parse().unwrap()).unwrap();
-    let target = first.forward_to_target(&x, ReluMode::Standard).unwrap();
-    assert_eq!(target.map().dims(), &[2, 32, 4, 4]);
-    let via_split = first.features_from_target(target.map(), &target, ReluMode::Standard).unwrap();
-    assert!(max_rel_diff(&via_split, &vit.features(&x).unwrap(), 1e-3) < 1e-5);
     // Layers a model does not have are refused by name.
     assert!(resnet.clone().with_target_layer(TargetLayer::Index(4)).unwrap_err().to_string().contains("layer5"));
     assert!(vit.clone().with_target_layer("block3".parse().unwrap()).unwrap_err().to_string().contains("block 3"));
@@ -123,12 +121,11 @@ fn resnet_backpropagates_to_the_input_and_to_layer4() {
     let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Random { seed: 3 }, &cpu()).unwrap();
     assert!(resnet.is_random());
     let x = Var::from_tensor(&rand_tensor(&[1, 3, 64, 64], 1.0, 1).abs().unwrap()).unwrap();
-    let target = resnet.forward_to_target(x.as_tensor(), ReluMode::Standard).unwrap();
-    let a = Var::from_tensor(target.map()).unwrap();
-    let y = resnet.features_from_target(a.as_tensor(), &target, ReluMode::Standard).unwrap().sum_all().unwrap();
+    let hooks = Hooks::none().watch_layer("layer4", LayerGradient::Cut);
+    let y = resnet.forward(x.as_tensor(), &hooks).unwrap().sum_all().unwrap();
     let grads = y.backward().unwrap();
     // d(sum of pooled features)/dA = 1/(h·w) everywhere.
-    let ga: Vec<f32> = grads.get(a.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let ga: Vec<f32> = hooks.layer_gradient(&grads).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     assert!(ga.iter().all(|&v| (v - 1.0 / 4.0).abs() < 1e-7), "{:?}", &ga[..4]);
     let gx = resnet.features(x.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
     let gx = gx.get(x.as_tensor()).unwrap();
@@ -143,7 +140,7 @@ fn guided_mode_changes_resnet_gradients_only() {
     let w = rand_tensor(&[1, 512], 1.0, 3);
     let grad = |mode| {
         let x = Var::from_tensor(&x0).unwrap();
-        let f = resnet.features_with(x.as_tensor(), mode).unwrap();
+        let f = resnet.forward(x.as_tensor(), &Hooks::none().with_relu_mode(mode)).unwrap();
         let y = f.mul(&w).unwrap().sum_all().unwrap();
         let g = y.backward().unwrap().get(x.as_tensor()).unwrap().clone();
         (f, g)
@@ -264,7 +261,7 @@ fn randomizing_a_prefix_changes_exactly_those_weights() {
     // Re-drawing layer4 changes the features, but leaves layer3's output untouched.
     let r4 = load(&["layer4"]);
     assert!(max_rel_diff(&features(&r4), &features(&original), 1e-3) > 0.1);
-    let at3 = |b: &Backbone| b.clone().with_target_layer("layer3".parse().unwrap()).unwrap().forward_to_target(&x, ReluMode::Standard).unwrap().map().clone();
+    let at3 = |b: &Backbone| watched(b, "layer3", &x).0;
     assert_eq!(max_rel_diff(&at3(&r4), &at3(&original), 1e-3), 0.0);
     assert!(max_rel_diff(&at3(&load(&["layer4", "layer3"])), &at3(&original), 1e-3) > 0.1);
     // The cascade names its stages from the top down.
@@ -388,11 +385,11 @@ fn the_classifier_is_a_model_with_the_backbones_layers() {
     let batched = Cam { kind: CamKind::AblationCam, layer: Some("block1".into()), batch_size: 32 }.layer_map(&model, &x, &[0]).unwrap().0;
     let alone = Cam { kind: CamKind::AblationCam, layer: Some("block1".into()), batch_size: 1 }.layer_map(&model, &x, &[0]).unwrap().0;
     assert!(max_rel_diff(&batched, &alone, 1e-3) < 1e-5);
-    let split = model.split("block1", &x, ReluMode::Standard).unwrap();
-    let three = Tensor::cat(&[&split.activation, &(&split.activation * 2.0).unwrap(), &split.activation], 0).unwrap();
-    let logits = split.rest(&three).unwrap();
+    // A replaced activation of three rows: the class token and residual stream are carried.
+    let hooks = Hooks::none().replace_layer("block1", |a| Tensor::cat(&[a, &(a * 2.0)?, a], 0));
+    let logits = model.forward(&x, &hooks).unwrap();
     assert_eq!(logits.dims(), &[3, 2]);
-    assert!(max_rel_diff(&logits.narrow(0, 2, 1).unwrap(), &split.rest(&split.activation).unwrap(), 1e-3) < 1e-6);
+    assert!(max_rel_diff(&logits.narrow(0, 2, 1).unwrap(), &model.forward(&x, &Hooks::none()).unwrap(), 1e-3) < 1e-5);
 }
 
 #[test]
@@ -403,20 +400,14 @@ fn the_vit_exposes_its_attention_for_rollout_and_chefer() {
     std::fs::write(vit_dir.path().join("config.json"), tiny_vit_config_json(3)).unwrap();
     let vit = Backbone::load(BackboneKind::Vit, &WeightSource::Folder(vit_dir.path().to_owned()), &cpu()).unwrap();
     let x = rand_tensor(&[2, 3, 32, 32], 1.0, 11);
-    // The composed attention of the tapped pass gives the fused pass's features; every
+    // The composed attention of the watched pass gives the fused pass's features; every
     // probability row sums to one.
-    let mut seen = Vec::new();
-    let (tapped, grid) = vit
-        .features_with_attention(&x, &mut |block, probs| {
-            seen.push((block, probs.clone()));
-            Ok(probs.clone())
-        })
-        .unwrap()
-        .unwrap();
-    assert_eq!(grid, (4, 4));
+    let hooks = Hooks::none().watch_attention(false);
+    let tapped = vit.forward(&x, &hooks).unwrap();
+    let (seen, grids) = hooks.attention_maps();
+    assert_eq!(grids, vec![(4, 4); 3]);
     assert!(max_rel_diff(&tapped, &vit.features(&x).unwrap(), 1e-3) < 1e-5);
-    assert_eq!(seen.iter().map(|(b, _)| *b).collect::<Vec<_>>(), vec![0, 1, 2]);
-    for (_, probs) in &seen {
+    for probs in &seen {
         assert_eq!(probs.dims()[..2], [2, 4]);
         assert_eq!(probs.dims()[2..], [17, 17]);
         let sums: Vec<f32> = probs.sum(3).unwrap().flatten_all().unwrap().to_vec1().unwrap();
@@ -433,7 +424,7 @@ fn the_vit_exposes_its_attention_for_rollout_and_chefer() {
         let values: Vec<f32> = map.flatten_all().unwrap().to_vec1().unwrap();
         assert!(values.iter().all(|v| v.is_finite() && *v >= 0.0) && values.iter().any(|v| *v > 0.0), "{values:?}");
         let logits = out.logits.unwrap();
-        assert!(max_rel_diff(&logits, &model.forward(&x, ReluMode::Standard).unwrap(), 1e-3) < 1e-5);
+        assert!(max_rel_diff(&logits, &model.forward(&x, &Hooks::none()).unwrap(), 1e-3) < 1e-5);
     }
     // Chefer's gradients are the target's: another target gives another map.
     let a = Chefer.attribute(&model, &x, &[0, 0]).unwrap().layer_attribution.unwrap();

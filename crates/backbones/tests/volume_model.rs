@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor};
 use tgc_backbones::{ResNet3d, WeightSource};
-use tgc_explain::{GradCam, Model, ReluMode, Saliency};
+use tgc_explain::{Attribute, GradCam, Hooks, LayerGradient, Model, Saliency};
 
 fn volume(b: usize, seed: u64) -> Tensor {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -27,7 +27,7 @@ fn grad_cam_on_a_volume_matches_finite_differences() {
     let model = ResNet3d::load(&WeightSource::Random { seed: 3 }).unwrap();
     assert!(model.is_random());
     let x = volume(2, 1);
-    assert_eq!(model.forward(&x, ReluMode::Standard).unwrap().dims(), &[2, 2]);
+    assert_eq!(model.forward(&x, &Hooks::none()).unwrap().dims(), &[2, 2]);
     let cam = GradCam::default().attribute(&model, &x, &[1, 0]).unwrap();
     assert_eq!(cam.attribution.dims(), &[2, 1, 8, 8, 8]);
     assert_eq!(cam.layer_attribution.unwrap().dims(), &[2, 4, 4, 4], "block2 is after the stride-2 convolution");
@@ -36,11 +36,16 @@ fn grad_cam_on_a_volume_matches_finite_differences() {
     // (y(A + ε·1_k) − y(A − ε·1_k)) / (2ε·S).
     let one = x.narrow(0, 0, 1).unwrap();
     let map = values(&GradCam::new("block1").layer_map(&model, &one, &[1]).unwrap().0);
-    let split = model.split("block1", &one, ReluMode::Standard).unwrap();
-    let a = split.activation.clone();
+    let hooks = Hooks::none().watch_layer("block1", LayerGradient::None);
+    model.forward(&one, &hooks).unwrap();
+    let a = hooks.layer_activation().unwrap();
     let (k, s) = (a.dim(1).unwrap(), 8 * 8 * 8);
     let eps = 1e-2;
-    let logit = |t: &Tensor| values(&split.rest(t).unwrap())[1] as f64;
+    // The rest of the pass on a given activation: the layer replaced.
+    let logit = |t: &Tensor| {
+        let t = t.clone();
+        values(&model.forward(&one, &Hooks::none().replace_layer("block1", move |_| Ok(t.clone()))).unwrap())[1] as f64
+    };
     let mut weights = Vec::new();
     for c in 0..k {
         let mut bump = vec![0f32; k * s];
@@ -58,7 +63,7 @@ fn grad_cam_on_a_volume_matches_finite_differences() {
     // The input gradient has the volume's shape.
     assert_eq!(Saliency.attribute(&model, &x, &[1, 1]).unwrap().attribution.dims(), &[2, 1, 8, 8, 8]);
     // Images are refused by name.
-    let err = model.forward(&Tensor::zeros((1, 3, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap(), ReluMode::Standard).unwrap_err().to_string();
+    let err = model.forward(&Tensor::zeros((1, 3, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap(), &Hooks::none()).unwrap_err().to_string();
     assert!(err.contains("[B, 1, D, H, W]"), "{err}");
 }
 
@@ -92,7 +97,7 @@ fn the_3d_model_loads_from_safetensors_and_names_a_missing_key() {
     let loaded = ResNet3d::load(&WeightSource::File(path.clone())).unwrap();
     assert!(!loaded.is_random());
     let x = volume(1, 4);
-    assert_eq!(values(&loaded.forward(&x, ReluMode::Standard).unwrap()), values(&random.forward(&x, ReluMode::Standard).unwrap()));
+    assert_eq!(values(&loaded.forward(&x, &Hooks::none()).unwrap()), values(&random.forward(&x, &Hooks::none()).unwrap()));
     tensors.remove("down.bias");
     candle_core::safetensors::save(&tensors, &path).unwrap();
     let err = ResNet3d::load(&WeightSource::File(path)).unwrap_err().to_string();

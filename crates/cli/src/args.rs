@@ -9,10 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, Randomize, TargetLayer, WeightSource};
 use tgc_data::{train_test_split, Dataset, FeatureSet, Label, PatientId, Side};
-use tgc_explain::{
-    AttentionRollout, Baselines, Cam, CamKind, Chefer, FeatureAblation, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, HeadFusion,
-    InputXGradient, IntegratedGradients, IntegratedGradientsConfig, Method, NoiseTunnel, NoiseTunnelType, Occlusion, Saliency,
-};
+use tgc_explain::{Baselines, HeadFusion, Method, MethodInfo, MethodSettings, Needs, NoiseTunnel, NoiseTunnelType, METHODS};
 
 /// The weights a command uses: the given source, or the backbone's default hub id.
 pub fn weights_or_default(kind: BackboneKind, weights: Option<WeightSource>) -> Result<WeightSource> {
@@ -206,59 +203,49 @@ impl ModelChoice {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum MethodName {
-    Gradcam,
-    GuidedBackprop,
-    GuidedGradcam,
-    GradientShap,
-    Saliency,
-    InputXGradient,
-    IntegratedGradients,
-    Hirescam,
-    #[value(name = "gradcam++")]
-    GradcamPlusPlus,
-    Xgradcam,
-    Layercam,
-    Scorecam,
-    Ablationcam,
-    Eigencam,
-    Eigengradcam,
-    Occlusion,
-    FeatureAblation,
-    AttentionRollout,
-    Chefer,
+/// A built-in method named on the command line: a row of `tgc_explain::METHODS`, the one
+/// table of names and titles.
+#[derive(Clone, Copy, Debug)]
+pub struct MethodName(&'static MethodInfo);
+
+impl PartialEq for MethodName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for MethodName {}
+
+impl ValueEnum for MethodName {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: std::sync::LazyLock<Vec<MethodName>> = std::sync::LazyLock::new(|| METHODS.iter().map(MethodName).collect());
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0.name))
+    }
 }
 
 impl MethodName {
+    /// The method called `name` (a programming error when there is none).
+    pub fn named(name: &str) -> Self {
+        Self(tgc_explain::method_info(name).expect("a built-in method"))
+    }
+
     /// The column title used in the study's figures.
     pub fn title(self) -> &'static str {
-        match self {
-            Self::Gradcam => "GradCam",
-            Self::GuidedBackprop => "Guided Backprop",
-            Self::GuidedGradcam => "Guided GradCam",
-            Self::GradientShap => "Gradient SHAP",
-            Self::Saliency => "Saliency",
-            Self::InputXGradient => "Input x Gradient",
-            Self::IntegratedGradients => "Integrated Gradients",
-            Self::Hirescam => "HiResCAM",
-            Self::GradcamPlusPlus => "Grad-CAM++",
-            Self::Xgradcam => "XGrad-CAM",
-            Self::Layercam => "LayerCAM",
-            Self::Scorecam => "Score-CAM",
-            Self::Ablationcam => "Ablation-CAM",
-            Self::Eigencam => "EigenCAM",
-            Self::Eigengradcam => "EigenGradCAM",
-            Self::Occlusion => "Occlusion",
-            Self::FeatureAblation => "Feature Ablation",
-            Self::AttentionRollout => "Attention Rollout",
-            Self::Chefer => "Chefer et al.",
-        }
+        self.0.title
     }
 
     /// The command-line spelling (`guided-gradcam`, …).
     pub fn cli_name(self) -> String {
-        self.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
+        self.0.name.to_owned()
+    }
+
+    /// What the method needs of a model.
+    pub fn needs(self) -> Needs {
+        self.0.needs
     }
 }
 
@@ -298,16 +285,19 @@ pub struct MethodArgs {
     /// N(0.5, 0.25²) noise), or a .safetensors file whose `baselines` tensor is [N, 3, H, W].
     #[arg(long, default_value = "zeros-and-input")]
     pub baselines: BaselinesArg,
-    /// GradientSHAP samples per image.
-    #[arg(long, default_value_t = 50)]
-    pub samples: usize,
+    /// Samples per image: GradientSHAP's (default 50), Shapley value sampling's feature orders
+    /// (25), KernelSHAP's (25) and LIME's (50) coalitions.
+    #[arg(long)]
+    pub samples: Option<usize>,
     /// GradientSHAP: standard deviation of the Gaussian noise added to the input per sample.
     #[arg(long, default_value_t = 1e-4)]
     pub stdevs: f32,
     /// Integrated Gradients steps.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// Seed of GradientSHAP's draws (baselines, α, noise) and of noise baselines.
+    /// Seed of the sampling methods' draws (GradientSHAP's baselines, α and noise, noise
+    /// baselines, the noise tunnel, Shapley orders, KernelSHAP's and LIME's coalitions,
+    /// feature permutations).
     #[arg(long, default_value_t = 0)]
     pub sampling_seed: u64,
     /// Rows per forward/backward batch of GradientSHAP and Integrated Gradients (Captum's
@@ -315,7 +305,8 @@ pub struct MethodArgs {
     #[arg(long)]
     pub internal_batch_size: Option<usize>,
     /// Score-CAM / Ablation-CAM: masked inputs or ablated activations per forward pass
-    /// (pytorch-grad-cam's defaults: 16 and 32).
+    /// (pytorch-grad-cam's defaults: 16 and 32); the perturbation methods: perturbed inputs per
+    /// forward pass (Captum's `perturbations_per_eval`; default 16, feature-permutation 4).
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Occlusion: side of the square window (over all channels), in pixels.
@@ -324,9 +315,11 @@ pub struct MethodArgs {
     /// Occlusion: step of the window, in pixels.
     #[arg(long, default_value_t = 8)]
     pub stride: usize,
-    /// Feature Ablation: side of the square blocks (over all channels) that are one feature each.
-    #[arg(long, default_value_t = 16)]
-    pub grid: usize,
+    /// Side of the square pixel blocks (over all channels) that are one feature each: Feature
+    /// Ablation (default 16) and the forward-only shapley-values, shapley-value-sampling,
+    /// kernel-shap, lime and feature-permutation (default: one feature per element).
+    #[arg(long)]
+    pub grid: Option<usize>,
     /// Run every method under Captum's NoiseTunnel: smoothgrad, smoothgrad_sq or vargrad.
     #[arg(long, value_enum)]
     pub noise_tunnel: Option<NoiseTunnelName>,
@@ -371,7 +364,7 @@ impl MethodArgs {
     /// Refuses methods the backbone cannot give: the attention methods need the ViT.
     pub fn check_backbone(&self, kind: BackboneKind) -> Result<()> {
         if kind != BackboneKind::Vit {
-            if let Some(m) = self.method.iter().find(|m| matches!(m, MethodName::AttentionRollout | MethodName::Chefer)) {
+            if let Some(m) = self.method.iter().find(|m| m.needs() == Needs::Attention) {
                 bail!("--method {} explains a transformer's attention: it needs --backbone vit, not {kind}", m.cli_name());
             }
         }
@@ -403,79 +396,41 @@ impl MethodArgs {
                 if self.nt_samples == 0 {
                     bail!("--nt-samples must be at least 1");
                 }
-                Method::NoiseTunnel(Box::new(NoiseTunnel {
-                    inner: method,
-                    kind: Self::tunnel_type(nt),
-                    samples: self.nt_samples,
-                    stdevs: self.nt_stdevs,
-                    seed: self.sampling_seed,
-                }))
+                Method::new(NoiseTunnel { inner: method, kind: Self::tunnel_type(nt), samples: self.nt_samples, stdevs: self.nt_stdevs, seed: self.sampling_seed })
             }
         })
     }
 
     fn bare_method(&self, name: MethodName) -> Result<Method> {
-        let cam = |kind: CamKind| -> Result<Method> {
-            let mut cam = Cam::new(kind);
-            if let Some(b) = self.batch_size {
-                if b == 0 {
-                    bail!("--batch-size must be at least 1");
-                }
-                cam.batch_size = b;
+        if self.window == 0 || self.stride == 0 {
+            bail!("--window and --stride must be at least 1 pixel");
+        }
+        for (flag, value) in [("--grid", self.grid), ("--samples", self.samples), ("--batch-size", self.batch_size)] {
+            if value == Some(0) {
+                bail!("{flag} must be at least 1");
             }
-            Ok(Method::Cam(cam))
+        }
+        let head_fusion = match self.head_fusion {
+            HeadFusionName::Mean => HeadFusion::Mean,
+            HeadFusionName::Max => HeadFusion::Max,
+            HeadFusionName::Min => HeadFusion::Min,
         };
-        Ok(match name {
-            MethodName::Gradcam => Method::GradCam(GradCam::default()),
-            MethodName::GuidedBackprop => Method::GuidedBackprop(GuidedBackprop),
-            MethodName::GuidedGradcam => Method::GuidedGradCam(GuidedGradCam::default()),
-            MethodName::GradientShap => Method::GradientShap(GradientShap::new(GradientShapConfig {
-                n_samples: self.samples,
-                stdevs: self.stdevs,
-                baselines: self.baselines()?,
-                seed: self.sampling_seed,
-                batch_size: self.internal_batch_size,
-            })),
-            MethodName::Saliency => Method::Saliency(Saliency),
-            MethodName::InputXGradient => Method::InputXGradient(InputXGradient),
-            MethodName::IntegratedGradients => Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig {
-                steps: self.steps,
-                internal_batch_size: self.internal_batch_size,
-                ..Default::default()
-            })),
-            MethodName::Occlusion => {
-                if self.window == 0 || self.stride == 0 {
-                    bail!("--window and --stride must be at least 1 pixel");
-                }
-                Method::Occlusion(Occlusion { window: (self.window, self.window), stride: (self.stride, self.stride), ..Default::default() })
-            }
-            MethodName::FeatureAblation => {
-                if self.grid == 0 {
-                    bail!("--grid must be at least 1 pixel");
-                }
-                Method::FeatureAblation(FeatureAblation::grid(self.grid))
-            }
-            MethodName::Hirescam => cam(CamKind::HiResCam)?,
-            MethodName::GradcamPlusPlus => cam(CamKind::GradCamPlusPlus)?,
-            MethodName::Xgradcam => cam(CamKind::XGradCam)?,
-            MethodName::Layercam => cam(CamKind::LayerCam)?,
-            MethodName::Scorecam => cam(CamKind::ScoreCam)?,
-            MethodName::Ablationcam => cam(CamKind::AblationCam)?,
-            MethodName::Eigencam => cam(CamKind::EigenCam)?,
-            MethodName::Eigengradcam => cam(CamKind::EigenGradCam)?,
-            MethodName::AttentionRollout => {
-                if !(0.0..1.0).contains(&self.discard_ratio) {
-                    bail!("--discard-ratio must be in [0, 1), got {}", self.discard_ratio);
-                }
-                let head_fusion = match self.head_fusion {
-                    HeadFusionName::Mean => HeadFusion::Mean,
-                    HeadFusionName::Max => HeadFusion::Max,
-                    HeadFusionName::Min => HeadFusion::Min,
-                };
-                Method::AttentionRollout(AttentionRollout { head_fusion, discard_ratio: self.discard_ratio })
-            }
-            MethodName::Chefer => Method::Chefer(Chefer),
-        })
+        let gradient_shap = name.0.name == "gradient-shap";
+        let settings = MethodSettings {
+            samples: self.samples.or(gradient_shap.then_some(50)),
+            stdevs: Some(self.stdevs),
+            baselines: if gradient_shap { Some(self.baselines()?) } else { None },
+            steps: Some(self.steps),
+            seed: self.sampling_seed,
+            internal_batch_size: self.internal_batch_size,
+            batch_size: self.batch_size,
+            window: Some(self.window),
+            stride: Some(self.stride),
+            grid: self.grid.or((name.0.name == "feature-ablation").then_some(16)),
+            head_fusion,
+            discard_ratio: self.discard_ratio,
+        };
+        name.0.build(&settings).with_context(|| format!("--method {}", name.cli_name()))
     }
 
     fn baselines(&self) -> Result<Baselines> {

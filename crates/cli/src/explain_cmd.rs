@@ -96,10 +96,10 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone()).collect();
             let results = tgc_explain::Method::attribute_all(&all, &model, &x, &[target]).with_context(|| format!("explaining {}", input.display()))?;
             for ((m, method), a) in methods.iter().zip(results) {
-                let out = if methods.len() == 1 { args.out.clone() } else { with_method_suffix(&args.out, method.name()) };
+                let out = if methods.len() == 1 { args.out.clone() } else { with_method_suffix(&args.out, &method.name()) };
                 save_attribution(&out, &a, meta(method, target, input))?;
                 if let Some(png) = &args.png {
-                    let png = if methods.len() == 1 { png.clone() } else { with_method_suffix(png, method.name()) };
+                    let png = if methods.len() == 1 { png.clone() } else { with_method_suffix(png, &method.name()) };
                     save_png(&overlay_of(&x, &a)?, &png)?;
                 }
                 println!("{} of {} (target {target}) written to {}", args.methods.title(*m), input.display(), out.display());
@@ -158,8 +158,8 @@ fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
     let x = candle_core::Tensor::from_vec(scaled.clone(), (1, 1, d, h, w), &Device::Cpu)?;
     let scaled = volume.with_voxels(scaled)?;
     let methods = args.methods.methods()?;
-    let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone().with_layer(&args.volume_layer)).collect();
-    let logits = tgc_explain::Model::forward(&model, &x, tgc_explain::ReluMode::Standard)?;
+    let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone().at_layer(&args.volume_layer)).collect();
+    let logits = tgc_explain::Model::forward(&model, &x, &tgc_explain::Hooks::none())?;
     let target = match args.target {
         Some(t) => t,
         None => logits.argmax(1)?.to_vec1::<u32>()?[0] as usize,

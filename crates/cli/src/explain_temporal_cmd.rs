@@ -43,10 +43,10 @@ pub struct ExplainTemporalArgs {
 }
 
 pub fn run(args: ExplainTemporalArgs) -> Result<()> {
-    if let Some(m) = args.method.iter().find(|m| !matches!(m, MethodName::Gradcam | MethodName::GuidedGradcam)) {
+    if let Some(m) = args.method.iter().find(|m| !matches!(m.cli_name().as_str(), "gradcam" | "guided-gradcam")) {
         bail!("--method {}: explain-temporal draws per-visit maps with gradcam and guided-gradcam", m.cli_name());
     }
-    if !args.method.contains(&MethodName::Gradcam) {
+    if !args.method.contains(&MethodName::named("gradcam")) {
         bail!("--method must include gradcam (the strip figure shows it)");
     }
     let choice = args.model.resolve()?;
@@ -89,13 +89,13 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
     if target > 1 {
         bail!("--target must be 0 or 1");
     }
-    let ig_method = Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig { steps: args.steps, ..Default::default() }));
+    let ig_method = Method::new(IntegratedGradients::new(IntegratedGradientsConfig { steps: args.steps, ..Default::default() }));
     let ig = step_importance(&head, &sequence, dim, target, &ig_method)?;
-    let ixg = step_importance(&head, &sequence, dim, target, &Method::InputXGradient(InputXGradient))?;
+    let ixg = step_importance(&head, &sequence, dim, target, &Method::new(InputXGradient))?;
     let k = used.len();
-    let cam = visits.attribute(&Method::GradCam(GradCam::default()), &input, target)?;
-    let guided = if args.method.contains(&MethodName::GuidedGradcam) {
-        Some(visits.attribute(&Method::GuidedGradCam(GuidedGradCam::default()), &input, target)?)
+    let cam = visits.attribute(&Method::new(GradCam::default()), &input, target)?;
+    let guided = if args.method.contains(&MethodName::named("guided-gradcam")) {
+        Some(visits.attribute(&Method::new(GuidedGradCam::default()), &input, target)?)
     } else {
         None
     };

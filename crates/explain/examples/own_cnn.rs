@@ -10,7 +10,7 @@
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{conv2d, linear, loss, Conv2d, Conv2dConfig, Linear, Optimizer, VarBuilder, VarMap};
 use tgc_explain::render::{blended_heat_map, normalize_attr, save_png, Sign};
-use tgc_explain::{GradCam, IntegratedGradients, Method, Model, Occlusion, ReluMode, Split};
+use tgc_explain::{GradCam, Hooks, IntegratedGradients, Method, Model, Occlusion};
 
 /// conv1 (1→8, 3×3) → ReLU → conv2 (8→16, 3×3) → ReLU → global average pool → fc (16→2).
 struct SmallCnn {
@@ -25,46 +25,22 @@ impl SmallCnn {
         Ok(Self { conv1: conv2d(1, 8, 3, same, vb.pp("conv1"))?, conv2: conv2d(8, 16, 3, same, vb.pp("conv2"))?, fc: linear(16, 2, vb.pp("fc"))? })
     }
 
-    // Every ReLU goes through `tgc_explain::relu` so that guided backpropagation can change its
-    // backward pass.
-    fn conv1(&self, x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        tgc_explain::relu(&self.conv1.forward(x)?, mode)
-    }
-
-    fn conv2(&self, a1: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        tgc_explain::relu(&self.conv2.forward(a1)?, mode)
-    }
-
     fn head(&self, a2: &Tensor) -> candle_core::Result<Tensor> {
         self.fc.forward(&a2.mean((2, 3))?)
     }
 }
 
+/// The pass, written once: its ReLUs and its two layers marked for the methods.
 impl Model for SmallCnn {
-    fn forward(&self, x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.head(&self.conv2(&self.conv1(x, mode)?, mode)?)
-    }
-
-    fn supports_guided(&self) -> bool {
-        true
+    fn forward(&self, x: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+        let a1 = hooks.layer("conv1", &hooks.relu(&self.conv1.forward(x)?)?)?;
+        let a2 = hooks.layer("conv2", &hooks.relu(&self.conv2.forward(&a1)?)?)?;
+        self.head(&a2)
     }
 
     /// Where the layer methods may look: after conv1's ReLU or after conv2's.
     fn layers(&self) -> Vec<String> {
         vec!["conv1".into(), "conv2".into()]
-    }
-
-    fn split<'a>(&'a self, layer: &str, x: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
-        let a1 = self.conv1(x, mode)?;
-        match layer {
-            "conv1" => Ok(Split::new(a1, move |a| self.head(&self.conv2(a, mode)?))),
-            "conv2" => Ok(Split::new(self.conv2(&a1, mode)?, |a| self.head(a))),
-            other => candle_core::bail!("no layer `{other}`"),
-        }
-    }
-
-    fn relu_free_after(&self, layer: &str) -> bool {
-        layer == "conv2"
     }
 }
 
@@ -107,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     let (x, y, _) = data(64, 1, &device)?;
     let mut opt = candle_nn::AdamW::new_lr(varmap.all_vars(), 0.02)?;
     for step in 0..60 {
-        let logits = model.forward(&x, ReluMode::Standard)?;
+        let logits = model.forward(&x, &Hooks::none())?;
         let l = loss::cross_entropy(&logits, &y)?;
         opt.backward_step(&l)?;
         if step % 20 == 0 {
@@ -115,16 +91,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let (test_x, test_y, corners) = data(8, 2, &device)?;
-    let predicted = model.forward(&test_x, ReluMode::Standard)?.argmax(D::Minus1)?;
+    let predicted = model.forward(&test_x, &Hooks::none())?.argmax(D::Minus1)?;
     let right = predicted.eq(&test_y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
     println!("test accuracy: {right}/8");
 
     // Explain one class-1 image for class 1.
     let image = test_x.narrow(0, 1, 1)?;
     let methods = [
-        Method::GradCam(GradCam::new(layer)),
-        Method::IntegratedGradients(IntegratedGradients::default()),
-        Method::Occlusion(Occlusion { window: (4, 4), stride: (2, 2), ..Default::default() }),
+        Method::new(GradCam::new(layer)),
+        Method::new(IntegratedGradients::default()),
+        Method::new(Occlusion { window: (4, 4), stride: (2, 2), ..Default::default() }),
     ];
     let slice: Vec<f32> = image.flatten_all()?.to_vec1()?;
     for (method, result) in methods.iter().zip(Method::attribute_all(&methods, &model, &image, &[1])?) {

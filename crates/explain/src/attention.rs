@@ -1,4 +1,4 @@
-//! Explanations from a transformer's attention ([`Model::forward_attention`]), as maps over the
+//! Explanations from a transformer's attention (marked with [`Hooks::attention`]), as maps over the
 //! patch grid up-sampled to the input:
 //! - [`AttentionRollout`] (Abnar & Zuidema 2020, as jacobgil/vit-explain computes it): per
 //!   block, the heads fused (mean, max or min), the lowest `discard_ratio` of the fused matrix's
@@ -15,10 +15,13 @@
 
 use candle_core::{DType, Tensor};
 
+use std::any::Any;
+
+use crate::attribute::{check, Attribute, Attribution, Unchecked};
 use crate::error::{ExplainError, Result};
+use crate::gradient::{backward_of_targets, upsample_map};
 use crate::interpolate::Interpolation;
-use crate::methods::{check, target_sum, upsample_map, Attribution};
-use crate::model::{capture_gradient, GradientSlot, Model};
+use crate::model::{Hooks, Model};
 
 /// How attention rollout fuses the heads of a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,36 +55,27 @@ struct Trace {
     blocks: usize,
 }
 
-fn trace<M: Model + ?Sized>(model: &M, input: &Tensor, targets: &[usize], gradients: bool) -> Result<Trace> {
+fn trace(model: &dyn Model, input: &Tensor, targets: &[usize], gradients: bool) -> Result<Trace> {
     let batch = check(input, targets)?;
-    let mut recorded: Vec<Tensor> = Vec::new();
-    let mut slots: Vec<GradientSlot> = Vec::new();
-    let mut tap = |_block: usize, probs: &Tensor| -> candle_core::Result<Tensor> {
-        recorded.push(probs.detach());
-        if gradients {
-            let (hooked, slot) = capture_gradient(probs)?;
-            slots.push(slot);
-            Ok(hooked)
-        } else {
-            Ok(probs.clone())
-        }
-    };
+    let hooks = Hooks::none().watch_attention(gradients);
     // The input as a variable, so that the pass is recorded for the backward pass.
     let var = candle_core::Var::from_tensor(&input.detach())?;
-    let Some((logits, grid)) = model.forward_attention(var.as_tensor(), &mut tap)? else {
-        return Err(ExplainError::Invalid("the attention methods need a transformer that exposes its attention (Model::forward_attention)".into()));
-    };
+    let logits = model.forward(var.as_tensor(), &hooks)?;
+    let (recorded, grids) = hooks.attention_maps();
     let Some((heads, tokens)) = recorded.first().map(|p| (p.dim(1), p.dim(2))) else {
-        return Err(ExplainError::Invalid("the model reported no attention blocks".into()));
+        return Err(ExplainError::Invalid("the attention methods need a transformer that marks its attention probabilities (Hooks::attention)".into()));
     };
     let (heads, tokens) = (heads?, tokens?);
+    let grid = grids[0];
+    if grids.iter().any(|g| *g != grid) {
+        return Err(ExplainError::Invalid(format!("the blocks' attention maps are marked with different patch grids: {grids:?}")));
+    }
     if tokens != grid.0 * grid.1 + 1 {
         return Err(ExplainError::Invalid(format!("{tokens} tokens for a {}×{} patch grid and a class token", grid.0, grid.1)));
     }
     let grads = if gradients {
-        target_sum(&logits, targets, 1)?.backward()?;
-        let taken: Option<Vec<Tensor>> = slots.iter().map(GradientSlot::take).collect();
-        Some(taken.ok_or_else(|| ExplainError::Invalid("the logits do not depend on every block's attention".into()))?)
+        backward_of_targets(&logits, targets)?;
+        Some(hooks.attention_gradients().ok_or_else(|| ExplainError::Invalid("the logits do not depend on every block's attention".into()))?)
     } else {
         None
     };
@@ -141,8 +135,14 @@ fn finish(trace: &Trace, maps: Vec<f32>, input: &Tensor) -> Result<Attribution> 
     Ok(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(trace.logits.clone()) })
 }
 
-impl AttentionRollout {
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+impl Attribute for AttentionRollout {
+    fn name(&self) -> String {
+        "attention-rollout".into()
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         if !(0.0..1.0).contains(&self.discard_ratio) {
             return Err(ExplainError::Invalid(format!("the discard ratio must be in [0, 1), got {}", self.discard_ratio)));
         }
@@ -180,12 +180,18 @@ impl AttentionRollout {
             }
             maps.extend(r[1..n].iter().map(|&v| v as f32));
         }
-        finish(&trace, maps, input)
+        finish(&trace, maps, input).map(Unchecked::new)
     }
 }
 
-impl Chefer {
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+impl Attribute for Chefer {
+    fn name(&self) -> String {
+        "chefer".into()
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         let trace = trace(model, input, targets, true)?;
         let (n, heads) = (trace.tokens, trace.heads);
         let grads = trace.grads.as_ref().expect("asked for gradients");
@@ -201,6 +207,6 @@ impl Chefer {
             }
             maps.extend(r[1..n].iter().map(|&v| v as f32));
         }
-        finish(&trace, maps, input)
+        finish(&trace, maps, input).map(Unchecked::new)
     }
 }

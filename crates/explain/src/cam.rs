@@ -20,12 +20,15 @@
 //! A singular vector's sign is arbitrary (NumPy's depends on LAPACK); the Eigen methods pick
 //! the sign that makes the projection's largest-magnitude value positive.
 
-use candle_core::{Tensor, Var};
+use std::any::Any;
 
+use candle_core::Tensor;
+
+use crate::attribute::{check, target_column, Attribute, Attribution, Method, Unchecked};
 use crate::error::{ExplainError, Result};
+use crate::gradient::{backward_of_targets, resolve_layer, unmarked_layer, upsample_map};
 use crate::interpolate::{resize, Interpolation};
-use crate::methods::{check, resolve_layer, split_at, target_column, target_sum, upsample_map, Attribution};
-use crate::model::{Model, ReluMode, Split};
+use crate::model::{Hooks, LayerGradient, Model};
 
 /// Which CAM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,25 +95,26 @@ impl Cam {
     }
 
     /// The layer map `[B, …layer spatial]` (before ReLU) and the logits.
-    pub fn layer_map<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<(Tensor, Tensor)> {
+    pub fn layer_map(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<(Tensor, Tensor)> {
         check(input, targets)?;
         let layer = resolve_layer(model, self.layer.as_deref())?;
-        let split = split_at(model, &layer, &input.detach(), ReluMode::Standard)?;
-        let activation = split.activation.detach();
+        let gradient = if self.kind.needs_gradient() { LayerGradient::Cut } else { LayerGradient::None };
+        let hooks = Hooks::none().watch_layer(&layer, gradient);
+        let logits = model.forward(&input.detach(), &hooks)?;
+        let activation = hooks.layer_activation().ok_or_else(|| unmarked_layer(&layer, &hooks))?;
         let dims = activation.dims().to_vec();
         if dims.len() < 3 {
             return Err(ExplainError::Invalid(format!("a CAM needs a layer [B, K, …spatial], got {dims:?} at `{layer}`")));
         }
         let (b, k) = (dims[0], dims[1]);
-        let (logits, gradient) = if self.kind.needs_gradient() {
-            let var = Var::from_tensor(&activation)?;
-            let logits = split.rest(var.as_tensor())?;
-            let grads = target_sum(&logits, targets, 1)?.backward()?;
-            let g = grads.get(var.as_tensor()).ok_or_else(|| ExplainError::Invalid(format!("the logits do not depend on layer `{layer}`")))?;
-            (logits.detach(), Some(to_vec(g)?))
+        let gradient = if self.kind.needs_gradient() {
+            let grads = backward_of_targets(&logits, targets)?;
+            let g = hooks.layer_gradient(&grads).ok_or_else(|| ExplainError::Invalid(format!("the logits do not depend on layer `{layer}`")))?;
+            Some(to_vec(&g)?)
         } else {
-            (split.rest(&activation)?.detach(), None)
+            None
         };
+        let logits = logits.detach();
         let a = to_vec(&activation)?;
         let hw: usize = dims[2..].iter().product();
         let mut maps = vec![0f32; b * hw];
@@ -194,7 +198,7 @@ impl Cam {
                         let mut shape = input.dims().to_vec();
                         shape[0] = n;
                         let batch = Tensor::from_vec(batch, shape, input.device())?;
-                        let out = model.forward(&batch, ReluMode::Standard)?;
+                        let out = model.forward(&batch, &Hooks::none())?;
                         scores.extend(target_column(&out, targets[i])?);
                     }
                     weighted(&mut maps, i, &softmax(&scores));
@@ -218,15 +222,7 @@ impl Cam {
                         let mut shape = dims.clone();
                         shape[0] = n;
                         let batch = Tensor::from_vec(batch, shape, input.device())?;
-                        // With one image the ablations run as one batch when the model's
-                        // context allows it (ResNet's does; a context holding tensors of the
-                        // image's batch, as the ViT's, does not). Otherwise, and for batches,
-                        // each ablation runs with the batch's other rows around it.
-                        let batched = if b == 1 { split.rest(&batch).ok().filter(|o| o.dim(0).ok() == Some(n)) } else { None };
-                        let out = match batched {
-                            Some(out) => out,
-                            None => ablate_in_batch(&split, &activation, i, &batch)?,
-                        };
+                        let out = ablated_logits(model, &layer, &input.narrow(0, i, 1)?, batch)?;
                         weights.extend(target_column(&out, targets[i])?.into_iter().map(|s| (orig - s) / orig));
                     }
                     weighted(&mut maps, i, &weights);
@@ -238,32 +234,45 @@ impl Cam {
         Ok((Tensor::from_vec(maps, shape, input.device())?, logits))
     }
 
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+}
+
+impl Attribute for Cam {
+    fn name(&self) -> String {
+        self.kind.name().into()
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         let (map, logits) = self.layer_map(model, input, targets)?;
         let up = upsample_map(&map.relu()?, input, Interpolation::Linear { align_corners: false })?;
-        Ok(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(logits) })
+        Ok(Unchecked::new(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(logits) }))
+    }
+    fn with_layer(&self, layer: &str) -> Option<Method> {
+        Some(Method::new(self.clone().at(layer)))
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
     }
 }
 
 /// Ablations of image `i` of a batch whose rest of the pass is bound to the batch: each
 /// ablated activation replaces row `i` of the batch's activation, and row `i` of the output is
 /// kept.
-fn ablate_in_batch(split: &Split<'_>, activation: &Tensor, i: usize, ablated: &Tensor) -> Result<Tensor> {
-    let b = activation.dim(0)?;
-    let mut rows = Vec::new();
-    for j in 0..ablated.dim(0)? {
-        let mut parts = Vec::new();
-        if i > 0 {
-            parts.push(activation.narrow(0, 0, i)?);
+/// The logits of one image `[1, …]` with its activation at `layer` replaced by the `n` ablated
+/// ones: one pass whose rest runs on `n` rows when the model carries what it needs past the
+/// layer ([`Hooks::carry`]), else the image repeated `n` times (pytorch-grad-cam's way).
+fn ablated_logits(model: &dyn Model, layer: &str, image: &Tensor, ablated: Tensor) -> Result<Tensor> {
+    let n = ablated.dim(0)?;
+    let expanded = ablated.clone();
+    let hooks = Hooks::none().replace_layer(layer, move |_| Ok(expanded.clone()));
+    if let Ok(out) = model.forward(image, &hooks) {
+        if out.dim(0)? == n {
+            return Ok(out);
         }
-        parts.push(ablated.narrow(0, j, 1)?);
-        if i + 1 < b {
-            parts.push(activation.narrow(0, i + 1, b - i - 1)?);
-        }
-        let out = split.rest(&Tensor::cat(&parts, 0)?)?;
-        rows.push(out.narrow(0, i, 1)?);
     }
-    Ok(Tensor::cat(&rows, 0)?)
+    let mut dims = image.dims().to_vec();
+    dims[0] = n;
+    let repeated = image.broadcast_as(dims)?.contiguous()?;
+    let hooks = Hooks::none().replace_layer(layer, move |_| Ok(ablated.clone()));
+    Ok(model.forward(&repeated, &hooks)?)
 }
 
 fn to_vec(t: &Tensor) -> Result<Vec<f32>> {

@@ -4,7 +4,7 @@ pub enum ExplainError {
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("{method}: the {what} holds {count} NaN or infinite value(s), first at flat index {first} (non-finite weights or inputs?)")]
-    NonFinite { method: &'static str, what: &'static str, count: usize, first: usize },
+    NonFinite { method: String, what: &'static str, count: usize, first: usize },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[cfg(feature = "render")]

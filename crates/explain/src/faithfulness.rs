@@ -10,8 +10,8 @@ pub use road::{noisy_linear_imputation, road, Road, RoadConfig};
 use candle_core::{DType, Tensor, D};
 
 use crate::error::{ExplainError, Result};
-use crate::methods::check_target;
-use crate::model::{Model, ReluMode};
+use crate::attribute::check_target;
+use crate::model::{Hooks, Model};
 
 /// What replaces removed (or not yet revealed) pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +161,7 @@ fn target_probabilities<M: Model + ?Sized>(
         for (i, img) in images.chunks_mut(per_image).enumerate() {
             build(start + i, img);
         }
-        let logits = model.forward(&Tensor::from_vec(images, (len, c, h, w), device)?, ReluMode::Standard)?;
+        let logits = model.forward(&Tensor::from_vec(images, (len, c, h, w), device)?, &Hooks::none())?;
         check_target(target, logits.dim(1)?)?;
         probs.extend(softmax_rows(&logits)?.iter().map(|row| row[target]));
         start += len;

@@ -9,7 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use crate::error::{ExplainError, Result};
-use crate::methods::{auto_batch_rows, Attribution, Method};
+use crate::attribute::{Attribute, Attribution, Method, Unchecked};
+use crate::gradient::auto_batch_rows;
 use crate::model::Model;
 
 /// How the noisy maps are combined (Captum's `nt_type`).
@@ -47,7 +48,19 @@ impl NoiseTunnel {
         Self { inner, kind: NoiseTunnelType::SmoothGrad, samples: 5, stdevs: 1.0, seed: 0 }
     }
 
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+}
+
+impl Attribute for NoiseTunnel {
+    fn name(&self) -> String {
+        format!("{}-{}", self.inner.name(), self.kind.name())
+    }
+
+    fn with_layer(&self, layer: &str) -> Option<Method> {
+        let inner = self.inner.clone().at_layer(layer);
+        Some(Method::new(NoiseTunnel { inner, ..self.clone() }))
+    }
+
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         let b = input.dim(0)?;
         if targets.len() != b {
             return Err(ExplainError::Invalid(format!("{} targets for a batch of {b}", targets.len())));
@@ -78,7 +91,7 @@ impl NoiseTunnel {
             dims[0] = chunk.len();
             let batch = Tensor::from_vec(noisy, dims, input.device())?;
             let chunk_targets: Vec<usize> = chunk.iter().map(|&(i, _)| targets[i]).collect();
-            let a = self.inner.attribute(model, &batch, &chunk_targets)?.attribution;
+            let a = self.inner.compute(model, &batch, &chunk_targets)?.check(&self.inner.name())?.attribution;
             let per_row = a.elem_count() / chunk.len();
             if out_dims.is_none() {
                 sums = vec![vec![0.0; per_row]; b];
@@ -111,6 +124,6 @@ impl NoiseTunnel {
             })
             .collect();
         let dims = out_dims.expect("at least one chunk ran");
-        Ok(Attribution { attribution: Tensor::from_vec(combined, dims, input.device())?, layer_attribution: None, logits: None })
+        Ok(Unchecked::new(Attribution::map(Tensor::from_vec(combined, dims, input.device())?)))
     }
 }

@@ -4,9 +4,11 @@
 
 use candle_core::{DType, Tensor};
 
+use std::any::Any;
+
+use crate::attribute::{check, check_image, target_column, Attribute, Attribution, Unchecked};
 use crate::error::{ExplainError, Result};
-use crate::methods::{check, check_image, target_column, Attribution};
-use crate::model::{Model, ReluMode};
+use crate::model::{Hooks, Model};
 
 /// Occlusion (Captum's `Occlusion` with `sliding_window_shapes = (C, wh, ww)`,
 /// `strides = (C, sh, sw)`): each window position is replaced by `baseline` in all channels and
@@ -69,7 +71,7 @@ impl FeatureAblation {
 }
 
 /// One perturbation: the flat indices, within one sample, set to the baseline.
-type Region = Vec<usize>;
+pub(crate) type Region = Vec<usize>;
 
 /// Every element of the `[y0, y1) × [x0, x1)` rectangle of a `c × h × w` image, all channels.
 fn rectangle((c, h, w): (usize, usize, usize), (y0, y1): (usize, usize), (x0, x1): (usize, usize)) -> Region {
@@ -79,15 +81,15 @@ fn rectangle((c, h, w): (usize, usize, usize), (y0, y1): (usize, usize), (x0, x1
 /// Perturbs every region of every sample, and gives each element the average drop
 /// `y_t(x) − y_t(x with region r at the baseline)` of the regions that cover it (0 where none
 /// does). The logits are those of the unperturbed batch.
-fn attribute_regions<M: Model + ?Sized>(
-    model: &M,
+fn attribute_regions(
+    model: &dyn Model,
     input: &Tensor,
     targets: &[usize],
     regions: &[Region],
     baseline: f32,
     batch_size: usize,
-) -> Result<Attribution> {
-    let logits = model.forward(&input.detach(), ReluMode::Standard)?.detach();
+) -> Result<Unchecked> {
+    let logits = model.forward(&input.detach(), &Hooks::none())?.detach();
     let x: Vec<f32> = input.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let per_sample = x.len() / targets.len().max(1);
     let mut out = vec![0f32; x.len()];
@@ -112,7 +114,7 @@ fn attribute_regions<M: Model + ?Sized>(
             }
             let mut shape = input.dims().to_vec();
             shape[0] = chunk.len();
-            let scores = target_column(&model.forward(&Tensor::from_vec(batch, shape, input.device())?, ReluMode::Standard)?, target)?;
+            let scores = target_column(&model.forward(&Tensor::from_vec(batch, shape, input.device())?, &Hooks::none())?, target)?;
             for (region, score) in chunk.iter().zip(scores) {
                 for &e in region {
                     own[e] += original - score;
@@ -123,11 +125,17 @@ fn attribute_regions<M: Model + ?Sized>(
             *v = if n > 0 { *v / n as f32 } else { 0.0 };
         }
     }
-    Ok(Attribution { attribution: Tensor::from_vec(out, input.dims(), input.device())?, layer_attribution: None, logits: Some(logits) })
+    Ok(Unchecked::new(Attribution { attribution: Tensor::from_vec(out, input.dims(), input.device())?, layer_attribution: None, logits: Some(logits) }))
 }
 
-impl Occlusion {
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+impl Attribute for Occlusion {
+    fn name(&self) -> String {
+        "occlusion".into()
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         let (_, h, w) = check_image(input, targets, "Occlusion")?;
         let c = input.dim(1)?;
         let ((wh, ww), (sh, sw)) = (self.window, self.stride);
@@ -145,15 +153,31 @@ impl Occlusion {
     }
 }
 
-impl FeatureAblation {
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+impl Attribute for FeatureAblation {
+    fn name(&self) -> String {
+        "feature-ablation".into()
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
+        check(input, targets)?;
+        let regions = self.mask.regions(input, targets, "Feature Ablation")?;
+        attribute_regions(model, input, targets, &regions, self.baseline, self.batch_size)
+    }
+}
+
+impl FeatureMask {
+    /// The features of one sample of `input`, each the flat indices of its elements, in
+    /// feature order (ids in increasing order for [`FeatureMask::Ids`]).
+    pub(crate) fn regions(&self, input: &Tensor, targets: &[usize], method: &str) -> Result<Vec<Region>> {
         check(input, targets)?;
         let per_sample: usize = input.dims()[1..].iter().product();
-        let regions: Vec<Region> = match &self.mask {
+        Ok(match self {
             FeatureMask::Elements => (0..per_sample).map(|e| vec![e]).collect(),
-            FeatureMask::Grid(0) => return Err(ExplainError::Invalid("Feature Ablation needs a grid of at least 1 pixel".into())),
+            FeatureMask::Grid(0) => return Err(ExplainError::Invalid(format!("{method} needs a grid of at least 1 pixel"))),
             FeatureMask::Grid(g) => {
-                let (_, h, w) = check_image(input, targets, "Feature Ablation on a grid")?;
+                let (_, h, w) = check_image(input, targets, &format!("{method} on a grid"))?;
                 let c = input.dim(1)?;
                 let mut regions = Vec::new();
                 for y in (0..h).step_by(*g) {
@@ -164,8 +188,7 @@ impl FeatureAblation {
                 regions
             }
             FeatureMask::Ids(ids) => mask_regions(ids, input)?,
-        };
-        attribute_regions(model, input, targets, &regions, self.baseline, self.batch_size)
+        })
     }
 }
 
@@ -188,4 +211,82 @@ fn mask_regions(ids: &Tensor, input: &Tensor) -> Result<Vec<Region>> {
         by_id.entry(id as i64).or_default().push(e);
     }
     Ok(by_id.into_values().collect())
+}
+
+/// What a forward-only method puts in place of a feature that is "absent": Captum's
+/// `baselines`, a scalar or a tensor shaped like one sample.
+#[derive(Debug, Clone)]
+pub enum Baseline {
+    /// Every element of an absent feature takes this value.
+    Value(f32),
+    /// Elements take the values of this sample (`[1, …]` or shaped like one sample).
+    Sample(Tensor),
+}
+
+impl Default for Baseline {
+    /// Zero, Captum's default.
+    fn default() -> Self {
+        Baseline::Value(0.0)
+    }
+}
+
+impl Baseline {
+    /// The baseline values of one sample of `input`.
+    pub(crate) fn values(&self, input: &Tensor) -> Result<Vec<f32>> {
+        let per_sample: usize = input.dims()[1..].iter().product();
+        match self {
+            Baseline::Value(v) if v.is_finite() => Ok(vec![*v; per_sample]),
+            Baseline::Value(v) => Err(ExplainError::Invalid(format!("a baseline must be finite, got {v}"))),
+            Baseline::Sample(t) => {
+                let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                let fits = t.dims() == &input.dims()[1..] || (t.rank() == input.rank() && t.dim(0)? == 1 && t.dims()[1..] == input.dims()[1..]);
+                if !fits {
+                    return Err(ExplainError::Invalid(format!("a baseline {:?} does not match one sample of an input {:?}", t.dims(), input.dims())));
+                }
+                if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(ExplainError::Invalid(format!("the baseline holds a NaN or infinity at flat index {bad}")));
+                }
+                Ok(values)
+            }
+        }
+    }
+}
+
+/// One sample with each feature taken from `x` where `present[f]`, from `baseline` elsewhere
+/// (elements of no feature keep `x`'s value).
+pub(crate) fn compose(x: &[f32], baseline: &[f32], regions: &[Region], present: &[bool]) -> Vec<f32> {
+    let mut out = x.to_vec();
+    for (region, &keep) in regions.iter().zip(present) {
+        if !keep {
+            for &e in region {
+                out[e] = baseline[e];
+            }
+        }
+    }
+    out
+}
+
+/// The target's score of each of `samples` (each one sample of `input`'s shape, flat), run
+/// `per_eval` samples per forward pass.
+pub(crate) fn scores(model: &dyn Model, input: &Tensor, samples: &[Vec<f32>], target: usize, per_eval: usize) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(samples.len());
+    for chunk in samples.chunks(per_eval.max(1)) {
+        let mut shape = input.dims().to_vec();
+        shape[0] = chunk.len();
+        let batch = Tensor::from_vec(chunk.concat(), shape, input.device())?.to_dtype(input.dtype())?;
+        out.extend(target_column(&model.forward(&batch, &Hooks::none())?, target)?);
+    }
+    Ok(out)
+}
+
+/// A per-feature value given to every element of its feature, as a map shaped like one sample
+/// (elements of no feature get 0).
+pub(crate) fn spread(values: &[f64], regions: &[Region], per_sample: usize) -> Vec<f32> {
+    let mut out = vec![0f32; per_sample];
+    for (region, &v) in regions.iter().zip(values) {
+        for &e in region {
+            out[e] = v as f32;
+        }
+    }
+    out
 }

@@ -28,8 +28,8 @@ fn a_closure_over_sequences_is_explained_without_any_trait_impl() {
     // Integrated Gradients is complete: the attributions of a sample sum to f(x) − f(0).
     let ig = IntegratedGradients::new(IntegratedGradientsConfig { steps: 64, ..Default::default() }).attribute(&model, &x, &targets).unwrap();
     assert_eq!(ig.attribution.dims(), &[2, 3, 4]);
-    let fx = v(&model.forward(&x, ReluMode::Standard).unwrap());
-    let f0 = v(&model.forward(&x.zeros_like().unwrap(), ReluMode::Standard).unwrap());
+    let fx = v(&model.forward(&x, &Hooks::none()).unwrap());
+    let f0 = v(&model.forward(&x.zeros_like().unwrap(), &Hooks::none()).unwrap());
     let sums = v(&ig.attribution.sum((1, 2)).unwrap());
     for (i, &t) in targets.iter().enumerate() {
         let want = fx[i * 2 + t] - f0[i * 2 + t];
@@ -67,11 +67,11 @@ fn capabilities_a_model_does_not_declare_are_refused_by_name() {
     let model = FnModel(|x: &Tensor| x.flatten_from(1)?.matmul(&w.t()?));
     let x = pseudo(&[1, 1, 6, 6], 4);
     let guided = GuidedBackprop.attribute(&model, &x, &[0]).unwrap_err().to_string();
-    assert!(guided.contains("supports_guided"), "{guided}");
+    assert!(guided.contains("marks none") && guided.contains("Hooks::relu"), "{guided}");
     let cam = GradCam::default().attribute(&model, &x, &[0]).unwrap_err().to_string();
     assert!(cam.contains("layers"), "{cam}");
     let named = GradCam::new("conv").attribute(&model, &x, &[0]).unwrap_err().to_string();
-    assert!(named.contains("`conv`") && named.contains("no layers"), "{named}");
+    assert!(named.contains("`conv`") && named.contains("marks: none"), "{named}");
     // A model whose logits are not [B, classes] is refused, not misread.
     let flat = FnModel(|x: &Tensor| x.sum_all());
     assert!(Saliency.attribute(&flat, &x, &[0]).unwrap_err().to_string().contains("[B, classes]"));
@@ -81,25 +81,14 @@ fn capabilities_a_model_does_not_declare_are_refused_by_name() {
 struct TwoLayers(Toy);
 
 impl Model for TwoLayers {
-    fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.0.from_layer(&self.0.to_layer(input, mode)?.avg_pool2d(2)?)
-    }
-
-    fn supports_guided(&self) -> bool {
-        true
+    fn forward(&self, input: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+        let pre = input.conv2d(&self.0.conv_w, 1, 1, 1, 1)?.broadcast_add(&self.0.conv_b)?;
+        let a = hooks.layer("conv", &hooks.relu(&pre)?)?;
+        self.0.from_layer(&hooks.layer("pool", &a.avg_pool2d(2)?)?)
     }
 
     fn layers(&self) -> Vec<String> {
         vec!["conv".into(), "pool".into()]
-    }
-
-    fn split<'a>(&'a self, layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
-        let a = self.0.to_layer(input, mode)?;
-        match layer {
-            "conv" => Ok(Split::new(a, |a| self.0.from_layer(&a.avg_pool2d(2)?))),
-            "pool" => Ok(Split::new(a.avg_pool2d(2)?, |p| self.0.from_layer(p))),
-            other => candle_core::bail!("no layer `{other}`"),
-        }
     }
 }
 
@@ -116,7 +105,7 @@ fn the_layer_is_chosen_per_call() {
     assert_eq!(v(default.layer_attribution.as_ref().unwrap()), v(at_pool.layer_attribution.as_ref().unwrap()), "the default is the last layer");
     // At "conv" every position's gradient is fc_w[t, k] / 36 (pool then mean = mean), so the
     // map is Σ_k fc_w[t,k]/36 · A_k, as at the toy's own layer.
-    let a = v(&model.0.to_layer(&x, ReluMode::Standard).unwrap());
+    let a = v(&model.0.forward_to_layer(&x, &Hooks::none()).unwrap());
     let fc = v(&model.0.fc_w);
     let map = v(at_conv.layer_attribution.as_ref().unwrap());
     for i in 0..2 {
@@ -128,10 +117,10 @@ fn the_layer_is_chosen_per_call() {
     let unknown = Cam::new(CamKind::HiResCam).at("fc").attribute(&model, &x, &targets).unwrap_err().to_string();
     assert!(unknown.contains("`fc`") && unknown.contains("conv, pool"), "{unknown}");
     // Methods asked together at different layers each get their own layer, as alone.
-    let methods = [Method::GradCam(GradCam::new("conv")), Method::GuidedGradCam(GuidedGradCam::new("pool")), Method::GradCam(GradCam::new("pool"))];
+    let methods = [Method::new(GradCam::new("conv")), Method::new(GuidedGradCam::new("pool")), Method::new(GradCam::new("pool"))];
     let together = Method::attribute_all(&methods, &model, &x, &targets).unwrap();
     for (m, t) in methods.iter().zip(&together) {
-        close(&v(&t.attribution), &v(&m.attribute(&model, &x, &targets).unwrap().attribution), 1e-6, m.name());
+        close(&v(&t.attribution), &v(&m.attribute(&model, &x, &targets).unwrap().attribution), 1e-6, &m.name());
     }
 }
 
@@ -143,10 +132,10 @@ struct Volume {
 }
 
 impl Volume {
-    fn pool(&self, x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
+    fn pool(&self, x: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
         let (n, _, d, h, w) = x.dims5()?;
         let k = self.w.dim(0)?;
-        let a = relu(&x.broadcast_mul(&self.w.reshape((1, k, 1, 1, 1))?)?.broadcast_add(&self.b.reshape((1, k, 1, 1, 1))?)?, mode)?;
+        let a = hooks.relu(&x.broadcast_mul(&self.w.reshape((1, k, 1, 1, 1))?)?.broadcast_add(&self.b.reshape((1, k, 1, 1, 1))?)?)?;
         a.reshape(vec![n, k, d / 2, 2, h / 2, 2, w / 2, 2])?.mean(7)?.mean(5)?.mean(3)
     }
 
@@ -156,20 +145,12 @@ impl Volume {
 }
 
 impl Model for Volume {
-    fn forward(&self, x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.head(&self.pool(x, mode)?)
-    }
-
-    fn supports_guided(&self) -> bool {
-        true
+    fn forward(&self, x: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+        self.head(&hooks.layer("pool", &self.pool(x, hooks)?)?)
     }
 
     fn layers(&self) -> Vec<String> {
         vec!["pool".into()]
-    }
-
-    fn split<'a>(&'a self, _layer: &str, x: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
-        Ok(Split::new(self.pool(x, mode)?, |p| self.head(p)))
     }
 }
 
@@ -183,7 +164,7 @@ fn grad_cam_on_volumes_is_trilinear_and_gradients_match_finite_differences() {
     let layer = out.layer_attribution.unwrap();
     assert_eq!(layer.dims(), &[1, 2, 3, 3]);
     // ∂y/∂P_k = fc[1, k] / 18 at every position of the 2×3×3 pooled layer.
-    let p = v(&model.pool(&x, ReluMode::Standard).unwrap());
+    let p = v(&model.pool(&x, &Hooks::none()).unwrap());
     let fc = v(&model.fc);
     let want: Vec<f32> = (0..18).map(|s| (0..k).map(|c| fc[k + c] / 18.0 * p[c * 18 + s]).sum()).collect();
     close(&v(&layer), &want, 1e-5, "layer map");
@@ -199,7 +180,7 @@ fn grad_cam_on_volumes_is_trilinear_and_gradients_match_finite_differences() {
     let xv = v(&x);
     let logit = |values: &[f32]| -> f64 {
         let t = Tensor::from_vec(values.to_vec(), (1, 1, 4, 6, 6), &Device::Cpu).unwrap();
-        v(&model.forward(&t, ReluMode::Standard).unwrap())[1] as f64
+        v(&model.forward(&t, &Hooks::none()).unwrap())[1] as f64
     };
     let eps = 1e-2f32;
     for e in (0..xv.len()).step_by(7) {

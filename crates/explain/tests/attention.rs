@@ -17,21 +17,13 @@ struct Fixed {
 }
 
 impl Model for Fixed {
-    fn forward(&self, input: &Tensor, _: ReluMode) -> candle_core::Result<Tensor> {
+    fn forward(&self, input: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+        let b = input.dim(0)?;
+        for block in &self.blocks {
+            hooks.attention(&block.unsqueeze(0)?.broadcast_as((b, 2, T, T))?.contiguous()?, (2, 2))?;
+        }
         let total = input.flatten_from(1)?.sum_keepdim(1)?;
         Tensor::cat(&[&total, &total.neg()?], 1)
-    }
-
-    fn forward_attention(
-        &self,
-        input: &Tensor,
-        tap: &mut dyn FnMut(usize, &Tensor) -> candle_core::Result<Tensor>,
-    ) -> candle_core::Result<Option<(Tensor, (usize, usize))>> {
-        let b = input.dim(0)?;
-        for (i, block) in self.blocks.iter().enumerate() {
-            tap(i, &block.unsqueeze(0)?.broadcast_as((b, 2, T, T))?.contiguous()?)?;
-        }
-        Ok(Some((self.forward(input, ReluMode::Standard)?, (2, 2))))
     }
 }
 
@@ -118,17 +110,8 @@ impl Readout {
 }
 
 impl Model for Readout {
-    fn forward(&self, x: &Tensor, _: ReluMode) -> candle_core::Result<Tensor> {
-        self.logits(&Self::probs(x)?)
-    }
-
-    fn forward_attention(
-        &self,
-        x: &Tensor,
-        tap: &mut dyn FnMut(usize, &Tensor) -> candle_core::Result<Tensor>,
-    ) -> candle_core::Result<Option<(Tensor, (usize, usize))>> {
-        let probs = tap(0, &Self::probs(x)?)?;
-        Ok(Some((self.logits(&probs)?, (2, 2))))
+    fn forward(&self, x: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+        self.logits(&hooks.attention(&Self::probs(x)?, (2, 2))?)
     }
 }
 
@@ -153,7 +136,7 @@ fn chefer_by_hand() {
     assert!(map.iter().any(|m| *m > 0.0), "the test needs some positive relevance: {map:?}");
     // Logits as the model's own.
     let logits = v(&out.logits.unwrap());
-    let direct = v(&model.forward(&x, ReluMode::Standard).unwrap());
+    let direct = v(&model.forward(&x, &Hooks::none()).unwrap());
     assert_eq!(logits, direct);
 }
 
@@ -161,8 +144,8 @@ fn chefer_by_hand() {
 fn a_model_without_attention_is_refused_by_name() {
     let model = FnModel(|x: &Tensor| x.flatten_from(1)?.sum_keepdim(1));
     let x = Tensor::ones((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
-    for method in [Method::AttentionRollout(AttentionRollout::default()), Method::Chefer(Chefer)] {
+    for method in [Method::new(AttentionRollout::default()), Method::new(Chefer)] {
         let err = method.attribute(&model, &x, &[0]).unwrap_err().to_string();
-        assert!(err.contains("forward_attention"), "{err}");
+        assert!(err.contains("Hooks::attention"), "{err}");
     }
 }

@@ -28,7 +28,7 @@ fn grad_cam_by_hand() {
     for target in [0, 1] {
         let out = GradCam::default().attribute(&toy, &x, &[target]).unwrap();
         // ∂y/∂A_k(i, j) = fc_w[target, k] / 36, so α_k = fc_w[target, k] / 36.
-        let a = toy.to_layer(&x, ReluMode::Standard).unwrap();
+        let a = toy.forward_to_layer(&x, &Hooks::none()).unwrap();
         let fc = v(&toy.fc_w);
         let av = v(&a);
         let mut expected = vec![0f32; 36];
@@ -56,7 +56,7 @@ fn saliency_and_input_x_gradient_match_finite_differences() {
     let base = v(&x);
     let f = |vals: Vec<f32>| -> f32 {
         let t = Tensor::from_vec(vals, (1, 1, 6, 6), &Device::Cpu).unwrap();
-        v(&toy.forward(&t, ReluMode::Standard).unwrap())[1]
+        v(&toy.forward(&t, &Hooks::none()).unwrap())[1]
     };
     let eps = 1e-3;
     for i in 0..36 {
@@ -75,8 +75,8 @@ fn integrated_gradients_are_complete() {
     let x = input(6, 2);
     let ig = IntegratedGradients::new(IntegratedGradientsConfig { steps: 50, internal_batch_size: Some(7), baseline: None });
     let out = ig.attribute(&toy, &x, &[0, 1]).unwrap();
-    let f = v(&toy.forward(&x, ReluMode::Standard).unwrap());
-    let f0 = v(&toy.forward(&x.zeros_like().unwrap(), ReluMode::Standard).unwrap());
+    let f = v(&toy.forward(&x, &Hooks::none()).unwrap());
+    let f0 = v(&toy.forward(&x.zeros_like().unwrap(), &Hooks::none()).unwrap());
     let sums: Vec<f32> = v(&out.attribution.sum((1, 2, 3)).unwrap());
     for (b, t) in [(0usize, 0usize), (1, 1)] {
         let delta = f[b * 2 + t] - f0[b * 2 + t];
@@ -85,8 +85,8 @@ fn integrated_gradients_are_complete() {
     // Without ReLU the model is affine, so the rule is exact.
     let linear = Toy::new(5, false);
     let out = IntegratedGradients::default().attribute(&linear, &x, &[1, 0]).unwrap();
-    let f = v(&linear.forward(&x, ReluMode::Standard).unwrap());
-    let f0 = v(&linear.forward(&x.zeros_like().unwrap(), ReluMode::Standard).unwrap());
+    let f = v(&linear.forward(&x, &Hooks::none()).unwrap());
+    let f0 = v(&linear.forward(&x.zeros_like().unwrap(), &Hooks::none()).unwrap());
     let sums: Vec<f32> = v(&out.attribution.sum((1, 2, 3)).unwrap());
     assert!((sums[0] - (f[1] - f0[1])).abs() < 1e-4);
     assert!((sums[1] - (f[2] - f0[2])).abs() < 1e-4);
@@ -174,10 +174,10 @@ fn batched_equals_one_at_a_time() {
     let x = input(14, 3);
     let targets = [0, 1, 1];
     let methods = [
-        Method::GradCam(GradCam::default()),
-        Method::GuidedGradCam(GuidedGradCam::default()),
-        Method::Saliency(Saliency),
-        Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig { steps: 8, ..Default::default() })),
+        Method::new(GradCam::default()),
+        Method::new(GuidedGradCam::default()),
+        Method::new(Saliency),
+        Method::new(IntegratedGradients::new(IntegratedGradientsConfig { steps: 8, ..Default::default() })),
     ];
     for m in methods {
         let all = m.attribute(&toy, &x, &targets).unwrap();
@@ -199,7 +199,7 @@ fn guided_backprop_by_hand() {
     let mut clamped = Toy::new(19, true);
     clamped.fc_w = toy.fc_w.relu().unwrap();
     let var = candle_core::Var::from_tensor(&x).unwrap();
-    let y = clamped.forward(var.as_tensor(), ReluMode::Standard).unwrap().narrow(1, 1, 1).unwrap().sum_all().unwrap();
+    let y = clamped.forward(var.as_tensor(), &Hooks::none()).unwrap().narrow(1, 1, 1).unwrap().sum_all().unwrap();
     let expected = v(y.backward().unwrap().get(var.as_tensor()).unwrap());
     close(&gb, &expected, 1e-6);
     let plain = v(&Saliency.attribute(&toy, &x, &[1]).unwrap().attribution);
@@ -222,20 +222,14 @@ fn guided_grad_cam_is_guided_backprop_times_nearest_cam() {
 struct Pooled(Toy);
 
 impl Model for Pooled {
-    fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.0.from_layer(&self.0.to_layer(input, mode)?.avg_pool2d(2)?)
-    }
-
-    fn supports_guided(&self) -> bool {
-        true
+    fn forward(&self, input: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+        let pre = input.conv2d(&self.0.conv_w, 1, 1, 1, 1)?.broadcast_add(&self.0.conv_b)?;
+        let a = if self.0.relu { hooks.relu(&pre)? } else { pre };
+        self.0.from_layer(&hooks.layer("pool", &a.avg_pool2d(2)?)?)
     }
 
     fn layers(&self) -> Vec<String> {
         vec!["pool".into()]
-    }
-
-    fn split<'a>(&'a self, _layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
-        Ok(Split::new(self.0.to_layer(input, mode)?.avg_pool2d(2)?, |a| self.0.from_layer(a)))
     }
 }
 
@@ -273,7 +267,9 @@ fn grad_cam_at_a_downsampled_layer_upsamples_bilinearly_and_guided_grad_cam_by_n
     let target = 0;
     let out = GradCam::default().attribute(&model, &x, &[target]).unwrap();
     // ∂y/∂A_k(i, j) = fc_w[target, k] / 9 on the 3×3 layer.
-    let a = model.split("pool", &x, ReluMode::Standard).unwrap().activation;
+    let hooks = Hooks::none().watch_layer("pool", LayerGradient::None);
+    model.forward(&x, &hooks).unwrap();
+    let a = hooks.layer_activation().unwrap();
     let (fc, av) = (v(&model.0.fc_w), v(&a));
     let mut map = vec![0f32; 9];
     for k in 0..4 {
@@ -313,10 +309,10 @@ fn non_finite_results_are_errors_naming_the_method() {
     let mut toy = Toy::new(1, true);
     toy.fc_b = Tensor::from_vec(vec![f32::NAN, 0.0], 2, &Device::Cpu).unwrap();
     let x = input(1, 1);
-    for method in [Method::GradCam(GradCam::default()), Method::Saliency(Saliency)] {
+    for method in [Method::new(GradCam::default()), Method::new(Saliency)] {
         let err = method.attribute(&toy, &x, &[1]).unwrap_err();
         assert!(matches!(&err, ExplainError::NonFinite { what: "logits", count: 1, first: 0, .. }), "{err}");
-        assert!(err.to_string().starts_with(method.name()), "{err}");
+        assert!(err.to_string().starts_with(&method.name()), "{err}");
     }
 }
 
@@ -395,73 +391,50 @@ fn grad_cam_energy_lies_in_the_region_that_carries_the_evidence() {
     assert!(pointing_hit(&cam, &mask));
 }
 
-/// A toy with an optional ReLU after the target layer, counting its lower forward passes, and
-/// claiming `relu_free` (which may be a lie, to show what the claim changes).
+/// A toy with an optional ReLU after the target layer, counting its forward passes.
 struct Counting {
     toy: Toy,
     relu_after_layer: bool,
-    relu_free: bool,
-    lower_passes: std::cell::Cell<usize>,
-}
-
-impl Counting {
-    fn to_layer(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.lower_passes.set(self.lower_passes.get() + 1);
-        self.toy.to_layer(input, mode)
-    }
-
-    fn from_layer(&self, a: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        if self.relu_after_layer {
-            self.toy.from_layer(&relu(&(a - 0.1)?, mode)?)
-        } else {
-            self.toy.from_layer(a)
-        }
-    }
+    passes: std::cell::Cell<usize>,
 }
 
 impl Model for Counting {
-    fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.from_layer(&self.to_layer(input, mode)?, mode)
-    }
-
-    fn supports_guided(&self) -> bool {
-        true
+    fn forward(&self, input: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+        self.passes.set(self.passes.get() + 1);
+        let a = self.toy.forward_to_layer(input, hooks)?;
+        if self.relu_after_layer {
+            self.toy.from_layer(&hooks.relu(&(a - 0.1)?)?)
+        } else {
+            self.toy.from_layer(&a)
+        }
     }
 
     fn layers(&self) -> Vec<String> {
         vec!["conv".into()]
     }
-
-    fn split<'a>(&'a self, _layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
-        Ok(Split::new(self.to_layer(input, mode)?, move |a| self.from_layer(a, mode)))
-    }
-
-    fn relu_free_after(&self, _layer: &str) -> bool {
-        self.relu_free
-    }
 }
 
 fn all_methods() -> Vec<Method> {
     vec![
-        Method::GradCam(GradCam::default()),
-        Method::GuidedBackprop(GuidedBackprop),
-        Method::GuidedGradCam(GuidedGradCam::default()),
-        Method::Saliency(Saliency),
-        Method::InputXGradient(InputXGradient),
-        Method::GradientShap(GradientShap::default()),
-        Method::IntegratedGradients(IntegratedGradients::new(IntegratedGradientsConfig { steps: 8, ..Default::default() })),
+        Method::new(GradCam::default()),
+        Method::new(GuidedBackprop),
+        Method::new(GuidedGradCam::default()),
+        Method::new(Saliency),
+        Method::new(InputXGradient),
+        Method::new(GradientShap::default()),
+        Method::new(IntegratedGradients::new(IntegratedGradientsConfig { steps: 8, ..Default::default() })),
     ]
 }
 
 #[test]
 fn methods_asked_together_share_passes_and_equal_the_methods_run_alone() {
     for relu_after_layer in [false, true] {
-        let model = Counting { toy: Toy::new(5, !relu_after_layer), relu_after_layer, relu_free: !relu_after_layer, lower_passes: 0.into() };
+        let model = Counting { toy: Toy::new(5, !relu_after_layer), relu_after_layer, passes: 0.into() };
         let x = input(2, 2);
         let targets = [1, 0];
         let methods = all_methods();
         let alone: Vec<Attribution> = methods.iter().map(|m| m.attribute(&model, &x, &targets).unwrap()).collect();
-        model.lower_passes.set(0);
+        model.passes.set(0);
         let together = Method::attribute_all(&methods, &model, &x, &targets).unwrap();
         let logits = alone[0].logits.clone().unwrap();
         for ((m, a), t) in methods.iter().zip(&alone).zip(&together) {
@@ -469,27 +442,35 @@ fn methods_asked_together_share_passes_and_equal_the_methods_run_alone() {
             assert_eq!(v(t.logits.as_ref().unwrap()), v(&logits), "{} logits", m.name());
             assert_eq!(a.layer_attribution.as_ref().map(v), t.layer_attribution.as_ref().map(v));
         }
-        // Lower passes: Grad-CAM/Guided Backprop/Guided Grad-CAM one (two when a ReLU after the
-        // layer makes the Grad-CAM pass separate), Saliency + Input×Gradient one, GradientSHAP
-        // one, Integrated Gradients one (8 steps in one batch).
+        // Passes: Grad-CAM/Guided Backprop/Guided Grad-CAM one (two when the pass marks a ReLU
+        // after the layer, which makes the Grad-CAM pass separate), Saliency + Input×Gradient
+        // one, GradientSHAP one, Integrated Gradients one (8 steps in one batch).
         let expected = if relu_after_layer { 5 } else { 4 };
-        assert_eq!(model.lower_passes.get(), expected, "ReLU after the layer: {relu_after_layer}");
+        assert_eq!(model.passes.get(), expected, "ReLU after the layer: {relu_after_layer}");
     }
 }
 
 #[test]
-fn the_relu_free_claim_matters_when_a_relu_follows_the_layer() {
-    // With a ReLU after the layer the guided gradient at the layer differs from Grad-CAM's:
-    // claiming otherwise would change the Grad-CAM map, which is why the claim defaults to false.
-    let honest = Counting { toy: Toy::new(7, false), relu_after_layer: true, relu_free: false, lower_passes: 0.into() };
-    let liar = Counting { toy: Toy::new(7, false), relu_after_layer: true, relu_free: true, lower_passes: 0.into() };
+fn a_relu_after_the_layer_keeps_grad_cam_on_its_own_standard_pass() {
+    // With a ReLU after the layer the guided gradient at the layer differs from Grad-CAM's; the
+    // hooks see the ReLU, so Grad-CAM asked with Guided Backprop still equals Grad-CAM alone,
+    // and differs from the map the guided layer gradient would give.
+    let model = Counting { toy: Toy::new(7, false), relu_after_layer: true, passes: 0.into() };
     let x = input(3, 1);
-    let methods = [Method::GradCam(GradCam::default()), Method::GuidedBackprop(GuidedBackprop)];
-    let right = Method::attribute_all(&methods, &honest, &x, &[0]).unwrap();
-    let wrong = Method::attribute_all(&methods, &liar, &x, &[0]).unwrap();
-    let alone = GradCam::default().attribute(&honest, &x, &[0]).unwrap();
-    assert_eq!(v(right[0].layer_attribution.as_ref().unwrap()), v(alone.layer_attribution.as_ref().unwrap()));
-    assert_ne!(v(wrong[0].layer_attribution.as_ref().unwrap()), v(alone.layer_attribution.as_ref().unwrap()));
+    let methods = [Method::new(GradCam::default()), Method::new(GuidedBackprop)];
+    let together = Method::attribute_all(&methods, &model, &x, &[0]).unwrap();
+    let alone = GradCam::default().attribute(&model, &x, &[0]).unwrap();
+    assert_eq!(v(together[0].layer_attribution.as_ref().unwrap()), v(alone.layer_attribution.as_ref().unwrap()));
+    let var = candle_core::Var::from_tensor(&x).unwrap();
+    let hooks = Hooks::none().with_relu_mode(ReluMode::Guided).watch_layer("conv", LayerGradient::Through);
+    let logits = model.forward(var.as_tensor(), &hooks).unwrap();
+    assert_eq!(hooks.relus_after_layer(), Some(1));
+    let grads = logits.narrow(1, 0, 1).unwrap().sum_all().unwrap().backward().unwrap();
+    let guided_g = v(&hooks.layer_gradient(&grads).unwrap());
+    let plain = Hooks::none().watch_layer("conv", LayerGradient::Cut);
+    let logits = model.forward(&x, &plain).unwrap();
+    let grads = logits.narrow(1, 0, 1).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_ne!(guided_g, v(&plain.layer_gradient(&grads).unwrap()), "the test needs the guided layer gradient to differ");
 }
 
 #[test]
@@ -505,7 +486,7 @@ fn curves_of_several_maps_equal_each_curve_evaluated_image_by_image() {
     let curves = deletion_insertion_many(&toy, &x, &refs, 1, &cfg).unwrap();
     let base = tgc_explain::faithfulness::gaussian_blur(&xs, 1, 6, 6, 1.0);
     let prob = |img: &[f32]| -> f32 {
-        let logits = toy.forward(&Tensor::from_vec(img.to_vec(), (1, 1, 6, 6), &Device::Cpu).unwrap(), ReluMode::Standard).unwrap();
+        let logits = toy.forward(&Tensor::from_vec(img.to_vec(), (1, 1, 6, 6), &Device::Cpu).unwrap(), &Hooks::none()).unwrap();
         let l = v(&logits);
         1.0 / (1.0 + (l[0] - l[1]).exp())
     };

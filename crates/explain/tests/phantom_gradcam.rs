@@ -8,7 +8,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use tgc_data::phantom::{generate, mask_path, PhantomConfig};
 use tgc_data::{read_nifti, Dataset};
 use tgc_explain::faithfulness::energy_in_mask;
-use tgc_explain::{relu, GradCam, Model, ReluMode, Split};
+use tgc_explain::{Attribute, GradCam, Hooks, Model};
 
 /// conv 5×5/2 (1→8) → ReLU → conv 3×3/1 (8→8) → ReLU → [target] → GAP → linear (8→2).
 struct SmallCnn {
@@ -41,11 +41,11 @@ impl SmallCnn {
 }
 
 impl SmallCnn {
-    fn to_layer(&self, x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
+    fn to_layer(&self, x: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
         let conv =
             |x: &Tensor, (w, b): &(Var, Var), stride, pad| x.conv2d(w.as_tensor(), pad, stride, 1, 1)?.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?);
-        let h = relu(&conv(x, &self.c1, 2, 2)?, mode)?;
-        relu(&conv(&h, &self.c2, 1, 1)?, mode)
+        let h = hooks.relu(&conv(x, &self.c1, 2, 2)?)?;
+        hooks.relu(&conv(&h, &self.c2, 1, 1)?)
     }
 
     fn from_layer(&self, a: &Tensor) -> candle_core::Result<Tensor> {
@@ -54,16 +54,12 @@ impl SmallCnn {
 }
 
 impl Model for SmallCnn {
-    fn forward(&self, x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.from_layer(&self.to_layer(x, mode)?)
+    fn forward(&self, x: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+        self.from_layer(&hooks.layer("conv2", &self.to_layer(x, hooks)?)?)
     }
 
     fn layers(&self) -> Vec<String> {
         vec!["conv2".into()]
-    }
-
-    fn split<'a>(&'a self, _layer: &str, x: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
-        Ok(Split::new(self.to_layer(x, mode)?, |a| self.from_layer(a)))
     }
 }
 
@@ -84,11 +80,11 @@ fn trained_cnn_grad_cam_concentrates_in_the_changed_region() {
     let model = SmallCnn::new();
     let mut opt = AdamW::new(model.vars(), ParamsAdamW { lr: 0.01, weight_decay: 0.0, ..Default::default() }).unwrap();
     for _ in 0..150 {
-        let logits = model.forward(&x, ReluMode::Standard).unwrap();
+        let logits = model.forward(&x, &Hooks::none()).unwrap();
         let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
         opt.backward_step(&loss).unwrap();
     }
-    let logits = model.forward(&x, ReluMode::Standard).unwrap();
+    let logits = model.forward(&x, &Hooks::none()).unwrap();
     let predicted: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
     let labels: Vec<u32> = y.to_vec1().unwrap();
     let accuracy = predicted.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64 / n as f64;

@@ -4,8 +4,8 @@
 //! temporal model's output through that visit's features into the backbone.
 
 use candle_core::{DType, Tensor};
-use tgc_backbones::{Backbone, TargetLayer};
-use tgc_explain::{Attribution, Method, Model, ReluMode, Split};
+use tgc_backbones::Backbone;
+use tgc_explain::{Attribution, Hooks, Method, Model};
 
 use crate::error::{Result, TrainError};
 use crate::model::Head;
@@ -21,13 +21,9 @@ pub struct SequenceModel<'a> {
 }
 
 impl Model for SequenceModel<'_> {
-    fn forward(&self, input: &Tensor, _mode: ReluMode) -> candle_core::Result<Tensor> {
+    fn forward(&self, input: &Tensor, _hooks: &Hooks) -> candle_core::Result<Tensor> {
         let (b, t, f) = input.dims3().map_err(|_| to_candle(format!("a visit sequence is [B, T, F], got {:?}", input.dims())))?;
         self.head.forward_eval(&input.reshape((b, t * f))?).map_err(to_candle)
-    }
-
-    fn supports_guided(&self) -> bool {
-        true // no ReLU: both modes are the same function and gradient
     }
 }
 
@@ -155,14 +151,10 @@ impl VisitModel<'_> {
     }
 }
 
+/// The backbone's marks (layers, ReLUs, attention); the temporal head has none.
 impl Model for VisitModel<'_> {
-    fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.logits(&self.visits.backbone.features_with(input, mode).map_err(to_candle)?)
-    }
-
-    /// The backbone's ReLUs follow the mode; the temporal head has none.
-    fn supports_guided(&self) -> bool {
-        true
+    fn forward(&self, input: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+        self.logits(&self.visits.backbone.forward(input, hooks).map_err(to_candle)?)
     }
 
     fn layers(&self) -> Vec<String> {
@@ -171,17 +163,5 @@ impl Model for VisitModel<'_> {
 
     fn default_layer(&self) -> Option<String> {
         Some(self.visits.backbone.target_layer_name())
-    }
-
-    fn split<'a>(&'a self, layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
-        let layer: TargetLayer = layer.parse().map_err(to_candle)?;
-        let backbone = self.visits.backbone;
-        let target = backbone.forward_to_layer(input, layer, mode).map_err(to_candle)?;
-        let activation = target.map().clone();
-        Ok(Split::new(activation, move |a| self.logits(&backbone.features_from_target(a, &target, mode).map_err(to_candle)?)))
-    }
-
-    fn relu_free_after(&self, layer: &str) -> bool {
-        layer.parse().is_ok_and(|l| self.visits.backbone.relu_free_after(l))
     }
 }

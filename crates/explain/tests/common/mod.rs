@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use candle_core::{Device, Tensor};
-use tgc_explain::{relu, Model, ReluMode, Split};
+use tgc_explain::{relu, Hooks, Model, ReluMode};
 
 /// Deterministic values in [−0.5, 0.5) from a linear congruential generator.
 pub fn pseudo(shape: &[usize], seed: u64) -> Tensor {
@@ -63,28 +63,22 @@ impl Toy {
     }
 }
 
-impl Model for Toy {
-    fn forward(&self, input: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
-        self.from_layer(&self.to_layer(input, mode)?)
+impl Toy {
+    /// The pass to the layer `conv`, marked.
+    pub fn forward_to_layer(&self, input: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+        let pre = input.conv2d(&self.conv_w, 1, 1, 1, 1)?.broadcast_add(&self.conv_b)?;
+        let a = if self.relu { hooks.relu(&pre)? } else { pre };
+        hooks.layer("conv", &a)
     }
+}
 
-    fn supports_guided(&self) -> bool {
-        true
+impl Model for Toy {
+    fn forward(&self, input: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+        self.from_layer(&self.forward_to_layer(input, hooks)?)
     }
 
     fn layers(&self) -> Vec<String> {
         vec!["conv".into()]
-    }
-
-    fn split<'a>(&'a self, layer: &str, input: &Tensor, mode: ReluMode) -> candle_core::Result<Split<'a>> {
-        if layer != "conv" {
-            candle_core::bail!("no layer `{layer}`");
-        }
-        Ok(Split::new(self.to_layer(input, mode)?, |a| self.from_layer(a)))
-    }
-
-    fn relu_free_after(&self, _layer: &str) -> bool {
-        true
     }
 }
 

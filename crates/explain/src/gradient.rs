@@ -1,98 +1,39 @@
-//! The attribution methods. Each takes an input batch `[B, …]` and one target class per
-//! sample, and runs its forward/backward passes batched. The gradient methods take inputs of
-//! any rank; the layer methods up-sample their map to the input's spatial axes (`[B, C, H, W]`
-//! images, `[B, C, D, H, W]` volumes).
+//! The gradient methods. Each takes an input batch `[B, …]` and one target class per sample,
+//! and runs its forward/backward passes batched. The input-gradient methods take inputs of any
+//! rank; the layer methods up-sample their map to the input's spatial axes (`[B, C, H, W]`
+//! images, `[B, C, D, H, W]` volumes). [`Method::attribute_all`] runs several sharing passes.
+
+use std::any::Any;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
+use crate::attribute::{check, check_target, Attribute, Attribution, Method, Unchecked};
 use crate::error::{ExplainError, Result};
 use crate::interpolate::{resize, Interpolation};
-use crate::model::{Model, ReluMode};
+use crate::model::{Hooks, LayerGradient, Model, ReluMode};
 use crate::quadrature::gauss_legendre_unit;
-use crate::{AttentionRollout, Cam, Chefer, FeatureAblation, NoiseTunnel, Occlusion};
-
-/// The result of a method.
-#[derive(Debug, Clone)]
-pub struct Attribution {
-    /// Shaped like the input (`[B, 1, …spatial]` for the layer methods), at its resolution.
-    pub attribution: Tensor,
-    /// The layer methods' layer-resolution map before ReLU, `[B, …layer spatial]`.
-    pub layer_attribution: Option<Tensor>,
-    /// The model's logits on the (unperturbed) input, `[B, classes]`, when the method's passes
-    /// computed them (every method but GradientSHAP and Integrated Gradients, which never run
-    /// the input itself; [`attribute_all`] fills them in for every method).
-    pub logits: Option<Tensor>,
-}
-
-/// Any method, for callers that choose one at run time.
-#[derive(Debug, Clone)]
-pub enum Method {
-    GradCam(GradCam),
-    GuidedBackprop(GuidedBackprop),
-    GuidedGradCam(GuidedGradCam),
-    GradientShap(GradientShap),
-    Saliency(Saliency),
-    InputXGradient(InputXGradient),
-    IntegratedGradients(IntegratedGradients),
-    /// One of pytorch-grad-cam's CAMs (HiResCAM, Grad-CAM++, …).
-    Cam(Cam),
-    Occlusion(Occlusion),
-    FeatureAblation(FeatureAblation),
-    /// A method under Captum's `NoiseTunnel`.
-    NoiseTunnel(Box<NoiseTunnel>),
-    /// Attention rollout over a transformer's blocks.
-    AttentionRollout(AttentionRollout),
-    /// Chefer et al.'s gradient-weighted attention relevance.
-    Chefer(Chefer),
-}
 
 impl Method {
-    /// Runs the method; a NaN or infinity in its logits or attribution is an error naming the
-    /// method, never a silent NaN map.
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
-        let out = self.attribute_unchecked(model, input, targets)?;
-        self.checked(out)
-    }
-
-    fn attribute_unchecked<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
-        match self {
-            Method::GradCam(m) => m.attribute(model, input, targets),
-            Method::GuidedBackprop(m) => m.attribute(model, input, targets),
-            Method::GuidedGradCam(m) => m.attribute(model, input, targets),
-            Method::GradientShap(m) => m.attribute(model, input, targets),
-            Method::Saliency(m) => m.attribute(model, input, targets),
-            Method::InputXGradient(m) => m.attribute(model, input, targets),
-            Method::IntegratedGradients(m) => m.attribute(model, input, targets),
-            Method::Cam(m) => m.attribute(model, input, targets),
-            Method::Occlusion(m) => m.attribute(model, input, targets),
-            Method::FeatureAblation(m) => m.attribute(model, input, targets),
-            Method::NoiseTunnel(m) => m.attribute(model, input, targets),
-            Method::AttentionRollout(m) => m.attribute(model, input, targets),
-            Method::Chefer(m) => m.attribute(model, input, targets),
-        }
-    }
-
     /// Runs several methods on the same input and targets, sharing passes where their
-    /// definitions allow, and returns one result per method, in order, each with the logits.
-    /// Grad-CAM, Guided Backprop and Guided Grad-CAM share one forward pass (and, when the
-    /// model's pass after the layer has no ReLU, one guided backward pass gives both the
-    /// layer's gradient and the guided input gradient); Saliency and Input×Gradient share one
-    /// input gradient; the logits come from whichever pass ran the input, or from one forward
-    /// pass when only GradientSHAP or Integrated Gradients were asked. The results equal those
-    /// of the methods run one by one.
-    pub fn attribute_all<M: Model + ?Sized>(methods: &[Method], model: &M, input: &Tensor, targets: &[usize]) -> Result<Vec<Attribution>> {
+    /// definitions allow, and returns one result per method, in order, each with the logits
+    /// and each checked for non-finite numbers. Grad-CAM, Guided Backprop and Guided Grad-CAM
+    /// share one forward pass (and, when the model marks no ReLU after the layer, one guided
+    /// backward pass gives both the layer's gradient and the guided input gradient); Saliency
+    /// and Input×Gradient share one input gradient; any other method, a user's own included,
+    /// runs alone; the logits come from whichever pass ran the input, or from one forward pass.
+    /// The results equal those of the methods run one by one.
+    pub fn attribute_all(methods: &[Method], model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Vec<Attribution>> {
         check(input, targets)?;
         // The layer of the first Grad-CAM / Guided Grad-CAM is the shared pass's; one naming
         // another layer runs alone.
         fn layer_of(m: &Method) -> Option<Option<&str>> {
-            match m {
-                Method::GradCam(g) => Some(g.layer.as_deref()),
-                Method::GuidedGradCam(g) => Some(g.layer.as_deref()),
-                _ => None,
+            if let Some(g) = m.downcast_ref::<GradCam>() {
+                return Some(g.layer.as_deref());
             }
+            m.downcast_ref::<GuidedGradCam>().map(|g| g.layer.as_deref())
         }
         let shared_layer = match methods.iter().find_map(layer_of) {
             Some(named) => Some(resolve_layer(model, named)?),
@@ -106,15 +47,17 @@ impl Method {
         for m in methods {
             want_map |= in_shared(m)?;
         }
-        let any = |f: fn(&Method) -> bool| methods.iter().any(f);
-        let want_guided =
-            any(|m| matches!(m, Method::GuidedBackprop(_))) || methods.iter().any(|m| matches!(m, Method::GuidedGradCam(_)) && in_shared(m).unwrap_or(false));
-        let want_plain = any(|m| matches!(m, Method::Saliency(_) | Method::InputXGradient(_)));
+        let is = |m: &Method, f: fn(&Method) -> bool| f(m);
+        let guided_bp = |m: &Method| m.downcast_ref::<GuidedBackprop>().is_some();
+        let guided_gc = |m: &Method| m.downcast_ref::<GuidedGradCam>().is_some();
+        let plain_kind = |m: &Method| m.downcast_ref::<Saliency>().is_some() || m.downcast_ref::<InputXGradient>().is_some();
+        let want_guided = methods.iter().any(|m| is(m, guided_bp)) || methods.iter().any(|m| guided_gc(m) && in_shared(m).unwrap_or(false));
+        let want_plain = methods.iter().any(plain_kind);
         let shared = match (&shared_layer, want_map || want_guided) {
             (layer, true) => Some(guided_and_cam(model, layer.as_deref().filter(|_| want_map), input, targets, want_guided)?),
             _ => None,
         };
-        let plain = if want_plain { Some(input_gradient(model, &input.detach(), targets, 1, ReluMode::Standard)?) } else { None };
+        let plain = if want_plain { Some(input_gradient(model, &input.detach(), targets, ReluMode::Standard)?) } else { None };
         let logits = match (&shared, &plain) {
             (Some(s), _) => s.logits.clone(),
             (None, Some((_, l))) => l.clone(),
@@ -127,138 +70,85 @@ impl Method {
             .iter()
             .map(|m| {
                 let shares = in_shared(m)?;
-                let mut a = match m {
-                    Method::GradCam(_) if shares => cam_attribution(map(), logits.clone(), input)?,
-                    Method::GuidedBackprop(_) => Attribution { attribution: guided(), layer_attribution: None, logits: None },
-                    Method::GuidedGradCam(_) if shares => guided_grad_cam(&guided(), map(), logits.clone(), input)?,
-                    Method::Saliency(_) => Attribution { attribution: plain_grad().abs()?, layer_attribution: None, logits: None },
-                    Method::InputXGradient(_) => Attribution { attribution: input.mul(&plain_grad())?, layer_attribution: None, logits: None },
-                    other => other.attribute_unchecked(model, input, targets)?,
+                let mut a = if m.downcast_ref::<GradCam>().is_some() && shares {
+                    cam_attribution(map(), logits.clone(), input)?
+                } else if guided_bp(m) {
+                    Attribution::map(guided())
+                } else if guided_gc(m) && shares {
+                    guided_grad_cam(&guided(), map(), logits.clone(), input)?
+                } else if m.downcast_ref::<Saliency>().is_some() {
+                    Attribution::map(plain_grad().abs()?)
+                } else if m.downcast_ref::<InputXGradient>().is_some() {
+                    Attribution::map(input.mul(&plain_grad())?)
+                } else {
+                    return m.compute(model, input, targets)?.check(&m.name()).map(|mut a| {
+                        a.logits = Some(logits.clone());
+                        a
+                    });
                 };
                 a.logits = Some(logits.clone());
-                m.checked(a)
+                Unchecked::new(a).check(&m.name())
             })
             .collect()
     }
-
-    /// The same method explaining `layer` when it is a layer method (Grad-CAM, Guided
-    /// Grad-CAM, the CAM family, and such a method under a noise tunnel); others unchanged.
-    pub fn with_layer(self, layer: &str) -> Method {
-        let layer = Some(layer.to_owned());
-        match self {
-            Method::GradCam(_) => Method::GradCam(GradCam { layer }),
-            Method::GuidedGradCam(_) => Method::GuidedGradCam(GuidedGradCam { layer }),
-            Method::Cam(c) => Method::Cam(Cam { layer, ..c }),
-            Method::NoiseTunnel(nt) => {
-                let inner = nt.inner.clone().with_layer(layer.as_deref().unwrap_or_default());
-                Method::NoiseTunnel(Box::new(NoiseTunnel { inner, ..*nt }))
-            }
-            other => other,
-        }
-    }
-
-    /// A NaN or infinity in the logits or the attribution is an error naming the method.
-    fn checked(&self, out: Attribution) -> Result<Attribution> {
-        for (what, t) in [("logits", out.logits.as_ref()), ("attribution", Some(&out.attribution))] {
-            if let Some((count, first)) = t.map(crate::check::non_finite).transpose()?.flatten() {
-                return Err(ExplainError::NonFinite { method: self.name(), what, count, first });
-            }
-        }
-        Ok(out)
-    }
-
-    /// The command-line name (`gradcam`, `guided-backprop`, …).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Method::GradCam(_) => "gradcam",
-            Method::GuidedBackprop(_) => "guided-backprop",
-            Method::GuidedGradCam(_) => "guided-gradcam",
-            Method::GradientShap(_) => "gradient-shap",
-            Method::Saliency(_) => "saliency",
-            Method::InputXGradient(_) => "input-x-gradient",
-            Method::IntegratedGradients(_) => "integrated-gradients",
-            Method::Cam(c) => c.kind.name(),
-            Method::Occlusion(_) => "occlusion",
-            Method::FeatureAblation(_) => "feature-ablation",
-            Method::NoiseTunnel(nt) => interned(format!("{}-{}", nt.inner.name(), nt.kind.name())),
-            Method::AttentionRollout(_) => "attention-rollout",
-            Method::Chefer(_) => "chefer",
-        }
-    }
 }
 
-/// A name made at run time (a method under a noise tunnel), kept for the life of the process:
-/// there are a few dozen possible names at most.
-fn interned(name: String) -> &'static str {
-    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(found) = names.iter().find(|n| **n == name) {
-        return found;
-    }
-    let leaked: &'static str = Box::leak(name.into_boxed_str());
-    names.push(leaked);
-    leaked
-}
-
-/// The batch size of an input `[B, …]` with one target per sample.
-pub(crate) fn check(input: &Tensor, targets: &[usize]) -> Result<usize> {
-    if input.rank() < 2 {
-        return Err(ExplainError::Invalid(format!("input must be a batch [B, …] of at least 2 axes, got {:?}", input.dims())));
-    }
-    let b = input.dim(0)?;
-    if targets.len() != b {
-        return Err(ExplainError::Invalid(format!("{} targets for a batch of {b}", targets.len())));
-    }
-    Ok(b)
-}
-
-/// An image batch `[B, C, H, W]` with one target per sample (the methods whose windows or
-/// blocks are 2-D): `(B, H, W)`.
-pub(crate) fn check_image(input: &Tensor, targets: &[usize], method: &str) -> Result<(usize, usize, usize)> {
-    check(input, targets)?;
-    let (b, _, h, w) = input.dims4().map_err(|_| ExplainError::Invalid(format!("{method} takes images [B, C, H, W], got {:?}", input.dims())))?;
-    Ok((b, h, w))
-}
-
-/// The layer a layer method explains: the one it names, or the model's default. The model's
-/// `split` refuses a name it does not have.
-pub(crate) fn resolve_layer<M: Model + ?Sized>(model: &M, named: Option<&str>) -> Result<String> {
+/// The layer a layer method explains: the one it names, or the model's default.
+pub(crate) fn resolve_layer(model: &dyn Model, named: Option<&str>) -> Result<String> {
     match named {
         Some(layer) => Ok(layer.to_owned()),
-        None => model.default_layer().ok_or_else(|| ExplainError::Invalid("a layer method needs a model with layers (Model::layers / Model::split)".into())),
+        None => model.default_layer().ok_or_else(|| {
+            ExplainError::Invalid("a layer method needs a layer: name one, or list the model's layers (Model::layers) so that the last is the default".into())
+        }),
     }
 }
 
-/// The pass split at `layer`, with the model's refusal turned into an error naming its layers.
-pub(crate) fn split_at<'a, M: Model + ?Sized>(model: &'a M, layer: &str, input: &Tensor, mode: ReluMode) -> Result<crate::model::Split<'a>> {
-    model.split(layer, input, mode).map_err(|e| {
-        let layers = model.layers();
-        let known = if layers.is_empty() { "none".to_owned() } else { layers.join(", ") };
-        ExplainError::Invalid(format!("layer `{layer}`: {e} (the model's layers: {known})"))
-    })
+/// The error for a layer the pass did not mark, naming those it did.
+pub(crate) fn unmarked_layer(layer: &str, hooks: &Hooks) -> ExplainError {
+    let marked = hooks.marked_layers();
+    let known = if marked.is_empty() { "none".to_owned() } else { marked.join(", ") };
+    ExplainError::Invalid(format!("layer `{layer}`: the model's pass does not mark it (it marks: {known})"))
 }
 
-/// Refuses a guided method on a model that does not declare guided ReLUs.
-pub(crate) fn check_guided<M: Model + ?Sized>(model: &M, method: &str) -> Result<()> {
-    if model.supports_guided() {
-        Ok(())
-    } else {
-        Err(ExplainError::Invalid(format!("{method} needs a model whose ReLUs follow the guided mode (Model::supports_guided)")))
-    }
-}
-
-/// A target class the model has, or an error naming both.
-pub(crate) fn check_target(target: usize, classes: usize) -> Result<()> {
-    if target >= classes {
-        return Err(ExplainError::Invalid(format!("target class {target} but the model has {classes} classes")));
+/// A guided pass must have marked something: a model that uses no hooks at all cannot have
+/// its ReLUs replaced. One that marks its layers but no ReLU is taken to have none (a GELU
+/// transformer), and its guided gradient is the gradient, as Captum's `GuidedBackprop` is on a
+/// model without ReLU modules.
+fn check_guided_marks(hooks: &Hooks, method: &str) -> Result<()> {
+    if hooks.relus_marked() == 0 && hooks.marked_layers().is_empty() {
+        return Err(ExplainError::Invalid(format!(
+            "{method} replaces the backward rule of the model's ReLUs, but its pass marks none (nor anything else): route every ReLU through Hooks::relu (or Hooks::relu_mode for a fused kernel)"
+        )));
     }
     Ok(())
 }
 
-/// Column `target` of logits `[n, classes]`: the target's score of every row.
-pub(crate) fn target_column(logits: &Tensor, target: usize) -> Result<Vec<f32>> {
-    check_target(target, logits.dim(1)?)?;
-    Ok(logits.narrow(1, target, 1)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+/// The error for an input gradient that did not arrive: the model's output does not depend on
+/// its input in candle's graph, which names the known causes and the way out.
+pub(crate) fn no_input_gradient() -> ExplainError {
+    ExplainError::Invalid(
+        "no gradient reached the input: the model's output does not depend on it in candle's graph. Known causes in candle 0.11: \
+         candle_nn::ops::layer_norm (taken by LayerNorm::forward on contiguous inputs), rms_norm and softmax_last_dim record no backward pass \
+         (candle issues #2168, #3011, #3569), and max_pool2d's backward refuses kernel ≠ stride (an error of its own); a detach() or a \
+         non-differentiable op in the forward pass does the same. Use the differentiable ops of tgc-kernels in the model, or explain it \
+         with the forward-only methods, which need no gradient: Occlusion, FeatureAblation, ShapleyValueSampling, ShapleyValues, KernelShap, \
+         Lime, FeaturePermutation"
+            .into(),
+    )
+}
+
+/// The error for a backward pass candle refused, with the way out.
+pub(crate) fn backward_failed(e: candle_core::Error) -> ExplainError {
+    ExplainError::Invalid(format!(
+        "candle cannot run the model's backward pass: {e}. (candle 0.11's max_pool2d refuses its backward when kernel ≠ stride, as in ResNet's \
+         3×3/2 stem pool.) Use the differentiable ops of tgc-kernels in the model, or explain it with the forward-only methods, which need \
+         no gradient: Occlusion, FeatureAblation, ShapleyValueSampling, ShapleyValues, KernelShap, Lime, FeaturePermutation"
+    ))
+}
+
+/// The target logits' sum, backward: every sample's own gradient at once.
+pub(crate) fn backward_of_targets(logits: &Tensor, targets: &[usize]) -> Result<candle_core::backprop::GradStore> {
+    target_sum(logits, targets, 1)?.backward().map_err(backward_failed)
 }
 
 /// Σ_b logits[b, targets[b]] — its gradient gives every sample's own gradient at once.
@@ -277,18 +167,22 @@ pub(crate) fn target_sum(logits: &Tensor, targets: &[usize], repeat: usize) -> R
     Ok(logits.mul(&mask)?.sum_all()?)
 }
 
-/// Gradient of the target logits with respect to `points` (`[B·repeat, …]`), and the
-/// logits at those points (the guided mode changes only the backward pass, not the logits).
-fn input_gradient<M: Model + ?Sized>(model: &M, points: &Tensor, targets: &[usize], repeat: usize, mode: ReluMode) -> Result<(Tensor, Tensor)> {
+/// Gradient of the target logits with respect to `points` (`[B, …]`, one target a row), and
+/// the logits at those points (the guided mode changes only the backward pass, not the logits).
+fn input_gradient(model: &dyn Model, points: &Tensor, targets: &[usize], mode: ReluMode) -> Result<(Tensor, Tensor)> {
     let var = Var::from_tensor(points)?;
-    let logits = model.forward(var.as_tensor(), mode)?;
-    let grads = target_sum(&logits, targets, repeat)?.backward()?;
-    let g = grads.get(var.as_tensor()).cloned().ok_or_else(|| ExplainError::Invalid("the model's output does not depend on its input".into()))?;
+    let hooks = Hooks::none().with_relu_mode(mode);
+    let logits = model.forward(var.as_tensor(), &hooks)?;
+    if mode == ReluMode::Guided {
+        check_guided_marks(&hooks, "Guided Backprop")?;
+    }
+    let grads = backward_of_targets(&logits, targets)?;
+    let g = grads.get(var.as_tensor()).cloned().ok_or_else(no_input_gradient)?;
     Ok((g, logits.detach()))
 }
 
-fn logits_of<M: Model + ?Sized>(model: &M, input: &Tensor) -> Result<Tensor> {
-    Ok(model.forward(&input.detach(), ReluMode::Standard)?.detach())
+pub(crate) fn logits_of(model: &dyn Model, input: &Tensor) -> Result<Tensor> {
+    Ok(model.forward(&input.detach(), &Hooks::none())?.detach())
 }
 
 /// Grad-CAM (Captum's `LayerGradCam`) at `layer` (the model's default when `None`):
@@ -297,44 +191,61 @@ fn logits_of<M: Model + ?Sized>(model: &M, input: &Tensor) -> Result<Tensor> {
 /// bilinear (trilinear for volumes) with align_corners = false.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GradCam {
+    /// The layer (one the model marks); `None`: the model's default.
     pub layer: Option<String>,
 }
 
 impl GradCam {
-    /// Grad-CAM at the named layer (one of the model's [`Model::layers`]).
+    /// Grad-CAM at the named layer (one the model marks).
     pub fn new(layer: impl Into<String>) -> Self {
         Self { layer: Some(layer.into()) }
     }
 
     /// The layer map `[B, …layer spatial]` before ReLU, and the logits.
-    pub fn layer_map<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<(Tensor, Tensor)> {
+    pub fn layer_map(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<(Tensor, Tensor)> {
         check(input, targets)?;
         let layer = resolve_layer(model, self.layer.as_deref())?;
-        let split = split_at(model, &layer, &input.detach(), ReluMode::Standard)?;
-        let activation = Var::from_tensor(&split.activation.detach())?;
-        let logits = split.rest(activation.as_tensor())?;
-        let grads = target_sum(&logits, targets, 1)?.backward()?;
-        let g = grads.get(activation.as_tensor()).ok_or_else(|| ExplainError::Invalid(format!("the logits do not depend on layer `{layer}`")))?;
-        Ok((cam_map(activation.as_tensor(), g)?, logits.detach()))
+        let hooks = Hooks::none().watch_layer(&layer, LayerGradient::Cut);
+        let logits = model.forward(&input.detach(), &hooks)?;
+        let activation = hooks.layer_activation().ok_or_else(|| unmarked_layer(&layer, &hooks))?;
+        let grads = backward_of_targets(&logits, targets)?;
+        let g = hooks.layer_gradient(&grads).ok_or_else(|| ExplainError::Invalid(format!("the logits do not depend on layer `{layer}`")))?;
+        Ok((cam_map(&activation, &g)?, logits.detach()))
     }
+}
 
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+impl Attribute for GradCam {
+    fn name(&self) -> String {
+        "gradcam".into()
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         let (map, logits) = self.layer_map(model, input, targets)?;
-        cam_attribution(map, logits, input)
+        Ok(Unchecked::new(cam_attribution(map, logits, input)?))
+    }
+    fn with_layer(&self, layer: &str) -> Option<Method> {
+        Some(Method::new(GradCam::new(layer)))
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
     }
 }
 
 /// Guided Backprop: the input gradient with every ReLU's backward replaced by guided ReLU
-/// (for models that declare [`Model::supports_guided`]).
+/// (for models that mark their ReLUs, [`Hooks::relu`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GuidedBackprop;
 
-impl GuidedBackprop {
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+impl Attribute for GuidedBackprop {
+    fn name(&self) -> String {
+        "guided-backprop".into()
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         check(input, targets)?;
-        check_guided(model, "Guided Backprop")?;
-        let (g, logits) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Guided)?;
-        Ok(Attribution { attribution: g, layer_attribution: None, logits: Some(logits) })
+        let (g, logits) = input_gradient(model, &input.detach(), targets, ReluMode::Guided)?;
+        Ok(Unchecked::new(Attribution { attribution: g, layer_attribution: None, logits: Some(logits) }))
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
     }
 }
 
@@ -342,20 +253,33 @@ impl GuidedBackprop {
 /// Grad-CAM map up-sampled with nearest interpolation, broadcast over channels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GuidedGradCam {
+    /// The layer (one the model marks); `None`: the model's default.
     pub layer: Option<String>,
 }
 
 impl GuidedGradCam {
+    /// Guided Grad-CAM at the named layer.
     pub fn new(layer: impl Into<String>) -> Self {
         Self { layer: Some(layer.into()) }
     }
+}
 
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+impl Attribute for GuidedGradCam {
+    fn name(&self) -> String {
+        "guided-gradcam".into()
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         check(input, targets)?;
         let layer = resolve_layer(model, self.layer.as_deref())?;
         let shared = guided_and_cam(model, Some(&layer), input, targets, true)?;
         let (map, guided) = (shared.map.expect("asked for the map"), shared.guided.expect("asked for the guided gradient"));
-        guided_grad_cam(&guided, map, shared.logits, input)
+        Ok(Unchecked::new(guided_grad_cam(&guided, map, shared.logits, input)?))
+    }
+    fn with_layer(&self, layer: &str) -> Option<Method> {
+        Some(Method::new(GuidedGradCam::new(layer)))
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
     }
 }
 
@@ -407,15 +331,14 @@ struct GuidedAndCam {
 }
 
 /// The Grad-CAM map at `layer` (when given) and the guided input gradient (`want_guided`) with
-/// as few passes as the model allows: when the pass after the layer has no ReLU
-/// ([`Model::relu_free_after`]) the layer's gradient is the same in both modes, so one guided
-/// forward and one backward give both; otherwise the layer map comes from its own (standard)
-/// pass, as Captum's `LayerGradCam` computes it.
-fn guided_and_cam<M: Model + ?Sized>(model: &M, layer: Option<&str>, input: &Tensor, targets: &[usize], want_guided: bool) -> Result<GuidedAndCam> {
+/// as few passes as the model allows: one guided pass records the layer's gradient on its way
+/// to the input; when the pass marked no ReLU after the layer that gradient is the same in
+/// both modes and gives the map; otherwise the map comes from its own (standard) pass, as
+/// Captum's `LayerGradCam` computes it.
+fn guided_and_cam(model: &dyn Model, layer: Option<&str>, input: &Tensor, targets: &[usize], want_guided: bool) -> Result<GuidedAndCam> {
     check(input, targets)?;
     let Some(layer) = layer else {
-        check_guided(model, "Guided Backprop")?;
-        let (guided, logits) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Guided)?;
+        let (guided, logits) = input_gradient(model, &input.detach(), targets, ReluMode::Guided)?;
         return Ok(GuidedAndCam { map: None, guided: Some(guided), logits });
     };
     let cam = GradCam::new(layer);
@@ -423,20 +346,19 @@ fn guided_and_cam<M: Model + ?Sized>(model: &M, layer: Option<&str>, input: &Ten
         let (map, logits) = cam.layer_map(model, input, targets)?;
         return Ok(GuidedAndCam { map: Some(map), guided: None, logits });
     }
-    check_guided(model, "Guided Backprop / Guided Grad-CAM")?;
-    if !model.relu_free_after(layer) {
+    let var = Var::from_tensor(&input.detach())?;
+    let hooks = Hooks::none().with_relu_mode(ReluMode::Guided).watch_layer(layer, LayerGradient::Through);
+    let logits = model.forward(var.as_tensor(), &hooks)?;
+    check_guided_marks(&hooks, "Guided Backprop / Guided Grad-CAM")?;
+    let activation = hooks.layer_activation().ok_or_else(|| unmarked_layer(layer, &hooks))?;
+    let grads = backward_of_targets(&logits, targets)?;
+    let guided = grads.get(var.as_tensor()).cloned().ok_or_else(no_input_gradient)?;
+    if hooks.relus_after_layer() != Some(0) {
         let (map, logits) = cam.layer_map(model, input, targets)?;
-        let (guided, _) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Guided)?;
         return Ok(GuidedAndCam { map: Some(map), guided: Some(guided), logits });
     }
-    let var = Var::from_tensor(&input.detach())?;
-    let split = split_at(model, layer, var.as_tensor(), ReluMode::Guided)?;
-    let (hooked, slot) = crate::model::capture_gradient(&split.activation)?;
-    let logits = split.rest(&hooked)?;
-    let grads = target_sum(&logits, targets, 1)?.backward()?;
-    let guided = grads.get(var.as_tensor()).cloned().ok_or_else(|| ExplainError::Invalid("the model's output does not depend on its input".into()))?;
-    let g = slot.take().ok_or_else(|| ExplainError::Invalid(format!("the logits do not depend on layer `{layer}`")))?;
-    let map = cam_map(&split.activation.detach(), &g)?;
+    let g = hooks.layer_gradient(&grads).ok_or_else(|| ExplainError::Invalid(format!("the logits do not depend on layer `{layer}`")))?;
+    let map = cam_map(&activation, &g)?;
     Ok(GuidedAndCam { map: Some(map), guided: Some(guided), logits: logits.detach() })
 }
 
@@ -444,11 +366,17 @@ fn guided_and_cam<M: Model + ?Sized>(model: &M, layer: Option<&str>, input: &Ten
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Saliency;
 
-impl Saliency {
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+impl Attribute for Saliency {
+    fn name(&self) -> String {
+        "saliency".into()
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         check(input, targets)?;
-        let (g, logits) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Standard)?;
-        Ok(Attribution { attribution: g.abs()?, layer_attribution: None, logits: Some(logits) })
+        let (g, logits) = input_gradient(model, &input.detach(), targets, ReluMode::Standard)?;
+        Ok(Unchecked::new(Attribution { attribution: g.abs()?, layer_attribution: None, logits: Some(logits) }))
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
     }
 }
 
@@ -456,11 +384,17 @@ impl Saliency {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InputXGradient;
 
-impl InputXGradient {
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+impl Attribute for InputXGradient {
+    fn name(&self) -> String {
+        "input-x-gradient".into()
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         check(input, targets)?;
-        let (g, logits) = input_gradient(model, &input.detach(), targets, 1, ReluMode::Standard)?;
-        Ok(Attribution { attribution: input.mul(&g)?, layer_attribution: None, logits: Some(logits) })
+        let (g, logits) = input_gradient(model, &input.detach(), targets, ReluMode::Standard)?;
+        Ok(Unchecked::new(Attribution { attribution: input.mul(&g)?, layer_attribution: None, logits: Some(logits) }))
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
     }
 }
 
@@ -550,11 +484,20 @@ pub struct GradientShap {
 }
 
 impl GradientShap {
+    /// GradientSHAP with these settings.
     pub fn new(config: GradientShapConfig) -> Self {
         Self { config }
     }
+}
 
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+impl Attribute for GradientShap {
+    fn name(&self) -> String {
+        "gradient-shap".into()
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         let batch = check(input, targets)?;
         let n = self.config.n_samples;
         if n == 0 {
@@ -596,7 +539,7 @@ impl GradientShap {
         out_shape.insert(1, n);
         out_shape[0] = batch;
         let attribution = per_sample.reshape(out_shape)?.mean(1)?;
-        Ok(Attribution { attribution, layer_attribution: None, logits: None })
+        Ok(Unchecked::new(Attribution::map(attribution)))
     }
 }
 
@@ -613,7 +556,7 @@ pub fn auto_batch_rows(values_per_row: usize) -> usize {
 
 /// Gradients at `points` (`[B·repeat, …]`, `repeat` consecutive rows per target) in chunks of
 /// `batch_size` rows (sized to memory when `None`).
-fn batched_gradients<M: Model + ?Sized>(model: &M, points: &Tensor, targets: &[usize], repeat: usize, batch_size: Option<usize>) -> Result<Tensor> {
+fn batched_gradients(model: &dyn Model, points: &Tensor, targets: &[usize], repeat: usize, batch_size: Option<usize>) -> Result<Tensor> {
     let rows = points.dim(0)?;
     let chunk = batch_size.unwrap_or_else(|| auto_batch_rows(points.elem_count() / rows.max(1))).max(1);
     let mut parts = Vec::new();
@@ -622,7 +565,7 @@ fn batched_gradients<M: Model + ?Sized>(model: &M, points: &Tensor, targets: &[u
         let len = chunk.min(rows - start);
         let part = points.narrow(0, start, len)?;
         let part_targets: Vec<usize> = (start..start + len).map(|r| targets[r / repeat]).collect();
-        parts.push(input_gradient(model, &part, &part_targets, 1, ReluMode::Standard)?.0);
+        parts.push(input_gradient(model, &part, &part_targets, ReluMode::Standard)?.0);
         start += len;
     }
     Ok(Tensor::cat(&parts, 0)?)
@@ -654,11 +597,20 @@ pub struct IntegratedGradients {
 }
 
 impl IntegratedGradients {
+    /// Integrated Gradients with these settings.
     pub fn new(config: IntegratedGradientsConfig) -> Self {
         Self { config }
     }
+}
 
-    pub fn attribute<M: Model + ?Sized>(&self, model: &M, input: &Tensor, targets: &[usize]) -> Result<Attribution> {
+impl Attribute for IntegratedGradients {
+    fn name(&self) -> String {
+        "integrated-gradients".into()
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         let b = check(input, targets)?;
         let steps = self.config.steps;
         if steps == 0 {
@@ -686,6 +638,6 @@ impl IntegratedGradients {
         grid.insert(1, steps);
         grid[0] = b;
         let integrated = grads.reshape(grid)?.broadcast_mul(&w_t)?.sum(1)?;
-        Ok(Attribution { attribution: diff.mul(&integrated)?, layer_attribution: None, logits: None })
+        Ok(Unchecked::new(Attribution::map(diff.mul(&integrated)?)))
     }
 }
