@@ -213,6 +213,48 @@ fn explain_one_slice_and_a_split() {
         let tile = if name == "occlusion" { 16 } else { 32 };
         assert!((0..64 * 64).all(|p| a[p] == a[(p / 64 / tile * tile) * 64 + p % 64 / tile * tile]), "{name}");
     }
+    // The forward-only Shapley/LIME methods on 32-pixel blocks (4 features): KernelSHAP with
+    // every coalition (16 samples ≥ 2⁴) equals the exact Shapley values.
+    let shap = dir.path().join("shap.safetensors");
+    let text = ok(tgc(
+        &[
+            "explain",
+            "--backbone",
+            "resnet18",
+            "--weights",
+            "random:2",
+            "--head",
+            h,
+            "--input",
+            slice.to_str().unwrap(),
+            "--method",
+            "shapley-values,shapley-value-sampling,kernel-shap,lime,feature-ablation",
+            "--grid",
+            "32",
+            "--samples",
+            "16",
+            "--sampling-seed",
+            "3",
+            "--target",
+            "1",
+            "--out",
+            shap.to_str().unwrap(),
+        ],
+        cache,
+    ));
+    assert!(text.contains("Kernel SHAP of"), "{text}");
+    let map = |name: &str| -> Vec<f32> {
+        let t = candle_core::safetensors::load(dir.path().join(format!("shap.{name}.safetensors")), &candle_core::Device::Cpu).unwrap();
+        assert_eq!(t["attribution"].dims(), &[3, 64, 64], "{name}");
+        t["attribution"].flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let (exact, kernel) = (map("shapley-values"), map("kernel-shap"));
+    assert!(exact.iter().any(|v| *v != 0.0));
+    assert!(exact.iter().zip(&kernel).all(|(e, k)| (e - k).abs() <= 1e-4 * (1.0 + e.abs())), "KernelSHAP over every coalition");
+    for name in ["shapley-value-sampling", "lime"] {
+        let a = map(name);
+        assert!((0..64 * 64).all(|p| a[p] == a[(p / 64 / 32 * 32) * 64 + p % 64 / 32 * 32]), "{name}");
+    }
     // NoiseTunnel around a method: the file and the method name say so.
     let tunnel = dir.path().join("tunnel.safetensors");
     let text = ok(tgc(

@@ -31,13 +31,13 @@ fn peak_rss_mib() -> Option<f64> {
 
 fn main() -> anyhow::Result<()> {
     // As the `tgc` binary: candle's elementwise workers sleep between ops.
-    tgc_backbones::vecmath::park_candle_pool_workers();
+    tgc_kernels::vecmath::park_candle_pool_workers();
     // As the `tgc` binary: keep freed memory committed (mimalloc's purge delay, option 15, -1).
     // SAFETY: setting an option is allowed at any time.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let iters: usize = std::env::var("TGC_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let batch = 8;
-    println!("{}", tgc_backbones::vecmath::cpu_description());
+    println!("{}", tgc_kernels::vecmath::cpu_description());
     println!("{:<10} {:>6} {:>14} {:>12} {:>20} {:>12}", "backbone", "input", "fwd ms/img", "fwd img/s", "fwd+bwd ms/img", "fwd+bwd img/s");
     for (kind, size) in [(BackboneKind::ResNet18, 256), (BackboneKind::Vit, 224)] {
         let model = Backbone::load(kind, &WeightSource::Random { seed: 0 }, &LoadOptions::default())?;
@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
         let x = Tensor::rand(0f32, 1f32, (batch, cin, size, size), &Device::Cpu)?;
         let w = Tensor::rand(-0.1f32, 0.1f32, (cout, cin, k, k), &Device::Cpu)?;
         let candle = |x: &Tensor| x.conv2d(&w, pad, stride, 1, 1).expect("conv");
-        let ours = |x: &Tensor| tgc_backbones::ops::conv2d(x, &w, stride, pad).expect("conv");
+        let ours = |x: &Tensor| tgc_kernels::ops::conv2d(x, &w, stride, pad).expect("conv");
         let fwd = |f: &dyn Fn(&Tensor) -> Tensor| {
             time_per_image(iters, 1, || {
                 f(&x);

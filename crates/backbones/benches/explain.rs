@@ -57,7 +57,7 @@ impl Torch {
         command.arg(script).arg("--serve").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
         // `TGC_SIMD=avx2` caps our kernels at AVX2 + FMA; PyTorch's ATen, oneDNN and MKL get
         // the same cap, so an AVX-512 machine measures both sides' AVX2 code paths.
-        if tgc_backbones::vecmath::SimdLevel::cap() == Some(tgc_backbones::vecmath::SimdLevel::Avx2Fma) {
+        if tgc_kernels::vecmath::SimdLevel::cap() == Some(tgc_kernels::vecmath::SimdLevel::Avx2Fma) {
             command.env("ATEN_CPU_CAPABILITY", "avx2").env("ONEDNN_MAX_CPU_ISA", "AVX2").env("MKL_ENABLE_INSTRUCTIONS", "AVX2");
         }
         let spawned = command.spawn();
@@ -158,7 +158,7 @@ fn measure(name: String, iters: usize, per_call: usize, torch: &mut Option<Torch
 
 fn main() -> anyhow::Result<()> {
     // As the `tgc` binary: candle's elementwise workers sleep between ops.
-    tgc_backbones::vecmath::park_candle_pool_workers();
+    tgc_kernels::vecmath::park_candle_pool_workers();
     // As the `tgc` binary: keep freed memory committed (mimalloc's purge delay, option 15, -1).
     // SAFETY: setting an option is allowed at any time.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
@@ -167,7 +167,7 @@ fn main() -> anyhow::Result<()> {
     // `TGC_BENCH_ONLY=resnet18.saliency,vit.guided` those whose name contains any of the
     // comma-separated parts (forward passes always run).
     let only = std::env::var("TGC_BENCH_ONLY").ok();
-    println!("{}", tgc_backbones::vecmath::cpu_description());
+    println!("{}", tgc_kernels::vecmath::cpu_description());
     let mut torch = Torch::start();
     let mut figures: Vec<Figure> = Vec::new();
     for (kind, size) in [(BackboneKind::ResNet18, 256), (BackboneKind::Vit, 224)] {

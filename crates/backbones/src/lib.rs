@@ -1,23 +1,20 @@
 //! Frozen image backbones on candle: ResNet-18 ([`resnet`]) and ViT ([`vit`]) built from
 //! Hugging Face checkpoints ([`WeightSource`]), the study's preprocessing ([`Preprocess`]),
 //! penultimate features, and a forward pass split at the explainers' target layer, all
-//! differentiable to the input ([`ops`]). Entry point: [`Backbone::load`]. [`study_bn`] is
+//! differentiable to the input (the kernels of `tgc-kernels`). Entry point: [`Backbone::load`]. [`study_bn`] is
 //! ResNet-18 with BatchNorm in training mode, as the study's training loop ran it.
 
 mod backbone;
 mod classifier;
 mod error;
 pub mod extract;
-pub mod ops;
 mod preprocess;
 mod random_init;
 pub mod resnet;
 mod resnet3d;
 pub mod study_bn;
-pub mod vecmath;
 pub mod vit;
 mod weights;
-mod winograd;
 
 pub use backbone::{Backbone, BackboneKind, LoadOptions, Randomize, TargetLayer};
 pub use classifier::Classifier;

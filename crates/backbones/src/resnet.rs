@@ -4,14 +4,14 @@
 //! BatchNorm runs in eval mode (running statistics, eps 1e-5) and is folded into the preceding
 //! convolution at load time: `w' = w·γ/√(σ²+ε)`, `b' = β − μ·γ/√(σ²+ε)`, which is the same
 //! function with one pass over the activations fewer. The stem max-pool is 3×3, stride 2,
-//! padding 1 with PyTorch's semantics (see [`crate::ops::max_pool2d`]).
+//! padding 1 with PyTorch's semantics (see [`tgc_kernels::ops::max_pool2d`]).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use tgc_explain::Hooks;
 
-use crate::ops::{max_pool2d, Conv2d};
+use tgc_kernels::ops::{max_pool2d, Conv2d};
 
 const BN_EPS: f64 = 1e-5;
 

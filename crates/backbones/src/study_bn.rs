@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use crate::ops::{max_pool2d, Conv2d};
+use tgc_kernels::ops::{max_pool2d, Conv2d};
 
 /// PyTorch's `BatchNorm2d` (affine, tracking running statistics).
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::error::BackboneError;
 use tgc_explain::Hooks;
 
-use crate::ops::{gelu, multi_head_attention, scaled_softmax_last_dim, Conv2d, EncoderBlock, LayerNorm, Linear};
+use tgc_kernels::ops::{gelu, multi_head_attention, scaled_softmax_last_dim, Conv2d, EncoderBlock, LayerNorm, Linear};
 
 /// The fields of a Hugging Face ViT `config.json` that shape the model.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 use sha2::{Digest, Sha256};
 
 use crate::error::{BackboneError, Result};
-use crate::ops::DTYPE;
+use tgc_kernels::ops::DTYPE;
 use crate::random_init::{RandomInit, RANDOM_INIT_VERSION};
 
 /// One way to obtain a backbone's weights. Parsed from the command line's `--weights`.

@@ -61,12 +61,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tgc_backbones::vecmath::park_candle_pool_workers();
+    tgc_kernels::vecmath::park_candle_pool_workers();
     keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     // With -v: the CPU and the kernels chosen for it, for anyone comparing timings.
-    tracing::debug!("{}", tgc_backbones::vecmath::cpu_description());
+    tracing::debug!("{}", tgc_kernels::vecmath::cpu_description());
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Extract(args) => extract_cmd::run(args),

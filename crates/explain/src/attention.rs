@@ -27,15 +27,20 @@ use crate::model::{Hooks, Model};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HeadFusion {
     #[default]
+    /// The mean over heads.
     Mean,
+    /// The maximum over heads.
     Max,
+    /// The minimum over heads.
     Min,
 }
 
 /// Attention rollout; `discard_ratio` in [0, 1).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct AttentionRollout {
+    /// How each block's heads are fused.
     pub head_fusion: HeadFusion,
+    /// The fraction of each block's fused entries, the lowest, set to zero.
     pub discard_ratio: f32,
 }
 

@@ -33,17 +33,26 @@ use crate::model::{Hooks, LayerGradient, Model};
 /// Which CAM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CamKind {
+    /// HiResCAM: `Σ_k G_k ⊙ A_k`.
     HiResCam,
+    /// Grad-CAM++.
     GradCamPlusPlus,
+    /// XGrad-CAM.
     XGradCam,
+    /// LayerCAM: `Σ_k relu(G_k) ⊙ A_k`.
     LayerCam,
+    /// EigenCAM: the first principal component of the activation.
     EigenCam,
+    /// EigenGradCAM: the first principal component of `G ⊙ A`.
     EigenGradCam,
+    /// Score-CAM: channels weighted by the scores of the input they mask.
     ScoreCam,
+    /// Ablation-CAM: channels weighted by the drop when each is ablated.
     AblationCam,
 }
 
 impl CamKind {
+    /// Every kind, in the command line's order.
     pub const ALL: [CamKind; 8] = [
         CamKind::HiResCam,
         CamKind::GradCamPlusPlus,
@@ -79,12 +88,16 @@ impl CamKind {
 /// (pytorch-grad-cam's default 16 / 32).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cam {
+    /// Which CAM.
     pub kind: CamKind,
+    /// The layer (one the model marks); `None`: the model's default.
     pub layer: Option<String>,
+    /// Score-CAM's masked inputs / Ablation-CAM's ablated activations per forward pass.
     pub batch_size: usize,
 }
 
 impl Cam {
+    /// The CAM at the model's default layer, with pytorch-grad-cam's batch sizes (16; 32 for Ablation-CAM).
     pub fn new(kind: CamKind) -> Self {
         Self { kind, layer: None, batch_size: if kind == CamKind::AblationCam { 32 } else { 16 } }
     }

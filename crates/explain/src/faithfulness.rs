@@ -16,9 +16,11 @@ use crate::model::{Hooks, Model};
 /// What replaces removed (or not yet revealed) pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Baseline {
+    /// All zero.
     Zero,
     /// A Gaussian blur of the input (σ in pixels).
     Blur {
+        /// The blur's σ, in pixels.
         sigma_px: u32,
     },
 }
@@ -28,6 +30,7 @@ pub enum Baseline {
 pub struct CurveConfig {
     /// Number of steps; the curve has `steps + 1` points from 0 to all pixels.
     pub steps: usize,
+    /// What removed pixels become.
     pub baseline: Baseline,
     /// Images per forward batch.
     pub batch_size: usize,
@@ -42,7 +45,9 @@ impl Default for CurveConfig {
 /// The two curves of one image: target-class probability after each step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Curves {
+    /// Most relevant pixels removed first (lower area is better).
     pub deletion: Vec<f32>,
+    /// Most relevant pixels inserted first into the baseline (higher area is better).
     pub insertion: Vec<f32>,
 }
 

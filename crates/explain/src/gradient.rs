@@ -411,8 +411,10 @@ pub enum Baselines {
     /// Given samples `[N, …]` (each shaped like one input sample).
     Images(Tensor),
     /// `count` images of uniform noise on `[low, high)`, drawn once with `seed`.
+    #[allow(missing_docs)]
     Uniform { count: usize, low: f32, high: f32, seed: u64 },
     /// `count` images of Gaussian noise `N(mean, std²)`, drawn once with `seed`.
+    #[allow(missing_docs)]
     Gaussian { count: usize, mean: f32, std: f32, seed: u64 },
 }
 
@@ -456,9 +458,11 @@ impl Baselines {
 /// Settings of [`GradientShap`].
 #[derive(Debug, Clone)]
 pub struct GradientShapConfig {
+    /// Samples per image.
     pub n_samples: usize,
     /// Standard deviation of the Gaussian noise added to the input for each sample.
     pub stdevs: f32,
+    /// The baseline distribution.
     pub baselines: Baselines,
     /// Seed of the baseline draws, the α draws and the input noise.
     pub seed: u64,
@@ -480,6 +484,7 @@ impl Default for GradientShapConfig {
 /// image of a batch draws from the seed afresh: its map is the same alone or in a batch).
 #[derive(Debug, Clone, Default)]
 pub struct GradientShap {
+    /// The settings.
     pub config: GradientShapConfig,
 }
 
@@ -575,6 +580,7 @@ fn batched_gradients(model: &dyn Model, points: &Tensor, targets: &[usize], repe
 /// baseline).
 #[derive(Debug, Clone)]
 pub struct IntegratedGradientsConfig {
+    /// Quadrature points.
     pub steps: usize,
     /// Rows per forward/backward batch; `None` sizes the batches to memory
     /// ([`auto_batch_rows`]).
@@ -593,6 +599,7 @@ impl Default for IntegratedGradientsConfig {
 /// weights on [0, 1].
 #[derive(Debug, Clone, Default)]
 pub struct IntegratedGradients {
+    /// The settings.
     pub config: IntegratedGradientsConfig,
 }
 

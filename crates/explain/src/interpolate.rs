@@ -10,7 +10,10 @@ use crate::error::{ExplainError, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interpolation {
     /// (Bi/tri)linear; `align_corners` as PyTorch's flag.
-    Linear { align_corners: bool },
+    Linear {
+        /// PyTorch's `align_corners`.
+        align_corners: bool,
+    },
     /// PyTorch's `mode="nearest"`: source `floor(o · in/out)`.
     Nearest,
 }

@@ -16,8 +16,11 @@ use crate::model::Model;
 /// How the noisy maps are combined (Captum's `nt_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoiseTunnelType {
+    /// The mean of the noisy maps.
     SmoothGrad,
+    /// The mean of their squares.
     SmoothGradSq,
+    /// Their variance.
     VarGrad,
 }
 
@@ -35,10 +38,15 @@ impl NoiseTunnelType {
 /// `inner` under a noise tunnel.
 #[derive(Debug, Clone)]
 pub struct NoiseTunnel {
+    /// The method run on the noisy inputs.
     pub inner: Method,
+    /// How the maps are combined.
     pub kind: NoiseTunnelType,
+    /// Noisy copies per input.
     pub samples: usize,
+    /// The noise's standard deviation.
     pub stdevs: f32,
+    /// Seed of the noise.
     pub seed: u64,
 }
 

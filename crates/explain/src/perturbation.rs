@@ -18,8 +18,11 @@ use crate::model::{Hooks, Model};
 /// divides 0 by 0.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Occlusion {
+    /// The window's height and width.
     pub window: (usize, usize),
+    /// The window's steps down and across.
     pub stride: (usize, usize),
+    /// The value an occluded or ablated element takes.
     pub baseline: f32,
     /// Occluded images per forward pass.
     pub batch_size: usize,
@@ -50,7 +53,9 @@ pub enum FeatureMask {
 /// `y_t(x) − y_t(x_ablated)` is given to all its elements.
 #[derive(Debug, Clone)]
 pub struct FeatureAblation {
+    /// The features.
     pub mask: FeatureMask,
+    /// The value an occluded or ablated element takes.
     pub baseline: f32,
     /// Ablated inputs per forward pass.
     pub batch_size: usize,

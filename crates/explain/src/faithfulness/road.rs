@@ -21,7 +21,9 @@ pub struct RoadConfig {
     /// Fractions of the pixels removed, each in (0, 1).
     pub percentiles: Vec<f32>,
     /// Standard deviation of the noise added to imputed pixels (the authors' 0.01).
+    /// The imputation's noise.
     pub noise: f32,
+    /// Seed of the noise.
     pub seed: u64,
     /// Images per forward batch.
     pub batch_size: usize,
@@ -39,7 +41,9 @@ impl Default for RoadConfig {
 /// is better).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Road {
+    /// Most relevant first, per percentile.
     pub morf: Vec<f32>,
+    /// Least relevant first, per percentile.
     pub lerf: Vec<f32>,
 }
 

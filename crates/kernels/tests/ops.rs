@@ -1,10 +1,16 @@
 //! The custom differentiable ops against hand values and finite differences.
 
-mod common;
-
 use candle_core::{Device, Tensor, Var};
-use common::rand_tensor;
-use tgc_backbones::ops::{gelu, max_pool2d, multi_head_attention, relu, scaled_softmax_last_dim, softmax_last_dim, LayerNorm, ReluMode};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use tgc_kernels::ops::{gelu, max_pool2d, multi_head_attention, relu, scaled_softmax_last_dim, softmax_last_dim, LayerNorm, ReluMode};
+
+fn rand_tensor(shape: &[usize], std: f32, seed: u64) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let d = Normal::new(0.0f32, std).unwrap();
+    Tensor::from_vec((0..n).map(|_| d.sample(&mut rng)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+}
 
 fn t(v: &[f32], shape: &[usize]) -> Tensor {
     Tensor::from_slice(v, shape, &Device::Cpu).unwrap()
@@ -157,7 +163,7 @@ fn scaled_softmax_divides_before_normalising_and_scales_its_gradient() {
 
 #[test]
 fn im2col_conv_equals_candle_conv_and_its_gradient_matches_finite_differences() {
-    use tgc_backbones::ops::conv2d;
+    use tgc_kernels::ops::conv2d;
     // Small kernels run in bands of output rows (the stem's 7×7/2 over 13 rows: three bands of
     // at least three rows); a kernel matrix over 512 KiB (128 × 128 × 3 × 3) runs whole.
     let cases = [(3, 1, 1, 7), (7, 2, 3, 9), (7, 2, 3, 25), (1, 2, 0, 6), (4, 4, 0, 8), (3, 2, 1, 8), (3, 1, 0, 6), (2, 3, 1, 7), (3, 1, 2, 5)];
@@ -190,7 +196,7 @@ fn im2col_conv_equals_candle_conv_and_its_gradient_matches_finite_differences() 
 
 #[test]
 fn linear_matches_a_matrix_product_and_its_input_gradient() {
-    use tgc_backbones::ops::Linear;
+    use tgc_kernels::ops::Linear;
     let w = rand_tensor(&[5, 4], 1.0, 1);
     let b = rand_tensor(&[5], 1.0, 2);
     let x0 = rand_tensor(&[2, 3, 4], 1.0, 3);

@@ -1,6 +1,8 @@
 //! Differentiable building blocks candle lacks or cannot differentiate:
 //! a padded max-pool with PyTorch's semantics and backward, softmax and LayerNorm written as
-//! compositions of differentiable ops. ReLU with its guided mode comes from `tgc-explain`.
+//! compositions of differentiable ops. ReLU with its guided mode comes from `tgc-explain`
+//! (re-exported here), so a fused kernel's ReLU follows the rule an explainer asks through
+//! `Hooks::relu_mode`.
 
 use std::sync::{Arc, OnceLock};
 
