@@ -305,7 +305,7 @@ pub struct MethodArgs {
     #[arg(long)]
     pub internal_batch_size: Option<usize>,
     /// Score-CAM / Ablation-CAM: masked inputs or ablated activations per forward pass
-    /// (pytorch-grad-cam's defaults: 16 and 32); the perturbation methods: perturbed inputs per
+    /// (defaults 16 and 128; pytorch-grad-cam's 16 and 32); the perturbation methods: perturbed inputs per
     /// forward pass (Captum's `perturbations_per_eval`; default 16, feature-permutation 4).
     #[arg(long)]
     pub batch_size: Option<usize>,

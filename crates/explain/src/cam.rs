@@ -85,7 +85,9 @@ impl CamKind {
 
 /// A CAM method at `layer` (the model's default when `None`); `batch_size` is the number of
 /// masked inputs (Score-CAM) or ablated activations (Ablation-CAM) per forward pass
-/// (pytorch-grad-cam's default 16 / 32).
+/// (16 as pytorch-grad-cam's; 128 for Ablation-CAM, where pytorch-grad-cam takes 32: each pass runs
+/// the model up to the layer once for its whole batch of ablations, so fewer, larger passes are
+/// cheaper, and the weights do not depend on the batch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cam {
     /// Which CAM.
@@ -97,9 +99,9 @@ pub struct Cam {
 }
 
 impl Cam {
-    /// The CAM at the model's default layer, with pytorch-grad-cam's batch sizes (16; 32 for Ablation-CAM).
+    /// The CAM at the model's default layer, batch sizes 16 (128 for Ablation-CAM).
     pub fn new(kind: CamKind) -> Self {
-        Self { kind, layer: None, batch_size: if kind == CamKind::AblationCam { 32 } else { 16 } }
+        Self { kind, layer: None, batch_size: if kind == CamKind::AblationCam { 128 } else { 16 } }
     }
 
     /// The same method at the named layer.
