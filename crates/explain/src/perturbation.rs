@@ -108,22 +108,16 @@ fn attribute_regions(
         let original = target_column(&logits.narrow(0, i, 1)?, target)?[0];
         let sample = &x[i * per_sample..(i + 1) * per_sample];
         let own = &mut out[i * per_sample..(i + 1) * per_sample];
-        for chunk in regions.chunks(batch_size.max(1)) {
-            let mut batch = Vec::with_capacity(chunk.len() * per_sample);
-            for region in chunk {
-                let start = batch.len();
-                batch.extend_from_slice(sample);
-                for &e in region {
-                    batch[start + e] = baseline;
-                }
+        let perturbed = |k: usize, batch: &mut Vec<f32>| {
+            let start = batch.len();
+            batch.extend_from_slice(sample);
+            for &e in &regions[k] {
+                batch[start + e] = baseline;
             }
-            let mut shape = input.dims().to_vec();
-            shape[0] = chunk.len();
-            let scores = target_column(&model.forward(&Tensor::from_vec(batch, shape, input.device())?, &Hooks::none())?, target)?;
-            for (region, score) in chunk.iter().zip(scores) {
-                for &e in region {
-                    own[e] += original - score;
-                }
+        };
+        for (region, score) in regions.iter().zip(scores(model, input, regions.len(), perturbed, target, batch_size)?) {
+            for &e in region {
+                own[e] += original - score;
             }
         }
         for (v, &n) in own.iter_mut().zip(&count) {
@@ -257,28 +251,43 @@ impl Baseline {
     }
 }
 
-/// One sample with each feature taken from `x` where `present[f]`, from `baseline` elsewhere
-/// (elements of no feature keep `x`'s value).
-pub(crate) fn compose(x: &[f32], baseline: &[f32], regions: &[Region], present: &[bool]) -> Vec<f32> {
-    let mut out = x.to_vec();
+/// Appends one sample with each feature taken from `x` where `present[f]`, from `baseline`
+/// elsewhere (elements of no feature keep `x`'s value).
+pub(crate) fn compose(out: &mut Vec<f32>, x: &[f32], baseline: &[f32], regions: &[Region], present: &[bool]) {
+    let start = out.len();
+    out.extend_from_slice(x);
     for (region, &keep) in regions.iter().zip(present) {
         if !keep {
             for &e in region {
-                out[e] = baseline[e];
+                out[start + e] = baseline[e];
             }
         }
     }
-    out
 }
 
-/// The target's score of each of `samples` (each one sample of `input`'s shape, flat), run
-/// `per_eval` samples per forward pass.
-pub(crate) fn scores(model: &dyn Model, input: &Tensor, samples: &[Vec<f32>], target: usize, per_eval: usize) -> Result<Vec<f32>> {
-    let mut out = Vec::with_capacity(samples.len());
-    for chunk in samples.chunks(per_eval.max(1)) {
+/// The target's score of `count` perturbed samples of `input`'s shape, sample `k` appended to
+/// a batch by `sample_at(k, batch)`: `per_eval` samples per forward pass, only one pass's batch
+/// in memory at a time.
+pub(crate) fn scores(
+    model: &dyn Model,
+    input: &Tensor,
+    count: usize,
+    mut sample_at: impl FnMut(usize, &mut Vec<f32>),
+    target: usize,
+    per_eval: usize,
+) -> Result<Vec<f32>> {
+    let per_sample: usize = input.dims()[1..].iter().product();
+    let per_eval = per_eval.max(1);
+    let mut out = Vec::with_capacity(count);
+    for first in (0..count).step_by(per_eval) {
+        let n = per_eval.min(count - first);
+        let mut batch = Vec::with_capacity(n * per_sample);
+        for k in first..first + n {
+            sample_at(k, &mut batch);
+        }
         let mut shape = input.dims().to_vec();
-        shape[0] = chunk.len();
-        let batch = Tensor::from_vec(chunk.concat(), shape, input.device())?.to_dtype(input.dtype())?;
+        shape[0] = n;
+        let batch = Tensor::from_vec(batch, shape, input.device())?.to_dtype(input.dtype())?;
         out.extend(target_column(&model.forward(&batch, &Hooks::none())?, target)?);
     }
     Ok(out)

@@ -96,20 +96,18 @@ impl Attribute for ShapleyValueSampling {
         let mut values = Vec::with_capacity(samples.len());
         for (sample, &target) in samples.iter().zip(targets) {
             let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-            let start = scores(model, input, &[sample.baseline.clone()], target, 1)?[0];
+            let start = scores(model, input, 1, |_, batch| batch.extend_from_slice(&sample.baseline), target, 1)?[0];
             let mut total = vec![0f64; m];
             for _ in 0..self.n_samples {
                 let mut order: Vec<usize> = (0..m).collect();
                 order.shuffle(&mut rng);
+                // Step k: the first k + 1 features of the order present (steps come in order).
                 let mut present = vec![false; m];
-                let steps: Vec<Vec<f32>> = order
-                    .iter()
-                    .map(|&f| {
-                        present[f] = true;
-                        compose(&sample.x, &sample.baseline, &regions, &present)
-                    })
-                    .collect();
-                let evals = scores(model, input, &steps, target, self.perturbations_per_eval)?;
+                let step = |k: usize, batch: &mut Vec<f32>| {
+                    present[order[k]] = true;
+                    compose(batch, &sample.x, &sample.baseline, &regions, &present);
+                };
+                let evals = scores(model, input, m, step, target, self.perturbations_per_eval)?;
                 let mut previous = start;
                 for (&f, &now) in order.iter().zip(&evals) {
                     total[f] += (now - previous) as f64;
@@ -145,9 +143,11 @@ impl Default for ShapleyValues {
 /// The target's score of every coalition of `m` features, indexed by the coalition's bits.
 pub(crate) fn all_coalitions(model: &dyn Model, input: &Tensor, sample: &Sample, regions: &[Region], target: usize, per_eval: usize) -> Result<Vec<f64>> {
     let m = regions.len();
-    let composed: Vec<Vec<f32>> =
-        (0..1usize << m).map(|bits| compose(&sample.x, &sample.baseline, regions, &(0..m).map(|f| bits >> f & 1 == 1).collect::<Vec<_>>())).collect();
-    Ok(scores(model, input, &composed, target, per_eval)?.into_iter().map(f64::from).collect())
+    let coalition = |bits: usize, batch: &mut Vec<f32>| {
+        let present: Vec<bool> = (0..m).map(|f| bits >> f & 1 == 1).collect();
+        compose(batch, &sample.x, &sample.baseline, regions, &present);
+    };
+    Ok(scores(model, input, 1 << m, coalition, target, per_eval)?.into_iter().map(f64::from).collect())
 }
 
 /// Exact Shapley values from the scores of every coalition.

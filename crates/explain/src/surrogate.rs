@@ -95,8 +95,8 @@ impl Attribute for KernelShap {
             }
             let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
             let coalitions = kernel_coalitions(m, self.n_samples, &mut rng);
-            let composed: Vec<Vec<f32>> = coalitions.iter().map(|z| compose(&sample.x, &sample.baseline, &regions, z)).collect();
-            let y: Vec<f64> = scores(model, input, &composed, target, self.perturbations_per_eval)?.into_iter().map(f64::from).collect();
+            let coalition = |k: usize, batch: &mut Vec<f32>| compose(batch, &sample.x, &sample.baseline, &regions, &coalitions[k]);
+            let y: Vec<f64> = scores(model, input, coalitions.len(), coalition, target, self.perturbations_per_eval)?.into_iter().map(f64::from).collect();
             let x: Vec<Vec<f64>> = coalitions.iter().map(|z| z.iter().map(|&p| if p { 1.0 } else { 0.0 }).collect()).collect();
             values.push(linear_fit(&x, &y, &vec![1.0; y.len()], 0.0)?);
         }
@@ -177,15 +177,15 @@ impl Attribute for Lime {
         for (sample, &target) in samples.iter().zip(targets) {
             let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
             let coalitions: Vec<Vec<bool>> = (0..self.n_samples).map(|_| (0..m).map(|_| rng.random::<bool>()).collect()).collect();
-            let composed: Vec<Vec<f32>> = coalitions.iter().map(|z| compose(&sample.x, &sample.baseline, &regions, z)).collect();
-            let y: Vec<f64> = scores(model, input, &composed, target, self.perturbations_per_eval)?.into_iter().map(f64::from).collect();
-            let w: Vec<f64> = composed
-                .iter()
-                .map(|p| {
-                    let d = 1.0 - cosine(&sample.x, p);
-                    (-d * d / (2.0 * self.kernel_width * self.kernel_width)).exp()
-                })
-                .collect();
+            // Each perturbed input's similarity to the input, taken as it is composed.
+            let mut w = Vec::with_capacity(coalitions.len());
+            let coalition = |k: usize, batch: &mut Vec<f32>| {
+                let start = batch.len();
+                compose(batch, &sample.x, &sample.baseline, &regions, &coalitions[k]);
+                let d = 1.0 - cosine(&sample.x, &batch[start..]);
+                w.push((-d * d / (2.0 * self.kernel_width * self.kernel_width)).exp());
+            };
+            let y: Vec<f64> = scores(model, input, coalitions.len(), coalition, target, self.perturbations_per_eval)?.into_iter().map(f64::from).collect();
             let x: Vec<Vec<f64>> = coalitions.iter().map(|z| z.iter().map(|&p| if p { 1.0 } else { 0.0 }).collect()).collect();
             values.push(linear_fit(&x, &y, &w, self.alpha)?);
         }
