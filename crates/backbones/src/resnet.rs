@@ -9,11 +9,14 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use tgc_explain::Hooks;
+use tgc_explain::{Hooks, MaxPool2d};
 
 use tgc_kernels::ops::{max_pool2d, Conv2d};
 
 const BN_EPS: f64 = 1e-5;
+
+/// The stem's max-pool: 3×3, stride 2, padding 1.
+const STEM_POOL: MaxPool2d = MaxPool2d { kernel: 3, stride: 2, padding: 1 };
 
 /// A convolution without bias followed by eval-mode BatchNorm, folded into one convolution.
 #[derive(Debug, Clone)]
@@ -42,9 +45,13 @@ impl ConvBn {
     }
 
     /// `relu(conv(x) + residual)` with the add and the ReLU fused into the convolution (a ReLU
-    /// marked in `hooks`, whose backward rule the fused kernel follows).
+    /// marked in `hooks`, whose backward rule the fused kernel follows), or the ReLU as an op
+    /// of its own when the method needs one (DeepLift).
     fn forward_relu(&self, x: &Tensor, residual: Option<&Tensor>, hooks: &Hooks) -> Result<Tensor> {
-        self.conv.forward_fused(x, residual, Some(hooks.relu_mode()))
+        match hooks.relu_mode() {
+            Some(mode) => self.conv.forward_fused(x, residual, Some(mode)),
+            None => hooks.relu(&self.conv.forward_fused(x, residual, None)?),
+        }
     }
 }
 
@@ -115,10 +122,11 @@ impl ResNet18 {
     pub const STAGES: usize = 4;
 
     /// The 512-d penultimate features (global average pooling of `layer4`), the stages' outputs
-    /// (after their last ReLU) marked as layers `layer1` … `layer4`, every ReLU marked.
+    /// (after their last ReLU) marked as layers `layer1` … `layer4`, every ReLU and the stem's
+    /// max-pool marked.
     pub fn forward(&self, x: &Tensor, hooks: &Hooks) -> Result<Tensor> {
         let mut x = self.stem.forward_relu(x, None, hooks)?;
-        x = max_pool2d(&x, 3, 2, 1)?;
+        x = hooks.max_pool2d(&x, STEM_POOL, |x| max_pool2d(x, STEM_POOL.kernel, STEM_POOL.stride, STEM_POOL.padding))?;
         for (i, stage) in self.layers.iter().enumerate() {
             for block in stage {
                 x = block.forward(&x, hooks)?;

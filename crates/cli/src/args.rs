@@ -280,11 +280,13 @@ pub struct MethodArgs {
     /// Methods, comma-separated.
     #[arg(long, alias = "methods", value_enum, value_delimiter = ',', default_value = "gradient-shap,gradcam,guided-gradcam,guided-backprop")]
     pub method: Vec<MethodName>,
-    /// GradientSHAP baselines: zeros (the all-zero image), zeros-and-input ({input·0,
-    /// input·1}, Captum's tutorial), uniform (8 images of U[0, 1) noise), gaussian (8 images of
-    /// N(0.5, 0.25²) noise), or a .safetensors file whose `baselines` tensor is [N, 3, H, W].
-    #[arg(long, default_value = "zeros-and-input")]
-    pub baselines: BaselinesArg,
+    /// Baselines of GradientSHAP (default zeros-and-input), DeepLift (default zeros; one image)
+    /// and DeepLiftShap (no default; two or more images): zeros (the all-zero image),
+    /// zeros-and-input ({input·0, input·1}, Captum's tutorial), uniform (8 images of U[0, 1)
+    /// noise), gaussian (8 images of N(0.5, 0.25²) noise), or a .safetensors file whose
+    /// `baselines` tensor is [N, 3, H, W].
+    #[arg(long)]
+    pub baselines: Option<BaselinesArg>,
     /// Samples per image: GradientSHAP's (default 50), Shapley value sampling's feature orders
     /// (25), KernelSHAP's (25) and LIME's (50) coalitions.
     #[arg(long)]
@@ -416,10 +418,15 @@ impl MethodArgs {
             HeadFusionName::Min => HeadFusion::Min,
         };
         let gradient_shap = name.0.name == "gradient-shap";
+        let baselines = match (&self.baselines, name.0.name) {
+            (None, "gradient-shap") => Some(Baselines::ZerosAndInput),
+            (Some(arg), "gradient-shap" | "deeplift" | "deeplift-shap") => Some(self.baselines(arg)?),
+            _ => None,
+        };
         let settings = MethodSettings {
             samples: self.samples.or(gradient_shap.then_some(50)),
             stdevs: Some(self.stdevs),
-            baselines: if gradient_shap { Some(self.baselines()?) } else { None },
+            baselines,
             steps: Some(self.steps),
             seed: self.sampling_seed,
             internal_batch_size: self.internal_batch_size,
@@ -433,9 +440,9 @@ impl MethodArgs {
         name.0.build(&settings).with_context(|| format!("--method {}", name.cli_name()))
     }
 
-    fn baselines(&self) -> Result<Baselines> {
+    fn baselines(&self, arg: &BaselinesArg) -> Result<Baselines> {
         let seed = self.sampling_seed ^ 0xBA5E;
-        Ok(match &self.baselines {
+        Ok(match arg {
             BaselinesArg::Zeros => Baselines::Zeros,
             BaselinesArg::ZerosAndInput => Baselines::ZerosAndInput,
             BaselinesArg::Uniform => Baselines::Uniform { count: 8, low: 0.0, high: 1.0, seed },

@@ -102,7 +102,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
                     let png = if methods.len() == 1 { png.clone() } else { with_method_suffix(png, &method.name()) };
                     save_png(&overlay_of(&x, &a)?, &png)?;
                 }
-                println!("{} of {} (target {target}) written to {}", args.methods.title(*m), input.display(), out.display());
+                println!("{} of {} (target {target}) written to {}{}", args.methods.title(*m), input.display(), out.display(), delta_note(&a)?);
             }
         }
         (None, Some(data)) => {
@@ -122,6 +122,9 @@ pub fn run(args: ExplainArgs) -> Result<()> {
                     tgc_explain::Method::attribute_all(&all, &model, &x, &[target]).with_context(|| format!("explaining {}", record.path.display()))?;
                 for ((m, method), a) in methods.iter().zip(results) {
                     let name = method.name();
+                    if a.convergence_delta.is_some() {
+                        tracing::info!("{} of {}: {}", args.methods.title(*m), record.path.display(), delta_note(&a)?.trim_start_matches([';', ' ']));
+                    }
                     save_attribution(&args.out.join(format!("{stem}.{name}.safetensors")), &a, meta(method, target, &record.path))?;
                     save_png(&overlay_of(&x, &a)?, &args.out.join(format!("{stem}.{name}.png")))?;
                     maps.push((args.methods.title(*m), a));
@@ -190,9 +193,19 @@ fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
         let png = args.out.join(format!("{stem}.{name}.png"));
         let title = format!("{} of {stem}, target {target}{}", args.methods.title(*m), if model.is_random() { " — RANDOM-INIT 3-D model" } else { "" });
         plot::orthogonal_slices(&scaled, &map, at, &png, &title)?;
-        println!("{} of {} (target {target}) written to {} and {}", args.methods.title(*m), path.display(), nifti.display(), png.display());
+        println!("{} of {} (target {target}) written to {} and {}{}", args.methods.title(*m), path.display(), nifti.display(), png.display(), delta_note(a)?);
     }
     Ok(())
+}
+
+/// `; convergence delta …` for a result with one (Σ attribution − (f(x) − f(baseline)) of the
+/// first image), empty otherwise.
+fn delta_note(a: &tgc_explain::Attribution) -> Result<String> {
+    let Some(delta) = &a.convergence_delta else {
+        return Ok(String::new());
+    };
+    let delta = delta.to_device(&Device::Cpu)?.to_vec1::<f32>()?.first().copied().unwrap_or(f32::NAN);
+    Ok(format!("; convergence delta {delta:.3e}"))
 }
 
 /// `OUT.safetensors` → `OUT.<method>.safetensors` when several methods share one name.
@@ -202,7 +215,9 @@ fn with_method_suffix(path: &Path, method: &str) -> PathBuf {
 }
 
 /// Writes `attribution` (without the batch dimension), `logits` (when computed; always, for
-/// results of `attribute_all`) and, for Grad-CAM methods, `layer_attribution` [h, w].
+/// results of `attribute_all`), for the layer methods `layer_attribution` (Grad-CAM's [h, w],
+/// Layer Integrated Gradients' [K, h, w]) and, for the methods with one, Captum's
+/// `convergence_delta` [1].
 fn save_attribution(path: &Path, a: &tgc_explain::Attribution, metadata: HashMap<String, String>) -> Result<()> {
     let mut tensors = vec![("attribution", a.attribution.squeeze(0)?.to_device(&Device::Cpu)?)];
     if let Some(logits) = &a.logits {
@@ -210,6 +225,9 @@ fn save_attribution(path: &Path, a: &tgc_explain::Attribution, metadata: HashMap
     }
     if let Some(layer) = &a.layer_attribution {
         tensors.push(("layer_attribution", layer.squeeze(0)?.to_device(&Device::Cpu)?));
+    }
+    if let Some(delta) = &a.convergence_delta {
+        tensors.push(("convergence_delta", delta.to_device(&Device::Cpu)?));
     }
     let bytes = tgc_data::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), metadata).map_err(|e| anyhow::anyhow!("{e}"))?;
     tgc_data::write_atomic(path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())).with_context(|| format!("writing {}", path.display()))

@@ -137,7 +137,7 @@ fn finish(trace: &Trace, maps: Vec<f32>, input: &Tensor) -> Result<Attribution> 
     let (h, w) = trace.grid;
     let map = Tensor::from_vec(maps, (trace.probs.len(), h, w), input.device())?;
     let up = upsample_map(&map, input, Interpolation::Linear { align_corners: false })?;
-    Ok(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(trace.logits.clone()) })
+    Ok(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(trace.logits.clone()), convergence_delta: None })
 }
 
 impl Attribute for AttentionRollout {

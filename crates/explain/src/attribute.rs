@@ -15,17 +15,22 @@ use crate::model::Model;
 pub struct Attribution {
     /// Shaped like the input (`[B, 1, …spatial]` for the layer methods), at its resolution.
     pub attribution: Tensor,
-    /// The layer methods' layer-resolution map before ReLU, `[B, …layer spatial]`.
+    /// The layer methods' layer-resolution result: the CAM map before ReLU `[B, …layer
+    /// spatial]`; Layer Integrated Gradients' attribution shaped like the layer `[B, K, …]`.
     pub layer_attribution: Option<Tensor>,
     /// The model's logits on the (unperturbed) input, `[B, classes]`, when the method's passes
     /// computed them ([`Method::attribute_all`] fills them in for every method).
     pub logits: Option<Tensor>,
+    /// Captum's convergence delta `[B]`, for the methods that return one (Integrated Gradients,
+    /// DeepLift, DeepLiftShap, Layer Integrated Gradients): Σ attribution − (f(x) − f(baseline))
+    /// at the target, the gap in completeness.
+    pub convergence_delta: Option<Tensor>,
 }
 
 impl Attribution {
     /// A map with nothing else.
     pub fn map(attribution: Tensor) -> Self {
-        Self { attribution, layer_attribution: None, logits: None }
+        Self { attribution, layer_attribution: None, logits: None, convergence_delta: None }
     }
 }
 
@@ -45,7 +50,7 @@ impl Unchecked {
     /// infinity.
     pub(crate) fn check(self, method: &str) -> Result<Attribution> {
         let out = self.0;
-        for (what, t) in [("logits", out.logits.as_ref()), ("attribution", Some(&out.attribution))] {
+        for (what, t) in [("logits", out.logits.as_ref()), ("attribution", Some(&out.attribution)), ("convergence delta", out.convergence_delta.as_ref())] {
             if let Some((count, first)) = t.map(crate::check::non_finite).transpose()?.flatten() {
                 return Err(ExplainError::NonFinite { method: method.to_owned(), what, count, first });
             }
@@ -107,6 +112,15 @@ pub trait Attribute: Send + Sync + std::fmt::Debug {
     fn as_any(&self) -> Option<&dyn Any> {
         None
     }
+
+    /// Whether the attribution is a gradient-like sensitivity multiplied by (input − baseline)
+    /// (Captum's `multiplies_by_inputs`: Input×Gradient, Integrated Gradients, GradientSHAP,
+    /// DeepLift, DeepLiftShap); [`crate::faithfulness::infidelity`] then divides its
+    /// perturbations by (input − baseline), as Captum's `infidelity_perturb_func_decorator`.
+    /// Default: `false`.
+    fn multiplies_by_inputs(&self) -> bool {
+        false
+    }
 }
 
 /// Any method, built-in or a user's, chosen at run time: a cheap-to-clone handle.
@@ -167,6 +181,10 @@ impl Attribute for Method {
 
     fn as_any(&self) -> Option<&dyn Any> {
         self.0.as_any()
+    }
+
+    fn multiplies_by_inputs(&self) -> bool {
+        self.0.multiplies_by_inputs()
     }
 }
 

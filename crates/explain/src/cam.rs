@@ -258,7 +258,7 @@ impl Attribute for Cam {
     fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         let (map, logits) = self.layer_map(model, input, targets)?;
         let up = upsample_map(&map.relu()?, input, Interpolation::Linear { align_corners: false })?;
-        Ok(Unchecked::new(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(logits) }))
+        Ok(Unchecked::new(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(logits), convergence_delta: None }))
     }
     fn with_layer(&self, layer: &str) -> Option<Method> {
         Some(Method::new(self.clone().at(layer)))

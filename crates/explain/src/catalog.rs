@@ -5,7 +5,9 @@ use crate::attention::{AttentionRollout, Chefer, HeadFusion};
 use crate::attribute::Method;
 use crate::cam::{Cam, CamKind};
 use crate::error::{ExplainError, Result};
-use crate::gradient::{Baselines, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients, IntegratedGradientsConfig, Saliency};
+use crate::deeplift::{DeepLift, DeepLiftShap};
+use crate::layer_integrated::LayerIntegratedGradients;
+use crate::gradient::{Baselines, Deconvolution, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients, IntegratedGradientsConfig, Saliency};
 use crate::perturbation::{FeatureAblation, FeatureMask, Occlusion};
 use crate::shapley::{FeaturePermutation, ShapleyValueSampling, ShapleyValues};
 use crate::surrogate::{KernelShap, Lime};
@@ -17,6 +19,10 @@ pub enum Needs {
     Gradient,
     /// The input gradient with the model's ReLUs marked ([`crate::Hooks::relu`]).
     GuidedRelus,
+    /// The input gradient with the model's nonlinearities marked: ReLUs, other elementwise
+    /// nonlinearities and max-pools ([`crate::Hooks::relu`], [`crate::Hooks::nonlinear`],
+    /// [`crate::Hooks::max_pool2d`]).
+    Nonlinearities,
     /// A marked layer ([`crate::Hooks::layer`]) and its gradient.
     Layer,
     /// A marked layer's activation only (forward passes).
@@ -36,9 +42,10 @@ pub struct MethodSettings {
     pub samples: Option<usize>,
     /// GradientSHAP's input noise.
     pub stdevs: Option<f32>,
-    /// GradientSHAP's baselines.
+    /// The baselines of GradientSHAP (default: the zero image), DeepLift (one baseline per
+    /// image; default zero) and DeepLiftShap (a distribution of two or more; no default).
     pub baselines: Option<Baselines>,
-    /// Integrated Gradients' steps (default 50).
+    /// Integrated Gradients' and Layer Integrated Gradients' steps (default 50).
     pub steps: Option<usize>,
     /// Seed of every sampling method.
     pub seed: u64,
@@ -139,6 +146,23 @@ pub const METHODS: &[MethodInfo] = &[
             baseline: None,
         })))
     }),
+    info!("deeplift", "DeepLift", Nonlinearities, |s| {
+        Ok(Method::new(DeepLift { baselines: s.baselines.clone().unwrap_or_default(), batch_size: s.internal_batch_size, ..DeepLift::default() }))
+    }),
+    info!("deeplift-shap", "DeepLiftShap", Nonlinearities, |s| {
+        let baselines = s.baselines.clone().ok_or_else(|| {
+            ExplainError::Invalid("DeepLiftShap needs a baseline distribution of two or more images (--baselines FILE, uniform or gaussian)".into())
+        })?;
+        Ok(Method::new(DeepLiftShap { batch_size: s.internal_batch_size, ..DeepLiftShap::new(baselines) }))
+    }),
+    info!("deconvolution", "Deconvolution", GuidedRelus, |_| Ok(Method::new(Deconvolution))),
+    info!("layer-integrated-gradients", "Layer Integrated Gradients", Layer, |s| {
+        Ok(Method::new(LayerIntegratedGradients {
+            steps: MethodSettings::positive(s.steps, "Layer Integrated Gradients' steps")?.unwrap_or(50),
+            internal_batch_size: s.internal_batch_size,
+            ..LayerIntegratedGradients::default()
+        }))
+    }),
     info!("hirescam", "HiResCAM", Layer, |s| cam(CamKind::HiResCam, s)),
     info!("gradcam++", "Grad-CAM++", Layer, |s| cam(CamKind::GradCamPlusPlus, s)),
     info!("xgradcam", "XGrad-CAM", Layer, |s| cam(CamKind::XGradCam, s)),
@@ -218,7 +242,7 @@ mod tests {
 
     #[test]
     fn every_method_is_named_as_its_table_row_and_names_are_unique() {
-        let settings = MethodSettings { grid: Some(8), ..MethodSettings::default() };
+        let settings = MethodSettings { grid: Some(8), baselines: Some(Baselines::ZerosAndInput), ..MethodSettings::default() };
         for (i, info) in METHODS.iter().enumerate() {
             assert_eq!(info.build(&settings).unwrap().name(), info.name);
             assert!(METHODS[..i].iter().all(|m| m.name != info.name), "{} twice", info.name);

@@ -173,8 +173,10 @@ fn input_gradient(model: &dyn Model, points: &Tensor, targets: &[usize], mode: R
     let var = Var::from_tensor(points)?;
     let hooks = Hooks::none().with_relu_mode(mode);
     let logits = model.forward(var.as_tensor(), &hooks)?;
-    if mode == ReluMode::Guided {
-        check_guided_marks(&hooks, "Guided Backprop")?;
+    match mode {
+        ReluMode::Standard => {}
+        ReluMode::Guided => check_guided_marks(&hooks, "Guided Backprop")?,
+        ReluMode::Deconvolution => check_guided_marks(&hooks, "Deconvolution")?,
     }
     let grads = backward_of_targets(&logits, targets)?;
     let g = grads.get(var.as_tensor()).cloned().ok_or_else(no_input_gradient)?;
@@ -242,7 +244,26 @@ impl Attribute for GuidedBackprop {
     fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         check(input, targets)?;
         let (g, logits) = input_gradient(model, &input.detach(), targets, ReluMode::Guided)?;
-        Ok(Unchecked::new(Attribution { attribution: g, layer_attribution: None, logits: Some(logits) }))
+        Ok(Unchecked::new(Attribution { attribution: g, layer_attribution: None, logits: Some(logits), convergence_delta: None }))
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
+    }
+}
+
+/// Deconvolution (Zeiler & Fergus 2014; Captum's `Deconvolution`): the input gradient with
+/// every marked ReLU's backward replaced by `relu(grad)`, its forward mask ignored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Deconvolution;
+
+impl Attribute for Deconvolution {
+    fn name(&self) -> String {
+        "deconvolution".into()
+    }
+    fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
+        check(input, targets)?;
+        let (g, logits) = input_gradient(model, &input.detach(), targets, ReluMode::Deconvolution)?;
+        Ok(Unchecked::new(Attribution { logits: Some(logits), ..Attribution::map(g) }))
     }
     fn as_any(&self) -> Option<&dyn Any> {
         Some(self)
@@ -313,12 +334,12 @@ pub(crate) fn upsample_map(map: &Tensor, input: &Tensor, mode: Interpolation) ->
 
 fn cam_attribution(map: Tensor, logits: Tensor, input: &Tensor) -> Result<Attribution> {
     let up = upsample_map(&map.relu()?, input, Interpolation::Linear { align_corners: false })?;
-    Ok(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(logits) })
+    Ok(Attribution { attribution: up, layer_attribution: Some(map), logits: Some(logits), convergence_delta: None })
 }
 
 fn guided_grad_cam(guided: &Tensor, map: Tensor, logits: Tensor, input: &Tensor) -> Result<Attribution> {
     let cam = upsample_map(&map.relu()?, input, Interpolation::Nearest)?;
-    Ok(Attribution { attribution: guided.broadcast_mul(&cam)?, layer_attribution: Some(map), logits: Some(logits) })
+    Ok(Attribution { attribution: guided.broadcast_mul(&cam)?, layer_attribution: Some(map), logits: Some(logits), convergence_delta: None })
 }
 
 /// What Grad-CAM, Guided Backprop and Guided Grad-CAM need, computed together.
@@ -373,7 +394,7 @@ impl Attribute for Saliency {
     fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         check(input, targets)?;
         let (g, logits) = input_gradient(model, &input.detach(), targets, ReluMode::Standard)?;
-        Ok(Unchecked::new(Attribution { attribution: g.abs()?, layer_attribution: None, logits: Some(logits) }))
+        Ok(Unchecked::new(Attribution { attribution: g.abs()?, layer_attribution: None, logits: Some(logits), convergence_delta: None }))
     }
     fn as_any(&self) -> Option<&dyn Any> {
         Some(self)
@@ -391,10 +412,13 @@ impl Attribute for InputXGradient {
     fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
         check(input, targets)?;
         let (g, logits) = input_gradient(model, &input.detach(), targets, ReluMode::Standard)?;
-        Ok(Unchecked::new(Attribution { attribution: input.mul(&g)?, layer_attribution: None, logits: Some(logits) }))
+        Ok(Unchecked::new(Attribution { attribution: input.mul(&g)?, layer_attribution: None, logits: Some(logits), convergence_delta: None }))
     }
     fn as_any(&self) -> Option<&dyn Any> {
         Some(self)
+    }
+    fn multiplies_by_inputs(&self) -> bool {
+        true
     }
 }
 
@@ -420,7 +444,7 @@ pub enum Baselines {
 
 impl Baselines {
     /// The candidate baselines of one image `x` (`per_image` values), concatenated.
-    fn candidates(&self, x: &[f32], image_dims: &[usize]) -> Result<Vec<f32>> {
+    pub(crate) fn candidates(&self, x: &[f32], image_dims: &[usize]) -> Result<Vec<f32>> {
         let per_image = x.len();
         let noise = |count: usize, seed: u64, draw: &mut dyn FnMut(&mut ChaCha8Rng) -> f32| -> Result<Vec<f32>> {
             if count == 0 {
@@ -498,6 +522,9 @@ impl GradientShap {
 impl Attribute for GradientShap {
     fn name(&self) -> String {
         "gradient-shap".into()
+    }
+    fn multiplies_by_inputs(&self) -> bool {
+        true
     }
     fn as_any(&self) -> Option<&dyn Any> {
         Some(self)
@@ -645,6 +672,24 @@ impl Attribute for IntegratedGradients {
         grid.insert(1, steps);
         grid[0] = b;
         let integrated = grads.reshape(grid)?.broadcast_mul(&w_t)?.sum(1)?;
-        Ok(Unchecked::new(Attribution::map(diff.mul(&integrated)?)))
+        let attribution = diff.mul(&integrated)?;
+        let (logits, delta) = convergence_delta(model, &attribution, &input, &baseline, targets)?;
+        Ok(Unchecked::new(Attribution { logits: Some(logits), convergence_delta: Some(delta), ..Attribution::map(attribution) }))
     }
+    fn multiplies_by_inputs(&self) -> bool {
+        true
+    }
+}
+
+/// Captum's convergence delta of an attribution `[B, …]` of `input` against `baseline` (both
+/// `[B, …]`): Σ attribution − (f(x) − f(b)) at each target, from one forward pass over both;
+/// with the logits at the input.
+pub(crate) fn convergence_delta(model: &dyn Model, attribution: &Tensor, input: &Tensor, baseline: &Tensor, targets: &[usize]) -> Result<(Tensor, Tensor)> {
+    let b = input.dim(0)?;
+    let logits = logits_of(model, &Tensor::cat(&[input, baseline], 0)?)?;
+    let (at_input, at_baseline) = (logits.narrow(0, 0, b)?, logits.narrow(0, b, b)?);
+    let gap = (&at_input - &at_baseline)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let sums = attribution.to_dtype(DType::F32)?.flatten_from(1)?.sum(1)?.to_vec1::<f32>()?;
+    let delta: Vec<f32> = sums.iter().zip(targets).zip(&gap).map(|((s, &t), row)| s - row.get(t).copied().unwrap_or(f32::NAN)).collect();
+    Ok((at_input, Tensor::from_vec(delta, b, attribution.device())?))
 }

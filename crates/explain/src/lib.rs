@@ -71,14 +71,17 @@ mod attribute;
 mod cam;
 mod catalog;
 mod check;
+mod deeplift;
 mod error;
 pub mod faithfulness;
 mod gradient;
 mod interpolate;
+mod layer_integrated;
 mod model;
 mod noise_tunnel;
 mod perturbation;
 mod quadrature;
+mod rules;
 #[cfg(feature = "render")]
 pub mod render;
 mod shapley;
@@ -89,13 +92,16 @@ pub use attribute::{Attribute, Attribution, Method, Unchecked};
 pub use cam::{Cam, CamKind};
 pub use catalog::{method_info, MethodInfo, MethodSettings, Needs, METHODS};
 pub use check::non_finite;
+pub use deeplift::{DeepLift, DeepLiftShap, DEEPLIFT_EPS};
 pub use error::{ExplainError, Result};
 pub use gradient::{
-    auto_batch_rows, Baselines, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
+    auto_batch_rows, Baselines, Deconvolution, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
     IntegratedGradientsConfig, Saliency, AUTO_BATCH_VALUES,
 };
+pub use layer_integrated::LayerIntegratedGradients;
 pub use interpolate::{resize, upsample_bilinear, upsample_bilinear_align_corners, upsample_nearest, Interpolation};
 pub use model::{relu, FnModel, Hooks, LayerGradient, Model, ReluMode};
+pub use rules::MaxPool2d;
 pub use noise_tunnel::{NoiseTunnel, NoiseTunnelType};
 pub use perturbation::{Baseline, FeatureAblation, FeatureMask, Occlusion};
 pub use quadrature::gauss_legendre_unit;

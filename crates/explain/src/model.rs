@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, Var};
 
+use crate::rules::{DeepLiftPass, MaxPool2d};
+
 /// How ReLUs propagate gradients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReluMode {
@@ -22,6 +24,9 @@ pub enum ReluMode {
     /// Guided backpropagation (Springenberg et al., Captum's `GuidedBackprop`): the incoming
     /// gradient is clamped at zero as well, `relu(grad)` where the input was positive.
     Guided,
+    /// Deconvolution (Zeiler & Fergus, Captum's `Deconvolution`): `relu(grad)` whatever the
+    /// input was — the forward mask is ignored.
+    Deconvolution,
 }
 
 /// ReLU whose backward follows `mode` (what [`Hooks::relu`] applies).
@@ -29,6 +34,13 @@ pub fn relu(x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
     match mode {
         ReluMode::Standard => x.relu(),
         ReluMode::Guided => apply_identity(&x.relu()?, GuidedGrad),
+        ReluMode::Deconvolution => {
+            if x.device().is_cpu() {
+                x.contiguous()?.apply_op1(DeconvRelu)
+            } else {
+                x.to_device(&candle_core::Device::Cpu)?.contiguous()?.apply_op1(DeconvRelu)?.to_device(x.device())
+            }
+        }
     }
 }
 
@@ -66,6 +78,26 @@ impl CustomOp1 for GuidedGrad {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         identity_forward(storage, layout, "guided ReLU")
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.relu()?))
+    }
+}
+
+/// ReLU forward; backward `relu(grad)`, the forward mask ignored (deconvolution's rule).
+struct DeconvRelu;
+
+impl CustomOp1 for DeconvRelu {
+    fn name(&self) -> &'static str {
+        "deconvolution-relu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(data), shape) = identity_forward(storage, layout, "deconvolution ReLU")? else {
+            unreachable!("identity_forward returns f32")
+        };
+        Ok((CpuStorage::F32(data.into_iter().map(|v| v.max(0.0)).collect()), shape))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -194,6 +226,11 @@ struct Record {
     rows_before: usize,
     attention: Vec<(Tensor, Option<GradientSlot>)>,
     grids: Vec<(usize, usize)>,
+    /// Elementwise nonlinearities and max-pools marked ([`Hooks::nonlinear`],
+    /// [`Hooks::max_pool2d`]).
+    others: usize,
+    /// The DeepLift rules' state, in a DeepLift pass.
+    deeplift: Option<DeepLiftPass>,
 }
 
 /// The marks of one forward pass: a model calls them where its pass has a layer, a ReLU or an
@@ -249,6 +286,7 @@ impl std::fmt::Debug for Hooks {
             .field("gradient", &self.plan.gradient)
             .field("replaces", &self.plan.replace.is_some())
             .field("attention", &self.plan.attention)
+            .field("deeplift", &self.lock().deeplift.as_ref().map(|d| d.pairs))
             .finish_non_exhaustive()
     }
 }
@@ -287,6 +325,16 @@ impl Hooks {
     /// needs the input to be a [`Var`], when `gradients`).
     pub fn watch_attention(mut self, gradients: bool) -> Self {
         self.plan.attention = Some(gradients);
+        self
+    }
+
+    /// A DeepLift pass (Captum's `DeepLift`, Rescale rule): the input holds `pairs` inputs and
+    /// then their `pairs` references, and every marked ReLU, elementwise nonlinearity and
+    /// max-pool replaces its backward by Captum's rule for it (`|Δin| < eps` keeps the ordinary
+    /// gradient; Captum's default eps is 1e-10). Fused ReLUs are refused
+    /// ([`Hooks::relu_mode`] returns `None`), so the model applies them through [`Hooks::relu`].
+    pub fn with_deeplift(mut self, pairs: usize, eps: f32) -> Self {
+        self.record.get_mut().unwrap_or_else(|e| e.into_inner()).deeplift = Some(DeepLiftPass::new(pairs, eps));
         self
     }
 
@@ -393,18 +441,88 @@ impl Hooks {
 
     /// Marks a ReLU and applies it with the backward rule the method asked for.
     pub fn relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        relu(x, self.relu_mode())
-    }
-
-    /// Marks a ReLU that a kernel of the model's own applies (fused into a convolution, say)
-    /// and returns the backward rule that kernel must follow.
-    pub fn relu_mode(&self) -> ReluMode {
         let mut record = self.lock();
         record.relus += 1;
         if let Some(n) = record.relus_after.as_mut() {
             *n += 1;
         }
-        self.plan.relu
+        match record.deeplift.as_mut() {
+            Some(pass) => pass.rescale(x, &x.relu()?, &x.gt(0f64)?.to_dtype(x.dtype())?),
+            None => relu(x, self.plan.relu),
+        }
+    }
+
+    /// Marks a ReLU that a kernel of the model's own applies (fused into a convolution, say)
+    /// and returns the backward rule that kernel must follow; `None` when the method needs the
+    /// ReLU as a tensor op of its own (a DeepLift pass): apply it with [`Hooks::relu`] instead
+    /// (this call then marked nothing).
+    ///
+    /// ```
+    /// # use candle_core::Tensor;
+    /// # use tgc_explain::Hooks;
+    /// # fn fused_conv_relu(x: &Tensor, relu: Option<tgc_explain::ReluMode>) -> candle_core::Result<Tensor> { match relu { Some(m) => tgc_explain::relu(x, m), None => Ok(x.clone()) } }
+    /// fn conv_relu(x: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
+    ///     match hooks.relu_mode() {
+    ///         Some(mode) => fused_conv_relu(x, Some(mode)),
+    ///         None => hooks.relu(&fused_conv_relu(x, None)?),
+    ///     }
+    /// }
+    /// # let x = Tensor::new(&[-1f32, 2.0], &candle_core::Device::Cpu)?;
+    /// # assert_eq!(conv_relu(&x, &Hooks::none())?.to_vec1::<f32>()?, vec![0.0, 2.0]);
+    /// # Ok::<(), candle_core::Error>(())
+    /// ```
+    pub fn relu_mode(&self) -> Option<ReluMode> {
+        let mut record = self.lock();
+        if record.deeplift.is_some() {
+            return None;
+        }
+        record.relus += 1;
+        if let Some(n) = record.relus_after.as_mut() {
+            *n += 1;
+        }
+        Some(self.plan.relu)
+    }
+
+    /// Marks an elementwise nonlinearity `f(x)` other than ReLU (sigmoid, tanh, ELU, softplus,
+    /// leaky ReLU: the modules Captum's DeepLift rescales) and applies it: `f(x)` with its own
+    /// gradient, except in a DeepLift pass, where the Rescale rule replaces the gradient. The
+    /// guided and deconvolution rules leave it alone, as Captum's do. Leave GELU, softmax and
+    /// normalisations unmarked to match Captum, which gives them their ordinary gradient.
+    pub fn nonlinear(&self, x: &Tensor, f: impl Fn(&Tensor) -> candle_core::Result<Tensor>) -> candle_core::Result<Tensor> {
+        let deeplift = {
+            let mut record = self.lock();
+            record.others += 1;
+            record.deeplift.is_some()
+        };
+        if !deeplift {
+            return f(x);
+        }
+        // f′(x) elementwise: the gradient of Σ f(x) at x.
+        let var = Var::from_tensor(&x.detach())?;
+        let y = f(var.as_tensor())?;
+        let derivative = match y.sum_all()?.backward()?.get(var.as_tensor()) {
+            Some(d) => d.clone(),
+            None => x.zeros_like()?,
+        };
+        match self.lock().deeplift.as_mut() {
+            Some(pass) => pass.rescale(x, &y.detach(), &derivative),
+            None => candle_core::bail!("the DeepLift pass ended while a nonlinearity was marked"),
+        }
+    }
+
+    /// Marks a 2-D max-pool of `x` `[B, C, H, W]` that `f` computes (with any implementation)
+    /// and applies it: `f(x)`, except in a DeepLift pass, where the pool is taken with
+    /// PyTorch's semantics under Captum's max-pool rule.
+    pub fn max_pool2d(&self, x: &Tensor, pool: MaxPool2d, f: impl Fn(&Tensor) -> candle_core::Result<Tensor>) -> candle_core::Result<Tensor> {
+        let mut record = self.lock();
+        record.others += 1;
+        match record.deeplift.as_mut() {
+            Some(pass) => pass.max_pool2d(x, pool),
+            None => {
+                drop(record);
+                f(x)
+            }
+        }
     }
 
     /// Marks a block's attention probabilities `[B, heads, T, T]` (rows summing to one) over
@@ -437,6 +555,14 @@ impl Hooks {
     /// How many ReLUs the pass marked.
     pub fn relus_marked(&self) -> usize {
         self.lock().relus
+    }
+
+    /// Whether the pass marked anything at all (a layer, a ReLU, another nonlinearity, a
+    /// max-pool, attention): a method that changes backward rules refuses a model that marks
+    /// nothing, whose nonlinearities it cannot see.
+    pub fn marked_anything(&self) -> bool {
+        let record = self.lock();
+        record.relus + record.others + record.layers.len() + record.attention.len() > 0
     }
 
     /// How many ReLUs the pass marked after the watched layer (`None` if it was not reached):

@@ -124,7 +124,7 @@ fn attribute_regions(
             *v = if n > 0 { *v / n as f32 } else { 0.0 };
         }
     }
-    Ok(Unchecked::new(Attribution { attribution: Tensor::from_vec(out, input.dims(), input.device())?, layer_attribution: None, logits: Some(logits) }))
+    Ok(Unchecked::new(Attribution { attribution: Tensor::from_vec(out, input.dims(), input.device())?, layer_attribution: None, logits: Some(logits), convergence_delta: None }))
 }
 
 impl Attribute for Occlusion {

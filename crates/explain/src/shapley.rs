@@ -47,7 +47,7 @@ pub(crate) fn finish(model: &dyn Model, input: &Tensor, values: &[Vec<f64>], reg
     let per_sample: usize = input.dims()[1..].iter().product();
     let map: Vec<f32> = values.iter().flat_map(|v| spread(v, regions, per_sample)).collect();
     let logits = logits_of(model, input)?;
-    Ok(Unchecked::new(Attribution { attribution: Tensor::from_vec(map, input.dims(), input.device())?, layer_attribution: None, logits: Some(logits) }))
+    Ok(Unchecked::new(Attribution { attribution: Tensor::from_vec(map, input.dims(), input.device())?, layer_attribution: None, logits: Some(logits), convergence_delta: None }))
 }
 
 fn check_samples(n: usize, method: &str) -> Result<()> {
@@ -254,6 +254,6 @@ impl Attribute for FeaturePermutation {
             }
         }
         let map: Vec<f32> = values.iter().flat_map(|v| spread(v, &regions, per_sample)).collect();
-        Ok(Unchecked::new(Attribution { attribution: Tensor::from_vec(map, input.dims(), input.device())?, layer_attribution: None, logits: Some(logits) }))
+        Ok(Unchecked::new(Attribution { attribution: Tensor::from_vec(map, input.dims(), input.device())?, layer_attribution: None, logits: Some(logits), convergence_delta: None }))
     }
 }

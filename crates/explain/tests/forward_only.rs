@@ -110,7 +110,7 @@ fn sampled_shapley_values_are_efficient_and_approach_the_exact_ones() {
 fn lime_and_feature_permutation_recover_a_linear_model() {
     // f = Σ_e w_e x_e + 0.3: every surrogate coefficient is w_e (x_e − baseline_e).
     let w = pseudo(&[2, 16], 4);
-    let model = FnModel(|x: &Tensor| (x.flatten_from(1)?.matmul(&w.t()?)? + 0.3));
+    let model = FnModel(|x: &Tensor| x.flatten_from(1)?.matmul(&w.t()?)? + 0.3);
     let x = pseudo(&[2, 1, 4, 4], 6);
     let targets = [1, 0];
     let (wv, xv) = (v(&w), v(&x));

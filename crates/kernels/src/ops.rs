@@ -739,7 +739,8 @@ impl CustomOp2 for ConvOp {
 }
 
 /// (gradient, ReLU output) → the gradient at the ReLU's input: `grad` where the output is
-/// positive (PyTorch's `threshold_backward`), `max(grad, 0)` there under the guided rule.
+/// positive (PyTorch's `threshold_backward`), `max(grad, 0)` there under the guided rule, and
+/// `max(grad, 0)` everywhere under the deconvolution rule.
 struct ReluMask(ReluMode);
 
 impl CustomOp2 for ReluMask {
@@ -753,13 +754,22 @@ impl CustomOp2 for ReluMask {
         if grad.len() != out.len() {
             candle_core::bail!("relu backward: gradient {:?} and output {:?} differ", l1.shape(), l2.shape());
         }
-        let guided = self.0 == ReluMode::Guided;
+        let (guided, deconvolution) = (self.0 == ReluMode::Guided, self.0 == ReluMode::Deconvolution);
         let mut masked = vec![0f32; grad.len()];
         const CHUNK: usize = 1 << 14;
         masked.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).zip(out.par_chunks(CHUNK)).for_each(|((m, g), o)| {
             for ((m, &g), &o) in m.iter_mut().zip(g).zip(o) {
-                let g = if guided { g.max(0.0) } else { g };
-                *m = if o > 0.0 { g } else { 0.0 };
+                *m = if deconvolution {
+                    g.max(0.0)
+                } else if o > 0.0 {
+                    if guided {
+                        g.max(0.0)
+                    } else {
+                        g
+                    }
+                } else {
+                    0.0
+                };
             }
         });
         Ok((CpuStorage::F32(masked), l1.shape().clone()))

@@ -113,6 +113,7 @@ impl<'a> Visits<'a> {
             attribution: join(|a| Some(&a.attribution))?.expect("every row has an attribution"),
             layer_attribution: join(|a| a.layer_attribution.as_ref())?,
             logits: join(|a| a.logits.as_ref())?,
+            convergence_delta: join(|a| a.convergence_delta.as_ref())?,
         })
     }
 }
