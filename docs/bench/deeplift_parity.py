@@ -81,3 +81,21 @@ for path in sys.argv[2:]:
             if m == 'deeplift':
                 print(f'{stem} target {t}: Captum delta {delta.item():.3e}, tgc delta {ours["convergence_delta"].item():.3e}, relative error {err:.2e}')
 print({m: f'{v:.2e}' for m, v in worst.items()})
+
+# Layer Integrated Gradients at layer3 (tgc: --method layer-integrated-gradients --layer layer3
+# --out /tmp/dlcheck/$s.t$t.lig.safetensors), the layer-shaped attribution.
+from captum.attr import LayerIntegratedGradients
+worst_lig = 0.0
+for path in sys.argv[2:]:
+    x = torch.from_numpy(read(path))[None, None].repeat(1, 3, 1, 1)
+    stem = path.split('/')[-1].replace('.nii.gz', '')
+    for t in (0, 1):
+        f = f'/tmp/dlcheck/{stem}.t{t}.lig.safetensors'
+        if not os.path.exists(f):
+            continue
+        ref, delta = LayerIntegratedGradients(model, model.layer3).attribute(x, target=t, n_steps=50, return_convergence_delta=True)
+        ours = load_file(f)
+        err = ((ours['layer_attribution'] - ref[0].detach()).abs().max() / ref.abs().max()).item()
+        print(f'{stem} target {t}: layer IG relative error {err:.2e}, Captum delta {delta.item():.3e}, tgc delta {ours["convergence_delta"].item():.3e}')
+        worst_lig = max(worst_lig, err)
+print(f'layer-integrated-gradients: {worst_lig:.2e}')

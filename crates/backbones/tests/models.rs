@@ -438,3 +438,33 @@ fn the_vit_exposes_its_attention_for_rollout_and_chefer() {
     let err = Chefer.attribute(&resnet, &rand_tensor(&[1, 3, 64, 64], 1.0, 5), &[0]).unwrap_err().to_string();
     assert!(err.contains("attention"), "{err}");
 }
+
+#[test]
+fn deeplift_on_resnet18_adds_up_and_on_the_vit_is_input_times_gradient() {
+    use tgc_explain::{Attribute, DeepLift, InputXGradient, Model};
+    let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Random { seed: 6 }, &cpu()).unwrap();
+    let model = tgc_backbones::Classifier::new(resnet, rand_tensor(&[2, 512], 0.5, 7), rand_tensor(&[2], 0.1, 8)).unwrap();
+    let x = rand_tensor(&[2, 3, 64, 64], 1.0, 9).abs().unwrap();
+    let out = DeepLift::default().attribute(&model, &x, &[1, 0]).unwrap();
+    let logits: Vec<Vec<f32>> = model.forward(&x, &Hooks::none()).unwrap().to_vec2().unwrap();
+    let at_zero: Vec<Vec<f32>> = model.forward(&x.zeros_like().unwrap(), &Hooks::none()).unwrap().to_vec2().unwrap();
+    let delta: Vec<f32> = out.convergence_delta.as_ref().unwrap().to_vec1().unwrap();
+    for (b, t) in [1usize, 0].into_iter().enumerate() {
+        // Completeness (the zero image's activations are constant over each max-pool window).
+        let sum = out.attribution.get(b).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let gap = logits[b][t] - at_zero[b][t];
+        assert!((sum - gap).abs() <= 1e-4 * gap.abs(), "image {b}: Σ {sum} vs f(x) − f(0) {gap}");
+        assert!((delta[b] - (sum - gap)).abs() < 1e-5);
+    }
+    // The ViT marks no nonlinearity Captum's DeepLift rescales (GELU, softmax and LayerNorm get
+    // their gradient): with a zero baseline, DeepLift is x ⊙ ∇f(x).
+    let vit_dir = tempfile::tempdir().unwrap();
+    write_safetensors(&vit_dir.path().join("model.safetensors"), &tiny_vit_tensors(2, 2, 5));
+    std::fs::write(vit_dir.path().join("config.json"), tiny_vit_config_json(2)).unwrap();
+    let vit = Backbone::load(BackboneKind::Vit, &WeightSource::Folder(vit_dir.path().to_owned()), &cpu()).unwrap();
+    let vit = tgc_backbones::Classifier::new(vit, rand_tensor(&[2, 32], 0.5, 7), rand_tensor(&[2], 0.1, 8)).unwrap();
+    let x = rand_tensor(&[1, 3, 32, 32], 1.0, 10);
+    let dl = DeepLift::default().attribute(&vit, &x, &[1]).unwrap().attribution;
+    let ixg = InputXGradient.attribute(&vit, &x, &[1]).unwrap().attribution;
+    assert!(max_rel_diff(&dl, &ixg, 1e-6) < 1e-5);
+}

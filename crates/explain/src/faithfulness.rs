@@ -1,11 +1,15 @@
 //! Is a map evidence? Deletion and insertion curves, ROAD (removal with noisy linear
 //! imputation), the model-randomization check as a rank correlation, the map's sparseness
 //! (Gini index) and complexity (entropy), and — where the truth is known — energy inside a
-//! region and the pointing game.
+//! region and the pointing game; Captum's infidelity and max-sensitivity.
 
+mod infidelity;
 mod road;
+mod sensitivity;
 
+pub use infidelity::{infidelity, InfidelityConfig};
 pub use road::{noisy_linear_imputation, road, Road, RoadConfig};
+pub use sensitivity::{sensitivity_max, SensitivityConfig};
 
 use candle_core::{DType, Tensor, D};
 

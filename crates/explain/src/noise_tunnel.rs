@@ -63,6 +63,9 @@ impl Attribute for NoiseTunnel {
         format!("{}-{}", self.inner.name(), self.kind.name())
     }
 
+    fn multiplies_by_inputs(&self) -> bool {
+        self.inner.multiplies_by_inputs()
+    }
     fn with_layer(&self, layer: &str) -> Option<Method> {
         let inner = self.inner.clone().at_layer(layer);
         Some(Method::new(NoiseTunnel { inner, ..self.clone() }))

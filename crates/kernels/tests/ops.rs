@@ -96,6 +96,35 @@ fn guided_relu_clamps_negative_gradients() {
     }
 }
 
+#[test]
+fn deconvolution_relu_ignores_the_forward_mask_fused_or_not() {
+    let x = Var::from_tensor(&t(&[-1.0, 2.0, 3.0, 0.5], &[4])).unwrap();
+    let upstream = t(&[5.0, -4.0, 6.0, 0.25], &[4]);
+    let y = relu(x.as_tensor(), ReluMode::Deconvolution).unwrap();
+    assert_eq!(vec(&y), vec![0.0, 2.0, 3.0, 0.5]);
+    let grads = y.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(vec(grads.get(x.as_tensor()).unwrap()), vec![5.0, 0.0, 6.0, 0.25]);
+    // The convolution's fused ReLU follows every rule as the separate ReLU does.
+    let conv = tgc_kernels::ops::Conv2d::new(rand_tensor(&[4, 3, 3, 3], 0.3, 21), Some(rand_tensor(&[4], 0.1, 22)), 1, 1).unwrap();
+    let x0 = rand_tensor(&[2, 3, 6, 6], 1.0, 23);
+    let residual = rand_tensor(&[2, 4, 6, 6], 1.0, 24);
+    let upstream = rand_tensor(&[2, 4, 6, 6], 1.0, 25);
+    for mode in [ReluMode::Standard, ReluMode::Guided, ReluMode::Deconvolution] {
+        let grad = |fused: bool| {
+            let x = Var::from_tensor(&x0).unwrap();
+            let y = if fused {
+                conv.forward_fused(x.as_tensor(), Some(&residual), Some(mode)).unwrap()
+            } else {
+                relu(&(conv.forward_fused(x.as_tensor(), None, None).unwrap() + &residual).unwrap(), mode).unwrap()
+            };
+            let grads = y.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            (y, grads.get(x.as_tensor()).unwrap().clone())
+        };
+        let ((yf, gf), (ys, gs)) = (grad(true), grad(false));
+        assert!(max_rel_diff(&yf, &ys, 1e-3) < 1e-6 && max_rel_diff(&gf, &gs, 1e-3) < 1e-5, "{mode:?}");
+    }
+}
+
 fn check_fd(f: &dyn Fn(&Tensor) -> Tensor, x0: &Tensor, tol: f32) {
     let x = Var::from_tensor(x0).unwrap();
     let g = vec(f(x.as_tensor()).backward().unwrap().get(x.as_tensor()).unwrap());
