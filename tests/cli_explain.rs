@@ -71,6 +71,31 @@ fn explain_one_slice_and_a_split() {
     let (t3, meta) = load_with_metadata(&out3);
     assert_eq!(t3["layer_attribution"].dims(), &[4, 4]);
     assert_eq!(meta["layer"], "layer3");
+
+    // DeepLift (zero baseline) adds up on the ResNet: its convergence delta is stored and
+    // printed; Layer Integrated Gradients keeps the layer's shape; DeepLiftShap needs baselines.
+    let rules = dir.path().join("rules.safetensors");
+    let explain = |method: &str, more: &[&str]| {
+        let mut args = vec!["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--input", slice.to_str().unwrap()];
+        args.extend(["--method", method, "--layer", "layer3", "--target", "1", "--out", rules.to_str().unwrap()]);
+        args.extend(more);
+        tgc(&args, cache)
+    };
+    let text = ok(explain("deeplift,deconvolution,layer-integrated-gradients", &["--steps", "8"]));
+    assert!(text.contains("convergence delta"), "{text}");
+    let load = |m: &str| candle_core::safetensors::load(dir.path().join(format!("rules.{m}.safetensors")), &candle_core::Device::Cpu).unwrap();
+    let (dl, lig) = (load("deeplift"), load("layer-integrated-gradients"));
+    let sum = dl["attribution"].sum_all().unwrap().to_scalar::<f32>().unwrap();
+    let delta = dl["convergence_delta"].to_vec1::<f32>().unwrap()[0];
+    assert!(delta.abs() <= 1e-4 * sum.abs().max(1e-3), "Σ {sum}, delta {delta}");
+    assert_eq!(lig["layer_attribution"].dims(), &[256, 4, 4]);
+    assert_eq!(load("deconvolution")["attribution"].dims(), &[3, 64, 64]);
+    let o = explain("deeplift-shap", &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("baseline distribution"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = explain("deeplift", &["--baselines", "zeros-and-input"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("DeepLiftShap"), "{}", String::from_utf8_lossy(&o.stderr));
     let o = tgc(
         &[
             "explain",
@@ -463,6 +488,8 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
             "5",
             "--baseline",
             "blur",
+            "--sensitivity-samples",
+            "2",
             "--method",
             "gradcam,saliency",
             "--out",
@@ -480,6 +507,15 @@ fn temporal_explanations_and_faithfulness_on_phantoms() {
             assert!((-1.0..=1.0).contains(&x), "{summary}");
         }
         assert_eq!(r[6], "2");
+    }
+    // Captum's infidelity and max-sensitivity, per method: non-negative numbers.
+    let header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+    for column in ["infidelity", "sensitivity_max"] {
+        let k = header.iter().position(|h| *h == column).unwrap_or_else(|| panic!("{summary}"));
+        for r in &rows {
+            let x: f64 = r[k].parse().unwrap_or_else(|_| panic!("{column}: {summary}"));
+            assert!(x >= 0.0 && x.is_finite(), "{summary}");
+        }
     }
     assert!(fout.join("faithfulness.md").is_file() && fout.join("faithfulness.csv").is_file());
     // The randomisation cascade: every stage from the head down to the stem, per slice and method.

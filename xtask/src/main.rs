@@ -333,6 +333,8 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
                 s(if quick { 5 } else { 20 }),
                 s("--road-percentiles"),
                 s(if quick { "50" } else { "20,40,60,80" }),
+                s("--sensitivity-samples"),
+                s(if quick { 2 } else { 5 }),
                 s("--out"),
                 path(&out.join("faithfulness").join(b)),
             ],

@@ -205,7 +205,7 @@ pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], s
         md.push_str(&text);
         md.push('\n');
         let (_, rows) = table(&out.join("faithfulness").join(b).join("summary.csv"))?;
-        let _ = write!(html_faith, "<p>{}</p><table><tr><th>Method</th><th>Deletion AUC ↓</th><th>Insertion AUC ↑</th><th>ROAD MoRF ↓</th><th>ROAD LeRF ↑</th><th>Randomization ρ ↓</th><th>Energy in region ↑</th><th>Pointing game ↑</th><th>Sparseness</th><th>Complexity</th></tr>", escape(text.lines().next().unwrap_or("")));
+        let _ = write!(html_faith, "<p>{}</p><table><tr><th>Method</th><th>Deletion AUC ↓</th><th>Insertion AUC ↑</th><th>ROAD MoRF ↓</th><th>ROAD LeRF ↑</th><th>Randomization ρ ↓</th><th>Energy in region ↑</th><th>Pointing game ↑</th><th>Sparseness</th><th>Complexity</th><th>Infidelity ↓</th><th>Sensitivity ↓</th></tr>", escape(text.lines().next().unwrap_or("")));
         for r in rows {
             let _ = write!(html_faith, "<tr><td>{}</td>", escape(&r["method"]));
             for k in [
@@ -218,8 +218,10 @@ pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], s
                 "pointing_hit_rate",
                 "sparseness",
                 "complexity",
+                "infidelity",
+                "sensitivity_max",
             ] {
-                let v = num(&r, k).map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
+                let v = num(&r, k).map(|v| if k == "infidelity" { format!("{v:.3e}") } else { format!("{v:.4}") }).unwrap_or_else(|| "n/a".into());
                 let _ = write!(html_faith, "<td>{v}</td>");
             }
             html_faith.push_str("</tr>");

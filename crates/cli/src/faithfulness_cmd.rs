@@ -11,10 +11,11 @@ use polars::prelude::{Column, DataFrame};
 use tgc_backbones::{resize_bilinear_aa, Classifier, Randomize, WeightSource};
 use tgc_data::{phantom, read_nifti, write_atomic, write_table};
 use tgc_explain::faithfulness::{
-    complexity, deletion_insertion_many, energy_in_mask, pointing_hit, road, sparseness, spearman, ssim, Baseline, CurveConfig, RoadConfig,
+    complexity, deletion_insertion_many, energy_in_mask, infidelity, pointing_hit, road, sensitivity_max, sparseness, spearman, ssim, Baseline, CurveConfig,
+    InfidelityConfig, RoadConfig, SensitivityConfig,
 };
 use tgc_explain::render::normalized_magnitude;
-use tgc_explain::Method;
+use tgc_explain::{Attribute, Attribution, Method};
 
 use crate::args::{load_classifier, open_data, MethodArgs, MethodName, ModelArgs, SelectionArgs};
 use crate::progress;
@@ -49,6 +50,23 @@ pub struct FaithfulnessArgs {
     /// Skip ROAD (its imputations and forward passes).
     #[arg(long)]
     pub no_road: bool,
+    /// Captum's infidelity: Gaussian perturbations per slice (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    pub infidelity_samples: usize,
+    /// Infidelity: standard deviation of the perturbations (Captum's example, 0.003).
+    #[arg(long, default_value_t = 0.003)]
+    pub infidelity_std: f32,
+    /// Infidelity without Captum's `normalize` (the least-squares rescaling of each map that
+    /// makes methods of different scales comparable, on by default here).
+    #[arg(long)]
+    pub infidelity_raw: bool,
+    /// Captum's sensitivity_max: re-explanations of perturbed slices per slice (0 skips it;
+    /// each costs one explanation).
+    #[arg(long, default_value_t = 10)]
+    pub sensitivity_samples: usize,
+    /// Sensitivity: radius of the L∞ ball the perturbations are drawn from (Captum's 0.02).
+    #[arg(long, default_value_t = 0.02)]
+    pub sensitivity_radius: f32,
     /// Output folder for faithfulness.csv (per slice), summary.csv and faithfulness.md.
     #[arg(long)]
     pub out: PathBuf,
@@ -89,6 +107,43 @@ struct Row {
     road_lerf: Option<f64>,
     sparseness: Option<f64>,
     complexity: Option<f64>,
+    /// Captum's infidelity and max-sensitivity.
+    infidelity: Option<f64>,
+    sensitivity: Option<f64>,
+}
+
+/// Captum's infidelity and max-sensitivity of each method's maps of one batch of slices:
+/// per method, per slice.
+fn robustness(args: &FaithfulnessArgs, model: &Classifier, methods: &[Method], batch: &SliceBatch, trained: &[Attribution]) -> Result<Vec<Vec<(Option<f64>, Option<f64>)>>> {
+    let mut out = Vec::new();
+    for (method, a) in methods.iter().zip(trained) {
+        let images = batch.images.join(", ");
+        let infid = if args.infidelity_samples == 0 {
+            vec![None; batch.images.len()]
+        } else {
+            let config = InfidelityConfig {
+                n_perturb_samples: args.infidelity_samples,
+                noise_std: args.infidelity_std,
+                normalize: !args.infidelity_raw,
+                multiply_by_inputs: method.multiplies_by_inputs(),
+                seed: args.randomization_seed ^ 0x1AF1DE,
+                ..InfidelityConfig::default()
+            };
+            infidelity(model, &batch.input, &a.attribution, &batch.targets, &config).with_context(|| format!("infidelity of {} on {images}", method.name()))?.into_iter().map(Some).collect()
+        };
+        let sens = if args.sensitivity_samples == 0 {
+            vec![None; batch.images.len()]
+        } else {
+            let config = SensitivityConfig { n_perturb_samples: args.sensitivity_samples, perturb_radius: args.sensitivity_radius, seed: args.randomization_seed ^ 0x5E45 };
+            sensitivity_max(method, model, &batch.input, &batch.targets, Some(&a.attribution), &config)
+                .with_context(|| format!("sensitivity of {} on {images}", method.name()))?
+                .into_iter()
+                .map(Some)
+                .collect()
+        };
+        out.push(infid.into_iter().zip(sens).collect());
+    }
+    Ok(out)
 }
 
 pub fn run(args: FaithfulnessArgs) -> Result<()> {
@@ -149,6 +204,9 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         let trained =
             Method::attribute_all(&method_list, &model, &batch.input, &batch.targets).with_context(|| format!("explaining {}", batch.images.join(", ")))?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), slices = chunk.len(), "explained with the trained model");
+        let started = std::time::Instant::now();
+        let robust = robustness(&args, &model, &method_list, &batch, &trained)?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), slices = chunk.len(), "infidelity and sensitivity");
         bar.inc(chunk.len() as u64);
         for (j, x) in xs.iter().enumerate() {
             let (image, target) = (&batch.images[j], batch.targets[j]);
@@ -163,7 +221,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             let started = std::time::Instant::now();
             let curves = deletion_insertion_many(&model, x, &importances, target, &curve).with_context(|| format!("deletion/insertion curves of {image}"))?;
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), %image, "deletion/insertion curves");
-            for (((name, _), raw), curves) in methods.iter().zip(&raws).zip(curves) {
+            for ((((name, _), raw), curves), robust) in methods.iter().zip(&raws).zip(curves).zip(&robust) {
                 let road_result = if args.no_road {
                     None
                 } else {
@@ -177,6 +235,8 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
                     road_lerf: road_result.as_ref().map(|r| r.lerf_mean() as f64),
                     sparseness: sparseness(raw),
                     complexity: complexity(raw),
+                    infidelity: robust[j].0,
+                    sensitivity: robust[j].1,
                     method: *name,
                     image: image.clone(),
                     deletion: curves.deletion_auc(),
@@ -252,6 +312,8 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             Column::new("road_lerf".into(), rows.iter().map(|r| r.road_lerf).collect::<Vec<_>>()),
             Column::new("sparseness".into(), rows.iter().map(|r| r.sparseness).collect::<Vec<_>>()),
             Column::new("complexity".into(), rows.iter().map(|r| r.complexity).collect::<Vec<_>>()),
+            Column::new("infidelity".into(), rows.iter().map(|r| r.infidelity).collect::<Vec<_>>()),
+            Column::new("sensitivity_max".into(), rows.iter().map(|r| r.sensitivity).collect::<Vec<_>>()),
         ],
     )?;
     let mean = |v: Vec<f64>| {
@@ -272,10 +334,10 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         format!("{:?}", args.baseline).to_lowercase()
     );
     md.push_str(
-        "| Method | Deletion AUC ↓ | Insertion AUC ↑ | ROAD MoRF ↓ | ROAD LeRF ↑ | Randomization ρ ↓ | Energy in region ↑ | Pointing game ↑ | Sparseness | Complexity |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| Method | Deletion AUC ↓ | Insertion AUC ↑ | ROAD MoRF ↓ | ROAD LeRF ↑ | Randomization ρ ↓ | Energy in region ↑ | Pointing game ↑ | Sparseness | Complexity | Infidelity ↓ | Sensitivity ↓ |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    let mut summary: Vec<(String, [Option<f64>; 9], u64)> = Vec::new();
+    let mut summary: Vec<(String, [Option<f64>; 11], u64)> = Vec::new();
     for &(m, _) in &methods {
         let of: Vec<&Row> = rows.iter().filter(|r| r.method == m).collect();
         let del = mean(of.iter().map(|r| r.deletion as f64).collect());
@@ -287,9 +349,13 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         let lerf = mean(of.iter().filter_map(|r| r.road_lerf).collect());
         let sparse = mean(of.iter().filter_map(|r| r.sparseness).collect());
         let complex = mean(of.iter().filter_map(|r| r.complexity).collect());
+        let infid = mean(of.iter().filter_map(|r| r.infidelity).collect());
+        let sens = mean(of.iter().filter_map(|r| r.sensitivity).collect());
         let cell = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
+        // Infidelity is in squared logits: small values keep their digits.
+        let cell_e = |v: Option<f64>| v.map(|v| format!("{v:.3e}")).unwrap_or_else(|| "n/a".into());
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             args.methods.title(m),
             cell(del),
             cell(ins),
@@ -299,14 +365,26 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             cell(en),
             cell(hit),
             cell(sparse),
-            cell(complex)
+            cell(complex),
+            cell_e(infid),
+            cell(sens)
         ));
-        summary.push((title(m), [del, ins, rnd, en, hit, morf, lerf, sparse, complex], of.len() as u64));
+        summary.push((title(m), [del, ins, rnd, en, hit, morf, lerf, sparse, complex, infid, sens], of.len() as u64));
     }
     md.push_str(&format!(
         "\nROAD: mean target probability after removing {} % of the pixels, most (MoRF) or least (LeRF) relevant first, filled in by noisy linear imputation. \
          Sparseness: Gini index of the map (higher = more concentrated); Complexity: entropy of the normalised map (lower = simpler).\n",
         if args.no_road { "(skipped)".to_owned() } else { args.road_percentiles.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ") }
+    ));
+    md.push_str(&format!(
+        "Infidelity (Captum's `infidelity`, {}): mean squared gap between Σ perturbation · map and the target logit's change, over {} Gaussian perturbations \
+         of std {} (divided by the input for the methods that multiply by it); Sensitivity (Captum's `sensitivity_max`): the largest relative change of the map \
+         over {} re-explanations of the slice perturbed uniformly within ±{}.\n",
+        if args.infidelity_raw { "not normalised" } else { "normalised: each map rescaled by its least-squares β first" },
+        args.infidelity_samples,
+        args.infidelity_std,
+        args.sensitivity_samples,
+        args.sensitivity_radius
     ));
     if !is_phantom {
         md.push_str("\nEnergy in region and pointing game need ground-truth masks (synthetic phantoms only).\n");
@@ -358,6 +436,8 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             Column::new("road_lerf".into(), measure(6)),
             Column::new("sparseness".into(), measure(7)),
             Column::new("complexity".into(), measure(8)),
+            Column::new("infidelity".into(), measure(9)),
+            Column::new("sensitivity_max".into(), measure(10)),
         ],
     )?;
     let path = args.out.join("faithfulness.md");
