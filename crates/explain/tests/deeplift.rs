@@ -213,6 +213,13 @@ fn infidelity_on_a_linear_model() {
     // Normalised, any multiple of w is exact (β rescales it).
     let normalized = InfidelityConfig { normalize: true, ..config };
     assert!(infidelity(&model, &x, &twice, &[0], &normalized).unwrap()[0] < 1e-6 * expected);
+    // Denormal inputs (the OASIS slices hold 1e-45s) do not overflow the division by the input.
+    let mut values = v(&x);
+    values[3] = 1e-45;
+    let x = Tensor::from_vec(values, (1, 16), &Device::Cpu).unwrap();
+    let ixg = InputXGradient.attribute(&model, &x, &[0]).unwrap().attribution;
+    let config = InfidelityConfig { multiply_by_inputs: true, ..InfidelityConfig::default() };
+    assert!(infidelity(&model, &x, &ixg, &[0], &config).unwrap()[0].is_finite());
 }
 
 #[test]

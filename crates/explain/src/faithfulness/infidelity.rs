@@ -44,7 +44,8 @@ impl Default for InfidelityConfig {
 /// `E_I[(Σ I ⊙ a − (f(x) − f(x − I)))²]` over `n_perturb_samples` Gaussian perturbations `I`,
 /// with Captum's `normalize` and `multiply_by_inputs` when asked. `attribution` may have fewer
 /// channels than the input when it broadcasts to it (a CAM's `[B, 1, H, W]` map counts for every
-/// channel of its pixel). Lower is more faithful; 0 for an exact linear account.
+/// channel of its pixel). Lower is more faithful; 0 for an exact linear account. The sums run
+/// in f64, so inputs with denormal values (where Captum's f32 division overflows) stay finite.
 pub fn infidelity(model: &dyn Model, input: &Tensor, attribution: &Tensor, targets: &[usize], config: &InfidelityConfig) -> Result<Vec<f64>> {
     let b = check(input, targets)?;
     let n = config.n_perturb_samples;
@@ -84,13 +85,15 @@ pub fn infidelity(model: &dyn Model, input: &Tensor, attribution: &Tensor, targe
                 .zip(&a)
                 .zip(x.iter().zip(&base))
                 .map(|((&e, &a), (&x, &b))| {
+                    // In f64: an input of 1e-45 (the OASIS slices hold thousands of such
+                    // denormals) makes e / (x − b) overflow f32.
                     let p = if config.multiply_by_inputs {
-                        let d = x - b;
-                        e / if d == 0.0 { 1.0 } else { d }
+                        let d = x as f64 - b as f64;
+                        e as f64 / if d == 0.0 { 1.0 } else { d }
                     } else {
-                        e
+                        e as f64
                     };
-                    (p * a) as f64
+                    p * a as f64
                 })
                 .sum();
             let diff = f_x - f_perturbed as f64;
@@ -105,7 +108,11 @@ pub fn infidelity(model: &dyn Model, input: &Tensor, attribution: &Tensor, targe
         } else {
             plain
         };
-        out.push(total / n as f64);
+        let value = total / n as f64;
+        if !value.is_finite() {
+            return Err(ExplainError::Invalid(format!("infidelity of image {i} is {value}: the attribution or the model's output is not finite")));
+        }
+        out.push(value);
     }
     Ok(out)
 }
