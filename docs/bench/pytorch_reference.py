@@ -49,6 +49,21 @@ def resnet():
     return m.eval()
 
 
+def split_relus(m):
+    """Each BasicBlock's second ReLU call gets a module of its own: Captum's DeepLift refuses a
+    module used twice (tgc marks the two calls as two ReLUs)."""
+    for layer in [m.layer1, m.layer2, m.layer3, m.layer4]:
+        for block in layer:
+            block.relu2 = nn.ReLU()
+
+            def forward(self, x):
+                identity = x if self.downsample is None else self.downsample(x)
+                out = self.relu(self.bn1(self.conv1(x)))
+                return self.relu2(self.bn2(self.conv2(out)) + identity)
+            block.forward = forward.__get__(block)
+    return m
+
+
 def vit():
     from transformers import ViTConfig, ViTModel
 
@@ -80,7 +95,7 @@ class Head(nn.Module):
 
 def figures():
     """name → (function, images per call), models built on first use."""
-    from captum.attr import (FeatureAblation, GradientShap, GuidedBackprop, GuidedGradCam,
+    from captum.attr import (DeepLift, Deconvolution, FeatureAblation, GradientShap, GuidedBackprop, GuidedGradCam,
                              IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel,
                              Occlusion, Saliency)
 
@@ -118,6 +133,9 @@ def figures():
         x1, feature_mask=blocks, target=1, perturbations_per_eval=16), 1)
     out["resnet18.saliency-smoothgrad"] = (lambda: NoiseTunnel(Saliency(model)).attribute(
         x1, nt_type="smoothgrad", nt_samples=10, stdevs=0.1, target=1, abs=True), 1)
+    split = Head(split_relus(resnet()), 512).eval()
+    out["resnet18.deeplift"] = (lambda: DeepLift(split).attribute(x1, baselines=base, target=1), 1)
+    out["resnet18.deconvolution"] = (lambda: Deconvolution(model).attribute(x1, target=1), 1)
 
     vfeatures = vit()
     v8 = torch.rand(8, 3, 224, 224)

@@ -186,6 +186,8 @@ fn main() -> anyhow::Result<()> {
                 Method::new(GuidedBackprop),
                 Method::new(GuidedGradCam::default()),
                 Method::new(Saliency),
+                Method::new(DeepLift::default()),
+                Method::new(Deconvolution),
                 Method::new(GradientShap::default()),
                 Method::new(ig),
                 Method::new(Occlusion::default()),
