@@ -54,10 +54,13 @@ fn num(row: &HashMap<String, String>, key: &str) -> Option<f64> {
     row.get(key).and_then(|v| v.parse().ok())
 }
 
+/// `mean ± std` of a metric; "—" where the metric is undefined (NaN: the earlier-visit rule's
+/// loss, which has no probabilities), "n/a" where the table lacks it.
 fn cell(row: &HashMap<String, String>, metric: &str) -> String {
     match (num(row, &format!("{metric}_mean")), num(row, &format!("{metric}_std"))) {
-        (Some(m), Some(s)) => format!("{m:.4} ± {s:.4}"),
-        (Some(m), None) => format!("{m:.4}"),
+        (Some(m), _) if !m.is_finite() => "—".into(),
+        (Some(m), Some(s)) if s.is_finite() => format!("{m:.4} ± {s:.4}"),
+        (Some(m), _) => format!("{m:.4}"),
         _ => "n/a".into(),
     }
 }
@@ -322,6 +325,15 @@ mod tests {
         let dir = runs.join(model).join("0");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.json"), serde_json::json!({ "run": { "weights": weights, "random_weights": random } }).to_string()).unwrap();
+    }
+
+    #[test]
+    fn an_undefined_metric_reads_as_a_dash_not_nan() {
+        let row = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>();
+        assert_eq!(cell(&row(&[("loss_mean", "NaN"), ("loss_std", "NaN")]), "loss"), "—");
+        assert_eq!(cell(&row(&[("loss_mean", "0.5"), ("loss_std", "0.25")]), "loss"), "0.5000 ± 0.2500");
+        assert_eq!(cell(&row(&[("loss_mean", "0.5"), ("loss_std", "NaN")]), "loss"), "0.5000");
+        assert_eq!(cell(&row(&[]), "loss"), "n/a");
     }
 
     #[test]

@@ -216,7 +216,10 @@ pub fn temporal_strip(input: &candle_core::Tensor, cam: &tgc_explain::Attributio
     let (k, _, th, tw) = input.dims4()?;
     let (th, tw) = (th as u32, tw as u32);
     let (pad, header, chart_h) = (6u32, 56u32, 220u32);
-    let width = (k as u32 * (tw + pad) + pad).max(520);
+    // Wide enough for the visits, the chart, and the title (two visits of a 176-pixel slice
+    // are narrower than a title that names the patient, the model and its weights).
+    let title_w = ("sans-serif", 18).into_font().box_size(title).map(|(w, _)| w).unwrap_or(0);
+    let width = (k as u32 * (tw + pad) + pad).max(520).max(title_w + 2 * pad);
     let height = header + th + pad + chart_h;
     let mut canvas = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
     for v in 0..k {
@@ -265,4 +268,23 @@ pub fn temporal_strip(input: &candle_core::Tensor, cam: &tgc_explain::Attributio
 
 fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_strip_of_two_small_visits_is_as_wide_as_its_title() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strip.png");
+        let input = Tensor::rand(0f32, 1.0, (2, 3, 32, 32), &candle_core::Device::Cpu).unwrap();
+        let cam = tgc_explain::Attribution::map(Tensor::rand(0f32, 1.0, (2, 1, 32, 32), &candle_core::Device::Cpu).unwrap());
+        let title = "OAS30001 — ViT (Seq 3), target disease — RANDOM-INIT (random:1) backbone, probe of iteration 0 of the original protocol";
+        temporal_strip(&input, &cam, &[0, 757], &[0.1, -0.2, 0.3], &path, title).unwrap();
+        let width = image::open(&path).unwrap().width();
+        register_font();
+        let title_w = ("sans-serif", 18).into_font().box_size(title).unwrap().0;
+        assert!(title_w > 520 && width >= title_w + 12, "strip {width} px, title {title_w} px");
+    }
 }
