@@ -15,30 +15,15 @@ fn explain_one_slice_and_a_split() {
     let h = head.to_str().unwrap();
 
     let slice = std::fs::read_dir(data.join("disease")).unwrap().next().unwrap().unwrap().path();
+    // `tgc explain` of that slice with the random ResNet-18 and the trained head, then `more`.
+    let explain_one = |more: &[&str]| {
+        let mut args = vec!["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--input", slice.to_str().unwrap()];
+        args.extend(more);
+        tgc(&args, cache)
+    };
     let out = dir.path().join("one.safetensors");
     let png = dir.path().join("one.png");
-    let text = ok(tgc(
-        &[
-            "explain",
-            "--backbone",
-            "resnet18",
-            "--weights",
-            "random:2",
-            "--head",
-            h,
-            "--input",
-            slice.to_str().unwrap(),
-            "--method",
-            "gradcam",
-            "--target",
-            "1",
-            "--out",
-            out.to_str().unwrap(),
-            "--png",
-            png.to_str().unwrap(),
-        ],
-        cache,
-    ));
+    let text = ok(explain_one(&["--method", "gradcam", "--target", "1", "--out", out.to_str().unwrap(), "--png", png.to_str().unwrap()]));
     assert!(text.contains("RANDOM-INIT"), "{text}");
     let t = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
     assert_eq!(t["attribution"].dims(), &[1, 64, 64]);
@@ -48,26 +33,7 @@ fn explain_one_slice_and_a_split() {
 
     // Another Grad-CAM layer: layer3 of a 64² input is 4×4.
     let out3 = dir.path().join("layer3.safetensors");
-    ok(tgc(
-        &[
-            "explain",
-            "--backbone",
-            "resnet18",
-            "--weights",
-            "random:2",
-            "--head",
-            h,
-            "--input",
-            slice.to_str().unwrap(),
-            "--method",
-            "gradcam",
-            "--layer",
-            "layer3",
-            "--out",
-            out3.to_str().unwrap(),
-        ],
-        cache,
-    ));
+    ok(explain_one(&["--method", "gradcam", "--layer", "layer3", "--out", out3.to_str().unwrap()]));
     let (t3, meta) = load_with_metadata(&out3);
     assert_eq!(t3["layer_attribution"].dims(), &[4, 4]);
     assert_eq!(meta["layer"], "layer3");
@@ -76,10 +42,9 @@ fn explain_one_slice_and_a_split() {
     // printed; Layer Integrated Gradients keeps the layer's shape; DeepLiftShap needs baselines.
     let rules = dir.path().join("rules.safetensors");
     let explain = |method: &str, more: &[&str]| {
-        let mut args = vec!["explain", "--backbone", "resnet18", "--weights", "random:2", "--head", h, "--input", slice.to_str().unwrap()];
-        args.extend(["--method", method, "--layer", "layer3", "--target", "1", "--out", rules.to_str().unwrap()]);
+        let mut args = vec!["--method", method, "--layer", "layer3", "--target", "1", "--out", rules.to_str().unwrap()];
         args.extend(more);
-        tgc(&args, cache)
+        explain_one(&args)
     };
     let text = ok(explain("deeplift,deconvolution,layer-integrated-gradients", &["--steps", "8"]));
     assert!(text.contains("convergence delta"), "{text}");
@@ -96,26 +61,7 @@ fn explain_one_slice_and_a_split() {
     let o = explain("deeplift", &["--baselines", "zeros-and-input"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("DeepLiftShap"), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = tgc(
-        &[
-            "explain",
-            "--backbone",
-            "resnet18",
-            "--weights",
-            "random:2",
-            "--head",
-            h,
-            "--input",
-            slice.to_str().unwrap(),
-            "--method",
-            "gradcam",
-            "--layer",
-            "layer9",
-            "--out",
-            "o",
-        ],
-        cache,
-    );
+    let o = explain_one(&["--method", "gradcam", "--layer", "layer9", "--out", "o"]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
 
     // --run: the head, backbone, weights and test patients come from the training iteration.
@@ -195,34 +141,22 @@ fn explain_one_slice_and_a_split() {
     // The CAM family and the perturbation methods, by pytorch-grad-cam's and Captum's names.
     let extra = dir.path().join("extra.safetensors");
     let cams = "hirescam,gradcam++,xgradcam,layercam,eigencam,eigengradcam,scorecam,ablationcam";
-    let text = ok(tgc(
-        &[
-            "explain",
-            "--backbone",
-            "resnet18",
-            "--weights",
-            "random:2",
-            "--head",
-            h,
-            "--input",
-            slice.to_str().unwrap(),
-            "--method",
-            &format!("{cams},occlusion,feature-ablation"),
-            "--window",
-            "16",
-            "--stride",
-            "16",
-            "--grid",
-            "32",
-            "--batch-size",
-            "64",
-            "--target",
-            "1",
-            "--out",
-            extra.to_str().unwrap(),
-        ],
-        cache,
-    ));
+    let text = ok(explain_one(&[
+        "--method",
+        &format!("{cams},occlusion,feature-ablation"),
+        "--window",
+        "16",
+        "--stride",
+        "16",
+        "--grid",
+        "32",
+        "--batch-size",
+        "64",
+        "--target",
+        "1",
+        "--out",
+        extra.to_str().unwrap(),
+    ]));
     assert!(text.contains("Grad-CAM++ of"), "{text}");
     for name in cams.split(',') {
         let (t, meta) = load_with_metadata(&dir.path().join(format!("extra.{name}.safetensors")));
@@ -241,32 +175,20 @@ fn explain_one_slice_and_a_split() {
     // The forward-only Shapley/LIME methods on 32-pixel blocks (4 features): KernelSHAP with
     // every coalition (16 samples ≥ 2⁴) equals the exact Shapley values.
     let shap = dir.path().join("shap.safetensors");
-    let text = ok(tgc(
-        &[
-            "explain",
-            "--backbone",
-            "resnet18",
-            "--weights",
-            "random:2",
-            "--head",
-            h,
-            "--input",
-            slice.to_str().unwrap(),
-            "--method",
-            "shapley-values,shapley-value-sampling,kernel-shap,lime,feature-ablation",
-            "--grid",
-            "32",
-            "--samples",
-            "16",
-            "--sampling-seed",
-            "3",
-            "--target",
-            "1",
-            "--out",
-            shap.to_str().unwrap(),
-        ],
-        cache,
-    ));
+    let text = ok(explain_one(&[
+        "--method",
+        "shapley-values,shapley-value-sampling,kernel-shap,lime,feature-ablation",
+        "--grid",
+        "32",
+        "--samples",
+        "16",
+        "--sampling-seed",
+        "3",
+        "--target",
+        "1",
+        "--out",
+        shap.to_str().unwrap(),
+    ]));
     assert!(text.contains("Kernel SHAP of"), "{text}");
     let map = |name: &str| -> Vec<f32> {
         let t = candle_core::safetensors::load(dir.path().join(format!("shap.{name}.safetensors")), &candle_core::Device::Cpu).unwrap();
@@ -282,56 +204,25 @@ fn explain_one_slice_and_a_split() {
     }
     // NoiseTunnel around a method: the file and the method name say so.
     let tunnel = dir.path().join("tunnel.safetensors");
-    let text = ok(tgc(
-        &[
-            "explain",
-            "--backbone",
-            "resnet18",
-            "--weights",
-            "random:2",
-            "--head",
-            h,
-            "--input",
-            slice.to_str().unwrap(),
-            "--method",
-            "saliency,input-x-gradient",
-            "--noise-tunnel",
-            "vargrad",
-            "--nt-samples",
-            "3",
-            "--nt-stdevs",
-            "0.2",
-            "--target",
-            "1",
-            "--out",
-            tunnel.to_str().unwrap(),
-        ],
-        cache,
-    ));
+    let text = ok(explain_one(&[
+        "--method",
+        "saliency,input-x-gradient",
+        "--noise-tunnel",
+        "vargrad",
+        "--nt-samples",
+        "3",
+        "--nt-stdevs",
+        "0.2",
+        "--target",
+        "1",
+        "--out",
+        tunnel.to_str().unwrap(),
+    ]));
     assert!(text.contains("Saliency (vargrad)"), "{text}");
     let (t, meta) = load_with_metadata(&dir.path().join("tunnel.saliency-vargrad.safetensors"));
     assert_eq!(meta["method"], "saliency-vargrad");
     assert!(t["attribution"].flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| *v >= 0.0), "a variance is never negative");
-    let o = tgc(
-        &[
-            "explain",
-            "--backbone",
-            "resnet18",
-            "--weights",
-            "random:2",
-            "--head",
-            h,
-            "--input",
-            slice.to_str().unwrap(),
-            "--method",
-            "occlusion",
-            "--window",
-            "0",
-            "--out",
-            "o",
-        ],
-        cache,
-    );
+    let o = explain_one(&["--method", "occlusion", "--window", "0", "--out", "o"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--window"));
 }
@@ -350,24 +241,14 @@ fn explain_errors() {
     let w = candle_core::Tensor::zeros((2, 7), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     let b = candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     candle_core::safetensors::save(&[("weight", w), ("bias", b)].into_iter().collect(), &bad_head).unwrap();
-    let o = tgc(
-        &[
-            "explain",
-            "--backbone",
-            "resnet18",
-            "--weights",
-            "random:1",
-            "--head",
-            bad_head.to_str().unwrap(),
-            "--input",
-            "x.nii.gz",
-            "--method",
-            "gradcam",
-            "--out",
-            "o",
-        ],
-        cache,
-    );
+    // Grad-CAM of a slice (that is never reached) with the random ResNet-18 and `head`.
+    let explain_with_head = |head: &std::path::Path| {
+        tgc(
+            &["explain", "--backbone", "resnet18", "--weights", "random:1", "--head", s_(head), "--input", "x.nii.gz", "--method", "gradcam", "--out", "o"],
+            cache,
+        )
+    };
+    let o = explain_with_head(&bad_head);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("head.safetensors") && err.contains("[2, 7]"), "{err}");
@@ -378,24 +259,7 @@ fn explain_errors() {
     let w = candle_core::Tensor::from_vec(vec![f32::NAN; 2 * 512], (2, 512), &candle_core::Device::Cpu).unwrap();
     let b = candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     candle_core::safetensors::save(&[("weight", w), ("bias", b)].into_iter().collect(), &nan_head).unwrap();
-    let o = tgc(
-        &[
-            "explain",
-            "--backbone",
-            "resnet18",
-            "--weights",
-            "random:1",
-            "--head",
-            nan_head.to_str().unwrap(),
-            "--input",
-            "x.nii.gz",
-            "--method",
-            "gradcam",
-            "--out",
-            "o",
-        ],
-        cache,
-    );
+    let o = explain_with_head(&nan_head);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("nan_head.safetensors") && err.contains("`weight`") && err.contains("1024 NaN"), "{err}");

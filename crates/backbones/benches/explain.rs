@@ -192,23 +192,14 @@ fn main() -> anyhow::Result<()> {
                 Method::new(ig),
                 Method::new(Occlusion::default()),
                 Method::new(FeatureAblation::grid(16)),
-                Method::new(NoiseTunnel {
-                    inner: Method::new(Saliency),
-                    kind: NoiseTunnelType::SmoothGrad,
-                    samples: 10,
-                    stdevs: 0.1,
-                    seed: 0,
-                }),
+                Method::new(NoiseTunnel { inner: Method::new(Saliency), kind: NoiseTunnelType::SmoothGrad, samples: 10, stdevs: 0.1, seed: 0 }),
             ]
             .into_iter()
             .chain(CamKind::ALL.map(|k| Method::new(Cam::new(k))))
             .collect(),
-            BackboneKind::Vit => vec![
-                Method::new(GuidedBackprop),
-                Method::new(GradientShap::default()),
-                Method::new(AttentionRollout::default()),
-                Method::new(Chefer),
-            ],
+            BackboneKind::Vit => {
+                vec![Method::new(GuidedBackprop), Method::new(GradientShap::default()), Method::new(AttentionRollout::default()), Method::new(Chefer)]
+            }
         };
         for m in methods {
             let name_of = m.name();

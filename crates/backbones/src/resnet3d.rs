@@ -123,7 +123,6 @@ impl ResNet3d {
     pub fn is_random(&self) -> bool {
         self.identity.random
     }
-
 }
 
 /// Logits `[B, 2]` of volumes `[B, 1, D, H, W]`; layers `stem`, `block1`, `down`, `block2`.

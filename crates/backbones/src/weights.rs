@@ -10,8 +10,8 @@ use candle_nn::VarBuilder;
 use sha2::{Digest, Sha256};
 
 use crate::error::{BackboneError, Result};
-use tgc_kernels::ops::DTYPE;
 use crate::random_init::{RandomInit, RANDOM_INIT_VERSION};
+use tgc_kernels::ops::DTYPE;
 
 /// One way to obtain a backbone's weights. Parsed from the command line's `--weights`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -398,7 +398,13 @@ impl MethodArgs {
                 if self.nt_samples == 0 {
                     bail!("--nt-samples must be at least 1");
                 }
-                Method::new(NoiseTunnel { inner: method, kind: Self::tunnel_type(nt), samples: self.nt_samples, stdevs: self.nt_stdevs, seed: self.sampling_seed })
+                Method::new(NoiseTunnel {
+                    inner: method,
+                    kind: Self::tunnel_type(nt),
+                    samples: self.nt_samples,
+                    stdevs: self.nt_stdevs,
+                    seed: self.sampling_seed,
+                })
             }
         })
     }

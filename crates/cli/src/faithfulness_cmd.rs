@@ -114,7 +114,13 @@ struct Row {
 
 /// Captum's infidelity and max-sensitivity of each method's maps of one batch of slices:
 /// per method, per slice.
-fn robustness(args: &FaithfulnessArgs, model: &Classifier, methods: &[Method], batch: &SliceBatch, trained: &[Attribution]) -> Result<Vec<Vec<(Option<f64>, Option<f64>)>>> {
+fn robustness(
+    args: &FaithfulnessArgs,
+    model: &Classifier,
+    methods: &[Method],
+    batch: &SliceBatch,
+    trained: &[Attribution],
+) -> Result<Vec<Vec<(Option<f64>, Option<f64>)>>> {
     let mut out = Vec::new();
     for (method, a) in methods.iter().zip(trained) {
         let images = batch.images.join(", ");
@@ -129,12 +135,20 @@ fn robustness(args: &FaithfulnessArgs, model: &Classifier, methods: &[Method], b
                 seed: args.randomization_seed ^ 0x1AF1DE,
                 ..InfidelityConfig::default()
             };
-            infidelity(model, &batch.input, &a.attribution, &batch.targets, &config).with_context(|| format!("infidelity of {} on {images}", method.name()))?.into_iter().map(Some).collect()
+            infidelity(model, &batch.input, &a.attribution, &batch.targets, &config)
+                .with_context(|| format!("infidelity of {} on {images}", method.name()))?
+                .into_iter()
+                .map(Some)
+                .collect()
         };
         let sens = if args.sensitivity_samples == 0 {
             vec![None; batch.images.len()]
         } else {
-            let config = SensitivityConfig { n_perturb_samples: args.sensitivity_samples, perturb_radius: args.sensitivity_radius, seed: args.randomization_seed ^ 0x5E45 };
+            let config = SensitivityConfig {
+                n_perturb_samples: args.sensitivity_samples,
+                perturb_radius: args.sensitivity_radius,
+                seed: args.randomization_seed ^ 0x5E45,
+            };
             sensitivity_max(method, model, &batch.input, &batch.targets, Some(&a.attribution), &config)
                 .with_context(|| format!("sensitivity of {} on {images}", method.name()))?
                 .into_iter()

@@ -223,7 +223,12 @@ pub fn temporal_strip(input: &candle_core::Tensor, cam: &tgc_explain::Attributio
     let height = header + th + pad + chart_h;
     let mut canvas = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
     for v in 0..k {
-        let visit = tgc_explain::Attribution { attribution: cam.attribution.narrow(0, v, 1)?, layer_attribution: None, logits: cam.logits.clone(), convergence_delta: None };
+        let visit = tgc_explain::Attribution {
+            attribution: cam.attribution.narrow(0, v, 1)?,
+            layer_attribution: None,
+            logits: cam.logits.clone(),
+            convergence_delta: None,
+        };
         let tile = overlay_of(&input.narrow(0, v, 1)?, &visit)?;
         image::imageops::replace(&mut canvas, &tile, (pad + v as u32 * (tw + pad)) as i64, header as i64);
     }

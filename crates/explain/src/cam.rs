@@ -248,7 +248,6 @@ impl Cam {
         shape.extend(&dims[2..]);
         Ok((Tensor::from_vec(maps, shape, input.device())?, logits))
     }
-
 }
 
 impl Attribute for Cam {

@@ -4,10 +4,13 @@
 use crate::attention::{AttentionRollout, Chefer, HeadFusion};
 use crate::attribute::Method;
 use crate::cam::{Cam, CamKind};
-use crate::error::{ExplainError, Result};
 use crate::deeplift::{DeepLift, DeepLiftShap};
+use crate::error::{ExplainError, Result};
+use crate::gradient::{
+    Baselines, Deconvolution, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
+    IntegratedGradientsConfig, Saliency,
+};
 use crate::layer_integrated::LayerIntegratedGradients;
-use crate::gradient::{Baselines, Deconvolution, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients, IntegratedGradientsConfig, Saliency};
 use crate::perturbation::{FeatureAblation, FeatureMask, Occlusion};
 use crate::shapley::{FeaturePermutation, ShapleyValueSampling, ShapleyValues};
 use crate::surrogate::{KernelShap, Lime};

@@ -88,7 +88,8 @@ impl Attribute for DeepLiftShap {
         let (input, references) = references(input, targets, &self.baselines)?;
         if references.len() < 2 {
             return Err(ExplainError::Invalid(
-                "DeepLiftShap averages over a baseline distribution of at least two images (Captum asserts the same): give more baselines, or use DeepLift".into(),
+                "DeepLiftShap averages over a baseline distribution of at least two images (Captum asserts the same): give more baselines, or use DeepLift"
+                    .into(),
             ));
         }
         let n = references.len() as f64;

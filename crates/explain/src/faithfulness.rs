@@ -13,8 +13,8 @@ pub use sensitivity::{sensitivity_max, SensitivityConfig};
 
 use candle_core::{DType, Tensor, D};
 
-use crate::error::{ExplainError, Result};
 use crate::attribute::check_target;
+use crate::error::{ExplainError, Result};
 use crate::model::{Hooks, Model};
 
 /// What replaces removed (or not yet revealed) pixels.

@@ -81,9 +81,9 @@ mod model;
 mod noise_tunnel;
 mod perturbation;
 mod quadrature;
-mod rules;
 #[cfg(feature = "render")]
 pub mod render;
+mod rules;
 mod shapley;
 mod surrogate;
 
@@ -98,12 +98,12 @@ pub use gradient::{
     auto_batch_rows, Baselines, Deconvolution, GradCam, GradientShap, GradientShapConfig, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
     IntegratedGradientsConfig, Saliency, AUTO_BATCH_VALUES,
 };
-pub use layer_integrated::LayerIntegratedGradients;
 pub use interpolate::{resize, upsample_bilinear, upsample_bilinear_align_corners, upsample_nearest, Interpolation};
+pub use layer_integrated::LayerIntegratedGradients;
 pub use model::{relu, FnModel, Hooks, LayerGradient, Model, ReluMode};
-pub use rules::MaxPool2d;
 pub use noise_tunnel::{NoiseTunnel, NoiseTunnelType};
 pub use perturbation::{Baseline, FeatureAblation, FeatureMask, Occlusion};
 pub use quadrature::gauss_legendre_unit;
+pub use rules::MaxPool2d;
 pub use shapley::{FeaturePermutation, ShapleyValueSampling, ShapleyValues, MAX_EXACT_FEATURES};
 pub use surrogate::{KernelShap, Lime};

@@ -94,9 +94,7 @@ impl CustomOp1 for DeconvRelu {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(data), shape) = identity_forward(storage, layout, "deconvolution ReLU")? else {
-            unreachable!("identity_forward returns f32")
-        };
+        let (CpuStorage::F32(data), shape) = identity_forward(storage, layout, "deconvolution ReLU")? else { unreachable!("identity_forward returns f32") };
         Ok((CpuStorage::F32(data.into_iter().map(|v| v.max(0.0)).collect()), shape))
     }
 

@@ -8,8 +8,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
-use crate::error::{ExplainError, Result};
 use crate::attribute::{Attribute, Attribution, Method, Unchecked};
+use crate::error::{ExplainError, Result};
 use crate::gradient::auto_batch_rows;
 use crate::model::Model;
 
@@ -55,7 +55,6 @@ impl NoiseTunnel {
     pub fn new(inner: Method) -> Self {
         Self { inner, kind: NoiseTunnelType::SmoothGrad, samples: 5, stdevs: 1.0, seed: 0 }
     }
-
 }
 
 impl Attribute for NoiseTunnel {

@@ -86,14 +86,7 @@ fn rectangle((c, h, w): (usize, usize, usize), (y0, y1): (usize, usize), (x0, x1
 /// Perturbs every region of every sample, and gives each element the average drop
 /// `y_t(x) − y_t(x with region r at the baseline)` of the regions that cover it (0 where none
 /// does). The logits are those of the unperturbed batch.
-fn attribute_regions(
-    model: &dyn Model,
-    input: &Tensor,
-    targets: &[usize],
-    regions: &[Region],
-    baseline: f32,
-    batch_size: usize,
-) -> Result<Unchecked> {
+fn attribute_regions(model: &dyn Model, input: &Tensor, targets: &[usize], regions: &[Region], baseline: f32, batch_size: usize) -> Result<Unchecked> {
     let logits = model.forward(&input.detach(), &Hooks::none())?.detach();
     let x: Vec<f32> = input.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let per_sample = x.len() / targets.len().max(1);
@@ -124,7 +117,12 @@ fn attribute_regions(
             *v = if n > 0 { *v / n as f32 } else { 0.0 };
         }
     }
-    Ok(Unchecked::new(Attribution { attribution: Tensor::from_vec(out, input.dims(), input.device())?, layer_attribution: None, logits: Some(logits), convergence_delta: None }))
+    Ok(Unchecked::new(Attribution {
+        attribution: Tensor::from_vec(out, input.dims(), input.device())?,
+        layer_attribution: None,
+        logits: Some(logits),
+        convergence_delta: None,
+    }))
 }
 
 impl Attribute for Occlusion {

@@ -47,7 +47,12 @@ pub(crate) fn finish(model: &dyn Model, input: &Tensor, values: &[Vec<f64>], reg
     let per_sample: usize = input.dims()[1..].iter().product();
     let map: Vec<f32> = values.iter().flat_map(|v| spread(v, regions, per_sample)).collect();
     let logits = logits_of(model, input)?;
-    Ok(Unchecked::new(Attribution { attribution: Tensor::from_vec(map, input.dims(), input.device())?, layer_attribution: None, logits: Some(logits), convergence_delta: None }))
+    Ok(Unchecked::new(Attribution {
+        attribution: Tensor::from_vec(map, input.dims(), input.device())?,
+        layer_attribution: None,
+        logits: Some(logits),
+        convergence_delta: None,
+    }))
 }
 
 fn check_samples(n: usize, method: &str) -> Result<()> {
@@ -155,12 +160,7 @@ pub(crate) fn shapley_from_coalitions(v: &[f64], m: usize) -> Vec<f64> {
     let factorial = |n: usize| (1..=n).map(|k| k as f64).product::<f64>();
     let weight: Vec<f64> = (0..m).map(|s| factorial(s) * factorial(m - s - 1) / factorial(m)).collect();
     (0..m)
-        .map(|i| {
-            (0..v.len())
-                .filter(|bits| bits >> i & 1 == 0)
-                .map(|bits: usize| weight[bits.count_ones() as usize] * (v[bits | 1 << i] - v[bits]))
-                .sum()
-        })
+        .map(|i| (0..v.len()).filter(|bits| bits >> i & 1 == 0).map(|bits: usize| weight[bits.count_ones() as usize] * (v[bits | 1 << i] - v[bits])).sum())
         .collect()
 }
 
@@ -254,6 +254,11 @@ impl Attribute for FeaturePermutation {
             }
         }
         let map: Vec<f32> = values.iter().flat_map(|v| spread(v, &regions, per_sample)).collect();
-        Ok(Unchecked::new(Attribution { attribution: Tensor::from_vec(map, input.dims(), input.device())?, layer_attribution: None, logits: Some(logits), convergence_delta: None }))
+        Ok(Unchecked::new(Attribution {
+            attribution: Tensor::from_vec(map, input.dims(), input.device())?,
+            layer_attribution: None,
+            logits: Some(logits),
+            convergence_delta: None,
+        }))
     }
 }

@@ -7,8 +7,8 @@ use candle_core::{Device, Tensor};
 use common::{pseudo, v, Toy};
 use tgc_explain::faithfulness::{infidelity, sensitivity_max, InfidelityConfig, SensitivityConfig};
 use tgc_explain::{
-    Attribute, Baselines, DeepLift, DeepLiftShap, Deconvolution, FnModel, GuidedBackprop, Hooks, InputXGradient, IntegratedGradients,
-    LayerIntegratedGradients, MaxPool2d, Model, Saliency,
+    Attribute, Baselines, Deconvolution, DeepLift, DeepLiftShap, FnModel, GuidedBackprop, Hooks, InputXGradient, IntegratedGradients, LayerIntegratedGradients,
+    MaxPool2d, Model, Saliency,
 };
 
 /// x (4) → W1 (3×4) + b1 → ReLU → w2 (2×3) + b2.

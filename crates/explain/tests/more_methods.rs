@@ -171,12 +171,7 @@ fn noise_tunnel_combines_noisy_maps() {
     // A linear model's gradient does not depend on the point: every noisy saliency map is the
     // same, so SmoothGrad is the map, SmoothGrad² its square and VarGrad 0.
     close(&v(&tunnel(NoiseTunnelType::SmoothGrad, 0.5, Method::new(Saliency))), &saliency, 1e-5, "SmoothGrad");
-    close(
-        &v(&tunnel(NoiseTunnelType::SmoothGradSq, 0.5, Method::new(Saliency))),
-        &saliency.iter().map(|s| s * s).collect::<Vec<_>>(),
-        1e-5,
-        "SmoothGrad²",
-    );
+    close(&v(&tunnel(NoiseTunnelType::SmoothGradSq, 0.5, Method::new(Saliency))), &saliency.iter().map(|s| s * s).collect::<Vec<_>>(), 1e-5, "SmoothGrad²");
     assert!(v(&tunnel(NoiseTunnelType::VarGrad, 0.5, Method::new(Saliency))).iter().all(|v| v.abs() < 1e-9));
     // Input×Gradient does change with the noise: VarGrad is positive and equals E[(ε·g)²] − (E[ε·g])².
     let var = v(&tunnel(NoiseTunnelType::VarGrad, 0.5, Method::new(InputXGradient)));
