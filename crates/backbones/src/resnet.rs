@@ -9,9 +9,9 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use tgc_explain::{Hooks, MaxPool2d};
+use tgc_explain::{Hooks, MaxPool2d, ReluMode};
 
-use tgc_kernels::ops::{max_pool2d, Conv2d};
+use tgc_kernels::ops::{max_pool2d, Conv2d, ReluRule};
 
 const BN_EPS: f64 = 1e-5;
 
@@ -49,9 +49,18 @@ impl ConvBn {
     /// of its own when the method needs one (DeepLift).
     fn forward_relu(&self, x: &Tensor, residual: Option<&Tensor>, hooks: &Hooks) -> Result<Tensor> {
         match hooks.relu_mode() {
-            Some(mode) => self.conv.forward_fused(x, residual, Some(mode)),
+            Some(mode) => self.conv.forward_fused(x, residual, Some(relu_rule(mode))),
             None => hooks.relu(&self.conv.forward_fused(x, residual, None)?),
         }
+    }
+}
+
+/// The kernels' name for the backward rule an explainer asks of a ReLU.
+fn relu_rule(mode: ReluMode) -> ReluRule {
+    match mode {
+        ReluMode::Standard => ReluRule::Standard,
+        ReluMode::Guided => ReluRule::Guided,
+        ReluMode::Deconvolution => ReluRule::Deconvolution,
     }
 }
 

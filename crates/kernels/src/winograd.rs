@@ -10,7 +10,8 @@
 
 use rayon::prelude::*;
 
-use crate::ops::{epilogue_row, SharedPtr};
+use crate::matmul::gemm_serial;
+use crate::shared::{epilogue_row, SharedPtr};
 
 /// Transformed weights `U_ξ = G g Gᵀ` of one 3×3 kernel `[C_out, C_in, 3, 3]`, stored as 16
 /// row-major `[C_out × C_in]` matrices.
@@ -113,7 +114,7 @@ impl WinogradKernel {
             // 16 products M_ξ = U_ξ · V_ξ, one per task.
             m.par_chunks_mut(c_out * tiles).zip(v.par_chunks(c_in * tiles)).enumerate().for_each(|(xi, (mx, vx))| {
                 let ux = &self.u[xi * c_out * c_in..(xi + 1) * c_out * c_in];
-                crate::ops::gemm_serial(mx, ux, vx, (c_out, c_in, tiles));
+                gemm_serial(mx, ux, vx, (c_out, c_in, tiles));
             });
             // Output transform, bias and epilogue, output channels in parallel.
             let m = &*m;

@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
-use tgc_kernels::ops::{gelu, max_pool2d, multi_head_attention, relu, scaled_softmax_last_dim, softmax_last_dim, LayerNorm, ReluMode};
+use tgc_kernels::ops::{gelu, max_pool2d, multi_head_attention, relu, scaled_softmax_last_dim, softmax_last_dim, LayerNorm, ReluRule};
 
 fn rand_tensor(shape: &[usize], std: f32, seed: u64) -> Tensor {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -88,7 +88,7 @@ fn max_pool_gradient_matches_finite_differences() {
 fn guided_relu_clamps_negative_gradients() {
     let x = Var::from_tensor(&t(&[-1.0, 2.0, 3.0, 0.5], &[4])).unwrap();
     let upstream = t(&[5.0, -4.0, 6.0, 0.25], &[4]);
-    for (mode, expected) in [(ReluMode::Standard, vec![0.0, -4.0, 6.0, 0.25]), (ReluMode::Guided, vec![0.0, 0.0, 6.0, 0.25])] {
+    for (mode, expected) in [(ReluRule::Standard, vec![0.0, -4.0, 6.0, 0.25]), (ReluRule::Guided, vec![0.0, 0.0, 6.0, 0.25])] {
         let y = relu(x.as_tensor(), mode).unwrap();
         assert_eq!(vec(&y), vec![0.0, 2.0, 3.0, 0.5]);
         let grads = y.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
@@ -100,7 +100,7 @@ fn guided_relu_clamps_negative_gradients() {
 fn deconvolution_relu_ignores_the_forward_mask_fused_or_not() {
     let x = Var::from_tensor(&t(&[-1.0, 2.0, 3.0, 0.5], &[4])).unwrap();
     let upstream = t(&[5.0, -4.0, 6.0, 0.25], &[4]);
-    let y = relu(x.as_tensor(), ReluMode::Deconvolution).unwrap();
+    let y = relu(x.as_tensor(), ReluRule::Deconvolution).unwrap();
     assert_eq!(vec(&y), vec![0.0, 2.0, 3.0, 0.5]);
     let grads = y.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(vec(grads.get(x.as_tensor()).unwrap()), vec![5.0, 0.0, 6.0, 0.25]);
@@ -109,7 +109,7 @@ fn deconvolution_relu_ignores_the_forward_mask_fused_or_not() {
     let x0 = rand_tensor(&[2, 3, 6, 6], 1.0, 23);
     let residual = rand_tensor(&[2, 4, 6, 6], 1.0, 24);
     let upstream = rand_tensor(&[2, 4, 6, 6], 1.0, 25);
-    for mode in [ReluMode::Standard, ReluMode::Guided, ReluMode::Deconvolution] {
+    for mode in [ReluRule::Standard, ReluRule::Guided, ReluRule::Deconvolution] {
         let grad = |fused: bool| {
             let x = Var::from_tensor(&x0).unwrap();
             let y = if fused {

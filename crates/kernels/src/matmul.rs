@@ -1,0 +1,369 @@
+//! Matrix products: the dispatch to the `gemm` crate's kernels (chosen per CPU by `vecmath`),
+//! strided and serial variants, and the linear layer with frozen weights and its input gradient.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
+
+use crate::shared::{contiguous_f32, FrozenParams};
+use crate::vecmath::{self, GemmKernel};
+
+/// `dst[m×n] (+)= a · b` for row-major `a` (`[m×k]`, or `[k×m]` read transposed) and `b`
+/// (`[k×n]`, or `[n×k]` read transposed).
+pub(crate) fn gemm_into(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b: &[f32], (m, k, n): (usize, usize, usize)) {
+    gemm_tt(dst, accumulate, a, a_transposed, b, false, (m, k, n))
+}
+
+/// `dst[m×n] = a[m×k] · b[k×n]`, all row-major, on the calling thread (for callers that run
+/// many small products in parallel themselves).
+///
+/// A column's result does not depend on how many columns there are: with one column the `gemm`
+/// crate would take its vector path, whose sums round differently, so a zero column is added
+/// (an image's Winograd tiles then give the same bits alone as in a batch).
+pub(crate) fn gemm_serial(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) {
+    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
+    if n == 1 {
+        let padded: Vec<f32> = b.iter().flat_map(|&v| [v, 0.0]).collect();
+        let mut out = vec![0f32; 2 * m];
+        gemm_serial(&mut out, a, &padded, (m, k, 2));
+        dst.iter_mut().zip(out.chunks(2)).for_each(|(d, pair)| *d = pair[0]);
+        return;
+    }
+    // SAFETY: lengths checked above, strides of row-major layouts.
+    unsafe {
+        gemm_strided(
+            (dst.as_mut_ptr(), n as isize, 1),
+            false,
+            Mat(a.as_ptr(), k as isize, 1),
+            Mat(b.as_ptr(), n as isize, 1),
+            (m, k, n),
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+pub(crate) fn gemm_tt(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b: &[f32], b_transposed: bool, (m, k, n): (usize, usize, usize)) {
+    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
+    let a = if a_transposed { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
+    let b = if b_transposed { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) };
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the pointers come from slices whose lengths were checked against m, k, n above,
+    // and the strides describe those row-major (or transposed) layouts exactly.
+    unsafe { gemm_strided((dst.as_mut_ptr(), n as isize, 1), accumulate, a, b, (m, k, n), parallelism) }
+}
+
+/// A strided matrix: pointer to element (0, 0), row stride, column stride.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat(pub(crate) *const f32, pub(crate) isize, pub(crate) isize);
+
+/// `dst (+)= a · b`, `[m×k]·[k×n]`, every matrix given by its pointer and strides.
+///
+/// # Safety
+/// Every index `(i, j)` in range must be in bounds of the buffers behind the pointers, and
+/// nothing else may write `dst` meanwhile.
+pub(crate) unsafe fn gemm_strided(
+    dst: (*mut f32, isize, isize),
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+    dims: (usize, usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    gemm_with(vecmath::gemm_kernel(), dst, accumulate, a, b, dims, parallelism)
+}
+
+/// [`gemm_strided`] with the given micro-kernels ([`GemmKernel`]), all positive strides.
+///
+/// The `gemm` crate picks its kernels from the CPU alone; with the `avx512-gemm` feature its
+/// blocked driver is called here with the kernels of our choice, after the same normalisation
+/// its entry point makes (a destination with unit row stride is computed transposed), and
+/// [`GemmKernel::Portable`] is the crate's scalar kernels, as its own dispatch gives a CPU
+/// without AVX2 + FMA (its dispatch itself would take the AVX-512 kernels on an AVX-512 CPU,
+/// above a `TGC_SIMD=baseline` cap). Without the feature, or off x86-64, every kernel is the
+/// crate's own dispatch (AVX2 + FMA on x86-64 CPUs with them).
+///
+/// # Safety
+/// As [`gemm_strided`]; a kernel the CPU lacks panics instead of running.
+pub(crate) unsafe fn gemm_with(
+    kernel: GemmKernel,
+    dst: (*mut f32, isize, isize),
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+    (m, k, n): (usize, usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    #[cfg(all(target_arch = "x86_64", feature = "avx512-gemm"))]
+    {
+        use gemm_common::simd::{MixedSimd, Scalar, V3, V4};
+        // `dst = dst + a·b` with dst (pointer, row stride, column stride).
+        let (dst, a, b, m, n) = if dst.2.abs() < dst.1.abs() {
+            // Transposed: dstᵀ = bᵀ·aᵀ, so the micro-kernels walk the destination's columns.
+            ((dst.0, dst.2, dst.1), Mat(b.0, b.2, b.1), Mat(a.0, a.2, a.1), n, m)
+        } else {
+            (dst, a, b, m, n)
+        };
+        macro_rules! blocked {
+            ($simd:ty, $lanes:literal, $kernels:path) => {{
+                use $kernels as uk;
+                let simd = <$simd as MixedSimd<f32, f32, f32, f32>>::try_new().expect("the CPU lacks the matrix product's instruction set");
+                gemm_common::gemm::gemm_basic_generic::<$simd, f32, $lanes, { uk::MR_DIV_N * $lanes }, { uk::NR }, { uk::MR_DIV_N }, { uk::H_M }, { uk::H_N }>(
+                    simd,
+                    m,
+                    n,
+                    k,
+                    dst.0,
+                    dst.2,
+                    dst.1,
+                    accumulate,
+                    a.0,
+                    a.2,
+                    a.1,
+                    b.0,
+                    b.2,
+                    b.1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    |x, y, z| x * y + z,
+                    &uk::UKR,
+                    &uk::H_UKR,
+                    false,
+                    parallelism,
+                )
+            }};
+        }
+        match kernel {
+            GemmKernel::Avx512 => blocked!(V4, 16, gemm_f32::microkernel::avx512f::f32),
+            GemmKernel::Avx2Fma => blocked!(V3, 8, gemm_f32::microkernel::fma::f32),
+            GemmKernel::Portable => blocked!(Scalar, 1, gemm_f32::microkernel::scalar::f32),
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", feature = "avx512-gemm")))]
+    {
+        let _ = kernel;
+        gemm::gemm(m, n, k, dst.0, dst.2, dst.1, accumulate, a.0, a.2, a.1, b.0, b.2, b.1, 1.0, 1.0, false, false, false, parallelism);
+    }
+}
+
+/// `y = x · Wᵀ + b` over the last dimension, with a backward that forms only the input
+/// gradient `grad · W` (the weights are constants; candle-nn's `Linear` would also compute
+/// their gradient). Loaded from `weight` `[out, in]` and `bias` `[out]` like `nn.Linear`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub(crate) params: FrozenParams,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        weight.dims2()?;
+        Ok(Self { params: FrozenParams::new("linear", weight, bias)? })
+    }
+
+    /// Several layers on the same input as one (`[W₁; W₂; …]`, outputs side by side): one
+    /// larger matrix product instead of several small ones.
+    pub fn concat(layers: &[Linear]) -> Result<Self> {
+        let weights: Vec<&Tensor> = layers.iter().map(|l| &l.params.weight).collect();
+        let biases: Option<Vec<&Tensor>> = layers.iter().map(|l| l.params.bias.as_ref()).collect();
+        Self::new(Tensor::cat(&weights, 0)?, biases.map(|b| Tensor::cat(&b, 0)).transpose()?)
+    }
+
+    /// Loads `weight` and, when `with_bias`, `bias` from a `VarBuilder`.
+    pub fn load(inp: usize, out: usize, with_bias: bool, vb: candle_nn::VarBuilder) -> Result<Self> {
+        let bias = if with_bias { Some(vb.get(out, "bias")?) } else { None };
+        Self::new(vb.get((out, inp), "weight")?, bias)
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let p = &self.params;
+        let (out, inp) = p.weight.dims2()?;
+        if x.dim(D::Minus1)? != inp {
+            candle_core::bail!("linear: input {:?} does not end in {inp}", x.dims());
+        }
+        if !x.device().is_cpu() {
+            let y = x.broadcast_matmul(&p.weight.t()?)?;
+            return match &p.bias {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
+        x.contiguous()?.apply_op1(LinearOp { inp, out, weight: p.flat_weight.clone(), bias: p.flat_bias.clone() })
+    }
+}
+
+/// `x · Wᵀ + b` for row-major rows `x` `[rows, inp]` and `W` `[out, inp]`.
+pub(crate) fn linear_rows(x: &[f32], weight: &[f32], bias: Option<&[f32]>, (inp, out): (usize, usize)) -> Vec<f32> {
+    let rows = x.len() / inp;
+    let mut y = vec![0f32; rows * out];
+    if let Some(bias) = bias {
+        for row in y.chunks_mut(out) {
+            row.copy_from_slice(bias);
+        }
+    }
+    gemm_tt(&mut y, bias.is_some(), x, false, weight, true, (rows, inp, out));
+    y
+}
+
+/// The input gradient `g · W` of [`linear_rows`] for `g` `[rows, out]`.
+pub(crate) fn linear_input_grad_rows(g: &[f32], weight: &[f32], (inp, out): (usize, usize)) -> Vec<f32> {
+    let rows = g.len() / out;
+    let mut dx = vec![0f32; rows * inp];
+    gemm_tt(&mut dx, false, g, false, weight, false, (rows, out, inp));
+    dx
+}
+
+pub(crate) struct LinearOp {
+    inp: usize,
+    out: usize,
+    weight: Arc<Vec<f32>>,
+    bias: Option<Arc<Vec<f32>>>,
+}
+
+impl CustomOp1 for LinearOp {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, "linear")?;
+        let y = linear_rows(x, &self.weight, self.bias.as_deref().map(Vec::as_slice), (self.inp, self.out));
+        let mut dims = layout.shape().dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = self.out;
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let op = LinearInputGrad { inp: self.inp, out: self.out, weight: self.weight.clone() };
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&op)?))
+    }
+}
+
+pub(crate) struct LinearInputGrad {
+    inp: usize,
+    out: usize,
+    weight: Arc<Vec<f32>>,
+}
+
+impl CustomOp1 for LinearInputGrad {
+    fn name(&self) -> &'static str {
+        "linear-input-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = contiguous_f32(storage, layout, "linear backward")?;
+        let dx = linear_input_grad_rows(g, &self.weight, (self.inp, self.out));
+        let mut dims = layout.shape().dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = self.inp;
+        Ok((CpuStorage::F32(dx), Shape::from(dims)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernels this CPU can run.
+    fn kernels() -> Vec<GemmKernel> {
+        let mut kernels = vec![GemmKernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                kernels.push(GemmKernel::Avx2Fma);
+            }
+            if cfg!(feature = "avx512-gemm") && std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(GemmKernel::Avx512);
+            } else {
+                println!("no AVX-512 matrix-product kernels here (the CPU lacks AVX-512 or the avx512-gemm feature is off): not tested");
+            }
+        }
+        kernels
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `a·b` in f64 with the bound `Σ|a||b|` of each element's rounding error's scale.
+    fn reference(a: &[f32], a_t: bool, b: &[f32], b_t: bool, (m, k, n): (usize, usize, usize)) -> (Vec<f64>, Vec<f64>) {
+        let at = |i: usize, p: usize| f64::from(if a_t { a[p * m + i] } else { a[i * k + p] });
+        let bt = |p: usize, j: usize| f64::from(if b_t { b[j * k + p] } else { b[p * n + j] });
+        let mut value = vec![0.0; m * n];
+        let mut scale = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for p in 0..k {
+                    value[i * n + j] += at(i, p) * bt(p, j);
+                    scale[i * n + j] += (at(i, p) * bt(p, j)).abs();
+                }
+            }
+        }
+        (value, scale)
+    }
+
+    #[test]
+    fn every_kernel_computes_the_product_in_every_layout() {
+        for kernel in kernels() {
+            for (case, &(m, k, n)) in [(1, 1, 1), (3, 5, 7), (1, 300, 2), (24, 300, 1), (17, 33, 16), (65, 130, 197), (197, 768, 64)].iter().enumerate() {
+                for (a_t, b_t, accumulate) in [(false, false, false), (true, false, false), (false, true, true), (true, true, true)] {
+                    let (a, b) = (random(m * k, case as u64), random(k * n, 100 + case as u64));
+                    let start = random(m * n, 200 + case as u64);
+                    let mut dst = start.clone();
+                    let mat_a = if a_t { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
+                    let mat_b = if b_t { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) };
+                    // SAFETY: row-major buffers of exactly these sizes and strides.
+                    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), n as isize, 1), accumulate, mat_a, mat_b, (m, k, n), gemm::Parallelism::Rayon(2)) };
+                    let (value, scale) = reference(&a, a_t, &b, b_t, (m, k, n));
+                    for i in 0..m * n {
+                        let expected = value[i] + if accumulate { f64::from(start[i]) } else { 0.0 };
+                        let error = (f64::from(dst[i]) - expected).abs();
+                        assert!(
+                            error <= 1e-6 * (scale[i] + 1.0),
+                            "{kernel:?} {m}×{k}×{n} a_t {a_t} b_t {b_t} acc {accumulate}: element {i} is {} not {expected}",
+                            dst[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A column's bits do not depend on how many columns are computed with it (Winograd's
+    /// tiles of one image give the same bits alone as in a batch), with every kernel.
+    #[test]
+    fn a_columns_result_does_not_depend_on_the_number_of_columns() {
+        let (m, k) = (64, 96);
+        let a = random(m * k, 1);
+        for kernel in kernels() {
+            let product = |n: usize| {
+                let b: Vec<f32> = random(k * 40, 2).chunks(40).flat_map(|row| row[..n].to_vec()).collect();
+                let mut dst = vec![0f32; m * n];
+                // SAFETY: row-major buffers of exactly these sizes and strides.
+                unsafe {
+                    gemm_with(
+                        kernel,
+                        (dst.as_mut_ptr(), n as isize, 1),
+                        false,
+                        Mat(a.as_ptr(), k as isize, 1),
+                        Mat(b.as_ptr(), n as isize, 1),
+                        (m, k, n),
+                        gemm::Parallelism::None,
+                    )
+                };
+                dst.chunks(n).map(|row| row[..2].to_vec()).collect::<Vec<_>>()
+            };
+            let two = product(2);
+            for n in [3, 6, 17, 40] {
+                assert_eq!(product(n), two, "{kernel:?}: the first two columns of {n} differ from two alone");
+            }
+        }
+    }
+}
