@@ -9,13 +9,9 @@ use clap::{Args, ValueEnum};
 
 use polars::prelude::{Column, DataFrame};
 use tgc_backbones::{resize_bilinear_aa, Classifier, Randomize, WeightSource};
-use tgc_data::{phantom, read_nifti, write_atomic, write_table};
-use tgc_explain::faithfulness::{
-    complexity, deletion_insertion_many, energy_in_mask, infidelity, pointing_hit, road, sensitivity_max, sparseness, spearman, ssim, Baseline, CurveConfig,
-    InfidelityConfig, RoadConfig, SensitivityConfig,
-};
-use tgc_explain::render::normalized_magnitude;
-use tgc_explain::{Attribute, Attribution, Method};
+use tgc_data::{phantom, read_nifti, write_atomic, write_table, Dataset};
+use tgc_explain::faithfulness::{compare_maps, evaluate, Baseline, CurveConfig, InfidelityConfig, Measures, Protocol, RoadConfig, SensitivityConfig};
+use tgc_explain::Method;
 
 use crate::args::{load_classifier, open_data, MethodArgs, MethodName, ModelArgs, SelectionArgs};
 use crate::progress;
@@ -80,6 +76,8 @@ struct SliceBatch {
     input: Tensor,
     targets: Vec<usize>,
     images: Vec<String>,
+    /// Per slice: the known region (phantoms).
+    masks: Vec<Option<Vec<f32>>>,
     /// Per slice, per method: the trained model's normalized map.
     maps: Vec<Vec<Vec<f32>>>,
 }
@@ -94,85 +92,20 @@ struct CascadeRow {
     ssim: Option<f64>,
 }
 
+/// One slice under one method: the library's measures and the re-randomised head's ρ.
 struct Row {
     method: MethodName,
     image: String,
-    deletion: f32,
-    insertion: f32,
+    measures: Measures,
+    /// The re-randomised head's ρ, filled in by the cascade's first stage.
     randomization: Option<f64>,
-    energy: Option<f64>,
-    hit: Option<bool>,
-    /// Mean target probability over ROAD's percentiles, most / least relevant removed first.
-    road_morf: Option<f64>,
-    road_lerf: Option<f64>,
-    sparseness: Option<f64>,
-    complexity: Option<f64>,
-    /// Captum's infidelity and max-sensitivity.
-    infidelity: Option<f64>,
-    sensitivity: Option<f64>,
 }
 
-/// Captum's infidelity and max-sensitivity of each method's maps of one batch of slices:
-/// per method, per slice.
-fn robustness(
-    args: &FaithfulnessArgs,
-    model: &Classifier,
-    methods: &[Method],
-    batch: &SliceBatch,
-    trained: &[Attribution],
-) -> Result<Vec<Vec<(Option<f64>, Option<f64>)>>> {
-    let mut out = Vec::new();
-    for (method, a) in methods.iter().zip(trained) {
-        let images = batch.images.join(", ");
-        let infid = if args.infidelity_samples == 0 {
-            vec![None; batch.images.len()]
-        } else {
-            let config = InfidelityConfig {
-                n_perturb_samples: args.infidelity_samples,
-                noise_std: args.infidelity_std,
-                normalize: !args.infidelity_raw,
-                multiply_by_inputs: method.multiplies_by_inputs(),
-                seed: args.randomization_seed ^ 0x1AF1DE,
-                ..InfidelityConfig::default()
-            };
-            infidelity(model, &batch.input, &a.attribution, &batch.targets, &config)
-                .with_context(|| format!("infidelity of {} on {images}", method.name()))?
-                .into_iter()
-                .map(Some)
-                .collect()
-        };
-        let sens = if args.sensitivity_samples == 0 {
-            vec![None; batch.images.len()]
-        } else {
-            let config = SensitivityConfig {
-                n_perturb_samples: args.sensitivity_samples,
-                perturb_radius: args.sensitivity_radius,
-                seed: args.randomization_seed ^ 0x5E45,
-            };
-            sensitivity_max(method, model, &batch.input, &batch.targets, Some(&a.attribution), &config)
-                .with_context(|| format!("sensitivity of {} on {images}", method.name()))?
-                .into_iter()
-                .map(Some)
-                .collect()
-        };
-        out.push(infid.into_iter().zip(sens).collect());
+/// The protocol's settings from the command line.
+fn protocol(args: &FaithfulnessArgs) -> Result<Protocol> {
+    if !args.no_road && args.road_percentiles.iter().any(|p| !(*p > 0.0 && *p < 100.0)) {
+        anyhow::bail!("--road-percentiles must lie strictly between 0 and 100, got {:?}", args.road_percentiles);
     }
-    Ok(out)
-}
-
-pub fn run(args: FaithfulnessArgs) -> Result<()> {
-    let choice = args.model.resolve()?;
-    args.methods.check_backbone(choice.kind)?;
-    let model = load_classifier(&choice)?;
-    let random = model.backbone.is_random();
-    // The randomization check: the same backbone with a re-randomized head (seeded).
-    let (w, b) = (model.head_weight(), model.head_bias());
-    let vb = tgc_backbones::load_weights(&WeightSource::Random { seed: args.randomization_seed ^ 0x0DD5EED }, &Device::Cpu)?.vb;
-    let random_head =
-        Classifier::new(model.backbone.clone(), vb.get(w.shape(), "randomized_head.weight")?, Tensor::zeros(b.shape(), DType::F32, &Device::Cpu)?)?;
-    let dataset = open_data(&args.data)?;
-    let picked = args.selection.pick(&dataset, choice.run.as_ref())?;
-    let is_phantom = phantom::is_phantom(&args.data);
     let curve = CurveConfig {
         steps: args.curve_steps,
         baseline: match args.baseline {
@@ -181,21 +114,29 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         },
         batch_size: 16,
     };
-    if !args.no_road && args.road_percentiles.iter().any(|p| !(*p > 0.0 && *p < 100.0)) {
-        anyhow::bail!("--road-percentiles must lie strictly between 0 and 100, got {:?}", args.road_percentiles);
-    }
-    let road_config =
-        RoadConfig { percentiles: args.road_percentiles.iter().map(|p| p / 100.0).collect(), seed: args.randomization_seed, ..RoadConfig::default() };
-    let methods = args.methods.methods()?;
-    let method_list: Vec<Method> = methods.iter().map(|(_, m)| m.clone()).collect();
-    let cascade = model.backbone.randomization_cascade();
-    // One tick per slice and model: the trained one, the re-randomised head, each stage.
-    let bar = progress::bar((picked.len() * (2 + cascade.len())) as u64, "faithfulness");
-    let mut rows = Vec::new();
-    let mut cascade_rows: Vec<CascadeRow> = Vec::new();
-    // The slices in batches of IMAGES_PER_BATCH; each batch's normalized maps of the trained
-    // model are kept for the randomisation cascade.
-    let mut batches: Vec<SliceBatch> = Vec::new();
+    let road = (!args.no_road).then(|| RoadConfig {
+        percentiles: args.road_percentiles.iter().map(|p| p / 100.0).collect(),
+        seed: args.randomization_seed,
+        ..RoadConfig::default()
+    });
+    let infidelity = (args.infidelity_samples > 0).then(|| InfidelityConfig {
+        n_perturb_samples: args.infidelity_samples,
+        noise_std: args.infidelity_std,
+        normalize: !args.infidelity_raw,
+        seed: args.randomization_seed ^ 0x1AF1DE,
+        ..InfidelityConfig::default()
+    });
+    let sensitivity = (args.sensitivity_samples > 0).then(|| SensitivityConfig {
+        n_perturb_samples: args.sensitivity_samples,
+        perturb_radius: args.sensitivity_radius,
+        seed: args.randomization_seed ^ 0x5E45,
+    });
+    Ok(Protocol { curve, road, infidelity, sensitivity })
+}
+
+/// The picked slices, preprocessed, in batches of [`IMAGES_PER_BATCH`], with their phantom masks.
+fn slice_batches(args: &FaithfulnessArgs, model: &Classifier, dataset: &Dataset, picked: &[usize], is_phantom: bool) -> Result<Vec<SliceBatch>> {
+    let mut batches = Vec::new();
     for chunk in picked.chunks(IMAGES_PER_BATCH) {
         let (mut xs, mut targets, mut images, mut masks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for &i in chunk {
@@ -213,60 +154,48 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             images.push(record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             xs.push(x);
         }
-        let mut batch = SliceBatch { input: Tensor::cat(&xs, 0)?, targets, images, maps: Vec::new() };
+        batches.push(SliceBatch { input: Tensor::cat(&xs, 0)?, targets, images, masks, maps: Vec::new() });
+    }
+    Ok(batches)
+}
+
+pub fn run(args: FaithfulnessArgs) -> Result<()> {
+    let choice = args.model.resolve()?;
+    args.methods.check_backbone(choice.kind)?;
+    let model = load_classifier(&choice)?;
+    let random = model.backbone.is_random();
+    // The randomization check: the same backbone with a re-randomized head (seeded).
+    let (w, b) = (model.head_weight(), model.head_bias());
+    let vb = tgc_backbones::load_weights(&WeightSource::Random { seed: args.randomization_seed ^ 0x0DD5EED }, &Device::Cpu)?.vb;
+    let random_head =
+        Classifier::new(model.backbone.clone(), vb.get(w.shape(), "randomized_head.weight")?, Tensor::zeros(b.shape(), DType::F32, &Device::Cpu)?)?;
+    let dataset = open_data(&args.data)?;
+    let picked = args.selection.pick(&dataset, choice.run.as_ref())?;
+    let is_phantom = phantom::is_phantom(&args.data);
+    let protocol = protocol(&args)?;
+    let methods = args.methods.methods()?;
+    let method_list: Vec<Method> = methods.iter().map(|(_, m)| m.clone()).collect();
+    let cascade = model.backbone.randomization_cascade();
+    // One tick per slice and model: the trained one, the re-randomised head, each stage.
+    let bar = progress::bar((picked.len() * (2 + cascade.len())) as u64, "faithfulness");
+    let mut rows = Vec::new();
+    let mut batches = slice_batches(&args, &model, &dataset, &picked, is_phantom)?;
+    for batch in &mut batches {
         let started = std::time::Instant::now();
-        let trained =
-            Method::attribute_all(&method_list, &model, &batch.input, &batch.targets).with_context(|| format!("explaining {}", batch.images.join(", ")))?;
-        tracing::debug!(seconds = started.elapsed().as_secs_f64(), slices = chunk.len(), "explained with the trained model");
-        let started = std::time::Instant::now();
-        let robust = robustness(&args, &model, &method_list, &batch, &trained)?;
-        tracing::debug!(seconds = started.elapsed().as_secs_f64(), slices = chunk.len(), "infidelity and sensitivity");
-        bar.inc(chunk.len() as u64);
-        for (j, x) in xs.iter().enumerate() {
-            let (image, target) = (&batch.images[j], batch.targets[j]);
-            let mut maps = Vec::new();
-            let mut raws = Vec::new();
-            for a in &trained {
-                let one = a.attribution.get(j)?;
-                maps.push(normalized_magnitude(&one)?.0);
-                raws.push(one.abs()?.sum(0)?.flatten_all()?.to_vec1::<f32>()?);
+        let evaluation = evaluate(&model, &method_list, &batch.input, &batch.targets, &batch.masks, &protocol)
+            .with_context(|| format!("explaining and measuring {}", batch.images.join(", ")))?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), slices = batch.images.len(), "explained with the trained model and measured");
+        bar.inc(batch.images.len() as u64);
+        for (image, measures) in batch.images.iter().zip(evaluation.measures) {
+            for ((name, _), measures) in methods.iter().zip(measures) {
+                rows.push(Row { method: *name, image: image.clone(), measures, randomization: None });
             }
-            let importances: Vec<&[f32]> = raws.iter().map(Vec::as_slice).collect();
-            let started = std::time::Instant::now();
-            let curves = deletion_insertion_many(&model, x, &importances, target, &curve).with_context(|| format!("deletion/insertion curves of {image}"))?;
-            tracing::debug!(seconds = started.elapsed().as_secs_f64(), %image, "deletion/insertion curves");
-            for ((((name, _), raw), curves), robust) in methods.iter().zip(&raws).zip(curves).zip(&robust) {
-                let road_result = if args.no_road {
-                    None
-                } else {
-                    let started = std::time::Instant::now();
-                    let r = road(&model, x, raw, target, &road_config).with_context(|| format!("ROAD of {image}, {}", name.title()))?;
-                    tracing::debug!(seconds = started.elapsed().as_secs_f64(), %image, method = name.title(), "ROAD");
-                    Some(r)
-                };
-                rows.push(Row {
-                    road_morf: road_result.as_ref().map(|r| r.morf_mean() as f64),
-                    road_lerf: road_result.as_ref().map(|r| r.lerf_mean() as f64),
-                    sparseness: sparseness(raw),
-                    complexity: complexity(raw),
-                    infidelity: robust[j].0,
-                    sensitivity: robust[j].1,
-                    method: *name,
-                    image: image.clone(),
-                    deletion: curves.deletion_auc(),
-                    insertion: curves.insertion_auc(),
-                    // The re-randomised head's ρ, filled in by the cascade's first stage.
-                    randomization: None,
-                    energy: masks[j].as_ref().and_then(|m| energy_in_mask(raw, m)),
-                    hit: masks[j].as_ref().map(|m| pointing_hit(raw, m)),
-                });
-            }
-            batch.maps.push(maps);
         }
-        batches.push(batch);
+        batch.maps = evaluation.maps;
     }
     // The cascade (Adebayo et al. 2018): the head and then the backbone re-randomised from the
     // top down, cumulatively; each stage's maps compared with the trained model's.
+    let mut cascade_rows: Vec<CascadeRow> = Vec::new();
     let mut prefixes: Vec<String> = Vec::new();
     for (index, stage) in std::iter::once("head").chain(cascade.iter().map(|(stage, _)| stage.as_str())).enumerate() {
         let stage_model = if index == 0 {
@@ -280,21 +209,13 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             Classifier::new(backbone, random_head.head_weight().clone(), random_head.head_bias().clone())?
         };
         for batch in &batches {
-            let (_, _, h, w) = batch.input.dims4()?;
             let started = std::time::Instant::now();
-            let results = Method::attribute_all(&method_list, &stage_model, &batch.input, &batch.targets)
+            let similarity = compare_maps(&stage_model, &method_list, &batch.input, &batch.targets, &batch.maps)
                 .with_context(|| format!("explaining {} (re-randomised {stage})", batch.images.join(", ")))?;
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), %stage, slices = batch.images.len(), "explained with the re-randomised model");
-            for (j, (image, maps)) in batch.images.iter().zip(&batch.maps).enumerate() {
-                for (((name, _), map), a) in methods.iter().zip(maps).zip(&results) {
-                    let (other, _, _) = normalized_magnitude(&a.attribution.get(j)?)?;
-                    cascade_rows.push(CascadeRow {
-                        method: *name,
-                        image: image.clone(),
-                        stage: stage.to_owned(),
-                        spearman: spearman(map, &other),
-                        ssim: ssim(map, &other, h, w),
-                    });
+            for (image, row) in batch.images.iter().zip(similarity) {
+                for ((name, _), s) in methods.iter().zip(row) {
+                    cascade_rows.push(CascadeRow { method: *name, image: image.clone(), stage: stage.to_owned(), spearman: s.spearman, ssim: s.ssim });
                 }
             }
             bar.inc(batch.images.len() as u64);
@@ -304,40 +225,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     for row in &mut rows {
         row.randomization = cascade_rows.iter().find(|c| c.stage == "head" && c.method == row.method && c.image == row.image).and_then(|c| c.spearman);
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let title = |m| args.methods.title(m).to_owned();
-    let write = |name: &str, columns: Vec<Column>| -> Result<()> {
-        let path = args.out.join(name);
-        let height = columns.first().map_or(0, |c| c.len());
-        let frame = DataFrame::new(height, columns).with_context(|| format!("building {}", path.display()))?;
-        write_table(&frame, &path).with_context(|| format!("writing {}", path.display()))
-    };
-    write(
-        "faithfulness.csv",
-        vec![
-            Column::new("method".into(), rows.iter().map(|r| title(r.method)).collect::<Vec<_>>()),
-            Column::new("image".into(), rows.iter().map(|r| r.image.clone()).collect::<Vec<_>>()),
-            Column::new("deletion_auc".into(), rows.iter().map(|r| r.deletion as f64).collect::<Vec<_>>()),
-            Column::new("insertion_auc".into(), rows.iter().map(|r| r.insertion as f64).collect::<Vec<_>>()),
-            Column::new("randomization_spearman".into(), rows.iter().map(|r| r.randomization).collect::<Vec<_>>()),
-            Column::new("energy_in_region".into(), rows.iter().map(|r| r.energy).collect::<Vec<_>>()),
-            Column::new("pointing_hit".into(), rows.iter().map(|r| r.hit.map(u32::from)).collect::<Vec<_>>()),
-            Column::new("road_morf".into(), rows.iter().map(|r| r.road_morf).collect::<Vec<_>>()),
-            Column::new("road_lerf".into(), rows.iter().map(|r| r.road_lerf).collect::<Vec<_>>()),
-            Column::new("sparseness".into(), rows.iter().map(|r| r.sparseness).collect::<Vec<_>>()),
-            Column::new("complexity".into(), rows.iter().map(|r| r.complexity).collect::<Vec<_>>()),
-            Column::new("infidelity".into(), rows.iter().map(|r| r.infidelity).collect::<Vec<_>>()),
-            Column::new("sensitivity_max".into(), rows.iter().map(|r| r.sensitivity).collect::<Vec<_>>()),
-        ],
-    )?;
-    let mean = |v: Vec<f64>| {
-        if v.is_empty() {
-            None
-        } else {
-            Some(v.iter().sum::<f64>() / v.len() as f64)
-        }
-    };
-    let mut md = format!(
+    let md = format!(
         "Faithfulness of {} explanations ({} weights{}), {} slices of the {} split, {}-step curves on a {} baseline.\n\n",
         choice.kind.display_name(),
         if random { "RANDOM-INIT" } else { "pretrained" },
@@ -347,24 +235,48 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         args.curve_steps,
         format!("{:?}", args.baseline).to_lowercase()
     );
+    let stages: Vec<String> = std::iter::once("head".to_owned()).chain(cascade.iter().map(|(s, _)| s.clone())).collect();
+    write_results(&args, md, &methods, &rows, &cascade_rows, &stages, is_phantom)
+}
+
+/// Writes faithfulness.csv (per slice), randomization.csv (per stage), summary.csv and
+/// faithfulness.md (whose first lines are `md`), and prints the Markdown.
+fn write_results(
+    args: &FaithfulnessArgs,
+    mut md: String,
+    methods: &[(MethodName, Method)],
+    rows: &[Row],
+    cascade_rows: &[CascadeRow],
+    stages: &[String],
+    is_phantom: bool,
+) -> Result<()> {
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let title = |m| args.methods.title(m).to_owned();
+    let write = |name: &str, columns: Vec<Column>| -> Result<()> {
+        let path = args.out.join(name);
+        let height = columns.first().map_or(0, |c| c.len());
+        let frame = DataFrame::new(height, columns).with_context(|| format!("building {}", path.display()))?;
+        write_table(&frame, &path).with_context(|| format!("writing {}", path.display()))
+    };
+    write("faithfulness.csv", slice_columns(args, rows))?;
     md.push_str(
         "| Method | Deletion AUC ↓ | Insertion AUC ↑ | ROAD MoRF ↓ | ROAD LeRF ↑ | Randomization ρ ↓ | Energy in region ↑ | Pointing game ↑ | Sparseness | Complexity | Infidelity ↓ | Sensitivity ↓ |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut summary: Vec<(String, [Option<f64>; 11], u64)> = Vec::new();
-    for &(m, _) in &methods {
+    for &(m, _) in methods {
         let of: Vec<&Row> = rows.iter().filter(|r| r.method == m).collect();
-        let del = mean(of.iter().map(|r| r.deletion as f64).collect());
-        let ins = mean(of.iter().map(|r| r.insertion as f64).collect());
+        let del = mean(of.iter().map(|r| r.measures.deletion as f64).collect());
+        let ins = mean(of.iter().map(|r| r.measures.insertion as f64).collect());
         let rnd = mean(of.iter().filter_map(|r| r.randomization).collect());
-        let en = mean(of.iter().filter_map(|r| r.energy).collect());
-        let hit = mean(of.iter().filter_map(|r| r.hit.map(|h| f64::from(u8::from(h)))).collect());
-        let morf = mean(of.iter().filter_map(|r| r.road_morf).collect());
-        let lerf = mean(of.iter().filter_map(|r| r.road_lerf).collect());
-        let sparse = mean(of.iter().filter_map(|r| r.sparseness).collect());
-        let complex = mean(of.iter().filter_map(|r| r.complexity).collect());
-        let infid = mean(of.iter().filter_map(|r| r.infidelity).collect());
-        let sens = mean(of.iter().filter_map(|r| r.sensitivity).collect());
+        let en = mean(of.iter().filter_map(|r| r.measures.energy).collect());
+        let hit = mean(of.iter().filter_map(|r| r.measures.hit.map(|h| f64::from(u8::from(h)))).collect());
+        let morf = mean(of.iter().filter_map(|r| r.measures.road_morf).collect());
+        let lerf = mean(of.iter().filter_map(|r| r.measures.road_lerf).collect());
+        let sparse = mean(of.iter().filter_map(|r| r.measures.sparseness).collect());
+        let complex = mean(of.iter().filter_map(|r| r.measures.complexity).collect());
+        let infid = mean(of.iter().filter_map(|r| r.measures.infidelity).collect());
+        let sens = mean(of.iter().filter_map(|r| r.measures.sensitivity).collect());
         let cell = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
         // Infidelity is in squared logits: small values keep their digits.
         let cell_e = |v: Option<f64>| v.map(|v| format!("{v:.3e}")).unwrap_or_else(|| "n/a".into());
@@ -403,28 +315,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     if !is_phantom {
         md.push_str("\nEnergy in region and pointing game need ground-truth masks (synthetic phantoms only).\n");
     }
-    // The cascade: one column per stage, mean Spearman ρ / SSIM with the trained model's map.
-    let stages: Vec<String> = std::iter::once("head".to_owned()).chain(cascade.iter().map(|(s, _)| s.clone())).collect();
-    md.push_str(&format!(
-        "\nModel-parameter randomisation, cascading from the top (Adebayo et al. 2018): each column re-randomises the head and every stage to its left as well; \
-         cells are the mean Spearman ρ / SSIM of the map with the trained model's (lower = the method depends on those weights; a method that stays near 1 does not).\n\n\
-         | Method | {} |\n|---|{}\n",
-        stages.join(" | "),
-        "---|".repeat(stages.len())
-    ));
-    for &(m, _) in &methods {
-        let cells: Vec<String> = stages
-            .iter()
-            .map(|stage| {
-                let of: Vec<&CascadeRow> = cascade_rows.iter().filter(|r| r.method == m && &r.stage == stage).collect();
-                let rho = mean(of.iter().filter_map(|r| r.spearman).collect());
-                let ss = mean(of.iter().filter_map(|r| r.ssim).collect());
-                let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "n/a".into());
-                format!("{} / {}", f(rho), f(ss))
-            })
-            .collect();
-        md.push_str(&format!("| {} | {} |\n", args.methods.title(m), cells.join(" | ")));
-    }
+    md.push_str(&cascade_table(args, methods, cascade_rows, stages));
     write(
         "randomization.csv",
         vec![
@@ -459,4 +350,60 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     print!("{md}");
     println!("written to {}", args.out.display());
     Ok(())
+}
+
+/// The cascade's Markdown table: one column per stage, mean Spearman ρ / SSIM with the trained
+/// model's map.
+fn cascade_table(args: &FaithfulnessArgs, methods: &[(MethodName, Method)], cascade_rows: &[CascadeRow], stages: &[String]) -> String {
+    let mut table = String::new();
+    table.push_str(&format!(
+        "\nModel-parameter randomisation, cascading from the top (Adebayo et al. 2018): each column re-randomises the head and every stage to its left as well; \
+         cells are the mean Spearman ρ / SSIM of the map with the trained model's (lower = the method depends on those weights; a method that stays near 1 does not).\n\n\
+         | Method | {} |\n|---|{}\n",
+        stages.join(" | "),
+        "---|".repeat(stages.len())
+    ));
+    for &(m, _) in methods {
+        let cells: Vec<String> = stages
+            .iter()
+            .map(|stage| {
+                let of: Vec<&CascadeRow> = cascade_rows.iter().filter(|r| r.method == m && &r.stage == stage).collect();
+                let rho = mean(of.iter().filter_map(|r| r.spearman).collect());
+                let ss = mean(of.iter().filter_map(|r| r.ssim).collect());
+                let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "n/a".into());
+                format!("{} / {}", f(rho), f(ss))
+            })
+            .collect();
+        table.push_str(&format!("| {} | {} |\n", args.methods.title(m), cells.join(" | ")));
+    }
+    table
+}
+
+/// The mean, `None` for no values.
+fn mean(v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        None
+    } else {
+        Some(v.iter().sum::<f64>() / v.len() as f64)
+    }
+}
+
+/// The columns of faithfulness.csv: one row per slice and method.
+fn slice_columns(args: &FaithfulnessArgs, rows: &[Row]) -> Vec<Column> {
+    let title = |m| args.methods.title(m).to_owned();
+    vec![
+        Column::new("method".into(), rows.iter().map(|r| title(r.method)).collect::<Vec<_>>()),
+        Column::new("image".into(), rows.iter().map(|r| r.image.clone()).collect::<Vec<_>>()),
+        Column::new("deletion_auc".into(), rows.iter().map(|r| r.measures.deletion as f64).collect::<Vec<_>>()),
+        Column::new("insertion_auc".into(), rows.iter().map(|r| r.measures.insertion as f64).collect::<Vec<_>>()),
+        Column::new("randomization_spearman".into(), rows.iter().map(|r| r.randomization).collect::<Vec<_>>()),
+        Column::new("energy_in_region".into(), rows.iter().map(|r| r.measures.energy).collect::<Vec<_>>()),
+        Column::new("pointing_hit".into(), rows.iter().map(|r| r.measures.hit.map(u32::from)).collect::<Vec<_>>()),
+        Column::new("road_morf".into(), rows.iter().map(|r| r.measures.road_morf).collect::<Vec<_>>()),
+        Column::new("road_lerf".into(), rows.iter().map(|r| r.measures.road_lerf).collect::<Vec<_>>()),
+        Column::new("sparseness".into(), rows.iter().map(|r| r.measures.sparseness).collect::<Vec<_>>()),
+        Column::new("complexity".into(), rows.iter().map(|r| r.measures.complexity).collect::<Vec<_>>()),
+        Column::new("infidelity".into(), rows.iter().map(|r| r.measures.infidelity).collect::<Vec<_>>()),
+        Column::new("sensitivity_max".into(), rows.iter().map(|r| r.measures.sensitivity).collect::<Vec<_>>()),
+    ]
 }

@@ -4,10 +4,12 @@
 //! region and the pointing game; Captum's infidelity and max-sensitivity.
 
 mod infidelity;
+mod protocol;
 mod road;
 mod sensitivity;
 
 pub use infidelity::{infidelity, InfidelityConfig};
+pub use protocol::{compare_maps, evaluate, Evaluation, Measures, Protocol, Similarity};
 pub use road::{noisy_linear_imputation, road, Road, RoadConfig};
 pub use sensitivity::{sensitivity_max, SensitivityConfig};
 

@@ -79,6 +79,8 @@ mod interpolate;
 mod layer_integrated;
 mod model;
 mod noise_tunnel;
+#[cfg_attr(not(feature = "render"), allow(dead_code))]
+mod normalize;
 mod perturbation;
 mod quadrature;
 #[cfg(feature = "render")]
