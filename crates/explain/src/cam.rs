@@ -189,64 +189,98 @@ impl Cam {
                 }
             }
             CamKind::ScoreCam => {
-                let spatial = &input.dims()[2..];
-                if spatial.len() != dims.len() - 2 {
-                    return Err(ExplainError::Invalid(format!("Score-CAM masks an input {:?} with a layer {dims:?}: their spatial axes differ", input.dims())));
-                }
-                let up = to_vec(&resize(&activation, spatial, Interpolation::Linear { align_corners: true })?)?;
-                let x = to_vec(&input.detach())?;
-                let c_in = input.dim(1)?;
-                let ihw: usize = spatial.iter().product();
-                for i in 0..b {
-                    let mut scores = Vec::with_capacity(k);
-                    for start in (0..k).step_by(self.batch_size.max(1)) {
-                        let n = self.batch_size.max(1).min(k - start);
-                        let mut batch = Vec::with_capacity(n * c_in * ihw);
-                        for c in start..start + n {
-                            let m = &up[(i * k + c) * ihw..(i * k + c + 1) * ihw];
-                            let (lo, hi) = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-                            for ch in 0..c_in {
-                                let xc = &x[(i * c_in + ch) * ihw..(i * c_in + ch + 1) * ihw];
-                                batch.extend(xc.iter().zip(m).map(|(x, m)| x * ((m - lo) / (hi - lo + 1e-8))));
-                            }
-                        }
-                        let mut shape = input.dims().to_vec();
-                        shape[0] = n;
-                        let batch = Tensor::from_vec(batch, shape, input.device())?;
-                        let out = model.forward(&batch, &Hooks::none())?;
-                        scores.extend(target_column(&out, targets[i])?);
-                    }
-                    weighted(&mut maps, i, &softmax(&scores));
+                for (i, weights) in self.score_cam_weights(model, input, targets, &activation)?.iter().enumerate() {
+                    weighted(&mut maps, i, weights);
                 }
             }
             CamKind::AblationCam => {
-                let min = a.iter().copied().fold(f32::INFINITY, f32::min);
-                let ablated_value = if min == 0.0 { 0.0 } else { min - 1e7 };
-                for i in 0..b {
-                    let orig = logits.get(i)?.get(targets[i])?.to_scalar::<f32>()?;
-                    let one = &a[i * k * hw..(i + 1) * k * hw];
-                    let mut weights = Vec::with_capacity(k);
-                    for start in (0..k).step_by(self.batch_size.max(1)) {
-                        let n = self.batch_size.max(1).min(k - start);
-                        let mut batch = Vec::with_capacity(n * k * hw);
-                        for c in start..start + n {
-                            let mut copy = one.to_vec();
-                            copy[c * hw..(c + 1) * hw].fill(ablated_value);
-                            batch.extend(copy);
-                        }
-                        let mut shape = dims.clone();
-                        shape[0] = n;
-                        let batch = Tensor::from_vec(batch, shape, input.device())?;
-                        let out = ablated_logits(model, &layer, &input.narrow(0, i, 1)?, batch)?;
-                        weights.extend(target_column(&out, targets[i])?.into_iter().map(|s| (orig - s) / orig));
-                    }
-                    weighted(&mut maps, i, &weights);
+                for (i, weights) in self.ablation_cam_weights(model, &layer, input, targets, &a, &dims, &logits)?.iter().enumerate() {
+                    weighted(&mut maps, i, weights);
                 }
             }
         }
         let mut shape = vec![b];
         shape.extend(&dims[2..]);
         Ok((Tensor::from_vec(maps, shape, input.device())?, logits))
+    }
+
+    /// Score-CAM's channel weights per image: the softmax over channels of the target's score
+    /// on the input masked by each channel's min–max-normalised, up-sampled activation.
+    fn score_cam_weights(&self, model: &dyn Model, input: &Tensor, targets: &[usize], activation: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let dims = activation.dims();
+        let (b, k) = (dims[0], dims[1]);
+        let spatial = &input.dims()[2..];
+        if spatial.len() != dims.len() - 2 {
+            return Err(ExplainError::Invalid(format!("Score-CAM masks an input {:?} with a layer {dims:?}: their spatial axes differ", input.dims())));
+        }
+        let up = to_vec(&resize(activation, spatial, Interpolation::Linear { align_corners: true })?)?;
+        let x = to_vec(&input.detach())?;
+        let c_in = input.dim(1)?;
+        let ihw: usize = spatial.iter().product();
+        let mut out = Vec::with_capacity(b);
+        for i in 0..b {
+            let mut scores = Vec::with_capacity(k);
+            for start in (0..k).step_by(self.batch_size.max(1)) {
+                let n = self.batch_size.max(1).min(k - start);
+                let mut batch = Vec::with_capacity(n * c_in * ihw);
+                for c in start..start + n {
+                    let m = &up[(i * k + c) * ihw..(i * k + c + 1) * ihw];
+                    let (lo, hi) = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                    for ch in 0..c_in {
+                        let xc = &x[(i * c_in + ch) * ihw..(i * c_in + ch + 1) * ihw];
+                        batch.extend(xc.iter().zip(m).map(|(x, m)| x * ((m - lo) / (hi - lo + 1e-8))));
+                    }
+                }
+                let mut shape = input.dims().to_vec();
+                shape[0] = n;
+                let batch = Tensor::from_vec(batch, shape, input.device())?;
+                let out = model.forward(&batch, &Hooks::none())?;
+                scores.extend(target_column(&out, targets[i])?);
+            }
+            out.push(softmax(&scores));
+        }
+        Ok(out)
+    }
+
+    /// Ablation-CAM's channel weights per image: the relative drop of the target's score when
+    /// the channel's activation `a` (flat, shaped `dims`) is ablated at `layer`.
+    #[allow(clippy::too_many_arguments)]
+    fn ablation_cam_weights(
+        &self,
+        model: &dyn Model,
+        layer: &str,
+        input: &Tensor,
+        targets: &[usize],
+        a: &[f32],
+        dims: &[usize],
+        logits: &Tensor,
+    ) -> Result<Vec<Vec<f32>>> {
+        let (b, k) = (dims[0], dims[1]);
+        let hw: usize = dims[2..].iter().product();
+        let min = a.iter().copied().fold(f32::INFINITY, f32::min);
+        let ablated_value = if min == 0.0 { 0.0 } else { min - 1e7 };
+        let mut out = Vec::with_capacity(b);
+        for i in 0..b {
+            let orig = logits.get(i)?.get(targets[i])?.to_scalar::<f32>()?;
+            let one = &a[i * k * hw..(i + 1) * k * hw];
+            let mut weights = Vec::with_capacity(k);
+            for start in (0..k).step_by(self.batch_size.max(1)) {
+                let n = self.batch_size.max(1).min(k - start);
+                let mut batch = Vec::with_capacity(n * k * hw);
+                for c in start..start + n {
+                    let mut copy = one.to_vec();
+                    copy[c * hw..(c + 1) * hw].fill(ablated_value);
+                    batch.extend(copy);
+                }
+                let mut shape = dims.to_vec();
+                shape[0] = n;
+                let batch = Tensor::from_vec(batch, shape, input.device())?;
+                let out = ablated_logits(model, layer, &input.narrow(0, i, 1)?, batch)?;
+                weights.extend(target_column(&out, targets[i])?.into_iter().map(|s| (orig - s) / orig));
+            }
+            out.push(weights);
+        }
+        Ok(out)
     }
 }
 

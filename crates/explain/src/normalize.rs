@@ -76,4 +76,3 @@ fn cumulative_sum_threshold(values: &[f32], percentile: f32) -> f32 {
 pub fn normalized_magnitude(attribution: &Tensor) -> Result<(Vec<f32>, usize, usize)> {
     normalize_attr(attribution, Sign::AbsoluteValue, 2.0)
 }
-

@@ -158,7 +158,7 @@ pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Tensor};
 
     #[test]
     fn viridis_ends() {

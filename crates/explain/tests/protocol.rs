@@ -15,7 +15,8 @@ fn the_protocol_measures_each_map_as_the_measures_do_alone() {
     let methods = [Method::new(Saliency), Method::new(GradCam::default())];
     let mut mask = vec![0f32; 64];
     mask[..16].iter_mut().for_each(|m| *m = 1.0);
-    let protocol = Protocol { curve: CurveConfig { steps: 4, ..CurveConfig::default() }, road: Some(RoadConfig::default()), infidelity: None, sensitivity: None };
+    let protocol =
+        Protocol { curve: CurveConfig { steps: 4, ..CurveConfig::default() }, road: Some(RoadConfig::default()), infidelity: None, sensitivity: None };
     let out = evaluate(&model, &methods, &x, &targets, &[Some(mask), None], &protocol).unwrap();
     assert_eq!((out.maps.len(), out.measures.len(), out.measures[0].len()), (2, 2, 2));
     for (j, &t) in targets.iter().enumerate() {

@@ -78,7 +78,14 @@ pub struct Similarity {
 /// Explains the slices `input` `[B, C, H, W]` (one target each) with every method (sharing
 /// passes, [`Method::attribute_all`]) and measures every map; `masks` gives each slice's known
 /// region (`H·W` values in {0, 1}) where there is one.
-pub fn evaluate(model: &dyn Model, methods: &[Method], input: &Tensor, targets: &[usize], masks: &[Option<Vec<f32>>], protocol: &Protocol) -> Result<Evaluation> {
+pub fn evaluate(
+    model: &dyn Model,
+    methods: &[Method],
+    input: &Tensor,
+    targets: &[usize],
+    masks: &[Option<Vec<f32>>],
+    protocol: &Protocol,
+) -> Result<Evaluation> {
     let b = input.dim(0)?;
     if masks.len() != b || targets.len() != b {
         return Err(ExplainError::Invalid(format!("{b} slices with {} targets and {} masks", targets.len(), masks.len())));
