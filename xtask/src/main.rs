@@ -142,8 +142,53 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     let out = if args.out.is_absolute() { args.out.clone() } else { std::env::current_dir()?.join(&args.out) };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let quick = args.quick;
-    let iterations = args.iterations.unwrap_or(if quick { 2 } else { 5 });
+    check_data(&args, &root)?;
+    let tgc = build_tgc(&root)?;
+    let mut runner = Runner::new(tgc, out.clone());
+    let (data, weights_resnet, weights_vit) = data_and_weights(&args, &root, &out, &mut runner)?;
+    if weights_resnet.starts_with("random:") || weights_vit.starts_with("random:") {
+        println!("NOTE: RANDOM-INIT backbone weights (resnet18: {weights_resnet}, vit: {weights_vit}); every output says so");
+    }
+    std::fs::create_dir_all(out.join("figures"))?;
+    // Every step that reads the data reruns when its content changes.
+    runner.data = Some(steps::data_fingerprint(&data)?);
+    let plan = Plan { out: &out, data: &data, quick, seed: args.seed };
+    // 1. Data statistics.
+    stats_step(&plan, &mut runner)?;
+    // 2. Features.
+    feature_steps(&plan, &mut runner, &weights_resnet, &weights_vit)?;
+    // 3–4. Linear probes and temporal DNNs.
+    let protocols: Vec<&str> = match args.protocol {
+        Protocols::Holdout => vec!["holdout"],
+        Protocols::Original => vec!["original"],
+        Protocols::Both => vec!["holdout", "original"],
+    };
+    training_steps(&plan, &mut runner, &protocols, args.iterations.unwrap_or(if quick { 2 } else { 5 }))?;
+    // 5–7. Explanations, temporal explanations and faithfulness, with iteration 0's models of
+    // the first protocol, on that iteration's own test split.
+    let mut temporal_patients: Vec<(&str, Vec<String>)> = Vec::new();
+    for (b, model) in BACKBONES {
+        temporal_patients.push((b, explanation_steps(&plan, &mut runner, protocols[0], b, model)?));
+    }
+    // 8. Report.
+    let report_start = Instant::now();
+    report::write(&out, &protocols, &temporal_patients, args.synthetic, &root.join("xtask/study_results.csv"))?;
+    runner.timings.push(("report".into(), report_start.elapsed().as_secs_f64(), false));
+    report::write_timings(&out, &runner.timings, start.elapsed().as_secs_f64())?;
+    println!("report: {}", out.join("report.html").display());
+    Ok(())
+}
 
+/// What the steps of one reproduction share.
+struct Plan<'a> {
+    out: &'a Path,
+    data: &'a Path,
+    quick: bool,
+    seed: u64,
+}
+
+/// The real data folder must be there unless the run is synthetic.
+fn check_data(args: &ReproduceArgs, root: &Path) -> Result<()> {
     if !args.synthetic {
         let data = args.data.clone().unwrap_or_else(|| root.join("data/OASIS_2D"));
         if !data.join("disease").is_dir() || !data.join("healthy").is_dir() {
@@ -155,20 +200,29 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
         }
     }
 
+    Ok(())
+}
+
+/// Builds the `tgc` binary (release) and returns its path.
+fn build_tgc(root: &Path) -> Result<PathBuf> {
     println!("building tgc (release)…");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "-p", "tgc-cli"])
-        .current_dir(&root)
+        .current_dir(root)
         .status()
         .context("running cargo build")?;
     if !status.success() {
         bail!("building tgc failed");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let mut runner = Runner::new(target.join("release").join("tgc"), out.clone());
+    Ok(target.join("release").join("tgc"))
+}
 
+/// The data folder (generated phantoms when synthetic) and each backbone's weights.
+fn data_and_weights(args: &ReproduceArgs, root: &Path, out: &Path, runner: &mut Runner) -> Result<(PathBuf, String, String)> {
+    let quick = args.quick;
     // Data and weights.
-    let (data, weights_resnet, weights_vit) = if args.synthetic {
+    Ok(if args.synthetic {
         let data = out.join("data");
         let (patients, size) = if quick { ("12", "64") } else { ("24", "256") };
         runner.step(
@@ -184,17 +238,14 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
             args.weights_resnet.clone().unwrap_or_else(|| "timm/resnet18.tv_in1k".into()),
             args.weights_vit.clone().unwrap_or_else(|| "google/vit-base-patch16-224".into()),
         )
-    };
-    if weights_resnet.starts_with("random:") || weights_vit.starts_with("random:") {
-        println!("NOTE: RANDOM-INIT backbone weights (resnet18: {weights_resnet}, vit: {weights_vit}); every output says so");
-    }
-    let figures = out.join("figures");
-    std::fs::create_dir_all(&figures)?;
-    // Every step that reads the data reruns when its content changes.
-    runner.data = Some(steps::data_fingerprint(&data)?);
-    let reads_data = || Inputs { data: true, ..Inputs::default() };
+    })
+}
 
-    // 1. Data statistics.
+/// Step 1: the data statistics, the history-length figure and the manifest.
+fn stats_step(plan: &Plan, runner: &mut Runner) -> Result<()> {
+    let (out, data) = (plan.out, plan.data);
+    let figures = out.join("figures");
+    let reads_data = || Inputs { data: true, ..Inputs::default() };
     runner.step(
         "stats",
         &[
@@ -208,14 +259,18 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
             path(&out.join("manifest.csv")),
         ],
         &reads_data(),
-    )?;
+    )
+}
 
-    // 2. Features.
+/// Step 2: the features of every backbone.
+fn feature_steps(plan: &Plan, runner: &mut Runner, weights_resnet: &str, weights_vit: &str) -> Result<()> {
+    let (out, data) = (plan.out, plan.data);
+    let reads_data = || Inputs { data: true, ..Inputs::default() };
     let weights = |b: &str| {
         if b == "resnet18" {
-            weights_resnet.clone()
+            weights_resnet.to_owned()
         } else {
-            weights_vit.clone()
+            weights_vit.to_owned()
         }
     };
     for (b, _) in BACKBONES {
@@ -241,18 +296,18 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
             })?;
     }
 
-    // 3–4. Linear probes and temporal DNNs.
-    let protocols: Vec<&str> = match args.protocol {
-        Protocols::Holdout => vec!["holdout"],
-        Protocols::Original => vec!["original"],
-        Protocols::Both => vec!["holdout", "original"],
-    };
-    for p in &protocols {
+    Ok(())
+}
+
+/// Steps 3–4: the linear probes and temporal DNNs of every protocol and backbone.
+fn training_steps(plan: &Plan, runner: &mut Runner, protocols: &[&str], iterations: usize) -> Result<()> {
+    let (out, quick) = (plan.out, plan.quick);
+    for p in protocols {
         for (b, _) in BACKBONES {
             let features = path(&out.join("features").join(format!("{b}.safetensors")));
             let runs = path(&out.join("runs").join(p));
             let mut common =
-                vec![s("--features"), features, s("--out"), runs, s("--iterations"), s(iterations), s("--seed"), s(args.seed), s("--protocol"), s(p)];
+                vec![s("--features"), features, s("--out"), runs, s("--iterations"), s(iterations), s("--seed"), s(plan.seed), s("--protocol"), s(p)];
             let mut probe = vec![s("train")];
             probe.extend(common.clone());
             let mut dnn = vec![s("train-temporal"), s("--seq-len"), s(3)];
@@ -267,86 +322,78 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
         }
     }
 
-    // 5–7. Explanations, temporal explanations and faithfulness, with iteration 0's models of
-    // the first protocol, on that iteration's own test split.
-    let p0 = protocols[0];
-    // The runs' folders name the backbone, its weights and the test patients (`--run`).
+    Ok(())
+}
+
+/// Steps 5–7 for backbone `b` (its runs in folders named `model`): explanations, the library's
+/// other methods, temporal strips and faithfulness; returns the patients whose strips were drawn.
+fn explanation_steps(plan: &Plan, runner: &mut Runner, p0: &str, b: &str, model: &str) -> Result<Vec<String>> {
+    let (out, data, quick) = (plan.out, plan.data, plan.quick);
     let shap_samples = if quick { 5 } else { 50 };
-    let mut temporal_patients: Vec<(&str, Vec<String>)> = Vec::new();
-    for (b, model) in BACKBONES {
-        // The explanation steps read the probe of iteration 0 and the slices; each owns its folder.
-        let explains = |folder: &str| Inputs { after: vec![format!("train-{p0}-{b}")], data: true, owns: Some(out.join(folder).join(b)) };
-        let probe_dir = path(&out.join("runs").join(p0).join(model).join("0"));
-        let per_class = if quick { 1 } else { 2 };
-        // The test slices of the run, the same for both explanation steps.
-        let slices = [s("--run"), probe_dir.clone(), s("--data"), path(&data), s("--split"), s("test"), s("--samples-per-class"), s(per_class)];
-        let explain = |method_args: &[String], folder: &str| -> Vec<String> {
-            let mut args = vec![s("explain")];
-            args.extend(slices.iter().cloned());
-            args.extend(method_args.iter().cloned());
-            args.extend([s("--out"), path(&out.join(folder).join(b))]);
-            args
-        };
+    // The explanation steps read the probe of iteration 0 and the slices; each owns its folder.
+    let explains = |folder: &str| Inputs { after: vec![format!("train-{p0}-{b}")], data: true, owns: Some(out.join(folder).join(b)) };
+    let probe_dir = path(&out.join("runs").join(p0).join(model).join("0"));
+    let per_class = if quick { 1 } else { 2 };
+    // The test slices of the run, the same for both explanation steps.
+    let slices = [s("--run"), probe_dir.clone(), s("--data"), path(&data), s("--split"), s("test"), s("--samples-per-class"), s(per_class)];
+    let explain = |method_args: &[String], folder: &str| -> Vec<String> {
+        let mut args = vec![s("explain")];
+        args.extend(slices.iter().cloned());
+        args.extend(method_args.iter().cloned());
+        args.extend([s("--out"), path(&out.join(folder).join(b))]);
+        args
+    };
+    runner.step(
+        &format!("explain-{b}"),
+        &explain(&[s("--samples"), s(shap_samples), s("--method"), s("gradient-shap,gradcam,guided-gradcam,guided-backprop")], "explanations"),
+        &explains("explanations"),
+    )?;
+    // The library's other methods on the same slices, for the report's second grid: the
+    // CAM family at the same layer (Score-CAM left out: one forward per channel), and
+    // Feature Ablation on 32-pixel blocks.
+    runner.step(
+        &format!("explain-more-{b}"),
+        &explain(&[s("--method"), s(more_methods(b, quick)), s("--grid"), s(if quick { 64 } else { 32 })], "explanations-more"),
+        &explains("explanations-more"),
+    )?;
+    let dnn_dir = out.join("runs").join(p0).join(format!("{model}_seq_3")).join("0");
+    let mut patients = report::test_patients_with_history(&dnn_dir, &out.join("manifest.csv"))?;
+    patients.truncate(if quick { 1 } else { 3 });
+    // The strips of patients an earlier configuration explained, or of an older layout.
+    remove_entries(&out.join("temporal").join(b), |name| !patients.iter().any(|p| p == name))?;
+    for patient in &patients {
+        // One folder a patient, so that a rerun leaves no strip of an earlier configuration.
+        let folder = out.join("temporal").join(b).join(patient);
         runner.step(
-            &format!("explain-{b}"),
-            &explain(&[s("--samples"), s(shap_samples), s("--method"), s("gradient-shap,gradcam,guided-gradcam,guided-backprop")], "explanations"),
-            &explains("explanations"),
-        )?;
-        // The library's other methods on the same slices, for the report's second grid: the
-        // CAM family at the same layer (Score-CAM left out: one forward per channel), and
-        // Feature Ablation on 32-pixel blocks.
-        runner.step(
-            &format!("explain-more-{b}"),
-            &explain(&[s("--method"), s(more_methods(b, quick)), s("--grid"), s(if quick { 64 } else { 32 })], "explanations-more"),
-            &explains("explanations-more"),
-        )?;
-        let dnn_dir = out.join("runs").join(p0).join(format!("{model}_seq_3")).join("0");
-        let mut patients = report::test_patients_with_history(&dnn_dir, &out.join("manifest.csv"))?;
-        patients.truncate(if quick { 1 } else { 3 });
-        // The strips of patients an earlier configuration explained, or of an older layout.
-        remove_entries(&out.join("temporal").join(b), |name| !patients.iter().any(|p| p == name))?;
-        for patient in &patients {
-            // One folder a patient, so that a rerun leaves no strip of an earlier configuration.
-            let folder = out.join("temporal").join(b).join(patient);
-            runner.step(
-                &format!("explain-temporal-{b}-{patient}"),
-                &[s("explain-temporal"), s("--run"), path(&dnn_dir), s("--data"), path(&data), s("--patient"), s(patient), s("--out"), path(&folder)],
-                &Inputs { after: vec![format!("train-temporal-{p0}-{b}"), s("stats")], data: true, owns: Some(folder.clone()) },
-            )?;
-        }
-        temporal_patients.push((b, patients));
-        runner.step(
-            &format!("faithfulness-{b}"),
-            &[
-                s("faithfulness"),
-                s("--run"),
-                probe_dir,
-                s("--data"),
-                path(&data),
-                s("--split"),
-                s("test"),
-                s("--samples-per-class"),
-                s(per_class),
-                s("--samples"),
-                s(shap_samples.min(20)),
-                s("--curve-steps"),
-                s(if quick { 5 } else { 20 }),
-                s("--road-percentiles"),
-                s(if quick { "50" } else { "20,40,60,80" }),
-                s("--sensitivity-samples"),
-                s(if quick { 2 } else { 5 }),
-                s("--out"),
-                path(&out.join("faithfulness").join(b)),
-            ],
-            &explains("faithfulness"),
+            &format!("explain-temporal-{b}-{patient}"),
+            &[s("explain-temporal"), s("--run"), path(&dnn_dir), s("--data"), path(&data), s("--patient"), s(patient), s("--out"), path(&folder)],
+            &Inputs { after: vec![format!("train-temporal-{p0}-{b}"), s("stats")], data: true, owns: Some(folder.clone()) },
         )?;
     }
-
-    // 8. Report.
-    let report_start = Instant::now();
-    report::write(&out, &protocols, &temporal_patients, args.synthetic, &root.join("xtask/study_results.csv"))?;
-    runner.timings.push(("report".into(), report_start.elapsed().as_secs_f64(), false));
-    report::write_timings(&out, &runner.timings, start.elapsed().as_secs_f64())?;
-    println!("report: {}", out.join("report.html").display());
-    Ok(())
+    runner.step(
+        &format!("faithfulness-{b}"),
+        &[
+            s("faithfulness"),
+            s("--run"),
+            probe_dir,
+            s("--data"),
+            path(&data),
+            s("--split"),
+            s("test"),
+            s("--samples-per-class"),
+            s(per_class),
+            s("--samples"),
+            s(shap_samples.min(20)),
+            s("--curve-steps"),
+            s(if quick { 5 } else { 20 }),
+            s("--road-percentiles"),
+            s(if quick { "50" } else { "20,40,60,80" }),
+            s("--sensitivity-samples"),
+            s(if quick { 2 } else { 5 }),
+            s("--out"),
+            path(&out.join("faithfulness").join(b)),
+        ],
+        &explains("faithfulness"),
+    )?;
+    Ok(patients)
 }

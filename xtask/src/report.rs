@@ -117,88 +117,7 @@ pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], s
     let mut csv_header: Option<Vec<String>> = None;
     let mut csv_rows: Vec<HashMap<String, String>> = Vec::new();
     for p in protocols {
-        let what = if *p == "holdout" {
-            "holdout: selection on a patient-level validation split, test evaluated once"
-        } else {
-            "original: the study's protocol, selection on the test split (optimistic)"
-        };
-        let _ = write!(
-            md,
-            "## Protocol {what}\n\nMean ± standard deviation over iterations, every test image counted; the study's published means beside ours. \
-             The history-only rows are the same temporal DNN trained on sequences whose visits all carry one constant vector (padding kept): \
-             what the visit pattern alone gives. The earlier-visit rule predicts healthy iff the patient has an earlier visit. \
-             95 % intervals: patient-level bootstrap (test patients resampled, 1000 draws), averaged over iterations.\n\n\
-             | Model | Loss | Accuracy | F1-score | AUC | Accuracy 95% CI | AUC 95% CI | Study Loss | Study Accuracy | Study F1-score | Study AUC |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
-        );
-        let mut by_patient = String::from("| Model | Test patients | Accuracy | F1-score | AUC |\n|---|---|---|---|---|\n");
-        let mut by_history =
-            String::from("| Model | No earlier visit: images | Accuracy | AUC | ≥ 1 earlier visit: images | Accuracy | AUC |\n|---|---|---|---|---|---|---|\n");
-        let _ = write!(html_tables, "<h2>Protocol {what}</h2><table><tr><th>Model</th>");
-        for (_, title) in METRICS {
-            let _ = write!(html_tables, "<th>{title}</th>");
-        }
-        for (_, title) in METRICS {
-            let _ = write!(html_tables, "<th>Study {title}</th>");
-        }
-        html_tables.push_str("</tr>");
-        for model in TABLE_MODELS {
-            let path = out.join("runs").join(p).join(model).join("results.csv");
-            let (header, rows) = table(&path)?;
-            let row = rows.first().cloned().ok_or_else(|| anyhow!("{} has no row", path.display()))?;
-            csv_rows.extend(rows);
-            csv_header.get_or_insert(header);
-            let ours: Vec<String> = METRICS.iter().map(|(m, _)| cell(&row, m)).collect();
-            let theirs: Vec<String> =
-                METRICS.iter().map(|(m, _)| study.get(model).and_then(|r| num(r, m)).map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into())).collect();
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} |",
-                study_label(model),
-                ours.join(" | "),
-                interval(&row, "accuracy"),
-                interval(&row, "auc"),
-                theirs.join(" | ")
-            );
-            let iterations = num(&row, "iterations").unwrap_or(1.0).max(1.0);
-            let per_iteration = |k: &str| num(&row, k).map(|v| format!("{:.1}", v / iterations)).unwrap_or_else(|| "n/a".into());
-            let _ = writeln!(
-                by_patient,
-                "| {} | {} | {} | {} | {} |",
-                study_label(model),
-                per_iteration("test_patients"),
-                cell(&row, "patient_accuracy"),
-                cell(&row, "patient_f1"),
-                cell(&row, "patient_auc")
-            );
-            let auc_or = |k: &str| num(&row, k).map(|v| format!("{v:.4}")).unwrap_or_else(|| "one class only".into());
-            let _ = writeln!(
-                by_history,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                study_label(model),
-                per_iteration("no_history_images"),
-                cell(&row, "no_history_accuracy"),
-                auc_or("no_history_auc_mean"),
-                per_iteration("with_history_images"),
-                cell(&row, "with_history_accuracy"),
-                auc_or("with_history_auc_mean")
-            );
-            let _ = write!(html_tables, "<tr><td>{}</td>", study_label(model));
-            for v in ours.iter().chain(&theirs) {
-                let _ = write!(html_tables, "<td>{v}</td>");
-            }
-            html_tables.push_str("</tr>");
-        }
-        md.push('\n');
-        for model in ["ResNet_seq_3", "ViT_seq_3"] {
-            if let Ok(reading) = std::fs::read_to_string(out.join("runs").join(p).join(format!("{model}_confound.md"))) {
-                md.push_str(reading.trim_end());
-                md.push_str("\n\n");
-                let _ = write!(html_tables, "<p>{}</p>", escape(reading.trim()).replace("**", ""));
-            }
-        }
-        let _ = write!(md, "Per patient (each test patient once, at the last visit; mean per iteration):\n\n{by_patient}\n");
-        let _ = write!(md, "By visit history (test images per iteration; AUC only where a stratum holds both classes):\n\n{by_history}\n");
-        html_tables.push_str("</table>");
+        protocol_tables(out, p, &study, &mut md, &mut html_tables, &mut csv_header, &mut csv_rows)?;
     }
     md.push_str("Study: Loss is mean cross-entropy; Accuracy, F1-score and AUC are fractions (the study printed percentages).\n\n## Faithfulness of the explanations\n\n");
     let mut html_faith = String::from("<h2>Faithfulness of the explanations</h2>");
@@ -239,7 +158,125 @@ pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], s
         .collect();
     tgc_data::write_table(&DataFrame::new(csv_rows.len(), columns)?, &out.join("results.csv"))?;
 
-    // Figures: copies under figures/ so that the report's links stay inside OUT.
+    let gallery = figure_copies(out, protocols, temporal)?;
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>TemporalGradCam reproduction</title><style>\
+         body{{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse;margin:1em 0}}\
+         td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}\
+         .warn{{background:#fff3cd;border:1px solid #e0c36c;padding:.6em}}figure{{margin:1.5em 0}}img{{max-width:100%}}</style></head><body>\
+         <h1>TemporalGradCam reproduction</h1><p class=\"{}\">{}</p>",
+        if random || synthetic { "warn" } else { "" },
+        escape(&provenance)
+    );
+    html.push_str(&html_tables);
+    html.push_str(&html_faith);
+    html.push_str("<h2>Figures</h2>");
+    for (file, caption) in &gallery {
+        let _ = write!(html, "<figure><img src=\"figures/{file}\" alt=\"{0}\"><figcaption>{0}</figcaption></figure>", escape(caption));
+    }
+    html.push_str("<p>Timings per step: <a href=\"timings.json\">timings.json</a>. Tables: <a href=\"results.md\">results.md</a>, <a href=\"results.csv\">results.csv</a>.</p></body></html>\n");
+    write_atomic(&out.join("report.html"), html.as_bytes())
+}
+
+/// One protocol's tables: the study's table with ours beside it, the visit-count confound, per
+/// patient and by visit history (into `md` and `html`); its rows are kept for results.csv.
+fn protocol_tables(
+    out: &Path,
+    p: &str,
+    study: &HashMap<String, HashMap<String, String>>,
+    md: &mut String,
+    html_tables: &mut String,
+    csv_header: &mut Option<Vec<String>>,
+    csv_rows: &mut Vec<HashMap<String, String>>,
+) -> Result<()> {
+    let what = if p == "holdout" {
+        "holdout: selection on a patient-level validation split, test evaluated once"
+    } else {
+        "original: the study's protocol, selection on the test split (optimistic)"
+    };
+    let _ = write!(
+        md,
+        "## Protocol {what}\n\nMean ± standard deviation over iterations, every test image counted; the study's published means beside ours. \
+         The history-only rows are the same temporal DNN trained on sequences whose visits all carry one constant vector (padding kept): \
+         what the visit pattern alone gives. The earlier-visit rule predicts healthy iff the patient has an earlier visit. \
+         95 % intervals: patient-level bootstrap (test patients resampled, 1000 draws), averaged over iterations.\n\n\
+         | Model | Loss | Accuracy | F1-score | AUC | Accuracy 95% CI | AUC 95% CI | Study Loss | Study Accuracy | Study F1-score | Study AUC |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    let mut by_patient = String::from("| Model | Test patients | Accuracy | F1-score | AUC |\n|---|---|---|---|---|\n");
+    let mut by_history =
+        String::from("| Model | No earlier visit: images | Accuracy | AUC | ≥ 1 earlier visit: images | Accuracy | AUC |\n|---|---|---|---|---|---|---|\n");
+    let _ = write!(html_tables, "<h2>Protocol {what}</h2><table><tr><th>Model</th>");
+    for (_, title) in METRICS {
+        let _ = write!(html_tables, "<th>{title}</th>");
+    }
+    for (_, title) in METRICS {
+        let _ = write!(html_tables, "<th>Study {title}</th>");
+    }
+    html_tables.push_str("</tr>");
+    for model in TABLE_MODELS {
+        let path = out.join("runs").join(p).join(model).join("results.csv");
+        let (header, rows) = table(&path)?;
+        let row = rows.first().cloned().ok_or_else(|| anyhow!("{} has no row", path.display()))?;
+        csv_rows.extend(rows);
+        csv_header.get_or_insert(header);
+        let ours: Vec<String> = METRICS.iter().map(|(m, _)| cell(&row, m)).collect();
+        let theirs: Vec<String> =
+            METRICS.iter().map(|(m, _)| study.get(model).and_then(|r| num(r, m)).map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into())).collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            study_label(model),
+            ours.join(" | "),
+            interval(&row, "accuracy"),
+            interval(&row, "auc"),
+            theirs.join(" | ")
+        );
+        let iterations = num(&row, "iterations").unwrap_or(1.0).max(1.0);
+        let per_iteration = |k: &str| num(&row, k).map(|v| format!("{:.1}", v / iterations)).unwrap_or_else(|| "n/a".into());
+        let _ = writeln!(
+            by_patient,
+            "| {} | {} | {} | {} | {} |",
+            study_label(model),
+            per_iteration("test_patients"),
+            cell(&row, "patient_accuracy"),
+            cell(&row, "patient_f1"),
+            cell(&row, "patient_auc")
+        );
+        let auc_or = |k: &str| num(&row, k).map(|v| format!("{v:.4}")).unwrap_or_else(|| "one class only".into());
+        let _ = writeln!(
+            by_history,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            study_label(model),
+            per_iteration("no_history_images"),
+            cell(&row, "no_history_accuracy"),
+            auc_or("no_history_auc_mean"),
+            per_iteration("with_history_images"),
+            cell(&row, "with_history_accuracy"),
+            auc_or("with_history_auc_mean")
+        );
+        let _ = write!(html_tables, "<tr><td>{}</td>", study_label(model));
+        for v in ours.iter().chain(&theirs) {
+            let _ = write!(html_tables, "<td>{v}</td>");
+        }
+        html_tables.push_str("</tr>");
+    }
+    md.push('\n');
+    for model in ["ResNet_seq_3", "ViT_seq_3"] {
+        if let Ok(reading) = std::fs::read_to_string(out.join("runs").join(p).join(format!("{model}_confound.md"))) {
+            md.push_str(reading.trim_end());
+            md.push_str("\n\n");
+            let _ = write!(html_tables, "<p>{}</p>", escape(reading.trim()).replace("**", ""));
+        }
+    }
+    let _ = write!(md, "Per patient (each test patient once, at the last visit; mean per iteration):\n\n{by_patient}\n");
+    let _ = write!(md, "By visit history (test images per iteration; AUC only where a stratum holds both classes):\n\n{by_history}\n");
+    html_tables.push_str("</table>");
+    Ok(())
+}
+
+/// Copies the figures under `figures/` (so that the report's links stay inside OUT) and returns
+/// them with their captions, in the report's order.
+fn figure_copies(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)]) -> Result<Vec<(String, String)>> {
     let figures = out.join("figures");
     remove_copies(&figures)?;
     let mut gallery: Vec<(String, String)> = vec![("history_length.png".into(), "Images by history length".into())];
@@ -274,23 +311,7 @@ pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], s
             }
         }
     }
-    let mut html = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>TemporalGradCam reproduction</title><style>\
-         body{{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse;margin:1em 0}}\
-         td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}\
-         .warn{{background:#fff3cd;border:1px solid #e0c36c;padding:.6em}}figure{{margin:1.5em 0}}img{{max-width:100%}}</style></head><body>\
-         <h1>TemporalGradCam reproduction</h1><p class=\"{}\">{}</p>",
-        if random || synthetic { "warn" } else { "" },
-        escape(&provenance)
-    );
-    html.push_str(&html_tables);
-    html.push_str(&html_faith);
-    html.push_str("<h2>Figures</h2>");
-    for (file, caption) in &gallery {
-        let _ = write!(html, "<figure><img src=\"figures/{file}\" alt=\"{0}\"><figcaption>{0}</figcaption></figure>", escape(caption));
-    }
-    html.push_str("<p>Timings per step: <a href=\"timings.json\">timings.json</a>. Tables: <a href=\"results.md\">results.md</a>, <a href=\"results.csv\">results.csv</a>.</p></body></html>\n");
-    write_atomic(&out.join("report.html"), html.as_bytes())
+    Ok(gallery)
 }
 
 /// Removes the copies of strips and training histories under `figures` (an earlier
