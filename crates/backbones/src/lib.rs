@@ -1,8 +1,9 @@
 //! Frozen image backbones on candle: ResNet-18 ([`resnet`]) and ViT ([`vit`]) built from
 //! Hugging Face checkpoints ([`WeightSource`]), the study's preprocessing ([`Preprocess`]),
-//! penultimate features, and a forward pass split at the explainers' target layer, all
-//! differentiable to the input (the kernels of `tgc-kernels`). Entry point: [`Backbone::load`]. [`study_bn`] is
-//! ResNet-18 with BatchNorm in training mode, as the study's training loop ran it.
+//! penultimate features, and one forward pass that marks its layers, ReLUs, max-pool and
+//! attention for the explainers (`tgc-explain`'s `Hooks`), differentiable to the input (the
+//! kernels of `tgc-kernels`). Entry point: [`Backbone::load`]. [`study_bn`] is ResNet-18 with
+//! BatchNorm in training mode, as the study's training loop ran it.
 
 mod backbone;
 mod classifier;

@@ -3,7 +3,8 @@
 //! A model implements [`Model`]: `forward(input, hooks) -> logits [B, classes]` for an input of
 //! any rank (images `[B, C, H, W]`, volumes `[B, C, D, H, W]`, sequences `[B, T, F]`), written
 //! once. Through [`Hooks`] the pass marks what a method may see or change — named layers for
-//! the layer methods, ReLUs for the guided methods, attention maps for the transformer methods;
+//! the layer methods, ReLUs (and other nonlinearities, max-pools) for the guided, deconvolution and
+//! DeepLift rules, attention maps for the transformer methods;
 //! with no method listening every mark is the identity. Any function of tensors is a model
 //! through [`FnModel`].
 //!
