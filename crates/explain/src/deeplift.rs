@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor, Var};
 
 use crate::attribute::{check, Attribute, Attribution, Unchecked};
 use crate::error::{ExplainError, Result};
-use crate::gradient::{auto_batch_rows, backward_failed, no_input_gradient, target_sum, Baselines};
+use crate::gradient::{auto_batch_rows, backward_failed, completeness_gaps, no_input_gradient, target_sum, Baselines};
 use crate::model::{Hooks, Model};
 
 /// Captum's default eps of the DeepLift rules: where `|Δin|` is below it, the ordinary gradient.
@@ -158,10 +158,7 @@ fn deeplift_pairs(model: &dyn Model, input: &Tensor, reference: &Tensor, targets
         let map = (&x - &r)?.mul(&g)?;
         let out = out.detach();
         let (at_input, at_reference) = (out.narrow(0, 0, len)?, out.narrow(0, len, len)?);
-        // Σ attribution − (f(x) − f(b)) at each target.
-        let gap = (&at_input - &at_reference)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let sums = map.flatten_from(1)?.sum(1)?.to_vec1::<f32>()?;
-        deltas.extend(sums.iter().zip(part_targets).zip(&gap).map(|((s, &t), row)| s - row[t]));
+        deltas.extend(completeness_gaps(&map, &at_input, &at_reference, part_targets)?);
         maps.push(map);
         logits.push(at_input);
         start += len;

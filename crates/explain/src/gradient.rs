@@ -688,8 +688,14 @@ pub(crate) fn convergence_delta(model: &dyn Model, attribution: &Tensor, input: 
     let b = input.dim(0)?;
     let logits = logits_of(model, &Tensor::cat(&[input, baseline], 0)?)?;
     let (at_input, at_baseline) = (logits.narrow(0, 0, b)?, logits.narrow(0, b, b)?);
-    let gap = (&at_input - &at_baseline)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-    let sums = attribution.to_dtype(DType::F32)?.flatten_from(1)?.sum(1)?.to_vec1::<f32>()?;
-    let delta: Vec<f32> = sums.iter().zip(targets).zip(&gap).map(|((s, &t), row)| s - row.get(t).copied().unwrap_or(f32::NAN)).collect();
+    let delta = completeness_gaps(attribution, &at_input, &at_baseline, targets)?;
     Ok((at_input, Tensor::from_vec(delta, b, attribution.device())?))
+}
+
+/// Σ attribution − (f(x) − f(b)) at each row's target, from the logits at the inputs and at
+/// their baselines (`[B, classes]` each).
+pub(crate) fn completeness_gaps(attribution: &Tensor, at_input: &Tensor, at_baseline: &Tensor, targets: &[usize]) -> Result<Vec<f32>> {
+    let gap = (at_input - at_baseline)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let sums = attribution.to_dtype(DType::F32)?.flatten_from(1)?.sum(1)?.to_vec1::<f32>()?;
+    Ok(sums.iter().zip(targets).zip(&gap).map(|((s, &t), row)| s - row.get(t).copied().unwrap_or(f32::NAN)).collect())
 }

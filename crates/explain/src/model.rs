@@ -33,20 +33,14 @@ pub enum ReluMode {
 pub fn relu(x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
     match mode {
         ReluMode::Standard => x.relu(),
-        ReluMode::Guided => apply_identity(&x.relu()?, GuidedGrad),
-        ReluMode::Deconvolution => {
-            if x.device().is_cpu() {
-                x.contiguous()?.apply_op1(DeconvRelu)
-            } else {
-                x.to_device(&candle_core::Device::Cpu)?.contiguous()?.apply_op1(DeconvRelu)?.to_device(x.device())
-            }
-        }
+        ReluMode::Guided => apply_cpu_op(&x.relu()?, GuidedGrad),
+        ReluMode::Deconvolution => apply_cpu_op(x, DeconvRelu),
     }
 }
 
-/// Applies an identity-forward op (whose point is its backward) on any device: its kernel is
-/// CPU code, and the copies to and from the CPU are differentiable.
-fn apply_identity(x: &Tensor, op: impl CustomOp1 + Send + Sync + 'static) -> candle_core::Result<Tensor> {
+/// Applies a custom op whose kernel is CPU code (an identity forward whose point is its
+/// backward, a rule op) on any device: the copies to and from the CPU are differentiable.
+pub(crate) fn apply_cpu_op(x: &Tensor, op: impl CustomOp1 + Send + Sync + 'static) -> candle_core::Result<Tensor> {
     if x.device().is_cpu() {
         x.contiguous()?.apply_op1(op)
     } else {
@@ -54,17 +48,21 @@ fn apply_identity(x: &Tensor, op: impl CustomOp1 + Send + Sync + 'static) -> can
     }
 }
 
-/// The identity forward of [`GuidedGrad`] and [`Capture`]: a copy of the f32 input.
-fn identity_forward(storage: &CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<(CpuStorage, Shape)> {
+/// The contiguous f32 values of a custom op's input storage, or an error naming `what`.
+pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
     let data = match storage {
         CpuStorage::F32(v) => v.as_slice(),
         other => candle_core::bail!("{what}: only f32 is supported, got {:?}", other.dtype()),
     };
-    let data = match layout.contiguous_offsets() {
-        Some((start, end)) => &data[start..end],
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{what}: input must be contiguous"),
-    };
-    Ok((CpuStorage::F32(data.to_vec()), layout.shape().clone()))
+    }
+}
+
+/// The identity forward of [`GuidedGrad`] and [`Capture`]: a copy of the f32 input.
+fn identity_forward(storage: &CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<(CpuStorage, Shape)> {
+    Ok((CpuStorage::F32(contiguous_f32(storage, layout, what)?.to_vec()), layout.shape().clone()))
 }
 
 /// Identity forward; backward passes `relu(grad)`. Placed after a ReLU it turns the ReLU's
@@ -384,7 +382,7 @@ impl Hooks {
             }
             LayerGradient::Through => {
                 let slot = GradientSlot::default();
-                let out = apply_identity(activation, Capture(slot.clone()))?;
+                let out = apply_cpu_op(activation, Capture(slot.clone()))?;
                 record.slot = Some(slot);
                 Ok(out)
             }
@@ -534,7 +532,7 @@ impl Hooks {
         record.grids.push(grid);
         if gradients {
             let slot = GradientSlot::default();
-            let out = apply_identity(probs, Capture(slot.clone()))?;
+            let out = apply_cpu_op(probs, Capture(slot.clone()))?;
             record.attention.push((probs.detach(), Some(slot)));
             Ok(out)
         } else {

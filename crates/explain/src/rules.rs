@@ -18,8 +18,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+
+use crate::model::{apply_cpu_op, contiguous_f32};
 
 /// Where a rule op leaves, for the op before it, the difference between the ordinary gradient
 /// at its input and the gradient its rule put there (see the module's docs).
@@ -36,32 +37,21 @@ impl RawLink {
     fn take(&self) -> Option<Vec<f32>> {
         self.0.lock().ok().and_then(|mut slot| slot.take())
     }
+
+    /// The gradient at the op's output before the next op's rule replaced it: `g` plus the
+    /// difference that op left (`g` itself when none was left).
+    fn raw(&self, g: &[f32]) -> Vec<f32> {
+        let mut raw = g.to_vec();
+        if let Some(difference) = self.take() {
+            raw.iter_mut().zip(difference).for_each(|(r, d)| *r += d);
+        }
+        raw
+    }
 }
 
 /// The f32 values of a tensor, on the CPU, in row-major order.
 fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.detach().to_device(&Device::Cpu)?.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()
-}
-
-fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(v) => v.as_slice(),
-        other => candle_core::bail!("{what}: only f32 is supported, got {:?}", other.dtype()),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{what}: input must be contiguous"),
-    }
-}
-
-/// Applies a rule op to `x` on any device (its kernels are CPU code; the copies are
-/// differentiable).
-fn apply(x: &Tensor, op: impl CustomOp1 + Send + Sync + 'static) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() {
-        x.contiguous()?.apply_op1(op)
-    } else {
-        x.to_device(&Device::Cpu)?.contiguous()?.apply_op1(op)?.to_device(x.device())
-    }
 }
 
 /// Row `i`'s difference from its pair's other row: `v[p] − v[p + B]` for both rows of pair `p`
@@ -104,7 +94,7 @@ impl CustomOp1 for Rescale {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous(storage, layout, "DeepLift rescale")?;
+        let x = contiguous_f32(storage, layout, "DeepLift rescale")?;
         if x.len() != self.y.len() {
             candle_core::bail!("DeepLift rescale: {} values, the rule was built for {}", x.len(), self.y.len());
         }
@@ -113,10 +103,7 @@ impl CustomOp1 for Rescale {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let g = values(grad_res)?;
-        let mut raw = g.clone();
-        if let Some(difference) = self.raw.take() {
-            raw.iter_mut().zip(difference).for_each(|(r, d)| *r += d);
-        }
+        let raw = self.raw.raw(&g);
         let mut out = Vec::with_capacity(g.len());
         let mut difference = self.feeds.as_ref().map(|_| Vec::with_capacity(g.len()));
         for i in 0..g.len() {
@@ -212,10 +199,7 @@ impl CustomOp1 for MaxPoolRule {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let g = values(grad_res)?;
-        let mut raw = g.clone();
-        if let Some(difference) = self.raw.take() {
-            raw.iter_mut().zip(difference).for_each(|(r, d)| *r += d);
-        }
+        let raw = self.raw.raw(&g);
         let (c, h, w) = self.dims;
         let (plane_in, plane_out) = (h * w, self.out_dims.0 * self.out_dims.1);
         let half_planes = self.pairs * c;
@@ -295,7 +279,7 @@ impl DeepLiftPass {
             raw: raw.clone(),
             feeds: self.feeds(x),
         };
-        let out = apply(x, op)?;
+        let out = apply_cpu_op(x, op)?;
         self.last = Some((out.id(), raw));
         Ok(out)
     }
@@ -318,7 +302,7 @@ impl DeepLiftPass {
             raw: raw.clone(),
             feeds: self.feeds(x),
         };
-        let y = apply(x, op)?;
+        let y = apply_cpu_op(x, op)?;
         self.last = Some((y.id(), raw));
         Ok(y)
     }

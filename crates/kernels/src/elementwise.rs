@@ -72,14 +72,10 @@ impl CustomOp2 for ReluMask {
         const CHUNK: usize = 1 << 14;
         masked.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).zip(out.par_chunks(CHUNK)).for_each(|((m, g), o)| {
             for ((m, &g), &o) in m.iter_mut().zip(g).zip(o) {
-                *m = if deconvolution {
+                *m = if deconvolution || (guided && o > 0.0) {
                     g.max(0.0)
                 } else if o > 0.0 {
-                    if guided {
-                        g.max(0.0)
-                    } else {
-                        g
-                    }
+                    g
                 } else {
                     0.0
                 };
