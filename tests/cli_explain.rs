@@ -61,8 +61,12 @@ fn explain_one_slice_and_a_split() {
     let o = explain("deeplift", &["--baselines", "zeros-and-input"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("DeepLiftShap"), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = explain_one(&["--method", "gradcam", "--layer", "layer9", "--out", "o"]);
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    // One layer vocabulary: the checkpoint's names; a bare number is refused, naming the layers.
+    for bad in ["layer9", "3"] {
+        let o = explain_one(&["--method", "gradcam", "--layer", bad, "--out", "o"]);
+        assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("resnet18 has layer1..layer4"), "{}", String::from_utf8_lossy(&o.stderr));
+    }
 
     // --run: the head, backbone, weights and test patients come from the training iteration.
     let run = train.join("ResNet/0");
@@ -433,8 +437,7 @@ fn explain_a_volume_with_the_3d_model() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--volume-weights"));
     let o = tgc(&["explain", "--volume", s_(&vol), "--volume-weights", "random:3", "--method", "occlusion", "--out", s_(&out)], &cache);
     assert!(String::from_utf8_lossy(&o.stderr).contains("[B, C, H, W]"), "{}", String::from_utf8_lossy(&o.stderr));
-    let o =
-        tgc(&["explain", "--volume", s_(&vol), "--volume-weights", "random:3", "--volume-layer", "block9", "--method", "gradcam", "--out", s_(&out)], &cache);
+    let o = tgc(&["explain", "--volume", s_(&vol), "--volume-weights", "random:3", "--layer", "block9", "--method", "gradcam", "--out", s_(&out)], &cache);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("stem, block1, down, block2"), "{}", String::from_utf8_lossy(&o.stderr));
     let o = tgc(&["explain", "--volume", s_(&vol), "--volume-weights", "random:3", "--backbone", "vit", "--out", s_(&out)], &cache);

@@ -3,10 +3,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use polars::prelude::{Column, DataFrame};
 
 use crate::{remove_entries, write_atomic, BACKBONES};
 
@@ -114,10 +113,8 @@ pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], s
     let provenance = format!("Data: {}. Backbone weights: {weights}", if synthetic { "SYNTHETIC phantoms (not patient data)" } else { "OASIS_2D" });
     let mut md = format!("# TemporalGradCam reproduction\n\n{provenance}\n\n");
     let mut html_tables = String::new();
-    let mut csv_header: Option<Vec<String>> = None;
-    let mut csv_rows: Vec<HashMap<String, String>> = Vec::new();
     for p in protocols {
-        protocol_tables(out, p, &study, &mut md, &mut html_tables, &mut csv_header, &mut csv_rows)?;
+        protocol_tables(out, p, &study, &mut md, &mut html_tables)?;
     }
     md.push_str("Study: Loss is mean cross-entropy; Accuracy, F1-score and AUC are fractions (the study printed percentages).\n\n## Faithfulness of the explanations\n\n");
     let mut html_faith = String::from("<h2>Faithfulness of the explanations</h2>");
@@ -151,12 +148,8 @@ pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], s
         html_faith.push_str("</table>");
     }
     write_atomic(&out.join("results.md"), md.as_bytes())?;
-    let columns: Vec<Column> = csv_header
-        .unwrap_or_default()
-        .iter()
-        .map(|name| Column::new(name.into(), csv_rows.iter().map(|r| r.get(name).cloned()).collect::<Vec<Option<String>>>()))
-        .collect();
-    tgc_data::write_table(&DataFrame::new(csv_rows.len(), columns)?, &out.join("results.csv"))?;
+    let runs: Vec<PathBuf> = protocols.iter().flat_map(|p| TABLE_MODELS.map(|model| out.join("runs").join(p).join(model).join("results.csv"))).collect();
+    tgc_temporal::report::combine_results(&runs, &out.join("results.csv"))?;
 
     let gallery = figure_copies(out, protocols, temporal)?;
     let mut html = format!(
@@ -179,16 +172,8 @@ pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], s
 }
 
 /// One protocol's tables: the study's table with ours beside it, the visit-count confound, per
-/// patient and by visit history (into `md` and `html`); its rows are kept for results.csv.
-fn protocol_tables(
-    out: &Path,
-    p: &str,
-    study: &HashMap<String, HashMap<String, String>>,
-    md: &mut String,
-    html_tables: &mut String,
-    csv_header: &mut Option<Vec<String>>,
-    csv_rows: &mut Vec<HashMap<String, String>>,
-) -> Result<()> {
+/// patient and by visit history (into `md` and `html`).
+fn protocol_tables(out: &Path, p: &str, study: &HashMap<String, HashMap<String, String>>, md: &mut String, html_tables: &mut String) -> Result<()> {
     let what = if p == "holdout" {
         "holdout: selection on a patient-level validation split, test evaluated once"
     } else {
@@ -215,10 +200,8 @@ fn protocol_tables(
     html_tables.push_str("</tr>");
     for model in TABLE_MODELS {
         let path = out.join("runs").join(p).join(model).join("results.csv");
-        let (header, rows) = table(&path)?;
+        let (_, rows) = table(&path)?;
         let row = rows.first().cloned().ok_or_else(|| anyhow!("{} has no row", path.display()))?;
-        csv_rows.extend(rows);
-        csv_header.get_or_insert(header);
         let ours: Vec<String> = METRICS.iter().map(|(m, _)| cell(&row, m)).collect();
         let theirs: Vec<String> =
             METRICS.iter().map(|(m, _)| study.get(model).and_then(|r| num(r, m)).map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into())).collect();

@@ -97,43 +97,6 @@ enum Net {
     Vit(Vit),
 }
 
-/// The layer the layer methods (Grad-CAM, Guided Grad-CAM) explain: a ResNet stage's output
-/// (`layer1` … `layer4`) or the output of a ViT block's `layernorm_before` (patch tokens as a
-/// map). `Last` — `layer4`, or the last block — is the default, as in the study.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TargetLayer {
-    #[default]
-    Last,
-    /// 0-based: ResNet stage (`layer1` = 0) or ViT block.
-    Index(usize),
-}
-
-impl FromStr for TargetLayer {
-    type Err = BackboneError;
-
-    /// `last`, `layer1`…`layer4` (ResNet), `block0`… or a plain block number (ViT).
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = || BackboneError::UnknownLayer(format!("`{s}` (layer1..layer4 for ResNet-18, a block number 0..11 or block<N> for ViT-B/16, or last)"));
-        if s == "last" {
-            return Ok(Self::Last);
-        }
-        if let Some(n) = s.strip_prefix("layer") {
-            let n: usize = n.parse().map_err(|_| bad())?;
-            return if (1..=ResNet18::STAGES).contains(&n) { Ok(Self::Index(n - 1)) } else { Err(bad()) };
-        }
-        s.strip_prefix("block").unwrap_or(s).parse().map(Self::Index).map_err(|_| bad())
-    }
-}
-
-impl fmt::Display for TargetLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Last => f.write_str("last"),
-            Self::Index(i) => write!(f, "{i}"),
-        }
-    }
-}
-
 /// A frozen backbone in eval mode.
 #[derive(Debug, Clone)]
 pub struct Backbone {
@@ -142,7 +105,6 @@ pub struct Backbone {
     preprocess: Preprocess,
     identity: WeightsIdentity,
     device: Device,
-    target: TargetLayer,
 }
 
 impl Backbone {
@@ -175,32 +137,33 @@ impl Backbone {
         if weights.identity.random {
             tracing::warn!(backbone = %kind, source = %source, "RANDOM-INIT backbone weights: outputs are not those of a pretrained model");
         }
-        Ok(Self { kind, net, preprocess, identity: weights.identity, device: options.device.clone(), target: TargetLayer::Last })
+        Ok(Self { kind, net, preprocess, identity: weights.identity, device: options.device.clone() })
     }
 
-    /// The same backbone explained at another layer; refuses a layer it does not have.
-    pub fn with_target_layer(mut self, layer: TargetLayer) -> Result<Self> {
-        self.target = layer;
-        self.target_index()?;
-        Ok(self)
-    }
-
-    /// The target layer as a 0-based stage (ResNet) or block (ViT).
-    pub fn target_index(&self) -> Result<usize> {
-        self.layer_index(self.target)
-    }
-
-    /// A layer as a 0-based stage (ResNet) or block (ViT); an error names the layers there are.
-    pub fn layer_index(&self, layer: TargetLayer) -> Result<usize> {
-        let count = self.layer_count();
-        match layer {
-            TargetLayer::Last => Ok(count - 1),
-            TargetLayer::Index(i) if i < count => Ok(i),
-            TargetLayer::Index(i) => Err(BackboneError::UnknownLayer(match &self.net {
-                Net::ResNet(_) => format!("layer{} (ResNet-18 has layer1..layer4)", i + 1),
-                Net::Vit(_) => format!("block {i} (this ViT has blocks 0..{})", count - 1),
-            })),
+    /// A layer's name as the model marks it, for the layer methods: ResNet-18's stages are the
+    /// checkpoint's `layer1` … `layer4`; a ViT block is `block<N>`, and the checkpoint's
+    /// `encoder.layer.<N>` is accepted as its alias (the layer is the output of that block's
+    /// `layernorm_before`). Anything else — a bare number, a layer the model lacks — is an error
+    /// that names the layers there are.
+    pub fn layer(&self, name: &str) -> Result<String> {
+        let canonical = match &self.net {
+            Net::ResNet(_) => name.to_owned(),
+            Net::Vit(_) => name.strip_prefix("encoder.layer.").filter(|n| n.parse::<usize>().is_ok()).map_or_else(|| name.to_owned(), |n| format!("block{n}")),
+        };
+        let names = self.layer_names();
+        if names.contains(&canonical) {
+            return Ok(canonical);
         }
+        let alias = match &self.net {
+            Net::ResNet(_) => String::new(),
+            Net::Vit(_) => format!(", or encoder.layer.0..encoder.layer.{}", names.len() - 1),
+        };
+        Err(BackboneError::UnknownLayer(format!("`{name}`: {} has {}..{}{alias}", self.kind, names[0], names[names.len() - 1])))
+    }
+
+    /// The last layer (`layer4`, or the last block): the layer methods' default, as in the study.
+    pub fn last_layer(&self) -> String {
+        self.name_of(self.layer_count() - 1)
     }
 
     fn layer_count(&self) -> usize {
@@ -255,11 +218,6 @@ impl Backbone {
                 stages
             }
         }
-    }
-
-    /// The target layer's name: `layer4`, `block11`, …
-    pub fn target_layer_name(&self) -> String {
-        self.name_of(self.target_index().unwrap_or(0))
     }
 
     pub fn kind(&self) -> BackboneKind {

@@ -77,7 +77,7 @@ fn to_candle(e: BackboneError) -> candle_core::Error {
 
 /// Logits of a preprocessed batch `[B, 3, H, W]`, the backbone's marks (its layers, ReLUs and
 /// attention) for the explainers; the layers are the backbone's (`layer1`…`layer4`,
-/// `block0`…), the default the backbone's target layer.
+/// `block0`…), the default the last.
 impl Model for Classifier {
     fn forward(&self, input: &Tensor, hooks: &Hooks) -> candle_core::Result<Tensor> {
         self.head(&self.backbone.forward(input, hooks).map_err(to_candle)?).map_err(to_candle)
@@ -88,6 +88,6 @@ impl Model for Classifier {
     }
 
     fn default_layer(&self) -> Option<String> {
-        Some(self.backbone.target_layer_name())
+        Some(self.backbone.last_layer())
     }
 }

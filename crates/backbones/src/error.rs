@@ -12,7 +12,7 @@ pub enum BackboneError {
     Config { path: PathBuf, message: String },
     #[error("unknown backbone `{0}` (expected resnet18 or vit)")]
     UnknownBackbone(String),
-    #[error("unknown target layer {0}")]
+    #[error("unknown layer {0}")]
     UnknownLayer(String),
     #[error("input shape {got:?} does not fit: {expected}")]
     Shape { got: Vec<usize>, expected: String },

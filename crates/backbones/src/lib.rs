@@ -2,7 +2,7 @@
 //! Hugging Face checkpoints ([`WeightSource`]), the study's preprocessing ([`Preprocess`]),
 //! penultimate features, and one forward pass that marks its layers, ReLUs, max-pool and
 //! attention for the explainers (`tgc-explain`'s `Hooks`), differentiable to the input (the
-//! kernels of `tgc-kernels`). Entry point: [`Backbone::load`]. [`study_bn`] is ResNet-18 with
+//! kernels of `tgc-kernels`). Entry point: [`Backbone::load`]. [`resnet_train_bn`] is ResNet-18 with
 //! BatchNorm in training mode, as the study's training loop ran it.
 
 mod backbone;
@@ -13,11 +13,11 @@ mod preprocess;
 mod random_init;
 pub mod resnet;
 mod resnet3d;
-pub mod study_bn;
+pub mod resnet_train_bn;
 pub mod vit;
 mod weights;
 
-pub use backbone::{Backbone, BackboneKind, LoadOptions, Randomize, TargetLayer};
+pub use backbone::{Backbone, BackboneKind, LoadOptions, Randomize};
 pub use classifier::Classifier;
 pub use error::{BackboneError, Result};
 

@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::VarBuilder;
 use common::*;
-use tgc_backbones::{Backbone, BackboneKind, LoadOptions, Randomize, TargetLayer, WeightSource};
+use tgc_backbones::{Backbone, BackboneKind, LoadOptions, Randomize, WeightSource};
 use tgc_explain::{Attribute, Hooks, LayerGradient, ReluMode};
 
 fn cpu() -> LoadOptions {
@@ -87,9 +87,18 @@ fn a_watched_layer_continues_to_the_same_features() {
         assert!(max_rel_diff(&f, &vit.features(&x).unwrap(), 1e-3) < 1e-5, "{layer}");
     }
     // Layers a model does not have are refused by name.
-    assert!(resnet.clone().with_target_layer(TargetLayer::Index(4)).unwrap_err().to_string().contains("layer5"));
-    assert!(vit.clone().with_target_layer("block3".parse().unwrap()).unwrap_err().to_string().contains("block 3"));
-    assert!("layer0".parse::<TargetLayer>().is_err() && "conv".parse::<TargetLayer>().is_err());
+    // One vocabulary: the checkpoint's names (a ViT block also as `block<N>`), nothing else.
+    assert_eq!(resnet.layer("layer3").unwrap(), "layer3");
+    assert_eq!(vit.layer("encoder.layer.1").unwrap(), "block1");
+    assert_eq!(vit.layer("block2").unwrap(), "block2");
+    assert_eq!((resnet.last_layer(), vit.last_layer()), ("layer4".to_owned(), "block2".to_owned()));
+    for (model, bad) in [(&resnet, "layer5"), (&resnet, "3"), (&resnet, "block1"), (&vit, "block3"), (&vit, "encoder.layer.3"), (&vit, "2"), (&vit, "last")] {
+        let err = model.layer(bad).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("`{bad}`")) && err.contains(if model.kind() == BackboneKind::Vit { "block0..block2" } else { "layer1..layer4" }),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -286,7 +295,7 @@ fn randomizing_a_prefix_changes_exactly_those_weights() {
 
 #[test]
 fn train_mode_batch_norm_by_hand() {
-    use tgc_backbones::study_bn::BatchNorm2d;
+    use tgc_backbones::resnet_train_bn::BatchNorm2d;
     let t = |v: &[f32]| Tensor::from_slice(v, v.len(), &Device::Cpu).unwrap();
     // One channel, γ = 2, β = 1, running mean 0 and variance 1.
     let mut bn = BatchNorm2d::from_tensors(t(&[2.0]), t(&[1.0]), t(&[0.0]), t(&[1.0]));
@@ -317,7 +326,7 @@ fn train_mode_batch_norm_by_hand() {
 
 #[test]
 fn study_bn_resnet_in_eval_mode_is_the_frozen_resnet() {
-    use tgc_backbones::study_bn::StudyBnResNet18;
+    use tgc_backbones::resnet_train_bn::StudyBnResNet18;
     let dir = tempfile::tempdir().unwrap();
     resnet_folder(dir.path());
     let source = WeightSource::Folder(dir.path().to_owned());

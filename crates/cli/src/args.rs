@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, Randomize, TargetLayer, WeightSource};
+use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, Randomize, WeightSource};
 use tgc_data::{train_test_split, Dataset, FeatureSet, Label, PatientId, Side};
 use tgc_explain::{Baselines, HeadFusion, Method, MethodInfo, MethodSettings, Needs, NoiseTunnel, NoiseTunnelType, METHODS};
 
@@ -50,11 +50,12 @@ pub struct ModelArgs {
     /// --run, taken from the run, and refused when the run was trained without it).
     #[arg(long)]
     pub imagenet_normalize: bool,
-    /// Layer of Grad-CAM and Guided Grad-CAM: layer1..layer4 for ResNet-18 (default layer4),
-    /// a block number (or block<N>) for ViT, whose `layernorm_before` output is used (default:
-    /// the last block).
-    #[arg(long, default_value = "last")]
-    pub layer: TargetLayer,
+    /// The layer of the layer methods (the CAM family, Guided Grad-CAM, Layer Integrated
+    /// Gradients), by the checkpoint's name: layer1..layer4 for ResNet-18; for a ViT the block
+    /// `encoder.layer.<N>` or its alias `block<N>` (the output of its `layernorm_before`); for
+    /// the 3-D model stem, block1, down or block2. Default: the last.
+    #[arg(long)]
+    pub layer: Option<String>,
 }
 
 /// What a training iteration's `config.json` says about it.
@@ -109,7 +110,8 @@ pub struct ModelChoice {
     pub source: WeightSource,
     pub checkpoint: PathBuf,
     pub imagenet_normalize: bool,
-    pub layer: TargetLayer,
+    /// `--layer` as given; [`ModelChoice::layer`] checks it against the loaded backbone.
+    pub layer: Option<String>,
     pub run: Option<RunRecord>,
 }
 
@@ -124,7 +126,7 @@ impl ModelArgs {
                 source: weights_or_default(kind, self.weights.clone())?,
                 checkpoint,
                 imagenet_normalize: self.imagenet_normalize,
-                layer: self.layer,
+                layer: self.layer.clone(),
                 run: None,
             });
         };
@@ -175,7 +177,7 @@ impl ModelArgs {
             source,
             checkpoint,
             imagenet_normalize,
-            layer: self.layer,
+            layer: self.layer.clone(),
             run: Some(RunRecord {
                 dir: dir.clone(),
                 train_patients,
@@ -187,19 +189,26 @@ impl ModelArgs {
 }
 
 impl ModelChoice {
-    /// The backbone at the chosen target layer (announcing random weights on screen).
+    /// The backbone (announcing random weights on screen).
     pub fn load_backbone(&self) -> Result<Backbone> {
-        let backbone = load_backbone(self.kind, &self.source, self.imagenet_normalize)?;
-        backbone.with_target_layer(self.layer).with_context(|| format!("--layer {}", self.layer))
+        load_backbone(self.kind, &self.source, self.imagenet_normalize)
+    }
+
+    /// The layer the layer methods explain on `backbone`: `--layer` by the backbone's name for
+    /// it, or the last.
+    pub fn layer(&self, backbone: &Backbone) -> Result<String> {
+        match &self.layer {
+            Some(name) => backbone.layer(name).context("--layer"),
+            None => Ok(backbone.last_layer()),
+        }
     }
 
     /// The same backbone with the weights under `randomize.prefixes` re-drawn at random.
     pub fn load_randomized_backbone(&self, randomize: Randomize) -> Result<Backbone> {
         let what = format!("{:?}", randomize.prefixes);
         let options = LoadOptions { imagenet_normalize: self.imagenet_normalize, randomize: Some(randomize), ..LoadOptions::default() };
-        let backbone = Backbone::load(self.kind, &self.source, &options)
-            .with_context(|| format!("loading {} weights from {} with {what} re-randomized", self.kind, self.source))?;
-        backbone.with_target_layer(self.layer).with_context(|| format!("--layer {}", self.layer))
+        Backbone::load(self.kind, &self.source, &options)
+            .with_context(|| format!("loading {} weights from {} with {what} re-randomized", self.kind, self.source))
     }
 }
 
@@ -359,8 +368,9 @@ pub enum NoiseTunnelName {
 
 impl MethodArgs {
     /// Every method of `--method`, in order, with its settings.
-    pub fn methods(&self) -> Result<Vec<(MethodName, Method)>> {
-        self.method.iter().map(|&m| Ok((m, self.method(m)?))).collect()
+    /// The chosen methods, the layer methods explaining `layer`.
+    pub fn methods(&self, layer: &str) -> Result<Vec<(MethodName, Method)>> {
+        self.method.iter().map(|&m| Ok((m, self.method(m)?.at_layer(layer)))).collect()
     }
 
     /// Refuses methods the backbone cannot give: the attention methods need the ViT.

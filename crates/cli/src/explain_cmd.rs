@@ -46,13 +46,9 @@ pub struct ExplainArgs {
     /// Weights of the 3-D model (tgc_backbones::ResNet3d): a .safetensors file, or random:<seed>.
     #[arg(long, requires = "volume")]
     pub volume_weights: Option<WeightSource>,
-    /// The 3-D model's layer for the layer methods: stem, block1, down or block2.
-    #[arg(long, default_value = "block2", requires = "volume")]
-    pub volume_layer: String,
 }
 
-/// Loads the backbone (saying so on screen when its weights are random) and the probe head.
-
+/// `tgc explain`: one slice, a split's slices, or a volume.
 pub fn run(args: ExplainArgs) -> Result<()> {
     if let Some(t) = args.target {
         if t > 1 {
@@ -67,7 +63,8 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let model = load_classifier(&choice)?;
     let random = model.backbone.is_random();
     let kind = choice.kind;
-    let methods = args.methods.methods()?;
+    let layer = choice.layer(&model.backbone)?;
+    let methods = args.methods.methods(&layer)?;
     let meta = |m: &tgc_explain::Method, target: usize, input: &Path| {
         let mut meta = HashMap::from([
             ("method".to_owned(), m.name().to_owned()),
@@ -75,7 +72,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             ("weights".to_owned(), choice.source.to_string()),
             ("random_weights".to_owned(), random.to_string()),
             ("head".to_owned(), choice.checkpoint.display().to_string()),
-            ("layer".to_owned(), model.backbone.target_layer_name()),
+            ("layer".to_owned(), layer.clone()),
             ("target".to_owned(), target.to_string()),
             ("input".to_owned(), input.display().to_string()),
             ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
@@ -160,8 +157,13 @@ fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
     let scaled: Vec<f32> = volume.voxels.iter().map(|v| (v - lo) / (hi - lo).max(f32::MIN_POSITIVE)).collect();
     let x = candle_core::Tensor::from_vec(scaled.clone(), (1, 1, d, h, w), &Device::Cpu)?;
     let scaled = volume.with_voxels(scaled)?;
-    let methods = args.methods.methods()?;
-    let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone().at_layer(&args.volume_layer)).collect();
+    let layers = tgc_explain::Model::layers(&model);
+    let layer = args.model.layer.clone().unwrap_or_else(|| layers[layers.len() - 1].clone());
+    if !layers.contains(&layer) {
+        bail!("--layer `{layer}`: the 3-D model has {}", layers.join(", "));
+    }
+    let methods = args.methods.methods(&layer)?;
+    let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone()).collect();
     let logits = tgc_explain::Model::forward(&model, &x, &tgc_explain::Hooks::none())?;
     let target = match args.target {
         Some(t) => t,
@@ -181,7 +183,7 @@ fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
             ("model".to_owned(), "resnet3d".to_owned()),
             ("weights".to_owned(), source.to_string()),
             ("random_weights".to_owned(), model.is_random().to_string()),
-            ("layer".to_owned(), args.volume_layer.clone()),
+            ("layer".to_owned(), layer.clone()),
             ("target".to_owned(), target.to_string()),
             ("input".to_owned(), path.display().to_string()),
             ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),

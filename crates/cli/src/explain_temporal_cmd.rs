@@ -73,6 +73,7 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
         bail!("{} is a linear probe, not a temporal DNN checkpoint", checkpoint.display());
     }
     let backbone = choice.load_backbone()?;
+    let layer = choice.layer(&backbone)?;
     let dim = backbone.feature_dim();
     let width = head.input_width()?;
     if width % dim != 0 {
@@ -93,9 +94,9 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
     let ig = step_importance(&head, &sequence, dim, target, &ig_method)?;
     let ixg = step_importance(&head, &sequence, dim, target, &Method::new(InputXGradient))?;
     let k = used.len();
-    let cam = visits.attribute(&Method::new(GradCam::default()), &input, target)?;
+    let cam = visits.attribute(&Method::new(GradCam::default()).at_layer(&layer), &input, target)?;
     let guided = if args.method.contains(&MethodName::named("guided-gradcam")) {
-        Some(visits.attribute(&Method::new(GuidedGradCam::default()), &input, target)?)
+        Some(visits.attribute(&Method::new(GuidedGradCam::default()).at_layer(&layer), &input, target)?)
     } else {
         None
     };
@@ -121,7 +122,7 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
         ("weights".to_owned(), choice.source.to_string()),
         ("random_weights".to_owned(), backbone.is_random().to_string()),
         ("model".to_owned(), checkpoint.display().to_string()),
-        ("layer".to_owned(), backbone.target_layer_name()),
+        ("layer".to_owned(), layer.clone()),
         ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
         ("seq_len".to_owned(), seq_len.to_string()),
         ("note".to_owned(), "steps are left-padded; step_importance[i] is for step i of seq_len, the last step is the explained visit".to_owned()),

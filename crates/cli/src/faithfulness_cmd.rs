@@ -173,7 +173,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     let picked = args.selection.pick(&dataset, choice.run.as_ref())?;
     let is_phantom = phantom::is_phantom(&args.data);
     let protocol = protocol(&args)?;
-    let methods = args.methods.methods()?;
+    let methods = args.methods.methods(&choice.layer(&model.backbone)?)?;
     let method_list: Vec<Method> = methods.iter().map(|(_, m)| m.clone()).collect();
     let cascade = model.backbone.randomization_cascade();
     // One tick per slice and model: the trained one, the re-randomised head, each stage.

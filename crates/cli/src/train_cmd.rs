@@ -10,9 +10,9 @@ use tgc_data::SeqLen;
 use tgc_temporal::evaluation::{BootstrapConfig, EvalUnit};
 use tgc_temporal::report::{self, RunInfo};
 
-use tgc_backbones::study_bn::StudyBnResNet18;
+use tgc_backbones::resnet_train_bn::StudyBnResNet18;
 use tgc_backbones::{Preprocess, WeightSource};
-use tgc_temporal::study_bn::StudyBackbone;
+use tgc_temporal::train_bn_inputs::StudyBackbone;
 use tgc_temporal::{model_name, run_experiment_with, ExperimentConfig, HeadKind, Protocol};
 
 use crate::args::open_data;
@@ -153,10 +153,8 @@ pub fn run_temporal(args: TrainTemporalArgs) -> Result<()> {
     }
     let summaries = heads.into_iter().map(|h| run_one(&features, &args.common, h, None)).collect::<Result<Vec<_>>>()?;
     print!("{}", report::markdown_table(&summaries));
-    if let Some(reading) = report::confound_reading(&summaries) {
+    if let Some(reading) = report::write_confound(&args.common.out, &model_name(&features, HeadKind::Dnn { seq_len }), &summaries)? {
         println!("{reading}\n");
-        let path = args.common.out.join(format!("{}_confound.md", model_name(&features, HeadKind::Dnn { seq_len })));
-        tgc_data::write_atomic(&path, |w| std::io::Write::write_all(w, format!("{reading}\n").as_bytes()).map_err(|e| e.to_string()))?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{pseudo, Toy};
 use tgc_explain::faithfulness::{compare_maps, complexity, deletion_insertion, evaluate, road, sparseness, CurveConfig, Protocol, RoadConfig};
-use tgc_explain::{Attribute, GradCam, Method, Saliency};
+use tgc_explain::{GradCam, Method, Saliency};
 
 #[test]
 fn the_protocol_measures_each_map_as_the_measures_do_alone() {

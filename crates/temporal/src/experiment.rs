@@ -16,8 +16,8 @@ use crate::error::{Result, TrainError};
 use crate::evaluation::{evaluate_test, BootstrapConfig, Evaluation, TestRows};
 use crate::metrics::{evaluate, Metrics};
 use crate::model::{Head, LinearProbe, TemporalDnn};
-use crate::study_bn::{StudyBackbone, StudyBnInputs};
 use crate::train::{train, train_with, Samples, TrainConfig, TrainOutcome};
+use crate::train_bn_inputs::{StudyBackbone, StudyBnInputs};
 
 /// Which split drives early stopping and the learning-rate schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -163,6 +163,6 @@ impl Model for VisitModel<'_> {
     }
 
     fn default_layer(&self) -> Option<String> {
-        Some(self.visits.backbone.target_layer_name())
+        Some(self.visits.backbone.last_layer())
     }
 }

@@ -12,8 +12,8 @@ pub mod metrics;
 pub mod model;
 pub mod report;
 pub mod schedule;
-pub mod study_bn;
 pub mod train;
+pub mod train_bn_inputs;
 
 pub use error::{Result, TrainError};
 pub use experiment::{model_name, run_experiment, run_experiment_with, ExperimentConfig, HeadKind, Iteration, Protocol};

@@ -484,6 +484,34 @@ pub fn confound_reading(summaries: &[Summary]) -> Option<String> {
     Some(text)
 }
 
+/// Writes `DIR/<model>_confound.md`, the [`confound_reading`] of `summaries`, and returns it;
+/// nothing when there is no reading.
+pub fn write_confound(dir: &Path, model: &str, summaries: &[Summary]) -> Result<Option<String>> {
+    let Some(reading) = confound_reading(summaries) else { return Ok(None) };
+    write_text(&dir.join(format!("{model}_confound.md")), &format!("{reading}\n"))?;
+    Ok(Some(reading))
+}
+
+/// The results of several experiments in one `results.csv`: the rows of each experiment's
+/// `results.csv` (written by [`write_summary`]), in the order given, under the first one's
+/// columns. Cells are copied as text, so the combined file says exactly what each run's says.
+pub fn combine_results(inputs: &[PathBuf], out: &Path) -> Result<()> {
+    let mut header: Option<Vec<String>> = None;
+    let mut rows: Vec<HashMap<String, String>> = Vec::new();
+    for path in inputs {
+        let (names, table) = tgc_data::read_table(path)?;
+        header.get_or_insert(names);
+        rows.extend(table);
+    }
+    let columns: Vec<Column> = header
+        .unwrap_or_default()
+        .iter()
+        .map(|name| Column::new(name.into(), rows.iter().map(|r| r.get(name).cloned()).collect::<Vec<Option<String>>>()))
+        .collect();
+    tgc_data::write_table(&DataFrame::new(rows.len(), columns)?, out)?;
+    Ok(())
+}
+
 /// Writes `DIR/<model>/iterations.csv`, `results.csv` and `results.md` for one experiment.
 pub fn write_summary(model_dir: &Path, results: &[Iteration], summary: &Summary) -> Result<()> {
     std::fs::create_dir_all(model_dir).map_err(|e| TrainError::Write { path: model_dir.to_owned(), message: e.to_string() })?;

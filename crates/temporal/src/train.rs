@@ -100,7 +100,7 @@ pub fn eval_metrics(head: &Head, samples: &Samples) -> Result<Metrics> {
 }
 
 /// What the epochs train and select on. Fixed rows ([`train`]) or rows a backbone recomputes
-/// every batch in training mode (the study's BatchNorm, `tgc_temporal::study_bn`).
+/// every batch in training mode (the study's BatchNorm, `tgc_temporal::train_bn_inputs`).
 pub trait EpochInputs {
     /// Labels of the training rows.
     fn train_labels(&self) -> &[u8];

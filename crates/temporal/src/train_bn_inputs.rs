@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use tgc_backbones::study_bn::StudyBnResNet18;
+use tgc_backbones::resnet_train_bn::StudyBnResNet18;
 
 use crate::error::{Result, TrainError};
 use crate::train::{EpochInputs, Samples};
