@@ -144,7 +144,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     let quick = args.quick;
     check_data(&args, &root)?;
     let tgc = build_tgc(&root)?;
-    let mut runner = Runner::new(tgc, out.clone());
+    let mut runner = Runner::new(tgc.clone(), out.clone());
     let (data, weights_resnet, weights_vit) = data_and_weights(&args, &root, &out, &mut runner)?;
     if weights_resnet.starts_with("random:") || weights_vit.starts_with("random:") {
         println!("NOTE: RANDOM-INIT backbone weights (resnet18: {weights_resnet}, vit: {weights_vit}); every output says so");
@@ -172,7 +172,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     }
     // 8. Report.
     let report_start = Instant::now();
-    report::write(&out, &protocols, &temporal_patients, args.synthetic, &root.join("xtask/study_results.csv"))?;
+    report::write(&tgc, &out, &protocols, &temporal_patients, args.synthetic, &root.join("xtask/study_results.csv"))?;
     runner.timings.push(("report".into(), report_start.elapsed().as_secs_f64(), false));
     report::write_timings(&out, &runner.timings, start.elapsed().as_secs_f64())?;
     println!("report: {}", out.join("report.html").display());

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use crate::{remove_entries, write_atomic, BACKBONES};
 
@@ -101,12 +102,13 @@ fn weights_of_runs(runs: &Path) -> Result<(String, bool)> {
     Ok((format!("{}.{warning}", weights.join(", ")), random))
 }
 
-/// Writes `results.md`, `results.csv`, the figures' copies under `figures/` and `report.html`;
+/// Writes `results.md`, the figures' copies under `figures/` and `report.html`, and has `tgc
+/// results` combine the runs' `results.csv` into one;
 /// `temporal` names the patients whose strips each backbone's temporal steps wrote.
 ///
 /// The weights each backbone's models were trained on are read from the runs themselves, so
 /// the provenance line is true per backbone whatever the command line said.
-pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], synthetic: bool, study_csv: &Path) -> Result<()> {
+pub fn write(tgc: &Path, out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], synthetic: bool, study_csv: &Path) -> Result<()> {
     let (_, study_rows) = table(study_csv)?;
     let study: HashMap<String, HashMap<String, String>> = study_rows.into_iter().map(|r| (r["model"].clone(), r)).collect();
     let (weights, random) = weights_of_runs(&out.join("runs").join(protocols.first().copied().unwrap_or("holdout")))?;
@@ -149,7 +151,10 @@ pub fn write(out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], s
     }
     write_atomic(&out.join("results.md"), md.as_bytes())?;
     let runs: Vec<PathBuf> = protocols.iter().flat_map(|p| TABLE_MODELS.map(|model| out.join("runs").join(p).join(model).join("results.csv"))).collect();
-    tgc_temporal::report::combine_results(&runs, &out.join("results.csv"))?;
+    let status = Command::new(tgc).arg("results").args(&runs).arg("--out").arg(out.join("results.csv")).stdout(Stdio::null()).status().context("running tgc results")?;
+    if !status.success() {
+        bail!("tgc results failed");
+    }
 
     let gallery = figure_copies(out, protocols, temporal)?;
     let mut html = format!(

@@ -58,6 +58,8 @@ enum Command {
     Train(train_cmd::TrainProbeArgs),
     /// Train the temporal DNN on sequences of each patient's visits.
     TrainTemporal(train_cmd::TrainTemporalArgs),
+    /// Combine experiments' results.csv files (from train, train-temporal) into one table.
+    Results(train_cmd::ResultsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Faithfulness(args) => faithfulness_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::TrainTemporal(args) => train_cmd::run_temporal(args),
+        Command::Results(args) => train_cmd::run_results(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -77,6 +77,23 @@ pub struct TrainProbeArgs {
     pub data: Option<PathBuf>,
 }
 
+/// `tgc results`: several experiments' `results.csv` as one table.
+#[derive(Args)]
+pub struct ResultsArgs {
+    /// The experiments' results.csv files, their rows in this order (the first one's columns).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// The combined table (.csv).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run_results(args: ResultsArgs) -> Result<()> {
+    report::combine_results(&args.inputs, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{} experiments' results written to {}", args.inputs.len(), args.out.display());
+    Ok(())
+}
+
 #[derive(Args)]
 pub struct TrainTemporalArgs {
     #[command(flatten)]
