@@ -151,7 +151,8 @@ pub fn write(tgc: &Path, out: &Path, protocols: &[&str], temporal: &[(&str, Vec<
     }
     write_atomic(&out.join("results.md"), md.as_bytes())?;
     let runs: Vec<PathBuf> = protocols.iter().flat_map(|p| TABLE_MODELS.map(|model| out.join("runs").join(p).join(model).join("results.csv"))).collect();
-    let status = Command::new(tgc).arg("results").args(&runs).arg("--out").arg(out.join("results.csv")).stdout(Stdio::null()).status().context("running tgc results")?;
+    let status =
+        Command::new(tgc).arg("results").args(&runs).arg("--out").arg(out.join("results.csv")).stdout(Stdio::null()).status().context("running tgc results")?;
     if !status.success() {
         bail!("tgc results failed");
     }

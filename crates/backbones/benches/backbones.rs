@@ -32,6 +32,7 @@ fn peak_rss_mib() -> Option<f64> {
 fn main() -> anyhow::Result<()> {
     // As the `tgc` binary: candle's elementwise workers sleep between ops.
     tgc_kernels::vecmath::park_candle_pool_workers();
+    tgc_kernels::denormals::flush_denormals();
     // As the `tgc` binary: keep freed memory committed (mimalloc's purge delay, option 15, -1).
     // SAFETY: setting an option is allowed at any time.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };

@@ -64,6 +64,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     tgc_kernels::vecmath::park_candle_pool_workers();
+    tgc_kernels::denormals::flush_denormals();
     keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.verbose);

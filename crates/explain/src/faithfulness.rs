@@ -274,12 +274,13 @@ pub fn ssim(a: &[f32], b: &[f32], h: usize, w: usize) -> Option<f64> {
     Some(total / count as f64)
 }
 
-/// Spearman's rank correlation (average ranks for ties); `None` if either side is constant.
+/// Spearman's rank correlation (average ranks for ties) of the maps [`above_noise`]; `None` if
+/// either side is constant.
 pub fn spearman(a: &[f32], b: &[f32]) -> Option<f64> {
     if a.len() != b.len() || a.len() < 2 {
         return None;
     }
-    let (ra, rb) = (ranks(a), ranks(b));
+    let (ra, rb) = (ranks(&above_noise(a)), ranks(&above_noise(b)));
     let n = a.len() as f64;
     let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
     let (mut cov, mut va, mut vb) = (0.0, 0.0, 0.0);
@@ -289,6 +290,24 @@ pub fn spearman(a: &[f32], b: &[f32]) -> Option<f64> {
         vb += (y - mb).powi(2);
     }
     (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
+}
+
+/// The fraction of a map's largest magnitude at or below which a value is f32 rounding noise
+/// (about 8 units in the last place): [`above_noise`] counts it as 0.
+pub const NOISE_RELATIVE: f32 = 1e-6;
+/// The magnitude below which a value is noise whatever the map's scale: within eight orders of
+/// magnitude of f32's denormal range (below ~1.2e-38), where whether the CPU flushes denormals
+/// to zero decides the value (see `tgc_kernels::denormals`).
+pub const NOISE_ABSOLUTE: f32 = 1e-30;
+
+/// The map with its noise-level values set to 0: every value whose magnitude is at most
+/// [`NOISE_RELATIVE`] of the map's largest or below [`NOISE_ABSOLUTE`]. The rank-based
+/// statistics ([`spearman`], [`sparseness`], [`complexity`]) read maps through it, so noise
+/// counts as ties at zero and cannot reorder a map: flushing denormals or not leaves them equal.
+pub fn above_noise(map: &[f32]) -> Vec<f32> {
+    let largest = map.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let floor = (NOISE_RELATIVE * largest).max(NOISE_ABSOLUTE);
+    map.iter().map(|&v| if v.abs() <= floor { 0.0 } else { v }).collect()
 }
 
 fn ranks(v: &[f32]) -> Vec<f64> {
@@ -311,13 +330,13 @@ fn ranks(v: &[f32]) -> Vec<f64> {
 }
 
 /// Sparseness (Chalasani et al. 2020, as Quantus computes it): the Gini index of the map's
-/// |values| (each + 1e-7), `Σ_i (2i − n − 1) a_(i) / (n Σ a)` over the values in increasing
+/// |values| [`above_noise`] (each + 1e-7), `Σ_i (2i − n − 1) a_(i) / (n Σ a)` over the values in increasing
 /// order. 0 for a uniform map, towards 1 when one value holds everything (higher = sparser).
 pub fn sparseness(map: &[f32]) -> Option<f64> {
     if map.is_empty() {
         return None;
     }
-    let mut a: Vec<f64> = map.iter().map(|v| v.abs() as f64 + 1e-7).collect();
+    let mut a: Vec<f64> = above_noise(map).iter().map(|v| v.abs() as f64 + 1e-7).collect();
     a.sort_by(f64::total_cmp);
     let n = a.len() as f64;
     let weighted: f64 = a.iter().enumerate().map(|(i, v)| (2.0 * (i as f64 + 1.0) - n - 1.0) * v).sum();
@@ -325,9 +344,10 @@ pub fn sparseness(map: &[f32]) -> Option<f64> {
 }
 
 /// Complexity (Bhatt et al. 2020, as Quantus computes it): the entropy (natural log) of the
-/// map's |values| normalised to sum to one. 0 when one value holds everything, ln n for a
+/// map's |values| [`above_noise`] normalised to sum to one. 0 when one value holds everything, ln n for a
 /// uniform map (lower = simpler); `None` for an all-zero map.
 pub fn complexity(map: &[f32]) -> Option<f64> {
+    let map = above_noise(map);
     let total: f64 = map.iter().map(|v| v.abs() as f64).sum();
     (total > 0.0).then(|| map.iter().map(|v| v.abs() as f64 / total).filter(|&p| p > 0.0).map(|p| -p * p.ln()).sum())
 }
@@ -346,6 +366,35 @@ pub fn pointing_hit(map: &[f32], mask: &[f32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn noise_level_values_cannot_move_the_rank_statistics() {
+        // A map with exact zeros, and the same map with noise there: denormals (what a CPU that
+        // keeps them computes where one that flushes them gets 0), values computed from them,
+        // and rounding-level values (≤ 1e-6 of the largest, 5).
+        let clean: Vec<f32> = (0..400).map(|i| if i % 3 == 0 { 0.0 } else { ((i * 37 % 101) as f32 - 50.0) / 10.0 }).collect();
+        let noise = |i: usize| match i % 4 {
+            0 => f32::from_bits(i as u32 + 1),
+            1 => -1e-33,
+            2 => 4.9e-6,
+            _ => 0.0,
+        };
+        let noisy: Vec<f32> = clean.iter().enumerate().map(|(i, &v)| if v == 0.0 { noise(i) } else { v }).collect();
+        let other: Vec<f32> = (0..400).map(|i| ((i * 53 % 97) as f32 - 40.0) / 7.0).collect();
+        assert_ne!(ranks(&clean), ranks(&noisy), "without the floor the noise would be ranked");
+        assert_eq!(spearman(&noisy, &other), spearman(&clean, &other));
+        assert!(spearman(&clean, &other).is_some());
+        assert_eq!(sparseness(&noisy), sparseness(&clean));
+        assert_eq!(complexity(&noisy), complexity(&clean));
+        // Above the floor nothing changes: a real map at a small scale keeps its order.
+        let small: Vec<f32> = clean.iter().map(|v| v * 1e-20).collect();
+        assert!((spearman(&small, &clean).unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(above_noise(&[5.0, 5.1e-6, -5.1e-6, 4.9e-6]), [5.0, 5.1e-6, -5.1e-6, 0.0]);
+        // A map that is all noise is all zero: constant, no complexity.
+        let tiny = [1e-33f32, 2e-33, -5e-34, f32::from_bits(9)];
+        assert_eq!(spearman(&tiny, &other[..4]), None);
+        assert_eq!(complexity(&tiny), None);
+    }
 
     #[test]
     fn ssim_known_answers() {

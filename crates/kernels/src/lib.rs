@@ -5,11 +5,13 @@
 //! a fused residual add and a ReLU whose backward follows an [`ops::ReluRule`]), [`ops::Linear`],
 //! [`ops::LayerNorm`], [`ops::softmax_last_dim`], [`ops::multi_head_attention`],
 //! [`ops::EncoderBlock`] (a whole ViT block), [`ops::gelu`], [`ops::relu`], [`ops::max_pool2d`];
-//! [`vecmath`] picks the SIMD level and the matrix-product micro-kernels from the CPU. One file
+//! [`vecmath`] picks the SIMD level and the matrix-product micro-kernels from the CPU;
+//! [`denormals`] flushes denormal numbers to zero in every computing thread. One file
 //! per op family; what two families share lives in `shared.rs`. Depends on candle only.
 
 mod attention;
 mod conv;
+pub mod denormals;
 mod elementwise;
 mod encoder;
 mod matmul;

@@ -175,11 +175,12 @@ pub fn cpu_description() -> String {
     }
     let spin = std::env::var(CANDLE_SPIN_LIMIT).unwrap_or_else(|_| "default".to_owned());
     format!(
-        "CPU: {model} [{}], kernels: {}, matrix products: {}, threads: {}, candle pool spin: {spin}",
+        "CPU: {model} [{}], kernels: {}, matrix products: {}, threads: {}, candle pool spin: {spin}, denormals: {}",
         features.join(" "),
         level().as_str(),
         gemm_kernel().as_str(),
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        if crate::denormals::denormals_flushed() { "flushed to zero" } else { "kept" }
     )
 }
 

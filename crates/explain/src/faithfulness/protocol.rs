@@ -7,7 +7,7 @@
 use candle_core::Tensor;
 
 use super::{
-    complexity, deletion_insertion_many, energy_in_mask, infidelity, pointing_hit, road, sensitivity_max, sparseness, spearman, ssim, CurveConfig,
+    above_noise, complexity, deletion_insertion_many, energy_in_mask, infidelity, pointing_hit, road, sensitivity_max, sparseness, spearman, ssim, CurveConfig,
     InfidelityConfig, RoadConfig, SensitivityConfig,
 };
 use crate::attribute::{Attribute, Attribution, Method};
@@ -114,7 +114,7 @@ pub fn evaluate(
         let mut raws = Vec::with_capacity(methods.len());
         for a in &attributions {
             let one = a.attribution.get(j)?;
-            slice_maps.push(normalized_magnitude(&one)?.0);
+            slice_maps.push(comparison_map(&one)?);
             raws.push(one.abs()?.sum(0)?.flatten_all()?.to_vec1::<f32>()?);
         }
         let importances: Vec<&[f32]> = raws.iter().map(Vec::as_slice).collect();
@@ -151,10 +151,17 @@ pub fn compare_maps(model: &dyn Model, methods: &[Method], input: &Tensor, targe
     for (j, maps) in trained.iter().enumerate() {
         let mut row = Vec::with_capacity(methods.len());
         for (map, a) in maps.iter().zip(&results) {
-            let (other, _, _) = normalized_magnitude(&a.attribution.get(j)?)?;
+            let other = comparison_map(&a.attribution.get(j)?)?;
             row.push(Similarity { spearman: spearman(map, &other), ssim: ssim(map, &other, h, w) });
         }
         out.push(row);
     }
     Ok(out)
+}
+
+/// One slice's map as the randomisation check compares it: its noise-level values zero (at the
+/// attribution's own scale, [`above_noise`]), then normalised as Captum shows it.
+fn comparison_map(attribution: &Tensor) -> Result<Vec<f32>> {
+    let values = above_noise(&attribution.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?);
+    Ok(normalized_magnitude(&Tensor::from_vec(values, attribution.shape(), attribution.device())?)?.0)
 }
