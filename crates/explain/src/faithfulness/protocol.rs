@@ -6,10 +6,11 @@
 
 use candle_core::Tensor;
 
-use super::{
-    above_noise, complexity, deletion_insertion_many, energy_in_mask, infidelity, pointing_hit, road, sensitivity_max, sparseness, spearman, ssim, CurveConfig,
-    InfidelityConfig, RoadConfig, SensitivityConfig,
-};
+use super::curves::{deletion_insertion_many, CurveConfig};
+use super::infidelity::{infidelity, InfidelityConfig};
+use super::maps::{above_noise, complexity, energy_in_mask, pointing_hit, sparseness, spearman, ssim};
+use super::road::{road, RoadConfig};
+use super::sensitivity::{sensitivity_max, SensitivityConfig};
 use crate::attribute::{Attribute, Attribution, Method};
 use crate::error::{ExplainError, Result};
 use crate::model::Model;

@@ -208,8 +208,9 @@ pub fn road<M: Model + ?Sized>(model: &M, input: &Tensor, importance: &[f32], ta
             noisy_linear_imputation(&x, (c, h, w), &removed, config.noise, &mut rng)
         })
         .collect::<Result<_>>()?;
-    let probs =
-        super::target_probabilities(model, images.len(), (c, h, w), input.device(), target, config.batch_size, |j, img| img.copy_from_slice(&images[j]))?;
+    let probs = super::curves::target_probabilities(model, images.len(), (c, h, w), input.device(), target, config.batch_size, |j, img| {
+        img.copy_from_slice(&images[j])
+    })?;
     Ok(Road { morf: probs[..n].to_vec(), lerf: probs[n..].to_vec() })
 }
 
