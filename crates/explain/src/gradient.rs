@@ -5,7 +5,7 @@
 
 use std::any::Any;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -14,7 +14,7 @@ use crate::attribute::{check, check_target, Attribute, Attribution, Method, Unch
 use crate::error::{ExplainError, Result};
 use crate::interpolate::{resize, Interpolation};
 use crate::model::{Hooks, LayerGradient, Model, ReluMode};
-use crate::quadrature::gauss_legendre_unit;
+use crate::quadrature::{gauss_legendre_unit, path_points, weighted_step_sum};
 
 impl Method {
     /// Runs several methods on the same input and targets, sharing passes where their
@@ -645,7 +645,7 @@ impl Attribute for IntegratedGradients {
         Some(self)
     }
     fn compute(&self, model: &dyn Model, input: &Tensor, targets: &[usize]) -> Result<Unchecked> {
-        let b = check(input, targets)?;
+        check(input, targets)?;
         let steps = self.config.steps;
         if steps == 0 {
             return Err(ExplainError::Invalid("Integrated Gradients needs at least one step".into()));
@@ -657,21 +657,9 @@ impl Attribute for IntegratedGradients {
         };
         let diff = (&input - &baseline)?;
         let (alphas, weights) = gauss_legendre_unit(steps);
-        // One value per step, broadcast over an image's axes.
-        let mut per_step = vec![1, steps];
-        per_step.extend(std::iter::repeat_n(1, input.rank() - 1));
-        // Rows image-major: image i's steps are rows i·steps .. (i+1)·steps.
-        let alpha_t = Tensor::from_vec(alphas.iter().map(|&a| a as f32).collect::<Vec<_>>(), per_step.clone(), &Device::Cpu)?.to_device(input.device())?;
-        let points = diff.unsqueeze(1)?.broadcast_mul(&alpha_t)?.broadcast_add(&baseline.unsqueeze(1)?)?;
-        let mut flat_shape = input.dims().to_vec();
-        flat_shape[0] = b * steps;
-        let points = points.reshape(flat_shape)?;
+        let points = path_points(&baseline, &diff, &alphas)?;
         let grads = batched_gradients(model, &points, targets, steps, self.config.internal_batch_size)?;
-        let w_t = Tensor::from_vec(weights.iter().map(|&w| w as f32).collect::<Vec<_>>(), per_step.clone(), &Device::Cpu)?.to_device(input.device())?;
-        let mut grid = input.dims().to_vec();
-        grid.insert(1, steps);
-        grid[0] = b;
-        let integrated = grads.reshape(grid)?.broadcast_mul(&w_t)?.sum(1)?;
+        let integrated = weighted_step_sum(&grads, &weights)?;
         let attribution = diff.mul(&integrated)?;
         let (logits, delta) = convergence_delta(model, &attribution, &input, &baseline, targets)?;
         Ok(Unchecked::new(Attribution { logits: Some(logits), convergence_delta: Some(delta), ..Attribution::map(attribution) }))

@@ -4,14 +4,14 @@
 use std::any::Any;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use crate::attribute::{check, Attribute, Attribution, Method, Unchecked};
 use crate::error::{ExplainError, Result};
 use crate::gradient::{auto_batch_rows, backward_failed, resolve_layer, target_sum, unmarked_layer, upsample_map};
 use crate::interpolate::Interpolation;
 use crate::model::{Hooks, LayerGradient, Model};
-use crate::quadrature::gauss_legendre_unit;
+use crate::quadrature::{gauss_legendre_unit, path_points, weighted_step_sum};
 
 /// Layer Integrated Gradients at `layer` (Captum's `LayerIntegratedGradients`,
 /// `multiply_by_inputs`, Gauss–Legendre steps): with `a(x)` the layer's activation,
@@ -81,7 +81,7 @@ impl Attribute for LayerIntegratedGradients {
         for first in (0..self.steps).step_by(steps_per_pass) {
             let count = steps_per_pass.min(self.steps - first);
             let (alpha, weight) = (&alphas[first..first + count], &weights[first..first + count]);
-            let points = interpolate(&at_baseline, &diff, alpha)?;
+            let points = path_points(&at_baseline, &diff, alpha)?;
             let leaf: Arc<Mutex<Option<Var>>> = Arc::default();
             let slot = leaf.clone();
             let hooks = Hooks::none().replace_layer(&layer, move |_| {
@@ -96,12 +96,7 @@ impl Attribute for LayerIntegratedGradients {
             let var = leaf.lock().ok().and_then(|v| v.clone()).ok_or_else(|| unmarked_layer(&layer, &hooks))?;
             let grads = target_sum(&out, targets, count)?.backward().map_err(backward_failed)?;
             let g = grads.get(var.as_tensor()).cloned().ok_or_else(|| ExplainError::Invalid(format!("the logits do not depend on layer `{layer}`")))?;
-            let mut grid = vec![b, count];
-            grid.extend(&at_input.dims()[1..]);
-            let mut per_step = vec![1, count];
-            per_step.extend(std::iter::repeat_n(1, at_input.rank() - 1));
-            let w = Tensor::from_vec(weight.iter().map(|&w| w as f32).collect::<Vec<_>>(), per_step, &Device::Cpu)?.to_device(input.device())?;
-            integrated = (integrated + g.reshape(grid)?.broadcast_mul(&w)?.sum(1)?)?;
+            integrated = (integrated + weighted_step_sum(&g, weight)?)?;
         }
         let layer_attribution = diff.mul(&integrated)?;
         let (at_x, delta) = crate::gradient::convergence_delta(model, &layer_attribution, &input, &baseline, targets)?;
@@ -120,16 +115,4 @@ impl Attribute for LayerIntegratedGradients {
     fn as_any(&self) -> Option<&dyn Any> {
         Some(self)
     }
-}
-
-/// `start + α_s · diff` for each step `s`, rows sample-major: `[B · steps, …]`.
-fn interpolate(start: &Tensor, diff: &Tensor, alphas: &[f64]) -> Result<Tensor> {
-    let b = start.dim(0)?;
-    let mut per_step = vec![1, alphas.len()];
-    per_step.extend(std::iter::repeat_n(1, start.rank() - 1));
-    let a = Tensor::from_vec(alphas.iter().map(|&a| a as f32).collect::<Vec<_>>(), per_step, &Device::Cpu)?.to_device(start.device())?;
-    let points = diff.unsqueeze(1)?.broadcast_mul(&a)?.broadcast_add(&start.unsqueeze(1)?)?;
-    let mut shape = start.dims().to_vec();
-    shape[0] = b * alphas.len();
-    Ok(points.reshape(shape)?)
 }

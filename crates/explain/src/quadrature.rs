@@ -1,5 +1,11 @@
 //! Gauss–Legendre quadrature on [0, 1], the rule behind Captum's default
-//! `method="gausslegendre"` for Integrated Gradients.
+//! `method="gausslegendre"` for Integrated Gradients, and the path integral's two tensor steps
+//! that Integrated Gradients and Layer Integrated Gradients share: the points on the straight
+//! path ([`path_points`]) and the weighted sum of their gradients ([`weighted_step_sum`]).
+
+use candle_core::{Device, Tensor};
+
+use crate::error::Result;
 
 /// `n` nodes in ascending order and their weights on [0, 1] (numpy's `leggauss(n)` mapped by
 /// α = (x + 1)/2, w' = w/2). Newton iteration on the Legendre polynomial from the Chebyshev
@@ -45,6 +51,34 @@ fn legendre(n: usize, x: f64) -> (f64, f64) {
     }
     let dp = n as f64 * (x * p1 - p0) / (x * x - 1.0);
     (p1, dp)
+}
+
+/// `start + α_s · diff` for each step `s` (`start`, `diff` `[B, …]`), rows sample-major:
+/// `[B · steps, …]`, sample `i`'s steps in rows `i · steps ..`.
+pub(crate) fn path_points(start: &Tensor, diff: &Tensor, alphas: &[f64]) -> Result<Tensor> {
+    let b = start.dim(0)?;
+    let a = per_step(alphas, start)?;
+    let points = diff.unsqueeze(1)?.broadcast_mul(&a)?.broadcast_add(&start.unsqueeze(1)?)?;
+    let mut shape = start.dims().to_vec();
+    shape[0] = b * alphas.len();
+    Ok(points.reshape(shape)?)
+}
+
+/// `Σ_s w_s · grads_s` per sample, from gradients at [`path_points`] rows `[B · steps, …]`:
+/// `[B, …]`.
+pub(crate) fn weighted_step_sum(grads: &Tensor, weights: &[f64]) -> Result<Tensor> {
+    let steps = weights.len();
+    let mut grid = grads.dims().to_vec();
+    grid[0] /= steps.max(1);
+    grid.insert(1, steps);
+    Ok(grads.reshape(grid)?.broadcast_mul(&per_step(weights, grads)?)?.sum(1)?)
+}
+
+/// One value per step as `[1, steps, 1, …]`, broadcast over a sample's axes (`like` `[N, …]`).
+fn per_step(values: &[f64], like: &Tensor) -> Result<Tensor> {
+    let mut shape = vec![1, values.len()];
+    shape.extend(std::iter::repeat_n(1, like.rank() - 1));
+    Ok(Tensor::from_vec(values.iter().map(|&v| v as f32).collect::<Vec<_>>(), shape, &Device::Cpu)?.to_device(like.device())?)
 }
 
 #[cfg(test)]
