@@ -53,6 +53,37 @@ pub(crate) fn gemm_tt(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed
     unsafe { gemm_strided((dst.as_mut_ptr(), n as isize, 1), accumulate, a, b, (m, k, n), parallelism) }
 }
 
+/// `dst[m×n] = a · b` with row-major operands — `a` `[m×k]` (or `[k×m]` read transposed), `b`
+/// `[k×n]` (or `[n×k]` read transposed) — on rayon's threads with the micro-kernels `kernel`:
+/// the product every kernel of this crate runs (they take [`vecmath::gemm_kernel`]'s choice),
+/// public so that a benchmark can time each kernel on the CPU at hand. Errors on operands of
+/// the wrong size and on a kernel this CPU or build lacks ([`GemmKernel::available`]).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_slices(
+    kernel: GemmKernel,
+    dst: &mut [f32],
+    a: &[f32],
+    a_transposed: bool,
+    b: &[f32],
+    b_transposed: bool,
+    (m, k, n): (usize, usize, usize),
+) -> Result<()> {
+    if dst.len() != m * n || a.len() != m * k || b.len() != k * n {
+        candle_core::bail!("matmul_slices: operands of {}, {} and {} values do not make [{m}×{k}]·[{k}×{n}]", a.len(), b.len(), dst.len());
+    }
+    if !GemmKernel::available().contains(&kernel) {
+        candle_core::bail!("matmul_slices: the {} kernels are not available on this CPU and build", kernel.as_str());
+    }
+    let a = if a_transposed { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
+    let b = if b_transposed { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) };
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: lengths checked against m, k, n above, strides of those row-major (or
+    // transposed) layouts; the kernel is one the CPU has.
+    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), n as isize, 1), false, a, b, (m, k, n), parallelism) };
+    Ok(())
+}
+
 /// A strided matrix: pointer to element (0, 0), row stride, column stride.
 #[derive(Clone, Copy)]
 pub(crate) struct Mat(pub(crate) *const f32, pub(crate) isize, pub(crate) isize);
@@ -267,19 +298,30 @@ mod tests {
 
     /// The kernels this CPU can run.
     fn kernels() -> Vec<GemmKernel> {
-        let mut kernels = vec![GemmKernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                kernels.push(GemmKernel::Avx2Fma);
-            }
-            if cfg!(feature = "avx512-gemm") && std::arch::is_x86_feature_detected!("avx512f") {
-                kernels.push(GemmKernel::Avx512);
-            } else {
-                println!("no AVX-512 matrix-product kernels here (the CPU lacks AVX-512 or the avx512-gemm feature is off): not tested");
-            }
+        let kernels = GemmKernel::available();
+        if !kernels.contains(&GemmKernel::Avx512) {
+            println!("no AVX-512 matrix-product kernels here (the CPU lacks AVX-512 or the avx512-gemm feature is off): not tested");
         }
         kernels
+    }
+
+    #[test]
+    fn the_public_product_is_the_kernels_and_refuses_what_does_not_fit() {
+        let (m, k, n) = (65, 130, 197);
+        let (a, b) = (random(m * k, 1), random(k * n, 2));
+        for kernel in kernels() {
+            for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
+                let mut ours = vec![0f32; m * n];
+                matmul_slices(kernel, &mut ours, &a, a_t, &b, b_t, (m, k, n)).unwrap();
+                let (value, scale) = reference(&a, a_t, &b, b_t, (m, k, n));
+                for ((o, v), s) in ours.iter().zip(&value).zip(&scale) {
+                    assert!((f64::from(*o) - v).abs() <= 1e-6 * s + 1e-30, "{kernel:?} {a_t} {b_t}: {o} vs {v}");
+                }
+            }
+        }
+        let mut dst = vec![0f32; m * n];
+        let err = matmul_slices(kernels()[0], &mut dst, &a, false, &b, false, (m, k + 1, n)).unwrap_err().to_string();
+        assert!(err.contains(&format!("[{m}×{}]", k + 1)), "{err}");
     }
 
     fn random(len: usize, seed: u64) -> Vec<f32> {

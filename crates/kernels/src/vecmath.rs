@@ -124,6 +124,22 @@ impl GemmKernel {
         false
     }
 
+    /// The kernels this CPU and build can run, widest first: with the `avx512-gemm` feature on
+    /// x86-64, the AVX-512 ones where the CPU has AVX-512, the AVX2 + FMA ones where it has
+    /// those, and the portable ones; otherwise only [`gemm_kernel`]'s (the `gemm` crate's own
+    /// dispatch, whatever is asked).
+    pub fn available() -> Vec<Self> {
+        if !cfg!(all(target_arch = "x86_64", feature = "avx512-gemm")) {
+            return vec![gemm_kernel()];
+        }
+        let cpu = SimdLevel::of_cpu();
+        [(Self::Avx512, SimdLevel::Avx512), (Self::Avx2Fma, SimdLevel::Avx2Fma), (Self::Portable, SimdLevel::Baseline)]
+            .into_iter()
+            .filter(|&(_, needs)| needs <= cpu)
+            .map(|(kernel, _)| kernel)
+            .collect()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Avx512 => "AVX-512",
