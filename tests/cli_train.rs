@@ -61,6 +61,24 @@ fn phantom_features_are_learned_by_both_heads() {
     assert!(acc >= 0.9, "temporal accuracy {acc}");
     let history = std::fs::read_to_string(out.join("ResNet_seq_3/0/history.csv")).unwrap();
     assert!(history.starts_with("epoch,train_loss,selection_loss,lr\n0,"), "{history}");
+
+    // `tgc results`: the experiments' tables as one, rows in the order given, cells as written.
+    let combined = out.join("combined.csv");
+    let models = ["ResNet_seq_3", "ResNet", "Earlier_visit_rule"];
+    let inputs: Vec<String> = models.iter().map(|m| s_(&out.join(m).join("results.csv")).to_owned()).collect();
+    let mut args = vec!["results"];
+    args.extend(inputs.iter().map(String::as_str));
+    args.extend(["--out", s_(&combined)]);
+    ok(tgc(&args, cache));
+    let text = std::fs::read_to_string(&combined).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    for (i, input) in inputs.iter().enumerate() {
+        let source = std::fs::read_to_string(input).unwrap();
+        assert_eq!(lines[0], source.lines().next().unwrap());
+        assert_eq!(lines[i + 1], source.lines().nth(1).unwrap(), "row {i}");
+        assert!(lines[i + 1].starts_with(&format!("{},", models[i])));
+    }
 }
 
 #[test]
@@ -100,4 +118,9 @@ fn train_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such.safetensors"));
     let o = tgc(&["train", "--features", "f", "--out", "x", "--protocol", "cheating"], &cache);
     assert_eq!(o.status.code(), Some(2));
+    let out = dir.path().join("combined.csv");
+    let o = tgc(&["results", "/no/such/results.csv", "--out", s_(&out)], &cache);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/results.csv"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.exists(), "no half-written table");
 }
