@@ -37,6 +37,8 @@ fn explain_one_slice_and_a_split() {
     let (t3, meta) = load_with_metadata(&out3);
     assert_eq!(t3["layer_attribution"].dims(), &[4, 4]);
     assert_eq!(meta["layer"], "layer3");
+    let kept = std::env::var("TGC_DENORMALS").is_ok_and(|v| v == "keep");
+    assert_eq!(meta["denormals"], if kept { "kept" } else { "flushed to zero" }, "tgc flushes denormals and says so");
 
     // DeepLift (zero baseline) adds up on the ResNet: its convergence delta is stored and
     // printed; Layer Integrated Gradients keeps the layer's shape; DeepLiftShap needs baselines.

@@ -529,6 +529,16 @@ impl SelectionArgs {
     }
 }
 
+/// Whether this process flushes denormal numbers to zero, for the outputs' metadata: with
+/// random weights whose BatchNorm shifts are zero, guided maps depend on it (docs/BACKBONES.md).
+pub fn denormals() -> &'static str {
+    if tgc_kernels::denormals::denormals_flushed() {
+        "flushed to zero"
+    } else {
+        "kept"
+    }
+}
+
 /// Opens a data folder, naming it on error.
 pub fn open_data(path: &Path) -> Result<Dataset> {
     Dataset::open(path).with_context(|| format!("reading data folder {}", path.display()))

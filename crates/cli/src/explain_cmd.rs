@@ -11,7 +11,7 @@ use tgc_backbones::{ResNet3d, WeightSource};
 use tgc_data::{read_nifti, read_nifti_volume, write_nifti_volume};
 use tgc_explain::render::save_png;
 
-use crate::args::{load_classifier, open_data, MethodArgs, ModelArgs, SelectionArgs};
+use crate::args::{denormals, load_classifier, open_data, MethodArgs, ModelArgs, SelectionArgs};
 use crate::plot::{self, overlay_of, Explained};
 use crate::progress;
 
@@ -76,6 +76,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             ("target".to_owned(), target.to_string()),
             ("input".to_owned(), input.display().to_string()),
             ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
+            ("denormals".to_owned(), denormals().to_owned()),
         ]);
         if let Some(run) = &choice.run {
             meta.insert("run".to_owned(), run.dir.display().to_string());
@@ -187,6 +188,7 @@ fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
             ("target".to_owned(), target.to_string()),
             ("input".to_owned(), path.display().to_string()),
             ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
+            ("denormals".to_owned(), denormals().to_owned()),
         ]);
         save_attribution(&args.out.join(format!("{stem}.{name}.safetensors")), a, meta)?;
         // The slices through the map's largest |value|.

@@ -12,7 +12,7 @@ use tgc_explain::{GradCam, GuidedGradCam, InputXGradient, IntegratedGradients, I
 use tgc_temporal::explain_temporal::{step_importance, Visits};
 use tgc_temporal::model::Head;
 
-use crate::args::{open_data, MethodName, ModelArgs};
+use crate::args::{denormals, open_data, MethodName, ModelArgs};
 use crate::plot;
 
 #[derive(Args)]
@@ -124,6 +124,7 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
         ("model".to_owned(), checkpoint.display().to_string()),
         ("layer".to_owned(), layer.clone()),
         ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
+        ("denormals".to_owned(), denormals().to_owned()),
         ("seq_len".to_owned(), seq_len.to_string()),
         ("note".to_owned(), "steps are left-padded; step_importance[i] is for step i of seq_len, the last step is the explained visit".to_owned()),
     ]);
