@@ -24,11 +24,11 @@ pub fn flush_denormals() -> bool {
     if std::env::var(TGC_DENORMALS).is_ok_and(|v| v == "keep") {
         return denormals_flushed();
     }
-    set_this_thread();
+    mode::set();
     static POOLS: Once = Once::new();
     POOLS.call_once(|| {
-        rayon::broadcast(|_| set_this_thread());
-        candle_core::utils::barrier_pool().execute(|_| set_this_thread());
+        rayon::broadcast(|_| mode::set());
+        candle_core::utils::barrier_pool().execute(|_| mode::set());
     });
     denormals_flushed()
 }
@@ -36,10 +36,6 @@ pub fn flush_denormals() -> bool {
 /// Whether this thread flushes denormal numbers to zero (both modes set).
 pub fn denormals_flushed() -> bool {
     mode::get()
-}
-
-fn set_this_thread() {
-    mode::set();
 }
 
 #[cfg(target_arch = "x86_64")]

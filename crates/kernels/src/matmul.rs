@@ -42,7 +42,23 @@ pub(crate) fn gemm_serial(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usi
     }
 }
 
-pub(crate) fn gemm_tt(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b: &[f32], b_transposed: bool, (m, k, n): (usize, usize, usize)) {
+pub(crate) fn gemm_tt(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed: bool, b: &[f32], b_transposed: bool, dims: (usize, usize, usize)) {
+    gemm_tt_with(vecmath::gemm_kernel(), dst, accumulate, a, a_transposed, b, b_transposed, dims)
+}
+
+/// [`gemm_tt`] with the given micro-kernels, on rayon's threads. Panics on operand sizes that do
+/// not fit and (in [`gemm_with`]) on a kernel the CPU lacks.
+#[allow(clippy::too_many_arguments)]
+fn gemm_tt_with(
+    kernel: GemmKernel,
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_transposed: bool,
+    b: &[f32],
+    b_transposed: bool,
+    (m, k, n): (usize, usize, usize),
+) {
     assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
     let a = if a_transposed { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
     let b = if b_transposed { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) };
@@ -50,7 +66,7 @@ pub(crate) fn gemm_tt(dst: &mut [f32], accumulate: bool, a: &[f32], a_transposed
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the pointers come from slices whose lengths were checked against m, k, n above,
     // and the strides describe those row-major (or transposed) layouts exactly.
-    unsafe { gemm_strided((dst.as_mut_ptr(), n as isize, 1), accumulate, a, b, (m, k, n), parallelism) }
+    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), n as isize, 1), accumulate, a, b, (m, k, n), parallelism) }
 }
 
 /// `dst[m×n] = a · b` with row-major operands — `a` `[m×k]` (or `[k×m]` read transposed), `b`
@@ -74,13 +90,7 @@ pub fn matmul_slices(
     if !GemmKernel::available().contains(&kernel) {
         candle_core::bail!("matmul_slices: the {} kernels are not available on this CPU and build", kernel.as_str());
     }
-    let a = if a_transposed { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
-    let b = if b_transposed { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) };
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: lengths checked against m, k, n above, strides of those row-major (or
-    // transposed) layouts; the kernel is one the CPU has.
-    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), n as isize, 1), false, a, b, (m, k, n), parallelism) };
+    gemm_tt_with(kernel, dst, false, a, a_transposed, b, b_transposed, (m, k, n));
     Ok(())
 }
 
