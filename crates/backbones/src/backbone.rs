@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use tgc_data::Image;
 
 use crate::error::{BackboneError, Result};
+use crate::layers::Ops;
 use tgc_explain::Hooks;
 
 use crate::preprocess::Preprocess;
@@ -75,11 +76,14 @@ pub struct LoadOptions {
     pub imagenet_normalize: bool,
     /// Re-draw the weights under these checkpoint prefixes at random (the randomisation test).
     pub randomize: Option<Randomize>,
+    /// Which implementation runs the layers: the CPU kernels on the CPU and the device-generic
+    /// ops elsewhere ([`Ops::Auto`]), or the device-generic ops everywhere.
+    pub ops: Ops,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, imagenet_normalize: false, randomize: None }
+        Self { device: Device::Cpu, imagenet_normalize: false, randomize: None, ops: Ops::Auto }
     }
 }
 
@@ -122,7 +126,7 @@ impl Backbone {
         let source_name = source.to_string();
         let key_err = |e: candle_core::Error| BackboneError::Weights { source_name: source_name.clone(), message: e.to_string() };
         let (net, resize) = match kind {
-            BackboneKind::ResNet18 => (Net::ResNet(ResNet18::new(weights.vb).map_err(key_err)?), None),
+            BackboneKind::ResNet18 => (Net::ResNet(ResNet18::with_ops(weights.vb, options.ops).map_err(key_err)?), None),
             BackboneKind::Vit => {
                 let config = match (&weights.config, source) {
                     (Some(path), _) => VitConfig::from_file(path)?,
@@ -130,7 +134,7 @@ impl Backbone {
                     (None, _) => return Err(BackboneError::Weights { source_name, message: "ViT weights need a config.json beside model.safetensors".into() }),
                 };
                 let size = config.image_size;
-                (Net::Vit(Vit::new(&config, weights.vb).map_err(key_err)?), Some(size))
+                (Net::Vit(Vit::with_ops(&config, weights.vb, options.ops).map_err(key_err)?), Some(size))
             }
         };
         let preprocess = Preprocess { resize_shorter_to: resize, imagenet_normalize: options.imagenet_normalize };

@@ -9,6 +9,8 @@ mod backbone;
 mod classifier;
 mod error;
 pub mod extract;
+pub mod generic;
+mod layers;
 mod preprocess;
 mod random_init;
 pub mod resnet;
@@ -20,6 +22,7 @@ mod weights;
 pub use backbone::{Backbone, BackboneKind, LoadOptions, Randomize};
 pub use classifier::Classifier;
 pub use error::{BackboneError, Result};
+pub use layers::Ops;
 
 pub use preprocess::{resize_bilinear_aa, shorter_side_size, Preprocess};
 pub use resnet3d::ResNet3d;

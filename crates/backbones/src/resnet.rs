@@ -11,7 +11,10 @@ use candle_nn::VarBuilder;
 
 use tgc_explain::{Hooks, MaxPool2d, ReluMode};
 
-use tgc_kernels::ops::{max_pool2d, Conv2d, ReluRule};
+use tgc_kernels::ops::{max_pool2d, ReluRule};
+
+use crate::generic;
+use crate::layers::{Conv2d, Ops};
 
 const BN_EPS: f64 = 1e-5;
 
@@ -25,7 +28,7 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    fn new(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, conv: VarBuilder, bn: VarBuilder) -> Result<Self> {
+    fn new(cin: usize, cout: usize, (k, stride, padding): (usize, usize, usize), conv: VarBuilder, bn: VarBuilder, generic: bool) -> Result<Self> {
         let w = conv.get((cout, cin, k, k), "weight")?;
         let gamma = bn.get(cout, "weight")?;
         let beta = bn.get(cout, "bias")?;
@@ -37,7 +40,7 @@ impl ConvBn {
         let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
         let weight = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
         let bias = beta.sub(&mean.mul(&scale)?)?;
-        Ok(Self { conv: Conv2d::new(weight, Some(bias), stride, padding)? })
+        Ok(Self { conv: Conv2d::new(weight, Some(bias), stride, padding, generic)? })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -48,9 +51,16 @@ impl ConvBn {
     /// marked in `hooks`, whose backward rule the fused kernel follows), or the ReLU as an op
     /// of its own when the method needs one (DeepLift).
     fn forward_relu(&self, x: &Tensor, residual: Option<&Tensor>, hooks: &Hooks) -> Result<Tensor> {
+        let Conv2d::Kernel(conv) = &self.conv else {
+            let y = self.conv.forward(x)?;
+            return hooks.relu(&match residual {
+                Some(r) => (y + r)?,
+                None => y,
+            });
+        };
         match hooks.relu_mode() {
-            Some(mode) => self.conv.forward_fused(x, residual, Some(relu_rule(mode))),
-            None => hooks.relu(&self.conv.forward_fused(x, residual, None)?),
+            Some(mode) => conv.forward_fused(x, residual, Some(relu_rule(mode))),
+            None => hooks.relu(&conv.forward_fused(x, residual, None)?),
         }
     }
 }
@@ -72,12 +82,12 @@ struct BasicBlock {
 }
 
 impl BasicBlock {
-    fn new(cin: usize, cout: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
-        let conv1 = ConvBn::new(cin, cout, 3, stride, 1, vb.pp("conv1"), vb.pp("bn1"))?;
-        let conv2 = ConvBn::new(cout, cout, 3, 1, 1, vb.pp("conv2"), vb.pp("bn2"))?;
+    fn new(cin: usize, cout: usize, stride: usize, vb: VarBuilder, generic: bool) -> Result<Self> {
+        let conv1 = ConvBn::new(cin, cout, (3, stride, 1), vb.pp("conv1"), vb.pp("bn1"), generic)?;
+        let conv2 = ConvBn::new(cout, cout, (3, 1, 1), vb.pp("conv2"), vb.pp("bn2"), generic)?;
         let downsample = if stride != 1 || cin != cout {
             let d = vb.pp("downsample");
-            Some(ConvBn::new(cin, cout, 1, stride, 0, d.pp(0), d.pp(1))?)
+            Some(ConvBn::new(cin, cout, (1, stride, 0), d.pp(0), d.pp(1), generic)?)
         } else {
             None
         };
@@ -101,20 +111,28 @@ pub struct ResNet18 {
     stem: ConvBn,
     layers: Vec<Vec<BasicBlock>>,
     fc: Option<candle_nn::Linear>,
+    generic: bool,
 }
 
 impl ResNet18 {
     pub const FEATURE_DIM: usize = 512;
 
-    /// Builds the model; `fc` (the ImageNet classifier) is loaded when the weights have it.
+    /// Builds the model on the weights' device, the CPU kernels on the CPU; `fc` (the
+    /// ImageNet classifier) is loaded when the weights have it.
     pub fn new(vb: VarBuilder) -> Result<Self> {
-        let stem = ConvBn::new(3, 64, 7, 2, 3, vb.pp("conv1"), vb.pp("bn1"))?;
+        Self::with_ops(vb, Ops::Auto)
+    }
+
+    /// [`ResNet18::new`] with the layers run by `ops`.
+    pub fn with_ops(vb: VarBuilder, ops: Ops) -> Result<Self> {
+        let generic = ops.generic_on(vb.device());
+        let stem = ConvBn::new(3, 64, (7, 2, 3), vb.pp("conv1"), vb.pp("bn1"), generic)?;
         let mut layers = Vec::new();
         let mut cin = 64;
         for (i, cout) in [64, 128, 256, 512].into_iter().enumerate() {
             let vb_layer = vb.pp(format!("layer{}", i + 1));
             let stride = if i == 0 { 1 } else { 2 };
-            let blocks = vec![BasicBlock::new(cin, cout, stride, vb_layer.pp(0))?, BasicBlock::new(cout, cout, 1, vb_layer.pp(1))?];
+            let blocks = vec![BasicBlock::new(cin, cout, stride, vb_layer.pp(0), generic)?, BasicBlock::new(cout, cout, 1, vb_layer.pp(1), generic)?];
             layers.push(blocks);
             cin = cout;
         }
@@ -124,7 +142,7 @@ impl ResNet18 {
         } else {
             None
         };
-        Ok(Self { stem, layers, fc })
+        Ok(Self { stem, layers, fc, generic })
     }
 
     /// Number of stages (`layer1` … `layer4`).
@@ -135,7 +153,8 @@ impl ResNet18 {
     /// max-pool marked.
     pub fn forward(&self, x: &Tensor, hooks: &Hooks) -> Result<Tensor> {
         let mut x = self.stem.forward_relu(x, None, hooks)?;
-        x = hooks.max_pool2d(&x, STEM_POOL, |x| max_pool2d(x, STEM_POOL.kernel, STEM_POOL.stride, STEM_POOL.padding))?;
+        let MaxPool2d { kernel, stride, padding } = STEM_POOL;
+        x = hooks.max_pool2d(&x, STEM_POOL, |x| if self.generic { generic::max_pool2d(x, kernel, stride, padding) } else { max_pool2d(x, kernel, stride, padding) })?;
         for (i, stage) in self.layers.iter().enumerate() {
             for block in stage {
                 x = block.forward(&x, hooks)?;

@@ -14,7 +14,10 @@ use serde::Deserialize;
 use crate::error::BackboneError;
 use tgc_explain::Hooks;
 
-use tgc_kernels::ops::{gelu, multi_head_attention, scaled_softmax_last_dim, Conv2d, EncoderBlock, LayerNorm, Linear};
+use tgc_kernels::ops::{multi_head_attention, EncoderBlock};
+
+use crate::generic;
+use crate::layers::{Conv2d, LayerNorm, Linear, Ops};
 
 /// The fields of a Hugging Face ViT `config.json` that shape the model.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -118,7 +121,8 @@ impl Activation {
         }
     }
 
-    fn forward(self, x: &Tensor, hooks: &Hooks) -> Result<Tensor> {
+    fn forward(self, x: &Tensor, hooks: &Hooks, generic: bool) -> Result<Tensor> {
+        let gelu = if generic { generic::gelu } else { tgc_kernels::ops::gelu };
         match self {
             Self::GeluErf => gelu(x, true),
             Self::GeluTanh => gelu(x, false),
@@ -133,21 +137,26 @@ struct Attention {
     qkv: Linear,
     output: Linear,
     heads: usize,
+    generic: bool,
 }
 
 impl Attention {
-    fn new(cfg: &VitConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &VitConfig, vb: VarBuilder, generic: bool) -> Result<Self> {
         let h = cfg.hidden_size;
         let inner = vb.pp("attention");
-        let qkv = |name: &str| Linear::load(h, h, cfg.qkv_bias, inner.pp(name));
+        let qkv = |name: &str| Linear::load(h, h, cfg.qkv_bias, inner.pp(name), generic);
         Ok(Self {
             qkv: Linear::concat(&[qkv("query")?, qkv("key")?, qkv("value")?])?,
-            output: Linear::load(h, h, true, vb.pp("output").pp("dense"))?,
+            output: Linear::load(h, h, true, vb.pp("output").pp("dense"), generic)?,
             heads: cfg.num_attention_heads,
+            generic,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.generic {
+            return self.forward_composed(x, x.dim(1)?, &mut |probs| Ok(probs.clone()));
+        }
         self.output.forward(&multi_head_attention(&self.qkv.forward(x)?, self.heads)?)
     }
 
@@ -165,7 +174,8 @@ impl Attention {
             qkv.narrow(1, 0, rows)?.narrow(2, i * hidden, hidden)?.reshape((b, rows, self.heads, d))?.transpose(1, 2)?.contiguous()
         };
         let (q, k, v) = (part(0, queries)?, part(1, t)?, part(2, t)?);
-        let probs = scaled_softmax_last_dim(&q.matmul(&k.t()?.contiguous()?)?, (d as f32).sqrt())?;
+        let softmax = if self.generic { generic::scaled_softmax_last_dim } else { tgc_kernels::ops::scaled_softmax_last_dim };
+        let probs = softmax(&q.matmul(&k.t()?.contiguous()?)?, (d as f32).sqrt())?;
         let probs = tap(&probs)?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, queries, hidden))?;
         self.output.forward(&out)
@@ -185,14 +195,14 @@ struct Block {
 }
 
 impl Block {
-    fn new(cfg: &VitConfig, act: Activation, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &VitConfig, act: Activation, vb: VarBuilder, generic: bool) -> Result<Self> {
         let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         let mut block = Self {
-            layernorm_before: LayerNorm::new(h, eps, vb.pp("layernorm_before"))?,
-            attention: Attention::new(cfg, vb.pp("attention"))?,
-            layernorm_after: LayerNorm::new(h, eps, vb.pp("layernorm_after"))?,
-            intermediate: Linear::load(h, cfg.intermediate_size, true, vb.pp("intermediate").pp("dense"))?,
-            output: Linear::load(cfg.intermediate_size, h, true, vb.pp("output").pp("dense"))?,
+            layernorm_before: LayerNorm::new(h, eps, vb.pp("layernorm_before"), generic)?,
+            attention: Attention::new(cfg, vb.pp("attention"), generic)?,
+            layernorm_after: LayerNorm::new(h, eps, vb.pp("layernorm_after"), generic)?,
+            intermediate: Linear::load(h, cfg.intermediate_size, true, vb.pp("intermediate").pp("dense"), generic)?,
+            output: Linear::load(cfg.intermediate_size, h, true, vb.pp("output").pp("dense"), generic)?,
             act,
             fused: None,
         };
@@ -202,17 +212,18 @@ impl Block {
             Activation::GeluTanh => Some(false),
             Activation::Relu => None,
         };
-        block.fused = exact_gelu.map(|exact_gelu| {
-            Arc::new(EncoderBlock {
-                layernorm_before: block.layernorm_before.clone(),
-                qkv: block.attention.qkv.clone(),
-                output: block.attention.output.clone(),
-                layernorm_after: block.layernorm_after.clone(),
-                intermediate: block.intermediate.clone(),
-                mlp_output: block.output.clone(),
+        // The device-generic layers have no fused block: `kernel()` is `None` for them.
+        block.fused = exact_gelu.and_then(|exact_gelu| {
+            Some(Arc::new(EncoderBlock {
+                layernorm_before: block.layernorm_before.kernel()?.clone(),
+                qkv: block.attention.qkv.kernel()?.clone(),
+                output: block.attention.output.kernel()?.clone(),
+                layernorm_after: block.layernorm_after.kernel()?.clone(),
+                intermediate: block.intermediate.kernel()?.clone(),
+                mlp_output: block.output.kernel()?.clone(),
                 heads: block.attention.heads,
                 exact_gelu,
-            })
+            }))
         });
         Ok(block)
     }
@@ -224,7 +235,7 @@ impl Block {
 
     /// The block's second half: `h + MLP(layernorm_after(h))`, `h` the attention's residual sum.
     fn mlp_residual(&self, h: Tensor, hooks: &Hooks) -> Result<Tensor> {
-        let mlp = self.act.forward(&self.intermediate.forward(&self.layernorm_after.forward(&h)?)?, hooks)?;
+        let mlp = self.act.forward(&self.intermediate.forward(&self.layernorm_after.forward(&h)?)?, hooks, self.attention.generic)?;
         h + self.output.forward(&mlp)?
     }
 
@@ -267,21 +278,28 @@ pub struct Vit {
 }
 
 impl Vit {
+    /// Builds the model on the weights' device, the CPU kernels on the CPU.
     pub fn new(config: &VitConfig, vb: VarBuilder) -> Result<Self> {
+        Self::with_ops(config, vb, Ops::Auto)
+    }
+
+    /// [`Vit::new`] with the layers run by `ops`.
+    pub fn with_ops(config: &VitConfig, vb: VarBuilder, ops: Ops) -> Result<Self> {
+        let generic = ops.generic_on(vb.device());
         let act = Activation::parse(&config.hidden_act).map_err(candle_core::Error::msg)?;
         let vb = if !vb.contains_tensor("vit.embeddings.cls_token") && vb.contains_tensor("embeddings.cls_token") { vb } else { vb.pp("vit") };
         let (h, p, c) = (config.hidden_size, config.patch_size, config.num_channels);
         let emb = vb.pp("embeddings");
         let proj = emb.pp("patch_embeddings").pp("projection");
         let tokens = config.grid() * config.grid() + 1;
-        let blocks = (0..config.num_hidden_layers).map(|i| Block::new(config, act, vb.pp("encoder").pp("layer").pp(i))).collect::<Result<_>>()?;
+        let blocks = (0..config.num_hidden_layers).map(|i| Block::new(config, act, vb.pp("encoder").pp("layer").pp(i), generic)).collect::<Result<_>>()?;
         Ok(Self {
             config: config.clone(),
-            patch_embed: Conv2d::new(proj.get((h, c, p, p), "weight")?, Some(proj.get(h, "bias")?), p, 0)?,
+            patch_embed: Conv2d::new(proj.get((h, c, p, p), "weight")?, Some(proj.get(h, "bias")?), p, 0, generic)?,
             cls_token: emb.get((1, 1, h), "cls_token")?,
             position_embeddings: emb.get((1, tokens, h), "position_embeddings")?,
             blocks,
-            layernorm: LayerNorm::new(h, config.layer_norm_eps, vb.pp("layernorm"))?,
+            layernorm: LayerNorm::new(h, config.layer_norm_eps, vb.pp("layernorm"), generic)?,
         })
     }
 
@@ -378,7 +396,7 @@ mod tests {
         put("output.dense.weight", &[16, 40], 0.0);
         put("output.dense.bias", &[16], 0.0);
         let act = Activation::parse(act).unwrap();
-        Block::new(&cfg, act, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)).unwrap()
+        Block::new(&cfg, act, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu), false).unwrap()
     }
 
     fn max_abs(a: &Tensor, b: &Tensor) -> f32 {

@@ -72,6 +72,7 @@ mod attribute;
 mod cam;
 mod catalog;
 mod check;
+mod custom_grad;
 mod deeplift;
 mod error;
 pub mod faithfulness;
@@ -95,6 +96,7 @@ pub use attribute::{Attribute, Attribution, Method, Unchecked};
 pub use cam::{Cam, CamKind};
 pub use catalog::{method_info, MethodInfo, MethodSettings, Needs, METHODS};
 pub use check::non_finite;
+pub use custom_grad::{custom_backward, identity_with_backward};
 pub use deeplift::{DeepLift, DeepLiftShap, DEEPLIFT_EPS};
 pub use error::{ExplainError, Result};
 pub use gradient::{

@@ -10,8 +10,9 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, Var};
+use candle_core::{Tensor, Var};
+
+use crate::custom_grad::{custom_backward, identity_with_backward};
 
 use crate::rules::{DeepLiftPass, MaxPool2d};
 
@@ -29,75 +30,14 @@ pub enum ReluMode {
     Deconvolution,
 }
 
-/// ReLU whose backward follows `mode` (what [`Hooks::relu`] applies).
+/// ReLU whose backward follows `mode` (what [`Hooks::relu`] applies), on any device.
 pub fn relu(x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
     match mode {
         ReluMode::Standard => x.relu(),
-        ReluMode::Guided => apply_cpu_op(&x.relu()?, GuidedGrad),
-        ReluMode::Deconvolution => apply_cpu_op(x, DeconvRelu),
-    }
-}
-
-/// Applies a custom op whose kernel is CPU code (an identity forward whose point is its
-/// backward, a rule op) on any device: the copies to and from the CPU are differentiable.
-pub(crate) fn apply_cpu_op(x: &Tensor, op: impl CustomOp1 + Send + Sync + 'static) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() {
-        x.contiguous()?.apply_op1(op)
-    } else {
-        x.to_device(&candle_core::Device::Cpu)?.contiguous()?.apply_op1(op)?.to_device(x.device())
-    }
-}
-
-/// The contiguous f32 values of a custom op's input storage, or an error naming `what`.
-pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(v) => v.as_slice(),
-        other => candle_core::bail!("{what}: only f32 is supported, got {:?}", other.dtype()),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{what}: input must be contiguous"),
-    }
-}
-
-/// The identity forward of [`GuidedGrad`] and [`Capture`]: a copy of the f32 input.
-fn identity_forward(storage: &CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<(CpuStorage, Shape)> {
-    Ok((CpuStorage::F32(contiguous_f32(storage, layout, what)?.to_vec()), layout.shape().clone()))
-}
-
-/// Identity forward; backward passes `relu(grad)`. Placed after a ReLU it turns the ReLU's
-/// backward into guided backprop's rule.
-struct GuidedGrad;
-
-impl CustomOp1 for GuidedGrad {
-    fn name(&self) -> &'static str {
-        "guided-grad"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        identity_forward(storage, layout, "guided ReLU")
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad_res.relu()?))
-    }
-}
-
-/// ReLU forward; backward `relu(grad)`, the forward mask ignored (deconvolution's rule).
-struct DeconvRelu;
-
-impl CustomOp1 for DeconvRelu {
-    fn name(&self) -> &'static str {
-        "deconvolution-relu"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(data), shape) = identity_forward(storage, layout, "deconvolution ReLU")? else { unreachable!("identity_forward returns f32") };
-        Ok((CpuStorage::F32(data.into_iter().map(|v| v.max(0.0)).collect()), shape))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad_res.relu()?))
+        // relu's own backward masks by the input; the rule after it clamps the gradient.
+        ReluMode::Guided => identity_with_backward(&x.relu()?, |g| g.relu()),
+        // The value of a ReLU, the gradient clamped whatever the input was.
+        ReluMode::Deconvolution => custom_backward(x, &x.relu()?, |g| g.relu()),
     }
 }
 
@@ -382,7 +322,7 @@ impl Hooks {
             }
             LayerGradient::Through => {
                 let slot = GradientSlot::default();
-                let out = apply_cpu_op(activation, Capture(slot.clone()))?;
+                let out = slot.capture(activation)?;
                 record.slot = Some(slot);
                 Ok(out)
             }
@@ -532,7 +472,7 @@ impl Hooks {
         record.grids.push(grid);
         if gradients {
             let slot = GradientSlot::default();
-            let out = apply_cpu_op(probs, Capture(slot.clone()))?;
+            let out = slot.capture(probs)?;
             record.attention.push((probs.detach(), Some(slot)));
             Ok(out)
         } else {
@@ -608,26 +548,17 @@ impl GradientSlot {
     fn take(&self) -> Option<Tensor> {
         self.0.lock().ok().and_then(|g| g.clone())
     }
-}
 
-/// Identity forward that records the gradient flowing back through it (PyTorch's tensor
-/// hook): the gradient at an intermediate tensor, which candle's backward pass does not keep.
-struct Capture(GradientSlot);
-
-impl CustomOp1 for Capture {
-    fn name(&self) -> &'static str {
-        "capture-gradient"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        identity_forward(storage, layout, "gradient capture")
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        if let Ok(mut slot) = (self.0).0.lock() {
-            *slot = Some(grad_res.clone());
-        }
-        Ok(Some(grad_res.clone()))
+    /// `x` itself, the gradient flowing back through it recorded here (PyTorch's tensor hook):
+    /// the gradient at an intermediate tensor, which candle's backward pass does not keep.
+    fn capture(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let slot = self.clone();
+        identity_with_backward(x, move |g| {
+            if let Ok(mut s) = slot.0.lock() {
+                *s = Some(g.clone());
+            }
+            Ok(g.clone())
+        })
     }
 }
 

@@ -18,40 +18,46 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+use candle_core::{Device, Tensor};
 
-use crate::model::{apply_cpu_op, contiguous_f32};
+use crate::custom_grad::custom_backward;
 
 /// Where a rule op leaves, for the op before it, the difference between the ordinary gradient
 /// at its input and the gradient its rule put there (see the module's docs).
 #[derive(Clone, Default)]
-pub(crate) struct RawLink(Arc<Mutex<Option<Vec<f32>>>>);
+pub(crate) struct RawLink(Arc<Mutex<Option<Tensor>>>);
 
 impl RawLink {
-    fn put(&self, difference: Vec<f32>) {
+    fn put(&self, difference: Tensor) {
         if let Ok(mut slot) = self.0.lock() {
             *slot = Some(difference);
         }
     }
 
-    fn take(&self) -> Option<Vec<f32>> {
+    fn take(&self) -> Option<Tensor> {
         self.0.lock().ok().and_then(|mut slot| slot.take())
     }
 
     /// The gradient at the op's output before the next op's rule replaced it: `g` plus the
     /// difference that op left (`g` itself when none was left).
-    fn raw(&self, g: &[f32]) -> Vec<f32> {
-        let mut raw = g.to_vec();
-        if let Some(difference) = self.take() {
-            raw.iter_mut().zip(difference).for_each(|(r, d)| *r += d);
+    fn raw(&self, g: &Tensor) -> candle_core::Result<Tensor> {
+        match self.take() {
+            Some(difference) => g + difference,
+            None => Ok(g.clone()),
         }
-        raw
     }
 }
 
 /// The f32 values of a tensor, on the CPU, in row-major order.
 fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.detach().to_device(&Device::Cpu)?.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()
+}
+
+/// Each row's difference from its pair's other row: `v[p] − v[p + B]` for both rows of pair
+/// `p` (`pairs` = B), as a tensor on `v`'s device.
+fn pair_delta_tensor(v: &Tensor, pairs: usize) -> candle_core::Result<Tensor> {
+    let d = (v.narrow(0, 0, pairs)? - v.narrow(0, pairs, pairs)?)?;
+    Tensor::cat(&[&d, &d], 0)
 }
 
 /// Row `i`'s difference from its pair's other row: `v[p] − v[p + B]` for both rows of pair `p`
@@ -74,13 +80,12 @@ fn check_rows(t: &Tensor, pairs: usize, what: &str) -> candle_core::Result<usize
     Ok(t.elem_count() / rows.max(1))
 }
 
-/// Captum's `nonlinear` rule for `y = f(x)` elementwise: forward `y`; backward
-/// `where(|Δx| < eps, g·f′(x), g_raw·Δy/Δx)`.
+/// Captum's `nonlinear` rule for `y = f(x)` elementwise, backward:
+/// `where(|Δx| < eps, g·f′(x), g_raw·Δy/Δx)`, in tensor ops on the tensors' device.
 struct Rescale {
-    dx: Vec<f32>,
-    dy: Vec<f32>,
-    y: Vec<f32>,
-    derivative: Vec<f32>,
+    dx: Tensor,
+    dy: Tensor,
+    derivative: Tensor,
     eps: f32,
     /// The gradient difference the next marked op leaves when its input is this op's output.
     raw: RawLink,
@@ -88,36 +93,17 @@ struct Rescale {
     feeds: Option<RawLink>,
 }
 
-impl CustomOp1 for Rescale {
-    fn name(&self) -> &'static str {
-        "deeplift-rescale"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(storage, layout, "DeepLift rescale")?;
-        if x.len() != self.y.len() {
-            candle_core::bail!("DeepLift rescale: {} values, the rule was built for {}", x.len(), self.y.len());
+impl Rescale {
+    fn backward(&self, g: &Tensor) -> candle_core::Result<Tensor> {
+        let raw = self.raw.raw(g)?;
+        let ordinary = (g * &self.derivative)?;
+        let rule = ((raw * &self.dy)? / &self.dx)?;
+        let small = self.dx.abs()?.lt(self.eps as f64)?;
+        let out = small.where_cond(&ordinary, &rule)?;
+        if let Some(link) = &self.feeds {
+            link.put((ordinary - &out)?);
         }
-        Ok((CpuStorage::F32(self.y.clone()), layout.shape().clone()))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let g = values(grad_res)?;
-        let raw = self.raw.raw(&g);
-        let mut out = Vec::with_capacity(g.len());
-        let mut difference = self.feeds.as_ref().map(|_| Vec::with_capacity(g.len()));
-        for i in 0..g.len() {
-            let ordinary = g[i] * self.derivative[i];
-            let rule = if self.dx[i].abs() < self.eps { ordinary } else { raw[i] * self.dy[i] / self.dx[i] };
-            if let Some(d) = difference.as_mut() {
-                d.push(ordinary - rule);
-            }
-            out.push(rule);
-        }
-        if let (Some(link), Some(d)) = (&self.feeds, difference) {
-            link.put(d);
-        }
-        Ok(Some(Tensor::from_vec(out, arg.shape(), &Device::Cpu)?.to_device(arg.device())?))
+        Ok(out)
     }
 }
 
@@ -187,19 +173,12 @@ struct MaxPoolRule {
     feeds: Option<RawLink>,
 }
 
-impl CustomOp1 for MaxPoolRule {
-    fn name(&self) -> &'static str {
-        "deeplift-maxpool2d"
-    }
-
-    fn cpu_fwd(&self, _storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (c, _, _) = self.dims;
-        Ok((CpuStorage::F32(self.out.clone()), Shape::from((layout.shape().dims()[0], c, self.out_dims.0, self.out_dims.1))))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let g = values(grad_res)?;
-        let raw = self.raw.raw(&g);
+impl MaxPoolRule {
+    /// The rule's gradient at the pool's input: Captum's max-unpooling, computed on the host
+    /// (its argmax writes are one per position, last window wins — not a tensor op candle has).
+    fn backward(&self, x: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+        let raw = values(&self.raw.raw(g)?)?;
+        let g = values(g)?;
         let (c, h, w) = self.dims;
         let (plane_in, plane_out) = (h * w, self.out_dims.0 * self.out_dims.1);
         let half_planes = self.pairs * c;
@@ -237,9 +216,10 @@ impl CustomOp1 for MaxPoolRule {
             }
         }
         if let Some(link) = &self.feeds {
-            link.put(ordinary.iter().zip(&result).map(|(o, r)| o - r).collect());
+            let difference: Vec<f32> = ordinary.iter().zip(&result).map(|(o, r)| o - r).collect();
+            link.put(Tensor::from_vec(difference, x.shape(), &Device::Cpu)?.to_device(x.device())?);
         }
-        Ok(Some(Tensor::from_vec(result, arg.shape(), &Device::Cpu)?.to_device(arg.device())?))
+        Tensor::from_vec(result, x.shape(), &Device::Cpu)?.to_device(x.device())
     }
 }
 
@@ -264,22 +244,20 @@ impl DeepLiftPass {
 
     /// `y = f(x)` elementwise under the Rescale rule; `derivative` is f′(x).
     pub(crate) fn rescale(&mut self, x: &Tensor, y: &Tensor, derivative: &Tensor) -> candle_core::Result<Tensor> {
-        let per_row = check_rows(x, self.pairs, "a nonlinearity's input")?;
-        let (xv, yv) = (values(x)?, values(y)?);
-        if yv.len() != xv.len() {
+        check_rows(x, self.pairs, "a nonlinearity's input")?;
+        if y.dims() != x.dims() {
             candle_core::bail!("DeepLift: an elementwise nonlinearity changed the shape {:?} to {:?}", x.dims(), y.dims());
         }
         let raw = RawLink::default();
-        let op = Rescale {
-            dx: pair_delta(&xv, self.pairs, per_row),
-            dy: pair_delta(&yv, self.pairs, per_row),
-            y: yv,
-            derivative: values(derivative)?,
+        let rule = Rescale {
+            dx: pair_delta_tensor(&x.detach(), self.pairs)?,
+            dy: pair_delta_tensor(&y.detach(), self.pairs)?,
+            derivative: derivative.detach(),
             eps: self.eps,
             raw: raw.clone(),
             feeds: self.feeds(x),
         };
-        let out = apply_cpu_op(x, op)?;
+        let out = custom_backward(x, y, move |g| rule.backward(g))?;
         self.last = Some((out.id(), raw));
         Ok(out)
     }
@@ -290,11 +268,13 @@ impl DeepLiftPass {
         check_rows(x, self.pairs, "a max-pool's input")?;
         let xv = values(x)?;
         let (out, argmax) = pool.pool(&xv, rows * c, (h, w))?;
+        let out_dims = (pool.out(h)?, pool.out(w)?);
+        let value = Tensor::from_slice(&out, (rows, c, out_dims.0, out_dims.1), &Device::Cpu)?.to_device(x.device())?;
         let raw = RawLink::default();
-        let op = MaxPoolRule {
+        let rule = MaxPoolRule {
             pairs: self.pairs,
             dims: (c, h, w),
-            out_dims: (pool.out(h)?, pool.out(w)?),
+            out_dims,
             dx: pair_delta(&xv, self.pairs, c * h * w),
             out,
             argmax,
@@ -302,7 +282,8 @@ impl DeepLiftPass {
             raw: raw.clone(),
             feeds: self.feeds(x),
         };
-        let y = apply_cpu_op(x, op)?;
+        let input = x.detach();
+        let y = custom_backward(x, &value, move |g| rule.backward(&input, g))?;
         self.last = Some((y.id(), raw));
         Ok(y)
     }
