@@ -106,6 +106,7 @@ enum Net {
 pub struct Backbone {
     kind: BackboneKind,
     net: Net,
+    generic: bool,
     preprocess: Preprocess,
     identity: WeightsIdentity,
     device: Device,
@@ -141,7 +142,8 @@ impl Backbone {
         if weights.identity.random {
             tracing::warn!(backbone = %kind, source = %source, "RANDOM-INIT backbone weights: outputs are not those of a pretrained model");
         }
-        Ok(Self { kind, net, preprocess, identity: weights.identity, device: options.device.clone() })
+        let generic = options.ops.generic_on(&options.device);
+        Ok(Self { kind, net, generic, preprocess, identity: weights.identity, device: options.device.clone() })
     }
 
     /// A layer's name as the model marks it, for the layer methods: ResNet-18's stages are the
@@ -238,6 +240,23 @@ impl Backbone {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Whether the layers run the device-generic ops ([`Ops`]) rather than the CPU kernels.
+    pub fn runs_generic_ops(&self) -> bool {
+        self.generic
+    }
+
+    /// Which ops run where, for outputs' metadata: `cpu kernels`, `generic ops on cuda:0`, ….
+    pub fn ops_description(&self) -> String {
+        if !self.generic {
+            return "cpu kernels".into();
+        }
+        match self.device.location() {
+            candle_core::DeviceLocation::Cpu => "generic ops on cpu".into(),
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("generic ops on cuda:{gpu_id}"),
+            candle_core::DeviceLocation::Metal { gpu_id } => format!("generic ops on metal:{gpu_id}"),
+        }
     }
 
     pub fn preprocess_settings(&self) -> Preprocess {

@@ -94,6 +94,7 @@ pub fn extract_features(backbone: &Backbone, dataset: &Dataset, config: &Extract
         ("imagenet_normalize".to_owned(), backbone.preprocess_settings().imagenet_normalize.to_string()),
         ("data".to_owned(), dataset.root().display().to_string()),
         ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
+        ("ops".to_owned(), backbone.ops_description()),
     ]);
     let set = FeatureSet {
         features,
@@ -117,6 +118,11 @@ fn cache_key(backbone: &Backbone, image_bytes: &[u8]) -> String {
         p.imagenet_normalize
     );
     let mut bytes = header.into_bytes();
+    // The device-generic ops' features differ from the kernels' in the last bits: their own
+    // entries (the kernels' keys are those of earlier versions, so their caches stay valid).
+    if backbone.runs_generic_ops() {
+        bytes.extend_from_slice(b"generic-ops|");
+    }
     bytes.extend_from_slice(sha256_hex(image_bytes).as_bytes());
     sha256_hex(&bytes)
 }

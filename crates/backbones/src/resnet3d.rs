@@ -45,7 +45,9 @@ impl Conv3d {
             let index: Vec<u32> = (0..d_out).map(|j| (dz + self.stride * j) as u32).collect();
             let planes = padded.index_select(&Tensor::new(index, x.device())?, 2)?.permute((0, 2, 1, 3, 4))?.reshape((b * d_out, c, h, w))?;
             let kernel = self.weight.narrow(2, dz, 1)?.squeeze(2)?.contiguous()?;
-            let term = planes.conv2d(&kernel, 1, self.stride, 1, 1)?;
+            // Off the CPU the im2col convolution, whose input gradient is a matrix product
+            // (candle's CUDA conv2d backward is a naive transposed-convolution kernel).
+            let term = if x.device().is_cpu() { planes.conv2d(&kernel, 1, self.stride, 1, 1)? } else { crate::generic::conv2d(&planes, &kernel, None, self.stride, 1)? };
             sum = Some(match sum {
                 Some(s) => (s + term)?,
                 None => term,
@@ -96,10 +98,15 @@ impl ResNet3d {
     /// builds it with `random:<seed>` weights (announced on screen by the caller). A missing or
     /// misshapen key is an error naming it.
     pub fn load(source: &WeightSource) -> crate::error::Result<Self> {
+        Self::load_on(source, &candle_core::Device::Cpu)
+    }
+
+    /// [`ResNet3d::load`] with the weights on `device`.
+    pub fn load_on(source: &WeightSource, device: &candle_core::Device) -> crate::error::Result<Self> {
         if matches!(source, WeightSource::Hub { .. }) {
             return Err(BackboneError::BadSource(format!("{source}: the 3-D model has no hub checkpoint; give a .safetensors file or random:<seed>")));
         }
-        let weights = load_weights(source, &candle_core::Device::Cpu)?;
+        let weights = load_weights(source, device)?;
         let key_err = |e: candle_core::Error| BackboneError::Weights { source_name: source.to_string(), message: e.to_string() };
         let vb = weights.vb;
         let build = || -> Result<Self> {

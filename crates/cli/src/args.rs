@@ -19,9 +19,50 @@ pub fn weights_or_default(kind: BackboneKind, weights: Option<WeightSource>) -> 
     }
 }
 
-/// Loads a backbone and says on screen when its weights are random.
-pub fn load_backbone(kind: BackboneKind, source: &WeightSource, imagenet_normalize: bool) -> Result<Backbone> {
-    let options = LoadOptions { imagenet_normalize, ..LoadOptions::default() };
+/// `--device`: where the models run — `cpu` (the CPU kernels), `cuda` or `cuda:N` (the
+/// device-generic ops on GPU `N`). Opening it is the check: a binary built without CUDA, or a
+/// machine without that GPU, is refused here with the reason.
+#[derive(Debug, Clone)]
+pub struct DeviceArg(pub candle_core::Device);
+
+impl Default for DeviceArg {
+    fn default() -> Self {
+        Self(candle_core::Device::Cpu)
+    }
+}
+
+impl std::str::FromStr for DeviceArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let ordinal = match s {
+            "cpu" => return Ok(Self::default()),
+            "cuda" => 0,
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => n,
+                _ => return Err(format!("`{other}`: give cpu, cuda or cuda:N")),
+            },
+        };
+        if !cfg!(feature = "cuda") {
+            return Err(format!("`{s}`: this tgc was built without CUDA; build it with scripts/build-cuda.sh (README: GPU)"));
+        }
+        candle_core::Device::new_cuda(ordinal).map(Self).map_err(|e| format!("`{s}`: no CUDA device {ordinal} here: {e}"))
+    }
+}
+
+impl std::fmt::Display for DeviceArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.location() {
+            candle_core::DeviceLocation::Cpu => f.write_str("cpu"),
+            candle_core::DeviceLocation::Cuda { gpu_id } => write!(f, "cuda:{gpu_id}"),
+            candle_core::DeviceLocation::Metal { gpu_id } => write!(f, "metal:{gpu_id}"),
+        }
+    }
+}
+
+/// Loads a backbone on `device` and says on screen when its weights are random.
+pub fn load_backbone(kind: BackboneKind, source: &WeightSource, imagenet_normalize: bool, device: &DeviceArg) -> Result<Backbone> {
+    let options = LoadOptions { imagenet_normalize, device: device.0.clone(), ..LoadOptions::default() };
     let backbone = Backbone::load(kind, source, &options).with_context(|| format!("loading {kind} weights from {source}"))?;
     if backbone.is_random() {
         println!("NOTE: {kind} uses RANDOM-INIT weights ({source}); results are not those of a pretrained model");
@@ -56,6 +97,9 @@ pub struct ModelArgs {
     /// the 3-D model stem, block1, down or block2. Default: the last.
     #[arg(long)]
     pub layer: Option<String>,
+    /// Where the models run: cpu, cuda or cuda:N (a CUDA build: scripts/build-cuda.sh).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceArg,
 }
 
 /// What a training iteration's `config.json` says about it.
@@ -113,6 +157,7 @@ pub struct ModelChoice {
     /// `--layer` as given; [`ModelChoice::layer`] checks it against the loaded backbone.
     pub layer: Option<String>,
     pub run: Option<RunRecord>,
+    pub device: DeviceArg,
 }
 
 impl ModelArgs {
@@ -128,6 +173,7 @@ impl ModelArgs {
                 imagenet_normalize: self.imagenet_normalize,
                 layer: self.layer.clone(),
                 run: None,
+                device: self.device.clone(),
             });
         };
         let config_path = dir.join("config.json");
@@ -184,6 +230,7 @@ impl ModelArgs {
                 test_patients: patients("test_patients")?,
                 features: field(&["run", "features"]).ok().and_then(|v| v.as_str()).map(PathBuf::from),
             }),
+            device: self.device.clone(),
         })
     }
 }
@@ -191,7 +238,7 @@ impl ModelArgs {
 impl ModelChoice {
     /// The backbone (announcing random weights on screen).
     pub fn load_backbone(&self) -> Result<Backbone> {
-        load_backbone(self.kind, &self.source, self.imagenet_normalize)
+        load_backbone(self.kind, &self.source, self.imagenet_normalize, &self.device)
     }
 
     /// The layer the layer methods explain on `backbone`: `--layer` by the backbone's name for
@@ -206,7 +253,7 @@ impl ModelChoice {
     /// The same backbone with the weights under `randomize.prefixes` re-drawn at random.
     pub fn load_randomized_backbone(&self, randomize: Randomize) -> Result<Backbone> {
         let what = format!("{:?}", randomize.prefixes);
-        let options = LoadOptions { imagenet_normalize: self.imagenet_normalize, randomize: Some(randomize), ..LoadOptions::default() };
+        let options = LoadOptions { imagenet_normalize: self.imagenet_normalize, randomize: Some(randomize), device: self.device.0.clone(), ..LoadOptions::default() };
         Backbone::load(self.kind, &self.source, &options)
             .with_context(|| format!("loading {} weights from {} with {what} re-randomized", self.kind, self.source))
     }

@@ -62,6 +62,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     args.methods.check_backbone(choice.kind)?;
     let model = load_classifier(&choice)?;
     let random = model.backbone.is_random();
+    let ops = model.backbone.ops_description();
     let kind = choice.kind;
     let layer = choice.layer(&model.backbone)?;
     let methods = args.methods.methods(&layer)?;
@@ -77,6 +78,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             ("input".to_owned(), input.display().to_string()),
             ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
             ("denormals".to_owned(), denormals().to_owned()),
+            ("ops".to_owned(), ops.clone()),
         ]);
         if let Some(run) = &choice.run {
             meta.insert("run".to_owned(), run.dir.display().to_string());
@@ -147,7 +149,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
 /// to [0, 1] (min–max) as the model's input `[1, 1, D, H, W]`.
 fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
     let source = args.volume_weights.clone().context("--volume needs --volume-weights FILE.safetensors or random:<seed>")?;
-    let model = ResNet3d::load(&source).with_context(|| format!("loading the 3-D model from {source}"))?;
+    let model = ResNet3d::load_on(&source, &args.model.device.0).with_context(|| format!("loading the 3-D model from {source}"))?;
     if model.is_random() {
         tracing::warn!(source = %source, "RANDOM-INIT 3-D model weights: outputs are not those of a trained model");
         println!("NOTE: the 3-D model uses RANDOM-INIT weights ({source}); its explanations say nothing about a trained model");
@@ -156,7 +158,7 @@ fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
     let (d, h, w) = volume.dims();
     let (lo, hi) = volume.voxels.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let scaled: Vec<f32> = volume.voxels.iter().map(|v| (v - lo) / (hi - lo).max(f32::MIN_POSITIVE)).collect();
-    let x = candle_core::Tensor::from_vec(scaled.clone(), (1, 1, d, h, w), &Device::Cpu)?;
+    let x = candle_core::Tensor::from_vec(scaled.clone(), (1, 1, d, h, w), &args.model.device.0)?;
     let scaled = volume.with_voxels(scaled)?;
     let layers = tgc_explain::Model::layers(&model);
     let layer = args.model.layer.clone().unwrap_or_else(|| layers[layers.len() - 1].clone());
@@ -189,6 +191,7 @@ fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
             ("input".to_owned(), path.display().to_string()),
             ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
             ("denormals".to_owned(), denormals().to_owned()),
+            ("device".to_owned(), args.model.device.to_string()),
         ]);
         save_attribution(&args.out.join(format!("{stem}.{name}.safetensors")), a, meta)?;
         // The slices through the map's largest |value|.

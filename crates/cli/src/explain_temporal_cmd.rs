@@ -73,6 +73,7 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
         bail!("{} is a linear probe, not a temporal DNN checkpoint", checkpoint.display());
     }
     let backbone = choice.load_backbone()?;
+    let head = head.to_device(backbone.device())?;
     let layer = choice.layer(&backbone)?;
     let dim = backbone.feature_dim();
     let width = head.input_width()?;
@@ -85,7 +86,7 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
     let visits = Visits::new(&backbone, &head, &input)?;
     let seq_len = visits.seq_len();
     let sequence = visits.sequence()?;
-    let logits: Vec<f32> = head.forward_eval(&Tensor::from_slice(&sequence, (1, width), &Device::Cpu)?)?.flatten_all()?.to_vec1()?;
+    let logits: Vec<f32> = head.forward_eval(&Tensor::from_slice(&sequence, (1, width), backbone.device())?)?.flatten_all()?.to_vec1()?;
     let target = args.target.unwrap_or(usize::from(logits[1] > logits[0]));
     if target > 1 {
         bail!("--target must be 0 or 1");
@@ -104,15 +105,15 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
     let days: Vec<i64> = used.iter().map(|&i| dataset.records()[i].day as i64).collect();
     let cpu = Device::Cpu;
     let mut tensors = vec![
-        ("gradcam", cam.attribution.clone()),
-        ("layer_attribution", cam.layer_attribution.clone().context("Grad-CAM layer map")?),
+        ("gradcam", cam.attribution.to_device(&cpu)?),
+        ("layer_attribution", cam.layer_attribution.clone().context("Grad-CAM layer map")?.to_device(&cpu)?),
         ("step_importance_ig", Tensor::from_slice(&ig, seq_len, &cpu)?),
         ("step_importance_ixg", Tensor::from_slice(&ixg, seq_len, &cpu)?),
         ("logits", Tensor::from_slice(&logits, 2, &cpu)?),
         ("days", Tensor::from_slice(&days, k, &cpu)?),
     ];
     if let Some(g) = &guided {
-        tensors.push(("guided_gradcam", g.attribution.clone()));
+        tensors.push(("guided_gradcam", g.attribution.to_device(&cpu)?));
     }
     let mut metadata = HashMap::from([
         ("patient".to_owned(), patient.to_string()),
@@ -125,6 +126,7 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
         ("layer".to_owned(), layer.clone()),
         ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
         ("denormals".to_owned(), denormals().to_owned()),
+        ("ops".to_owned(), backbone.ops_description()),
         ("seq_len".to_owned(), seq_len.to_string()),
         ("note".to_owned(), "steps are left-padded; step_importance[i] is for step i of seq_len, the last step is the explained visit".to_owned()),
     ]);

@@ -9,7 +9,7 @@ use tgc_backbones::extract::{default_cache_dir, extract_features, ExtractConfig}
 use tgc_backbones::{BackboneKind, WeightSource};
 use tgc_data::Dataset;
 
-use crate::args::{load_backbone, weights_or_default};
+use crate::args::{load_backbone, weights_or_default, DeviceArg};
 use crate::progress;
 
 #[derive(Args)]
@@ -38,12 +38,15 @@ pub struct ExtractArgs {
     /// Normalize inputs with the ImageNet mean and standard deviation (off in the study).
     #[arg(long)]
     pub imagenet_normalize: bool,
+    /// Where the backbone runs: cpu, cuda or cuda:N (a CUDA build: scripts/build-cuda.sh).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceArg,
 }
 
 pub fn run(args: ExtractArgs) -> Result<()> {
     let source = weights_or_default(args.backbone, args.weights)?;
     let dataset = Dataset::open(&args.data).with_context(|| format!("reading data folder {}", args.data.display()))?;
-    let backbone = load_backbone(args.backbone, &source, args.imagenet_normalize)?;
+    let backbone = load_backbone(args.backbone, &source, args.imagenet_normalize, &args.device)?;
     let config =
         ExtractConfig { batch_size: args.batch_size, cache_dir: if args.no_cache { None } else { Some(args.cache_dir.unwrap_or_else(default_cache_dir)) } };
     let bar = progress::bar(dataset.len() as u64, &format!("{} features", args.backbone));

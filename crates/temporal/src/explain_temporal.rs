@@ -37,7 +37,7 @@ pub fn step_importance(head: &Head, sequence: &[f32], dim: usize, target: usize,
         return Err(TrainError::Invalid(format!("a sequence of {} values is not steps of {dim} (target {target})", sequence.len())));
     }
     let steps = sequence.len() / dim;
-    let x = Tensor::from_slice(sequence, (1, steps, dim), &candle_core::Device::Cpu)?;
+    let x = Tensor::from_slice(sequence, (1, steps, dim), head.device())?;
     let attribution = method
         .attribute(&SequenceModel { head }, &x, &[target])
         .map_err(|e| TrainError::Invalid(format!("{} on the visit sequence: {e}", method.name())))?

@@ -74,7 +74,26 @@ impl Head {
     /// Rebuilds a head from a checkpoint: a probe (`weight`, `bias`) or a temporal DNN
     /// (`fc1.*`, `bn.*`, `fc2.*`).
     pub fn from_state_dict(state: &HashMap<String, Tensor>) -> Result<Self> {
-        let cpu = Device::Cpu;
+        Self::from_state_dict_on(state, &Device::Cpu)
+    }
+
+    /// The same head with its parameters and statistics on `device` (a GPU's, to explain it
+    /// beside a backbone there).
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        Self::from_state_dict_on(&self.state_dict()?, device)
+    }
+
+    /// The device its parameters are on.
+    pub fn device(&self) -> &Device {
+        match self {
+            Head::Probe(p) => p.weight.as_tensor().device(),
+            Head::Dnn(m) => m.fc1.0.as_tensor().device(),
+        }
+    }
+
+    /// [`Head::from_state_dict`] with the parameters placed on `device`.
+    pub fn from_state_dict_on(state: &HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+        let cpu = device.clone();
         let mut names: Vec<&String> = state.keys().collect();
         names.sort();
         for name in names {
