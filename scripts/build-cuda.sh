@@ -6,6 +6,8 @@
 # `cargo build --release -p tgc-cli --features cuda`.
 #
 #   scripts/build-cuda.sh            # → target/cuda/release/tgc
+#   scripts/build-cuda.sh --bench    # also → target/cuda/release/tgc-bench-explain, the
+#                                    # `explain` bench (TGC_BENCH_DEVICE=cuda, docs/BACKBONES.md)
 #
 # Environment: CUDA_COMPUTE_CAP (default 80: PTX that any GPU from the A100 on JIT-compiles;
 # 90 emits sm_90a for H100/H200 only), TGC_CUDA_VENV (default target/cuda-toolkit),
@@ -15,8 +17,16 @@
 # CUDA 13 libraries libcublas.so.13, libcublasLt.so.13, libcurand.so.10 and libnvrtc.so.13
 # on its library path (a CUDA 13 toolkit, or the same wheels: see the end of this script).
 set -euo pipefail
+bench=0
+for arg in "$@"; do
+  case "$arg" in
+    --bench) bench=1 ;;
+    *) echo "build-cuda: unknown argument $arg (--bench)" >&2; exit 2 ;;
+  esac
+done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
 venv=${TGC_CUDA_VENV:-$root/target/cuda-toolkit}
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-80}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/cuda}
@@ -57,6 +67,15 @@ export PATH="$cu/bin:$PATH" CUDA_HOME="$home" CUDA_PATH="$home"
 export NVCC_PREPEND_FLAGS="-I$cu/include ${NVCC_PREPEND_FLAGS:-}"
 nvcc --version | tail -n2
 cargo build --release --manifest-path "$root/Cargo.toml" -p tgc-cli --features cuda
+
+if [ "$bench" = 1 ]; then
+  exe=$(cargo bench --no-run --manifest-path "$root/Cargo.toml" -p tgc-backbones --features cuda --bench explain 2>&1 \
+    | tee /dev/stderr | sed -n 's/.*Executable .*(\(.*\/explain-[0-9a-f]*\)).*/\1/p' | tail -n1)
+  [ -n "$exe" ] || { echo "build-cuda: the bench did not build" >&2; exit 1; }
+  case "$exe" in /*) ;; *) exe="$root/$exe" ;; esac
+  cp "$exe" "$CARGO_TARGET_DIR/release/tgc-bench-explain"
+  echo "bench: $CARGO_TARGET_DIR/release/tgc-bench-explain (TGC_BENCH_DEVICE=cuda, TGC_BENCH_PYTHON, TGC_BENCH_SCRIPT)"
+fi
 
 bin="$CARGO_TARGET_DIR/release/tgc"
 echo

@@ -26,6 +26,7 @@ fn extract_writes_features_and_reuses_the_cache() {
     assert!(set.random_weights());
     assert_eq!(set.metadata["backbone"], "resnet18");
     assert_eq!(set.metadata["weights"], "random:3");
+    assert_eq!(set.metadata["ops"], "cpu kernels");
     assert!(set.label.iter().all(|&l| l == 0 || l == 1));
     assert!(set.features.iter().any(|&v| v != 0.0));
 
@@ -53,6 +54,14 @@ fn extract_errors() {
     let out = tgc(&["extract", "--backbone", "vit", "--weights", "random:1", "--data", "/no/data", "--out", "x"], &cache);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("/no/data"));
+    // --device: a device this build cannot open is refused before anything runs.
+    let out = tgc(&["extract", "--backbone", "vit", "--weights", "random:1", "--data", ".", "--out", "x", "--device", "tpu"], &cache);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("cpu, cuda or cuda:N"), "{}", text(&out));
+    let out = tgc(&["explain", "--backbone", "vit", "--model", "m", "--input", "x.nii", "--out", "x", "--device", "cuda:0"], &cache);
+    assert_ne!(out.status.code(), Some(0));
+    let expected = if cfg!(feature = "cuda") { "no CUDA device 0" } else { "built without CUDA" };
+    assert!(text(&out).contains(expected), "{}", text(&out));
 }
 
 #[test]

@@ -17,8 +17,12 @@ Protocol, one request per line on stdin, one answer per line on stdout:
   `peak`      answers the peak resident MiB since the previous `peak`, and resets the mark
   `quit`
 Run alone (`python pytorch_reference.py`) it prints every figure once.
+
+`TGC_BENCH_DEVICE=cuda` (or `cuda:N`; what the bench passes when it runs on a GPU) puts the
+models and inputs on that GPU and synchronises before each figure's clock stops.
 """
 
+import os
 import sys
 import time
 
@@ -26,6 +30,13 @@ import torch
 from torch import nn
 
 torch.manual_seed(0)
+_requested = os.environ.get("TGC_BENCH_DEVICE", "cpu")
+DEVICE = torch.device(_requested if _requested.startswith("cuda") else "cpu")
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def take_peak_rss_mib():
@@ -100,11 +111,11 @@ def figures():
                              Occlusion, Saliency)
 
     out = {}
-    features = resnet()
-    x8 = torch.rand(8, 3, 256, 256)
-    model = Head(features, 512).eval()
-    x1 = torch.rand(1, 3, 256, 256)
-    base = torch.zeros(1, 3, 256, 256)
+    features = resnet().to(DEVICE)
+    x8 = torch.rand(8, 3, 256, 256, device=DEVICE)
+    model = Head(features, 512).to(DEVICE).eval()
+    x1 = torch.rand(1, 3, 256, 256, device=DEVICE)
+    base = torch.zeros(1, 3, 256, 256, device=DEVICE)
     layer = features.layer4
 
     def no_grad(f):
@@ -128,20 +139,20 @@ def figures():
         lambda: IntegratedGradients(model).attribute(x1, target=1, n_steps=50, internal_batch_size=25), 1)
     out["resnet18.occlusion"] = (lambda: Occlusion(model).attribute(
         x1, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), target=1, perturbations_per_eval=16), 1)
-    blocks = (torch.arange(256)[:, None] // 16 * 16 + torch.arange(256)[None, :] // 16).expand(1, 3, 256, 256)
+    blocks = (torch.arange(256)[:, None] // 16 * 16 + torch.arange(256)[None, :] // 16).expand(1, 3, 256, 256).to(DEVICE)
     out["resnet18.feature-ablation"] = (lambda: FeatureAblation(model).attribute(
         x1, feature_mask=blocks, target=1, perturbations_per_eval=16), 1)
     out["resnet18.saliency-smoothgrad"] = (lambda: NoiseTunnel(Saliency(model)).attribute(
         x1, nt_type="smoothgrad", nt_samples=10, stdevs=0.1, target=1, abs=True), 1)
-    split = Head(split_relus(resnet()), 512).eval()
+    split = Head(split_relus(resnet()), 512).to(DEVICE).eval()
     out["resnet18.deeplift"] = (lambda: DeepLift(split).attribute(x1, baselines=base, target=1), 1)
     out["resnet18.deconvolution"] = (lambda: Deconvolution(model).attribute(x1, target=1), 1)
 
-    vfeatures = vit()
-    v8 = torch.rand(8, 3, 224, 224)
-    vmodel = Head(vfeatures, 768).eval()
-    v1 = torch.rand(1, 3, 224, 224)
-    vbase = torch.zeros(1, 3, 224, 224)
+    vfeatures = vit().to(DEVICE)
+    v8 = torch.rand(8, 3, 224, 224, device=DEVICE)
+    vmodel = Head(vfeatures, 768).to(DEVICE).eval()
+    v1 = torch.rand(1, 3, 224, 224, device=DEVICE)
+    vbase = torch.zeros(1, 3, 224, 224, device=DEVICE)
     out["vit.forward"] = (no_grad(lambda: vfeatures(v8)), 8)
     out["vit.guided-backprop"] = (lambda: GuidedBackprop(vmodel).attribute(v1, target=1), 1)
     out["vit.gradient-shap"] = (
@@ -151,8 +162,10 @@ def figures():
 
 def timed(entry):
     f, per_call = entry
+    sync()
     start = time.perf_counter()
     f()
+    sync()
     return (time.perf_counter() - start) * 1e3 / per_call
 
 
@@ -168,7 +181,8 @@ def main():
             print(f"{name} {timed(entry):.1f}")
         return
     capability = torch.backends.cpu.get_cpu_capability()
-    print(f"ready torch {torch.__version__} threads {torch.get_num_threads()} ATen {capability}", flush=True)
+    on = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"ATen {capability}"
+    print(f"ready torch {torch.__version__} threads {torch.get_num_threads()} {on}", flush=True)
     take_peak_rss_mib()
     for line in sys.stdin:
         request = line.strip()

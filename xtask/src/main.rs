@@ -61,6 +61,10 @@ pub struct ReproduceArgs {
     /// A smoke run: fewer iterations, epochs, samples and curve steps.
     #[arg(long)]
     pub quick: bool,
+    /// Where the backbones run in feature extraction, explanations and faithfulness: cpu,
+    /// cuda or cuda:N (then tgc is built with CUDA by scripts/build-cuda.sh, into target/cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 pub const BACKBONES: [(&str, &str); 2] = [("resnet18", "ResNet"), ("vit", "ViT")];
@@ -143,7 +147,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let quick = args.quick;
     check_data(&args, &root)?;
-    let tgc = build_tgc(&root)?;
+    let tgc = build_tgc(&root, &args.device)?;
     let mut runner = Runner::new(tgc.clone(), out.clone());
     let (data, weights_resnet, weights_vit) = data_and_weights(&args, &root, &out, &mut runner)?;
     if weights_resnet.starts_with("random:") || weights_vit.starts_with("random:") {
@@ -152,7 +156,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     std::fs::create_dir_all(out.join("figures"))?;
     // Every step that reads the data reruns when its content changes.
     runner.data = Some(steps::data_fingerprint(&data)?);
-    let plan = Plan { out: &out, data: &data, quick, seed: args.seed };
+    let plan = Plan { out: &out, data: &data, quick, seed: args.seed, device: &args.device };
     // 1. Data statistics.
     stats_step(&plan, &mut runner)?;
     // 2. Features.
@@ -185,6 +189,8 @@ struct Plan<'a> {
     data: &'a Path,
     quick: bool,
     seed: u64,
+    /// `--device` of the steps that run a backbone.
+    device: &'a str,
 }
 
 /// The real data folder must be there unless the run is synthetic.
@@ -203,8 +209,18 @@ fn check_data(args: &ReproduceArgs, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds the `tgc` binary (release) and returns its path.
-fn build_tgc(root: &Path) -> Result<PathBuf> {
+/// Builds the `tgc` binary (release; with CUDA through scripts/build-cuda.sh for a `cuda`
+/// device) and returns its path.
+fn build_tgc(root: &Path, device: &str) -> Result<PathBuf> {
+    if device != "cpu" {
+        println!("building tgc with CUDA (scripts/build-cuda.sh) for --device {device}…");
+        let status = Command::new(root.join("scripts").join("build-cuda.sh")).current_dir(root).status().context("running scripts/build-cuda.sh")?;
+        if !status.success() {
+            bail!("scripts/build-cuda.sh failed: a CUDA build of tgc is needed for --device {device}");
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target").join("cuda"));
+        return Ok(target.join("release").join("tgc"));
+    }
     println!("building tgc (release)…");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "-p", "tgc-cli"])
@@ -280,7 +296,7 @@ fn feature_steps(plan: &Plan, runner: &mut Runner, weights_resnet: &str, weights
         runner
             .step(
                 &format!("features-{b}"),
-                &[s("extract"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--data"), path(&data), s("--out"), path(&features)],
+                &[s("extract"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--data"), path(&data), s("--out"), path(&features), s("--device"), s(plan.device)],
                 &reads_data(),
             )
             .map_err(|e| {
@@ -335,7 +351,7 @@ fn explanation_steps(plan: &Plan, runner: &mut Runner, p0: &str, b: &str, model:
     let probe_dir = path(&out.join("runs").join(p0).join(model).join("0"));
     let per_class = if quick { 1 } else { 2 };
     // The test slices of the run, the same for both explanation steps.
-    let slices = [s("--run"), probe_dir.clone(), s("--data"), path(&data), s("--split"), s("test"), s("--samples-per-class"), s(per_class)];
+    let slices = [s("--run"), probe_dir.clone(), s("--data"), path(&data), s("--split"), s("test"), s("--samples-per-class"), s(per_class), s("--device"), s(plan.device)];
     let explain = |method_args: &[String], folder: &str| -> Vec<String> {
         let mut args = vec![s("explain")];
         args.extend(slices.iter().cloned());
@@ -366,7 +382,7 @@ fn explanation_steps(plan: &Plan, runner: &mut Runner, p0: &str, b: &str, model:
         let folder = out.join("temporal").join(b).join(patient);
         runner.step(
             &format!("explain-temporal-{b}-{patient}"),
-            &[s("explain-temporal"), s("--run"), path(&dnn_dir), s("--data"), path(&data), s("--patient"), s(patient), s("--out"), path(&folder)],
+            &[s("explain-temporal"), s("--run"), path(&dnn_dir), s("--data"), path(&data), s("--patient"), s(patient), s("--out"), path(&folder), s("--device"), s(plan.device)],
             &Inputs { after: vec![format!("train-temporal-{p0}-{b}"), s("stats")], data: true, owns: Some(folder.clone()) },
         )?;
     }
@@ -390,6 +406,8 @@ fn explanation_steps(plan: &Plan, runner: &mut Runner, p0: &str, b: &str, model:
             s(if quick { "50" } else { "20,40,60,80" }),
             s("--sensitivity-samples"),
             s(if quick { 2 } else { 5 }),
+            s("--device"),
+            s(plan.device),
             s("--out"),
             path(&out.join("faithfulness").join(b)),
         ],

@@ -14,6 +14,11 @@
 //! (for work under a second): the first call after the other side's run pays for that run
 //! (its worker threads still spinning, caches filled with its data) — a 25 ms explanation
 //! timed right after PyTorch's ran 35 ms, 26 ms alone. A user runs one or the other.
+//!
+//! `TGC_BENCH_DEVICE` chooses where both sides run: `cpu` (default: our CPU kernels),
+//! `cpu-generic` (our device-generic ops on the CPU, PyTorch on the CPU), `cuda` / `cuda:N`
+//! (our device-generic ops and PyTorch on that GPU; a build with `--features cuda`, see
+//! scripts/build-cuda.sh `--bench`). Each timed call ends with the device synchronised.
 
 use std::time::Instant;
 
@@ -22,7 +27,7 @@ use std::time::Instant;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::{DType, Device, Tensor};
-use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, WeightSource};
+use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, Ops, WeightSource};
 use tgc_explain::*;
 
 /// Peak resident memory since the last reset, in MiB, then resets the mark (Linux).
@@ -156,6 +161,23 @@ fn measure(name: String, iters: usize, per_call: usize, torch: &mut Option<Torch
     Ok(Figure { name, ours_ms, ours_mib: take_peak_rss_mib(), torch_ms, torch_mib, paired_ratio: median(ratios) })
 }
 
+/// `TGC_BENCH_DEVICE`: the device and which ops run there.
+fn bench_device() -> anyhow::Result<(Device, Ops)> {
+    let requested = std::env::var("TGC_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    Ok(match requested.as_str() {
+        "cpu" => (Device::Cpu, Ops::Auto),
+        "cpu-generic" => (Device::Cpu, Ops::Generic),
+        other => {
+            let ordinal = match other.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(n) => n.trim_start_matches(':').parse()?,
+                None => anyhow::bail!("TGC_BENCH_DEVICE `{other}`: cpu, cpu-generic, cuda or cuda:N"),
+            };
+            (Device::new_cuda(ordinal)?, Ops::Auto)
+        }
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     // As the `tgc` binary: candle's elementwise workers sleep between ops.
     tgc_kernels::vecmath::park_candle_pool_workers();
@@ -169,17 +191,25 @@ fn main() -> anyhow::Result<()> {
     // comma-separated parts (forward passes always run).
     let only = std::env::var("TGC_BENCH_ONLY").ok();
     println!("{}", tgc_kernels::vecmath::cpu_description());
+    let (device, ops) = bench_device()?;
     let mut torch = Torch::start();
     let mut figures: Vec<Figure> = Vec::new();
     for (kind, size) in [(BackboneKind::ResNet18, 256), (BackboneKind::Vit, 224)] {
-        let backbone = Backbone::load(kind, &WeightSource::Random { seed: 0 }, &LoadOptions::default())?;
+        let options = LoadOptions { device: device.clone(), ops, ..LoadOptions::default() };
+        let backbone = Backbone::load(kind, &WeightSource::Random { seed: 0 }, &options)?;
+        if kind == BackboneKind::ResNet18 {
+            println!("tgc: {}", backbone.ops_description());
+        }
         let d = backbone.feature_dim();
         let name = kind.as_str();
-        let x8 = Tensor::rand(0f32, 1f32, (8, 3, size, size), &Device::Cpu)?;
-        figures.push(measure(format!("{name}.forward"), iters, 8, &mut torch, || Ok(backbone.features(&x8).map(drop)?))?);
-        let head_w = Tensor::randn(0f32, 0.05, (2, d), &Device::Cpu)?;
-        let model = Classifier::new(backbone, head_w, Tensor::zeros(2, DType::F32, &Device::Cpu)?)?;
-        let x = Tensor::rand(0f32, 1f32, (1, 3, size, size), &Device::Cpu)?;
+        let x8 = Tensor::rand(0f32, 1f32, (8, 3, size, size), &device)?;
+        figures.push(measure(format!("{name}.forward"), iters, 8, &mut torch, || {
+            backbone.features(&x8)?;
+            Ok(device.synchronize()?)
+        })?);
+        let head_w = Tensor::randn(0f32, 0.05, (2, d), &device)?;
+        let model = Classifier::new(backbone, head_w, Tensor::zeros(2, DType::F32, &device)?)?;
+        let x = Tensor::rand(0f32, 1f32, (1, 3, size, size), &device)?;
         let ig = IntegratedGradients::new(IntegratedGradientsConfig { internal_batch_size: Some(25), ..Default::default() });
         let methods: Vec<Method> = match kind {
             BackboneKind::ResNet18 => vec![
@@ -223,7 +253,10 @@ fn main() -> anyhow::Result<()> {
             } else {
                 iters
             };
-            figures.push(measure(figure, runs, 1, &mut torch, || Ok(m.attribute(&model, &x, &[1]).map(drop)?))?);
+            figures.push(measure(figure, runs, 1, &mut torch, || {
+                m.attribute(&model, &x, &[1])?;
+                Ok(device.synchronize()?)
+            })?);
         }
     }
     println!(
