@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use tgc_kernels::ops::{max_pool2d, Conv2d};
+use crate::layers::{Conv2d, Ops};
 
 /// PyTorch's `BatchNorm2d` (affine, tracking running statistics).
 #[derive(Debug, Clone)]
@@ -83,8 +83,8 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    fn new(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, conv: VarBuilder, bn: VarBuilder) -> Result<Self> {
-        Ok(Self { conv: Conv2d::new(conv.get((cout, cin, k, k), "weight")?, None, stride, padding)?, bn: BatchNorm2d::new(cout, bn)? })
+    fn new(cin: usize, cout: usize, (k, stride, padding): (usize, usize, usize), conv: VarBuilder, bn: VarBuilder, generic: bool) -> Result<Self> {
+        Ok(Self { conv: Conv2d::new(conv.get((cout, cin, k, k), "weight")?, None, stride, padding, generic)?, bn: BatchNorm2d::new(cout, bn)? })
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -109,12 +109,19 @@ struct Block {
 pub struct StudyBnResNet18 {
     stem: ConvBn,
     blocks: Vec<(String, Block)>,
+    generic: bool,
 }
 
 impl StudyBnResNet18 {
     /// Builds the model from torchvision-layout weights (the same keys as [`crate::ResNet18`]).
     pub fn new(vb: VarBuilder) -> Result<Self> {
-        let stem = ConvBn::new(3, 64, 7, 2, 3, vb.pp("conv1"), vb.pp("bn1"))?;
+        Self::with_ops(vb, Ops::Auto)
+    }
+
+    /// [`StudyBnResNet18::new`] with the convolutions and the max-pool run by `ops`.
+    pub fn with_ops(vb: VarBuilder, ops: Ops) -> Result<Self> {
+        let generic = ops.generic_on(vb.device());
+        let stem = ConvBn::new(3, 64, (7, 2, 3), vb.pp("conv1"), vb.pp("bn1"), generic)?;
         let mut blocks = Vec::new();
         let mut cin = 64;
         for (i, cout) in [64, 128, 256, 512].into_iter().enumerate() {
@@ -125,32 +132,37 @@ impl StudyBnResNet18 {
                 let input = if j == 0 { cin } else { cout };
                 let downsample = if stride != 1 || input != cout {
                     let d = b.pp("downsample");
-                    Some(ConvBn::new(input, cout, 1, stride, 0, d.pp(0), d.pp(1))?)
+                    Some(ConvBn::new(input, cout, (1, stride, 0), d.pp(0), d.pp(1), generic)?)
                 } else {
                     None
                 };
                 let block = Block {
-                    conv1: ConvBn::new(input, cout, 3, stride, 1, b.pp("conv1"), b.pp("bn1"))?,
-                    conv2: ConvBn::new(cout, cout, 3, 1, 1, b.pp("conv2"), b.pp("bn2"))?,
+                    conv1: ConvBn::new(input, cout, (3, stride, 1), b.pp("conv1"), b.pp("bn1"), generic)?,
+                    conv2: ConvBn::new(cout, cout, (3, 1, 1), b.pp("conv2"), b.pp("bn2"), generic)?,
                     downsample,
                 };
                 blocks.push((name, block));
             }
             cin = cout;
         }
-        Ok(Self { stem, blocks })
+        Ok(Self { stem, blocks, generic })
     }
 
     /// Loads the weights of `source` (hub, folder, file or `random:<seed>`).
     pub fn load(source: &crate::WeightSource) -> crate::Result<Self> {
-        let weights = crate::load_weights(source, &candle_core::Device::Cpu)?;
+        Self::load_on(source, &candle_core::Device::Cpu)
+    }
+
+    /// [`StudyBnResNet18::load`] on `device` (the device-generic ops off the CPU).
+    pub fn load_on(source: &crate::WeightSource, device: &candle_core::Device) -> crate::Result<Self> {
+        let weights = crate::load_weights(source, device)?;
         Self::new(weights.vb).map_err(|e| crate::BackboneError::Weights { source_name: source.to_string(), message: e.to_string() })
     }
 
     /// The 512-d features of `[B, 3, H, W]`; `train` uses and updates batch statistics.
     pub fn features(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = self.stem.forward(x, train)?.relu()?;
-        x = max_pool2d(&x, 3, 2, 1)?;
+        x = if self.generic { crate::generic::max_pool2d(&x, 3, 2, 1)? } else { tgc_kernels::ops::max_pool2d(&x, 3, 2, 1)? };
         for (_, block) in &mut self.blocks {
             let y = block.conv1.forward(&x, train)?.relu()?;
             let y = block.conv2.forward(&y, train)?;

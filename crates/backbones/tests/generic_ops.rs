@@ -88,3 +88,22 @@ fn vit_generic_ops_equal_the_cpu_kernels() {
     let x = rand_tensor(&[2, 3, 32, 32], 1.0, 10);
     check_methods(&kernels, &generic, &x, "block1", true);
 }
+
+#[test]
+fn the_study_bn_resnet_generic_ops_equal_the_cpu_kernels_in_both_modes() {
+    use candle_core::{DType, Device};
+    use tgc_backbones::resnet_train_bn::StudyBnResNet18;
+    let tensors = resnet18_tensors(10, 8);
+    let vb = || candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+    let mut kernels = StudyBnResNet18::with_ops(vb(), Ops::Auto).unwrap();
+    let mut generic = StudyBnResNet18::with_ops(vb(), Ops::Generic).unwrap();
+    let x = rand_tensor(&[2, 3, 48, 48], 1.0, 12).abs().unwrap();
+    for train in [true, false, true] {
+        let (a, b) = (kernels.features(&x, train).unwrap(), generic.features(&x, train).unwrap());
+        assert!(relative(&b, &a) < 1e-5, "train {train}: {}", relative(&b, &a));
+    }
+    let (a, b) = (kernels.running_stats(), generic.running_stats());
+    for (name, t) in &a {
+        assert!(relative(&b[name], t) < 1e-5, "{name}");
+    }
+}

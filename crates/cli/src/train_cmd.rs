@@ -15,7 +15,7 @@ use tgc_backbones::{Preprocess, WeightSource};
 use tgc_temporal::train_bn_inputs::StudyBackbone;
 use tgc_temporal::{model_name, run_experiment_with, ExperimentConfig, HeadKind, Protocol};
 
-use crate::args::open_data;
+use crate::args::{open_data, DeviceArg};
 
 use crate::{plot, progress};
 
@@ -75,6 +75,10 @@ pub struct TrainProbeArgs {
     /// one the features file names).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// With --backbone-bn study: where the backbone runs (cpu, cuda or cuda:N); the probe
+    /// itself trains on the CPU. Frozen features run no backbone here.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceArg,
 }
 
 /// `tgc results`: several experiments' `results.csv` as one table.
@@ -111,7 +115,12 @@ pub struct TrainTemporalArgs {
 pub fn run(args: TrainProbeArgs) -> Result<()> {
     let features = load_features(&args.common.features)?;
     let study = match args.backbone_bn {
-        BackboneBn::Frozen => None,
+        BackboneBn::Frozen => {
+            if !args.device.0.is_cpu() {
+                println!("NOTE: --device {} is for --backbone-bn study; frozen features run no backbone, the probe trains on the CPU", args.device);
+            }
+            None
+        }
         BackboneBn::Study => Some(study_backbone(&features, &args)?),
     };
     let summary = run_one(&features, &args.common, HeadKind::Probe, study.as_ref())?;
@@ -150,11 +159,11 @@ fn study_backbone(features: &FeatureSet, args: &TrainProbeArgs) -> Result<StudyB
         let &i = by_key
             .get(&(u64::try_from(p).unwrap_or(u64::MAX), d))
             .with_context(|| format!("{} has no slice of patient {p} day {d} named in {}", data.display(), args.common.features.display()))?;
-        images.push(preprocess.apply(&dataset.load_image(i)?, &candle_core::Device::Cpu)?);
+        images.push(preprocess.apply(&dataset.load_image(i)?, &args.device.0)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let net = StudyBnResNet18::load(&source).with_context(|| format!("loading ResNet-18 weights {source}"))?;
+    let net = StudyBnResNet18::load_on(&source, &args.device.0).with_context(|| format!("loading ResNet-18 weights {source}"))?;
     println!("study BatchNorm: the backbone runs in training mode every batch ({} slices of {})", images.len(), data.display());
     Ok(StudyBackbone { net, images: candle_core::Tensor::stack(&images, 0)? })
 }

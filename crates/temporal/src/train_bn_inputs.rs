@@ -42,7 +42,7 @@ impl<'a> StudyBnInputs<'a> {
     }
 
     fn rows(&self, rows: &[usize]) -> Result<Tensor> {
-        let idx = Tensor::from_vec(rows.iter().map(|&i| i as u32).collect::<Vec<_>>(), rows.len(), &Device::Cpu)?;
+        let idx = Tensor::from_vec(rows.iter().map(|&i| i as u32).collect::<Vec<_>>(), rows.len(), self.images.device())?;
         Ok(self.images.index_select(&idx, 0)?)
     }
 
@@ -68,7 +68,9 @@ impl EpochInputs for StudyBnInputs<'_> {
     fn train_batch(&mut self, batch: &[usize]) -> Result<Tensor> {
         let rows: Vec<usize> = batch.iter().map(|&i| self.train_rows[i]).collect();
         let x = self.rows(&rows)?;
-        self.net.features(&x, true).map_err(|e| TrainError::Invalid(format!("backbone in training mode: {e}")))
+        // The head trains on the CPU, wherever the backbone runs.
+        let features = self.net.features(&x, true).map_err(|e| TrainError::Invalid(format!("backbone in training mode: {e}")))?;
+        Ok(features.to_device(&Device::Cpu)?)
     }
 
     fn selection(&mut self) -> Result<Samples> {
