@@ -296,7 +296,19 @@ fn feature_steps(plan: &Plan, runner: &mut Runner, weights_resnet: &str, weights
         runner
             .step(
                 &format!("features-{b}"),
-                &[s("extract"), s("--backbone"), s(b), s("--weights"), w.clone(), s("--data"), path(&data), s("--out"), path(&features), s("--device"), s(plan.device)],
+                &[
+                    s("extract"),
+                    s("--backbone"),
+                    s(b),
+                    s("--weights"),
+                    w.clone(),
+                    s("--data"),
+                    path(&data),
+                    s("--out"),
+                    path(&features),
+                    s("--device"),
+                    s(plan.device),
+                ],
                 &reads_data(),
             )
             .map_err(|e| {
@@ -351,7 +363,18 @@ fn explanation_steps(plan: &Plan, runner: &mut Runner, p0: &str, b: &str, model:
     let probe_dir = path(&out.join("runs").join(p0).join(model).join("0"));
     let per_class = if quick { 1 } else { 2 };
     // The test slices of the run, the same for both explanation steps.
-    let slices = [s("--run"), probe_dir.clone(), s("--data"), path(&data), s("--split"), s("test"), s("--samples-per-class"), s(per_class), s("--device"), s(plan.device)];
+    let slices = [
+        s("--run"),
+        probe_dir.clone(),
+        s("--data"),
+        path(&data),
+        s("--split"),
+        s("test"),
+        s("--samples-per-class"),
+        s(per_class),
+        s("--device"),
+        s(plan.device),
+    ];
     let explain = |method_args: &[String], folder: &str| -> Vec<String> {
         let mut args = vec![s("explain")];
         args.extend(slices.iter().cloned());
@@ -382,7 +405,19 @@ fn explanation_steps(plan: &Plan, runner: &mut Runner, p0: &str, b: &str, model:
         let folder = out.join("temporal").join(b).join(patient);
         runner.step(
             &format!("explain-temporal-{b}-{patient}"),
-            &[s("explain-temporal"), s("--run"), path(&dnn_dir), s("--data"), path(&data), s("--patient"), s(patient), s("--out"), path(&folder), s("--device"), s(plan.device)],
+            &[
+                s("explain-temporal"),
+                s("--run"),
+                path(&dnn_dir),
+                s("--data"),
+                path(&data),
+                s("--patient"),
+                s(patient),
+                s("--out"),
+                path(&folder),
+                s("--device"),
+                s(plan.device),
+            ],
             &Inputs { after: vec![format!("train-temporal-{p0}-{b}"), s("stats")], data: true, owns: Some(folder.clone()) },
         )?;
     }

@@ -62,7 +62,10 @@ impl Linear {
                 Ok(Self::Generic { weight: Tensor::cat(&weights, 0)?, bias })
             }
             _ => {
-                let kernels = layers.iter().map(|l| l.kernel().cloned().ok_or_else(|| candle_core::Error::msg("linear: concatenating layers of both implementations"))).collect::<Result<Vec<_>>>()?;
+                let kernels = layers
+                    .iter()
+                    .map(|l| l.kernel().cloned().ok_or_else(|| candle_core::Error::msg("linear: concatenating layers of both implementations")))
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Self::Kernel(tgc_kernels::ops::Linear::concat(&kernels)?))
             }
         }

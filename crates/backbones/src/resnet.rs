@@ -154,7 +154,13 @@ impl ResNet18 {
     pub fn forward(&self, x: &Tensor, hooks: &Hooks) -> Result<Tensor> {
         let mut x = self.stem.forward_relu(x, None, hooks)?;
         let MaxPool2d { kernel, stride, padding } = STEM_POOL;
-        x = hooks.max_pool2d(&x, STEM_POOL, |x| if self.generic { generic::max_pool2d(x, kernel, stride, padding) } else { max_pool2d(x, kernel, stride, padding) })?;
+        x = hooks.max_pool2d(&x, STEM_POOL, |x| {
+            if self.generic {
+                generic::max_pool2d(x, kernel, stride, padding)
+            } else {
+                max_pool2d(x, kernel, stride, padding)
+            }
+        })?;
         for (i, stage) in self.layers.iter().enumerate() {
             for block in stage {
                 x = block.forward(&x, hooks)?;

@@ -47,7 +47,11 @@ impl Conv3d {
             let kernel = self.weight.narrow(2, dz, 1)?.squeeze(2)?.contiguous()?;
             // Off the CPU the im2col convolution, whose input gradient is a matrix product
             // (candle's CUDA conv2d backward is a naive transposed-convolution kernel).
-            let term = if x.device().is_cpu() { planes.conv2d(&kernel, 1, self.stride, 1, 1)? } else { crate::generic::conv2d(&planes, &kernel, None, self.stride, 1)? };
+            let term = if x.device().is_cpu() {
+                planes.conv2d(&kernel, 1, self.stride, 1, 1)?
+            } else {
+                crate::generic::conv2d(&planes, &kernel, None, self.stride, 1)?
+            };
             sum = Some(match sum {
                 Some(s) => (s + term)?,
                 None => term,

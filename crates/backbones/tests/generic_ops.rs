@@ -7,7 +7,7 @@ mod common;
 use candle_core::Tensor;
 use common::*;
 use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, Ops, WeightSource};
-use tgc_explain::{Baselines, Model, MethodSettings, Needs, METHODS};
+use tgc_explain::{Baselines, MethodSettings, Model, Needs, METHODS};
 
 /// The same checkpoint under both implementations, each with the same random head.
 fn both(kind: BackboneKind, dir: &std::path::Path) -> (Classifier, Classifier) {

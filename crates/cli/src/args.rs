@@ -253,7 +253,8 @@ impl ModelChoice {
     /// The same backbone with the weights under `randomize.prefixes` re-drawn at random.
     pub fn load_randomized_backbone(&self, randomize: Randomize) -> Result<Backbone> {
         let what = format!("{:?}", randomize.prefixes);
-        let options = LoadOptions { imagenet_normalize: self.imagenet_normalize, randomize: Some(randomize), device: self.device.0.clone(), ..LoadOptions::default() };
+        let options =
+            LoadOptions { imagenet_normalize: self.imagenet_normalize, randomize: Some(randomize), device: self.device.0.clone(), ..LoadOptions::default() };
         Backbone::load(self.kind, &self.source, &options)
             .with_context(|| format!("loading {} weights from {} with {what} re-randomized", self.kind, self.source))
     }
