@@ -13,10 +13,23 @@
 # TGC_BIN, the benchmark on the GPU and on the CPU, PyTorch/Captum beside it when `python` has
 # torch, torchvision, captum and transformers. Needs python3 with numpy for the comparison.
 #
-# TGC_CHECK_DEVICE (default cuda) is the device compared with the CPU (cpu: a dry run of the
-# script itself on a machine without a GPU).
+# TGC_CHECK_DEVICE (default cuda) is the device compared with the CPU's kernels; `cpu-generic`
+# compares the device-generic ops on the CPU (TGC_OPS=generic): the same path a GPU runs, end
+# to end, on a machine without one.
 set -euo pipefail
 second=${TGC_CHECK_DEVICE:-cuda}
+# Runs tgc on the side `ref` (the CPU's kernels) or `dev` (the device checked).
+run_on() {
+  local side=$1
+  shift
+  if [ "$side" = ref ]; then
+    TGC_OPS= "$tgc" "$@" --device cpu
+  elif [ "$second" = cpu-generic ]; then
+    TGC_OPS=generic "$tgc" "$@" --device cpu
+  else
+    "$tgc" "$@" --device "$second"
+  fi
+}
 tgc=$(realpath "${1:?usage: gpu-check.sh TGC_BIN [DATA_DIR] [OUT_DIR]}")
 here=$(cd "$(dirname "$0")" && pwd)
 out=${3:-$(mktemp -d)}
@@ -61,17 +74,17 @@ PY
 
 for b in resnet18 vit; do
   # `ref` on the CPU, `dev` on the device checked.
-  for side in ref:cpu "dev:$second"; do
-    "$tgc" extract --backbone "$b" --weights random:1 --data "$data" --out "$out/$b-${side%%:*}.safetensors" --no-cache --device "${side#*:}"
+  for side in ref dev; do
+    run_on "$side" extract --backbone "$b" --weights random:1 --data "$data" --out "$out/$b-$side.safetensors" --no-cache
   done
   compare "$out/$b-ref.safetensors" "$out/$b-dev.safetensors" features
   "$tgc" train --features "$out/$b-ref.safetensors" --out "$out/runs-$b" --iterations 1 --epochs 3
   run=$(dirname "$(find "$out/runs-$b" -name model.safetensors | sort | head -n1)")
   methods=gradcam,guided-backprop,integrated-gradients,gradient-shap
   [ "$b" = vit ] && methods="$methods,chefer"
-  for side in ref:cpu "dev:$second"; do
-    "$tgc" explain --run "$run" --data "$data" --split test --samples-per-class 1 --method "$methods" \
-      --out "$out/explain-$b-${side%%:*}" --device "${side#*:}"
+  for side in ref dev; do
+    run_on "$side" explain --run "$run" --data "$data" --split test --samples-per-class 1 --method "$methods" \
+      --out "$out/explain-$b-$side"
   done
   for f in "$out/explain-$b-ref"/*.safetensors; do
     compare "$f" "$out/explain-$b-dev/$(basename "$f")" attribution

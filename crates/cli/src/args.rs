@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, Randomize, WeightSource};
+use tgc_backbones::{Backbone, BackboneKind, Classifier, LoadOptions, Ops, Randomize, WeightSource};
 use tgc_data::{train_test_split, Dataset, FeatureSet, Label, PatientId, Side};
 use tgc_explain::{Baselines, HeadFusion, Method, MethodInfo, MethodSettings, Needs, NoiseTunnel, NoiseTunnelType, METHODS};
 
@@ -46,7 +46,9 @@ impl std::str::FromStr for DeviceArg {
         if !cfg!(feature = "cuda") {
             return Err(format!("`{s}`: this tgc was built without CUDA; build it with scripts/build-cuda.sh (README: GPU)"));
         }
-        candle_core::Device::new_cuda(ordinal).map(Self).map_err(|e| format!("`{s}`: no CUDA device {ordinal} here: {e}"))
+        // candle's message, without the backtrace it carries under RUST_BACKTRACE.
+        let first_line = |e: candle_core::Error| e.to_string().lines().next().unwrap_or_default().to_owned();
+        candle_core::Device::new_cuda(ordinal).map(Self).map_err(|e| format!("`{s}`: no CUDA device {ordinal} here: {}", first_line(e)))
     }
 }
 
@@ -60,9 +62,19 @@ impl std::fmt::Display for DeviceArg {
     }
 }
 
+/// Which ops the backbones run: `TGC_OPS=generic` takes the device-generic ops (the GPU's
+/// path) on the CPU too, to check that path end to end without a GPU; otherwise the CPU
+/// kernels on the CPU.
+pub fn ops() -> Ops {
+    match std::env::var("TGC_OPS").as_deref() {
+        Ok("generic") => Ops::Generic,
+        _ => Ops::Auto,
+    }
+}
+
 /// Loads a backbone on `device` and says on screen when its weights are random.
 pub fn load_backbone(kind: BackboneKind, source: &WeightSource, imagenet_normalize: bool, device: &DeviceArg) -> Result<Backbone> {
-    let options = LoadOptions { imagenet_normalize, device: device.0.clone(), ..LoadOptions::default() };
+    let options = LoadOptions { imagenet_normalize, device: device.0.clone(), ops: ops(), ..LoadOptions::default() };
     let backbone = Backbone::load(kind, source, &options).with_context(|| format!("loading {kind} weights from {source}"))?;
     if backbone.is_random() {
         println!("NOTE: {kind} uses RANDOM-INIT weights ({source}); results are not those of a pretrained model");
@@ -254,7 +266,7 @@ impl ModelChoice {
     pub fn load_randomized_backbone(&self, randomize: Randomize) -> Result<Backbone> {
         let what = format!("{:?}", randomize.prefixes);
         let options =
-            LoadOptions { imagenet_normalize: self.imagenet_normalize, randomize: Some(randomize), device: self.device.0.clone(), ..LoadOptions::default() };
+            LoadOptions { imagenet_normalize: self.imagenet_normalize, randomize: Some(randomize), device: self.device.0.clone(), ops: ops() };
         Backbone::load(self.kind, &self.source, &options)
             .with_context(|| format!("loading {} weights from {} with {what} re-randomized", self.kind, self.source))
     }
