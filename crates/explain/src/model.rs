@@ -30,14 +30,20 @@ pub enum ReluMode {
     Deconvolution,
 }
 
-/// ReLU whose backward follows `mode` (what [`Hooks::relu`] applies), on any device.
+/// ReLU whose backward follows `mode` (what [`Hooks::relu`] applies), on any device. The
+/// gradient is PyTorch's: zero where the input is zero (candle's own `relu` backward passes it
+/// there, which matters wherever a zero input and a zero bias make exact zeros — the background
+/// of a slice under weights with zero BatchNorm shifts).
 pub fn relu(x: &Tensor, mode: ReluMode) -> candle_core::Result<Tensor> {
+    let value = x.relu()?;
+    if mode == ReluMode::Deconvolution {
+        // The gradient clamped whatever the input was.
+        return custom_backward(x, &value, |g| g.relu());
+    }
+    let open = x.detach().gt(0f64)?.to_dtype(x.dtype())?;
     match mode {
-        ReluMode::Standard => x.relu(),
-        // relu's own backward masks by the input; the rule after it clamps the gradient.
-        ReluMode::Guided => identity_with_backward(&x.relu()?, |g| g.relu()),
-        // The value of a ReLU, the gradient clamped whatever the input was.
-        ReluMode::Deconvolution => custom_backward(x, &x.relu()?, |g| g.relu()),
+        ReluMode::Guided => custom_backward(x, &value, move |g| g.relu()?.mul(&open)),
+        _ => custom_backward(x, &value, move |g| g.mul(&open)),
     }
 }
 
@@ -575,6 +581,18 @@ mod tests {
         assert_eq!(out.dims(), &[3, 2, 1]);
         let c = hooks.carry(&Tensor::new(&[[7f32, 8.0]], &Device::Cpu).unwrap()).unwrap();
         assert_eq!(c.to_vec2::<f32>().unwrap(), vec![vec![7.0, 8.0]; 3]);
+    }
+
+    #[test]
+    fn relu_gradients_are_pytorchs_zero_at_zero_in_every_mode() {
+        let x = Var::new(&[-1f32, 0.0, 2.0], &Device::Cpu).unwrap();
+        let g = Tensor::new(&[3f32, 3.0, -3.0], &Device::Cpu).unwrap();
+        for (mode, want) in [(ReluMode::Standard, [0.0, 0.0, -3.0]), (ReluMode::Guided, [0.0, 0.0, 0.0]), (ReluMode::Deconvolution, [3.0, 3.0, 0.0])] {
+            let y = relu(x.as_tensor(), mode).unwrap();
+            assert_eq!(y.to_vec1::<f32>().unwrap(), vec![0.0, 0.0, 2.0]);
+            let grads = y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+            assert_eq!(grads.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), want, "{mode:?}");
+        }
     }
 
     #[test]
