@@ -362,19 +362,9 @@ fn explanation_steps(plan: &Plan, runner: &mut Runner, p0: &str, b: &str, model:
     let explains = |folder: &str| Inputs { after: vec![format!("train-{p0}-{b}")], data: true, owns: Some(out.join(folder).join(b)) };
     let probe_dir = path(&out.join("runs").join(p0).join(model).join("0"));
     let per_class = if quick { 1 } else { 2 };
-    // The test slices of the run, the same for both explanation steps.
-    let slices = [
-        s("--run"),
-        probe_dir.clone(),
-        s("--data"),
-        path(&data),
-        s("--split"),
-        s("test"),
-        s("--samples-per-class"),
-        s(per_class),
-        s("--device"),
-        s(plan.device),
-    ];
+    // The test slices of the run, the same for the explanation and faithfulness steps.
+    let slices =
+        [s("--run"), probe_dir, s("--data"), path(&data), s("--split"), s("test"), s("--samples-per-class"), s(per_class), s("--device"), s(plan.device)];
     let explain = |method_args: &[String], folder: &str| -> Vec<String> {
         let mut args = vec![s("explain")];
         args.extend(slices.iter().cloned());
@@ -421,32 +411,21 @@ fn explanation_steps(plan: &Plan, runner: &mut Runner, p0: &str, b: &str, model:
             &Inputs { after: vec![format!("train-temporal-{p0}-{b}"), s("stats")], data: true, owns: Some(folder.clone()) },
         )?;
     }
-    runner.step(
-        &format!("faithfulness-{b}"),
-        &[
-            s("faithfulness"),
-            s("--run"),
-            probe_dir,
-            s("--data"),
-            path(&data),
-            s("--split"),
-            s("test"),
-            s("--samples-per-class"),
-            s(per_class),
-            s("--samples"),
-            s(shap_samples.min(20)),
-            s("--curve-steps"),
-            s(if quick { 5 } else { 20 }),
-            s("--road-percentiles"),
-            s(if quick { "50" } else { "20,40,60,80" }),
-            s("--sensitivity-samples"),
-            s(if quick { 2 } else { 5 }),
-            s("--device"),
-            s(plan.device),
-            s("--out"),
-            path(&out.join("faithfulness").join(b)),
-        ],
-        &explains("faithfulness"),
-    )?;
+    // The same slices as the explanations, measured.
+    let mut faithfulness = vec![s("faithfulness")];
+    faithfulness.extend(slices);
+    faithfulness.extend([
+        s("--samples"),
+        s(shap_samples.min(20)),
+        s("--curve-steps"),
+        s(if quick { 5 } else { 20 }),
+        s("--road-percentiles"),
+        s(if quick { "50" } else { "20,40,60,80" }),
+        s("--sensitivity-samples"),
+        s(if quick { 2 } else { 5 }),
+        s("--out"),
+        path(&out.join("faithfulness").join(b)),
+    ]);
+    runner.step(&format!("faithfulness-{b}"), &faithfulness, &explains("faithfulness"))?;
     Ok(patients)
 }

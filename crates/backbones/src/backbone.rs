@@ -252,11 +252,7 @@ impl Backbone {
         if !self.generic {
             return "cpu kernels".into();
         }
-        match self.device.location() {
-            candle_core::DeviceLocation::Cpu => "generic ops on cpu".into(),
-            candle_core::DeviceLocation::Cuda { gpu_id } => format!("generic ops on cuda:{gpu_id}"),
-            candle_core::DeviceLocation::Metal { gpu_id } => format!("generic ops on metal:{gpu_id}"),
-        }
+        format!("generic ops on {}", crate::layers::device_name(&self.device))
     }
 
     pub fn preprocess_settings(&self) -> Preprocess {

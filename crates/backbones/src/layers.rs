@@ -25,6 +25,15 @@ impl Ops {
     }
 }
 
+/// A device as the command line names it: `cpu`, `cuda:0`, `metal:0`.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
 /// `nn.Linear` with constant weights.
 #[derive(Debug, Clone)]
 pub(crate) enum Linear {

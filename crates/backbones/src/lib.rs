@@ -22,7 +22,7 @@ mod weights;
 pub use backbone::{Backbone, BackboneKind, LoadOptions, Randomize};
 pub use classifier::Classifier;
 pub use error::{BackboneError, Result};
-pub use layers::Ops;
+pub use layers::{device_name, Ops};
 
 pub use preprocess::{resize_bilinear_aa, shorter_side_size, Preprocess};
 pub use resnet3d::ResNet3d;

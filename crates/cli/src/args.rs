@@ -54,11 +54,7 @@ impl std::str::FromStr for DeviceArg {
 
 impl std::fmt::Display for DeviceArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.location() {
-            candle_core::DeviceLocation::Cpu => f.write_str("cpu"),
-            candle_core::DeviceLocation::Cuda { gpu_id } => write!(f, "cuda:{gpu_id}"),
-            candle_core::DeviceLocation::Metal { gpu_id } => write!(f, "metal:{gpu_id}"),
-        }
+        f.write_str(&tgc_backbones::device_name(&self.0))
     }
 }
 
@@ -265,8 +261,7 @@ impl ModelChoice {
     /// The same backbone with the weights under `randomize.prefixes` re-drawn at random.
     pub fn load_randomized_backbone(&self, randomize: Randomize) -> Result<Backbone> {
         let what = format!("{:?}", randomize.prefixes);
-        let options =
-            LoadOptions { imagenet_normalize: self.imagenet_normalize, randomize: Some(randomize), device: self.device.0.clone(), ops: ops() };
+        let options = LoadOptions { imagenet_normalize: self.imagenet_normalize, randomize: Some(randomize), device: self.device.0.clone(), ops: ops() };
         Backbone::load(self.kind, &self.source, &options)
             .with_context(|| format!("loading {} weights from {} with {what} re-randomized", self.kind, self.source))
     }
