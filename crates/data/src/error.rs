@@ -28,8 +28,23 @@ pub enum DataError {
     Split(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("{}", at_cell(path, *line, column.as_deref(), message))]
+    InputTable { path: PathBuf, line: Option<u64>, column: Option<String>, message: String },
+    #[error("{path}: {message}")]
+    Bids { path: PathBuf, message: String },
     #[error("table error: {0}")]
     Table(#[from] polars::error::PolarsError),
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+fn at_cell(path: &std::path::Path, line: Option<u64>, column: Option<&str>, message: &str) -> String {
+    let mut at = path.display().to_string();
+    if let Some(line) = line {
+        at.push_str(&format!(", line {line}"));
+    }
+    if let Some(column) = column {
+        at.push_str(&format!(", column `{column}`"));
+    }
+    format!("{at}: {message}")
+}

@@ -3,15 +3,50 @@
 use std::fmt;
 use std::path::Path;
 
-/// An OASIS-3 subject, identified as the study identifies it: the integer of the file name's
+/// A patient (a subject), identified as the study identifies it: the integer of the file name's
 /// first number (`affined_OAS30001_MR_d0129` → 30001, what `re.findall(r'\d+', name)[0]` gives
 /// its `dataset.py`). Written `OAS30001` for people, `30001` in files and tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PatientId(u64);
+///
+/// A BIDS subject whose label is not an OASIS id (`sub-ADNI002S0295`, `sub-01a`) is numbered by
+/// its rank among the data set's subject labels and carries the label, which is how people see
+/// it (`sub-ADNI002S0295`) and how tables join it (the manifest's `participant_id`). Identity
+/// is the number alone: a data set never gives one number two labels.
+#[derive(Debug, Clone, Copy)]
+pub struct PatientId {
+    number: u64,
+    subject: Option<&'static str>,
+}
+
+impl PartialEq for PatientId {
+    fn eq(&self, other: &Self) -> bool {
+        self.number == other.number
+    }
+}
+impl Eq for PatientId {}
+impl std::hash::Hash for PatientId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.number.hash(state);
+    }
+}
+impl PartialOrd for PatientId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for PatientId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.number.cmp(&other.number)
+    }
+}
 
 impl PatientId {
     pub fn new(number: u64) -> Self {
-        Self(number)
+        Self { number, subject: None }
+    }
+
+    /// A numbered BIDS subject that carries its label (without `sub-`).
+    pub fn with_subject(number: u64, label: &str) -> Self {
+        Self { number, subject: Some(intern(label)) }
     }
 
     /// Parses `OAS30001` or `30001`; anything else is refused.
@@ -20,19 +55,39 @@ impl PatientId {
         if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        digits.parse().ok().map(Self)
+        digits.parse().ok().map(Self::new)
     }
 
     /// The study's integer id (features files, manifests, tables).
     pub fn number(self) -> u64 {
-        self.0
+        self.number
+    }
+
+    /// The BIDS subject label of a subject numbered by rank (without `sub-`).
+    pub fn subject(self) -> Option<&'static str> {
+        self.subject
     }
 }
 
 impl fmt::Display for PatientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OAS{}", self.0)
+        match self.subject {
+            Some(label) => write!(f, "sub-{label}"),
+            None => write!(f, "OAS{}", self.number),
+        }
     }
+}
+
+/// Subject labels live as long as the process: there are as many as a cohort has subjects.
+fn intern(label: &str) -> &'static str {
+    static LABELS: std::sync::Mutex<std::collections::BTreeSet<&'static str>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut labels = LABELS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(&known) = labels.get(label) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(label.to_owned().into_boxed_str());
+    labels.insert(leaked);
+    leaked
 }
 
 /// The two classes of the study.
