@@ -37,9 +37,12 @@ pub enum Protocols {
 
 #[derive(Parser, Clone)]
 pub struct ReproduceArgs {
-    /// OASIS_2D folder (default data/OASIS_2D).
+    /// The data: an OASIS_2D folder (default data/OASIS_2D) or a BIDS dataset (then with
+    /// --slice and --labels, passed to every step that reads the data; docs/DATA.md).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// ResNet-18 weights (default timm/resnet18.tv_in1k; random:<seed> for offline runs).
     #[arg(long)]
     pub weights_resnet: Option<String>,
@@ -65,6 +68,66 @@ pub struct ReproduceArgs {
     /// cuda or cuda:N (then tgc is built with CUDA by scripts/build-cuda.sh, into target/cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+/// How every step reads `--data`: the same flags as `tgc`'s (see `tgc extract --help`), passed
+/// through as given.
+#[derive(clap::Args, Clone, Default)]
+pub struct SourceArgs {
+    /// oasis2d or bids (detected when left out); with --synthetic, the layout generated.
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// The slice 3-D scans are cut to: axial|coronal|sagittal:<index|mid>.
+    #[arg(long)]
+    pub slice: Option<String>,
+    /// BIDS labels: TABLE:COLUMN=POS,…/NEG,… or TABLE:COLUMN>X; repeatable.
+    #[arg(long)]
+    pub labels: Vec<String>,
+    #[arg(long)]
+    pub space: Option<String>,
+    #[arg(long)]
+    pub desc: Option<String>,
+    #[arg(long)]
+    pub bids_filter: Vec<String>,
+    #[arg(long)]
+    pub day_column: Option<String>,
+    #[arg(long)]
+    pub label_subject_column: Option<String>,
+    #[arg(long)]
+    pub label_day_column: Option<String>,
+    #[arg(long)]
+    pub match_window: Option<u32>,
+}
+
+impl SourceArgs {
+    /// The flags as `tgc` takes them.
+    fn flags(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut one = |flag: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                out.extend([format!("--{flag}"), v.clone()]);
+            }
+        };
+        one("layout", &self.layout);
+        one("slice", &self.slice);
+        one("space", &self.space);
+        one("desc", &self.desc);
+        one("day-column", &self.day_column);
+        one("label-subject-column", &self.label_subject_column);
+        one("label-day-column", &self.label_day_column);
+        one("match-window", &self.match_window.map(|w| w.to_string()));
+        for l in &self.labels {
+            out.extend([s("--labels"), l.clone()]);
+        }
+        for f in &self.bids_filter {
+            out.extend([s("--bids-filter"), f.clone()]);
+        }
+        out
+    }
+
+    fn is_bids(&self) -> bool {
+        self.layout.as_deref() == Some("bids")
+    }
 }
 
 pub const BACKBONES: [(&str, &str); 2] = [("resnet18", "ResNet"), ("vit", "ViT")];
@@ -156,7 +219,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     std::fs::create_dir_all(out.join("figures"))?;
     // Every step that reads the data reruns when its content changes.
     runner.data = Some(steps::data_fingerprint(&data)?);
-    let plan = Plan { out: &out, data: &data, quick, seed: args.seed, device: &args.device };
+    let plan = Plan { out: &out, data: &data, source: source_flags(&args), quick, seed: args.seed, device: &args.device };
     // 1. Data statistics.
     stats_step(&plan, &mut runner)?;
     // 2. Features.
@@ -187,25 +250,53 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
 struct Plan<'a> {
     out: &'a Path,
     data: &'a Path,
+    /// How the steps read the data (`--layout`, `--slice`, `--labels` …).
+    source: Vec<String>,
     quick: bool,
     seed: u64,
     /// `--device` of the steps that run a backbone.
     device: &'a str,
 }
 
+impl Plan<'_> {
+    /// `--data DIR` and how to read it, for every step that reads the data.
+    fn data_args(&self) -> Vec<String> {
+        let mut args = vec![s("--data"), path(self.data)];
+        args.extend(self.source.iter().cloned());
+        args
+    }
+}
+
+/// The source flags of every step: as given, and for a synthetic BIDS cohort the generated
+/// tables' labels and the mid axial slice unless given.
+fn source_flags(args: &ReproduceArgs) -> Vec<String> {
+    let mut source = args.source.clone();
+    if args.synthetic && source.is_bids() {
+        if source.labels.is_empty() {
+            source.labels.push(s("sessions:diagnosis=AD/CN"));
+        }
+        source.slice.get_or_insert_with(|| s("axial:mid"));
+    }
+    source.flags()
+}
+
 /// The real data folder must be there unless the run is synthetic.
 fn check_data(args: &ReproduceArgs, root: &Path) -> Result<()> {
     if !args.synthetic {
         let data = args.data.clone().unwrap_or_else(|| root.join("data/OASIS_2D"));
-        if !data.join("disease").is_dir() || !data.join("healthy").is_dir() {
+        let bids = data.join("dataset_description.json").is_file()
+            || std::fs::read_dir(&data).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("sub-"))).unwrap_or(false);
+        if !bids && (!data.join("disease").is_dir() || !data.join("healthy").is_dir()) {
             bail!(
-                "data folder {} not found (it needs disease/ and healthy/).\n  Get OASIS_2D as data/README.md explains and pass --data DIR, \
+                "data folder {} not found (it needs disease/ and healthy/, or is a BIDS dataset).\n  Get OASIS_2D as data/README.md explains and pass --data DIR, \
                  or run fully offline on synthetic phantoms with random-init backbones: cargo xtask reproduce --synthetic",
                 data.display()
             );
         }
+        if bids && (args.source.slice.is_none() || args.source.labels.is_empty()) {
+            bail!("{} is a BIDS dataset: give --slice axial|coronal|sagittal:<index|mid> and --labels (docs/DATA.md)", data.display());
+        }
     }
-
     Ok(())
 }
 
@@ -241,11 +332,11 @@ fn data_and_weights(args: &ReproduceArgs, root: &Path, out: &Path, runner: &mut 
     Ok(if args.synthetic {
         let data = out.join("data");
         let (patients, size) = if quick { ("12", "64") } else { ("24", "256") };
-        runner.step(
-            "synth",
-            &[s("data"), s("synth"), s("--out"), path(&data), s("--patients"), s(patients), s("--size"), s(size), s("--seed"), s(args.seed)],
-            &Inputs { owns: Some(data.clone()), ..Inputs::default() },
-        )?;
+        let mut synth = vec![s("data"), s("synth"), s("--out"), path(&data), s("--patients"), s(patients), s("--size"), s(size), s("--seed"), s(args.seed)];
+        if args.source.is_bids() {
+            synth.extend([s("--layout"), s("bids")]);
+        }
+        runner.step("synth", &synth, &Inputs { owns: Some(data.clone()), ..Inputs::default() })?;
         let random = format!("random:{}", args.seed);
         (data, args.weights_resnet.clone().unwrap_or_else(|| random.clone()), args.weights_vit.clone().unwrap_or(random))
     } else {
@@ -259,28 +350,18 @@ fn data_and_weights(args: &ReproduceArgs, root: &Path, out: &Path, runner: &mut 
 
 /// Step 1: the data statistics, the history-length figure and the manifest.
 fn stats_step(plan: &Plan, runner: &mut Runner) -> Result<()> {
-    let (out, data) = (plan.out, plan.data);
+    let out = plan.out;
     let figures = out.join("figures");
     let reads_data = || Inputs { data: true, ..Inputs::default() };
-    runner.step(
-        "stats",
-        &[
-            s("data"),
-            s("stats"),
-            s("--data"),
-            path(&data),
-            s("--plot"),
-            path(&figures.join("history_length.png")),
-            s("--manifest"),
-            path(&out.join("manifest.csv")),
-        ],
-        &reads_data(),
-    )
+    let mut args = vec![s("data"), s("stats")];
+    args.extend(plan.data_args());
+    args.extend([s("--plot"), path(&figures.join("history_length.png")), s("--manifest"), path(&out.join("manifest.csv"))]);
+    runner.step("stats", &args, &reads_data())
 }
 
 /// Step 2: the features of every backbone.
 fn feature_steps(plan: &Plan, runner: &mut Runner, weights_resnet: &str, weights_vit: &str) -> Result<()> {
-    let (out, data) = (plan.out, plan.data);
+    let out = plan.out;
     let reads_data = || Inputs { data: true, ..Inputs::default() };
     let weights = |b: &str| {
         if b == "resnet18" {
@@ -293,24 +374,11 @@ fn feature_steps(plan: &Plan, runner: &mut Runner, weights_resnet: &str, weights
         let w = weights(b);
         let features = out.join("features").join(format!("{b}.safetensors"));
         std::fs::create_dir_all(features.parent().unwrap_or(&out))?;
+        let mut args = vec![s("extract"), s("--backbone"), s(b), s("--weights"), w.clone()];
+        args.extend(plan.data_args());
+        args.extend([s("--out"), path(&features), s("--device"), s(plan.device)]);
         runner
-            .step(
-                &format!("features-{b}"),
-                &[
-                    s("extract"),
-                    s("--backbone"),
-                    s(b),
-                    s("--weights"),
-                    w.clone(),
-                    s("--data"),
-                    path(&data),
-                    s("--out"),
-                    path(&features),
-                    s("--device"),
-                    s(plan.device),
-                ],
-                &reads_data(),
-            )
+            .step(&format!("features-{b}"), &args, &reads_data())
             .map_err(|e| {
                 if w.starts_with("random:") {
                     e
@@ -356,15 +424,16 @@ fn training_steps(plan: &Plan, runner: &mut Runner, protocols: &[&str], iteratio
 /// Steps 5–7 for backbone `b` (its runs in folders named `model`): explanations, the library's
 /// other methods, temporal strips and faithfulness; returns the patients whose strips were drawn.
 fn explanation_steps(plan: &Plan, runner: &mut Runner, p0: &str, b: &str, model: &str) -> Result<Vec<String>> {
-    let (out, data, quick) = (plan.out, plan.data, plan.quick);
+    let (out, quick) = (plan.out, plan.quick);
     let shap_samples = if quick { 5 } else { 50 };
     // The explanation steps read the probe of iteration 0 and the slices; each owns its folder.
     let explains = |folder: &str| Inputs { after: vec![format!("train-{p0}-{b}")], data: true, owns: Some(out.join(folder).join(b)) };
     let probe_dir = path(&out.join("runs").join(p0).join(model).join("0"));
     let per_class = if quick { 1 } else { 2 };
     // The test slices of the run, the same for the explanation and faithfulness steps.
-    let slices =
-        [s("--run"), probe_dir, s("--data"), path(&data), s("--split"), s("test"), s("--samples-per-class"), s(per_class), s("--device"), s(plan.device)];
+    let mut slices = vec![s("--run"), probe_dir];
+    slices.extend(plan.data_args());
+    slices.extend([s("--split"), s("test"), s("--samples-per-class"), s(per_class), s("--device"), s(plan.device)]);
     let explain = |method_args: &[String], folder: &str| -> Vec<String> {
         let mut args = vec![s("explain")];
         args.extend(slices.iter().cloned());
@@ -393,21 +462,12 @@ fn explanation_steps(plan: &Plan, runner: &mut Runner, p0: &str, b: &str, model:
     for patient in &patients {
         // One folder a patient, so that a rerun leaves no strip of an earlier configuration.
         let folder = out.join("temporal").join(b).join(patient);
+        let mut args = vec![s("explain-temporal"), s("--run"), path(&dnn_dir)];
+        args.extend(plan.data_args());
+        args.extend([s("--patient"), s(patient), s("--out"), path(&folder), s("--device"), s(plan.device)]);
         runner.step(
             &format!("explain-temporal-{b}-{patient}"),
-            &[
-                s("explain-temporal"),
-                s("--run"),
-                path(&dnn_dir),
-                s("--data"),
-                path(&data),
-                s("--patient"),
-                s(patient),
-                s("--out"),
-                path(&folder),
-                s("--device"),
-                s(plan.device),
-            ],
+            &args,
             &Inputs { after: vec![format!("train-temporal-{p0}-{b}"), s("stats")], data: true, owns: Some(folder.clone()) },
         )?;
     }

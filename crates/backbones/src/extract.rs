@@ -47,7 +47,7 @@ pub fn extract_features(backbone: &Backbone, dataset: &Dataset, config: &Extract
     let mut missing = Vec::new();
     for (i, record) in dataset.records().iter().enumerate() {
         let bytes = std::fs::read(&record.path).map_err(|e| tgc_data::DataError::Read { path: record.path.clone(), message: e.to_string() })?;
-        let key = cache_key(backbone, &bytes);
+        let key = cache_key(backbone, dataset.reader_key().as_deref(), &bytes);
         let hit = match &config.cache_dir {
             Some(dir) => read_cached(&dir.join(format!("{key}.safetensors")), dim),
             None => Cached::Absent,
@@ -95,7 +95,21 @@ pub fn extract_features(backbone: &Backbone, dataset: &Dataset, config: &Extract
         ("data".to_owned(), dataset.root().display().to_string()),
         ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
         ("ops".to_owned(), backbone.ops_description()),
+        ("layout".to_owned(), dataset.layout().as_str().to_owned()),
     ]);
+    let mut metadata = metadata;
+    if let Some(slice) = dataset.slice() {
+        metadata.insert("slice".to_owned(), slice.to_string());
+        metadata.insert("slice_layout".to_owned(), tgc_data::SLICE_LAYOUT.to_owned());
+    }
+    if let Some(days) = &dataset.report().day_source {
+        metadata.insert("days".to_owned(), days.to_string());
+    }
+    // BIDS rows name their sessions, so that features join with the cohort's tables.
+    if records.iter().any(|r| r.session.is_some()) {
+        let sessions: Vec<String> = records.iter().map(|r| r.session.as_ref().map(|s| s.prefix()).unwrap_or_default()).collect();
+        metadata.insert("sessions".to_owned(), serde_json::to_string(&sessions).unwrap_or_default());
+    }
     let set = FeatureSet {
         features,
         dim,
@@ -107,7 +121,9 @@ pub fn extract_features(backbone: &Backbone, dataset: &Dataset, config: &Extract
     Ok((set, cached))
 }
 
-fn cache_key(backbone: &Backbone, image_bytes: &[u8]) -> String {
+/// The cache key of one image: the model, the preprocessing, the reading convention and, for
+/// scans cut to a slice, the slice and its layout (`reader`), then the file's bytes.
+fn cache_key(backbone: &Backbone, reader: Option<&str>, image_bytes: &[u8]) -> String {
     let p = backbone.preprocess_settings();
     let header = format!(
         "tgc-features-v2|{}|{}|{}|{:?}|{}|",
@@ -122,6 +138,10 @@ fn cache_key(backbone: &Backbone, image_bytes: &[u8]) -> String {
     // entries (the kernels' keys are those of earlier versions, so their caches stay valid).
     if backbone.runs_generic_ops() {
         bytes.extend_from_slice(b"generic-ops|");
+    }
+    // Cut slices get keys of their own; OASIS_2D slices keep the keys of earlier versions.
+    if let Some(reader) = reader {
+        bytes.extend_from_slice(format!("{reader}|").as_bytes());
     }
     bytes.extend_from_slice(sha256_hex(image_bytes).as_bytes());
     sha256_hex(&bytes)

@@ -594,9 +594,115 @@ pub fn denormals() -> &'static str {
     }
 }
 
-/// Opens a data folder, naming it on error.
-pub fn open_data(path: &Path) -> Result<Dataset> {
-    Dataset::open(path).with_context(|| format!("reading data folder {}", path.display()))
+/// How `--data` is read, the same for every command that takes it: the layout (OASIS_2D or
+/// BIDS, detected), the slice 3-D scans are cut to, and a BIDS cohort's filters, days and
+/// label tables (docs/DATA.md).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SourceArgs {
+    /// The data folder's layout; detected when left out (a `dataset_description.json` or
+    /// `sub-*` folders make it BIDS).
+    #[arg(long, value_enum)]
+    pub layout: Option<LayoutArg>,
+    /// The slice every 3-D scan is cut to, after bringing it to RAS+:
+    /// axial|coronal|sagittal:<index|mid> (axial:N counts from inferior).
+    #[arg(long)]
+    pub slice: Option<tgc_data::SliceSpec>,
+    /// BIDS labels: TABLE:COLUMN=POS,…/NEG,… or TABLE:COLUMN>X (>=, <, <=), TABLE being
+    /// `sessions`, `participants` or a clinical .csv/.tsv of visits; repeat to combine tables
+    /// (they must agree).
+    #[arg(long = "labels")]
+    pub labels: Vec<tgc_data::LabelSpec>,
+    /// Keep BIDS images with this `space-` entity (e.g. MNI152NLin2009cSym).
+    #[arg(long)]
+    pub space: Option<String>,
+    /// Keep BIDS images with this `desc-` entity (e.g. preproc).
+    #[arg(long)]
+    pub desc: Option<String>,
+    /// Keep BIDS images carrying this entity, KEY-VALUE (e.g. acq-mprage); repeatable.
+    #[arg(long = "bids-filter")]
+    pub bids_filter: Vec<String>,
+    /// The sessions.tsv column holding each session's day (else `ses-d<digits>` labels, else
+    /// the session's rank).
+    #[arg(long)]
+    pub day_column: Option<String>,
+    /// A visit table's subject column (default: participant_id, OASISID, subject_id, subject).
+    #[arg(long)]
+    pub label_subject_column: Option<String>,
+    /// A visit table's day column (default: days_to_visit, day, days).
+    #[arg(long)]
+    pub label_day_column: Option<String>,
+    /// The largest distance in days between a scan and the visit that labels it.
+    #[arg(long, default_value_t = 180)]
+    pub match_window: u32,
+}
+
+/// Where the output of `method` for record `index` goes under `out`, with extension `ext`:
+/// `out/<image stem>.<method>.<ext>` for OASIS_2D slices; for a BIDS session the derivative
+/// path `out/sub-X/[ses-Y/]anat/sub-X[_ses-Y]_desc-<method>_attribution.<ext>` (the method's
+/// name without `_`, as BIDS labels are alphanumeric; folders made, and `out` made a BIDS
+/// derivative dataset).
+pub fn output_path(out: &Path, dataset: &Dataset, index: usize, method: &str, ext: &str) -> Result<PathBuf> {
+    let record = &dataset.records()[index];
+    let Some(session) = &record.session else {
+        let stem = record.path.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "").replace(".nii", "")).unwrap_or_default();
+        return Ok(out.join(format!("{stem}.{method}.{ext}")));
+    };
+    tgc_data::write_derivative_description(out, dataset.root(), "attributions").with_context(|| format!("writing {}", out.display()))?;
+    let dir = out.join(session.folder()).join("anat");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let desc: String = method.chars().filter(char::is_ascii_alphanumeric).collect();
+    Ok(dir.join(format!("{}_desc-{desc}_attribution.{ext}", session.prefix())))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    Oasis2d,
+    Bids,
+}
+
+impl SourceArgs {
+    /// The data layer's options.
+    pub fn options(&self) -> Result<tgc_data::SourceOptions> {
+        let mut filters = Vec::new();
+        if let Some(space) = &self.space {
+            filters.push(("space".to_owned(), space.clone()));
+        }
+        if let Some(desc) = &self.desc {
+            filters.push(("desc".to_owned(), desc.clone()));
+        }
+        for f in &self.bids_filter {
+            match f.split_once('-') {
+                Some((k, v)) if !k.is_empty() && !v.is_empty() => filters.push((k.to_owned(), v.to_owned())),
+                _ => bail!("--bids-filter {f}: expected KEY-VALUE, e.g. acq-mprage"),
+            }
+        }
+        Ok(tgc_data::SourceOptions {
+            layout: self.layout.map(|l| match l {
+                LayoutArg::Oasis2d => tgc_data::Layout::Oasis2d,
+                LayoutArg::Bids => tgc_data::Layout::Bids,
+            }),
+            slice: self.slice,
+            filters,
+            day_column: self.day_column.clone(),
+            labels: self.labels.clone(),
+            visit_match: tgc_data::VisitMatch {
+                subject_column: self.label_subject_column.clone(),
+                day_column: self.label_day_column.clone(),
+                window_days: self.match_window,
+            },
+        })
+    }
+
+    /// Opens a data folder, naming it on error.
+    pub fn open(&self, path: &Path) -> Result<Dataset> {
+        let dataset = Dataset::open_with(path, &self.options()?).with_context(|| format!("reading data folder {}", path.display()))?;
+        if let Some(days) = &dataset.report().day_source {
+            if *days == tgc_data::DaySource::Rank {
+                println!("note: {days}");
+            }
+        }
+        Ok(dataset)
+    }
 }
 
 /// The backbone of `choice` with its trained head.

@@ -4,17 +4,20 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use tgc_data::{manifest, phantom, train_test_split, write_table, Dataset, Label, Side, Stats};
+use tgc_data::{manifest, phantom, read_scan, train_test_split, write_table, Dataset, Label, Layout, Side, Stats};
 
-use crate::plot;
+use crate::args::{LayoutArg, SourceArgs};
+use crate::{plot, progress};
 
 #[derive(Subcommand)]
 pub enum DataCommand {
     /// Count images, patients and visits; validate every image.
     Stats {
-        /// Data folder holding `disease/` and `healthy/`.
+        /// Data folder: OASIS_2D (`disease/`, `healthy/`) or a BIDS dataset.
         #[arg(long)]
         data: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
         /// Write the history-length histogram to this PNG.
         #[arg(long)]
         plot: Option<PathBuf>,
@@ -26,6 +29,8 @@ pub enum DataCommand {
     Split {
         #[arg(long)]
         data: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Fraction of each class's patients on the test side.
@@ -35,8 +40,12 @@ pub enum DataCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Generate a synthetic phantom data set (with ground-truth masks) in the OASIS_2D layout.
+    /// Generate a synthetic phantom data set (with ground-truth masks): OASIS_2D slices, or a
+    /// BIDS cohort of 3-D scans with its tables and awkward cases (`--layout bids`).
     Synth {
+        /// oasis2d (2-D slices in disease/ and healthy/) or bids (3-D scans, size × size × size/2).
+        #[arg(long, value_enum, default_value = "oasis2d")]
+        layout: LayoutArg,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 20)]
@@ -54,17 +63,22 @@ pub enum DataCommand {
 
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
-        DataCommand::Stats { data, plot: plot_path, manifest: manifest_path } => {
-            let dataset = open(&data)?;
-            let sizes = dataset.validate()?;
+        DataCommand::Stats { data, source, plot: plot_path, manifest: manifest_path } => {
+            let dataset = source.open(&data)?;
+            let bar = progress::bar(dataset.len() as u64, "validating images");
+            let sizes = validate(&dataset, |done| bar.set_position(done as u64))?;
+            bar.finish_and_clear();
             let stats = Stats::of(&dataset);
             if phantom::is_phantom(&data) {
                 println!("synthetic phantom data set (not patient data): {}", data.display());
             } else {
                 println!("data set: {}", data.display());
             }
-            let sizes: Vec<String> = sizes.iter().map(|(h, w)| format!("{h}x{w}")).collect();
+            println!("layout: {}{}", dataset.layout().as_str(), dataset.slice().map(|s| format!(", slice {s}")).unwrap_or_default());
             println!("image sizes: {}\n", sizes.join(", "));
+            if dataset.layout() == Layout::Bids {
+                println!("{}", dataset.report());
+            }
             print!("{stats}");
             if let Some(path) = plot_path {
                 plot::history_histogram(&stats, &path)?;
@@ -75,8 +89,8 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 println!("manifest written to {}", path.display());
             }
         }
-        DataCommand::Split { data, seed, test_fraction, out } => {
-            let dataset = open(&data)?;
+        DataCommand::Split { data, source, seed, test_fraction, out } => {
+            let dataset = source.open(&data)?;
             let split = train_test_split(&dataset.patients(), test_fraction, seed)?;
             for side in [Side::Train, Side::Test] {
                 let indices = split.indices(&dataset, side);
@@ -101,15 +115,46 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 println!("manifest written to {}", path.display());
             }
         }
-        DataCommand::Synth { out, patients, seed, size, max_visits } => {
+        DataCommand::Synth { layout, out, patients, seed, size, max_visits } => {
             let config = phantom::PhantomConfig { patients, seed, size, max_visits, ..Default::default() };
-            let images = phantom::generate(&out, &config).with_context(|| format!("generating phantoms in {}", out.display()))?;
-            println!("wrote {} synthetic phantom images of {patients} patients ({size}x{size}) and their masks to {}", images.len(), out.display());
+            match layout {
+                LayoutArg::Oasis2d => {
+                    let images = phantom::generate(&out, &config).with_context(|| format!("generating phantoms in {}", out.display()))?;
+                    println!("wrote {} synthetic phantom images of {patients} patients ({size}x{size}) and their masks to {}", images.len(), out.display());
+                }
+                LayoutArg::Bids => {
+                    let images = phantom::generate_bids(&out, &config).with_context(|| format!("generating a BIDS phantom cohort in {}", out.display()))?;
+                    println!(
+                        "wrote a synthetic BIDS cohort of {patients} subjects, {} sessions ({size}x{size}x{} scans), its tables and masks to {}",
+                        images.len(),
+                        (size / 2).max(2),
+                        out.display()
+                    );
+                }
+            }
         }
     }
     Ok(())
 }
 
-fn open(data: &std::path::Path) -> Result<Dataset> {
-    Dataset::open(data).with_context(|| format!("reading data folder {}", data.display()))
+/// Reads every image once (a BIDS cohort without --slice: every scan) and returns the distinct
+/// sizes found, as `HxW` or `NXxNYxNZ (ORIENTATION)`.
+fn validate(dataset: &Dataset, mut progress: impl FnMut(usize)) -> Result<Vec<String>> {
+    let mut sizes = Vec::new();
+    for index in 0..dataset.len() {
+        let size = if dataset.layout() == Layout::Bids && dataset.slice().is_none() {
+            let path = &dataset.records()[index].path;
+            let scan = read_scan(path).with_context(|| format!("reading {}", path.display()))?;
+            let [x, y, z] = scan.geometry.dims;
+            format!("{x}x{y}x{z} ({})", scan.geometry.orientation.codes())
+        } else {
+            let image = dataset.load_image(index)?;
+            format!("{}x{}", image.height(), image.width())
+        };
+        if !sizes.contains(&size) {
+            sizes.push(size);
+        }
+        progress(index + 1);
+    }
+    Ok(sizes)
 }

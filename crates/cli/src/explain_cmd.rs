@@ -8,10 +8,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
 use tgc_backbones::{ResNet3d, WeightSource};
-use tgc_data::{read_nifti, read_nifti_volume, write_nifti_volume};
+use tgc_data::{read_nifti, read_nifti_volume, write_nifti_volume, write_slice_map};
 use tgc_explain::render::save_png;
 
-use crate::args::{denormals, load_classifier, open_data, MethodArgs, ModelArgs, SelectionArgs};
+use crate::args::{denormals, load_classifier, output_path, MethodArgs, ModelArgs, SelectionArgs, SourceArgs};
 use crate::plot::{self, overlay_of, Explained};
 use crate::progress;
 
@@ -23,9 +23,12 @@ pub struct ExplainArgs {
     #[arg(long, conflicts_with = "data")]
     pub input: Option<PathBuf>,
     /// A data folder: explain `--samples-per-class` slices per class of `--split` (`--out` is
-    /// then a folder).
+    /// then a folder; a BIDS derivative dataset for a BIDS input). With --volume-weights and a
+    /// BIDS data set without --slice: the 3-D model over its scans.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     #[command(flatten)]
     pub selection: SelectionArgs,
     #[command(flatten)]
@@ -44,7 +47,7 @@ pub struct ExplainArgs {
     #[arg(long, conflicts_with_all = ["input", "data", "run", "backbone", "model", "weights"])]
     pub volume: Option<PathBuf>,
     /// Weights of the 3-D model (tgc_backbones::ResNet3d): a .safetensors file, or random:<seed>.
-    #[arg(long, requires = "volume")]
+    #[arg(long, conflicts_with_all = ["input", "run", "backbone", "model", "weights"])]
     pub volume_weights: Option<WeightSource>,
 }
 
@@ -57,6 +60,9 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     }
     if let Some(volume) = &args.volume {
         return explain_volume(&args, volume);
+    }
+    if let (Some(data), Some(_)) = (&args.data, &args.volume_weights) {
+        return explain_volumes(&args, data);
     }
     let choice = args.model.resolve()?;
     args.methods.check_backbone(choice.kind)?;
@@ -106,7 +112,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             }
         }
         (None, Some(data)) => {
-            let dataset = open_data(data)?;
+            let dataset = args.source.open(data)?;
             let picked = args.selection.pick(&dataset, choice.run.as_ref())?;
             std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
             let bar = progress::bar((picked.len() * methods.len()) as u64, "explaining");
@@ -115,7 +121,6 @@ pub fn run(args: ExplainArgs) -> Result<()> {
                 let record = &dataset.records()[i];
                 let x = model.backbone.preprocess(&dataset.load_image(i)?)?.unsqueeze(0)?;
                 let target = args.target.unwrap_or(record.label.index());
-                let stem = record.path.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "").replace(".nii", "")).unwrap_or_default();
                 let mut maps = Vec::new();
                 let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone()).collect();
                 let results =
@@ -125,8 +130,18 @@ pub fn run(args: ExplainArgs) -> Result<()> {
                     if a.convergence_delta.is_some() {
                         tracing::info!("{} of {}: {}", args.methods.title(*m), record.path.display(), delta_note(&a)?.trim_start_matches([';', ' ']));
                     }
-                    save_attribution(&args.out.join(format!("{stem}.{name}.safetensors")), &a, meta(method, target, &record.path))?;
-                    save_png(&overlay_of(&x, &a)?, &args.out.join(format!("{stem}.{name}.png")))?;
+                    let mut metadata = meta(method, target, &record.path);
+                    if let Some(slice) = dataset.slice() {
+                        metadata.insert("slice".to_owned(), slice.to_string());
+                        metadata.insert("slice_layout".to_owned(), tgc_data::SLICE_LAYOUT.to_owned());
+                        // The map in the scan's own geometry, at its slice.
+                        let image = dataset.load_image(i)?;
+                        let map = map_at_image_size(&a, image.height(), image.width())?;
+                        let nifti = output_path(&args.out, &dataset, i, &name, "nii.gz")?;
+                        write_slice_map(&nifti, &record.path, slice, &map).with_context(|| format!("writing {}", nifti.display()))?;
+                    }
+                    save_attribution(&output_path(&args.out, &dataset, i, &name, "safetensors")?, &a, metadata)?;
+                    save_png(&overlay_of(&x, &a)?, &output_path(&args.out, &dataset, i, &name, "png")?)?;
                     maps.push((args.methods.title(*m), a));
                     bar.inc(1);
                 }
@@ -145,15 +160,68 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `tgc explain --volume`: every method on one volume with the 3-D model. The volume is scaled
-/// to [0, 1] (min–max) as the model's input `[1, 1, D, H, W]`.
-fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
+/// The map of one image as a 2-D image of the image's size: the channel sum, resized
+/// (bilinear, align_corners false) where the backbone resized the image.
+fn map_at_image_size(a: &tgc_explain::Attribution, height: usize, width: usize) -> Result<tgc_data::Image> {
+    let map = a.attribution.to_device(&Device::Cpu)?.squeeze(0)?.sum_keepdim(0)?.unsqueeze(0)?;
+    let (_, _, h, w) = map.dims4()?;
+    let map = if (h, w) == (height, width) { map } else { tgc_explain::upsample_bilinear(&map, (height, width))? };
+    Ok(tgc_data::Image::new(height, width, map.flatten_all()?.to_vec1()?)?)
+}
+
+/// The 3-D model of `--volume-weights`, announced when random.
+fn load_volume_model(args: &ExplainArgs) -> Result<(ResNet3d, WeightSource)> {
     let source = args.volume_weights.clone().context("--volume needs --volume-weights FILE.safetensors or random:<seed>")?;
     let model = ResNet3d::load_on(&source, &args.model.device.0).with_context(|| format!("loading the 3-D model from {source}"))?;
     if model.is_random() {
         tracing::warn!(source = %source, "RANDOM-INIT 3-D model weights: outputs are not those of a trained model");
         println!("NOTE: the 3-D model uses RANDOM-INIT weights ({source}); its explanations say nothing about a trained model");
     }
+    Ok((model, source))
+}
+
+/// `tgc explain --data BIDS --volume-weights …` (no --slice): the 3-D model over the chosen
+/// sessions' scans, each map in its scan's geometry, written as a BIDS derivative.
+fn explain_volumes(args: &ExplainArgs, data: &Path) -> Result<()> {
+    if args.source.slice.is_some() {
+        bail!("--volume-weights explains whole scans: leave out --slice (the 2-D models take --slice)");
+    }
+    let dataset = args.source.open(data)?;
+    if dataset.layout() != tgc_data::Layout::Bids {
+        bail!("--volume-weights with --data needs a BIDS data set of 3-D scans; {} is OASIS_2D (2-D slices)", data.display());
+    }
+    let picked = args.selection.pick(&dataset, None)?;
+    let (model, source) = load_volume_model(args)?;
+    let bar = progress::bar(picked.len() as u64, "explaining scans");
+    for &i in &picked {
+        let out = |method: &str, ext: &str| output_path(&args.out, &dataset, i, method, ext);
+        explain_one_volume(args, &model, &source, &dataset.records()[i].path, &out, Some(dataset.records()[i].label.index()))?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("{} scans explained with the 3-D model into {}", picked.len(), args.out.display());
+    Ok(())
+}
+
+/// `tgc explain --volume`: every method on one volume with the 3-D model.
+fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
+    let (model, source) = load_volume_model(args)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let stem = path.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "").replace(".nii", "")).unwrap_or_default();
+    let out = |method: &str, ext: &str| Ok(args.out.join(format!("{stem}.{method}.{ext}")));
+    explain_one_volume(args, &model, &source, path, &out, args.target)
+}
+
+/// Every method on one volume with the 3-D model, into the files `out(method, ext)` names. The
+/// volume is scaled to [0, 1] (min–max) as the model's input `[1, 1, D, H, W]`.
+fn explain_one_volume(
+    args: &ExplainArgs,
+    model: &ResNet3d,
+    source: &WeightSource,
+    path: &Path,
+    out: &dyn Fn(&str, &str) -> Result<PathBuf>,
+    target: Option<usize>,
+) -> Result<()> {
     let volume = read_nifti_volume(path).with_context(|| format!("reading {}", path.display()))?;
     let (d, h, w) = volume.dims();
     let (lo, hi) = volume.voxels.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
@@ -167,19 +235,18 @@ fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
     }
     let methods = args.methods.methods(&layer)?;
     let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone()).collect();
-    let logits = tgc_explain::Model::forward(&model, &x, &tgc_explain::Hooks::none())?;
-    let target = match args.target {
+    let logits = tgc_explain::Model::forward(model, &x, &tgc_explain::Hooks::none())?;
+    let target = match args.target.or(target) {
         Some(t) => t,
         None => logits.argmax(1)?.to_vec1::<u32>()?[0] as usize,
     };
-    let results = tgc_explain::Method::attribute_all(&all, &model, &x, &[target]).with_context(|| format!("explaining {}", path.display()))?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let results = tgc_explain::Method::attribute_all(&all, model, &x, &[target]).with_context(|| format!("explaining {}", path.display()))?;
     let stem = path.file_name().map(|n| n.to_string_lossy().replace(".nii.gz", "").replace(".nii", "")).unwrap_or_default();
     for ((m, method), a) in methods.iter().zip(&results) {
         let name = method.name();
         // One channel in, so every map is [1, 1, D, H, W] (the layer methods' too).
         let map: Vec<f32> = a.attribution.flatten_all()?.to_vec1()?;
-        let nifti = args.out.join(format!("{stem}.{name}.nii.gz"));
+        let nifti = out(&name, "nii.gz")?;
         write_nifti_volume(&nifti, &volume.with_voxels(map.clone())?)?;
         let meta = HashMap::from([
             ("method".to_owned(), name.to_owned()),
@@ -193,11 +260,11 @@ fn explain_volume(args: &ExplainArgs, path: &Path) -> Result<()> {
             ("denormals".to_owned(), denormals().to_owned()),
             ("device".to_owned(), args.model.device.to_string()),
         ]);
-        save_attribution(&args.out.join(format!("{stem}.{name}.safetensors")), a, meta)?;
+        save_attribution(&out(&name, "safetensors")?, a, meta)?;
         // The slices through the map's largest |value|.
         let peak = map.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).map(|(i, _)| i).unwrap_or(0);
         let at = (peak / (h * w), peak / w % h, peak % w);
-        let png = args.out.join(format!("{stem}.{name}.png"));
+        let png = out(&name, "png")?;
         let title = format!("{} of {stem}, target {target}{}", args.methods.title(*m), if model.is_random() { " — RANDOM-INIT 3-D model" } else { "" });
         plot::orthogonal_slices(&scaled, &map, at, &png, &title)?;
         println!("{} of {} (target {target}) written to {} and {}{}", args.methods.title(*m), path.display(), nifti.display(), png.display(), delta_note(a)?);

@@ -7,12 +7,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
-use tgc_data::PatientId;
 use tgc_explain::{GradCam, GuidedGradCam, InputXGradient, IntegratedGradients, IntegratedGradientsConfig, Method};
 use tgc_temporal::explain_temporal::{step_importance, Visits};
 use tgc_temporal::model::Head;
 
-use crate::args::{denormals, open_data, MethodName, ModelArgs};
+use crate::args::{denormals, MethodName, ModelArgs, SourceArgs};
 use crate::plot;
 
 #[derive(Args)]
@@ -23,7 +22,9 @@ pub struct ExplainTemporalArgs {
     pub model: ModelArgs,
     #[arg(long)]
     pub data: PathBuf,
-    /// Patient, as `OAS30001` or `30001`.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Patient, as `OAS30001`, `30001` or (BIDS) `sub-<label>`.
     #[arg(long)]
     pub patient: String,
     /// The visit to explain (default: the patient's last).
@@ -50,8 +51,10 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
         bail!("--method must include gradcam (the strip figure shows it)");
     }
     let choice = args.model.resolve()?;
-    let patient = PatientId::parse(&args.patient).with_context(|| format!("--patient {}: expected OAS30001 or 30001", args.patient))?;
-    let dataset = open_data(&args.data)?;
+    let dataset = args.source.open(&args.data)?;
+    let patient = dataset
+        .find_patient(&args.patient)
+        .with_context(|| format!("--patient {}: no such patient in {} (give OAS30001, 30001 or sub-<label>)", args.patient, args.data.display()))?;
     let visits = dataset.visits_of(&patient);
     if visits.is_empty() {
         bail!("patient {patient} has no images in {}", args.data.display());

@@ -7,9 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tgc_backbones::extract::{default_cache_dir, extract_features, ExtractConfig};
 use tgc_backbones::{BackboneKind, WeightSource};
-use tgc_data::Dataset;
-
-use crate::args::{load_backbone, weights_or_default, DeviceArg};
+use crate::args::{load_backbone, weights_or_default, DeviceArg, SourceArgs};
 use crate::progress;
 
 #[derive(Args)]
@@ -21,9 +19,11 @@ pub struct ExtractArgs {
     /// Default: the backbone's hub id in models/backbones.json.
     #[arg(long)]
     pub weights: Option<WeightSource>,
-    /// Data folder holding `disease/` and `healthy/`.
+    /// Data folder: OASIS_2D (`disease/`, `healthy/`) or a BIDS dataset (with --slice, --labels).
     #[arg(long)]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Output features file (.safetensors).
     #[arg(long)]
     pub out: PathBuf,
@@ -45,7 +45,7 @@ pub struct ExtractArgs {
 
 pub fn run(args: ExtractArgs) -> Result<()> {
     let source = weights_or_default(args.backbone, args.weights)?;
-    let dataset = Dataset::open(&args.data).with_context(|| format!("reading data folder {}", args.data.display()))?;
+    let dataset = args.source.open(&args.data)?;
     let backbone = load_backbone(args.backbone, &source, args.imagenet_normalize, &args.device)?;
     let config =
         ExtractConfig { batch_size: args.batch_size, cache_dir: if args.no_cache { None } else { Some(args.cache_dir.unwrap_or_else(default_cache_dir)) } };

@@ -9,11 +9,11 @@ use clap::{Args, ValueEnum};
 
 use polars::prelude::{Column, DataFrame};
 use tgc_backbones::{resize_bilinear_aa, Classifier, Randomize, WeightSource};
-use tgc_data::{phantom, read_nifti, write_atomic, write_table, Dataset};
+use tgc_data::{phantom, write_atomic, write_table, Dataset};
 use tgc_explain::faithfulness::{compare_maps, evaluate, Baseline, CurveConfig, InfidelityConfig, Measures, Protocol, RoadConfig, SensitivityConfig};
 use tgc_explain::Method;
 
-use crate::args::{load_classifier, open_data, MethodArgs, MethodName, ModelArgs, SelectionArgs};
+use crate::args::{load_classifier, MethodArgs, MethodName, ModelArgs, SelectionArgs, SourceArgs};
 use crate::progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -28,6 +28,8 @@ pub struct FaithfulnessArgs {
     pub model: ModelArgs,
     #[arg(long)]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
     #[command(flatten)]
     pub selection: SelectionArgs,
     #[command(flatten)]
@@ -135,7 +137,7 @@ fn protocol(args: &FaithfulnessArgs) -> Result<Protocol> {
 }
 
 /// The picked slices, preprocessed, in batches of [`IMAGES_PER_BATCH`], with their phantom masks.
-fn slice_batches(args: &FaithfulnessArgs, model: &Classifier, dataset: &Dataset, picked: &[usize], is_phantom: bool) -> Result<Vec<SliceBatch>> {
+fn slice_batches(model: &Classifier, dataset: &Dataset, picked: &[usize], is_phantom: bool) -> Result<Vec<SliceBatch>> {
     let mut batches = Vec::new();
     for chunk in picked.chunks(IMAGES_PER_BATCH) {
         let (mut xs, mut targets, mut images, mut masks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -144,7 +146,7 @@ fn slice_batches(args: &FaithfulnessArgs, model: &Classifier, dataset: &Dataset,
             let x = model.backbone.preprocess(&dataset.load_image(i)?)?.unsqueeze(0)?;
             let (_, _, h, w) = x.dims4()?;
             masks.push(if is_phantom {
-                let m = read_nifti(&phantom::mask_path(&args.data, record.label, &record.path))?;
+                let m = phantom::load_mask(dataset, i)?;
                 let resized = resize_bilinear_aa(m.pixels(), (m.height(), m.width()), (h, w));
                 Some(resized.iter().map(|&v| if v > 0.5 { 1.0 } else { 0.0 }).collect::<Vec<f32>>())
             } else {
@@ -169,7 +171,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     let vb = tgc_backbones::load_weights(&WeightSource::Random { seed: args.randomization_seed ^ 0x0DD5EED }, &Device::Cpu)?.vb;
     let random_head =
         Classifier::new(model.backbone.clone(), vb.get(w.shape(), "randomized_head.weight")?, Tensor::zeros(b.shape(), DType::F32, &Device::Cpu)?)?;
-    let dataset = open_data(&args.data)?;
+    let dataset = args.source.open(&args.data)?;
     let picked = args.selection.pick(&dataset, choice.run.as_ref())?;
     let is_phantom = phantom::is_phantom(&args.data);
     let protocol = protocol(&args)?;
@@ -179,7 +181,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     // One tick per slice and model: the trained one, the re-randomised head, each stage.
     let bar = progress::bar((picked.len() * (2 + cascade.len())) as u64, "faithfulness");
     let mut rows = Vec::new();
-    let mut batches = slice_batches(&args, &model, &dataset, &picked, is_phantom)?;
+    let mut batches = slice_batches(&model, &dataset, &picked, is_phantom)?;
     for batch in &mut batches {
         let started = std::time::Instant::now();
         let evaluation = evaluate(&model, &method_list, &batch.input, &batch.targets, &batch.masks, &protocol)

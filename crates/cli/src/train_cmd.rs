@@ -15,7 +15,7 @@ use tgc_backbones::{Preprocess, WeightSource};
 use tgc_temporal::train_bn_inputs::StudyBackbone;
 use tgc_temporal::{model_name, run_experiment_with, ExperimentConfig, HeadKind, Protocol};
 
-use crate::args::{open_data, DeviceArg};
+use crate::args::{DeviceArg, SourceArgs};
 
 use crate::{plot, progress};
 
@@ -75,6 +75,10 @@ pub struct TrainProbeArgs {
     /// one the features file names).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// With --backbone-bn study on a BIDS data set: how it is read (the same --slice,
+    /// --labels … as the extraction).
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// With --backbone-bn study: where the backbone runs (cpu, cuda or cuda:N); the probe
     /// itself trains on the CPU. Frozen features run no backbone here.
     #[arg(long, default_value = "cpu")]
@@ -150,7 +154,7 @@ fn study_backbone(features: &FeatureSet, args: &TrainProbeArgs) -> Result<StudyB
             anyhow::bail!("give --data: the features file does not name its data folder")
         }
     };
-    let dataset = open_data(&data)?;
+    let dataset = args.source.open(&data)?;
     let by_key: HashMap<(u64, i64), usize> = dataset.records().iter().enumerate().map(|(i, r)| ((r.patient.number(), i64::from(r.day)), i)).collect();
     let preprocess = Preprocess { resize_shorter_to: None, imagenet_normalize: meta("imagenet_normalize").as_deref() == Some("true") };
     let bar = progress::bar(features.len() as u64, "loading slices");

@@ -20,6 +20,25 @@ use std::path::{Path, PathBuf};
 use crate::delimited::{is_missing, TextTable};
 use crate::error::{DataError, Result};
 
+/// Makes `out` a BIDS derivative dataset: its `dataset_description.json` (`DatasetType:
+/// derivative`, `GeneratedBy` naming tgc and its version, the source dataset) — written once,
+/// atomically; an existing one is left as it is.
+pub fn write_derivative_description(out: &Path, source: &Path, what: &str) -> Result<()> {
+    let path = out.join("dataset_description.json");
+    if path.is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(out).map_err(|e| DataError::Write { path: out.to_owned(), message: e.to_string() })?;
+    let description = serde_json::json!({
+        "Name": format!("tgc {what}"),
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{ "Name": "tgc", "Version": env!("CARGO_PKG_VERSION"), "Description": what }],
+        "SourceDatasets": [{ "URL": format!("file://{}", std::fs::canonicalize(source).unwrap_or_else(|_| source.to_owned()).display()) }],
+    });
+    crate::atomic::write_atomic(&path, |w| std::io::Write::write_all(w, format!("{description:#}\n").as_bytes()).map_err(|e| e.to_string()))
+}
+
 /// Where the visit days of a BIDS data set came from (outputs say it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaySource {

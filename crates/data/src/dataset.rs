@@ -101,6 +101,27 @@ pub struct SourceReport {
     pub subjects_by_rank: bool,
 }
 
+impl std::fmt::Display for SourceReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(days) = &self.day_source {
+            writeln!(f, "visit days: {days}")?;
+        }
+        if self.subjects_by_rank {
+            writeln!(f, "patient ids: subjects numbered by rank of their label (not OASIS ids); outputs name them sub-<label>")?;
+        }
+        let skipped: usize = self.skipped.values().sum();
+        writeln!(f, "sessions skipped: {skipped}")?;
+        for (why, n) in &self.skipped {
+            writeln!(f, "  {n:>5}  {why}")?;
+        }
+        writeln!(f, "T1w runs left out (a session's other runs; the lowest run- is used): {}", self.runs_left_out)?;
+        if self.unregistered > 0 {
+            writeln!(f, "images with no space- entity (not registered; tgc does not register scans): {}", self.unregistered)?;
+        }
+        Ok(())
+    }
+}
+
 /// The images of one data folder, sorted by (patient, day).
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -277,7 +298,7 @@ impl Dataset {
         let label = text.strip_prefix("sub-");
         self.records.iter().map(|r| r.patient).find(|p| match (p.subject(), label) {
             (Some(have), Some(l)) => have == l,
-            (Some(have), None) => have == text,
+            (Some(have), None) => have == text || wanted == Some(*p),
             (None, _) => wanted == Some(*p) || label.and_then(PatientId::parse) == Some(*p),
         })
     }

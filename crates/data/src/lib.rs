@@ -25,7 +25,7 @@ mod table;
 mod volume;
 
 pub use atomic::write_atomic;
-pub use bids::DaySource;
+pub use bids::{write_derivative_description, DaySource};
 pub use dataset::{BidsSession, Dataset, Layout, Record, SourceOptions, SourceReport};
 pub use error::{DataError, Result};
 pub use features::FeatureSet;

@@ -7,6 +7,8 @@
 //! ventricles are therefore the region where the classes differ: the generator writes each
 //! image's ventricle mask to `masks/<class>/<same file name>` (1 inside, 0 outside), and a
 //! `phantom.txt` that marks the folder as synthetic.
+//!
+//! [`generate_bids`] writes the same disease model as a BIDS cohort of 3-D scans (see its doc).
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +18,10 @@ use rand_distr::{Distribution, Normal};
 
 use crate::atomic::write_atomic;
 use crate::error::{DataError, Result};
-use crate::image::{write_nifti, Image};
+use crate::dataset::{Dataset, Layout};
+use crate::image::{read_nifti, write_nifti, Image};
 use crate::name::{file_name, Label, PatientId};
+use crate::orient::{read_slice, write_oriented_volume, Orientation};
 
 /// Settings of the generator.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +53,7 @@ pub struct PhantomImage {
 }
 
 /// The anatomy of one patient (sizes relative to the half-width of the image).
+#[derive(Clone, Copy)]
 struct Anatomy {
     center: (f32, f32),
     head: (f32, f32),
@@ -113,15 +118,181 @@ pub fn generate(root: &Path, config: &PhantomConfig) -> Result<Vec<PhantomImage>
     Ok(out)
 }
 
-/// Whether a data folder was made by [`generate`].
+/// Whether a data folder was made by [`generate`] or [`generate_bids`].
 pub fn is_phantom(root: &Path) -> bool {
     root.join("phantom.txt").is_file()
 }
 
-fn render(anatomy: &Anatomy, growth: f32, config: &PhantomConfig, rng: &mut ChaCha8Rng) -> Result<(Image, Image)> {
+/// The ground-truth mask of record `index` of a phantom data set, as the image is read: the
+/// OASIS_2D layout's `masks/<class>/<name>`, or a BIDS phantom's mask volume
+/// (`derivatives/masks/…_desc-ventricles_mask.nii.gz`) cut to the data set's slice.
+pub fn load_mask(dataset: &Dataset, index: usize) -> Result<Image> {
+    let record = dataset.records().get(index).ok_or_else(|| DataError::InvalidArgument(format!("record {index} out of range")))?;
+    match (dataset.layout(), dataset.slice()) {
+        (Layout::Bids, Some(spec)) => read_slice(&bids_mask_path(dataset.root(), &record.path), spec),
+        (Layout::Bids, None) => Err(DataError::InvalidArgument("a BIDS phantom's masks are read as slices: give --slice".into())),
+        (Layout::Oasis2d, _) => read_nifti(&mask_path(dataset.root(), record.label, &record.path)),
+    }
+}
+
+/// `root/derivatives/masks/<the scan's path under root, T1w → desc-ventricles_mask>`.
+fn bids_mask_path(root: &Path, scan: &Path) -> PathBuf {
+    let relative = scan.strip_prefix(root).unwrap_or(scan);
+    let name = relative.file_name().map(|n| n.to_string_lossy().replace("_T1w.nii", "_desc-ventricles_mask.nii")).unwrap_or_default();
+    root.join("derivatives").join("masks").join(relative).with_file_name(name)
+}
+
+/// The voxel orders [`generate_bids`] stores its subjects in, by subject index: most RAS, the
+/// second sagittal-first (PIR, as many scanners write), the fourth LPS (ITK's order).
+fn bids_orientation(subject: usize) -> Orientation {
+    let codes = match subject % 4 {
+        1 => "PIR",
+        3 => "LPS",
+        _ => "RAS",
+    };
+    Orientation::from_codes(codes).expect("valid codes")
+}
+
+/// Writes a synthetic BIDS cohort of 3-D phantoms (`size × size × size/2` voxels of 1 mm,
+/// float32) with the disease model of [`generate`] — a patient's axial mid-slice is its 2-D
+/// phantom — into `root`:
+/// - `sub-OAS3<n>/ses-d<day>/anat/sub-…_ses-…_T1w.nii.gz`, ventricle masks under
+///   `derivatives/masks/`, `dataset_description.json`, `phantom.txt`;
+/// - `participants.tsv` (`participant_id`, `group` patient/control, `age`),
+///   `sub-*/sub-*_sessions.tsv` (`session_id`, `days`, `diagnosis` AD/CN, `cdr_global`) and
+///   an OASIS-style visit table `phenotype/clinical.csv` (`OASISID`, `days_to_visit`,
+///   `CDRTOT`, `dx1`; visits up to 60 days from the scans);
+/// - the awkward cases: the first session of the first subject has two runs (`run-1`,
+///   `run-2`); the second subject is stored PIR and the fourth LPS; the third subject has an
+///   extra session with no `anat/`; the last session of the fourth subject has `n/a` in its
+///   sessions.tsv and no clinical visit; the last subject is missing from participants.tsv.
+///
+/// Returns the images written (the runs left out and the masks not among them).
+pub fn generate_bids(root: &Path, config: &PhantomConfig) -> Result<Vec<PhantomImage>> {
+    if config.patients < 5 {
+        return Err(DataError::InvalidArgument(format!("a BIDS phantom cohort needs at least 5 subjects (its awkward cases need them), got {}", config.patients)));
+    }
+    if config.size < 16 || config.max_visits == 0 {
+        return Err(DataError::InvalidArgument(format!("phantom size must be ≥ 16 and max visits ≥ 1 (got {} and {})", config.size, config.max_visits)));
+    }
+    let write_text = |path: &Path, text: &str| -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| DataError::Write { path: dir.to_owned(), message: e.to_string() })?;
+        }
+        write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()).map_err(|e| e.to_string()))
+    };
+    let mkdir = |dir: &Path| std::fs::create_dir_all(dir).map_err(|e| DataError::Write { path: dir.to_owned(), message: e.to_string() });
     let n = config.size;
+    let depth = (n / 2).max(2);
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut out = Vec::new();
+    let mut participants = String::from("participant_id\tgroup\tage\n");
+    let mut clinical = String::from("OASISID,days_to_visit,CDRTOT,dx1\n");
+    for p in 0..config.patients {
+        let label = if p % 2 == 0 { Label::Disease } else { Label::Healthy };
+        let patient = PatientId::new(30_001 + p as u64);
+        let subject = format!("OAS{}", patient.number());
+        let anatomy = Anatomy {
+            center: (rng.random_range(-0.03..0.03), rng.random_range(-0.03..0.03)),
+            head: (rng.random_range(0.80..0.88), rng.random_range(0.66..0.74)),
+            ventricle: (rng.random_range(0.16..0.20), rng.random_range(0.055..0.07)),
+            ventricle_offset: rng.random_range(0.09..0.11),
+        };
+        if p + 1 < config.patients {
+            let group = if label == Label::Disease { "patient" } else { "control" };
+            participants.push_str(&format!("sub-{subject}\t{group}\t{}\n", rng.random_range(60..85)));
+        }
+        let visits = rng.random_range(1..=config.max_visits);
+        let mut day = rng.random_range(0..400u32);
+        let mut sessions = String::from("session_id\tdays\tdiagnosis\tcdr_global\n");
+        for v in 0..visits {
+            let years = day as f32 / 365.0;
+            let growth = match label {
+                Label::Disease => 1.5 + 0.15 * years,
+                Label::Healthy => 1.0 + 0.01 * years,
+            };
+            let session = format!("d{day:04}");
+            let anat = root.join(format!("sub-{subject}")).join(format!("ses-{session}")).join("anat");
+            mkdir(&anat)?;
+            let runs = if p == 0 && v == 0 { 2 } else { 1 };
+            for run in 1..=runs {
+                let mut volume = Vec::with_capacity(n * n * depth);
+                let mut mask = Vec::with_capacity(n * n * depth);
+                for k in 0..depth {
+                    let z = (k as f32 + 0.5) / depth as f32 * 2.0 - 1.0;
+                    let (image, m) = render_at(&anatomy, growth, config, z, &mut rng)?;
+                    // The slice image is radiological (row 0 anterior, column 0 right); RAS
+                    // stores x = right→left reversed, y = posterior→anterior.
+                    for y in 0..n {
+                        for x in 0..n {
+                            volume.push(image.get(n - 1 - y, n - 1 - x));
+                            mask.push(m.get(n - 1 - y, n - 1 - x));
+                        }
+                    }
+                }
+                let run_entity = if runs > 1 { format!("_run-{run}") } else { String::new() };
+                let name = format!("sub-{subject}_ses-{session}{run_entity}_T1w.nii.gz");
+                let path = anat.join(&name);
+                let orientation = bids_orientation(p);
+                write_oriented_volume(&path, [n, n, depth], &volume, orientation, 1.0)?;
+                let mask_file = bids_mask_path(root, &path);
+                mkdir(mask_file.parent().unwrap_or(root))?;
+                write_oriented_volume(&mask_file, [n, n, depth], &mask, orientation, 1.0)?;
+                if run == 1 {
+                    out.push(PhantomImage { path, mask_path: mask_file, patient, day, label });
+                }
+            }
+            let unlabelled = p == 3 && v + 1 == visits && visits > 1;
+            let (diagnosis, cdr) = match (unlabelled, label) {
+                (true, _) => ("n/a", "n/a".to_owned()),
+                (false, Label::Disease) => ("AD", format!("{}", if years > 2.0 { 1.0 } else { 0.5 })),
+                (false, Label::Healthy) => ("CN", "0".to_owned()),
+            };
+            sessions.push_str(&format!("ses-{session}\t{day}\t{diagnosis}\t{cdr}\n"));
+            if !unlabelled {
+                let visit_day = (day as i64 + rng.random_range(-60..=60i64)).max(0);
+                let dx = if label == Label::Disease { "AD Dementia" } else { "Cognitively normal" };
+                clinical.push_str(&format!("{subject},{visit_day},{cdr},{dx}\n"));
+            }
+            day += rng.random_range(300..900);
+        }
+        if p == 2 {
+            let other = root.join(format!("sub-{subject}")).join(format!("ses-d{:04}", day)).join("beh");
+            write_text(&other.join(format!("sub-{subject}_ses-d{day:04}_task-rest_beh.tsv")), "onset\tduration\n")?;
+        }
+        write_text(&root.join(format!("sub-{subject}")).join(format!("sub-{subject}_sessions.tsv")), &sessions)?;
+    }
+    write_text(&root.join("participants.tsv"), &participants)?;
+    write_text(&root.join("phenotype").join("clinical.csv"), &clinical)?;
+    let description = serde_json::json!({
+        "Name": "tgc synthetic phantom cohort (not patient data)",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "raw",
+        "GeneratedBy": [{ "Name": "tgc", "Version": env!("CARGO_PKG_VERSION"), "Description": "tgc data synth --layout bids" }],
+    });
+    write_text(&root.join("dataset_description.json"), &format!("{description:#}\n"))?;
+    let note = format!(
+        "Synthetic phantom BIDS cohort generated by tgc (not patient data).\n\
+         patients={} seed={} size={} max_visits={} noise={}\n",
+        config.patients, config.seed, config.size, config.max_visits, config.noise
+    );
+    write_text(&root.join("phantom.txt"), &note)?;
+    Ok(out)
+}
+
+fn render(anatomy: &Anatomy, growth: f32, config: &PhantomConfig, rng: &mut ChaCha8Rng) -> Result<(Image, Image)> {
+    render_at(anatomy, growth, config, 0.0, rng)
+}
+
+/// The axial section at height `z` ∈ [-1, 1] of an ellipsoidal head (z = 0 is the 2-D
+/// phantom): the head narrows away from the middle, and the ventricles span |z| < 0.35.
+fn render_at(anatomy: &Anatomy, growth: f32, config: &PhantomConfig, z: f32, rng: &mut ChaCha8Rng) -> Result<(Image, Image)> {
+    let n = config.size;
+    let scale = (1.0 - 0.85 * z * z).max(0.0).sqrt();
+    let anatomy = &Anatomy { head: (anatomy.head.0 * scale, anatomy.head.1 * scale), ..*anatomy };
+    let ventricle_height = (1.0 - (z / 0.35).powi(2)).max(0.0).sqrt();
     let noise = Normal::new(0.0f32, config.noise.max(0.0)).map_err(|e| DataError::InvalidArgument(format!("noise: {e}")))?;
-    let (vr, vc) = (anatomy.ventricle.0 * growth.sqrt(), anatomy.ventricle.1 * growth);
+    let (vr, vc) = (anatomy.ventricle.0 * growth.sqrt() * ventricle_height, anatomy.ventricle.1 * growth * ventricle_height);
     let mut pixels = Vec::with_capacity(n * n);
     let mut mask = Vec::with_capacity(n * n);
     for row in 0..n {
@@ -130,7 +301,7 @@ fn render(anatomy: &Anatomy, growth: f32, config: &PhantomConfig, rng: &mut ChaC
             let y = (row as f32 + 0.5) / n as f32 * 2.0 - 1.0 - anatomy.center.0;
             let x = (col as f32 + 0.5) / n as f32 * 2.0 - 1.0 - anatomy.center.1;
             let r = ((y / anatomy.head.0).powi(2) + (x / anatomy.head.1).powi(2)).sqrt();
-            let in_ventricle = [-1.0f32, 1.0].iter().any(|side| {
+            let in_ventricle = ventricle_height > 0.0 && [-1.0f32, 1.0].iter().any(|side| {
                 let dx = x - side * anatomy.ventricle_offset;
                 (y / vr).powi(2) + (dx / vc).powi(2) <= 1.0
             });
