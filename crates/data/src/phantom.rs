@@ -202,7 +202,8 @@ pub fn generate_bids(root: &Path, config: &PhantomConfig) -> Result<Vec<PhantomI
             let group = if label == Label::Disease { "patient" } else { "control" };
             participants.push_str(&format!("sub-{subject}\t{group}\t{}\n", rng.random_range(60..85)));
         }
-        let visits = rng.random_range(1..=config.max_visits);
+        // The fourth subject has two visits at least: its last one is the unlabelled session.
+        let visits = rng.random_range(if p == 3 { 2.min(config.max_visits) } else { 1 }..=config.max_visits);
         let mut day = rng.random_range(0..400u32);
         let mut sessions = String::from("session_id\tdays\tdiagnosis\tcdr_global\n");
         for v in 0..visits {
@@ -242,7 +243,7 @@ pub fn generate_bids(root: &Path, config: &PhantomConfig) -> Result<Vec<PhantomI
                     out.push(PhantomImage { path, mask_path: mask_file, patient, day, label });
                 }
             }
-            let unlabelled = p == 3 && v + 1 == visits && visits > 1;
+            let unlabelled = p == 3 && v + 1 == visits;
             let (diagnosis, cdr) = match (unlabelled, label) {
                 (true, _) => ("n/a", "n/a".to_owned()),
                 (false, Label::Disease) => ("AD", format!("{}", if years > 2.0 { 1.0 } else { 0.5 })),
