@@ -377,19 +377,17 @@ fn feature_steps(plan: &Plan, runner: &mut Runner, weights_resnet: &str, weights
         let mut args = vec![s("extract"), s("--backbone"), s(b), s("--weights"), w.clone()];
         args.extend(plan.data_args());
         args.extend([s("--out"), path(&features), s("--device"), s(plan.device)]);
-        runner
-            .step(&format!("features-{b}"), &args, &reads_data())
-            .map_err(|e| {
-                if w.starts_with("random:") {
-                    e
-                } else {
-                    e.context(format!(
-                        "cannot get {b} weights `{w}`. Without network access, put the checkpoint in the Hugging Face cache \
+        runner.step(&format!("features-{b}"), &args, &reads_data()).map_err(|e| {
+            if w.starts_with("random:") {
+                e
+            } else {
+                e.context(format!(
+                    "cannot get {b} weights `{w}`. Without network access, put the checkpoint in the Hugging Face cache \
                          (HF_HOME / HF_HUB_CACHE), pass a local folder with --weights-{}, or use random:<seed> (or --synthetic)",
-                        if b == "resnet18" { "resnet" } else { "vit" }
-                    ))
-                }
-            })?;
+                    if b == "resnet18" { "resnet" } else { "vit" }
+                ))
+            }
+        })?;
     }
 
     Ok(())

@@ -258,7 +258,11 @@ fn a_bids_cohort_reproduces_to_its_report() {
     assert!(status.success());
     let tgc = Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("tgc");
     let data = dir.path().join("cohort");
-    let o = Command::new(&tgc).args(["data", "synth", "--layout", "bids", "--patients", "6", "--size", "32", "--max-visits", "3", "--seed", "2", "--out"]).arg(&data).output().unwrap();
+    let o = Command::new(&tgc)
+        .args(["data", "synth", "--layout", "bids", "--patients", "6", "--size", "32", "--max-visits", "3", "--seed", "2", "--out"])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = dir.path().join("out");
     let o = Command::new(env!("CARGO_BIN_EXE_xtask"))

@@ -71,11 +71,8 @@ fn bids_copy(root: &Path, dataset: &Dataset, which: &[usize]) {
 }
 
 fn open_bids(root: &Path) -> Dataset {
-    let options = SourceOptions {
-        slice: Some("axial:1".parse().unwrap()),
-        labels: vec!["sessions:diagnosis=disease/healthy".parse().unwrap()],
-        ..Default::default()
-    };
+    let options =
+        SourceOptions { slice: Some("axial:1".parse().unwrap()), labels: vec!["sessions:diagnosis=disease/healthy".parse().unwrap()], ..Default::default() };
     Dataset::open_with(root, &options).unwrap()
 }
 

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::args::{load_backbone, weights_or_default, DeviceArg, SourceArgs};
+use crate::progress;
 use anyhow::{Context, Result};
 use clap::Args;
 use tgc_backbones::extract::{default_cache_dir, extract_features, ExtractConfig};
 use tgc_backbones::{BackboneKind, WeightSource};
-use crate::args::{load_backbone, weights_or_default, DeviceArg, SourceArgs};
-use crate::progress;
 
 #[derive(Args)]
 pub struct ExtractArgs {

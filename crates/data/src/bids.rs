@@ -250,8 +250,10 @@ pub(crate) fn days(found: &[Found], day_column: Option<&str>) -> Result<(Vec<u32
                 tables.insert(path.clone(), TextTable::read(&path)?);
             }
             let table = &tables[&path];
-            let (line, cells) = session_row(table, session)?
-                .ok_or_else(|| DataError::Bids { path: path.clone(), message: format!("no row for ses-{session} (needed for its day, --day-column {column})") })?;
+            let (line, cells) = session_row(table, session)?.ok_or_else(|| DataError::Bids {
+                path: path.clone(),
+                message: format!("no row for ses-{session} (needed for its day, --day-column {column})"),
+            })?;
             let col = table.column(column)?;
             days.push(parse_day(&cells[col]).ok_or_else(|| table.cell_error(line, col, format!("`{}` is not a day count (a whole number ≥ 0)", cells[col])))?);
         }
@@ -271,10 +273,7 @@ pub(crate) fn days(found: &[Found], day_column: Option<&str>) -> Result<(Vec<u32
     for labels in by_subject.values_mut() {
         labels.sort_by(|a, b| natural_cmp(a, b));
     }
-    let days = found
-        .iter()
-        .map(|f| by_subject[f.subject.as_str()].iter().position(|&l| l == f.session.as_deref().unwrap_or("")).unwrap_or(0) as u32)
-        .collect();
+    let days = found.iter().map(|f| by_subject[f.subject.as_str()].iter().position(|&l| l == f.session.as_deref().unwrap_or("")).unwrap_or(0) as u32).collect();
     Ok((days, DaySource::Rank))
 }
 

@@ -74,7 +74,9 @@ pub(crate) fn is_missing(cell: &str) -> bool {
 fn csv_error(path: &Path, e: &csv::Error) -> DataError {
     let line = e.position().map(|p| p.line());
     let message = match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!("this row has {len} cells, the header has {expected_len} (a truncated or malformed row)"),
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("this row has {len} cells, the header has {expected_len} (a truncated or malformed row)")
+        }
         csv::ErrorKind::Utf8 { .. } => "not UTF-8 text".to_owned(),
         _ => e.to_string(),
     };

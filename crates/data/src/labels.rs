@@ -40,9 +40,15 @@ pub enum Cmp {
 /// Which values are which class.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClassRule {
-    Values { positive: Vec<String>, negative: Vec<String> },
+    Values {
+        positive: Vec<String>,
+        negative: Vec<String>,
+    },
     /// Positive (disease) when `value <cmp> threshold`, negative otherwise.
-    Threshold { cmp: Cmp, threshold: f64 },
+    Threshold {
+        cmp: Cmp,
+        threshold: f64,
+    },
 }
 
 /// One `--labels` argument.
@@ -324,7 +330,8 @@ fn from_visits(path: &Path, sessions: &[SessionKey], spec: &LabelSpec, matching:
         if is_missing(&cells[col]) {
             continue;
         }
-        let day = parse_day(&cells[day_col]).ok_or_else(|| table.cell_error(*line, day_col, format!("`{}` is not a day count (a whole number ≥ 0)", cells[day_col])))?;
+        let day = parse_day(&cells[day_col])
+            .ok_or_else(|| table.cell_error(*line, day_col, format!("`{}` is not a day count (a whole number ≥ 0)", cells[day_col])))?;
         let subject = cells[subject_col].strip_prefix("sub-").unwrap_or(&cells[subject_col]);
         let label = spec.rule.classify(&cells[col]).expect("checked by checked_column");
         visits.entry(subject).or_default().push((day, label, *line));
@@ -357,7 +364,10 @@ mod tests {
         assert_eq!(s.table, LabelTable::Sessions);
         assert_eq!(s.rule, ClassRule::Values { positive: vec!["AD".into(), "MCI".into()], negative: vec!["CN".into()] });
         let s: LabelSpec = "clinical/visits.csv:CDRTOT>0".parse().unwrap();
-        assert_eq!((s.table, s.column.as_str(), s.rule), (LabelTable::Visits("clinical/visits.csv".into()), "CDRTOT", ClassRule::Threshold { cmp: Cmp::Gt, threshold: 0.0 }));
+        assert_eq!(
+            (s.table, s.column.as_str(), s.rule),
+            (LabelTable::Visits("clinical/visits.csv".into()), "CDRTOT", ClassRule::Threshold { cmp: Cmp::Gt, threshold: 0.0 })
+        );
         assert_eq!("participants:cdr>=0.5".parse::<LabelSpec>().unwrap().rule, ClassRule::Threshold { cmp: Cmp::Ge, threshold: 0.5 });
         for bad in ["sessions", "sessions:=AD/CN", "sessions:dx=AD", "sessions:dx=AD/AD", "sessions:dx>x", "sessions:dx", ":dx=A/B"] {
             assert!(bad.parse::<LabelSpec>().is_err(), "{bad}");

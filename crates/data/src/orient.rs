@@ -86,7 +86,9 @@ impl FromStr for SliceSpec {
         };
         let index = match index {
             "mid" => SliceIndex::Mid,
-            digits if !digits.is_empty() && digits.len() <= 6 && digits.bytes().all(|b| b.is_ascii_digit()) => SliceIndex::At(digits.parse().map_err(|_| bad())?),
+            digits if !digits.is_empty() && digits.len() <= 6 && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                SliceIndex::At(digits.parse().map_err(|_| bad())?)
+            }
             _ => return Err(bad()),
         };
         Ok(Self { plane, index })
@@ -463,7 +465,11 @@ mod tests {
     #[test]
     fn an_lps_volume_cut_axially_gives_its_stored_plane_in_sitk_order() {
         // The OASIS_2D case: a slice stored LPS, read row = j, column = i.
-        let geometry = ScanGeometry { dims: [4, 3, 2], orientation: Orientation::from_matrix([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]]).unwrap(), affine_source: AffineSource::Sform };
+        let geometry = ScanGeometry {
+            dims: [4, 3, 2],
+            orientation: Orientation::from_matrix([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]]).unwrap(),
+            affine_source: AffineSource::Sform,
+        };
         let (h, w, index) = geometry.slice_voxels("axial:1".parse().unwrap()).unwrap();
         assert_eq!((h, w), (3, 4));
         let expected: Vec<usize> = (0..3).flat_map(|j| (0..4).map(move |i| i + 4 * (j + 3))).collect();

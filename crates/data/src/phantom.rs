@@ -17,8 +17,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use crate::atomic::write_atomic;
-use crate::error::{DataError, Result};
 use crate::dataset::{Dataset, Layout};
+use crate::error::{DataError, Result};
 use crate::image::{read_nifti, write_nifti, Image};
 use crate::name::{file_name, Label, PatientId};
 use crate::orient::{read_slice, write_oriented_volume, Orientation};
@@ -170,7 +170,10 @@ fn bids_orientation(subject: usize) -> Orientation {
 /// Returns the images written (the runs left out and the masks not among them).
 pub fn generate_bids(root: &Path, config: &PhantomConfig) -> Result<Vec<PhantomImage>> {
     if config.patients < 5 {
-        return Err(DataError::InvalidArgument(format!("a BIDS phantom cohort needs at least 5 subjects (its awkward cases need them), got {}", config.patients)));
+        return Err(DataError::InvalidArgument(format!(
+            "a BIDS phantom cohort needs at least 5 subjects (its awkward cases need them), got {}",
+            config.patients
+        )));
     }
     if config.size < 16 || config.max_visits == 0 {
         return Err(DataError::InvalidArgument(format!("phantom size must be ≥ 16 and max visits ≥ 1 (got {} and {})", config.size, config.max_visits)));
@@ -302,10 +305,11 @@ fn render_at(anatomy: &Anatomy, growth: f32, config: &PhantomConfig, z: f32, rng
             let y = (row as f32 + 0.5) / n as f32 * 2.0 - 1.0 - anatomy.center.0;
             let x = (col as f32 + 0.5) / n as f32 * 2.0 - 1.0 - anatomy.center.1;
             let r = ((y / anatomy.head.0).powi(2) + (x / anatomy.head.1).powi(2)).sqrt();
-            let in_ventricle = ventricle_height > 0.0 && [-1.0f32, 1.0].iter().any(|side| {
-                let dx = x - side * anatomy.ventricle_offset;
-                (y / vr).powi(2) + (dx / vc).powi(2) <= 1.0
-            });
+            let in_ventricle = ventricle_height > 0.0
+                && [-1.0f32, 1.0].iter().any(|side| {
+                    let dx = x - side * anatomy.ventricle_offset;
+                    (y / vr).powi(2) + (dx / vc).powi(2) <= 1.0
+                });
             let base = if r > 1.0 {
                 0.0
             } else if r > 0.92 {

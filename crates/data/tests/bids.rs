@@ -194,7 +194,10 @@ fn every_bad_table_label_and_layout_case_is_a_named_error() {
     for sub in ["OAS30001", "OAS30002", "OAS30003"] {
         write(&root.join(format!("sub-{sub}/sub-{sub}_sessions.tsv")), "session_id\tdiagnosis\nses-d0000\tAD\nses-d0400\tAD\nses-d0100\tAD\nses-d0050\tAD\n");
     }
-    has(error_of(root, &["clinical.csv:CDRTOT>0", "sessions:diagnosis=AD/CN"], |_| {}), &["disagree", "sub-OAS30001/ses-d0000", "clinical.csv line 2", "sessions.tsv line 2"]);
+    has(
+        error_of(root, &["clinical.csv:CDRTOT>0", "sessions:diagnosis=AD/CN"], |_| {}),
+        &["disagree", "sub-OAS30001/ses-d0000", "clinical.csv line 2", "sessions.tsv line 2"],
+    );
     // A truncated sessions.tsv.
     write(&root.join("sub-OAS30002/sub-OAS30002_sessions.tsv"), "session_id\tdiagnosis\nses-d0100\n");
     has(error_of(root, &["sessions:diagnosis=AD/CN"], |_| {}), &["sub-OAS30002_sessions.tsv", "line 2", "1 cells"]);
