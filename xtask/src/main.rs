@@ -239,7 +239,8 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     }
     // 8. Report.
     let report_start = Instant::now();
-    report::write(&tgc, &out, &protocols, &temporal_patients, args.synthetic, &root.join("xtask/study_results.csv"))?;
+    let cohort = cohort_description(&plan);
+    report::write(&tgc, &out, &protocols, &temporal_patients, args.synthetic, cohort.as_deref(), &root.join("xtask/study_results.csv"))?;
     runner.timings.push(("report".into(), report_start.elapsed().as_secs_f64(), false));
     report::write_timings(&out, &runner.timings, start.elapsed().as_secs_f64())?;
     println!("report: {}", out.join("report.html").display());
@@ -278,6 +279,14 @@ fn source_flags(args: &ReproduceArgs) -> Vec<String> {
         source.slice.get_or_insert_with(|| s("axial:mid"));
     }
     source.flags()
+}
+
+/// "a BIDS cohort (DIR), slice S, labels L" when the steps cut scans to a slice; `None` for
+/// OASIS_2D.
+fn cohort_description(plan: &Plan) -> Option<String> {
+    let value = |flag: &str| plan.source.windows(2).filter(|w| w[0] == flag).map(|w| w[1].clone()).collect::<Vec<_>>();
+    let slice = value("--slice").pop()?;
+    Some(format!("a BIDS cohort ({}), 3-D scans cut to slice {slice}, labels {}", plan.data.display(), value("--labels").join(" and ")))
 }
 
 /// The real data folder must be there unless the run is synthetic.

@@ -108,11 +108,26 @@ fn weights_of_runs(runs: &Path) -> Result<(String, bool)> {
 ///
 /// The weights each backbone's models were trained on are read from the runs themselves, so
 /// the provenance line is true per backbone whatever the command line said.
-pub fn write(tgc: &Path, out: &Path, protocols: &[&str], temporal: &[(&str, Vec<String>)], synthetic: bool, study_csv: &Path) -> Result<()> {
+/// `cohort` describes a BIDS input (its slice and labels); `None` for OASIS_2D.
+pub fn write(
+    tgc: &Path,
+    out: &Path,
+    protocols: &[&str],
+    temporal: &[(&str, Vec<String>)],
+    synthetic: bool,
+    cohort: Option<&str>,
+    study_csv: &Path,
+) -> Result<()> {
     let (_, study_rows) = table(study_csv)?;
     let study: HashMap<String, HashMap<String, String>> = study_rows.into_iter().map(|r| (r["model"].clone(), r)).collect();
     let (weights, random) = weights_of_runs(&out.join("runs").join(protocols.first().copied().unwrap_or("holdout")))?;
-    let provenance = format!("Data: {}. Backbone weights: {weights}", if synthetic { "SYNTHETIC phantoms (not patient data)" } else { "OASIS_2D" });
+    let data = match (synthetic, cohort) {
+        (true, None) => "SYNTHETIC phantoms (not patient data)".to_owned(),
+        (true, Some(c)) => format!("SYNTHETIC phantoms (not patient data), {c}"),
+        (false, None) => "OASIS_2D".to_owned(),
+        (false, Some(c)) => c.to_owned(),
+    };
+    let provenance = format!("Data: {data}. Backbone weights: {weights}");
     let mut md = format!("# TemporalGradCam reproduction\n\n{provenance}\n\n");
     let mut html_tables = String::new();
     for p in protocols {

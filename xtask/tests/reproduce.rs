@@ -279,6 +279,7 @@ fn a_bids_cohort_reproduces_to_its_report() {
     assert!(text.contains("--slice axial:mid --labels phenotype/clinical.csv:CDRTOT>0"), "the steps did not get the source flags:\n{text}");
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(md.contains("| ResNet (Seq 3) |") && md.contains("RANDOM-INIT"), "{md}");
+    assert!(md.contains("a BIDS cohort") && md.contains("slice axial:mid, labels phenotype/clinical.csv:CDRTOT>0"), "{md}");
     let manifest = std::fs::read_to_string(out.join("manifest.csv")).unwrap();
     assert!(manifest.lines().next().unwrap().contains("participant_id,session_id"), "{manifest}");
     assert!(manifest.contains("sub-OAS30001,ses-d"), "{manifest}");

@@ -3,7 +3,9 @@
 //! `>=`, `<`, `<=` make the positive class, disease). `TABLE` is `sessions` (each subject's
 //! `sub-*_sessions.tsv`, a row per session), `participants` (`participants.tsv`, one label per
 //! subject) or a clinical CSV/TSV of visits, matched to a session by the nearest day within a
-//! window (the nearest row whose cell is not missing; OASIS's scripts use ±180 days).
+//! window (the nearest row whose cell is not missing; OASIS's scripts use ±180 days) — or, when
+//! it has a `session_id` column (Clinica's merged TSV) and no day column is named, by subject
+//! and session.
 //!
 //! `n/a` and empty cells are missing. A session without a label is skipped and counted, never
 //! guessed; equidistant visits of different classes leave it unlabelled too. A missing column,
@@ -181,13 +183,18 @@ pub(crate) fn label_sessions(root: &Path, sessions: &[SessionKey], specs: &[Labe
             LabelTable::Sessions => from_sessions(sessions, spec)?,
             LabelTable::Participants => from_participants(root, sessions, spec)?,
             LabelTable::Visits(path) => {
+                let table = TextTable::read(&resolve(root, path))?;
+                if matching.day_column.is_none() && table.columns.iter().any(|c| c == "session_id") {
+                    per_spec.push(from_session_rows(&table, sessions, spec, matching)?);
+                    continue;
+                }
                 if !days_are_real {
                     return Err(DataError::InvalidArgument(format!(
                         "--labels {}: a visit table is matched by day, and this data set's sessions have no days (give --day-column)",
                         path.display()
                     )));
                 }
-                from_visits(&resolve(root, path), sessions, spec, matching)?
+                from_visits(&table, sessions, spec, matching)?
             }
         });
     }
@@ -308,22 +315,53 @@ fn from_participants(root: &Path, sessions: &[SessionKey], spec: &LabelSpec) -> 
         .collect())
 }
 
-fn from_visits(path: &Path, sessions: &[SessionKey], spec: &LabelSpec, matching: &VisitMatch) -> Result<Vec<Sourced>> {
-    let table = TextTable::read(path)?;
-    let col = checked_column(&table, spec)?;
-    let pick = |given: &Option<String>, defaults: &[&str], what: &str| -> Result<usize> {
-        match given {
-            Some(name) => table.column(name),
-            None => table.first_column(defaults).ok_or_else(|| DataError::InputTable {
-                path: path.to_owned(),
-                line: None,
-                column: None,
-                message: format!("no {what} column (looked for {}; name it with --label-{what}-column)", defaults.join(", ")),
-            }),
+/// The subject column of a table: given, or the first of the usual names.
+fn subject_column(table: &TextTable, matching: &VisitMatch) -> Result<usize> {
+    pick_column(table, &matching.subject_column, &["participant_id", "OASISID", "subject_id", "subject", "Subject"], "subject")
+}
+
+fn pick_column(table: &TextTable, given: &Option<String>, defaults: &[&str], what: &str) -> Result<usize> {
+    match given {
+        Some(name) => table.column(name),
+        None => table.first_column(defaults).ok_or_else(|| DataError::InputTable {
+            path: table.path.clone(),
+            line: None,
+            column: None,
+            message: format!("no {what} column (looked for {}; name it with --label-{what}-column)", defaults.join(", ")),
+        }),
+    }
+}
+
+/// A table with a row per session (`participant_id`, `session_id`: Clinica's merged TSV, a
+/// CAPS user's labels), matched by subject and session rather than by day.
+fn from_session_rows(table: &TextTable, sessions: &[SessionKey], spec: &LabelSpec, matching: &VisitMatch) -> Result<Vec<Sourced>> {
+    let col = checked_column(table, spec)?;
+    let subject_col = subject_column(table, matching)?;
+    let session_col = table.column("session_id")?;
+    let strip = |cell: &str, prefix: &str| cell.strip_prefix(prefix).unwrap_or(cell).to_owned();
+    let mut rows: HashMap<(String, String), (u64, &str)> = HashMap::new();
+    for (line, cells) in &table.rows {
+        let key = (strip(&cells[subject_col], "sub-"), strip(&cells[session_col], "ses-"));
+        if let Some((first, _)) = rows.insert(key.clone(), (*line, &cells[col])) {
+            return Err(table.cell_error(*line, session_col, format!("sub-{}/ses-{} appears twice (also on line {first})", key.0, key.1)));
         }
-    };
-    let subject_col = pick(&matching.subject_column, &["participant_id", "OASISID", "subject_id", "subject", "Subject"], "subject")?;
-    let day_col = pick(&matching.day_column, &["days_to_visit", "day", "days"], "day")?;
+    }
+    let name = table.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(sessions
+        .iter()
+        .map(|key| match rows.get(&(key.subject.to_owned(), key.session.unwrap_or("").to_owned())) {
+            None => Err(format!("no row in {name}")),
+            Some((_, cell)) if is_missing(cell) => Err(format!("`{}` is n/a in {name}", spec.column)),
+            Some((line, cell)) => Ok((spec.rule.classify(cell).expect("checked by checked_column"), table.path.clone(), *line)),
+        })
+        .collect())
+}
+
+fn from_visits(table: &TextTable, sessions: &[SessionKey], spec: &LabelSpec, matching: &VisitMatch) -> Result<Vec<Sourced>> {
+    let path = table.path.as_path();
+    let col = checked_column(table, spec)?;
+    let subject_col = subject_column(table, matching)?;
+    let day_col = pick_column(table, &matching.day_column, &["days_to_visit", "day", "days"], "day")?;
     // Labelled visits per subject: (day, label, line).
     let mut visits: HashMap<&str, Vec<(u32, Label, u64)>> = HashMap::new();
     for (line, cells) in &table.rows {

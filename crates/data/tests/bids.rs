@@ -159,6 +159,17 @@ fn a_clinica_tree_takes_labels_and_days_from_sessions_tsv() {
     o.day_column = Some("days".into());
     let days: Vec<u32> = Dataset::open_with(root, &o).unwrap().records().iter().map(|r| r.day).collect();
     assert_eq!(days, [0, 182, 365, 0, 730]);
+    // Clinica's CAPS layout (t1_linear/, its double-T1w names) with a merged TSV of labels
+    // keyed by participant and session.
+    let caps = tempfile::tempdir().unwrap();
+    for ses in ["M00", "M12"] {
+        let name = format!("sub-ADNI002S0295_ses-{ses}_T1w_space-MNI152NLin2009cSym_res-1x1x1_T1w.nii.gz");
+        write_scan(&caps.path().join(format!("subjects/sub-ADNI002S0295/ses-{ses}/t1_linear/{name}")), "RAS");
+    }
+    write(&caps.path().join("labels.tsv"), "participant_id\tsession_id\tdiagnosis\nsub-ADNI002S0295\tses-M00\tCN\nsub-ADNI002S0295\tses-M12\tAD\n");
+    let c = Dataset::open_with(caps.path(), &options(&["labels.tsv:diagnosis=AD/CN"])).unwrap();
+    assert_eq!(c.records().iter().map(|r| (r.day, r.label)).collect::<Vec<_>>(), [(0, Label::Healthy), (1, Label::Disease)]);
+    assert_eq!(c.report().unregistered, 0);
     // The manifest carries the BIDS keys.
     let m = tgc_data::manifest(&d, None).unwrap();
     assert_eq!(m.column("participant_id").unwrap().str().unwrap().get(0), Some("sub-ADNI002S0295"));
@@ -210,6 +221,7 @@ fn every_bad_table_label_and_layout_case_is_a_named_error() {
     // A visit table on sessions without days.
     let ranks = tempfile::tempdir().unwrap();
     write_scan(&anat(ranks.path(), "01", "bl", "sub-01_ses-bl_T1w.nii.gz"), "RAS");
+    write(&ranks.path().join("v.csv"), "OASISID,days_to_visit,CDRTOT\n01,0,0\n");
     has(error_of(ranks.path(), &["v.csv:CDRTOT>0"], |_| {}), &["matched by day", "--day-column"]);
     // BIDS flags on OASIS_2D.
     let oasis = tempfile::tempdir().unwrap();
