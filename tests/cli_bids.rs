@@ -43,6 +43,32 @@ fn a_bids_cohort_through_the_cli() {
     let o = extract(&["--labels", "sessions:diagnosis=AD/CN"]);
     assert!(!o.status.success() && text(&o).contains("--slice"), "{}", text(&o));
     assert!(!features.exists());
+
+    // One scan explained alone (`--input` with `--slice`): the map also in the scan's geometry.
+    ok(extract(&["--labels", "sessions:diagnosis=AD/CN", "--slice", "axial:mid"]));
+    let runs = dir.path().join("runs");
+    ok(tgc(&["train", "--features", features.to_str().unwrap(), "--out", runs.to_str().unwrap(), "--iterations", "1", "--epochs", "2"], &cache));
+    let scan = std::fs::read_dir(data.join("sub-OAS30002")).unwrap().flatten().find(|e| e.path().join("anat").is_dir()).unwrap().path().join("anat");
+    let scan = std::fs::read_dir(scan).unwrap().flatten().next().unwrap().path();
+    let one = dir.path().join("one.safetensors");
+    ok(tgc(
+        &[
+            "explain",
+            "--run",
+            runs.join("ResNet/0").to_str().unwrap(),
+            "--input",
+            scan.to_str().unwrap(),
+            "--slice",
+            "axial:mid",
+            "--method",
+            "gradcam",
+            "--out",
+            one.to_str().unwrap(),
+        ],
+        &cache,
+    ));
+    assert!(one.is_file());
+    assert_eq!(tgc_data::read_scan(&one.with_extension("nii.gz")).unwrap().geometry, tgc_data::read_scan(&scan).unwrap().geometry);
     let o = tgc(&["data", "stats", "--data", &s(&data), "--labels", "sessions:dx=AD/CN"], &cache);
     assert!(!o.status.success() && text(&o).contains("no such column") && text(&o).contains("_sessions.tsv"), "{}", text(&o));
     let o = tgc(&["data", "stats", "--data", &s(&data), "--labels", "sessions:diagnosis=AD/CN", "--slice", "oblique:3"], &cache);

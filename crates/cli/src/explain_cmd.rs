@@ -19,7 +19,8 @@ use crate::progress;
 pub struct ExplainArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// One slice to explain (`--out` is then a .safetensors file).
+    /// One slice to explain (`--out` is then a .safetensors file); a 3-D scan with --slice
+    /// (the map is then also written into the scan's geometry, `--out` with `.nii.gz`).
     #[arg(long, conflicts_with = "data")]
     pub input: Option<PathBuf>,
     /// A data folder: explain `--samples-per-class` slices per class of `--split` (`--out` is
@@ -93,7 +94,12 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     };
     match (&args.input, &args.data) {
         (Some(input), None) => {
-            let image = read_nifti(input).with_context(|| format!("reading {}", input.display()))?;
+            // A 3-D scan is cut to --slice, as a BIDS data set's scans are.
+            let image = match args.source.slice {
+                Some(spec) => tgc_data::read_slice(input, spec),
+                None => read_nifti(input),
+            }
+            .with_context(|| format!("reading {}", input.display()))?;
             let x = model.backbone.preprocess(&image)?.unsqueeze(0)?;
             let target = match args.target {
                 Some(t) => t,
@@ -104,6 +110,11 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             for ((m, method), a) in methods.iter().zip(results) {
                 let out = if methods.len() == 1 { args.out.clone() } else { with_method_suffix(&args.out, &method.name()) };
                 save_attribution(&out, &a, meta(method, target, input))?;
+                if let Some(spec) = args.source.slice {
+                    let nifti = out.with_extension("nii.gz");
+                    let map = map_at_image_size(&a, image.height(), image.width())?;
+                    write_slice_map(&nifti, input, spec, &map).with_context(|| format!("writing {}", nifti.display()))?;
+                }
                 if let Some(png) = &args.png {
                     let png = if methods.len() == 1 { png.clone() } else { with_method_suffix(png, &method.name()) };
                     save_png(&overlay_of(&x, &a)?, &png)?;
