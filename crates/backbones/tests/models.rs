@@ -477,3 +477,28 @@ fn deeplift_on_resnet18_adds_up_and_on_the_vit_is_input_times_gradient() {
     let ixg = InputXGradient.attribute(&vit, &x, &[1]).unwrap().attribution;
     assert!(max_rel_diff(&dl, &ixg, 1e-6) < 1e-5);
 }
+
+/// An image's features and input gradient are bitwise the same alone as in a batch, for both
+/// backbones: what lets a data set split into shards (`--shard K/N`, whole patients) give the
+/// one-process run's features, maps and tables byte for byte. (The ViT's class-token rows were
+/// once a one-row product at batch 1, which the `gemm` crate sums in another order.)
+#[test]
+fn an_image_gives_the_same_bits_alone_as_in_a_batch() {
+    for kind in [BackboneKind::ResNet18, BackboneKind::Vit] {
+        let backbone = Backbone::load(kind, &WeightSource::Random { seed: 3 }, &cpu()).unwrap();
+        let x = rand_tensor(&[3, 3, 224, 224], 1.0, 5).abs().unwrap();
+        let batch: Vec<f32> = backbone.features(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let dim = batch.len() / 3;
+        for i in 0..3 {
+            let alone: Vec<f32> = backbone.features(&x.narrow(0, i, 1).unwrap()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(alone, batch[i * dim..(i + 1) * dim], "{kind}: image {i}'s features alone differ from those in a batch of 3");
+        }
+        // The input gradient of one feature's sum, alone and in the batch.
+        let gradient = |x: &Tensor| {
+            let var = Var::from_tensor(x).unwrap();
+            let f = backbone.features(var.as_tensor()).unwrap().narrow(1, 0, 1).unwrap().sum_all().unwrap();
+            f.backward().unwrap().get(var.as_tensor()).unwrap().narrow(0, 0, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        assert_eq!(gradient(&x.narrow(0, 0, 1).unwrap()), gradient(&x), "{kind}: image 0's input gradient alone differs from that in a batch");
+    }
+}

@@ -124,6 +124,12 @@ pub(crate) unsafe fn gemm_strided(
 /// above a `TGC_SIMD=baseline` cap). Without the feature, or off x86-64, every kernel is the
 /// crate's own dispatch (AVX2 + FMA on x86-64 CPUs with them).
 ///
+/// With the feature, a row's (and a column's) result does not depend on how many rows
+/// (columns) come with it: one row or column is padded to two ([`gemm_padded`]) and the
+/// crate's horizontal micro-kernels for tiny products are left out, since both sum in another
+/// order. An image then gives the same bits alone as in a batch, which is what lets shards of
+/// a data set equal a one-process run.
+///
 /// # Safety
 /// As [`gemm_strided`]; a kernel the CPU lacks panics instead of running.
 pub(crate) unsafe fn gemm_with(
@@ -135,6 +141,9 @@ pub(crate) unsafe fn gemm_with(
     (m, k, n): (usize, usize, usize),
     parallelism: gemm::Parallelism,
 ) {
+    if m == 1 || n == 1 {
+        return gemm_padded(kernel, dst, accumulate, a, b, (m, k, n), parallelism);
+    }
     #[cfg(all(target_arch = "x86_64", feature = "avx512-gemm"))]
     {
         use gemm_common::simd::{MixedSimd, Scalar, V3, V4};
@@ -149,7 +158,7 @@ pub(crate) unsafe fn gemm_with(
             ($simd:ty, $lanes:literal, $kernels:path) => {{
                 use $kernels as uk;
                 let simd = <$simd as MixedSimd<f32, f32, f32, f32>>::try_new().expect("the CPU lacks the matrix product's instruction set");
-                gemm_common::gemm::gemm_basic_generic::<$simd, f32, $lanes, { uk::MR_DIV_N * $lanes }, { uk::NR }, { uk::MR_DIV_N }, { uk::H_M }, { uk::H_N }>(
+                gemm_common::gemm::gemm_basic_generic::<$simd, f32, $lanes, { uk::MR_DIV_N * $lanes }, { uk::NR }, { uk::MR_DIV_N }, 0, 0>(
                     simd,
                     m,
                     n,
@@ -171,7 +180,10 @@ pub(crate) unsafe fn gemm_with(
                     false,
                     |x, y, z| x * y + z,
                     &uk::UKR,
-                    &uk::H_UKR,
+                    // No horizontal micro-kernels: the crate takes them for products of at most
+                    // 16×16 outputs with k-contiguous operands, and their sums run in another
+                    // order, so a row's bits would depend on how many rows came with it.
+                    &[],
                     false,
                     parallelism,
                 )
@@ -187,6 +199,48 @@ pub(crate) unsafe fn gemm_with(
     {
         let _ = kernel;
         gemm::gemm(m, n, k, dst.0, dst.2, dst.1, accumulate, a.0, a.2, a.1, b.0, b.2, b.1, 1.0, 1.0, false, false, false, parallelism);
+    }
+}
+
+/// [`gemm_with`] for a product with one row or one column, computed with a zero row (column)
+/// added: the `gemm` crate would take its vector path there, whose sums round differently, so
+/// an image's result would depend on whether it came alone (the class token's rows of a ViT
+/// batch of one) or in a batch — and a sharded run would not equal a one-process one.
+///
+/// # Safety
+/// As [`gemm_with`].
+unsafe fn gemm_padded(
+    kernel: GemmKernel,
+    dst: (*mut f32, isize, isize),
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+    (m, k, n): (usize, usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    let (pm, pn) = (m.max(2), n.max(2));
+    // Only the operand on the side that is 1 is copied (zero-padded, row-major); the other keeps
+    // its strides, so a weight matrix is not copied for a single row.
+    let copy = |mat: Mat, rows: usize, cols: usize, padded_rows: usize, padded_cols: usize| {
+        let mut out = vec![0f32; padded_rows * padded_cols];
+        for i in 0..rows {
+            for j in 0..cols {
+                out[i * padded_cols + j] = *mat.0.offset(i as isize * mat.1 + j as isize * mat.2);
+            }
+        }
+        out
+    };
+    let pa = (m == 1).then(|| copy(a, m, k, pm, k));
+    let pb = (n == 1).then(|| copy(b, k, n, k, pn));
+    let a = pa.as_ref().map_or(a, |pa| Mat(pa.as_ptr(), k as isize, 1));
+    let b = pb.as_ref().map_or(b, |pb| Mat(pb.as_ptr(), pn as isize, 1));
+    let dst_mat = Mat(dst.0, dst.1, dst.2);
+    let mut pd = if accumulate { copy(dst_mat, m, n, pm, pn) } else { vec![0f32; pm * pn] };
+    gemm_with(kernel, (pd.as_mut_ptr(), pn as isize, 1), accumulate, a, b, (pm, k, pn), parallelism);
+    for i in 0..m {
+        for j in 0..n {
+            *dst.0.offset(i as isize * dst.1 + j as isize * dst.2) = pd[i * pn + j];
+        }
     }
 }
 
@@ -384,6 +438,41 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// A row's bits do not depend on how many rows come with it — one row alone included,
+    /// where the `gemm` crate would take its vector path — with every kernel, in every layout:
+    /// an image's features are the same alone as in a batch, so shards of a data set give a
+    /// one-process run's numbers.
+    #[test]
+    fn a_rows_result_does_not_depend_on_the_number_of_rows() {
+        let (k, n) = (96, 40);
+        let b = random(k * n, 2);
+        let a = random(8 * k, 1);
+        for kernel in kernels() {
+            for (b_t, accumulate) in [(false, false), (true, false), (false, true)] {
+                let product = |m: usize| {
+                    let mut dst: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.01).collect();
+                    let a = &a[..m * k];
+                    let (a, b) = (Mat(a.as_ptr(), k as isize, 1), if b_t { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) });
+                    // SAFETY: row-major buffers of exactly these sizes and strides.
+                    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), n as isize, 1), accumulate, a, b, (m, k, n), gemm::Parallelism::Rayon(2)) };
+                    dst[..n].to_vec()
+                };
+                let one = product(1);
+                for m in [2, 3, 8] {
+                    assert_eq!(product(m), one, "{kernel:?} (bᵀ {b_t}, accumulate {accumulate}): row 0 of {m} rows differs from it alone");
+                }
+                // A single column likewise (the transposed case of the same vector path).
+                let column = |cols: usize| {
+                    let mut dst = vec![0f32; 8 * cols];
+                    // SAFETY: row-major buffers of exactly these sizes and strides.
+                    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), cols as isize, 1), false, Mat(a.as_ptr(), k as isize, 1), Mat(b.as_ptr(), n as isize, 1), (8, k, cols), gemm::Parallelism::None) };
+                    dst.chunks(cols).map(|r| r[0]).collect::<Vec<_>>()
+                };
+                assert_eq!(column(1), column(5), "{kernel:?}: column 0 alone differs from it among 5");
             }
         }
     }
