@@ -39,13 +39,28 @@ pub fn default_cache_dir() -> PathBuf {
 
 /// Computes (or fetches from the cache) the features of every record, in batches.
 /// `progress` is called with the number of images done after each batch.
-pub fn extract_features(backbone: &Backbone, dataset: &Dataset, config: &ExtractConfig, mut progress: impl FnMut(usize)) -> Result<(FeatureSet, usize)> {
+pub fn extract_features(backbone: &Backbone, dataset: &Dataset, config: &ExtractConfig, progress: impl FnMut(usize)) -> Result<(FeatureSet, usize)> {
+    let all: Vec<usize> = (0..dataset.len()).collect();
+    extract_features_of(backbone, dataset, &all, config, progress)
+}
+
+/// [`extract_features`] of the records `indices` (a shard's), in that order: the rows of the
+/// result are those records'. An image's features do not depend on the images batched with it,
+/// so shards' rows equal those of one process extracting everything.
+pub fn extract_features_of(
+    backbone: &Backbone,
+    dataset: &Dataset,
+    indices: &[usize],
+    config: &ExtractConfig,
+    mut progress: impl FnMut(usize),
+) -> Result<(FeatureSet, usize)> {
     let dim = backbone.feature_dim();
-    let n = dataset.len();
+    let n = indices.len();
+    let records: Vec<&tgc_data::Record> = indices.iter().map(|&i| &dataset.records()[i]).collect();
     let mut features = vec![0f32; n * dim];
     let mut keys = Vec::with_capacity(n);
     let mut missing = Vec::new();
-    for (i, record) in dataset.records().iter().enumerate() {
+    for (i, record) in records.iter().enumerate() {
         let bytes = std::fs::read(&record.path).map_err(|e| tgc_data::DataError::Read { path: record.path.clone(), message: e.to_string() })?;
         let key = cache_key(backbone, dataset.reader_key().as_deref(), &bytes);
         let hit = match &config.cache_dir {
@@ -66,14 +81,14 @@ pub fn extract_features(backbone: &Backbone, dataset: &Dataset, config: &Extract
     progress(cached);
     let mut done = cached;
     for chunk in missing.chunks(config.batch_size.max(1)) {
-        let images = chunk.iter().map(|&i| dataset.load_image(i)).collect::<tgc_data::Result<Vec<_>>>()?;
+        let images = chunk.iter().map(|&i| dataset.load_image(indices[i])).collect::<tgc_data::Result<Vec<_>>>()?;
         let input = backbone.preprocess_batch(&images)?;
         let rows: Vec<Vec<f32>> = backbone.features(&input)?.to_dtype(DType::F32)?.to_vec2()?;
         for (&i, row) in chunk.iter().zip(rows) {
             if row.iter().any(|v| !v.is_finite()) {
                 return Err(BackboneError::Weights {
                     source_name: backbone.identity().source.clone(),
-                    message: format!("the features of {} hold NaN or infinite values", dataset.records()[i].path.display()),
+                    message: format!("the features of {} hold NaN or infinite values", records[i].path.display()),
                 });
             }
             features[i * dim..(i + 1) * dim].copy_from_slice(&row);
@@ -84,7 +99,6 @@ pub fn extract_features(backbone: &Backbone, dataset: &Dataset, config: &Extract
         done += chunk.len();
         progress(done);
     }
-    let records = dataset.records();
     let identity = backbone.identity();
     let metadata = HashMap::from([
         ("backbone".to_owned(), backbone.kind().as_str().to_owned()),

@@ -634,6 +634,10 @@ pub struct SourceArgs {
     /// The largest distance in days between a scan and the visit that labels it.
     #[arg(long, default_value_t = 180)]
     pub match_window: u32,
+    /// Only these participants (BIDS-Apps' --participant-label: a subject label with or
+    /// without `sub-`, or an OASIS id); space- or comma-separated.
+    #[arg(long = "participant-label", num_args = 1.., value_delimiter = ',')]
+    pub participant_label: Vec<String>,
 }
 
 /// Where the output of `method` for record `index` goes under `out`, with extension `ext`:
@@ -695,7 +699,10 @@ impl SourceArgs {
 
     /// Opens a data folder, naming it on error.
     pub fn open(&self, path: &Path) -> Result<Dataset> {
-        let dataset = Dataset::open_with(path, &self.options()?).with_context(|| format!("reading data folder {}", path.display()))?;
+        let mut dataset = Dataset::open_with(path, &self.options()?).with_context(|| format!("reading data folder {}", path.display()))?;
+        if !self.participant_label.is_empty() {
+            dataset.retain_participants(&self.participant_label)?;
+        }
         if let Some(days) = &dataset.report().day_source {
             if *days == tgc_data::DaySource::Rank {
                 println!("note: {days}");

@@ -12,6 +12,7 @@ use tgc_data::{read_nifti, read_nifti_volume, write_nifti_volume, write_slice_ma
 use tgc_explain::render::save_png;
 
 use crate::args::{denormals, load_classifier, output_path, MethodArgs, ModelArgs, SelectionArgs, SourceArgs};
+use crate::parts::{self, ShardArgs};
 use crate::plot::{self, overlay_of, Explained};
 use crate::progress;
 
@@ -50,6 +51,8 @@ pub struct ExplainArgs {
     /// Weights of the 3-D model (tgc_backbones::ResNet3d): a .safetensors file, or random:<seed>.
     #[arg(long, conflicts_with_all = ["input", "run", "backbone", "model", "weights"])]
     pub volume_weights: Option<WeightSource>,
+    #[command(flatten)]
+    pub shard: ShardArgs,
 }
 
 /// `tgc explain`: one slice, a split's slices, or a volume.
@@ -58,6 +61,10 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         if t > 1 {
             bail!("--target must be 0 (healthy) or 1 (disease), got {t}");
         }
+    }
+    let shard = args.shard.resolve()?;
+    if shard.is_some() && args.data.is_none() {
+        bail!("--shard splits a data set: give --data DIR (one --input or --volume is one item)");
     }
     if let Some(volume) = &args.volume {
         return explain_volume(&args, volume);
@@ -124,8 +131,16 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         }
         (None, Some(data)) => {
             let dataset = args.source.open(data)?;
-            let picked = args.selection.pick(&dataset, choice.run.as_ref())?;
-            std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+            let all = args.selection.pick(&dataset, choice.run.as_ref())?;
+            let (picked, part) = match shard {
+                Some(shard) => match parts::begin("explain", &args.out, shard, all.len())? {
+                    Some(part) => (tgc_data::shard_images(&dataset, &all, shard), Some(part)),
+                    None => return Ok(()),
+                },
+                None => (all.clone(), None),
+            };
+            let base = part.as_ref().map_or(args.out.clone(), |p| p.dir.clone());
+            std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
             let bar = progress::bar((picked.len() * methods.len()) as u64, "explaining");
             let mut rows = Vec::new();
             for &i in &picked {
@@ -148,20 +163,30 @@ pub fn run(args: ExplainArgs) -> Result<()> {
                         // The map in the scan's own geometry, at its slice.
                         let image = dataset.load_image(i)?;
                         let map = map_at_image_size(&a, image.height(), image.width())?;
-                        let nifti = output_path(&args.out, &dataset, i, &name, "nii.gz")?;
+                        let nifti = output_path(&base, &dataset, i, &name, "nii.gz")?;
                         write_slice_map(&nifti, &record.path, slice, &map).with_context(|| format!("writing {}", nifti.display()))?;
                     }
-                    save_attribution(&output_path(&args.out, &dataset, i, &name, "safetensors")?, &a, metadata)?;
-                    save_png(&overlay_of(&x, &a)?, &output_path(&args.out, &dataset, i, &name, "png")?)?;
+                    save_attribution(&output_path(&base, &dataset, i, &name, "safetensors")?, &a, metadata)?;
+                    save_png(&overlay_of(&x, &a)?, &output_path(&base, &dataset, i, &name, "png")?)?;
                     maps.push((args.methods.title(*m), a));
                     bar.inc(1);
                 }
                 rows.push(Explained { label: Some(record.label), input: x, maps });
             }
             bar.finish_and_clear();
-            let grid = args.out.join("grid.png");
-            plot::attribution_grid(&rows, &grid, &format!("{}{}", kind.display_name(), if random { " (RANDOM-INIT weights)" } else { "" }))?;
-            println!("{} slices × {} methods explained into {} (grid: {})", picked.len(), methods.len(), args.out.display(), grid.display());
+            let title = format!("{}{}", kind.display_name(), if random { " (RANDOM-INIT weights)" } else { "" });
+            match part {
+                Some(part) => {
+                    let items = parts::image_items(&dataset, &all, &picked);
+                    save_grid_rows(&part.dir.join(GRID_ROWS), &rows, &items, &title)?;
+                    part.finish(items)?;
+                }
+                None => {
+                    let grid = args.out.join("grid.png");
+                    plot::attribution_grid(&rows, &grid, &title)?;
+                    println!("{} slices × {} methods explained into {} (grid: {})", picked.len(), methods.len(), args.out.display(), grid.display());
+                }
+            }
         }
         _ => bail!("give either --input FILE or --data DIR"),
     }
@@ -201,16 +226,27 @@ fn explain_volumes(args: &ExplainArgs, data: &Path) -> Result<()> {
     if dataset.layout() != tgc_data::Layout::Bids {
         bail!("--volume-weights with --data needs a BIDS data set of 3-D scans; {} is OASIS_2D (2-D slices)", data.display());
     }
-    let picked = args.selection.pick(&dataset, None)?;
+    let all = args.selection.pick(&dataset, None)?;
+    let (picked, part) = match args.shard.resolve()? {
+        Some(shard) => match parts::begin("explain", &args.out, shard, all.len())? {
+            Some(part) => (tgc_data::shard_images(&dataset, &all, shard), Some(part)),
+            None => return Ok(()),
+        },
+        None => (all.clone(), None),
+    };
+    let base = part.as_ref().map_or(args.out.clone(), |p| p.dir.clone());
     let (model, source) = load_volume_model(args)?;
     let bar = progress::bar(picked.len() as u64, "explaining scans");
     for &i in &picked {
-        let out = |method: &str, ext: &str| output_path(&args.out, &dataset, i, method, ext);
+        let out = |method: &str, ext: &str| output_path(&base, &dataset, i, method, ext);
         explain_one_volume(args, &model, &source, &dataset.records()[i].path, &out, Some(dataset.records()[i].label.index()))?;
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!("{} scans explained with the 3-D model into {}", picked.len(), args.out.display());
+    println!("{} scans explained with the 3-D model into {}", picked.len(), base.display());
+    if let Some(part) = part {
+        part.finish(parts::image_items(&dataset, &all, &picked))?;
+    }
     Ok(())
 }
 
@@ -316,4 +352,71 @@ fn save_attribution(path: &Path, a: &tgc_explain::Attribution, metadata: HashMap
     }
     let bytes = tgc_data::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), metadata).map_err(|e| anyhow::anyhow!("{e}"))?;
     tgc_data::write_atomic(path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A part's grid rows: each explained slice's input and maps, for the merge to draw the grid.
+const GRID_ROWS: &str = "part.grid.safetensors";
+
+/// Writes the rows of the grid figure (`input.P`, `map.P.J`, `label.P` for the slice at
+/// position P, the titles and the figure's title in the metadata).
+fn save_grid_rows(path: &Path, rows: &[Explained], items: &[parts::Item], title: &str) -> Result<()> {
+    let cpu = Device::Cpu;
+    let mut tensors: Vec<(String, candle_core::Tensor)> = Vec::new();
+    for (row, item) in rows.iter().zip(items) {
+        let p = item.position;
+        tensors.push((format!("input.{p}"), row.input.to_device(&cpu)?));
+        for (j, (_, a)) in row.maps.iter().enumerate() {
+            tensors.push((format!("map.{p}.{j}"), a.attribution.to_device(&cpu)?));
+        }
+        let label = row.label.map_or(-1.0, |l| l.index() as f32);
+        tensors.push((format!("label.{p}"), candle_core::Tensor::from_slice(&[label], 1, &cpu)?));
+    }
+    let titles: Vec<&str> = rows.first().map(|r| r.maps.iter().map(|(t, _)| t.as_str()).collect()).unwrap_or_default();
+    let metadata = HashMap::from([("titles".to_owned(), serde_json::to_string(&titles)?), ("title".to_owned(), title.to_owned())]);
+    let bytes = tgc_data::safetensors_bytes(tensors.iter().map(|(k, v)| (k.as_str(), v)), metadata).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tgc_data::write_atomic(path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `tgc merge` of explanation parts: every part's files, and the grid of all slices drawn in
+/// the one-process order.
+pub fn merge(args: ExplainArgs, parts: &[(PathBuf, parts::PartRecord)]) -> Result<()> {
+    let mut rows: Vec<(usize, Explained)> = Vec::new();
+    let mut title = None;
+    for (dir, record) in parts {
+        let path = dir.join(GRID_ROWS);
+        if !path.is_file() {
+            continue; // the 3-D model's parts draw no grid
+        }
+        let tensors = candle_core::safetensors::load(&path, &Device::Cpu).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        let titles: Vec<String> = serde_json::from_str(meta.get("titles").map_or("[]", String::as_str))?;
+        title = meta.get("title").cloned();
+        for item in &record.items {
+            let p = item.position;
+            let get = |key: String| tensors.get(&key).cloned().with_context(|| format!("{} lacks {key}", path.display()));
+            let maps = titles
+                .iter()
+                .enumerate()
+                .map(|(j, t)| {
+                    let attribution = get(format!("map.{p}.{j}"))?;
+                    Ok((t.clone(), tgc_explain::Attribution { attribution, layer_attribution: None, logits: None, convergence_delta: None }))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let label = get(format!("label.{p}"))?.to_vec1::<f32>()?[0];
+            let label = if label < 0.0 { None } else { tgc_data::Label::from_index(label as usize) };
+            rows.push((p, Explained { label, input: get(format!("input.{p}"))?, maps }));
+        }
+    }
+    rows.sort_by_key(|(p, _)| *p);
+    let rows: Vec<Explained> = rows.into_iter().map(|(_, r)| r).collect();
+    parts::replace_folder(&args.out, |tmp| {
+        let files = parts::copy_outputs(parts, tmp)?;
+        if let Some(title) = &title {
+            plot::attribution_grid(&rows, &tmp.join("grid.png"), title)?;
+        }
+        println!("{files} files of {} parts merged into {}{}", parts.len(), args.out.display(), if title.is_some() { " (grid: grid.png)" } else { "" });
+        Ok(())
+    })
 }

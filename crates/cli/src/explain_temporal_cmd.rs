@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
+use tgc_data::PatientId;
 use tgc_explain::{GradCam, GuidedGradCam, InputXGradient, IntegratedGradients, IntegratedGradientsConfig, Method};
 use tgc_temporal::explain_temporal::{step_importance, Visits};
 use tgc_temporal::model::Head;
 
 use crate::args::{denormals, MethodName, ModelArgs, SourceArgs};
+use crate::parts::{self, ShardArgs};
 use crate::plot;
 
 #[derive(Args)]
@@ -24,9 +26,10 @@ pub struct ExplainTemporalArgs {
     pub data: PathBuf,
     #[command(flatten)]
     pub source: SourceArgs,
-    /// Patient, as `OAS30001`, `30001` or (BIDS) `sub-<label>`.
+    /// Patient, as `OAS30001`, `30001` or (BIDS) `sub-<label>`. Left out: every patient (of
+    /// --participant-label, if given; in shards with --shard), each into its own files.
     #[arg(long)]
-    pub patient: String,
+    pub patient: Option<String>,
     /// The visit to explain (default: the patient's last).
     #[arg(long)]
     pub day: Option<u32>,
@@ -41,6 +44,8 @@ pub struct ExplainTemporalArgs {
     pub steps: usize,
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub shard: ShardArgs,
 }
 
 pub fn run(args: ExplainTemporalArgs) -> Result<()> {
@@ -50,11 +55,78 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
     if !args.method.contains(&MethodName::named("gradcam")) {
         bail!("--method must include gradcam (the strip figure shows it)");
     }
+    let shard = args.shard.resolve()?;
     let choice = args.model.resolve()?;
     let dataset = args.source.open(&args.data)?;
-    let patient = dataset
-        .find_patient(&args.patient)
-        .with_context(|| format!("--patient {}: no such patient in {} (give OAS30001, 30001 or sub-<label>)", args.patient, args.data.display()))?;
+    let patients: Vec<PatientId> = match &args.patient {
+        Some(text) => {
+            if shard.is_some() {
+                bail!("--shard splits the data set's patients: leave out --patient");
+            }
+            vec![dataset
+                .find_patient(text)
+                .with_context(|| format!("--patient {text}: no such patient in {} (give OAS30001, 30001 or sub-<label>)", args.data.display()))?]
+        }
+        None if args.day.is_some() => bail!("--day picks one patient's visit: give --patient too"),
+        None => dataset.patients().keys().copied().collect(),
+    };
+    // The shard's patients: whole participants, balanced by their visits.
+    let (mine, part) = match shard {
+        Some(shard) => {
+            let Some(part) = parts::begin("explain-temporal", &args.out, shard, patients.len())? else { return Ok(()) };
+            let images: Vec<usize> = patients.iter().flat_map(|p| dataset.visits_of(p)).collect();
+            let assigned = tgc_data::assign_shards(&dataset, &images, shard.count);
+            (patients.iter().copied().filter(|p| assigned.get(p) == Some(&shard.index)).collect(), Some(part))
+        }
+        None => (patients.clone(), None),
+    };
+    let base = part.as_ref().map_or(args.out.clone(), |p| p.dir.clone());
+    let checkpoint = &choice.checkpoint;
+    let state = candle_core::safetensors::load(checkpoint, &Device::Cpu).with_context(|| format!("reading {}", checkpoint.display()))?;
+    let head = Head::from_state_dict(&state).with_context(|| format!("reading the temporal model {}", checkpoint.display()))?;
+    if !matches!(head, Head::Dnn(_)) {
+        bail!("{} is a linear probe, not a temporal DNN checkpoint", checkpoint.display());
+    }
+    let backbone = choice.load_backbone()?;
+    let head = head.to_device(backbone.device())?;
+    let layer = choice.layer(&backbone)?;
+    let bar = crate::progress::bar(mine.len() as u64, "explaining patients");
+    for patient in &mine {
+        explain_patient(&args, &choice, &dataset, *patient, &backbone, &head, &layer, &base)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if backbone.is_random() {
+        println!("NOTE: explanations of a RANDOM-INIT backbone");
+    }
+    if let Some(part) = part {
+        let items = mine.iter().map(|p| parts::Item { position: patients.iter().position(|q| q == p).unwrap_or(0), name: p.to_string() }).collect();
+        part.finish(items)?;
+    }
+    Ok(())
+}
+
+/// `tgc merge` of explain-temporal parts: every patient's files, in one folder.
+pub fn merge(args: ExplainTemporalArgs, parts: &[(PathBuf, parts::PartRecord)]) -> Result<()> {
+    parts::replace_folder(&args.out, |tmp| {
+        let files = parts::copy_outputs(parts, tmp)?;
+        println!("{files} files of {} parts merged into {}", parts.len(), args.out.display());
+        Ok(())
+    })
+}
+
+/// One patient's temporal explanation into `out`: `<patient>_d<day>.safetensors` and `.png`.
+#[allow(clippy::too_many_arguments)]
+fn explain_patient(
+    args: &ExplainTemporalArgs,
+    choice: &crate::args::ModelChoice,
+    dataset: &tgc_data::Dataset,
+    patient: PatientId,
+    backbone: &tgc_backbones::Backbone,
+    head: &Head,
+    layer: &str,
+    out: &std::path::Path,
+) -> Result<()> {
     let visits = dataset.visits_of(&patient);
     if visits.is_empty() {
         bail!("patient {patient} has no images in {}", args.data.display());
@@ -70,14 +142,6 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
         }
     }
     let checkpoint = &choice.checkpoint;
-    let state = candle_core::safetensors::load(checkpoint, &Device::Cpu).with_context(|| format!("reading {}", checkpoint.display()))?;
-    let head = Head::from_state_dict(&state).with_context(|| format!("reading the temporal model {}", checkpoint.display()))?;
-    if !matches!(head, Head::Dnn(_)) {
-        bail!("{} is a linear probe, not a temporal DNN checkpoint", checkpoint.display());
-    }
-    let backbone = choice.load_backbone()?;
-    let head = head.to_device(backbone.device())?;
-    let layer = choice.layer(&backbone)?;
     let dim = backbone.feature_dim();
     let width = head.input_width()?;
     if width % dim != 0 {
@@ -104,7 +168,7 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
     } else {
         None
     };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let days: Vec<i64> = used.iter().map(|&i| dataset.records()[i].day as i64).collect();
     let cpu = Device::Cpu;
     let mut tensors = vec![
@@ -126,7 +190,7 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
         ("weights".to_owned(), choice.source.to_string()),
         ("random_weights".to_owned(), backbone.is_random().to_string()),
         ("model".to_owned(), checkpoint.display().to_string()),
-        ("layer".to_owned(), layer.clone()),
+        ("layer".to_owned(), layer.to_owned()),
         ("orientation".to_owned(), tgc_data::ORIENTATION.to_owned()),
         ("denormals".to_owned(), denormals().to_owned()),
         ("ops".to_owned(), backbone.ops_description()),
@@ -136,7 +200,7 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
     if let Some(run) = &choice.run {
         metadata.insert("run".to_owned(), run.dir.display().to_string());
     }
-    let file = args.out.join(format!("{patient}_d{:04}.safetensors", dataset.records()[current].day));
+    let file = out.join(format!("{patient}_d{:04}.safetensors", dataset.records()[current].day));
     let bytes = tgc_data::safetensors_bytes(tensors.iter().map(|(k, v)| (*k, v)), metadata).map_err(|e| anyhow::anyhow!("{e}"))?;
     tgc_data::write_atomic(&file, |w| std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string()))?;
     let strip = file.with_extension("png");
@@ -150,9 +214,6 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
     plot::temporal_strip(&input, &cam, &days, &ig, &strip, &title)?;
     println!("temporal explanation of {patient} ({k} of {seq_len} steps real) written to {} and {}", file.display(), strip.display());
     println!("time-step importance (IG, oldest first): {}", ig.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(", "));
-    if backbone.is_random() {
-        println!("NOTE: explanations of a RANDOM-INIT backbone");
-    }
     Ok(())
 }
 

@@ -4,11 +4,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::args::{load_backbone, weights_or_default, DeviceArg, SourceArgs};
+use crate::parts::{self, ShardArgs};
 use crate::progress;
 use anyhow::{Context, Result};
 use clap::Args;
-use tgc_backbones::extract::{default_cache_dir, extract_features, ExtractConfig};
+use tgc_backbones::extract::{default_cache_dir, extract_features_of, ExtractConfig};
 use tgc_backbones::{BackboneKind, WeightSource};
+use tgc_data::FeatureSet;
 
 #[derive(Args)]
 pub struct ExtractArgs {
@@ -41,30 +43,67 @@ pub struct ExtractArgs {
     /// Where the backbone runs: cpu, cuda or cuda:N (a CUDA build: scripts/build-cuda.sh).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub shard: ShardArgs,
 }
 
 pub fn run(args: ExtractArgs) -> Result<()> {
-    let source = weights_or_default(args.backbone, args.weights)?;
+    let shard = args.shard.resolve()?;
+    let source = weights_or_default(args.backbone, args.weights.clone())?;
     let dataset = args.source.open(&args.data)?;
+    let all: Vec<usize> = (0..dataset.len()).collect();
+    let (indices, part) = match shard {
+        Some(shard) => {
+            let Some(part) = parts::begin("extract", &args.out, shard, all.len())? else { return Ok(()) };
+            (tgc_data::shard_images(&dataset, &all, shard), Some(part))
+        }
+        None => (all.clone(), None),
+    };
     let backbone = load_backbone(args.backbone, &source, args.imagenet_normalize, &args.device)?;
-    let config =
-        ExtractConfig { batch_size: args.batch_size, cache_dir: if args.no_cache { None } else { Some(args.cache_dir.unwrap_or_else(default_cache_dir)) } };
-    let bar = progress::bar(dataset.len() as u64, &format!("{} features", args.backbone));
+    let config = ExtractConfig {
+        batch_size: args.batch_size,
+        cache_dir: if args.no_cache { None } else { Some(args.cache_dir.clone().unwrap_or_else(default_cache_dir)) },
+    };
+    let bar = progress::bar(indices.len() as u64, &format!("{} features", args.backbone));
     let start = Instant::now();
-    let (features, cached) = extract_features(&backbone, &dataset, &config, |done| bar.set_position(done as u64))
+    let (features, cached) = extract_features_of(&backbone, &dataset, &indices, &config, |done| bar.set_position(done as u64))
         .with_context(|| format!("extracting {} features", args.backbone))?;
     bar.finish_and_clear();
-    features.save(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    let out = match &part {
+        Some(part) => part.dir.join("part.features.safetensors"),
+        None => args.out.clone(),
+    };
+    features.save(&out).with_context(|| format!("writing {}", out.display()))?;
+    announce(&args, &features, &out, &format!("{cached} from cache, {:.1} s", start.elapsed().as_secs_f64()));
+    if let Some(part) = part {
+        part.finish(parts::image_items(&dataset, &all, &indices))?;
+    }
+    Ok(())
+}
+
+fn announce(args: &ExtractArgs, features: &FeatureSet, out: &std::path::Path, how: &str) {
     println!(
-        "{} features [{} x {}] of {} written to {} ({} from cache, {:.1} s){}",
+        "{} features [{} x {}] of {} written to {} ({how}){}",
         args.backbone,
         features.len(),
         features.dim,
         args.data.display(),
-        args.out.display(),
-        cached,
-        start.elapsed().as_secs_f64(),
-        if backbone.is_random() { " [random-init weights]" } else { "" }
+        out.display(),
+        if features.random_weights() { " [random-init weights]" } else { "" }
     );
+}
+
+/// `tgc merge` of extraction parts: their rows in the one-process order, into `--out`.
+pub fn merge(args: ExtractArgs, parts: &[(PathBuf, parts::PartRecord)]) -> Result<()> {
+    let mut sets = Vec::new();
+    for (dir, record) in parts {
+        let path = dir.join("part.features.safetensors");
+        let set = FeatureSet::load(&path).with_context(|| format!("reading {}", path.display()))?;
+        sets.push((set, record.items.iter().map(|i| i.position).collect::<Vec<_>>()));
+    }
+    let total = parts[0].1.total;
+    let features = FeatureSet::assemble(&sets, total).with_context(|| format!("joining the parts of {}", args.out.display()))?;
+    features.save(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    announce(&args, &features, &args.out, &format!("merged from {} parts", parts.len()));
     Ok(())
 }

@@ -14,6 +14,7 @@ use tgc_explain::faithfulness::{compare_maps, evaluate, Baseline, CurveConfig, I
 use tgc_explain::Method;
 
 use crate::args::{load_classifier, MethodArgs, MethodName, ModelArgs, SelectionArgs, SourceArgs};
+use crate::parts::{self, ShardArgs};
 use crate::progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -68,6 +69,8 @@ pub struct FaithfulnessArgs {
     /// Output folder for faithfulness.csv (per slice), summary.csv and faithfulness.md.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub shard: ShardArgs,
 }
 
 /// Slices explained together: one forward/backward batch per method and model.
@@ -78,6 +81,8 @@ struct SliceBatch {
     input: Tensor,
     targets: Vec<usize>,
     images: Vec<String>,
+    /// Per slice: its position among the picked slices of the whole run.
+    positions: Vec<usize>,
     /// Per slice: the known region (phantoms).
     masks: Vec<Option<Vec<f32>>>,
     /// Per slice, per method: the trained model's normalized map.
@@ -88,6 +93,8 @@ struct SliceBatch {
 struct CascadeRow {
     method: MethodName,
     image: String,
+    /// The slice's position among the picked slices of the whole run.
+    position: usize,
     /// `head`, then the backbone stages (`layer4`, …, `stem`; `block11`, …, `embeddings`).
     stage: String,
     spearman: Option<f64>,
@@ -98,6 +105,8 @@ struct CascadeRow {
 struct Row {
     method: MethodName,
     image: String,
+    /// The slice's position among the picked slices of the whole run.
+    position: usize,
     measures: Measures,
     /// The re-randomised head's ρ, filled in by the cascade's first stage.
     randomization: Option<f64>,
@@ -137,10 +146,16 @@ fn protocol(args: &FaithfulnessArgs) -> Result<Protocol> {
 }
 
 /// The picked slices, preprocessed, in batches of [`IMAGES_PER_BATCH`], with their phantom masks.
-fn slice_batches(model: &Classifier, dataset: &Dataset, picked: &[usize], is_phantom: bool) -> Result<Vec<SliceBatch>> {
+fn slice_batches(
+    model: &Classifier,
+    dataset: &Dataset,
+    picked: &[usize],
+    position: &std::collections::HashMap<usize, usize>,
+    is_phantom: bool,
+) -> Result<Vec<SliceBatch>> {
     let mut batches = Vec::new();
     for chunk in picked.chunks(IMAGES_PER_BATCH) {
-        let (mut xs, mut targets, mut images, mut masks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut xs, mut targets, mut images, mut masks, mut positions) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for &i in chunk {
             let record = &dataset.records()[i];
             let x = model.backbone.preprocess(&dataset.load_image(i)?)?.unsqueeze(0)?;
@@ -154,14 +169,16 @@ fn slice_batches(model: &Classifier, dataset: &Dataset, picked: &[usize], is_pha
             });
             targets.push(record.label.index());
             images.push(record.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            positions.push(position[&i]);
             xs.push(x);
         }
-        batches.push(SliceBatch { input: Tensor::cat(&xs, 0)?, targets, images, masks, maps: Vec::new() });
+        batches.push(SliceBatch { input: Tensor::cat(&xs, 0)?, targets, images, positions, masks, maps: Vec::new() });
     }
     Ok(batches)
 }
 
 pub fn run(args: FaithfulnessArgs) -> Result<()> {
+    let shard = args.shard.resolve()?;
     let choice = args.model.resolve()?;
     args.methods.check_backbone(choice.kind)?;
     let model = load_classifier(&choice)?;
@@ -172,7 +189,15 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     let random_head =
         Classifier::new(model.backbone.clone(), vb.get(w.shape(), "randomized_head.weight")?, Tensor::zeros(b.shape(), DType::F32, &Device::Cpu)?)?;
     let dataset = args.source.open(&args.data)?;
-    let picked = args.selection.pick(&dataset, choice.run.as_ref())?;
+    let all = args.selection.pick(&dataset, choice.run.as_ref())?;
+    let (picked, part) = match shard {
+        Some(shard) => match parts::begin("faithfulness", &args.out, shard, all.len())? {
+            Some(part) => (tgc_data::shard_images(&dataset, &all, shard), Some(part)),
+            None => return Ok(()),
+        },
+        None => (all.clone(), None),
+    };
+    let position: std::collections::HashMap<usize, usize> = all.iter().enumerate().map(|(p, &i)| (i, p)).collect();
     let is_phantom = phantom::is_phantom(&args.data);
     let protocol = protocol(&args)?;
     let methods = args.methods.methods(&choice.layer(&model.backbone)?)?;
@@ -181,16 +206,16 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     // One tick per slice and model: the trained one, the re-randomised head, each stage.
     let bar = progress::bar((picked.len() * (2 + cascade.len())) as u64, "faithfulness");
     let mut rows = Vec::new();
-    let mut batches = slice_batches(&model, &dataset, &picked, is_phantom)?;
+    let mut batches = slice_batches(&model, &dataset, &picked, &position, is_phantom)?;
     for batch in &mut batches {
         let started = std::time::Instant::now();
         let evaluation = evaluate(&model, &method_list, &batch.input, &batch.targets, &batch.masks, &protocol)
             .with_context(|| format!("explaining and measuring {}", batch.images.join(", ")))?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), slices = batch.images.len(), "explained with the trained model and measured");
         bar.inc(batch.images.len() as u64);
-        for (image, measures) in batch.images.iter().zip(evaluation.measures) {
+        for ((image, &at), measures) in batch.images.iter().zip(&batch.positions).zip(evaluation.measures) {
             for ((name, _), measures) in methods.iter().zip(measures) {
-                rows.push(Row { method: *name, image: image.clone(), measures, randomization: None });
+                rows.push(Row { method: *name, image: image.clone(), position: at, measures, randomization: None });
             }
         }
         batch.maps = evaluation.maps;
@@ -215,9 +240,16 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
             let similarity = compare_maps(&stage_model, &method_list, &batch.input, &batch.targets, &batch.maps)
                 .with_context(|| format!("explaining {} (re-randomised {stage})", batch.images.join(", ")))?;
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), %stage, slices = batch.images.len(), "explained with the re-randomised model");
-            for (image, row) in batch.images.iter().zip(similarity) {
+            for ((image, &at), row) in batch.images.iter().zip(&batch.positions).zip(similarity) {
                 for ((name, _), s) in methods.iter().zip(row) {
-                    cascade_rows.push(CascadeRow { method: *name, image: image.clone(), stage: stage.to_owned(), spearman: s.spearman, ssim: s.ssim });
+                    cascade_rows.push(CascadeRow {
+                        method: *name,
+                        image: image.clone(),
+                        position: at,
+                        stage: stage.to_owned(),
+                        spearman: s.spearman,
+                        ssim: s.ssim,
+                    });
                 }
             }
             bar.inc(batch.images.len() as u64);
@@ -232,30 +264,147 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         choice.kind.display_name(),
         if random { "RANDOM-INIT" } else { "pretrained" },
         if is_phantom { ", synthetic phantoms" } else { "" },
-        picked.len(),
+        all.len(),
         format!("{:?}", args.selection.split).to_lowercase(),
         args.curve_steps,
         format!("{:?}", args.baseline).to_lowercase()
     );
     let stages: Vec<String> = std::iter::once("head".to_owned()).chain(cascade.iter().map(|(s, _)| s.clone())).collect();
-    write_results(&args, md, &methods, &rows, &cascade_rows, &stages, is_phantom)
+    let names: Vec<MethodName> = methods.iter().map(|(m, _)| *m).collect();
+    match part {
+        Some(part) => {
+            let saved = SavedPart::of(&names, &rows, &cascade_rows, stages, md, is_phantom);
+            let path = part.dir.join(SAVED_ROWS);
+            let text = serde_json::to_string(&saved)?;
+            write_atomic(&path, |w| std::io::Write::write_all(w, text.as_bytes()).map_err(|e| e.to_string()))
+                .with_context(|| format!("writing {}", path.display()))?;
+            part.finish(parts::image_items(&dataset, &all, &picked))
+        }
+        None => {
+            write_results(&args, &args.out, md, &names, &rows, &cascade_rows, &stages, is_phantom)?;
+            println!("written to {}", args.out.display());
+            Ok(())
+        }
+    }
+}
+
+/// A part's rows, for the merge: every number as its bits, so the merged tables are those of
+/// one process to the last digit (NaN included).
+const SAVED_ROWS: &str = "part.rows.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedPart {
+    header: String,
+    is_phantom: bool,
+    stages: Vec<String>,
+    /// (position, method index, deletion, insertion, the optional measures in `Measures`'
+    /// order — road MoRF, road LeRF, sparseness, complexity, infidelity, sensitivity, energy —,
+    /// the pointing hit, the randomisation ρ).
+    rows: Vec<(usize, usize, u32, u32, [Option<u64>; 7], Option<bool>, Option<u64>)>,
+    /// (position, method index, stage, Spearman ρ, SSIM).
+    cascade: Vec<(usize, usize, String, Option<u64>, Option<u64>)>,
+    /// The images' names by position.
+    images: Vec<(usize, String)>,
+}
+
+impl SavedPart {
+    fn of(names: &[MethodName], rows: &[Row], cascade: &[CascadeRow], stages: Vec<String>, header: String, is_phantom: bool) -> Self {
+        let index = |m: MethodName| names.iter().position(|n| *n == m).unwrap_or(0);
+        let bits = |v: Option<f64>| v.map(f64::to_bits);
+        let mut images: Vec<(usize, String)> = rows.iter().map(|r| (r.position, r.image.clone())).collect();
+        images.dedup();
+        SavedPart {
+            header,
+            is_phantom,
+            stages,
+            rows: rows
+                .iter()
+                .map(|r| {
+                    let m = &r.measures;
+                    let optional = [m.road_morf, m.road_lerf, m.sparseness, m.complexity, m.infidelity, m.sensitivity, m.energy].map(bits);
+                    (r.position, index(r.method), m.deletion.to_bits(), m.insertion.to_bits(), optional, m.hit, bits(r.randomization))
+                })
+                .collect(),
+            cascade: cascade.iter().map(|c| (c.position, index(c.method), c.stage.clone(), bits(c.spearman), bits(c.ssim))).collect(),
+            images,
+        }
+    }
+}
+
+/// `tgc merge` of faithfulness parts: every part's rows in the one-process order (by slice,
+/// then method; the cascade by stage, slice, method), written by [`write_results`].
+pub fn merge(args: FaithfulnessArgs, parts: &[(PathBuf, parts::PartRecord)]) -> Result<()> {
+    let names = args.methods.method.clone();
+    let (mut rows, mut cascade_rows) = (Vec::new(), Vec::new());
+    let mut first: Option<SavedPart> = None;
+    for (dir, _) in parts {
+        let path = dir.join(SAVED_ROWS);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let saved: SavedPart = serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        let method = |j: usize| names.get(j).copied().with_context(|| format!("{}: method {j} of {} methods", path.display(), names.len()));
+        let image = |p: usize| saved.images.iter().find(|(q, _)| *q == p).map(|(_, n)| n.clone()).unwrap_or_default();
+        let float = |v: Option<u64>| v.map(f64::from_bits);
+        for (position, j, deletion, insertion, o, hit, randomization) in &saved.rows {
+            let [road_morf, road_lerf, sparseness, complexity, infidelity, sensitivity, energy] = o.map(float);
+            let measures = tgc_explain::faithfulness::Measures {
+                deletion: f32::from_bits(*deletion),
+                insertion: f32::from_bits(*insertion),
+                road_morf,
+                road_lerf,
+                sparseness,
+                complexity,
+                infidelity,
+                sensitivity,
+                energy,
+                hit: *hit,
+            };
+            rows.push(Row { method: method(*j)?, image: image(*position), position: *position, measures, randomization: float(*randomization) });
+        }
+        for (position, j, stage, spearman, ssim) in &saved.cascade {
+            cascade_rows.push(CascadeRow {
+                method: method(*j)?,
+                image: image(*position),
+                position: *position,
+                stage: stage.clone(),
+                spearman: float(*spearman),
+                ssim: float(*ssim),
+            });
+        }
+        if let Some(f) = &first {
+            if f.header != saved.header || f.stages != saved.stages {
+                anyhow::bail!("{} and the first part describe different runs", path.display());
+            }
+        } else {
+            first = Some(saved);
+        }
+    }
+    let first = first.context("no parts")?;
+    let order = |m: MethodName| names.iter().position(|n| *n == m).unwrap_or(0);
+    let stage = |s: &str| first.stages.iter().position(|t| t == s).unwrap_or(0);
+    rows.sort_by_key(|r| (r.position, order(r.method)));
+    cascade_rows.sort_by_key(|c| (stage(&c.stage), c.position, order(c.method)));
+    parts::replace_folder(&args.out, |tmp| write_results(&args, tmp, first.header.clone(), &names, &rows, &cascade_rows, &first.stages, first.is_phantom))?;
+    println!("{} parts merged into {}", parts.len(), args.out.display());
+    Ok(())
 }
 
 /// Writes faithfulness.csv (per slice), randomization.csv (per stage), summary.csv and
 /// faithfulness.md (whose first lines are `md`), and prints the Markdown.
+#[allow(clippy::too_many_arguments)]
 fn write_results(
     args: &FaithfulnessArgs,
+    out: &std::path::Path,
     mut md: String,
-    methods: &[(MethodName, Method)],
+    methods: &[MethodName],
     rows: &[Row],
     cascade_rows: &[CascadeRow],
     stages: &[String],
     is_phantom: bool,
 ) -> Result<()> {
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let title = |m| args.methods.title(m).to_owned();
     let write = |name: &str, columns: Vec<Column>| -> Result<()> {
-        let path = args.out.join(name);
+        let path = out.join(name);
         let height = columns.first().map_or(0, |c| c.len());
         let frame = DataFrame::new(height, columns).with_context(|| format!("building {}", path.display()))?;
         write_table(&frame, &path).with_context(|| format!("writing {}", path.display()))
@@ -266,7 +415,7 @@ fn write_results(
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut summary: Vec<(String, [Option<f64>; 11], u64)> = Vec::new();
-    for &(m, _) in methods {
+    for &m in methods {
         let of: Vec<&Row> = rows.iter().filter(|r| r.method == m).collect();
         let del = mean(of.iter().map(|r| r.measures.deletion as f64).collect());
         let ins = mean(of.iter().map(|r| r.measures.insertion as f64).collect());
@@ -347,16 +496,15 @@ fn write_results(
             Column::new("sensitivity_max".into(), measure(10)),
         ],
     )?;
-    let path = args.out.join("faithfulness.md");
+    let path = out.join("faithfulness.md");
     write_atomic(&path, |w| std::io::Write::write_all(w, md.as_bytes()).map_err(|e| e.to_string())).with_context(|| format!("writing {}", path.display()))?;
     print!("{md}");
-    println!("written to {}", args.out.display());
     Ok(())
 }
 
 /// The cascade's Markdown table: one column per stage, mean Spearman ρ / SSIM with the trained
 /// model's map.
-fn cascade_table(args: &FaithfulnessArgs, methods: &[(MethodName, Method)], cascade_rows: &[CascadeRow], stages: &[String]) -> String {
+fn cascade_table(args: &FaithfulnessArgs, methods: &[MethodName], cascade_rows: &[CascadeRow], stages: &[String]) -> String {
     let mut table = String::new();
     table.push_str(&format!(
         "\nModel-parameter randomisation, cascading from the top (Adebayo et al. 2018): each column re-randomises the head and every stage to its left as well; \
@@ -365,7 +513,7 @@ fn cascade_table(args: &FaithfulnessArgs, methods: &[(MethodName, Method)], casc
         stages.join(" | "),
         "---|".repeat(stages.len())
     ));
-    for &(m, _) in methods {
+    for &m in methods {
         let cells: Vec<String> = stages
             .iter()
             .map(|stage| {

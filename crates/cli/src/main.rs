@@ -7,6 +7,8 @@ mod explain_cmd;
 mod explain_temporal_cmd;
 mod extract_cmd;
 mod faithfulness_cmd;
+mod merge_cmd;
+mod parts;
 mod plot;
 mod progress;
 mod train_cmd;
@@ -60,6 +62,9 @@ enum Command {
     TrainTemporal(train_cmd::TrainTemporalArgs),
     /// Combine experiments' results.csv files (from train, train-temporal) into one table.
     Results(train_cmd::ResultsArgs),
+    /// Join the parts of a sharded step (`--shard K/N`, in OUT.parts/) into OUT, as one process
+    /// would have written it; names a missing, overlapping or mismatched part and writes nothing.
+    Merge(merge_cmd::MergeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +84,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => train_cmd::run(args),
         Command::TrainTemporal(args) => train_cmd::run_temporal(args),
         Command::Results(args) => train_cmd::run_results(args),
+        Command::Merge(args) => merge_cmd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -303,6 +303,21 @@ impl Dataset {
         })
     }
 
+    /// Keeps only the participants `labels` names (BIDS-Apps' `--participant-label`: a subject
+    /// label with or without `sub-`, or an OASIS id as `OAS30001` or `30001`); an error names a
+    /// label that matches no participant.
+    pub fn retain_participants(&mut self, labels: &[String]) -> Result<()> {
+        let mut keep = Vec::new();
+        for label in labels {
+            let patient = self
+                .find_patient(label)
+                .ok_or_else(|| DataError::InvalidArgument(format!("--participant-label {label}: no such participant in {}", self.root.display())))?;
+            keep.push(patient);
+        }
+        self.records.retain(|r| keep.contains(&r.patient));
+        Ok(())
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

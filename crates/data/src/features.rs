@@ -45,6 +45,67 @@ impl FeatureSet {
         self.metadata.get("orientation").map(String::as_str)
     }
 
+    /// The features of a whole data set from those of its shards: `parts` pairs each shard's
+    /// features with the positions its rows take in the whole (`0..total`, each once). The
+    /// metadata must agree (but for `sessions`, one entry per row, merged by position), so the
+    /// result is what one process extracting everything writes. Errors name the part (by its
+    /// index in `parts`) and what is wrong.
+    pub fn assemble(parts: &[(FeatureSet, Vec<usize>)], total: usize) -> Result<FeatureSet> {
+        let bad = |message: String| DataError::InvalidArgument(message);
+        let Some((first, _)) = parts.first() else { return Err(bad("no parts to assemble".into())) };
+        let dim = first.dim;
+        let mut features = vec![0f32; total * dim];
+        let (mut patient_id, mut day, mut label) = (vec![0i64; total], vec![0i64; total], vec![0i64; total]);
+        let mut sessions: Vec<String> = vec![String::new(); total];
+        let mut with_sessions = false;
+        let mut owner: Vec<Option<usize>> = vec![None; total];
+        let without_sessions = |m: &HashMap<String, String>| -> Vec<(String, String)> {
+            let mut kv: Vec<(String, String)> = m.iter().filter(|(k, _)| k.as_str() != "sessions").map(|(k, v)| (k.clone(), v.clone())).collect();
+            kv.sort();
+            kv
+        };
+        let reference = without_sessions(&first.metadata);
+        for (p, (set, positions)) in parts.iter().enumerate() {
+            if set.dim != dim || positions.len() != set.len() {
+                return Err(bad(format!("part {p}: {} rows of {} features for {} positions (part 0 has {dim} features)", set.len(), set.dim, positions.len())));
+            }
+            if without_sessions(&set.metadata) != reference {
+                let theirs = without_sessions(&set.metadata);
+                let differing: Vec<String> =
+                    reference.iter().filter(|kv| !theirs.contains(kv)).map(|(k, v)| format!("{k}: {v:?} in part 0, {:?} here", set.metadata.get(k))).collect();
+                return Err(bad(format!("part {p} was extracted with another configuration than part 0 ({})", differing.join("; "))));
+            }
+            let row_sessions: Option<Vec<String>> = match set.metadata.get("sessions") {
+                Some(json) => Some(serde_json::from_str(json).map_err(|e| bad(format!("part {p}: its sessions metadata is not a list: {e}")))?),
+                None => None,
+            };
+            for (row, &at) in positions.iter().enumerate() {
+                if at >= total {
+                    return Err(bad(format!("part {p}: row {row} is at position {at}, beyond the {total} rows of the whole")));
+                }
+                if let Some(other) = owner[at] {
+                    return Err(bad(format!("parts {other} and {p} both hold row {at}: they overlap")));
+                }
+                owner[at] = Some(p);
+                features[at * dim..(at + 1) * dim].copy_from_slice(&set.features[row * dim..(row + 1) * dim]);
+                (patient_id[at], day[at], label[at]) = (set.patient_id[row], set.day[row], set.label[row]);
+                if let Some(s) = &row_sessions {
+                    with_sessions = true;
+                    sessions[at] = s.get(row).cloned().unwrap_or_default();
+                }
+            }
+        }
+        if let Some(missing) = owner.iter().position(Option::is_none) {
+            return Err(bad(format!("no part holds row {missing} of {total}")));
+        }
+        let mut metadata = first.metadata.clone();
+        metadata.remove("sessions");
+        if with_sessions {
+            metadata.insert("sessions".to_owned(), serde_json::to_string(&sessions).unwrap_or_default());
+        }
+        Ok(FeatureSet { features, dim, patient_id, day, label, metadata })
+    }
+
     /// Writes the safetensors file atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let n = self.len();

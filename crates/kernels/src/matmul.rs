@@ -469,7 +469,17 @@ mod tests {
                 let column = |cols: usize| {
                     let mut dst = vec![0f32; 8 * cols];
                     // SAFETY: row-major buffers of exactly these sizes and strides.
-                    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), cols as isize, 1), false, Mat(a.as_ptr(), k as isize, 1), Mat(b.as_ptr(), n as isize, 1), (8, k, cols), gemm::Parallelism::None) };
+                    unsafe {
+                        gemm_with(
+                            kernel,
+                            (dst.as_mut_ptr(), cols as isize, 1),
+                            false,
+                            Mat(a.as_ptr(), k as isize, 1),
+                            Mat(b.as_ptr(), n as isize, 1),
+                            (8, k, cols),
+                            gemm::Parallelism::None,
+                        )
+                    };
                     dst.chunks(cols).map(|r| r[0]).collect::<Vec<_>>()
                 };
                 assert_eq!(column(1), column(5), "{kernel:?}: column 0 alone differs from it among 5");
