@@ -80,7 +80,10 @@ ledger=$out/slurm/jobs.txt
 submit() {
   local name=$1 after=$2 array=$3 heavy=$4; shift 4
   local opts=(--parsable --job-name "tgc-$name" --kill-on-invalid-dep=yes --chdir "$out")
+  local command=$*
   if [ "$array" = 1 ]; then
+    # --shards N: the task id is the shard, so a task resubmitted alone (--array=K) is still K.
+    command+=" --shards $shards"
     opts+=(--array "0-$((shards - 1))%$parallel" --requeue --output "$out/slurm/$name-%A_%a.log")
   else
     opts+=(--output "$out/slurm/$name-%j.log")
@@ -89,7 +92,7 @@ submit() {
   [ "$heavy" = 1 ] && [ -n "$gres" ] && opts+=("$gres")
   # shellcheck disable=SC2086
   local id
-  id=$(sbatch "${opts[@]}" $extra_sbatch --wrap "$*")
+  id=$(sbatch "${opts[@]}" $extra_sbatch --wrap "$command")
   id=${id%%;*}
   echo "$name $id" >> "$ledger"
   echo "$name $id" >&2

@@ -31,7 +31,9 @@ impl Shard {
     /// The shard a job scheduler gives this task, from `env` (a lookup such as
     /// `|k| std::env::var(k).ok()`):
     /// - Slurm: `SLURM_ARRAY_TASK_ID` with `SLURM_ARRAY_TASK_COUNT`, or with
-    ///   `SLURM_ARRAY_TASK_MIN`/`MAX` (shard = task id − min, count = max − min + 1);
+    ///   `SLURM_ARRAY_TASK_MIN`/`MAX` (shard = task id − min, count = max − min + 1); with
+    ///   `shards` the task id is the shard of that many (so one task resubmitted alone as
+    ///   `--array=K` is still shard K);
     /// - Kubernetes' Indexed Jobs: `JOB_COMPLETION_INDEX`, with `shards` (`--shards N`).
     ///
     /// `None` when neither is set (one process does everything); an error when a variable is
@@ -45,6 +47,11 @@ impl Shard {
             }
         };
         if let Some(task) = number("SLURM_ARRAY_TASK_ID")? {
+            // With --shards N the task ids are the shard numbers: a failed task can then be
+            // resubmitted alone (`sbatch --array=K`), whatever that array's own size.
+            if let Some(n) = shards {
+                return Self::new(task, n, &format!("SLURM_ARRAY_TASK_ID={task} with --shards {n}")).map(Some);
+            }
             let (min, max, count) = (number("SLURM_ARRAY_TASK_MIN")?, number("SLURM_ARRAY_TASK_MAX")?, number("SLURM_ARRAY_TASK_COUNT")?);
             let (index, total) = match (min, max, count) {
                 (Some(min), Some(max), _) if max >= min && task >= min => (task - min, max - min + 1),
@@ -58,11 +65,6 @@ impl Shard {
                     )))
                 }
             };
-            if let Some(n) = shards {
-                if n != total {
-                    return Err(DataError::InvalidArgument(format!("--shards {n} disagrees with the Slurm array's {total} tasks")));
-                }
-            }
             return Self::new(index, total, "the Slurm array task").map(Some);
         }
         if let Some(index) = number("JOB_COMPLETION_INDEX")? {
@@ -170,7 +172,10 @@ mod tests {
         assert!(Shard::resolve(None, None, &k8s).unwrap_err().to_string().contains("--shards"));
         assert!(Shard::resolve(None, Some(1), &k8s).unwrap_err().to_string().contains("shard 1 does not exist among 1"));
         assert!(Shard::resolve(None, Some(3), &none).unwrap_err().to_string().contains("--shard K/3"));
-        assert!(Shard::resolve(None, Some(5), &slurm).unwrap_err().to_string().contains("disagrees"));
+        // --shards N: the task id is the shard (a task resubmitted alone keeps its number).
+        let alone = env(&[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "1")]);
+        assert_eq!(Shard::resolve(None, Some(4), &alone).unwrap(), Some(Shard { index: 3, count: 4 }));
+        assert!(Shard::resolve(None, Some(3), &slurm).unwrap_err().to_string().contains("shard 3 does not exist among 3"));
         // The flag wins over the environment.
         assert_eq!(Shard::resolve(Some(Shard { index: 0, count: 2 }), None, &slurm).unwrap(), Some(Shard { index: 0, count: 2 }));
         let garbage = env(&[("SLURM_ARRAY_TASK_ID", "x"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
