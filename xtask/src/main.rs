@@ -4,6 +4,7 @@
 //! writes the report.
 
 mod report;
+mod slurm;
 mod steps;
 
 use std::path::{Path, PathBuf};
@@ -68,6 +69,20 @@ pub struct ReproduceArgs {
     /// cuda or cuda:N (then tgc is built with CUDA by scripts/build-cuda.sh, into target/cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Submit every step to Slurm (from a login node; tgc must be on a shared file system): the
+    /// heavy steps as job arrays of --shards tasks, their merges held with
+    /// --dependency=afterok, the rest as single jobs; each awaited in turn (scripts/slurm/).
+    #[arg(long)]
+    pub slurm: bool,
+    /// Array tasks of each heavy step with --slurm.
+    #[arg(long, default_value_t = 4, requires = "slurm")]
+    pub shards: usize,
+    /// At most this many tasks of an array at once (default: all of them).
+    #[arg(long, requires = "slurm")]
+    pub parallel: Option<usize>,
+    /// More sbatch options for every job, e.g. "--partition=short --time=1:00:00".
+    #[arg(long, requires = "slurm", allow_hyphen_values = true)]
+    pub sbatch: Option<String>,
 }
 
 /// How every step reads `--data`: the same flags as `tgc`'s (see `tgc extract --help`), passed
@@ -212,6 +227,17 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     check_data(&args, &root)?;
     let tgc = build_tgc(&root, &args.device)?;
     let mut runner = Runner::new(tgc.clone(), out.clone());
+    if args.slurm {
+        if args.shards == 0 {
+            bail!("--shards must be at least 1");
+        }
+        runner.slurm = Some(slurm::Slurm {
+            shards: args.shards,
+            parallel: args.parallel.unwrap_or(args.shards).max(1),
+            logs: out.join("slurm"),
+            extra: args.sbatch.as_deref().unwrap_or_default().split_whitespace().map(str::to_owned).collect(),
+        });
+    }
     let (data, weights_resnet, weights_vit) = data_and_weights(&args, &root, &out, &mut runner)?;
     if weights_resnet.starts_with("random:") || weights_vit.starts_with("random:") {
         println!("NOTE: RANDOM-INIT backbone weights (resnet18: {weights_resnet}, vit: {weights_vit}); every output says so");

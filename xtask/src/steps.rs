@@ -35,11 +35,13 @@ pub struct Runner {
     /// The data folder's fingerprint ([`data_fingerprint`]), once known.
     pub data: Option<String>,
     pub timings: Vec<(String, f64, bool)>,
+    /// Submit the steps to Slurm instead of running them here.
+    pub slurm: Option<crate::slurm::Slurm>,
 }
 
 impl Runner {
     pub fn new(tgc: PathBuf, out: PathBuf) -> Self {
-        Runner { tgc, out, data: None, timings: Vec::new() }
+        Runner { tgc, out, data: None, timings: Vec::new(), slurm: None }
     }
 
     fn marker_path(&self, name: &str) -> PathBuf {
@@ -84,9 +86,14 @@ impl Runner {
         }
         println!("[run ] {name}: tgc {command}");
         let start = Instant::now();
-        let status = Command::new(&self.tgc).args(args).status().with_context(|| format!("starting {}", self.tgc.display()))?;
-        if !status.success() {
-            bail!("step {name} failed ({status}): tgc {command}");
+        match &self.slurm {
+            Some(slurm) => slurm.run(&self.tgc, name, args).with_context(|| format!("tgc {command}"))?,
+            None => {
+                let status = Command::new(&self.tgc).args(args).status().with_context(|| format!("starting {}", self.tgc.display()))?;
+                if !status.success() {
+                    bail!("step {name} failed ({status}): tgc {command}");
+                }
+            }
         }
         let secs = start.elapsed().as_secs_f64();
         println!("[done] {name} in {secs:.1} s");
