@@ -411,7 +411,7 @@ pub fn merge(args: ExplainArgs, parts: &[(PathBuf, parts::PartRecord)]) -> Resul
     }
     rows.sort_by_key(|(p, _)| *p);
     let rows: Vec<Explained> = rows.into_iter().map(|(_, r)| r).collect();
-    parts::replace_folder(&args.out, |tmp| {
+    parts::write_folder(&args.out, |tmp| {
         let files = parts::copy_outputs(parts, tmp)?;
         if let Some(title) = &title {
             plot::attribution_grid(&rows, &tmp.join("grid.png"), title)?;

@@ -108,7 +108,7 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
 
 /// `tgc merge` of explain-temporal parts: every patient's files, in one folder.
 pub fn merge(args: ExplainTemporalArgs, parts: &[(PathBuf, parts::PartRecord)]) -> Result<()> {
-    parts::replace_folder(&args.out, |tmp| {
+    parts::write_folder(&args.out, |tmp| {
         let files = parts::copy_outputs(parts, tmp)?;
         println!("{files} files of {} parts merged into {}", parts.len(), args.out.display());
         Ok(())

@@ -383,7 +383,7 @@ pub fn merge(args: FaithfulnessArgs, parts: &[(PathBuf, parts::PartRecord)]) -> 
     let stage = |s: &str| first.stages.iter().position(|t| t == s).unwrap_or(0);
     rows.sort_by_key(|r| (r.position, order(r.method)));
     cascade_rows.sort_by_key(|c| (stage(&c.stage), c.position, order(c.method)));
-    parts::replace_folder(&args.out, |tmp| write_results(&args, tmp, first.header.clone(), &names, &rows, &cascade_rows, &first.stages, first.is_phantom))?;
+    parts::write_folder(&args.out, |tmp| write_results(&args, tmp, first.header.clone(), &names, &rows, &cascade_rows, &first.stages, first.is_phantom))?;
     println!("{} parts merged into {}", parts.len(), args.out.display());
     Ok(())
 }

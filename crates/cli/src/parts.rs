@@ -25,7 +25,8 @@ pub struct ShardArgs {
     /// (JOB_COMPLETION_INDEX with --shards); without either, everything in one process.
     #[arg(long)]
     pub shard: Option<Shard>,
-    /// The number of shards, for a Kubernetes Indexed Job (JOB_COMPLETION_INDEX).
+    /// The number of shards: with a Kubernetes Indexed Job's JOB_COMPLETION_INDEX, or in a
+    /// Slurm array, whose task id is then the shard (a task resubmitted alone keeps its number).
     #[arg(long)]
     pub shards: Option<usize>,
 }
@@ -319,9 +320,10 @@ pub fn copy_outputs(parts: &[(PathBuf, PartRecord)], dest: &Path) -> Result<usiz
     Ok(copied.len())
 }
 
-/// Builds a folder output in a temporary sibling of `out` with `build`, then puts it in place
-/// of `out` (an earlier `out` is replaced): an interrupted merge leaves no half folder.
-pub fn replace_folder(out: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+/// Builds a folder output in a temporary sibling of `out` with `build`, then moves its files
+/// into `out` (each by a rename, replacing a file of the same name; other files in `out` are
+/// left alone): a merge that fails writes nothing into `out`.
+pub fn write_folder(out: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     let tmp = out.with_file_name(format!(".{name}.merging"));
     if tmp.exists() {
@@ -332,8 +334,20 @@ pub fn replace_folder(out: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Re
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("replacing {}", out.display()))?;
+    let mut stack = vec![tmp.clone()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).with_context(|| format!("listing {}", folder.display()))? {
+            let path = entry.with_context(|| format!("listing {}", folder.display()))?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let target = out.join(path.strip_prefix(&tmp).unwrap_or(&path));
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::rename(&path, &target).with_context(|| format!("moving {} to {}", path.display(), target.display()))?;
+        }
     }
-    std::fs::rename(&tmp, out).with_context(|| format!("moving {} to {}", tmp.display(), out.display()))
+    std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))
 }
