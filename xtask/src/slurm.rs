@@ -96,10 +96,10 @@ impl Slurm {
         }
         let o = c.arg("--wrap").arg(wrap).output().context("running sbatch (is this a Slurm login node?)")?;
         let id = String::from_utf8_lossy(&o.stdout).trim().split(';').next().unwrap_or_default().to_owned();
-        println!("[slurm] {name}: job {id}{}", if wait { "" } else { " submitted" });
         if id.is_empty() {
             bail!("sbatch refused step {name}: {}", String::from_utf8_lossy(&o.stderr).trim());
         }
+        println!("[slurm] {name}: job {id}{}", if wait { " done" } else { " submitted" });
         Ok(id)
     }
 
