@@ -144,34 +144,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             let bar = progress::bar((picked.len() * methods.len()) as u64, "explaining");
             let mut rows = Vec::new();
             for &i in &picked {
-                let record = &dataset.records()[i];
-                let x = model.backbone.preprocess(&dataset.load_image(i)?)?.unsqueeze(0)?;
-                let target = args.target.unwrap_or(record.label.index());
-                let mut maps = Vec::new();
-                let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone()).collect();
-                let results =
-                    tgc_explain::Method::attribute_all(&all, &model, &x, &[target]).with_context(|| format!("explaining {}", record.path.display()))?;
-                for ((m, method), a) in methods.iter().zip(results) {
-                    let name = method.name();
-                    if a.convergence_delta.is_some() {
-                        tracing::info!("{} of {}: {}", args.methods.title(*m), record.path.display(), delta_note(&a)?.trim_start_matches([';', ' ']));
-                    }
-                    let mut metadata = meta(method, target, &record.path);
-                    if let Some(slice) = dataset.slice() {
-                        metadata.insert("slice".to_owned(), slice.to_string());
-                        metadata.insert("slice_layout".to_owned(), tgc_data::SLICE_LAYOUT.to_owned());
-                        // The map in the scan's own geometry, at its slice.
-                        let image = dataset.load_image(i)?;
-                        let map = map_at_image_size(&a, image.height(), image.width())?;
-                        let nifti = output_path(&base, &dataset, i, &name, "nii.gz")?;
-                        write_slice_map(&nifti, &record.path, slice, &map).with_context(|| format!("writing {}", nifti.display()))?;
-                    }
-                    save_attribution(&output_path(&base, &dataset, i, &name, "safetensors")?, &a, metadata)?;
-                    save_png(&overlay_of(&x, &a)?, &output_path(&base, &dataset, i, &name, "png")?)?;
-                    maps.push((args.methods.title(*m), a));
-                    bar.inc(1);
-                }
-                rows.push(Explained { label: Some(record.label), input: x, maps });
+                rows.push(explain_record(&args, &model, &methods, &meta, &dataset, i, &base, &bar)?);
             }
             bar.finish_and_clear();
             let title = format!("{}{}", kind.display_name(), if random { " (RANDOM-INIT weights)" } else { "" });
@@ -194,6 +167,48 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         println!("NOTE: explanations of a RANDOM-INIT backbone");
     }
     Ok(())
+}
+
+/// Every method on record `i` of `dataset`, its files written under `base` (the map, its
+/// overlay and, for a cut scan, the map in the scan's geometry); returns the grid's row.
+#[allow(clippy::too_many_arguments)]
+fn explain_record(
+    args: &ExplainArgs,
+    model: &tgc_backbones::Classifier,
+    methods: &[(crate::args::MethodName, tgc_explain::Method)],
+    meta: &dyn Fn(&tgc_explain::Method, usize, &Path) -> HashMap<String, String>,
+    dataset: &tgc_data::Dataset,
+    i: usize,
+    base: &Path,
+    bar: &indicatif::ProgressBar,
+) -> Result<Explained> {
+    let record = &dataset.records()[i];
+    let x = model.backbone.preprocess(&dataset.load_image(i)?)?.unsqueeze(0)?;
+    let target = args.target.unwrap_or(record.label.index());
+    let mut maps = Vec::new();
+    let all: Vec<tgc_explain::Method> = methods.iter().map(|(_, m)| m.clone()).collect();
+    let results = tgc_explain::Method::attribute_all(&all, model, &x, &[target]).with_context(|| format!("explaining {}", record.path.display()))?;
+    for ((m, method), a) in methods.iter().zip(results) {
+        let name = method.name();
+        if a.convergence_delta.is_some() {
+            tracing::info!("{} of {}: {}", args.methods.title(*m), record.path.display(), delta_note(&a)?.trim_start_matches([';', ' ']));
+        }
+        let mut metadata = meta(method, target, &record.path);
+        if let Some(slice) = dataset.slice() {
+            metadata.insert("slice".to_owned(), slice.to_string());
+            metadata.insert("slice_layout".to_owned(), tgc_data::SLICE_LAYOUT.to_owned());
+            // The map in the scan's own geometry, at its slice.
+            let image = dataset.load_image(i)?;
+            let map = map_at_image_size(&a, image.height(), image.width())?;
+            let nifti = output_path(base, dataset, i, &name, "nii.gz")?;
+            write_slice_map(&nifti, &record.path, slice, &map).with_context(|| format!("writing {}", nifti.display()))?;
+        }
+        save_attribution(&output_path(base, dataset, i, &name, "safetensors")?, &a, metadata)?;
+        save_png(&overlay_of(&x, &a)?, &output_path(base, dataset, i, &name, "png")?)?;
+        maps.push((args.methods.title(*m), a));
+        bar.inc(1);
+    }
+    Ok(Explained { label: Some(record.label), input: x, maps })
 }
 
 /// The map of one image as a 2-D image of the image's size: the channel sum, resized
