@@ -342,7 +342,8 @@ pub fn merge(args: FaithfulnessArgs, parts: &[(PathBuf, parts::PartRecord)]) -> 
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let saved: SavedPart = serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
         let method = |j: usize| names.get(j).copied().with_context(|| format!("{}: method {j} of {} methods", path.display(), names.len()));
-        let image = |p: usize| saved.images.iter().find(|(q, _)| *q == p).map(|(_, n)| n.clone()).unwrap_or_default();
+        let names_of: std::collections::HashMap<usize, &String> = saved.images.iter().map(|(q, n)| (*q, n)).collect();
+        let image = |p: usize| names_of.get(&p).map(|n| (*n).clone()).unwrap_or_default();
         let float = |v: Option<u64>| v.map(f64::from_bits);
         for (position, j, deletion, insertion, o, hit, randomization) in &saved.rows {
             let [road_morf, road_lerf, sparseness, complexity, infidelity, sensitivity, energy] = o.map(float);
