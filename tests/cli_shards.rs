@@ -265,4 +265,16 @@ fn bad_shards_and_parts_are_named_and_merge_writes_nothing() {
     // Nothing to merge.
     let o = fx.tgc(&["merge", s_(&root.join("nothing"))]);
     assert!(!o.status.success() && text(&o).contains("holds no complete part"), "{}", text(&o));
+
+    // A part made on other data (the folder regenerated since) is refused by name.
+    let other = root.join("other");
+    let (h, d2) = (root.join("h.safetensors"), s_(&other).to_owned());
+    let synth = |seed: &str, patients: &str| ok(fx.tgc(&["data", "synth", "--out", &d2, "--patients", patients, "--size", "64", "--seed", seed]));
+    let shard = |k: &str| fx.tgc(&["extract", "--backbone", "resnet18", "--weights", "random:1", "--data", &d2, "--out", s_(&h), "--shard", k]);
+    synth("1", "4");
+    ok(shard("0/2"));
+    std::fs::remove_dir_all(&other).unwrap();
+    synth("2", "5");
+    let o = shard("1/2");
+    assert!(!o.status.success() && text(&o).contains("0-of-2 covered another set of"), "{}", text(&o));
 }

@@ -133,7 +133,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             let dataset = args.source.open(data)?;
             let all = args.selection.pick(&dataset, choice.run.as_ref())?;
             let (picked, part) = match shard {
-                Some(shard) => match parts::begin("explain", &args.out, shard, all.len())? {
+                Some(shard) => match parts::begin("explain", &args.out, shard, &parts::image_names(&dataset, &all))? {
                     Some(part) => (tgc_data::shard_images(&dataset, &all, shard), Some(part)),
                     None => return Ok(()),
                 },
@@ -243,7 +243,7 @@ fn explain_volumes(args: &ExplainArgs, data: &Path) -> Result<()> {
     }
     let all = args.selection.pick(&dataset, None)?;
     let (picked, part) = match args.shard.resolve()? {
-        Some(shard) => match parts::begin("explain", &args.out, shard, all.len())? {
+        Some(shard) => match parts::begin("explain", &args.out, shard, &parts::image_names(&dataset, &all))? {
             Some(part) => (tgc_data::shard_images(&dataset, &all, shard), Some(part)),
             None => return Ok(()),
         },

@@ -73,7 +73,9 @@ pub fn run(args: ExplainTemporalArgs) -> Result<()> {
     // The shard's patients: whole participants, balanced by their visits.
     let (mine, part) = match shard {
         Some(shard) => {
-            let Some(part) = parts::begin("explain-temporal", &args.out, shard, patients.len())? else { return Ok(()) };
+            let Some(part) = parts::begin("explain-temporal", &args.out, shard, &patients.iter().map(|p| p.to_string()).collect::<Vec<_>>())? else {
+                return Ok(());
+            };
             let images: Vec<usize> = patients.iter().flat_map(|p| dataset.visits_of(p)).collect();
             let assigned = tgc_data::assign_shards(&dataset, &images, shard.count);
             (patients.iter().copied().filter(|p| assigned.get(p) == Some(&shard.index)).collect(), Some(part))

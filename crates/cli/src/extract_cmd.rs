@@ -54,7 +54,7 @@ pub fn run(args: ExtractArgs) -> Result<()> {
     let all: Vec<usize> = (0..dataset.len()).collect();
     let (indices, part) = match shard {
         Some(shard) => {
-            let Some(part) = parts::begin("extract", &args.out, shard, all.len())? else { return Ok(()) };
+            let Some(part) = parts::begin("extract", &args.out, shard, &parts::image_names(&dataset, &all))? else { return Ok(()) };
             (tgc_data::shard_images(&dataset, &all, shard), Some(part))
         }
         None => (all.clone(), None),

@@ -191,7 +191,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
     let dataset = args.source.open(&args.data)?;
     let all = args.selection.pick(&dataset, choice.run.as_ref())?;
     let (picked, part) = match shard {
-        Some(shard) => match parts::begin("faithfulness", &args.out, shard, all.len())? {
+        Some(shard) => match parts::begin("faithfulness", &args.out, shard, &parts::image_names(&dataset, &all))? {
             Some(part) => (tgc_data::shard_images(&dataset, &all, shard), Some(part)),
             None => return Ok(()),
         },

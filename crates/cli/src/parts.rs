@@ -60,6 +60,8 @@ pub struct PartRecord {
     pub cwd: PathBuf,
     /// Items of the whole run (all shards).
     pub total: usize,
+    /// SHA-256 of the whole run's item names in order: parts that saw different data differ.
+    pub whole: String,
     pub items: Vec<Item>,
 }
 
@@ -157,8 +159,9 @@ fn difference(ours: &[String], theirs: &[String]) -> String {
 /// with the same command (a rerun or a requeued task resumes by skipping it); an error when
 /// another part in the folder was made for another shard count or by another command; else a
 /// fresh part folder (what a killed run left of this part is removed first).
-pub fn begin(step: &str, out: &Path, shard: Shard, total: usize) -> Result<Option<Part>> {
+pub fn begin(step: &str, out: &Path, shard: Shard, whole: &[String]) -> Result<Option<Part>> {
     let arguments = step_arguments(step);
+    let digest = whole_digest(whole);
     let dir = parts_dir(out).join(shard.part_name());
     for (path, record) in complete_parts(out)? {
         if record.step != step || record.shards != shard.count {
@@ -173,6 +176,14 @@ pub fn begin(step: &str, out: &Path, shard: Shard, total: usize) -> Result<Optio
         }
         if configuration(&record.arguments) != configuration(&arguments) {
             bail!("{} was made by another command: {} (remove it, or give another --out)", path.display(), difference(&arguments, &record.arguments));
+        }
+        if record.whole != digest {
+            bail!(
+                "{} covered another set of {} items than this task's {} (did the data or the selection change?): remove it, or give another --out",
+                path.display(),
+                record.total,
+                whole.len()
+            );
         }
         if path == dir {
             println!("part {shard} of {step} into {} is already complete: skipped", out.display());
@@ -193,7 +204,8 @@ pub fn begin(step: &str, out: &Path, shard: Shard, total: usize) -> Result<Optio
         tgc_version: env!("CARGO_PKG_VERSION").to_owned(),
         arguments,
         cwd,
-        total,
+        total: whole.len(),
+        whole: digest,
         items: Vec::new(),
     };
     Ok(Some(Part { dir, record }))
@@ -218,6 +230,22 @@ impl Part {
         );
         Ok(())
     }
+}
+
+/// The digest of a run's item names, in order.
+fn whole_digest(names: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for name in names {
+        hash.update(name.as_bytes());
+        hash.update([0]);
+    }
+    format!("{:x}", hash.finalize())
+}
+
+/// The names of the images `all` of `dataset` (the whole run's items), by path.
+pub fn image_names(dataset: &Dataset, all: &[usize]) -> Vec<String> {
+    all.iter().map(|&i| dataset.records()[i].path.display().to_string()).collect()
 }
 
 /// The items `indices` of `dataset` (positions in `all`, the one-process order), named by path.
@@ -252,8 +280,14 @@ pub fn load_complete(out: &Path) -> Result<Vec<(PathBuf, PartRecord)>> {
         if configuration(&record.arguments) != configuration(&first.arguments) {
             bail!("{} was made by another command than {}: {}", path.display(), first_path.display(), difference(&record.arguments, &first.arguments));
         }
-        if record.total != first.total {
-            bail!("{} covers a run of {} items, {} one of {}: they did not see the same data", path.display(), record.total, first_path.display(), first.total);
+        if record.total != first.total || record.whole != first.whole {
+            bail!(
+                "{} covers a run of {} items, {} one of {} other items: they did not see the same data",
+                path.display(),
+                record.total,
+                first_path.display(),
+                first.total
+            );
         }
     }
     for k in 0..first.shards {
