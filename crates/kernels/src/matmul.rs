@@ -15,20 +15,11 @@ pub(crate) fn gemm_into(dst: &mut [f32], accumulate: bool, a: &[f32], a_transpos
 }
 
 /// `dst[m×n] = a[m×k] · b[k×n]`, all row-major, on the calling thread (for callers that run
-/// many small products in parallel themselves).
-///
-/// A column's result does not depend on how many columns there are: with one column the `gemm`
-/// crate would take its vector path, whose sums round differently, so a zero column is added
-/// (an image's Winograd tiles then give the same bits alone as in a batch).
+/// many small products in parallel themselves). A column's result does not depend on how many
+/// columns there are ([`gemm_with`] pads a single one), so an image's Winograd tiles give the
+/// same bits alone as in a batch.
 pub(crate) fn gemm_serial(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) {
     assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
-    if n == 1 {
-        let padded: Vec<f32> = b.iter().flat_map(|&v| [v, 0.0]).collect();
-        let mut out = vec![0f32; 2 * m];
-        gemm_serial(&mut out, a, &padded, (m, k, 2));
-        dst.iter_mut().zip(out.chunks(2)).for_each(|(d, pair)| *d = pair[0]);
-        return;
-    }
     // SAFETY: lengths checked above, strides of row-major layouts.
     unsafe {
         gemm_strided(
