@@ -319,36 +319,51 @@ pub fn load_complete(out: &Path) -> Result<Vec<(PathBuf, PartRecord)>> {
     Ok(parts)
 }
 
+/// Every file under `dir`, as paths relative to it.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).with_context(|| format!("listing {}", folder.display()))? {
+            let path = entry.with_context(|| format!("listing {}", folder.display()))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path.strip_prefix(dir).unwrap_or(&path).to_path_buf());
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Creates the folder `path` goes in.
+fn make_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(parent) => std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display())),
+        None => Ok(()),
+    }
+}
+
 /// Copies every output file of the parts (all but `part.json` and `part.*`) to the same
 /// relative path under `dest`. A file two parts both hold must be the same bytes.
 pub fn copy_outputs(parts: &[(PathBuf, PartRecord)], dest: &Path) -> Result<usize> {
     let mut copied: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     for (dir, _) in parts {
-        let mut stack = vec![dir.clone()];
-        while let Some(folder) = stack.pop() {
-            for entry in std::fs::read_dir(&folder).with_context(|| format!("listing {}", folder.display()))? {
-                let path = entry.with_context(|| format!("listing {}", folder.display()))?.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let relative = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
-                if relative.to_string_lossy().starts_with("part.") {
-                    continue;
-                }
-                let target = dest.join(&relative);
-                if let Some(from) = copied.get(&relative) {
-                    if std::fs::read(from)? != std::fs::read(&path)? {
-                        bail!("{} and {} differ: two parts wrote {} differently", from.display(), path.display(), relative.display());
-                    }
-                    continue;
-                }
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-                }
-                std::fs::copy(&path, &target).with_context(|| format!("copying {} to {}", path.display(), target.display()))?;
-                copied.insert(relative, path);
+        for relative in files_under(dir)? {
+            if relative.to_string_lossy().starts_with("part.") {
+                continue;
             }
+            let path = dir.join(&relative);
+            if let Some(from) = copied.get(&relative) {
+                if std::fs::read(from)? != std::fs::read(&path)? {
+                    bail!("{} and {} differ: two parts wrote {} differently", from.display(), path.display(), relative.display());
+                }
+                continue;
+            }
+            let target = dest.join(&relative);
+            make_parent(&target)?;
+            std::fs::copy(&path, &target).with_context(|| format!("copying {} to {}", path.display(), target.display()))?;
+            copied.insert(relative, path);
         }
     }
     Ok(copied.len())
@@ -368,20 +383,10 @@ pub fn write_folder(out: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Resu
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    let mut stack = vec![tmp.clone()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder).with_context(|| format!("listing {}", folder.display()))? {
-            let path = entry.with_context(|| format!("listing {}", folder.display()))?.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let target = out.join(path.strip_prefix(&tmp).unwrap_or(&path));
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-            }
-            std::fs::rename(&path, &target).with_context(|| format!("moving {} to {}", path.display(), target.display()))?;
-        }
+    for relative in files_under(&tmp)? {
+        let (from, target) = (tmp.join(&relative), out.join(&relative));
+        make_parent(&target)?;
+        std::fs::rename(&from, &target).with_context(|| format!("moving {} to {}", from.display(), target.display()))?;
     }
     std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))
 }
