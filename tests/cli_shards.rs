@@ -8,36 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{ok, s_, text, tgc, Fixture};
-
-/// Every file under `dir`, relative path → bytes.
-fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push((path.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
-/// Asserts that two folders hold the same files with the same bytes.
-fn same_tree(one: &Path, merged: &Path) {
-    let (a, b) = (tree(one), tree(merged));
-    let names = |t: &[(PathBuf, Vec<u8>)]| t.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&a), names(&b), "{} and {} hold different files", one.display(), merged.display());
-    assert!(!a.is_empty(), "{} is empty", one.display());
-    for ((path, x), (_, y)) in a.iter().zip(&b) {
-        assert!(x == y, "{} differs between the one-process run and the merge", path.display());
-    }
-}
+use common::{ok, s_, same_tree, text, tgc, tree, Fixture};
 
 /// Runs `args` once into `out/one`, then as `shards` shards into `out/sharded` (the shard from
 /// `--shard`, or from Slurm's variables for the last one), merges, and compares.

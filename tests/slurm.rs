@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ok, s_, text, tgc};
+use common::{ok, s_, same_tree, text, tgc};
 
 fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/slurm")
@@ -64,33 +64,6 @@ impl Drop for Cluster {
     }
 }
 
-/// Every file under `dir`, relative path → bytes, sorted.
-fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap_or_else(|e| panic!("{}: {e}", folder.display())) {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push((path.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
-fn assert_same(one: &Path, merged: &Path) {
-    let (a, b) = (tree(one), tree(merged));
-    assert!(!a.is_empty());
-    assert_eq!(a.iter().map(|f| &f.0).collect::<Vec<_>>(), b.iter().map(|f| &f.0).collect::<Vec<_>>(), "{} vs {}", one.display(), merged.display());
-    for ((p, x), (_, y)) in a.iter().zip(&b) {
-        assert!(x == y, "{} differs between one process and the Slurm run", p.display());
-    }
-}
-
 #[test]
 fn the_pipeline_on_a_local_slurm_cluster_equals_one_process() {
     if let Some(why) = cannot_run() {
@@ -138,7 +111,7 @@ fn the_pipeline_on_a_local_slurm_cluster_equals_one_process() {
     with("faithfulness", &run, faith, "faithfulness");
     with("explain-temporal", &dnn, "--steps 4", "temporal");
     for step in ["explain", "faithfulness", "temporal"] {
-        assert_same(&one.join(step), &out.join(step));
+        same_tree(&one.join(step), &out.join(step));
     }
     assert!(std::fs::read_to_string(out.join("REPORT.md")).unwrap().contains("Faithfulness of ResNet explanations (RANDOM-INIT"));
 
@@ -172,6 +145,6 @@ fn the_pipeline_on_a_local_slurm_cluster_equals_one_process() {
     let single = root.join("ig-one");
     let one_process = slow.replace(s_(&merged), s_(&single)).replace(" --shards 4", "");
     ok(tgc(&one_process.split_whitespace().skip(1).collect::<Vec<_>>(), &cache));
-    assert_same(&single, &merged);
+    same_tree(&single, &merged);
     drop(cluster);
 }

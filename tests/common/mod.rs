@@ -52,3 +52,33 @@ impl Fixture {
 pub fn s_(p: &Path) -> &str {
     p.to_str().expect("temporary paths are UTF-8")
 }
+
+/// Every file under `dir`, relative path → bytes, sorted by path.
+pub fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap_or_else(|e| panic!("{}: {e}", folder.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push((path.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Asserts that two folders hold the same files with the same bytes (and are not empty): a
+/// one-process run's outputs and a merge's.
+pub fn same_tree(one: &Path, merged: &Path) {
+    let (a, b) = (tree(one), tree(merged));
+    let names = |t: &[(PathBuf, Vec<u8>)]| t.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "{} and {} hold different files", one.display(), merged.display());
+    assert!(!a.is_empty(), "{} is empty", one.display());
+    for ((path, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{} differs between the one-process run and the merge", path.display());
+    }
+}

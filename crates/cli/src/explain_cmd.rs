@@ -70,7 +70,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         return explain_volume(&args, volume);
     }
     if let (Some(data), Some(_)) = (&args.data, &args.volume_weights) {
-        return explain_volumes(&args, data);
+        return explain_volumes(&args, data, shard);
     }
     let choice = args.model.resolve()?;
     args.methods.check_backbone(choice.kind)?;
@@ -132,13 +132,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         (None, Some(data)) => {
             let dataset = args.source.open(data)?;
             let all = args.selection.pick(&dataset, choice.run.as_ref())?;
-            let (picked, part) = match shard {
-                Some(shard) => match parts::begin("explain", &args.out, shard, &parts::image_names(&dataset, &all))? {
-                    Some(part) => (tgc_data::shard_images(&dataset, &all, shard), Some(part)),
-                    None => return Ok(()),
-                },
-                None => (all.clone(), None),
-            };
+            let Some((picked, part)) = parts::take_images("explain", &args.out, shard, &dataset, &all)? else { return Ok(()) };
             let base = part.as_ref().map_or(args.out.clone(), |p| p.dir.clone());
             std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
             let bar = progress::bar((picked.len() * methods.len()) as u64, "explaining");
@@ -233,7 +227,7 @@ fn load_volume_model(args: &ExplainArgs) -> Result<(ResNet3d, WeightSource)> {
 
 /// `tgc explain --data BIDS --volume-weights …` (no --slice): the 3-D model over the chosen
 /// sessions' scans, each map in its scan's geometry, written as a BIDS derivative.
-fn explain_volumes(args: &ExplainArgs, data: &Path) -> Result<()> {
+fn explain_volumes(args: &ExplainArgs, data: &Path, shard: Option<tgc_data::Shard>) -> Result<()> {
     if args.source.slice.is_some() {
         bail!("--volume-weights explains whole scans: leave out --slice (the 2-D models take --slice)");
     }
@@ -242,13 +236,7 @@ fn explain_volumes(args: &ExplainArgs, data: &Path) -> Result<()> {
         bail!("--volume-weights with --data needs a BIDS data set of 3-D scans; {} is OASIS_2D (2-D slices)", data.display());
     }
     let all = args.selection.pick(&dataset, None)?;
-    let (picked, part) = match args.shard.resolve()? {
-        Some(shard) => match parts::begin("explain", &args.out, shard, &parts::image_names(&dataset, &all))? {
-            Some(part) => (tgc_data::shard_images(&dataset, &all, shard), Some(part)),
-            None => return Ok(()),
-        },
-        None => (all.clone(), None),
-    };
+    let Some((picked, part)) = parts::take_images("explain", &args.out, shard, &dataset, &all)? else { return Ok(()) };
     let base = part.as_ref().map_or(args.out.clone(), |p| p.dir.clone());
     let (model, source) = load_volume_model(args)?;
     let bar = progress::bar(picked.len() as u64, "explaining scans");

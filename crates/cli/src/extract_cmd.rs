@@ -52,13 +52,7 @@ pub fn run(args: ExtractArgs) -> Result<()> {
     let source = weights_or_default(args.backbone, args.weights.clone())?;
     let dataset = args.source.open(&args.data)?;
     let all: Vec<usize> = (0..dataset.len()).collect();
-    let (indices, part) = match shard {
-        Some(shard) => {
-            let Some(part) = parts::begin("extract", &args.out, shard, &parts::image_names(&dataset, &all))? else { return Ok(()) };
-            (tgc_data::shard_images(&dataset, &all, shard), Some(part))
-        }
-        None => (all.clone(), None),
-    };
+    let Some((indices, part)) = parts::take_images("extract", &args.out, shard, &dataset, &all)? else { return Ok(()) };
     let backbone = load_backbone(args.backbone, &source, args.imagenet_normalize, &args.device)?;
     let config = ExtractConfig {
         batch_size: args.batch_size,

@@ -190,13 +190,7 @@ pub fn run(args: FaithfulnessArgs) -> Result<()> {
         Classifier::new(model.backbone.clone(), vb.get(w.shape(), "randomized_head.weight")?, Tensor::zeros(b.shape(), DType::F32, &Device::Cpu)?)?;
     let dataset = args.source.open(&args.data)?;
     let all = args.selection.pick(&dataset, choice.run.as_ref())?;
-    let (picked, part) = match shard {
-        Some(shard) => match parts::begin("faithfulness", &args.out, shard, &parts::image_names(&dataset, &all))? {
-            Some(part) => (tgc_data::shard_images(&dataset, &all, shard), Some(part)),
-            None => return Ok(()),
-        },
-        None => (all.clone(), None),
-    };
+    let Some((picked, part)) = parts::take_images("faithfulness", &args.out, shard, &dataset, &all)? else { return Ok(()) };
     let position: std::collections::HashMap<usize, usize> = all.iter().enumerate().map(|(p, &i)| (i, p)).collect();
     let is_phantom = phantom::is_phantom(&args.data);
     let protocol = protocol(&args)?;

@@ -232,6 +232,14 @@ impl Part {
     }
 }
 
+/// What this process does of the images `all` of `dataset` (the whole run's, in order): all of
+/// them when there is no shard; else the shard's images and the part they are written to —
+/// `None` when that part is already complete (the task has nothing to do).
+pub fn take_images(step: &str, out: &Path, shard: Option<Shard>, dataset: &Dataset, all: &[usize]) -> Result<Option<(Vec<usize>, Option<Part>)>> {
+    let Some(shard) = shard else { return Ok(Some((all.to_vec(), None))) };
+    Ok(begin(step, out, shard, &image_names(dataset, all))?.map(|part| (tgc_data::shard_images(dataset, all, shard), Some(part))))
+}
+
 /// The digest of a run's item names, in order.
 fn whole_digest(names: &[String]) -> String {
     use sha2::{Digest, Sha256};
@@ -244,7 +252,7 @@ fn whole_digest(names: &[String]) -> String {
 }
 
 /// The names of the images `all` of `dataset` (the whole run's items), by path.
-pub fn image_names(dataset: &Dataset, all: &[usize]) -> Vec<String> {
+fn image_names(dataset: &Dataset, all: &[usize]) -> Vec<String> {
     all.iter().map(|&i| dataset.records()[i].path.display().to_string()).collect()
 }
 
