@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use crate::matmul::{gemm_strided, Mat};
+use crate::matmul::{gemm_strided, Mat, Threads};
 use crate::shared::{backward, contiguous_f32, rows_chunk, rows_par, SharedPtr};
 use crate::vecmath::{self};
 
@@ -121,7 +121,7 @@ impl Attention {
         let (rs, ts) = (3 * s.h as isize, s.t as isize);
         let q = Mat(qkv.as_ptr().add(s.packed), rs, 1);
         let kt = Mat(qkv.as_ptr().add(s.packed + s.h), 1, rs);
-        gemm_strided((probs.as_mut_ptr(), ts, 1), false, q, kt, (s.t, s.dh, s.t), gemm::Parallelism::None);
+        gemm_strided((probs.as_mut_ptr(), ts, 1), false, q, kt, (s.t, s.dh, s.t), Threads::One);
         let divisor = (s.dh as f32).sqrt();
         probs.chunks_mut(s.t).for_each(|row| vecmath::softmax_in_place(row, divisor));
     }
@@ -140,14 +140,7 @@ impl Attention {
                 unsafe {
                     Self::probabilities(qkv, s, probs);
                     let v = Mat(qkv.as_ptr().add(s.packed + 2 * s.h), 3 * h as isize, 1);
-                    gemm_strided(
-                        (out_ptr.get().add(s.merged), h as isize, 1),
-                        false,
-                        Mat(probs.as_ptr(), t as isize, 1),
-                        v,
-                        (t, t, s.dh),
-                        gemm::Parallelism::None,
-                    );
+                    gemm_strided((out_ptr.get().add(s.merged), h as isize, 1), false, Mat(probs.as_ptr(), t as isize, 1), v, (t, t, s.dh), Threads::One);
                 }
             },
         );
@@ -172,16 +165,16 @@ impl Attention {
                     Self::probabilities(qkv, s, probs);
                     let d_out = Mat(dout.as_ptr().add(s.merged), hs, 1);
                     // dV = Pᵀ dO
-                    gemm_strided((base.add(s.packed + 2 * s.h), rs, 1), false, Mat(probs.as_ptr(), 1, ts), d_out, (t, t, s.dh), gemm::Parallelism::None);
+                    gemm_strided((base.add(s.packed + 2 * s.h), rs, 1), false, Mat(probs.as_ptr(), 1, ts), d_out, (t, t, s.dh), Threads::One);
                     // dP = dO Vᵀ
-                    gemm_strided((dp.as_mut_ptr(), ts, 1), false, d_out, Mat(v.0, 1, rs), (t, s.dh, t), gemm::Parallelism::None);
+                    gemm_strided((dp.as_mut_ptr(), ts, 1), false, d_out, Mat(v.0, 1, rs), (t, s.dh, t), Threads::One);
                     let divisor = (s.dh as f32).sqrt();
                     for (row, p) in dp.chunks_mut(t).zip(probs.chunks(t)) {
                         softmax_backward_row(row, p, divisor);
                     }
                     // dQ = dS K, dK = dSᵀ Q
-                    gemm_strided((base.add(s.packed), rs, 1), false, Mat(dp.as_ptr(), ts, 1), k, (t, t, s.dh), gemm::Parallelism::None);
-                    gemm_strided((base.add(s.packed + s.h), rs, 1), false, Mat(dp.as_ptr(), 1, ts), q, (t, t, s.dh), gemm::Parallelism::None);
+                    gemm_strided((base.add(s.packed), rs, 1), false, Mat(dp.as_ptr(), ts, 1), k, (t, t, s.dh), Threads::One);
+                    gemm_strided((base.add(s.packed + s.h), rs, 1), false, Mat(dp.as_ptr(), 1, ts), q, (t, t, s.dh), Threads::One);
                 }
             },
         );

@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use crate::elementwise::{ReluMask, ReluRule};
-use crate::matmul::{gemm_into, gemm_strided, Mat};
+use crate::matmul::{gemm_into, gemm_strided, Mat, Threads};
 use crate::shared::{contiguous_f32, epilogue_row, window_out, FrozenParams, SharedPtr};
 use crate::winograd::WinogradKernel;
 
@@ -336,7 +336,7 @@ impl ConvOp {
                     Mat(self.weight.as_ptr(), kk as isize, 1),
                     Mat(cols.as_ptr(), n as isize, 1),
                     (g.c_out, kk, n),
-                    gemm::Parallelism::None,
+                    Threads::One,
                 )
             };
             for c in 0..g.c_out {
@@ -433,7 +433,7 @@ impl ConvInputGrad {
                         Mat(self.weight.as_ptr(), 1, kk as isize),
                         Mat(grad.as_ptr().add(first), l as isize, 1),
                         (kk, g.c_out, n),
-                        gemm::Parallelism::None,
+                        Threads::One,
                     );
                     // SAFETY: bands of one parity read disjoint input rows (`Geometry::bands`).
                     g.col2im_band(cols, oys, ow, ptr.get().add(b * image_len));

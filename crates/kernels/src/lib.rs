@@ -14,6 +14,7 @@ mod conv;
 pub mod denormals;
 mod elementwise;
 mod encoder;
+mod gemm;
 mod matmul;
 mod norm;
 pub mod ops;

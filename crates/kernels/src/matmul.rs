@@ -1,5 +1,5 @@
-//! Matrix products: the dispatch to the `gemm` crate's kernels (chosen per CPU by `vecmath`),
-//! strided and serial variants, and the linear layer with frozen weights and its input gradient.
+//! Matrix products: the dispatch to `gemm.rs`'s kernels (chosen per CPU by `vecmath`), strided
+//! and serial variants, and the linear layer with frozen weights and its input gradient.
 
 use std::sync::Arc;
 
@@ -15,21 +15,12 @@ pub(crate) fn gemm_into(dst: &mut [f32], accumulate: bool, a: &[f32], a_transpos
 }
 
 /// `dst[m×n] = a[m×k] · b[k×n]`, all row-major, on the calling thread (for callers that run
-/// many small products in parallel themselves). A column's result does not depend on how many
-/// columns there are ([`gemm_with`] pads a single one), so an image's Winograd tiles give the
-/// same bits alone as in a batch.
+/// many small products in parallel themselves).
 pub(crate) fn gemm_serial(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) {
     assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
     // SAFETY: lengths checked above, strides of row-major layouts.
     unsafe {
-        gemm_strided(
-            (dst.as_mut_ptr(), n as isize, 1),
-            false,
-            Mat(a.as_ptr(), k as isize, 1),
-            Mat(b.as_ptr(), n as isize, 1),
-            (m, k, n),
-            gemm::Parallelism::None,
-        );
+        gemm_strided((dst.as_mut_ptr(), n as isize, 1), false, Mat(a.as_ptr(), k as isize, 1), Mat(b.as_ptr(), n as isize, 1), (m, k, n), Threads::One);
     }
 }
 
@@ -53,11 +44,9 @@ fn gemm_tt_with(
     assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm operand sizes");
     let a = if a_transposed { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
     let b = if b_transposed { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) };
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the pointers come from slices whose lengths were checked against m, k, n above,
     // and the strides describe those row-major (or transposed) layouts exactly.
-    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), n as isize, 1), accumulate, a, b, (m, k, n), parallelism) }
+    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), n as isize, 1), accumulate, a, b, (m, k, n), Threads::Rayon) }
 }
 
 /// `dst[m×n] = a · b` with row-major operands — `a` `[m×k]` (or `[k×m]` read transposed), `b`
@@ -85,41 +74,20 @@ pub fn matmul_slices(
     Ok(())
 }
 
-/// A strided matrix: pointer to element (0, 0), row stride, column stride.
-#[derive(Clone, Copy)]
-pub(crate) struct Mat(pub(crate) *const f32, pub(crate) isize, pub(crate) isize);
+use crate::gemm::MatMut;
+pub(crate) use crate::gemm::{Mat, Threads};
 
 /// `dst (+)= a · b`, `[m×k]·[k×n]`, every matrix given by its pointer and strides.
 ///
 /// # Safety
 /// Every index `(i, j)` in range must be in bounds of the buffers behind the pointers, and
 /// nothing else may write `dst` meanwhile.
-pub(crate) unsafe fn gemm_strided(
-    dst: (*mut f32, isize, isize),
-    accumulate: bool,
-    a: Mat,
-    b: Mat,
-    dims: (usize, usize, usize),
-    parallelism: gemm::Parallelism,
-) {
-    gemm_with(vecmath::gemm_kernel(), dst, accumulate, a, b, dims, parallelism)
+pub(crate) unsafe fn gemm_strided(dst: (*mut f32, isize, isize), accumulate: bool, a: Mat, b: Mat, dims: (usize, usize, usize), threads: Threads) {
+    gemm_with(vecmath::gemm_kernel(), dst, accumulate, a, b, dims, threads)
 }
 
-/// [`gemm_strided`] with the given micro-kernels ([`GemmKernel`]), all positive strides.
-///
-/// The `gemm` crate picks its kernels from the CPU alone; with the `avx512-gemm` feature its
-/// blocked driver is called here with the kernels of our choice, after the same normalisation
-/// its entry point makes (a destination with unit row stride is computed transposed), and
-/// [`GemmKernel::Portable`] is the crate's scalar kernels, as its own dispatch gives a CPU
-/// without AVX2 + FMA (its dispatch itself would take the AVX-512 kernels on an AVX-512 CPU,
-/// above a `TGC_SIMD=baseline` cap). Without the feature, or off x86-64, every kernel is the
-/// crate's own dispatch (AVX2 + FMA on x86-64 CPUs with them).
-///
-/// With the feature, a row's (and a column's) result does not depend on how many rows
-/// (columns) come with it: one row or column is padded to two ([`gemm_padded`]) and the
-/// crate's horizontal micro-kernels for tiny products are left out, since both sum in another
-/// order. An image then gives the same bits alone as in a batch, which is what lets shards of
-/// a data set equal a one-process run.
+/// [`gemm_strided`] with the given micro-kernels ([`GemmKernel`]): [`crate::gemm::gemm`], whose
+/// summation order is the same for every kernel, thread count and batch size.
 ///
 /// # Safety
 /// As [`gemm_strided`]; a kernel the CPU lacks panics instead of running.
@@ -129,110 +97,10 @@ pub(crate) unsafe fn gemm_with(
     accumulate: bool,
     a: Mat,
     b: Mat,
-    (m, k, n): (usize, usize, usize),
-    parallelism: gemm::Parallelism,
+    dims: (usize, usize, usize),
+    threads: Threads,
 ) {
-    if m == 1 || n == 1 {
-        return gemm_padded(kernel, dst, accumulate, a, b, (m, k, n), parallelism);
-    }
-    #[cfg(all(target_arch = "x86_64", feature = "avx512-gemm"))]
-    {
-        use gemm_common::simd::{MixedSimd, Scalar, V3, V4};
-        // `dst = dst + a·b` with dst (pointer, row stride, column stride).
-        let (dst, a, b, m, n) = if dst.2.abs() < dst.1.abs() {
-            // Transposed: dstᵀ = bᵀ·aᵀ, so the micro-kernels walk the destination's columns.
-            ((dst.0, dst.2, dst.1), Mat(b.0, b.2, b.1), Mat(a.0, a.2, a.1), n, m)
-        } else {
-            (dst, a, b, m, n)
-        };
-        macro_rules! blocked {
-            ($simd:ty, $lanes:literal, $kernels:path) => {{
-                use $kernels as uk;
-                let simd = <$simd as MixedSimd<f32, f32, f32, f32>>::try_new().expect("the CPU lacks the matrix product's instruction set");
-                gemm_common::gemm::gemm_basic_generic::<$simd, f32, $lanes, { uk::MR_DIV_N * $lanes }, { uk::NR }, { uk::MR_DIV_N }, 0, 0>(
-                    simd,
-                    m,
-                    n,
-                    k,
-                    dst.0,
-                    dst.2,
-                    dst.1,
-                    accumulate,
-                    a.0,
-                    a.2,
-                    a.1,
-                    b.0,
-                    b.2,
-                    b.1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    |x, y, z| x * y + z,
-                    &uk::UKR,
-                    // No horizontal micro-kernels: the crate takes them for products of at most
-                    // 16×16 outputs with k-contiguous operands, and their sums run in another
-                    // order, so a row's bits would depend on how many rows came with it.
-                    &[],
-                    false,
-                    parallelism,
-                )
-            }};
-        }
-        match kernel {
-            GemmKernel::Avx512 => blocked!(V4, 16, gemm_f32::microkernel::avx512f::f32),
-            GemmKernel::Avx2Fma => blocked!(V3, 8, gemm_f32::microkernel::fma::f32),
-            GemmKernel::Portable => blocked!(Scalar, 1, gemm_f32::microkernel::scalar::f32),
-        }
-    }
-    #[cfg(not(all(target_arch = "x86_64", feature = "avx512-gemm")))]
-    {
-        let _ = kernel;
-        gemm::gemm(m, n, k, dst.0, dst.2, dst.1, accumulate, a.0, a.2, a.1, b.0, b.2, b.1, 1.0, 1.0, false, false, false, parallelism);
-    }
-}
-
-/// [`gemm_with`] for a product with one row or one column, computed with a zero row (column)
-/// added: the `gemm` crate would take its vector path there, whose sums round differently, so
-/// an image's result would depend on whether it came alone (the class token's rows of a ViT
-/// batch of one) or in a batch — and a sharded run would not equal a one-process one.
-///
-/// # Safety
-/// As [`gemm_with`].
-unsafe fn gemm_padded(
-    kernel: GemmKernel,
-    dst: (*mut f32, isize, isize),
-    accumulate: bool,
-    a: Mat,
-    b: Mat,
-    (m, k, n): (usize, usize, usize),
-    parallelism: gemm::Parallelism,
-) {
-    let (pm, pn) = (m.max(2), n.max(2));
-    // Only the operand on the side that is 1 is copied (zero-padded, row-major); the other keeps
-    // its strides, so a weight matrix is not copied for a single row.
-    let copy = |mat: Mat, rows: usize, cols: usize, padded_rows: usize, padded_cols: usize| {
-        let mut out = vec![0f32; padded_rows * padded_cols];
-        for i in 0..rows {
-            for j in 0..cols {
-                out[i * padded_cols + j] = *mat.0.offset(i as isize * mat.1 + j as isize * mat.2);
-            }
-        }
-        out
-    };
-    let pa = (m == 1).then(|| copy(a, m, k, pm, k));
-    let pb = (n == 1).then(|| copy(b, k, n, k, pn));
-    let a = pa.as_ref().map_or(a, |pa| Mat(pa.as_ptr(), k as isize, 1));
-    let b = pb.as_ref().map_or(b, |pb| Mat(pb.as_ptr(), pn as isize, 1));
-    let dst_mat = Mat(dst.0, dst.1, dst.2);
-    let mut pd = if accumulate { copy(dst_mat, m, n, pm, pn) } else { vec![0f32; pm * pn] };
-    gemm_with(kernel, (pd.as_mut_ptr(), pn as isize, 1), accumulate, a, b, (pm, k, pn), parallelism);
-    for i in 0..m {
-        for j in 0..n {
-            *dst.0.offset(i as isize * dst.1 + j as isize * dst.2) = pd[i * pn + j];
-        }
-    }
+    crate::gemm::gemm(kernel, MatMut(dst.0, dst.1, dst.2), accumulate, a, b, dims, threads)
 }
 
 /// `y = x · Wᵀ + b` over the last dimension, with a backward that forms only the input
@@ -355,7 +223,7 @@ mod tests {
     fn kernels() -> Vec<GemmKernel> {
         let kernels = GemmKernel::available();
         if !kernels.contains(&GemmKernel::Avx512) {
-            println!("no AVX-512 matrix-product kernels here (the CPU lacks AVX-512 or the avx512-gemm feature is off): not tested");
+            println!("no AVX-512 matrix-product kernels here (the CPU lacks AVX-512): not tested");
         }
         kernels
     }
@@ -417,7 +285,7 @@ mod tests {
                     let mat_a = if a_t { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
                     let mat_b = if b_t { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) };
                     // SAFETY: row-major buffers of exactly these sizes and strides.
-                    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), n as isize, 1), accumulate, mat_a, mat_b, (m, k, n), gemm::Parallelism::Rayon(2)) };
+                    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), n as isize, 1), accumulate, mat_a, mat_b, (m, k, n), Threads::Rayon) };
                     let (value, scale) = reference(&a, a_t, &b, b_t, (m, k, n));
                     for i in 0..m * n {
                         let expected = value[i] + if accumulate { f64::from(start[i]) } else { 0.0 };
@@ -449,7 +317,7 @@ mod tests {
                     let a = &a[..m * k];
                     let (a, b) = (Mat(a.as_ptr(), k as isize, 1), if b_t { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) });
                     // SAFETY: row-major buffers of exactly these sizes and strides.
-                    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), n as isize, 1), accumulate, a, b, (m, k, n), gemm::Parallelism::Rayon(2)) };
+                    unsafe { gemm_with(kernel, (dst.as_mut_ptr(), n as isize, 1), accumulate, a, b, (m, k, n), Threads::Rayon) };
                     dst[..n].to_vec()
                 };
                 let one = product(1);
@@ -468,7 +336,7 @@ mod tests {
                             Mat(a.as_ptr(), k as isize, 1),
                             Mat(b.as_ptr(), n as isize, 1),
                             (8, k, cols),
-                            gemm::Parallelism::None,
+                            Threads::One,
                         )
                     };
                     dst.chunks(cols).map(|r| r[0]).collect::<Vec<_>>()
@@ -497,7 +365,7 @@ mod tests {
                         Mat(a.as_ptr(), k as isize, 1),
                         Mat(b.as_ptr(), n as isize, 1),
                         (m, k, n),
-                        gemm::Parallelism::None,
+                        Threads::One,
                     )
                 };
                 dst.chunks(n).map(|row| row[..2].to_vec()).collect::<Vec<_>>()

@@ -1,7 +1,9 @@
 //! Elementwise kernels written so that the compiler vectorises them, compiled three times
 //! (AVX-512, AVX2 + FMA, and the baseline) and picked at run time from the CPU's features:
-//! one binary for every x86-64 machine. The AVX2 and AVX-512 builds do the same operations
-//! in the same order (with fused multiply-adds), so they give identical results.
+//! one binary for every x86-64 machine. The three builds do the same operations in the same
+//! order, with fused multiply-adds in each (the baseline's are the C library's `fmaf`, exact
+//! like the instruction), and a row's partial maxima and sums run over 16 fixed lanes whatever
+//! the vector width, so they give identical results.
 //!
 //! `exp` is Cephes' `expf` (range reduction by ln 2, degree-6 polynomial, ≈ 1 ulp); `erf` is
 //! Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7), the formula PyTorch's vectorised CPU
@@ -34,7 +36,7 @@ impl SimdLevel {
     pub fn of_cpu() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") && std::arch::is_x86_feature_detected!("fma") {
                 return Self::Avx512;
             }
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -63,32 +65,29 @@ impl SimdLevel {
     }
 }
 
-/// The micro-kernels of the matrix products (the `gemm` crate's): 16-wide AVX-512 or 8-wide
-/// AVX2 + FMA ones, or the crate's own choice off x86-64.
+/// The micro-kernels of the matrix products (`gemm.rs`): 16-wide AVX-512 ones, 8-wide AVX2 +
+/// FMA ones, or the portable ones. All three compute every output in the same order, so the
+/// choice changes the speed, never a bit of the result.
 ///
-/// The AVX-512 kernels exist in builds with the `avx512-gemm` feature (default). Which kind is
-/// faster depends on how the CPU executes 512-bit instructions: Intel's server cores have two
-/// 512-bit FMA units, and there the AVX-512 kernels ran 1.5–1.7× faster; AMD's Zen 4 splits
-/// each 512-bit operation into two 256-bit halves, and there the AVX2 kernels ran faster
-/// (ViT-B/16 forward 187 vs 205 ms an image at batch 8, Guided Backprop 417 vs 508–544 ms, 2
-/// cores). So, with the feature, AVX-512 products run on Intel CPUs with AVX-512 and AVX2 ones
-/// elsewhere, unless `TGC_GEMM=avx512|avx2` says otherwise; `TGC_SIMD=avx2` caps them at AVX2
-/// like the other kernels.
+/// Which kind is faster depends on how the CPU executes 512-bit instructions: Intel's server
+/// cores have two 512-bit FMA units; AMD's Zen 4 splits each 512-bit operation into two
+/// 256-bit halves, and there the AVX2 kernels ran faster. So AVX-512 products run on Intel CPUs
+/// with AVX-512 and AVX2 ones elsewhere, unless `TGC_GEMM=avx512|avx2|baseline` says
+/// otherwise; `TGC_SIMD=avx2|baseline` caps them like the other kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmKernel {
     Avx512,
     Avx2Fma,
-    /// The `gemm` crate's scalar kernels on x86-64 without AVX2 + FMA (or capped to
-    /// `baseline`); its own dispatch off x86-64 or without the `avx512-gemm` feature.
+    /// Plain Rust built for the baseline instruction set (`f32::mul_add`, the C library's
+    /// `fmaf`): what a CPU without AVX2 + FMA runs, or any CPU under `TGC_SIMD=baseline`.
     Portable,
 }
 
 impl GemmKernel {
-    /// The kernels for this CPU and build, after `TGC_SIMD` and `TGC_GEMM` (the latter never
-    /// raises the kernels above what the CPU and the build have). An unknown `TGC_GEMM` value is
-    /// ignored with a warning.
+    /// The kernels for this CPU, after `TGC_SIMD` and `TGC_GEMM` (the latter never raises the
+    /// kernels above what the CPU has). An unknown `TGC_GEMM` value is ignored with a warning.
     pub fn detect() -> Self {
-        let simd = if cfg!(feature = "avx512-gemm") { SimdLevel::detect() } else { SimdLevel::detect().min(SimdLevel::Avx2Fma) };
+        let simd = SimdLevel::detect();
         let requested = std::env::var("TGC_GEMM").ok().and_then(|v| match SimdLevel::parse(&v) {
             Some(level) => Some(level),
             None => {
@@ -124,14 +123,8 @@ impl GemmKernel {
         false
     }
 
-    /// The kernels this CPU and build can run, widest first: with the `avx512-gemm` feature on
-    /// x86-64, the AVX-512 ones where the CPU has AVX-512, the AVX2 + FMA ones where it has
-    /// those, and the portable ones; otherwise only [`gemm_kernel`]'s (the `gemm` crate's own
-    /// dispatch, whatever is asked).
+    /// The kernels this CPU can run, widest first (the portable ones everywhere).
     pub fn available() -> Vec<Self> {
-        if !cfg!(all(target_arch = "x86_64", feature = "avx512-gemm")) {
-            return vec![gemm_kernel()];
-        }
         let cpu = SimdLevel::of_cpu();
         [(Self::Avx512, SimdLevel::Avx512), (Self::Avx2Fma, SimdLevel::Avx2Fma), (Self::Portable, SimdLevel::Baseline)]
             .into_iter()
@@ -205,33 +198,30 @@ fn level() -> SimdLevel {
     *LEVEL.get_or_init(SimdLevel::detect)
 }
 
-/// `a·b + c`, fused where the build has FMA.
+/// `a·b + c` with one rounding, in every build: the FMA instruction where the build has it,
+/// the C library's exact `fmaf` in the baseline build, so that every level gives the same bits.
 #[inline(always)]
-fn fma<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
+fn fma(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
 }
 
 #[inline(always)]
-fn exp<const FMA: bool>(x: f32) -> f32 {
+fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Round to nearest with the 1.5·2²³ trick (plain arithmetic, vectorises everywhere).
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.336_55, 88.376_26);
-    let n = fma::<FMA>(x, LOG2E, ROUND) - ROUND;
-    let r = fma::<FMA>(n, -LN2_LO, fma::<FMA>(n, -LN2_HI, x));
+    let n = fma(x, LOG2E, ROUND) - ROUND;
+    let r = fma(n, -LN2_LO, fma(n, -LN2_HI, x));
     let mut p = 1.987_569_2e-4;
-    p = fma::<FMA>(p, r, 1.398_199_9e-3);
-    p = fma::<FMA>(p, r, 8.333_452e-3);
-    p = fma::<FMA>(p, r, 4.166_579_6e-2);
-    p = fma::<FMA>(p, r, 1.666_666_5e-1);
-    p = fma::<FMA>(p, r, 5.000_000_1e-1);
-    let y = fma::<FMA>(p, r * r, r) + 1.0;
+    p = fma(p, r, 1.398_199_9e-3);
+    p = fma(p, r, 8.333_452e-3);
+    p = fma(p, r, 4.166_579_6e-2);
+    p = fma(p, r, 1.666_666_5e-1);
+    p = fma(p, r, 5.000_000_1e-1);
+    let y = fma(p, r * r, r) + 1.0;
     let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
     if x.is_nan() {
         x
@@ -241,15 +231,15 @@ fn exp<const FMA: bool>(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn erf<const FMA: bool>(x: f32) -> f32 {
+fn erf(x: f32) -> f32 {
     let a = x.abs();
-    let t = 1.0 / fma::<FMA>(0.327_591_1, a, 1.0);
+    let t = 1.0 / fma(0.327_591_1, a, 1.0);
     let mut r = 1.061_405_4;
-    r = fma::<FMA>(r, t, -1.453_152);
-    r = fma::<FMA>(r, t, 1.421_413_8);
-    r = fma::<FMA>(r, t, -0.284_496_74);
-    r = fma::<FMA>(r, t, 0.254_829_6);
-    let y = fma::<FMA>(-exp::<FMA>(-(x * x)) * t, r, 1.0);
+    r = fma(r, t, -1.453_152);
+    r = fma(r, t, 1.421_413_8);
+    r = fma(r, t, -0.284_496_74);
+    r = fma(r, t, 0.254_829_6);
+    let y = fma(-exp(-(x * x)) * t, r, 1.0);
     y.copysign(x)
 }
 
@@ -257,35 +247,35 @@ const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
 #[inline(always)]
-fn gelu<const FMA: bool>(x: f32, exact: bool) -> f32 {
+fn gelu(x: f32, exact: bool) -> f32 {
     if exact {
-        0.5 * x * (1.0 + erf::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2))
+        0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
     } else {
-        let inner = SQRT_2_OVER_PI * fma::<FMA>(0.044_715 * x * x, x, x);
-        0.5 * x * (1.0 + tanh::<FMA>(inner))
+        let inner = SQRT_2_OVER_PI * fma(0.044_715 * x * x, x, x);
+        0.5 * x * (1.0 + tanh(inner))
     }
 }
 
 #[inline(always)]
-fn gelu_derivative<const FMA: bool>(x: f32, exact: bool) -> f32 {
+fn gelu_derivative(x: f32, exact: bool) -> f32 {
     if exact {
-        let cdf = 0.5 * (1.0 + erf::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2));
-        let pdf = FRAC_1_SQRT_2PI * exp::<FMA>(-0.5 * x * x);
-        fma::<FMA>(x, pdf, cdf)
+        let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
+        fma(x, pdf, cdf)
     } else {
-        let inner = SQRT_2_OVER_PI * fma::<FMA>(0.044_715 * x * x, x, x);
-        let t = tanh::<FMA>(inner);
-        0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * fma::<FMA>(3.0 * 0.044_715 * x, x, 1.0)
+        let inner = SQRT_2_OVER_PI * fma(0.044_715 * x * x, x, x);
+        let t = tanh(inner);
+        0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * fma(3.0 * 0.044_715 * x, x, 1.0)
     }
 }
 
 /// `tanh(x) = 1 − 2 / (exp(2x) + 1)`.
 #[inline(always)]
-fn tanh<const FMA: bool>(x: f32) -> f32 {
-    1.0 - 2.0 / (exp::<FMA>(2.0 * x) + 1.0)
+fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
-/// Defines `pub fn $name(args)` that runs `$body::<FMA>` compiled for the best level.
+/// Defines `pub fn $name(args)` that runs `$body` compiled for the best level.
 macro_rules! dispatched {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) => $kernel:ident) => {
         $(#[$doc])*
@@ -294,11 +284,11 @@ macro_rules! dispatched {
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
                 unsafe fn avx512($($arg: $ty),*) {
-                    $kernel::<true>($($arg),*)
+                    $kernel($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) {
-                    $kernel::<true>($($arg),*)
+                    $kernel($($arg),*)
                 }
                 match level() {
                     // SAFETY: the CPU has the features these builds were compiled for.
@@ -307,22 +297,22 @@ macro_rules! dispatched {
                     SimdLevel::Baseline => {}
                 }
             }
-            $kernel::<false>($($arg),*)
+            $kernel($($arg),*)
         }
     };
 }
 
 #[inline(always)]
-fn gelu_kernel<const FMA: bool>(values: &mut [f32], exact: bool) {
+fn gelu_kernel(values: &mut [f32], exact: bool) {
     for v in values.iter_mut() {
-        *v = gelu::<FMA>(*v, exact);
+        *v = gelu(*v, exact);
     }
 }
 
 #[inline(always)]
-fn gelu_backward_kernel<const FMA: bool>(x: &[f32], grad: &mut [f32], exact: bool) {
+fn gelu_backward_kernel(x: &[f32], grad: &mut [f32], exact: bool) {
     for (g, &x) in grad.iter_mut().zip(x) {
-        *g *= gelu_derivative::<FMA>(x, exact);
+        *g *= gelu_derivative(x, exact);
     }
 }
 
@@ -330,7 +320,7 @@ fn gelu_backward_kernel<const FMA: bool>(x: &[f32], grad: &mut [f32], exact: boo
 const LANES: usize = 16;
 
 #[inline(always)]
-fn softmax_kernel<const FMA: bool>(row: &mut [f32], divisor: f32) {
+fn softmax_kernel(row: &mut [f32], divisor: f32) {
     let mut max = [f32::NEG_INFINITY; LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
     for chunk in &mut chunks {
@@ -348,12 +338,12 @@ fn softmax_kernel<const FMA: bool>(row: &mut [f32], divisor: f32) {
     let mut chunks = row.chunks_exact_mut(LANES);
     for chunk in &mut chunks {
         for (s, v) in sum.iter_mut().zip(chunk.iter_mut()) {
-            *v = exp::<FMA>(*v - max);
+            *v = exp(*v - max);
             *s += *v;
         }
     }
     for (s, v) in sum.iter_mut().zip(chunks.into_remainder()) {
-        *v = exp::<FMA>(*v - max);
+        *v = exp(*v - max);
         *s += *v;
     }
     let sum: f32 = sum.iter().sum();
@@ -379,12 +369,12 @@ dispatched! {
 
 /// The kernels' `exp` (for tests and callers that need the same values).
 pub fn exp_f32(x: f32) -> f32 {
-    exp::<false>(x)
+    exp(x)
 }
 
 /// The kernels' `erf`.
 pub fn erf_f32(x: f32) -> f32 {
-    erf::<false>(x)
+    erf(x)
 }
 
 #[cfg(test)]
@@ -428,18 +418,13 @@ mod tests {
         let x: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.013).collect();
         let mut dispatched = x.clone();
         gelu_in_place(&mut dispatched, true);
-        let mut fused = x.clone();
-        gelu_kernel::<true>(&mut fused, true);
-        // The baseline build has no FMA: equal to ~1 ulp, not bit for bit.
+        // The kernel built for the baseline instruction set (fused multiply-adds in software).
         let mut plain = x.clone();
-        gelu_kernel::<false>(&mut plain, true);
-        if level() != SimdLevel::Baseline {
-            assert_eq!(dispatched, fused);
-        }
-        for ((a, b), x) in plain.iter().zip(&fused).zip(&x) {
+        gelu_kernel(&mut plain, true);
+        assert_eq!(dispatched.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), plain.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        for (a, x) in plain.iter().zip(&x) {
             let exact = 0.5 * *x as f64 * (1.0 + candle_core::cpu::erf::erf_f64(*x as f64 / std::f64::consts::SQRT_2));
             assert!((*a as f64 - exact).abs() < 2e-7 * (1.0 + x.abs() as f64), "{x}: {a} vs {exact}");
-            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()));
         }
     }
 

@@ -1,0 +1,407 @@
+//! The matrix product `C (+)= A·B`, packed, blocked and threaded here so that its summation
+//! order is ours and the same on every CPU.
+//!
+//! **The order.** Every output is one chain of fused multiply-adds over `k` in increasing
+//! order, started from the destination's value when accumulating and from `+0.0` otherwise:
+//!
+//! ```text
+//! acc = accumulate ? C[i][j] : 0.0
+//! for p in 0..k { acc = fma(A[i][p], B[p][j], acc) }      // one rounding per step
+//! C[i][j] = acc
+//! ```
+//!
+//! Nothing else touches a sum: the `k` loop is cut into blocks of `kc` (the chain is stored
+//! to `C` after a block and reloaded before the next, which does not change a value), `k` is
+//! never split across threads, and the vector lanes, tiles and threads only decide *which*
+//! outputs are computed together. So the 16-wide AVX-512 kernel, the 8-wide AVX2 + FMA one
+//! and the portable one (`f32::mul_add`, which is exact in software too) give the same bits,
+//! at any thread count, for a row alone or in a batch. Zero padding of partial tiles adds
+//! only outputs that are thrown away.
+//!
+//! **The blocking** (Goto's, with the roles of BLIS's A and B swapped because our vectors
+//! run along a row of `C`): an `MR × kc` panel of A stays in L1 while the `kc × nc` block of
+//! B, packed in `NR`-wide panels, streams from L2; A's `mc × kc` block sits in L3.
+
+use crate::vecmath::GemmKernel;
+
+/// A strided matrix: pointer to element (0, 0), row stride, column stride.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat(pub(crate) *const f32, pub(crate) isize, pub(crate) isize);
+
+/// A strided destination: pointer to element (0, 0), row stride, column stride.
+#[derive(Clone, Copy)]
+pub(crate) struct MatMut(pub(crate) *mut f32, pub(crate) isize, pub(crate) isize);
+
+// SAFETY: the pointers are only dereferenced inside `gemm`, whose callers guarantee that the
+// buffers outlive the call and that the threads write disjoint outputs.
+unsafe impl Send for Mat {}
+unsafe impl Sync for Mat {}
+unsafe impl Send for MatMut {}
+unsafe impl Sync for MatMut {}
+
+impl Mat {
+    #[inline(always)]
+    unsafe fn at(self, i: usize, j: usize) -> f32 {
+        *self.0.offset(i as isize * self.1 + j as isize * self.2)
+    }
+}
+
+impl MatMut {
+    #[inline(always)]
+    unsafe fn at(self, i: usize, j: usize) -> *mut f32 {
+        self.0.offset(i as isize * self.1 + j as isize * self.2)
+    }
+}
+
+/// Whether a product may use rayon's threads or must stay on the calling one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Threads {
+    One,
+    Rayon,
+}
+
+/// A kernel's tile and blocking: `MR × NR` outputs a tile (`NR` along a row of C, in
+/// vectors), `kc` steps of `k` a block, `nc` columns of B packed together (L2), `mc` rows of A
+/// packed together (L3).
+#[derive(Clone, Copy)]
+struct Blocking {
+    kc: usize,
+    nc: usize,
+    mc: usize,
+}
+
+/// One tile's `kc` steps: `acc[i][j] = fma(a_i[p], b_p[j], acc[i][j])` for `p` in order,
+/// row `i` of A read from `a[i] + p·a_step` and row `p` of B (`NR` contiguous values) from
+/// `b + p·b_step`. The one definition every kernel compiles: the SIMD builds differ only in
+/// the instructions the compiler may use, and every lane is a separate output.
+#[inline(always)]
+unsafe fn tile<const MR: usize, const NR: usize>(kc: usize, a: [*const f32; MR], a_step: usize, b: *const f32, b_step: usize, acc: &mut [[f32; NR]; MR]) {
+    let mut c = *acc;
+    for p in 0..kc {
+        let bp = &*(b.add(p * b_step) as *const [f32; NR]);
+        for i in 0..MR {
+            let ai = *a[i].add(p * a_step);
+            for j in 0..NR {
+                c[i][j] = ai.mul_add(bp[j], c[i][j]);
+            }
+        }
+    }
+    *acc = c;
+}
+
+/// A tile function: `(kc, A's row pointers, A's step, B, B's step, accumulators)`.
+type TileFn<const MR: usize, const NR: usize> = unsafe fn(usize, [*const f32; MR], usize, *const f32, usize, &mut [[f32; NR]; MR]);
+
+/// The AVX-512 tile: 12 rows × 32 columns (24 of the 32 vector registers).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn tile_avx512(kc: usize, a: [*const f32; 12], a_step: usize, b: *const f32, b_step: usize, acc: &mut [[f32; 32]; 12]) {
+    tile::<12, 32>(kc, a, a_step, b, b_step, acc)
+}
+
+/// The AVX2 + FMA tile: 6 rows × 16 columns (12 of the 16 vector registers).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2(kc: usize, a: [*const f32; 6], a_step: usize, b: *const f32, b_step: usize, acc: &mut [[f32; 16]; 6]) {
+    tile::<6, 16>(kc, a, a_step, b, b_step, acc)
+}
+
+/// The portable tile, built for the baseline instruction set (`mul_add` is the C library's
+/// `fmaf` there, exact like the instruction).
+unsafe fn tile_portable(kc: usize, a: [*const f32; 4], a_step: usize, b: *const f32, b_step: usize, acc: &mut [[f32; 8]; 4]) {
+    tile::<4, 8>(kc, a, a_step, b, b_step, acc)
+}
+
+/// `dst (+)= a·b`, `[m×k]·[k×n]`, every matrix given by its pointer and strides, with the
+/// micro-kernels `kernel`, in the order of this module's documentation.
+///
+/// # Safety
+/// Every index in range must be in bounds of the buffers behind the pointers, `dst` must not
+/// alias `a` or `b` nor itself (distinct `(i, j)` are distinct elements), nothing else may
+/// write `dst` meanwhile, and the CPU must have the kernel's instructions
+/// ([`GemmKernel::available`]).
+pub(crate) unsafe fn gemm(kernel: GemmKernel, dst: MatMut, accumulate: bool, a: Mat, b: Mat, (m, k, n): (usize, usize, usize), threads: Threads) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    *dst.at(i, j) = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    let problem = Problem { dst, accumulate, a, b, k };
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        GemmKernel::Avx512 => {
+            assert!(std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl"), "the CPU lacks AVX-512");
+            problem.run::<12, 32>(tile_avx512, Blocking { kc: 384, nc: 480, mc: 4032 }, (m, n), threads)
+        }
+        #[cfg(target_arch = "x86_64")]
+        GemmKernel::Avx2Fma => {
+            assert!(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"), "the CPU lacks AVX2 + FMA");
+            problem.run::<6, 16>(tile_avx2, Blocking { kc: 512, nc: 320, mc: 4080 }, (m, n), threads)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        GemmKernel::Avx512 | GemmKernel::Avx2Fma => panic!("no x86-64 kernels off x86-64"),
+        GemmKernel::Portable => problem.run::<4, 8>(tile_portable, Blocking { kc: 256, nc: 256, mc: 4096 }, (m, n), threads),
+    }
+}
+
+/// One product's operands (the dimensions of a part are given to [`Problem::part`]).
+#[derive(Clone, Copy)]
+struct Problem {
+    dst: MatMut,
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+    k: usize,
+}
+
+impl Problem {
+    /// Splits the outputs among rayon's threads (rows or columns, whichever has more tiles)
+    /// and computes each part with [`Problem::part`].
+    unsafe fn run<const MR: usize, const NR: usize>(self, tile: TileFn<MR, NR>, blocking: Blocking, (m, n): (usize, usize), threads: Threads) {
+        let workers = if threads == Threads::Rayon && m * n * self.k >= 1 << 18 { rayon::current_num_threads() } else { 1 };
+        let (row_tiles, col_tiles) = (m.div_ceil(MR), n.div_ceil(NR));
+        let parts = workers.min(row_tiles.max(col_tiles));
+        if parts <= 1 {
+            return self.part::<MR, NR>(tile, blocking, (0, m), (0, n));
+        }
+        use rayon::prelude::*;
+        let split = |len: usize, unit: usize, tiles: usize, part: usize| ((tiles * part / parts) * unit).min(len);
+        if col_tiles >= row_tiles {
+            (0..parts).into_par_iter().for_each(|p| self.part::<MR, NR>(tile, blocking, (0, m), (split(n, NR, col_tiles, p), split(n, NR, col_tiles, p + 1))));
+        } else {
+            (0..parts).into_par_iter().for_each(|p| self.part::<MR, NR>(tile, blocking, (split(m, MR, row_tiles, p), split(m, MR, row_tiles, p + 1)), (0, n)));
+        }
+    }
+
+    /// The outputs of rows `r0..r1` and columns `c0..c1`, on this thread. An operand with a
+    /// unit stride is read where it lies (B's rows need unit column stride, for vector loads);
+    /// otherwise, and for B's last partial panel, it is packed first.
+    unsafe fn part<const MR: usize, const NR: usize>(
+        self,
+        tile: TileFn<MR, NR>,
+        Blocking { kc, nc, mc }: Blocking,
+        (r0, r1): (usize, usize),
+        (c0, c1): (usize, usize),
+    ) {
+        if r0 >= r1 || c0 >= c1 {
+            return;
+        }
+        let (a, b, dst) = (self.a, self.b, self.dst);
+        PACKS.with(|packs| {
+            let mut packs = packs.borrow_mut();
+            let (pack_a, pack_b) = &mut *packs;
+            let k = self.k;
+            for ic in (r0..r1).step_by(mc) {
+                let rows = mc.min(r1 - ic);
+                for pc in (0..k).step_by(kc) {
+                    let depth = kc.min(k - pc);
+                    let load = self.accumulate || pc > 0;
+                    // A's rows: element (i, p) of the block at `row(i) + p·a_step`.
+                    let a_direct = a.1 == 1 || a.2 == 1;
+                    if !a_direct {
+                        pack_rows::<MR>(pack_a, a, (ic, rows), (pc, depth));
+                    }
+                    let a_step = if a.2 == 1 {
+                        1
+                    } else if a.1 == 1 {
+                        a.2 as usize
+                    } else {
+                        MR
+                    };
+                    let row = |i: usize| -> *const f32 {
+                        if a_direct {
+                            a.0.offset((ic + i) as isize * a.1 + pc as isize * a.2)
+                        } else {
+                            pack_a.as_ptr().add((i / MR) * MR * depth + i % MR)
+                        }
+                    };
+                    for jc in (c0..c1).step_by(nc) {
+                        let cols = nc.min(c1 - jc);
+                        let full = 0;
+                        pack_cols::<NR>(pack_b, b, (pc, depth), (jc, cols));
+                        for ir in (0..rows).step_by(MR) {
+                            let h = MR.min(rows - ir);
+                            // Rows past the end repeat the tile's first row: read, never stored.
+                            let a_rows: [*const f32; MR] = std::array::from_fn(|i| row(ir + if i < h { i } else { 0 }));
+                            for jr in (0..cols).step_by(NR) {
+                                let (pb, b_step) = if jr < full {
+                                    (b.0.offset(pc as isize * b.1 + (jc + jr) as isize), b.1 as usize)
+                                } else {
+                                    (pack_b.as_ptr().add((jr - full) * depth), NR)
+                                };
+                                let (i0, j0) = (ic + ir, jc + jr);
+                                let w = NR.min(cols - jr);
+                                let mut acc = [[0f32; NR]; MR];
+                                let whole_rows = dst.2 == 1 && w == NR;
+                                if load {
+                                    for (i, row) in acc.iter_mut().enumerate().take(h) {
+                                        if whole_rows {
+                                            *row = *(dst.at(i0 + i, j0) as *const [f32; NR]);
+                                        } else {
+                                            for (j, v) in row.iter_mut().enumerate().take(w) {
+                                                *v = *dst.at(i0 + i, j0 + j);
+                                            }
+                                        }
+                                    }
+                                }
+                                tile(depth, a_rows, a_step, pb, b_step, &mut acc);
+                                for (i, row) in acc.iter().enumerate().take(h) {
+                                    if whole_rows {
+                                        *(dst.at(i0 + i, j0) as *mut [f32; NR]) = *row;
+                                    } else {
+                                        for (j, v) in row.iter().enumerate().take(w) {
+                                            *dst.at(i0 + i, j0 + j) = *v;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+thread_local! {
+    /// Each thread's packing buffers (A's rows, B's columns), kept between products.
+    static PACKS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Packs rows `i0..i0+rows`, columns `p0..p0+depth` of `a` as panels of `MR` rows, each
+/// `[depth][MR]`, the last one zero-padded.
+unsafe fn pack_rows<const MR: usize>(buf: &mut Vec<f32>, a: Mat, (i0, rows): (usize, usize), (p0, depth): (usize, usize)) {
+    let panels = rows.div_ceil(MR);
+    buf.clear();
+    buf.resize(panels * MR * depth, 0.0);
+    for panel in 0..panels {
+        let out = &mut buf[panel * MR * depth..(panel + 1) * MR * depth];
+        let h = MR.min(rows - panel * MR);
+        let base = i0 + panel * MR;
+        if a.1 == 1 {
+            // Columns of A contiguous (A read transposed): walk down each column.
+            for p in 0..depth {
+                for i in 0..h {
+                    out[p * MR + i] = a.at(base + i, p0 + p);
+                }
+            }
+        } else {
+            for i in 0..h {
+                for p in 0..depth {
+                    out[p * MR + i] = a.at(base + i, p0 + p);
+                }
+            }
+        }
+    }
+}
+
+/// Packs rows `p0..p0+depth`, columns `j0..j0+cols` of `b` as panels of `NR` columns, each
+/// `[depth][NR]`, the last one zero-padded.
+unsafe fn pack_cols<const NR: usize>(buf: &mut Vec<f32>, b: Mat, (p0, depth): (usize, usize), (j0, cols): (usize, usize)) {
+    let panels = cols.div_ceil(NR);
+    buf.clear();
+    buf.resize(panels * NR * depth, 0.0);
+    for panel in 0..panels {
+        let out = &mut buf[panel * NR * depth..(panel + 1) * NR * depth];
+        let w = NR.min(cols - panel * NR);
+        let base = j0 + panel * NR;
+        if b.2 == 1 {
+            for p in 0..depth {
+                let src = b.0.offset((p0 + p) as isize * b.1 + base as isize);
+                if w == NR {
+                    *(out.as_mut_ptr().add(p * NR) as *mut [f32; NR]) = *(src as *const [f32; NR]);
+                } else {
+                    out[p * NR..p * NR + w].copy_from_slice(std::slice::from_raw_parts(src, w));
+                }
+            }
+        } else {
+            let mut j = 0;
+            #[cfg(target_arch = "x86_64")]
+            if b.1 == 1 && NR % 8 == 0 && std::arch::is_x86_feature_detected!("avx2") {
+                // B read transposed (column j of B is contiguous): 8 × 8 blocks transposed in
+                // registers, the rest one value at a time.
+                let whole = depth / 8 * 8;
+                while j + 8 <= w {
+                    transpose_8x8_blocks(b.0.offset(p0 as isize + (base + j) as isize * b.2), b.2 as usize, out.as_mut_ptr().add(j), NR, whole);
+                    for p in whole..depth {
+                        for jj in j..j + 8 {
+                            out[p * NR + jj] = b.at(p0 + p, base + jj);
+                        }
+                    }
+                    j += 8;
+                }
+            }
+            for j in j..w {
+                for p in 0..depth {
+                    out[p * NR + j] = b.at(p0 + p, base + j);
+                }
+            }
+        }
+    }
+}
+
+/// `out[p·out_stride + r] = src[r·src_stride + p]` for 8 rows `r` and `p < depth` (a multiple
+/// of 8): blocks of 8 × 8 values transposed in AVX registers. Moves values only.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_8x8_blocks(src: *const f32, src_stride: usize, out: *mut f32, out_stride: usize, depth: usize) {
+    use std::arch::x86_64::*;
+    for p in (0..depth).step_by(8) {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride + p)));
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let rows = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (i, row) in rows.into_iter().enumerate() {
+            _mm256_storeu_ps(out.add((p + i) * out_stride), row);
+        }
+    }
+}
+
+/// The documented order written out plainly, one output at a time: what every kernel must
+/// equal bit for bit (the tests' reference).
+///
+/// # Safety
+/// As [`gemm`].
+#[cfg(test)]
+pub(crate) unsafe fn reference(dst: MatMut, accumulate: bool, a: Mat, b: Mat, (m, k, n): (usize, usize, usize)) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = if accumulate { *dst.at(i, j) } else { 0.0 };
+            for p in 0..k {
+                acc = a.at(i, p).mul_add(b.at(p, j), acc);
+            }
+            *dst.at(i, j) = acc;
+        }
+    }
+}
