@@ -405,3 +405,47 @@ pub(crate) unsafe fn reference(dst: MatMut, accumulate: bool, a: Mat, b: Mat, (m
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every kernel equals the documented order written out plainly, bit for bit, in every
+    /// layout of A, B and the destination, accumulating or not, on one thread or several, with
+    /// sizes that leave partial tiles and cross the `kc` and `nc` blocks.
+    #[test]
+    fn every_kernel_is_the_documented_order_bit_for_bit() {
+        let shapes = [(1, 1, 1), (1, 700, 3), (7, 5, 33), (13, 1030, 17), (29, 64, 341), (66, 513, 70)];
+        for (case, &(m, k, n)) in shapes.iter().enumerate() {
+            let (a, b, start) = (values(m * k, case as u64), values(k * n, 50 + case as u64), values(m * n, 90 + case as u64));
+            for code in 0..16 {
+                let (a_t, b_t, dst_t, accumulate) = (code & 1 != 0, code & 2 != 0, code & 4 != 0, code & 8 != 0);
+                let ma = if a_t { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
+                let mb = if b_t { Mat(b.as_ptr(), 1, k as isize) } else { Mat(b.as_ptr(), n as isize, 1) };
+                let strides = if dst_t { (1, m as isize) } else { (n as isize, 1) };
+                let mut want = start.clone();
+                // SAFETY: buffers of exactly these sizes and strides.
+                unsafe { reference(MatMut(want.as_mut_ptr(), strides.0, strides.1), accumulate, ma, mb, (m, k, n)) };
+                for kernel in GemmKernel::available() {
+                    for threads in [Threads::One, Threads::Rayon] {
+                        let mut got = start.clone();
+                        // SAFETY: as above; `available` lists only kernels this CPU runs.
+                        unsafe { gemm(kernel, MatMut(got.as_mut_ptr(), strides.0, strides.1), accumulate, ma, mb, (m, k, n), threads) };
+                        let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{kernel:?} {m}×{k}×{n} aᵀ {a_t} bᵀ {b_t} dstᵀ {dst_t} accumulate {accumulate} {threads:?}");
+                    }
+                }
+            }
+        }
+    }
+}

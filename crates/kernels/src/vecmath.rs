@@ -142,10 +142,61 @@ impl GemmKernel {
     }
 }
 
-/// The matrix products' kernels, chosen once per process.
+/// The matrix products' kernels, chosen once per process (or forced by [`with_paths`]).
 pub fn gemm_kernel() -> GemmKernel {
     static KERNEL: std::sync::OnceLock<GemmKernel> = std::sync::OnceLock::new();
-    *KERNEL.get_or_init(GemmKernel::detect)
+    match forced() {
+        Some((_, kernel)) => kernel,
+        None => *KERNEL.get_or_init(GemmKernel::detect),
+    }
+}
+
+/// The paths [`with_paths`] forces: 0 when none, else `1 + 3·level + kernel`.
+static FORCED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn forced() -> Option<(SimdLevel, GemmKernel)> {
+    let code = FORCED.load(std::sync::atomic::Ordering::Relaxed);
+    let level = [SimdLevel::Baseline, SimdLevel::Avx2Fma, SimdLevel::Avx512];
+    let kernel = [GemmKernel::Portable, GemmKernel::Avx2Fma, GemmKernel::Avx512];
+    (code > 0).then(|| (level[usize::from(code - 1) / 3], kernel[usize::from(code - 1) % 3]))
+}
+
+/// Runs `f` with every kernel of this process on the elementwise level `simd` and the matrix
+/// products `gemm` (in all threads), then restores the CPU's choice: for tests and benchmarks
+/// that compare the paths in one process. Calls are serialised. Since every path computes in
+/// the same order, work running beside `f` gives the same results either way. Panics if the
+/// CPU lacks either path.
+pub fn with_paths<R>(simd: SimdLevel, gemm: GemmKernel, f: impl FnOnce() -> R) -> R {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    assert!(simd <= SimdLevel::of_cpu() && GemmKernel::available().contains(&gemm), "this CPU cannot run {} with {} products", simd.as_str(), gemm.as_str());
+    let _lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCED.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _restore = Restore;
+    let (l, k) = (
+        simd as u8,
+        match gemm {
+            GemmKernel::Portable => 0u8,
+            GemmKernel::Avx2Fma => 1,
+            GemmKernel::Avx512 => 2,
+        },
+    );
+    FORCED.store(1 + 3 * l + k, std::sync::atomic::Ordering::Relaxed);
+    f()
+}
+
+/// Every path this CPU runs, as (elementwise level, matrix products), widest first and the
+/// portable one last: what [`with_paths`] takes.
+pub fn available_paths() -> Vec<(SimdLevel, GemmKernel)> {
+    let cpu = SimdLevel::of_cpu();
+    [(SimdLevel::Avx512, GemmKernel::Avx512), (SimdLevel::Avx2Fma, GemmKernel::Avx2Fma), (SimdLevel::Baseline, GemmKernel::Portable)]
+        .into_iter()
+        .filter(|&(level, _)| level <= cpu)
+        .collect()
 }
 
 /// The environment variable of candle's elementwise worker pool's spin limit.
@@ -195,7 +246,10 @@ pub fn cpu_description() -> String {
 
 fn level() -> SimdLevel {
     static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(SimdLevel::detect)
+    match forced() {
+        Some((level, _)) => level,
+        None => *LEVEL.get_or_init(SimdLevel::detect),
+    }
 }
 
 /// `a·b + c` with one rounding, in every build: the FMA instruction where the build has it,
