@@ -502,3 +502,34 @@ fn an_image_gives_the_same_bits_alone_as_in_a_batch() {
         assert_eq!(gradient(&x.narrow(0, 0, 1).unwrap()), gradient(&x), "{kind}: image 0's input gradient alone differs from that in a batch");
     }
 }
+
+/// The features and input gradients of a batch are the same bits on every kernel path this CPU
+/// runs (AVX-512, AVX2 + FMA, portable) and on one thread as on several: ResNet-18 whole, and a
+/// small ViT (the ViT-B/16's own shapes are held in tgc-kernels' `paths` tests).
+#[test]
+fn features_are_the_same_bits_on_every_kernel_path_and_thread_count() {
+    use tgc_kernels::vecmath::{available_paths, with_paths};
+    let cfg: tgc_backbones::vit::VitConfig = serde_json::from_str(&tiny_vit_config_json(2)).unwrap();
+    let vit = tgc_backbones::vit::Vit::new(&cfg, VarBuilder::from_tensors(tiny_vit_tensors(2, 2, 4), DType::F32, &Device::Cpu)).unwrap();
+    let resnet = Backbone::load(BackboneKind::ResNet18, &WeightSource::Random { seed: 3 }, &cpu()).unwrap();
+    let run = |x: &Tensor, features: &(dyn Fn(&Tensor) -> Tensor + Sync)| {
+        let var = Var::from_tensor(x).unwrap();
+        let f = features(var.as_tensor());
+        let g = f.narrow(1, 0, 1).unwrap().sum_all().unwrap().backward().unwrap().get(var.as_tensor()).unwrap().clone();
+        [f, g].map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>())
+    };
+    let cases: [(&str, Tensor, &(dyn Fn(&Tensor) -> Tensor + Sync)); 2] = [
+        ("resnet18", rand_tensor(&[2, 3, 224, 224], 1.0, 5).abs().unwrap(), &|x| resnet.features(x).unwrap()),
+        ("vit", rand_tensor(&[3, 3, 32, 32], 1.0, 6), &|x| vit.features(x).unwrap()),
+    ];
+    let paths = available_paths();
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    for (name, x, features) in &cases {
+        let (portable_simd, portable_gemm) = *paths.last().unwrap();
+        let reference = with_paths(portable_simd, portable_gemm, || run(x, *features));
+        for &(simd, gemm) in &paths[..paths.len() - 1] {
+            assert!(with_paths(simd, gemm, || run(x, *features)) == reference, "{name}: the {} path differs from the portable one", simd.as_str());
+            assert!(with_paths(simd, gemm, || one_thread.install(|| run(x, *features))) == reference, "{name}: one thread differs on the {} path", simd.as_str());
+        }
+    }
+}
