@@ -82,3 +82,29 @@ fn features_file_errors_name_the_tensor() {
     let err = FeatureSet::load(&path).unwrap_err().to_string();
     assert!(err.contains("[2]") && err.contains("[3]"), "{err}");
 }
+
+/// `tgc extract` writes the same bytes on the portable path (`TGC_SIMD=baseline`), the AVX2
+/// path (`TGC_SIMD=avx2 TGC_GEMM=avx2`), the CPU's default and on one thread: the kernels'
+/// one summation order, end to end (a CPU without AVX2 runs the first of these).
+#[test]
+fn extract_writes_the_same_bytes_on_every_kernel_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let data = dir.path().join("ph");
+    let d = data.to_str().unwrap();
+    assert!(tgc(&["data", "synth", "--out", d, "--patients", "4", "--size", "32", "--seed", "4"], &cache).status.success());
+    let settings: [&[(&str, &str)]; 4] = [&[("TGC_SIMD", "baseline")], &[("TGC_SIMD", "avx2"), ("TGC_GEMM", "avx2")], &[], &[("RAYON_NUM_THREADS", "1")]];
+    let mut files = Vec::new();
+    for (i, env) in settings.iter().enumerate() {
+        let out = dir.path().join(format!("f{i}.safetensors"));
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tgc"));
+        command.args(["extract", "--backbone", "resnet18", "--weights", "random:3", "--data", d, "--out", out.to_str().unwrap(), "--no-cache"]);
+        command.env("TGC_CACHE_DIR", &cache).env_remove("TGC_SIMD").env_remove("TGC_GEMM").envs(env.iter().copied());
+        let run = command.output().unwrap();
+        assert!(run.status.success(), "{env:?}: {}", text(&run));
+        files.push(std::fs::read(&out).unwrap());
+    }
+    for (i, file) in files.iter().enumerate().skip(1) {
+        assert!(*file == files[0], "the features under {:?} differ from those under {:?}", settings[i], settings[0]);
+    }
+}
