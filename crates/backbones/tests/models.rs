@@ -529,7 +529,11 @@ fn features_are_the_same_bits_on_every_kernel_path_and_thread_count() {
         let reference = with_paths(portable_simd, portable_gemm, || run(x, *features));
         for &(simd, gemm) in &paths[..paths.len() - 1] {
             assert!(with_paths(simd, gemm, || run(x, *features)) == reference, "{name}: the {} path differs from the portable one", simd.as_str());
-            assert!(with_paths(simd, gemm, || one_thread.install(|| run(x, *features))) == reference, "{name}: one thread differs on the {} path", simd.as_str());
+            assert!(
+                with_paths(simd, gemm, || one_thread.install(|| run(x, *features))) == reference,
+                "{name}: one thread differs on the {} path",
+                simd.as_str()
+            );
         }
     }
 }
