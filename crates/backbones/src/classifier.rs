@@ -56,7 +56,7 @@ impl Classifier {
     }
 
     fn head(&self, features: &Tensor) -> Result<Tensor> {
-        Ok(features.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+        Ok(tgc_kernels::ops::matmul(features, &self.weight.t()?)?.broadcast_add(&self.bias)?)
     }
 
     pub fn head_weight(&self) -> &Tensor {

@@ -175,9 +175,9 @@ impl Attention {
         };
         let (q, k, v) = (part(0, queries)?, part(1, t)?, part(2, t)?);
         let softmax = if self.generic { generic::scaled_softmax_last_dim } else { tgc_kernels::ops::scaled_softmax_last_dim };
-        let probs = softmax(&q.matmul(&k.t()?.contiguous()?)?, (d as f32).sqrt())?;
+        let probs = softmax(&tgc_kernels::ops::matmul(&q, &k.t()?)?, (d as f32).sqrt())?;
         let probs = tap(&probs)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, queries, hidden))?;
+        let out = tgc_kernels::ops::matmul(&probs, &v)?.transpose(1, 2)?.contiguous()?.reshape((b, queries, hidden))?;
         self.output.forward(&out)
     }
 }

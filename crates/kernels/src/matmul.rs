@@ -103,6 +103,74 @@ pub(crate) unsafe fn gemm_with(
     crate::gemm::gemm(kernel, MatMut(dst.0, dst.1, dst.2), accumulate, a, b, dims, threads)
 }
 
+/// `a · b` for `a` `[…, m, k]` and `b` `[…, k, n]` with the same leading dimensions (any
+/// strides: transposed views are read in place), differentiable in both: on the CPU in f32
+/// our product's one summation order (`gemm.rs`), so what is computed or trained with it (a
+/// linear probe, the temporal DNN, attention scores) gets the same bits on every CPU and
+/// kernel path; candle's `matmul` elsewhere. Its backward forms `g · bᵀ` and `aᵀ · g` with
+/// the same op.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (ad, bd) = (a.dims(), b.dims());
+    let r = ad.len();
+    if r < 2 || bd.len() != r || ad[..r - 2] != bd[..r - 2] || ad[r - 1] != bd[r - 2] {
+        candle_core::bail!("matmul: {ad:?} · {bd:?} do not fit ([…, m, k] · […, k, n], the same leading dimensions)");
+    }
+    if !a.device().is_cpu() || a.dtype() != crate::shared::DTYPE || b.dtype() != crate::shared::DTYPE {
+        return a.matmul(b);
+    }
+    a.apply_op2(b, MatMul)
+}
+
+struct MatMul;
+
+/// A layout's f32 data from its start, the strides of its last two dimensions, and the start
+/// of each matrix of the leading ones (row-major order).
+fn strided<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [f32], isize, isize, Vec<usize>)> {
+    let CpuStorage::F32(data) = storage else { candle_core::bail!("matmul: only f32 is supported") };
+    let (dims, stride) = (layout.dims(), layout.stride());
+    let r = dims.len();
+    let mut starts = vec![0usize];
+    for (&size, &step) in dims[..r - 2].iter().zip(&stride[..r - 2]) {
+        starts = starts.iter().flat_map(|&s| (0..size).map(move |i| s + i * step)).collect();
+    }
+    Ok((&data[layout.start_offset()..], stride[r - 2] as isize, stride[r - 1] as isize, starts))
+}
+
+impl candle_core::CustomOp2 for MatMul {
+    fn name(&self) -> &'static str {
+        "matmul"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (ad, bd) = (l1.dims(), l2.dims());
+        let r = ad.len();
+        let (m, k, n) = (ad[r - 2], ad[r - 1], bd[r - 1]);
+        let ((a, ar, ac, a_starts), (b, br, bc, b_starts)) = (strided(s1, l1)?, strided(s2, l2)?);
+        let mut dst = vec![0f32; a_starts.len() * m * n];
+        for ((out, &sa), &sb) in dst.chunks_mut((m * n).max(1)).zip(&a_starts).zip(&b_starts) {
+            // SAFETY: the layouts describe in-bounds elements of their storages for every index
+            // below their dimensions, and `out` is a fresh row-major `[m×n]` buffer.
+            unsafe {
+                gemm_strided(
+                    (out.as_mut_ptr(), n as isize, 1),
+                    false,
+                    Mat(a.as_ptr().add(sa), ar, ac),
+                    Mat(b.as_ptr().add(sb), br, bc),
+                    (m, k, n),
+                    Threads::Rayon,
+                )
+            };
+        }
+        let mut dims = ad.to_vec();
+        dims[r - 1] = n;
+        Ok((CpuStorage::F32(dst), Shape::from(dims)))
+    }
+
+    fn bwd(&self, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(matmul(grad, &b.transpose(D::Minus2, D::Minus1)?)?), Some(matmul(&a.transpose(D::Minus2, D::Minus1)?, grad)?)))
+    }
+}
+
 /// `y = x · Wᵀ + b` over the last dimension, with a backward that forms only the input
 /// gradient `grad · W` (the weights are constants; candle-nn's `Linear` would also compute
 /// their gradient). Loaded from `weight` `[out, in]` and `bias` `[out]` like `nn.Linear`.

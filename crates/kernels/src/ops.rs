@@ -4,7 +4,7 @@ pub use crate::attention::{multi_head_attention, scaled_softmax_last_dim, softma
 pub use crate::conv::{conv2d, Conv2d};
 pub use crate::elementwise::{gelu, relu, ReluRule};
 pub use crate::encoder::EncoderBlock;
-pub use crate::matmul::{matmul_slices, Linear};
+pub use crate::matmul::{matmul, matmul_slices, Linear};
 pub use crate::norm::LayerNorm;
 pub use crate::pool::max_pool2d;
 pub use crate::shared::DTYPE;

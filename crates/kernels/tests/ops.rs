@@ -296,3 +296,27 @@ fn fused_attention_equals_the_composed_ops_forward_and_backward() {
         close(a, b, name);
     }
 }
+
+#[test]
+fn matmul_matches_candle_with_both_gradients_in_any_layout() {
+    use tgc_kernels::ops::matmul;
+    // 2-D, a transposed view on the right (a linear layer's x·Wᵀ), and 4-D batches of heads.
+    let cases = [(vec![5, 7], vec![3, 7], true), (vec![2, 3, 9, 4], vec![2, 3, 4, 6], false), (vec![1, 33], vec![33, 2], false)];
+    for (i, (ad, bd, b_t)) in cases.into_iter().enumerate() {
+        let a = Var::from_tensor(&rand_tensor(&ad, 1.0, 10 + i as u64)).unwrap();
+        let b = Var::from_tensor(&rand_tensor(&bd, 1.0, 20 + i as u64)).unwrap();
+        let rhs = |b: &Tensor| if b_t { b.t().unwrap() } else { b.clone() };
+        let ours = matmul(a.as_tensor(), &rhs(b.as_tensor())).unwrap();
+        let theirs = a.as_tensor().matmul(&rhs(b.as_tensor()).contiguous().unwrap()).unwrap();
+        assert_eq!(ours.dims(), theirs.dims());
+        assert!(max_rel_diff(&ours, &theirs, 1e-3) < 1e-6);
+        let weights = rand_tensor(ours.dims(), 1.0, 30 + i as u64);
+        let g_ours = (&ours * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_theirs = (&theirs * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&a, &b] {
+            assert!(max_rel_diff(g_ours.get(v.as_tensor()).unwrap(), g_theirs.get(v.as_tensor()).unwrap(), 1e-3) < 1e-6, "case {i}");
+        }
+    }
+    let err = matmul(&rand_tensor(&[2, 3], 1.0, 1), &rand_tensor(&[4, 2], 1.0, 2)).unwrap_err().to_string();
+    assert!(err.contains("[2, 3]") && err.contains("[4, 2]"), "{err}");
+}

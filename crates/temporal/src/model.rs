@@ -20,8 +20,10 @@ fn linear_init(out: usize, inp: usize, rng: &mut ChaCha8Rng) -> Result<(Var, Var
     Ok((Var::from_vec(w, (out, inp), &Device::Cpu)?, Var::from_vec(b, out, &Device::Cpu)?))
 }
 
+/// `x · Wᵀ + b` with tgc-kernels' product, whose one summation order gives the same bits on
+/// every CPU (candle's would follow the CPU's cache sizes and vector width).
 fn linear(x: &Tensor, w: &Var, b: &Var) -> Result<Tensor> {
-    Ok(x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?)
+    Ok(tgc_kernels::ops::matmul(x, &w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?)
 }
 
 /// `Linear(D → 2)` on frozen-backbone features.
