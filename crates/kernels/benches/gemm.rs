@@ -84,7 +84,7 @@ fn peak(threads: usize) -> Option<(f64, String)> {
     let lanes = match tgc_kernels::vecmath::gemm_kernel() {
         GemmKernel::Avx512 => 16.0,
         GemmKernel::Avx2Fma => 8.0,
-        GemmKernel::Portable => 4.0,
+        GemmKernel::Portable => 1.0,
     };
     let gflops = threads as f64 * 2.0 * lanes * 2.0 * ghz;
     Some((gflops, format!("{threads} threads × 2 FMA units × {lanes} lanes × 2 × {ghz:.2} GHz")))
