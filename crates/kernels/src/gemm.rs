@@ -277,16 +277,28 @@ thread_local! {
     static PACKS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// Makes `buf` at least `len` long, keeping its length between products (every packed value
+/// and padding zero is written by the packing itself, so nothing is cleared first).
+fn grow(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+}
+
 /// Packs rows `i0..i0+rows`, columns `p0..p0+depth` of `a` as panels of `MR` rows, each
 /// `[depth][MR]`, the last one zero-padded.
 unsafe fn pack_rows<const MR: usize>(buf: &mut Vec<f32>, a: Mat, (i0, rows): (usize, usize), (p0, depth): (usize, usize)) {
     let panels = rows.div_ceil(MR);
-    buf.clear();
-    buf.resize(panels * MR * depth, 0.0);
+    grow(buf, panels * MR * depth);
     for panel in 0..panels {
         let out = &mut buf[panel * MR * depth..(panel + 1) * MR * depth];
         let h = MR.min(rows - panel * MR);
         let base = i0 + panel * MR;
+        if h < MR {
+            for p in 0..depth {
+                out[p * MR + h..(p + 1) * MR].fill(0.0);
+            }
+        }
         if a.1 == 1 {
             // Columns of A contiguous (A read transposed): walk down each column.
             for p in 0..depth {
@@ -308,12 +320,16 @@ unsafe fn pack_rows<const MR: usize>(buf: &mut Vec<f32>, a: Mat, (i0, rows): (us
 /// `[depth][NR]`, the last one zero-padded.
 unsafe fn pack_cols<const NR: usize>(buf: &mut Vec<f32>, b: Mat, (p0, depth): (usize, usize), (j0, cols): (usize, usize)) {
     let panels = cols.div_ceil(NR);
-    buf.clear();
-    buf.resize(panels * NR * depth, 0.0);
+    grow(buf, panels * NR * depth);
     for panel in 0..panels {
         let out = &mut buf[panel * NR * depth..(panel + 1) * NR * depth];
         let w = NR.min(cols - panel * NR);
         let base = j0 + panel * NR;
+        if w < NR {
+            for p in 0..depth {
+                out[p * NR + w..(p + 1) * NR].fill(0.0);
+            }
+        }
         if b.2 == 1 {
             for p in 0..depth {
                 let src = b.0.offset((p0 + p) as isize * b.1 + base as isize);
