@@ -72,45 +72,63 @@ struct Blocking {
 
 /// One tile's `kc` steps: `acc[i][j] = fma(a_i[p], b_p[j], acc[i][j])` for `p` in order,
 /// row `i` of A read from `a[i] + p·a_step` and row `p` of B (`NR` contiguous values) from
-/// `b + p·b_step`. The one definition every kernel compiles: the SIMD builds differ only in
-/// the instructions the compiler may use, and every lane is a separate output.
+/// `b + p·b_step`; the accumulators start from the `MR × NR` outputs at `c` (rows `c_rs`
+/// apart, unit column stride) when `load`, from zero otherwise, and are stored there. The one
+/// definition every kernel compiles: the SIMD builds differ only in the instructions the
+/// compiler may use, and every lane is a separate output.
 #[inline(always)]
-unsafe fn tile<const MR: usize, const NR: usize>(kc: usize, a: [*const f32; MR], a_step: usize, b: *const f32, b_step: usize, acc: &mut [[f32; NR]; MR]) {
-    let mut c = *acc;
+unsafe fn tile<const MR: usize, const NR: usize>(
+    kc: usize,
+    a: [*const f32; MR],
+    a_step: usize,
+    b: *const f32,
+    b_step: usize,
+    c: *mut f32,
+    c_rs: usize,
+    load: bool,
+) {
+    let mut acc = [[0f32; NR]; MR];
+    if load {
+        for (i, row) in acc.iter_mut().enumerate() {
+            *row = *(c.add(i * c_rs) as *const [f32; NR]);
+        }
+    }
     for p in 0..kc {
         let bp = &*(b.add(p * b_step) as *const [f32; NR]);
         for i in 0..MR {
             let ai = *a[i].add(p * a_step);
             for j in 0..NR {
-                c[i][j] = ai.mul_add(bp[j], c[i][j]);
+                acc[i][j] = ai.mul_add(bp[j], acc[i][j]);
             }
         }
     }
-    *acc = c;
+    for (i, row) in acc.iter().enumerate() {
+        *(c.add(i * c_rs) as *mut [f32; NR]) = *row;
+    }
 }
 
-/// A tile function: `(kc, A's row pointers, A's step, B, B's step, accumulators)`.
-type TileFn<const MR: usize, const NR: usize> = unsafe fn(usize, [*const f32; MR], usize, *const f32, usize, &mut [[f32; NR]; MR]);
+/// A tile function: `(kc, A's row pointers, A's step, B, B's step, C, C's row stride, load)`.
+type TileFn<const MR: usize> = unsafe fn(usize, [*const f32; MR], usize, *const f32, usize, *mut f32, usize, bool);
 
 /// The AVX-512 tile: 8 rows × 48 columns (24 of the 32 vector registers; eight row pointers
 /// leave the general registers enough not to spill).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn tile_avx512(kc: usize, a: [*const f32; 8], a_step: usize, b: *const f32, b_step: usize, acc: &mut [[f32; 48]; 8]) {
-    tile::<8, 48>(kc, a, a_step, b, b_step, acc)
+unsafe fn tile_avx512(kc: usize, a: [*const f32; 8], a_step: usize, b: *const f32, b_step: usize, c: *mut f32, c_rs: usize, load: bool) {
+    tile::<8, 48>(kc, a, a_step, b, b_step, c, c_rs, load)
 }
 
 /// The AVX2 + FMA tile: 6 rows × 16 columns (12 of the 16 vector registers).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(kc: usize, a: [*const f32; 6], a_step: usize, b: *const f32, b_step: usize, acc: &mut [[f32; 16]; 6]) {
-    tile::<6, 16>(kc, a, a_step, b, b_step, acc)
+unsafe fn tile_avx2(kc: usize, a: [*const f32; 6], a_step: usize, b: *const f32, b_step: usize, c: *mut f32, c_rs: usize, load: bool) {
+    tile::<6, 16>(kc, a, a_step, b, b_step, c, c_rs, load)
 }
 
 /// The portable tile, built for the baseline instruction set (`mul_add` is the C library's
 /// `fmaf` there, exact like the instruction).
-unsafe fn tile_portable(kc: usize, a: [*const f32; 4], a_step: usize, b: *const f32, b_step: usize, acc: &mut [[f32; 8]; 4]) {
-    tile::<4, 8>(kc, a, a_step, b, b_step, acc)
+unsafe fn tile_portable(kc: usize, a: [*const f32; 4], a_step: usize, b: *const f32, b_step: usize, c: *mut f32, c_rs: usize, load: bool) {
+    tile::<4, 8>(kc, a, a_step, b, b_step, c, c_rs, load)
 }
 
 /// `dst (+)= a·b`, `[m×k]·[k×n]`, every matrix given by its pointer and strides, with the
@@ -166,7 +184,7 @@ struct Problem {
 impl Problem {
     /// Splits the outputs among rayon's threads (rows or columns, whichever has more tiles)
     /// and computes each part with [`Problem::part`].
-    unsafe fn run<const MR: usize, const NR: usize>(self, tile: TileFn<MR, NR>, blocking: Blocking, (m, n): (usize, usize), threads: Threads) {
+    unsafe fn run<const MR: usize, const NR: usize>(self, tile: TileFn<MR>, blocking: Blocking, (m, n): (usize, usize), threads: Threads) {
         let workers = if threads == Threads::Rayon && m * n * self.k >= 1 << 18 { rayon::current_num_threads() } else { 1 };
         let (row_tiles, col_tiles) = (m.div_ceil(MR), n.div_ceil(NR));
         let parts = workers.min(row_tiles.max(col_tiles));
@@ -187,7 +205,7 @@ impl Problem {
     /// otherwise, and for B's last partial panel, it is packed first.
     unsafe fn part<const MR: usize, const NR: usize>(
         self,
-        tile: TileFn<MR, NR>,
+        tile: TileFn<MR>,
         Blocking { kc, nc, mc }: Blocking,
         (r0, r1): (usize, usize),
         (c0, c1): (usize, usize),
@@ -240,24 +258,20 @@ impl Problem {
                                 };
                                 let (i0, j0) = (ic + ir, jc + jr);
                                 let w = NR.min(cols - jr);
-                                let mut acc = [[0f32; NR]; MR];
-                                let whole_rows = dst.2 == 1 && w == NR;
-                                if load {
-                                    for (i, row) in acc.iter_mut().enumerate().take(h) {
-                                        if whole_rows {
-                                            *row = *(dst.at(i0 + i, j0) as *const [f32; NR]);
-                                        } else {
+                                if dst.2 == 1 && dst.1 > 0 && w == NR && h == MR {
+                                    tile(depth, a_rows, a_step, pb, b_step, dst.at(i0, j0), dst.1 as usize, load);
+                                } else {
+                                    // A partial tile or a strided destination: through a copy.
+                                    let mut acc = [[0f32; NR]; MR];
+                                    if load {
+                                        for (i, row) in acc.iter_mut().enumerate().take(h) {
                                             for (j, v) in row.iter_mut().enumerate().take(w) {
                                                 *v = *dst.at(i0 + i, j0 + j);
                                             }
                                         }
                                     }
-                                }
-                                tile(depth, a_rows, a_step, pb, b_step, &mut acc);
-                                for (i, row) in acc.iter().enumerate().take(h) {
-                                    if whole_rows {
-                                        *(dst.at(i0 + i, j0) as *mut [f32; NR]) = *row;
-                                    } else {
+                                    tile(depth, a_rows, a_step, pb, b_step, acc.as_mut_ptr().cast(), NR, load);
+                                    for (i, row) in acc.iter().enumerate().take(h) {
                                         for (j, v) in row.iter().enumerate().take(w) {
                                             *dst.at(i0 + i, j0 + j) = *v;
                                         }
