@@ -167,7 +167,7 @@ impl ResNet18 {
             }
             x = hooks.layer(&format!("layer{}", i + 1), &x)?;
         }
-        x.mean((2, 3))
+        tgc_kernels::ops::spatial_mean(&x)
     }
 
     /// The features of a plain pass.

@@ -147,7 +147,7 @@ impl Model for ResNet3d {
         let h = hooks.layer("block1", &self.block1.forward(&h, hooks)?)?;
         let h = hooks.layer("down", &hooks.relu(&self.down.forward(&h)?)?)?;
         let h = hooks.layer("block2", &self.block2.forward(&h, hooks)?)?;
-        tgc_kernels::ops::matmul(&h.flatten_from(2)?.mean(2)?, &self.fc_weight.t()?)?.broadcast_add(&self.fc_bias)
+        tgc_kernels::ops::matmul(&tgc_kernels::ops::spatial_mean(&h.flatten_from(2)?.unsqueeze(3)?)?, &self.fc_weight.t()?)?.broadcast_add(&self.fc_bias)
     }
 
     fn layers(&self) -> Vec<String> {

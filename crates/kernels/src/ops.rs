@@ -6,5 +6,5 @@ pub use crate::elementwise::{gelu, relu, ReluRule};
 pub use crate::encoder::EncoderBlock;
 pub use crate::matmul::{matmul, matmul_slices, Linear};
 pub use crate::norm::LayerNorm;
-pub use crate::pool::max_pool2d;
+pub use crate::pool::{max_pool2d, spatial_mean};
 pub use crate::shared::DTYPE;

@@ -130,3 +130,38 @@ impl CustomOp2 for MaxPool2dBackward {
         Ok((CpuStorage::F32(grad_in), l1.shape().clone()))
     }
 }
+
+/// The mean over the spatial dimensions, `[B, C, H, W]` → `[B, C]` (global average pooling):
+/// on the CPU each plane summed in index order in f32 and divided by `H·W`, on every CPU the
+/// same (candle's row sums take an 8-lane AVX2 path on CPUs with AVX2 and a scalar loop
+/// elsewhere); candle's `mean` off the CPU. The gradient spreads `g / (H·W)` over each plane.
+pub fn spatial_mean(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if !x.device().is_cpu() || x.dtype() != crate::shared::DTYPE {
+        return x.mean((2, 3));
+    }
+    x.contiguous()?.apply_op1(SpatialMean { plane: h * w })
+}
+
+struct SpatialMean {
+    plane: usize,
+}
+
+impl CustomOp1 for SpatialMean {
+    fn name(&self) -> &'static str {
+        "spatial-mean"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, "spatial mean")?;
+        let n = self.plane as f32;
+        let means = x.chunks(self.plane.max(1)).map(|plane| plane.iter().fold(0f32, |s, &v| s + v) / n).collect();
+        let dims = layout.dims();
+        Ok((CpuStorage::F32(means), Shape::from((dims[0], dims[1]))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let spread = (grad / self.plane as f64)?.unsqueeze(2)?.unsqueeze(3)?.broadcast_as(arg.shape())?.contiguous()?;
+        Ok(Some(spread))
+    }
+}

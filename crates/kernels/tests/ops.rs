@@ -320,3 +320,22 @@ fn matmul_matches_candle_with_both_gradients_in_any_layout() {
     let err = matmul(&rand_tensor(&[2, 3], 1.0, 1), &rand_tensor(&[4, 2], 1.0, 2)).unwrap_err().to_string();
     assert!(err.contains("[2, 3]") && err.contains("[4, 2]"), "{err}");
 }
+
+#[test]
+fn spatial_mean_sums_each_plane_in_order_and_spreads_its_gradient() {
+    use tgc_kernels::ops::spatial_mean;
+    let x = Var::from_tensor(&rand_tensor(&[2, 3, 5, 7], 1.0, 40)).unwrap();
+    let y = spatial_mean(x.as_tensor()).unwrap();
+    assert_eq!(y.dims(), &[2, 3]);
+    // Bit for bit the documented order: a plane's values added from the first, then / (H·W).
+    let values = vec(x.as_tensor());
+    let want: Vec<f32> = values.chunks(35).map(|p| p.iter().fold(0f32, |s, &v| s + v) / 35.0).collect();
+    assert_eq!(vec(&y), want);
+    assert!(max_rel_diff(&y, &x.as_tensor().mean((2, 3)).unwrap(), 1e-3) < 1e-6);
+    let weights = rand_tensor(&[2, 3], 1.0, 41);
+    let grads = (&y * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    let g = vec(grads.get(x.as_tensor()).unwrap());
+    for (i, w) in vec(&weights).iter().enumerate() {
+        assert!(g[i * 35..(i + 1) * 35].iter().all(|&v| (v - w / 35.0).abs() <= 1e-7 * w.abs().max(1.0)), "plane {i}");
+    }
+}
