@@ -227,7 +227,7 @@ impl Problem {
                     // A's rows: element (i, p) of the block at `row(i) + p·a_step`.
                     let a_direct = a.1 == 1 || a.2 == 1;
                     if !a_direct {
-                        pack_rows::<MR>(pack_a, a, (ic, rows), (pc, depth));
+                        pack_panels::<MR>(pack_a, a, (ic, rows), (pc, depth));
                     }
                     let a_step = if a.2 == 1 {
                         1
@@ -245,7 +245,7 @@ impl Problem {
                     };
                     for jc in (c0..c1).step_by(nc) {
                         let cols = nc.min(c1 - jc);
-                        pack_cols::<NR>(pack_b, b, (pc, depth), (jc, cols));
+                        pack_panels::<NR>(pack_b, Mat(b.0, b.2, b.1), (jc, cols), (pc, depth));
                         for ir in (0..rows).step_by(MR) {
                             let h = MR.min(rows - ir);
                             // Rows past the end repeat the tile's first row: read, never stored.
@@ -295,80 +295,51 @@ fn grow(buf: &mut Vec<f32>, len: usize) {
     }
 }
 
-/// Packs rows `i0..i0+rows`, columns `p0..p0+depth` of `a` as panels of `MR` rows, each
-/// `[depth][MR]`, the last one zero-padded.
-unsafe fn pack_rows<const MR: usize>(buf: &mut Vec<f32>, a: Mat, (i0, rows): (usize, usize), (p0, depth): (usize, usize)) {
-    let panels = rows.div_ceil(MR);
-    grow(buf, panels * MR * depth);
+/// Packs rows `i0..i0+rows`, columns `p0..p0+depth` of `m` as panels of `W` rows, each
+/// `[depth][W]`, the last one zero-padded: A's row panels, and B's column panels as those of
+/// `Bᵀ` (the view with its strides swapped).
+unsafe fn pack_panels<const W: usize>(buf: &mut Vec<f32>, m: Mat, (i0, rows): (usize, usize), (p0, depth): (usize, usize)) {
+    let panels = rows.div_ceil(W);
+    grow(buf, panels * W * depth);
     for panel in 0..panels {
-        let out = &mut buf[panel * MR * depth..(panel + 1) * MR * depth];
-        let h = MR.min(rows - panel * MR);
-        let base = i0 + panel * MR;
-        if h < MR {
+        let out = &mut buf[panel * W * depth..(panel + 1) * W * depth];
+        let h = W.min(rows - panel * W);
+        let base = i0 + panel * W;
+        if h < W {
             for p in 0..depth {
-                out[p * MR + h..(p + 1) * MR].fill(0.0);
+                out[p * W + h..(p + 1) * W].fill(0.0);
             }
         }
-        if a.1 == 1 {
-            // Columns of A contiguous (A read transposed): walk down each column.
+        if m.1 == 1 {
+            // A panel's values for one `p` lie side by side: copied as a row.
             for p in 0..depth {
-                for i in 0..h {
-                    out[p * MR + i] = a.at(base + i, p0 + p);
-                }
-            }
-        } else {
-            for i in 0..h {
-                for p in 0..depth {
-                    out[p * MR + i] = a.at(base + i, p0 + p);
-                }
-            }
-        }
-    }
-}
-
-/// Packs rows `p0..p0+depth`, columns `j0..j0+cols` of `b` as panels of `NR` columns, each
-/// `[depth][NR]`, the last one zero-padded.
-unsafe fn pack_cols<const NR: usize>(buf: &mut Vec<f32>, b: Mat, (p0, depth): (usize, usize), (j0, cols): (usize, usize)) {
-    let panels = cols.div_ceil(NR);
-    grow(buf, panels * NR * depth);
-    for panel in 0..panels {
-        let out = &mut buf[panel * NR * depth..(panel + 1) * NR * depth];
-        let w = NR.min(cols - panel * NR);
-        let base = j0 + panel * NR;
-        if w < NR {
-            for p in 0..depth {
-                out[p * NR + w..(p + 1) * NR].fill(0.0);
-            }
-        }
-        if b.2 == 1 {
-            for p in 0..depth {
-                let src = b.0.offset((p0 + p) as isize * b.1 + base as isize);
-                if w == NR {
-                    *(out.as_mut_ptr().add(p * NR) as *mut [f32; NR]) = *(src as *const [f32; NR]);
+                let src = m.0.offset(base as isize + (p0 + p) as isize * m.2);
+                if h == W {
+                    *(out.as_mut_ptr().add(p * W) as *mut [f32; W]) = *(src as *const [f32; W]);
                 } else {
-                    out[p * NR..p * NR + w].copy_from_slice(std::slice::from_raw_parts(src, w));
+                    out[p * W..p * W + h].copy_from_slice(std::slice::from_raw_parts(src, h));
                 }
             }
         } else {
-            let mut j = 0;
+            let mut i = 0;
             #[cfg(target_arch = "x86_64")]
-            if b.1 == 1 && NR % 8 == 0 && std::arch::is_x86_feature_detected!("avx2") {
-                // B read transposed (column j of B is contiguous): 8 × 8 blocks transposed in
-                // registers, the rest one value at a time.
+            if m.2 == 1 && W % 8 == 0 && std::arch::is_x86_feature_detected!("avx2") {
+                // Each row contiguous along `p` (a weight `[out, in]` read transposed): 8 × 8
+                // blocks transposed in registers, the rest one value at a time.
                 let whole = depth / 8 * 8;
-                while j + 8 <= w {
-                    transpose_8x8_blocks(b.0.offset(p0 as isize + (base + j) as isize * b.2), b.2 as usize, out.as_mut_ptr().add(j), NR, whole);
+                while i + 8 <= h {
+                    transpose_8x8_blocks(m.0.offset((base + i) as isize * m.1 + p0 as isize), m.1 as usize, out.as_mut_ptr().add(i), W, whole);
                     for p in whole..depth {
-                        for jj in j..j + 8 {
-                            out[p * NR + jj] = b.at(p0 + p, base + jj);
+                        for ii in i..i + 8 {
+                            out[p * W + ii] = m.at(base + ii, p0 + p);
                         }
                     }
-                    j += 8;
+                    i += 8;
                 }
             }
-            for j in j..w {
+            for i in i..h {
                 for p in 0..depth {
-                    out[p * NR + j] = b.at(p0 + p, base + j);
+                    out[p * W + i] = m.at(base + i, p0 + p);
                 }
             }
         }
@@ -433,19 +404,21 @@ pub(crate) unsafe fn reference(dst: MatMut, accumulate: bool, a: Mat, b: Mat, (m
     }
 }
 
+/// Deterministic test values in [-1, 1) (a linear congruential generator).
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Every kernel equals the documented order written out plainly, bit for bit, in every
     /// layout of A, B and the destination, accumulating or not, on one thread or several, with
@@ -454,7 +427,7 @@ mod tests {
     fn every_kernel_is_the_documented_order_bit_for_bit() {
         let shapes = [(1, 1, 1), (1, 700, 3), (7, 5, 33), (13, 1030, 17), (29, 64, 341), (66, 513, 70)];
         for (case, &(m, k, n)) in shapes.iter().enumerate() {
-            let (a, b, start) = (values(m * k, case as u64), values(k * n, 50 + case as u64), values(m * n, 90 + case as u64));
+            let (a, b, start) = (test_values(m * k, case as u64), test_values(k * n, 50 + case as u64), test_values(m * n, 90 + case as u64));
             for code in 0..16 {
                 let (a_t, b_t, dst_t, accumulate) = (code & 1 != 0, code & 2 != 0, code & 4 != 0, code & 8 != 0);
                 let ma = if a_t { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };

@@ -286,6 +286,7 @@ impl CustomOp1 for LinearInputGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::test_values as random;
 
     /// The kernels this CPU can run.
     fn kernels() -> Vec<GemmKernel> {
@@ -313,16 +314,6 @@ mod tests {
         let mut dst = vec![0f32; m * n];
         let err = matmul_slices(kernels()[0], &mut dst, &a, false, &b, false, (m, k + 1, n)).unwrap_err().to_string();
         assert!(err.contains(&format!("[{m}×{}]", k + 1)), "{err}");
-    }
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
     }
 
     /// `a·b` in f64 with the bound `Σ|a||b|` of each element's rounding error's scale.
